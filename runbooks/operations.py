@@ -1,0 +1,170 @@
+"""The built-in probes and actions runbooks can name.
+
+Each is a thin call into the runtime (``runtime.control`` for the flags, ``runtime.ops`` for the
+fleet, the brokers and the orders); the runtime modules are imported inside each operation so
+this module imports, and validation works, on a machine that has only the runbooks.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from runbooks.registry import OperationContext, Reading, action, probe
+from runtime.errors import CheckFailed, OperationFailed
+
+__all__: list[str] = []  # operations are reached through runbooks.registry, by name
+
+_PROVIDER = {"type": "string", "enum": ["primary", "secondary"]}
+
+
+def _flags(ctx: OperationContext) -> Any:
+    from runtime.control import Flags
+
+    return Flags(ctx.aws)
+
+
+def _ops() -> Any:
+    import runtime.ops as ops  # the order path's operator functions (lazy: see module docstring)
+
+    return ops
+
+
+# ---- probes -------------------------------------------------------------------------------
+
+@probe("broker_healthy", args={"provider": _PROVIDER},
+       description="Whether the broker's order API answers its health check now.")
+def broker_healthy(ctx: OperationContext, provider: str) -> Reading:
+    health = _ops().broker_health(ctx.settings, ctx.aws, provider)
+    return Reading(bool(health.get("healthy")),
+                   {"latency_ms": health.get("latency_ms"), "error": health.get("error")})
+
+
+@probe("broker_healthy_for",
+       args={"provider": _PROVIDER, "seconds": {"type": "number", "minimum": 0, "maximum": 3600}},
+       description="Whether the broker stays healthy at every sample over a period (about one a second).",
+       sampling=True)
+def broker_healthy_for(ctx: OperationContext, provider: str, seconds: float) -> Reading:
+    ops = _ops()
+    deadline = time.monotonic() + (0 if ctx.instant else float(seconds))
+    interval = min(1.0, max(float(seconds) / 5, 0.05))
+    samples = 0
+    while True:
+        health = ops.broker_health(ctx.settings, ctx.aws, provider)
+        samples += 1
+        if not health.get("healthy"):
+            # One failed sample is enough: "sustained" health means no sample failed.
+            return Reading(False, {"samples": samples, "error": health.get("error")})
+        if time.monotonic() >= deadline:
+            return Reading(True, {"samples": samples, "sampled_seconds": 0 if ctx.instant else seconds})
+        time.sleep(min(interval, max(deadline - time.monotonic(), 0)))
+
+
+@probe("processing", description="The processing flag: running or paused.")
+def processing(ctx: OperationContext) -> str:
+    return _flags(ctx).read().processing
+
+
+@probe("routing_mode", description="The routing mode flag: manual or auto.")
+def routing_mode(ctx: OperationContext) -> str:
+    return _flags(ctx).read().mode
+
+
+@probe("active_broker", description="The active broker flag (manual mode): primary or secondary.")
+def active_broker(ctx: OperationContext) -> str:
+    return _flags(ctx).read().active
+
+
+@probe("workers_drained", description="Whether no worker holds an order in flight (from their heartbeats).")
+def workers_drained(ctx: OperationContext) -> Reading:
+    fleet = _ops().fleet(ctx.aws)
+    return Reading(bool(fleet.get("drained")),
+                   {"workers": len(fleet.get("workers", [])), "in_flight": fleet.get("in_flight")})
+
+
+@probe("in_flight_at", args={"provider": _PROVIDER},
+       description="How many orders are SUBMITTING or IN_DOUBT at the broker.")
+def in_flight_at(ctx: OperationContext, provider: str) -> Reading:
+    orders = _ops().in_flight_orders(ctx.aws, provider)
+    return Reading(len(orders), {"order_ids": [o.get("order_id") for o in orders[:20]]})
+
+
+@probe("oldest_pending_age_seconds", description="Age in seconds of the oldest order not yet final (0 if none).")
+def oldest_pending_age_seconds(ctx: OperationContext) -> float:
+    age = _ops().oldest_pending_age(ctx.aws)
+    return round(float(age), 3) if age is not None else 0.0
+
+
+# ---- actions ------------------------------------------------------------------------------
+
+def _set(ctx: OperationContext, flag: str, value: str) -> dict[str, Any]:
+    flags = _flags(ctx)
+    previous = getattr(flags.read(), flag)
+    return {"flag": flag, "previous": previous, "value": flags.set(flag, value)}
+
+
+@action("set_processing", args={"state": {"type": "string", "enum": ["running", "paused"]}},
+        description="Set the processing flag (paused = quiesce the workers).", idempotent=True,
+        restore_arg="state")
+def set_processing(ctx: OperationContext, state: str) -> dict[str, Any]:
+    return _set(ctx, "processing", state)
+
+
+@action("set_active_broker", args={"provider": _PROVIDER},
+        description="Set the active broker flag (which broker workers send to in manual mode).",
+        idempotent=True, restore_arg="provider")
+def set_active_broker(ctx: OperationContext, provider: str) -> dict[str, Any]:
+    return _set(ctx, "active", provider)
+
+
+@action("set_routing_mode", args={"mode": {"type": "string", "enum": ["manual", "auto"]}},
+        description="Set the routing mode flag (auto = the router picks the broker).", idempotent=True,
+        restore_arg="mode")
+def set_routing_mode(ctx: OperationContext, mode: str) -> dict[str, Any]:
+    return _set(ctx, "mode", mode)
+
+
+@action("resolve_in_flight", args={"provider": _PROVIDER},
+        description="Ask the broker about every order in flight there and settle the ones it answers for.",
+        idempotent=True)  # asking again only settles what is still open
+def resolve_in_flight(ctx: OperationContext, provider: str) -> dict[str, Any]:
+    result = _ops().resolve_in_flight(ctx.settings, ctx.aws, provider)
+    return {"resolved": list(result.get("resolved", [])), "in_doubt": list(result.get("in_doubt", []))}
+
+
+@action("declare_void", args={"provider": _PROVIDER, "reason": {"type": "string", "minLength": 3}},
+        description="Declare the broker's in-flight orders void so they may go to the other broker.")
+def declare_void(ctx: OperationContext, provider: str, reason: str) -> dict[str, Any]:
+    approvers = ", ".join(ctx.approvers) or "none"
+    released = _ops().declare_void(
+        ctx.aws, provider, actor=ctx.actor or "runbook",
+        reason=f"{reason} (execution {ctx.execution_id}, step {ctx.step_id}, approved by {approvers})",
+        execution_id=ctx.execution_id)
+    return {"released": list(released), "approvers": list(ctx.approvers), "execution_id": ctx.execution_id}
+
+
+@action("notify",
+        args={"subject": {"type": "string", "minLength": 1, "maxLength": 100},
+              "message": {"type": "string", "minLength": 1},
+              "audience": {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1}},
+        description="Publish a notice on the alert topic for the named audiences.",
+        idempotent=True)  # a repeated notice is harmless; a missing one is not
+def notify(ctx: OperationContext, subject: str, message: str, audience: list[str]) -> dict[str, Any]:
+    body = f"To: {', '.join(audience)}\n\n{message}\n\n(runbook execution {ctx.execution_id}, by {ctx.actor})"
+    message_id = _ops().notify(ctx.aws, subject, body)
+    return {"message_id": message_id, "audience": list(audience)}
+
+
+@action("canary",
+        args={"expect_provider": _PROVIDER, "timeout": {"type": "number", "exclusiveMinimum": 0, "maximum": 600}},
+        description="Post a synthetic order and require it to fill at the expected broker within the timeout.",
+        idempotent=True)  # a second synthetic order touches no customer
+def canary(ctx: OperationContext, expect_provider: str, timeout: float) -> dict[str, Any]:
+    result = _ops().canary(ctx.settings, expect_provider=expect_provider, timeout=float(timeout))
+    if result.get("status") != "FILLED":
+        raise CheckFailed(f"canary order {result.get('order_id')} is {result.get('status')} after "
+                          f"{result.get('seconds')} s, not FILLED")
+    if result.get("provider") != expect_provider:
+        raise OperationFailed(f"canary order {result.get('order_id')} filled at {result.get('provider')}, "
+                              f"not {expect_provider}")
+    return dict(result)

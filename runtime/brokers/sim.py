@@ -1,0 +1,310 @@
+"""A simulated broker: one order API (wire ``alpha`` or ``beta``) and one control surface.
+
+Run as ``python -m runtime.brokers.sim --name primary --wire alpha --host 127.0.0.1
+--order-port P --control-port C --seed 1``. The API key the order API demands is read from
+``TRADEOPS_SIM_API_KEY`` (never an argument, never printed); unset means no key is needed.
+SIGTERM or SIGINT stops it cleanly (exit 0, both ports closed). It prints nothing while it
+runs; a port it cannot bind is one line on stderr and exit 1.
+
+The order rules are in ``book``, the wire formats (and their exact shapes) in ``wires``, the
+fault vocabulary in ``faults``. This module moves bytes and applies faults.
+
+Control surface (same for both wires, always reachable, even while the order port is down):
+
+- ``GET /_sim/health`` → ``{"ok": true, "name", "wire", "fault": {...}}``
+- ``GET /_sim/fault`` → the current fault; ``POST /_sim/fault {"mode": ..., ...}`` sets it and
+  answers the new fault, or 400 ``{"ok": false, "error": reason}`` leaving it unchanged.
+- ``GET /_sim/fills`` → ``{"fills": [{"order_id", "price", "quantity", "symbol", "side",
+  "provider", "broker_ref", "filled_at"}]}``: every fill since the last reset.
+- ``POST /_sim/prices {"prices": {"VOD.L": "101.25"}}`` pins fill prices (the market-data feed
+  calls this); ``GET /_sim/prices`` shows the current ones.
+- ``POST /_sim/reset`` forgets orders, fills, tombstones and the fault (prices are kept); answers
+  ``{"ok": true, "fault": {"mode": "none"}}``.
+
+Faults act on the order API only: ``down`` closes its listening socket and drops its
+connections (clients get "connection refused"; any other mode re-opens the same port);
+``error`` answers 503 "not accepted" without touching the order for a share ``rate`` of
+requests; ``latency`` delays every answer by ``ms`` before handling it; ``blackhole`` reads each
+request and never answers, dropping the connection when the fault changes; and
+``fill_after_timeout`` handles a submission at once but answers it only after ``ms``
+(status, cancel and health still answer promptly).
+
+HTTP is served by h11 over asyncio streams rather than a framework, because two faults need
+control a framework does not give: dropping a connection without any answer, and closing one
+listening socket while the other stays up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import h11
+
+from runtime.brokers.book import Book, InvalidOrder
+from runtime.brokers.faults import Fault, parse_fault
+from runtime.brokers.wires import WIRES, HttpReply, HttpRequest
+
+__all__ = ["API_KEY_ENV", "Simulator", "main", "sim_command"]
+
+API_KEY_ENV = "TRADEOPS_SIM_API_KEY"
+_MAX_BODY = 1 << 20
+_READ_CHUNK = 65536
+
+# A handler answers with a reply, or with None to drop the connection without answering.
+Handler = Callable[[HttpRequest], Awaitable[HttpReply | None]]
+
+
+class _HttpServer:
+    """A small HTTP/1.1 server (keep-alive, JSON answers) that can close and re-open its port."""
+
+    def __init__(self, host: str, port: int, handler: Handler) -> None:
+        self.host = host
+        self.port = port
+        self._handler = handler
+        self._server: asyncio.Server | None = None
+        self._connections: dict[asyncio.Task[Any], asyncio.StreamWriter] = {}
+
+    @property
+    def is_open(self) -> bool:
+        return self._server is not None
+
+    async def open(self) -> None:
+        if self._server is not None:
+            return
+        self._server = await asyncio.start_server(self._serve, self.host, self.port, reuse_address=True,
+                                                  backlog=1024)
+        # Port 0 asks the OS for one; keep it so that re-opening after `down` uses the same port.
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def close(self) -> None:
+        """Stop listening and drop every connection, answered or not."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        connections = list(self._connections.items())
+        for task, writer in connections:
+            writer.transport.abort()
+            task.cancel()
+        await asyncio.gather(*(task for task, _ in connections), return_exceptions=True)
+        if server is not None:
+            await server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections[task] = writer
+        conn = h11.Connection(h11.SERVER)
+        try:
+            while True:
+                request = await self._read_request(conn, reader)
+                if request is None:
+                    break
+                if isinstance(request, HttpReply):
+                    reply: HttpReply | None = request
+                else:
+                    try:
+                        reply = await self._handler(request)
+                    except Exception as exc:  # a simulator bug: say so in one line and keep serving
+                        print(f"sim: internal error on {request.method} {request.path}: {exc!r}", file=sys.stderr)
+                        reply = HttpReply(500, {"error": {"code": "INTERNAL", "message": "internal error"}})
+                if reply is None or writer.is_closing():
+                    break
+                writer.write(_encode(conn, reply))
+                await writer.drain()
+                if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+                    break
+                conn.start_next_cycle()
+        except (ConnectionError, h11.ProtocolError):
+            pass  # the client went away or spoke broken HTTP: nothing left to answer
+        finally:
+            self._connections.pop(task, None)
+            writer.transport.abort()
+
+    @staticmethod
+    async def _read_request(conn: h11.Connection,
+                            reader: asyncio.StreamReader) -> HttpRequest | HttpReply | None:
+        """The next request; a 413 reply if its body is too large; None at end of stream."""
+        head: h11.Request | None = None
+        body = bytearray()
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                conn.receive_data(await reader.read(_READ_CHUNK))
+            elif isinstance(event, h11.Request):
+                head = event
+            elif isinstance(event, h11.Data):
+                body += event.data
+                if len(body) > _MAX_BODY:
+                    return HttpReply(413, {"error": {"code": "TOO_LARGE", "message": "body over 1 MiB"}})
+            elif isinstance(event, h11.EndOfMessage) and head is not None:
+                target = urlsplit(head.target.decode("latin-1"))
+                headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in head.headers}
+                return HttpRequest(head.method.decode("latin-1"), unquote(target.path), headers, bytes(body))
+            else:  # ConnectionClosed or PAUSED
+                return None
+
+
+def _encode(conn: h11.Connection, reply: HttpReply) -> bytes:
+    payload = json.dumps(reply.body, separators=(",", ":")).encode()
+    headers = [("content-type", "application/json"), ("content-length", str(len(payload)))]
+    if conn.their_state is not h11.DONE:
+        headers.append(("connection", "close"))  # we answer before the body is read (413)
+    return (conn.send(h11.Response(status_code=reply.status, headers=headers))
+            + conn.send(h11.Data(data=payload)) + conn.send(h11.EndOfMessage()))
+
+
+def _control_error(status: int, reason: str) -> HttpReply:
+    return HttpReply(status, {"ok": False, "error": reason})
+
+
+class Simulator:
+    """One simulated broker: book, wire, fault, and the two servers."""
+
+    def __init__(self, *, name: str, wire: str, host: str, order_port: int, control_port: int, seed: int,
+                 api_key: str | None) -> None:
+        self.name = name
+        self.wire = WIRES[wire]
+        self.book = Book(name, seed)
+        self.fault = Fault()
+        self._api_key = api_key
+        self._fault_rng = random.Random(seed)
+        self._fault_changed = asyncio.Event()
+        self.orders = _HttpServer(host, order_port, self._on_order_request)
+        self.control = _HttpServer(host, control_port, self._on_control_request)
+
+    def __repr__(self) -> str:  # never shows the key
+        return f"Simulator(name={self.name!r}, wire={self.wire.name!r}, fault={self.fault.as_dict()!r})"
+
+    async def start(self) -> None:
+        await self.control.open()
+        await self.orders.open()
+
+    async def stop(self) -> None:
+        self._fault_changed.set()
+        await self.orders.close()
+        await self.control.close()
+
+    async def set_fault(self, fault: Fault) -> None:
+        """Apply a new fault: open or close the order port, release requests held by a blackhole."""
+        if fault.mode == "down":
+            await self.orders.close()
+        else:
+            await self.orders.open()
+        self.fault = fault
+        # Wake everything waiting on the old fault (blackholed requests drop their connection).
+        changed, self._fault_changed = self._fault_changed, asyncio.Event()
+        changed.set()
+
+    async def _on_order_request(self, request: HttpRequest) -> HttpReply | None:
+        fault = self.fault
+        if fault.mode == "blackhole":
+            await self._fault_changed.wait()
+            return None
+        if fault.mode == "error" and self._fault_rng.random() < fault.rate:
+            return self.wire.unavailable()
+        if fault.mode == "latency":
+            await asyncio.sleep(fault.ms / 1000)
+        endpoint, reply = self.wire.handle(self.book, request, api_key=self._api_key, now=datetime.now(UTC))
+        if fault.mode == "fill_after_timeout" and endpoint == "submit":
+            # The order is already dealt with; only the answer is late — the dual-execution trap.
+            await asyncio.sleep(fault.ms / 1000)
+        return reply
+
+    async def _on_control_request(self, request: HttpRequest) -> HttpReply:
+        route = (request.method, request.path)
+        if route == ("GET", "/_sim/health"):
+            return HttpReply(200, {"ok": True, "name": self.name, "wire": self.wire.name,
+                                   "fault": self.fault.as_dict()})
+        if route == ("GET", "/_sim/fault"):
+            return HttpReply(200, self.fault.as_dict())
+        if route == ("GET", "/_sim/fills"):
+            return HttpReply(200, {"fills": self.book.fills()})
+        if route == ("GET", "/_sim/prices"):
+            return HttpReply(200, {"prices": self.book.prices()})
+        if route == ("POST", "/_sim/reset"):
+            self.book.reset()
+            return await self._apply(Fault(), reset=True)
+        if route == ("POST", "/_sim/fault"):
+            try:
+                fault = parse_fault(json.loads(request.body or b"null"))
+            except ValueError as exc:  # includes malformed JSON
+                return _control_error(400, f"fault unchanged: {exc}")
+            return await self._apply(fault)
+        if route == ("POST", "/_sim/prices"):
+            try:
+                payload = json.loads(request.body or b"null")
+                if not isinstance(payload, dict) or set(payload) != {"prices"} \
+                        or not isinstance(payload["prices"], dict):
+                    raise ValueError('body must be {"prices": {"SYMBOL": "price", ...}}')
+                count = self.book.set_prices(payload["prices"])
+            except (ValueError, InvalidOrder) as exc:
+                return _control_error(400, f"prices unchanged: {exc}")
+            return HttpReply(200, {"ok": True, "updated": count})
+        if request.path in {"/_sim/health", "/_sim/fault", "/_sim/fills", "/_sim/prices", "/_sim/reset"}:
+            return _control_error(405, f"{request.method} not allowed on {request.path}")
+        return _control_error(404, f"no control endpoint {request.path}")
+
+    async def _apply(self, fault: Fault, *, reset: bool = False) -> HttpReply:
+        try:
+            await self.set_fault(fault)
+        except OSError as exc:
+            # Re-opening the order port failed (someone took it): the broker really is still down.
+            return _control_error(500, f"could not re-open order port {self.orders.port}: {exc.strerror}")
+        return HttpReply(200, {"ok": True, "fault": self.fault.as_dict()} if reset else self.fault.as_dict())
+
+
+def sim_command(*, name: str, wire: str, host: str, order_port: int, control_port: int,
+                seed: int) -> list[str]:
+    """The argv that starts one simulated broker (pass the key in the environment)."""
+    return [sys.executable, "-m", "runtime.brokers.sim", "--name", name, "--wire", wire, "--host", host,
+            "--order-port", str(order_port), "--control-port", str(control_port), "--seed", str(seed)]
+
+
+async def _run(args: argparse.Namespace, api_key: str | None) -> None:
+    sim = Simulator(name=args.name, wire=args.wire, host=args.host, order_port=args.order_port,
+                    control_port=args.control_port, seed=args.seed, api_key=api_key)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await sim.start()
+        await stop.wait()
+    finally:
+        await sim.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m runtime.brokers.sim", description=__doc__.splitlines()[0])
+    parser.add_argument("--name", required=True, help="provider name, e.g. primary")
+    parser.add_argument("--wire", required=True, choices=sorted(WIRES))
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--order-port", type=int, required=True)
+    parser.add_argument("--control-port", type=int, required=True)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args(argv)
+    api_key = os.environ.get(API_KEY_ENV) or None
+    try:
+        asyncio.run(_run(args, api_key))
+    except KeyboardInterrupt:  # interrupted before the signal handlers were installed
+        return 0
+    except OSError as exc:
+        print(f"sim {args.name}: cannot listen on {args.host} "
+              f"(order port {args.order_port}, control port {args.control_port}): {exc.strerror or exc}",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

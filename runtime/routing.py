@@ -1,0 +1,121 @@
+"""Which broker an order goes to: a pure decision over the control flags and broker health.
+
+The worker reads the flags from SSM (``/tradeops/routing/mode``, ``active``, ``trickle``),
+parses them with ``parse_mode`` / ``parse_active`` / ``parse_trickle``, asks its breakers
+which brokers are healthy, and calls ``choose_provider`` once per order. ``None`` means "no
+broker may take this order now": the worker leaves it on the queue and tries again later.
+
+Flag values come from a parameter store an operator can edit by hand, so every input is
+checked and anything unknown raises ``ValueError`` naming the bad value.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Collection, Mapping
+
+__all__ = [
+    "MODES",
+    "PROVIDERS",
+    "choose_provider",
+    "other",
+    "parse_active",
+    "parse_mode",
+    "parse_trickle",
+    "trickle_bucket",
+]
+
+PROVIDERS = ("primary", "secondary")
+MODES = ("manual", "auto")
+
+
+def _check_provider(provider: str, what: str = "provider") -> str:
+    if provider not in PROVIDERS:
+        raise ValueError(f"unknown {what} {provider!r}: expected one of {', '.join(PROVIDERS)}")
+    return provider
+
+
+def other(provider: str) -> str:
+    """The broker that is not ``provider``."""
+    _check_provider(provider)
+    return PROVIDERS[1] if provider == PROVIDERS[0] else PROVIDERS[0]
+
+
+def trickle_bucket(order_id: str) -> float:
+    """A stable number in [0, 1) for ``order_id``: the same order lands in the same bucket on every worker."""
+    # A hash, not random(): a redelivered order must make the same choice on whichever worker takes it.
+    digest = hashlib.sha256(order_id.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def parse_trickle(text: str) -> float:
+    """Parse the ``routing/trickle`` flag: a share between 0 and 1 (``"0.05"`` keeps 5% on the standby)."""
+    try:
+        value = float(text.strip())
+    except (AttributeError, ValueError):
+        raise ValueError(f"routing trickle {text!r} is not a number between 0 and 1") from None
+    if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+        raise ValueError(f"routing trickle {text!r} must be between 0 and 1")
+    return value
+
+
+def parse_mode(text: str) -> str:
+    """Parse the ``routing/mode`` flag: ``manual`` or ``auto`` (surrounding space and case ignored)."""
+    value = text.strip().lower() if isinstance(text, str) else text
+    if value not in MODES:
+        raise ValueError(f"unknown routing mode {text!r}: expected one of {', '.join(MODES)}")
+    return value
+
+
+def parse_active(text: str) -> str:
+    """Parse the ``routing/active`` flag: ``primary`` or ``secondary`` (space and case ignored)."""
+    value = text.strip().lower() if isinstance(text, str) else text
+    return _check_provider(value, "active provider")
+
+
+def choose_provider(
+    *,
+    order_id: str,
+    mode: str,
+    active: str,
+    trickle: float,
+    healthy: Mapping[str, bool],
+    exclude: Collection[str] = (),
+) -> str | None:
+    """The broker this order should go to now, or ``None`` if none may take it.
+
+    ``manual``: always ``active``, whatever its health; ``None`` if ``active`` is excluded —
+    in manual mode tradeops never moves an order on its own, the order waits for the operator.
+
+    ``auto``: ``active`` is preferred, except that orders whose ``trickle_bucket`` is below
+    ``trickle`` prefer the standby (when it is healthy and not excluded) so the standby path is
+    always proven. If the preferred broker is unhealthy or excluded the other is used when it is
+    healthy and not excluded. A broker missing from ``healthy`` counts as unhealthy.
+
+    ``exclude`` lists brokers this order must not go to (e.g. one that may still hold it).
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown routing mode {mode!r}: expected one of {', '.join(MODES)}")
+    _check_provider(active, "active provider")
+    for name in exclude:
+        _check_provider(name, "excluded provider")
+    for name in healthy:
+        _check_provider(name, "provider in health map")
+    if not (isinstance(trickle, int | float) and math.isfinite(trickle) and 0.0 <= trickle <= 1.0):
+        raise ValueError(f"routing trickle {trickle!r} must be between 0 and 1")
+
+    if mode == "manual":
+        return None if active in exclude else active
+
+    def usable(provider: str) -> bool:
+        return bool(healthy.get(provider, False)) and provider not in exclude
+
+    standby = other(active)
+    preferred = active
+    if trickle > 0.0 and trickle_bucket(order_id) < trickle and usable(standby):
+        preferred = standby
+    if usable(preferred):
+        return preferred
+    fallback = other(preferred)
+    return fallback if usable(fallback) else None

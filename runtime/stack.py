@@ -1,0 +1,133 @@
+"""The stack state file: what `tradeops up` started and where, read by every other command."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from runtime.errors import StackError
+from runtime.settings import Settings, load_settings
+
+__all__ = ["StackState", "clear_state", "pid_alive", "read_state", "resolve_settings", "write_state"]
+
+StackState = dict[str, Any]
+
+
+def write_state(path: Path, state: StackState) -> None:
+    """Write the state atomically (a reader never sees half a file), readable only by the user."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".stack-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(state, fh, indent=2, sort_keys=True)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def read_state(path: Path) -> StackState | None:
+    """The state, or None when no stack has been started from this state directory."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    try:
+        state = json.loads(text)
+    except json.JSONDecodeError:
+        raise StackError(f"stack state file {path} is corrupt; remove it or run `tradeops down`") from None
+    return state if isinstance(state, dict) else None
+
+
+def clear_state(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+
+
+def pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def resolve_settings(settings: Settings | None = None) -> Settings:
+    """Settings, with the running local stack's endpoint filled in when none was configured."""
+    settings = settings or load_settings()
+    state = read_state(settings.state_file)
+    if not state or state.get("status") != "ready":
+        return settings
+    update: dict[str, Any] = {}
+    if settings.aws_endpoint_url is None and state.get("aws_endpoint") and state.get("local"):
+        update["aws_endpoint_url"] = state["aws_endpoint"]
+    for provider, broker in state.get("brokers", {}).items():
+        if getattr(settings, f"{provider}_url", "unset") is None:
+            update[f"{provider}_url"] = broker["url"]
+            update[f"{provider}_wire"] = broker["wire"]
+    if settings.intake_url is None and state.get("intake"):
+        update["intake_url"] = state["intake"]
+    if settings.intake_token is None and state.get("intake_token_file"):
+        try:
+            update["intake_token"] = Path(state["intake_token_file"]).read_text(encoding="utf-8").strip()
+        except OSError:
+            pass
+    return settings.model_copy(update=update) if update else settings
+
+
+def _http_ok(url: str | None, timeout: float) -> bool:
+    import httpx
+
+    if not url:
+        return False
+    try:
+        return httpx.get(url, timeout=timeout).status_code < 500
+    except httpx.HTTPError:
+        return False
+
+
+def stack_status(settings: Settings, *, timeout: float = 1.0) -> StackState:
+    """The running stack as `status --json` shows it: addresses plus live health of each component."""
+    state = read_state(settings.state_file)
+    if not state or not pid_alive(state.get("supervisor_pid")):
+        raise StackError("the stack is not up (run `tradeops up`)")
+    if state.get("status") != "ready":
+        raise StackError(f"the stack is {state.get('status')}: {state.get('error') or 'not ready yet'}")
+    components: dict[str, bool] = {}
+    details: dict[str, Any] = {}
+    for name, comp in sorted(state.get("components", {}).items()):
+        alive = pid_alive(comp.get("pid"))
+        healthy = alive and (comp.get("health_url") is None or _http_ok(comp.get("health_url"), timeout))
+        detail: dict[str, Any] = {"pid": comp.get("pid"), "alive": alive}
+        if comp.get("provider"):
+            # A broker's own order API may be down on purpose (fault injection); report both.
+            detail["order_api"] = _http_ok(comp["url"] + ("/v1/health" if comp.get("wire") == "alpha"
+                                                         else "/api/ping"), timeout)
+            detail["control"] = healthy
+            healthy = healthy and detail["order_api"]
+        if comp.get("restarts"):
+            detail["restarts"] = comp["restarts"]
+        components[name] = bool(healthy)
+        details[name] = detail
+    return {
+        "status": "up",
+        "local": state.get("local", True),
+        "started_at": state.get("started_at"),
+        "aws_endpoint": state.get("aws_endpoint"),
+        "region": state.get("region"),
+        "brokers": state.get("brokers", {}),
+        "intake": state.get("intake"),
+        "components": components,
+        "details": details,
+        "log_dir": state.get("log_dir"),
+    }

@@ -1,0 +1,581 @@
+"""Divergence exposure: the formula as a table, the book against a Decimal model, thresholds, ticks."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal as D
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
+
+from runtime.errors import BadInput
+from runtime.liability import (
+    BREACH,
+    RECOVERY,
+    BadTick,
+    ExposureBook,
+    KeyedThresholdWatch,
+    LiabilityWatch,
+    PendingOrder,
+    ThresholdWatch,
+    adverse_exposure,
+    adverse_pct,
+    parse_tick,
+    round_exposure,
+)
+from runtime.settings import load_settings
+
+T0 = datetime(2026, 11, 25, 14, 0, tzinfo=UTC)
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def order(order_id: str = "o1", symbol: str = "VOD.L", side: str = "BUY", quantity: int | D = 100,
+          quote: str = "100", placed: float = 0, synthetic: bool = False) -> PendingOrder:
+    return PendingOrder(order_id, symbol, side, quantity, D(quote), at(placed), synthetic=synthetic)
+
+
+# --------------------------------------------------------------------------- the formula
+
+
+@pytest.mark.parametrize(
+    ("side", "quote", "price", "quantity", "exposure", "pct"),
+    [
+        ("BUY", "100", "101", 10, "10", "1"),  # buyer pays more: adverse
+        ("BUY", "100", "99", 10, "0", "0"),  # buyer pays less: not adverse
+        ("BUY", "100", "100.00", 10, "0", "0"),  # equal: nothing
+        ("SELL", "100", "99", 10, "10", "1"),  # seller gets less: adverse
+        ("SELL", "100", "101", 10, "0", "0"),  # seller gets more: not adverse
+        ("SELL", "100", "100", 10, "0", "0"),
+        ("BUY", "101.25", "101.2501", 3, "0.0003", "0.00009876543209876543209876543210"),
+        ("SELL", "250", "200", D("0.5"), "25", "20"),  # fractional shares
+        ("BUY", "0.0001", "0.0002", 1_000_000, "100", "100"),
+    ],
+)
+def test_adverse_exposure_and_pct_table(side, quote, price, quantity, exposure, pct):
+    """Exposure is the adverse difference times quantity, exact; the move is that difference over the quote."""
+    assert adverse_exposure(side, D(quote), D(price), quantity) == D(exposure)
+    assert adverse_pct(side, D(quote), D(price)) == D(pct)
+
+
+@pytest.mark.parametrize(
+    ("exact", "reported"),
+    [("0.005", "0.01"), ("0.004999", "0.00"), ("0.025", "0.03"), ("12.344", "12.34"), ("0", "0.00")],
+)
+def test_exposure_rounds_half_up_only_when_reported(exact, reported):
+    """round_exposure rounds to the penny half up (0.025 -> 0.03, not banker's 0.02)."""
+    assert round_exposure(D(exact)) == D(reported)
+    assert str(round_exposure(D(exact))) == reported
+
+
+def test_exposure_is_not_rounded_before_reporting():
+    """A sub-penny exposure stays exact in the formula; rounding happens only at the edge."""
+    assert adverse_exposure("BUY", D("1.000"), D("1.001"), 3) == D("0.003")
+
+
+@pytest.mark.parametrize(
+    ("side", "quote", "price", "quantity"),
+    [
+        ("HOLD", D(1), D(1), 1),
+        ("buy", D(1), D(1), 1),
+        ("BUY", D(0), D(1), 1),
+        ("BUY", D(1), D(-1), 1),
+        ("BUY", D(1), D("NaN"), 1),
+        ("BUY", D(1), D("Infinity"), 1),
+        ("BUY", D(1), 1.5, 1),
+        ("BUY", D(1), D(2), 0),
+        ("BUY", D(1), D(2), -3),
+        ("BUY", D(1), D(2), True),
+    ],
+)
+def test_formula_refuses_bad_input(side, quote, price, quantity):
+    """Unknown sides, non-positive or non-finite amounts and floats are refused, not computed."""
+    with pytest.raises(BadInput):
+        adverse_exposure(side, quote, price, quantity)
+
+
+prices = st.builds(lambda c, k: D(c).scaleb(-k), st.integers(1, 5_000_000), st.integers(0, 6))
+quantities = st.one_of(st.integers(1, 10_000), st.builds(lambda c, k: D(c).scaleb(-k), st.integers(1, 10**6),
+                                                          st.integers(0, 3)))
+sides = st.sampled_from(["BUY", "SELL"])
+
+
+@given(sides, prices, prices, quantities)
+def test_exposure_is_never_negative_and_adverse_iff_move_is(side, quote, price, quantity):
+    """Exposure is never negative, and is positive exactly when the adverse move is."""
+    exposure = adverse_exposure(side, quote, price, quantity)
+    assert exposure >= 0
+    assert (exposure > 0) == (adverse_pct(side, quote, price) > 0)
+    worse = price > quote if side == "BUY" else price < quote
+    assert (exposure > 0) == worse
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"order_id": ""},
+        {"symbol": ""},
+        {"side": "HOLD"},
+        {"quantity": 0},
+        {"quantity": D("0.000000001")},
+        {"quantity": 1.5},
+        {"quote": "0"},
+        {"quote": "1E+20"},
+        {"quote": "1.0000000000001"},
+    ],
+)
+def test_pending_order_refuses_bad_fields(kwargs):
+    """A PendingOrder with an empty id, bad side, bad quantity or absurd quote cannot be built."""
+    with pytest.raises(BadInput):
+        order(**kwargs)
+
+
+def test_pending_order_refuses_naive_time():
+    """placed_at must be timezone-aware."""
+    with pytest.raises(BadInput):
+        PendingOrder("o1", "VOD.L", "BUY", 1, D(1), datetime(2026, 1, 1))
+
+
+# --------------------------------------------------------------------------- the book, by example
+
+
+def test_tick_evaluates_only_its_symbol():
+    """A tick changes the orders of its own symbol and leaves other symbols' exposure alone."""
+    book = ExposureBook()
+    book.add(order("a", "VOD.L", quote="100"))
+    book.add(order("b", "BARC.L", quote="100"))
+    book.on_tick("BARC.L", D("102"), at(1))
+    result = book.on_tick("VOD.L", D("101"), at(1))
+    assert [c.order_id for c in result.changed] == ["a"]
+    assert book.get("a").exposure == D(100)
+    assert book.get("b").exposure == D(200)
+    assert result.total_exposure == book.total_exposure() == D(300)
+
+
+def test_tick_result_lists_only_changed_orders():
+    """Only orders whose current exposure changed are listed, so the I/O layer writes only those."""
+    book = ExposureBook()
+    book.add(order("buy", side="BUY", quote="100"))
+    book.add(order("sell", side="SELL", quote="100"))
+    first = book.on_tick("VOD.L", D("101"), at(1))
+    assert [(c.order_id, c.exposure) for c in first.changed] == [("buy", D(100))]
+    same = book.on_tick("VOD.L", D("101"), at(2))
+    assert same.changed == () and not same.stale
+    flip = book.on_tick("VOD.L", D("99"), at(3))
+    assert {(c.order_id, c.exposure) for c in flip.changed} == {("buy", D(0)), ("sell", D(100))}
+    assert flip.pending == 2 and flip.exposed == 1
+
+
+def test_max_exposure_is_kept_when_the_market_comes_back():
+    """Current exposure falls with the market; max_exposure keeps the worst seen while pending."""
+    book = ExposureBook()
+    book.add(order(quote="100", quantity=10))
+    book.on_tick("VOD.L", D("103"), at(1))
+    result = book.on_tick("VOD.L", D("100.5"), at(2))
+    (item,) = result.changed
+    assert (item.exposure, item.max_exposure, item.price, item.at) == (D(5), D(30), D("100.5"), at(2))
+    assert book.total_exposure() == D(5)
+
+
+def test_order_is_not_evaluated_against_a_price_older_than_its_quote():
+    """An order placed after its symbol's latest tick has exposure 0 until a tick at or after placement."""
+    book = ExposureBook()
+    book.on_tick("VOD.L", D("105"), at(1))
+    book.add(order(quote="100", placed=2))
+    assert book.get("o1").exposure == 0 and book.get("o1").price is None
+    assert book.on_tick("VOD.L", D("105"), at(1.5)).changed == ()  # older than placement: no effect
+    result = book.on_tick("VOD.L", D("105"), at(2))
+    assert [c.exposure for c in result.changed] == [D(500)]
+
+
+def test_order_added_late_is_evaluated_at_the_latest_tick():
+    """An order added after a tick newer than its placement is evaluated against that tick at once."""
+    book = ExposureBook()
+    book.on_tick("VOD.L", D("101"), at(5))
+    book.add(order(quote="100", placed=1))
+    view = book.get("o1")
+    assert (view.exposure, view.price, view.at) == (D(100), D(101), at(5))
+    assert book.total_exposure() == D(100) and book.max_divergence_pct() == D(1)
+
+
+def test_stale_tick_is_ignored():
+    """A tick older than the symbol's latest changes nothing and is reported stale."""
+    book = ExposureBook()
+    book.add(order(quote="100"))
+    book.on_tick("VOD.L", D("101"), at(5))
+    result = book.on_tick("VOD.L", D("120"), at(4))
+    assert result.stale and result.changed == ()
+    assert book.total_exposure() == D(100)
+
+
+def test_add_is_idempotent_and_refuses_a_conflicting_duplicate():
+    """Adding the same order twice is a no-op; the same order_id with other details is refused."""
+    book = ExposureBook()
+    book.add(order(quote="100"))
+    book.add(order(quote="100.00"))
+    assert len(book) == 1
+    with pytest.raises(BadInput, match="different details"):
+        book.add(order(quote="101"))
+
+
+def test_remove_is_idempotent_and_takes_the_exposure_out():
+    """Removing an order takes its current exposure out of the total; removing again is a no-op."""
+    book = ExposureBook()
+    book.add(order("a", quote="100"))
+    book.add(order("b", quote="100"))
+    book.on_tick("VOD.L", D("101"), at(1))
+    book.remove("a")
+    book.remove("a")
+    book.remove("never-seen")
+    assert len(book) == 1 and "a" not in book and book.get("a") is None
+    assert book.total_exposure() == D(100) and book.exposed_count() == 1
+
+
+def test_synthetic_orders_are_never_exposure():
+    """Canary (synthetic) orders are ignored by the book."""
+    book = ExposureBook()
+    book.add(order(synthetic=True))
+    book.on_tick("VOD.L", D("200"), at(1))
+    assert len(book) == 0 and book.total_exposure() == 0
+
+
+def test_max_divergence_pct_follows_the_most_adverse_order():
+    """The largest current adverse move is tracked across symbols and updated on removal and recovery."""
+    book = ExposureBook()
+    book.add(order("v-buy", "VOD.L", "BUY", quote="100"))
+    book.add(order("v-buy2", "VOD.L", "BUY", quote="101"))
+    book.add(order("b-sell", "BARC.L", "SELL", quote="200"))
+    book.on_tick("VOD.L", D("102"), at(1))
+    book.on_tick("BARC.L", D("197"), at(1))
+    assert book.max_divergence_pct() == D(2)  # VOD 100 -> 102 beats BARC 200 -> 197 (1.5 %)
+    book.remove("v-buy")
+    assert book.max_divergence_pct() == D("1.5")  # VOD 101 -> 102 is 0.99 %
+    book.on_tick("BARC.L", D("201"), at(2))
+    assert book.max_divergence_pct() == adverse_pct("BUY", D(101), D(102))
+    book.on_tick("VOD.L", D("90"), at(2))
+    assert book.max_divergence_pct() == 0
+
+
+def test_oldest_pending_age():
+    """The oldest pending order's age is reported, follows removals, and is None with nothing pending."""
+    book = ExposureBook()
+    assert book.oldest_pending(at(0)) is None
+    book.add(order("old", placed=1))
+    book.add(order("new", placed=5))
+    assert book.oldest_pending(at(11)) == timedelta(seconds=10)
+    book.remove("old")
+    assert book.oldest_pending(at(11)) == timedelta(seconds=6)
+    assert book.oldest_pending(at(0)) == timedelta(0)  # a clock behind placement never gives a negative age
+    book.remove("new")
+    assert book.oldest_pending(at(11)) is None
+
+
+def test_worst_lists_exposed_orders_worst_first():
+    """worst(n) gives the n largest current exposures, exposed orders only."""
+    book = ExposureBook()
+    for i, quote in enumerate(["100", "99", "98", "150"]):
+        book.add(order(f"o{i}", quote=quote))
+    book.on_tick("VOD.L", D("101"), at(1))
+    assert [w.order_id for w in book.worst(2)] == ["o2", "o1"]
+    assert [w.order_id for w in book.worst(10)] == ["o2", "o1", "o0"]
+    assert book.worst(0) == []
+
+
+def test_snapshot_rounds_for_reporting():
+    """The snapshot reports the exact total rounded half up to the penny, and the oldest age."""
+    book = ExposureBook()
+    book.add(order("a", quantity=1, quote="1.000"))
+    book.add(order("b", quantity=1, quote="1.000", placed=3))
+    book.on_tick("VOD.L", D("1.0025"), at(3))  # 0.0025 each: exact total 0.005, reported 0.01
+    assert book.total_exposure() == D("0.005")
+    assert book.snapshot(at(13)) == {
+        "pending_orders": 2,
+        "exposed_orders": 2,
+        "total_exposure": D("0.01"),
+        "max_divergence_pct": D("0.25"),
+        "oldest_pending_seconds": 13.0,
+    }
+
+
+def test_finer_prices_and_quantities_rescale_without_changing_values():
+    """A price or quantity with more decimal places than seen so far keeps every value exact."""
+    book = ExposureBook(price_places=2)
+    book.add(order("a", quote="100.25", quantity=3))
+    book.on_tick("VOD.L", D("100.5"), at(1))
+    book.add(order("b", quote="100.123456789", quantity=D("0.125")))
+    book.on_tick("VOD.L", D("100.50000001"), at(2))
+    assert book.get("a").exposure == adverse_exposure("BUY", D("100.25"), D("100.50000001"), 3)
+    assert book.get("b").exposure == adverse_exposure("BUY", D("100.123456789"), D("100.50000001"), D("0.125"))
+    assert book.get("a").max_exposure == book.get("a").exposure
+    assert book.total_exposure() == book.get("a").exposure + book.get("b").exposure
+
+
+@pytest.mark.parametrize("price", [D(0), D(-1), D("NaN"), D("Infinity"), 1.5, D("1E+20"), D("1.0000000000001")])
+def test_on_tick_refuses_bad_prices(price):
+    """on_tick refuses non-positive, non-finite, float, absurdly large or over-precise prices."""
+    book = ExposureBook()
+    book.add(order())
+    with pytest.raises(BadTick):
+        book.on_tick("VOD.L", price, at(1))
+    assert book.total_exposure() == 0
+
+
+def test_on_tick_refuses_naive_time():
+    """A tick time without a time zone is refused."""
+    with pytest.raises(BadTick):
+        ExposureBook().on_tick("VOD.L", D(1), datetime(2026, 1, 1))
+
+
+# --------------------------------------------------------------------------- the book, against a model
+
+SYMBOLS = ["A", "B", "C"]
+ORDER_IDS = [f"o{i}" for i in range(8)]
+book_prices = st.one_of(st.sampled_from([D("100"), D("100.00"), D("101.5"), D("98.25")]), prices)
+
+
+class BookModel(RuleBasedStateMachine):
+    """The book after any sequence of add/remove/tick agrees with plain Decimal arithmetic."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.book = ExposureBook(price_places=0)  # start coarse so that rescaling is exercised
+        self.orders: dict[str, PendingOrder] = {}
+        self.active: set[str] = set()
+        self.last: dict[str, tuple[D, datetime]] = {}
+        self.peak: dict[str, D] = {}
+        self.seen_peak: dict[str, D] = {}
+
+    def current(self, oid: str) -> D:
+        o = self.orders[oid]
+        if oid not in self.active:
+            return D(0)
+        return adverse_exposure(o.side, o.quote_price, self.last[o.symbol][0], o.quantity)
+
+    @rule(oid=st.sampled_from(ORDER_IDS), symbol=st.sampled_from(SYMBOLS), side=sides, quantity=quantities,
+          quote=book_prices, placed=st.integers(0, 10), synthetic=st.booleans())
+    def add(self, oid, symbol, side, quantity, quote, placed, synthetic):
+        new = PendingOrder(oid, symbol, side, quantity, quote, at(placed), synthetic=synthetic)
+        if oid in self.orders and not synthetic:
+            if self.orders[oid] != new:
+                with pytest.raises(BadInput):
+                    self.book.add(new)
+                return
+        self.book.add(new)
+        if synthetic or oid in self.orders:
+            return
+        self.orders[oid] = new
+        if symbol in self.last and self.last[symbol][1] >= new.placed_at:
+            self.active.add(oid)
+        self.peak[oid] = self.current(oid)
+
+    @rule(oid=st.sampled_from(ORDER_IDS))
+    def readd_same(self, oid):
+        if oid in self.orders:
+            self.book.add(self.orders[oid])
+
+    @rule(oid=st.sampled_from(ORDER_IDS))
+    def remove(self, oid):
+        self.book.remove(oid)
+        for table in (self.orders, self.peak, self.seen_peak):
+            table.pop(oid, None)
+        self.active.discard(oid)
+
+    @rule(symbol=st.sampled_from(SYMBOLS), price=book_prices, when=st.integers(0, 12))
+    def tick(self, symbol, price, when):
+        before = {oid: self.current(oid) for oid in self.orders}
+        result = self.book.on_tick(symbol, price, at(when))
+        if symbol in self.last and at(when) < self.last[symbol][1]:
+            assert result.stale and result.changed == ()
+            return
+        assert not result.stale
+        self.last[symbol] = (price, at(when))
+        for oid, o in self.orders.items():
+            if o.symbol == symbol and o.placed_at <= at(when):
+                self.active.add(oid)
+        changed = {c.order_id: c for c in result.changed}
+        expect = {oid for oid in self.orders if self.current(oid) != before[oid]}
+        assert set(changed) == expect
+        for oid, item in changed.items():
+            self.peak[oid] = max(self.peak[oid], self.current(oid))
+            assert item.exposure == self.current(oid)
+            assert item.max_exposure == self.peak[oid]
+            o = self.orders[oid]
+            assert item.adverse_pct == adverse_pct(o.side, o.quote_price, price)
+        assert result.total_exposure == sum((self.current(oid) for oid in self.orders), D(0))
+        assert result.pending == len(self.orders)
+
+    @invariant()
+    def totals_equal_sum_of_current_exposures(self):
+        assert self.book.total_exposure() == sum((self.current(oid) for oid in self.orders), D(0))
+        assert len(self.book) == len(self.orders)
+        assert self.book.exposed_count() == sum(1 for oid in self.orders if self.current(oid) > 0)
+
+    @invariant()
+    def each_order_matches_and_its_max_is_monotone(self):
+        for oid in self.orders:
+            view = self.book.get(oid)
+            assert view.exposure == self.current(oid)
+            assert view.max_exposure == self.peak[oid]
+            assert view.max_exposure >= self.seen_peak.get(oid, D(0))
+            self.seen_peak[oid] = view.max_exposure
+
+    @invariant()
+    def max_divergence_is_the_largest_current_move(self):
+        moves = [
+            adverse_pct(o.side, o.quote_price, self.last[o.symbol][0])
+            for oid, o in self.orders.items()
+            if oid in self.active
+        ]
+        assert self.book.max_divergence_pct() == max(moves, default=D(0))
+
+    @invariant()
+    def oldest_is_the_earliest_placement(self):
+        oldest = self.book.oldest_pending(at(20))
+        placed = [o.placed_at for o in self.orders.values()]
+        assert oldest == (at(20) - min(placed) if placed else None)
+
+
+def test_book_agrees_with_decimal_model():
+    """Any sequence of add/remove/tick keeps totals, per-order values, maxima and the max move exact."""
+    run_state_machine_as_test(BookModel, settings=settings(max_examples=150, stateful_step_count=40,
+                                                           deadline=None))
+
+
+# --------------------------------------------------------------------------- thresholds
+
+
+def test_threshold_watch_alerts_once_per_crossing():
+    """One breach on crossing above, silence while above, one recovery at or below the threshold."""
+    watch = ThresholdWatch("total_amount", D(5))
+    alerts = [watch.observe(D(v), at(i)) for i, v in enumerate([1, 5, 6, 9, 5, 2, 7])]
+    assert [(a.kind, a.value, a.at) if a else None for a in alerts] == [
+        None, None, (BREACH, D(6), at(2)), None, (RECOVERY, D(5), at(4)), None, (BREACH, D(7), at(6)),
+    ]
+
+
+def test_threshold_watch_accepts_float_threshold_and_time_values():
+    """A float threshold (seconds) is read as its decimal form; timedeltas are compared in seconds."""
+    watch = ThresholdWatch("oldest_age_seconds", 60.0)
+    assert watch.observe(timedelta(seconds=60), at(0)) is None
+    alert = watch.observe(timedelta(seconds=60, microseconds=1), at(1))
+    assert alert.kind == BREACH and alert.value == D("60.000001") and alert.threshold == D(60)
+
+
+@pytest.mark.parametrize("value", [D("NaN"), float("inf"), "3", None, True])
+def test_threshold_watch_refuses_non_numbers(value):
+    """A NaN, infinite or non-numeric value is refused rather than silently compared."""
+    with pytest.raises(BadInput):
+        ThresholdWatch("x", 1).observe(value, at(0))
+
+
+@given(st.lists(st.integers(-5, 15), max_size=60), st.integers(0, 10))
+def test_threshold_watch_never_breaches_twice_without_recovery(values, threshold):
+    """Alerts alternate breach, recovery, breach...; each one agrees with the side of the threshold."""
+    watch = ThresholdWatch("x", threshold)
+    kinds = []
+    for i, v in enumerate(values):
+        alert = watch.observe(v, at(i))
+        if alert:
+            kinds.append(alert.kind)
+            assert (alert.kind == BREACH) == (v > threshold)
+        assert watch.above == (v > threshold)
+    assert kinds == [BREACH, RECOVERY] * (len(kinds) // 2) + [BREACH] * (len(kinds) % 2)
+
+
+def test_keyed_watch_keeps_keys_apart_and_forgets():
+    """Each key crosses on its own; forgetting a breached key closes it with one recovery."""
+    watch = KeyedThresholdWatch("order_amount", D(500))
+    assert watch.observe("a", D(600), at(0)).kind == BREACH
+    assert watch.observe("b", D(400), at(0)) is None
+    assert watch.observe("a", D(700), at(1)) is None
+    assert watch.breached == {"a"}
+    closed = watch.forget("a", at(2))
+    assert (closed.kind, closed.key, closed.value) == (RECOVERY, "a", None)
+    assert watch.forget("a", at(3)) is None and watch.forget("b", at(3)) is None
+    assert watch.breached == frozenset()
+
+
+def test_liability_watch_from_settings_follows_book():
+    """The settings' thresholds raise per-order, total and age alerts from book results, and close them."""
+    cfg = load_settings(threshold_order_amount=D(50), threshold_order_pct=D(2), threshold_total_amount=D(80),
+                        threshold_oldest_age_seconds=30.0)
+    watch = LiabilityWatch.from_settings(cfg)
+    book = ExposureBook()
+    book.add(order("a", quote="100", quantity=20))
+    book.add(order("b", quote="100", quantity=10))
+    alerts = watch.on_tick(book.on_tick("VOD.L", D("103"), at(1)))  # a: 60 (3 %), b: 30 (3 %), total 90
+    assert sorted((a.name, a.kind, a.key) for a in alerts) == [
+        ("order_amount", BREACH, "a"),
+        ("order_pct", BREACH, "a"),
+        ("order_pct", BREACH, "b"),
+        ("total_amount", BREACH, None),
+    ]
+    assert watch.on_tick(book.on_tick("VOD.L", D("103"), at(2))) == []
+    book.remove("a")
+    left = watch.on_order_left("a", at(3))
+    assert sorted((a.name, a.kind) for a in left) == [("order_amount", RECOVERY), ("order_pct", RECOVERY)]
+    periodic = watch.on_book(book, at(31))
+    assert sorted((a.name, a.kind) for a in periodic) == [("oldest_age_seconds", BREACH), ("total_amount", RECOVERY)]
+
+
+# --------------------------------------------------------------------------- ticks
+
+GOOD = {"symbol": "VOD.L", "price": "101.25", "at": "2026-11-25T14:00:00.123Z", "seq": 17}
+
+
+def test_parse_tick_reads_bytes_text_and_dicts():
+    """A well-formed tick parses from bytes, text or a dict, with an exact price and a UTC time."""
+    expected = parse_tick(GOOD)
+    assert parse_tick(json.dumps(GOOD)) == parse_tick(json.dumps(GOOD).encode()) == expected
+    assert expected.price == D("101.25") and expected.seq == 17
+    assert expected.at == datetime(2026, 11, 25, 14, 0, 0, 123000, tzinfo=UTC)
+
+
+def test_parse_tick_reads_json_numbers_exactly_and_converts_offsets():
+    """A JSON number price is read as a Decimal, not a float; an offset time becomes UTC."""
+    tick = parse_tick(b'{"symbol": "VOD.L", "price": 101.1, "at": "2026-11-25T15:00:00+01:00"}', {"VOD.L"})
+    assert str(tick.price) == "101.1" and tick.seq is None
+    assert tick.at == datetime(2026, 11, 25, 14, 0, tzinfo=UTC) and tick.at.tzinfo is UTC
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"\xff\xfe", "not JSON"),
+        ("{not json", "not JSON"),
+        ("[1, 2]", "not a JSON object"),
+        ({**GOOD, "symbol": None}, "missing symbol"),
+        ({k: v for k, v in GOOD.items() if k != "symbol"}, "missing symbol"),
+        ({**GOOD, "symbol": "  "}, "non-empty string"),
+        ({**GOOD, "symbol": "ZZZ.L"}, "unknown symbol"),
+        ({k: v for k, v in GOOD.items() if k != "price"}, "missing price"),
+        ({**GOOD, "price": "abc"}, "not a number"),
+        ({**GOOD, "price": True}, "not a number"),
+        ({**GOOD, "price": [1]}, "not a number"),
+        ({**GOOD, "price": "NaN"}, "NaN"),
+        ('{"symbol": "VOD.L", "price": NaN, "at": "2026-11-25T14:00:00Z"}', "NaN"),
+        ({**GOOD, "price": "-Infinity"}, "infinite"),
+        ('{"symbol": "VOD.L", "price": Infinity, "at": "2026-11-25T14:00:00Z"}', "infinite"),
+        ({**GOOD, "price": "-1"}, "positive"),
+        ({**GOOD, "price": "0"}, "positive"),
+        ({**GOOD, "price": "1e999999"}, "out of range"),
+        ({**GOOD, "price": "1.0000000000001"}, "decimal places"),
+        ({k: v for k, v in GOOD.items() if k != "at"}, "missing timestamp"),
+        ({**GOOD, "at": "yesterday"}, "bad timestamp"),
+        ({**GOOD, "at": 1764079200}, "bad timestamp"),
+        ({**GOOD, "at": "2026-11-25T14:00:00"}, "no time zone"),
+        ({**GOOD, "seq": -1}, "seq"),
+        ({**GOOD, "seq": "17"}, "seq"),
+    ],
+)
+def test_parse_tick_refuses_malformed_ticks(raw, reason):
+    """Each malformed tick is refused with a BadTick whose reason names the problem."""
+    with pytest.raises(BadTick) as caught:
+        parse_tick(raw, known_symbols={"VOD.L"})
+    assert reason in caught.value.reason
+    assert isinstance(caught.value, BadInput) and caught.value.exit_code == 2

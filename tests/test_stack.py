@@ -1,0 +1,175 @@
+"""The foundation: `tradeops up/status/down`, the template deployed into the emulator, the CLI's errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import boto3
+import httpx
+import pytest
+
+from tests.conftest import run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is dead for our purposes.
+    try:
+        return "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]
+    except OSError:
+        return False
+
+
+def _client(stack: dict, service: str):
+    return boto3.client(service, endpoint_url=stack["aws_endpoint"], region_name=stack["region"],
+                        aws_access_key_id="testing", aws_secret_access_key="testing")
+
+
+def test_status_json_names_every_address(stack):
+    """`status --json` gives the AWS endpoint, region, both brokers' order and control URLs, intake and health."""
+    assert stack["aws_endpoint"].startswith("http://127.0.0.1:")
+    assert stack["region"] == "eu-west-2"
+    for provider in ("primary", "secondary"):
+        assert stack["brokers"][provider]["url"].startswith("http://127.0.0.1:")
+        assert stack["brokers"][provider]["control"].startswith("http://127.0.0.1:")
+    assert stack["intake"].startswith("http://127.0.0.1:")
+    assert stack["components"] and all(stack["components"].values()), stack["components"]
+
+
+def test_template_resources_exist_in_the_emulator(stack):
+    """boto3 at the stack's endpoint finds the queue with its DLQ redrive, the tables, the stream and the flags."""
+    sqs = _client(stack, "sqs")
+    url = sqs.get_queue_url(QueueName="tradeops-orders")["QueueUrl"]
+    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    redrive = json.loads(attrs["RedrivePolicy"])
+    assert redrive["deadLetterTargetArn"].endswith(":tradeops-orders-dlq")
+    assert int(redrive["maxReceiveCount"]) == 5
+    assert attrs.get("KmsMasterKeyId")
+    tables = set(_client(stack, "dynamodb").list_tables()["TableNames"])
+    assert {"tradeops-orders", "tradeops-exposure", "tradeops-reimbursements", "tradeops-executions",
+            "tradeops-heartbeats", "tradeops-audit", "tradeops-events"} <= tables
+    index = _client(stack, "dynamodb").describe_table(TableName="tradeops-orders")["Table"]["GlobalSecondaryIndexes"]
+    assert [i["IndexName"] for i in index] == ["status-symbol-index"]
+    assert "tradeops-prices" in _client(stack, "kinesis").list_streams()["StreamNames"]
+    params = _client(stack, "ssm").get_parameters_by_path(Path="/tradeops", Recursive=True)["Parameters"]
+    assert {p["Name"]: p["Value"] for p in params} == {
+        "/tradeops/processing": "running", "/tradeops/routing/mode": "manual",
+        "/tradeops/routing/active": "primary", "/tradeops/routing/trickle": "0.05"}
+    secrets = {s["Name"] for s in _client(stack, "secretsmanager").list_secrets()["SecretList"]}
+    assert {"tradeops/broker/primary", "tradeops/broker/secondary"} <= secrets
+    alarms = {a["AlarmName"] for a in _client(stack, "cloudwatch").describe_alarms()["MetricAlarms"]}
+    assert "tradeops-breaker-open" in alarms
+
+
+def test_fault_down_closes_the_order_port_but_not_control(stack):
+    """Mode `down` makes the primary's order API refuse connections while its control stays up; `none` restores."""
+    primary = stack["brokers"]["primary"]
+    assert httpx.post(f"{primary['control']}/_sim/fault", json={"mode": "down"}).status_code == 200
+    try:
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"{primary['url']}/v1/health", timeout=2)
+        assert httpx.get(f"{primary['control']}/_sim/health", timeout=2).status_code == 200
+    finally:
+        assert httpx.post(f"{primary['control']}/_sim/fault", json={"mode": "none"}).status_code == 200
+    assert httpx.get(f"{primary['url']}/v1/health", timeout=2).status_code in (200, 401)
+
+
+def test_up_twice_says_already_up(stack):
+    """A second `up` finds the running stack, says so and changes nothing."""
+    second = run_cli("up", env=stack["env"])
+    assert second.returncode == 0
+    assert "already up" in second.stdout
+
+
+def test_unknown_command_is_a_usage_error():
+    """An unknown command or option exits 2 with typer's usage message."""
+    assert run_cli("frobnicate", env=dict(os.environ)).returncode == 2
+    assert run_cli("up", "--no-such-option", env=dict(os.environ)).returncode == 2
+
+
+def _fresh_env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRADEOPS_")}
+    env["TRADEOPS_STATE_DIR"] = str(tmp_path / "state")
+    return env
+
+
+def test_down_with_nothing_up_exits_zero(tmp_path):
+    """`down` with no stack is not an error."""
+    result = run_cli("down", env=_fresh_env(tmp_path))
+    assert result.returncode == 0
+    assert "no stack" in result.stdout
+
+
+def test_status_without_stack_is_one_line_error(tmp_path):
+    """`status` with no stack exits 1 with one line and no traceback."""
+    result = run_cli("status", env=_fresh_env(tmp_path))
+    assert result.returncode == 1
+    assert result.stderr.strip().count("\n") == 0 and "not up" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_up_then_down_leaves_no_process(tmp_path):
+    """A separate `up`, `status --json` and `down` cycle: afterwards none of the stack's processes is alive."""
+    env = _fresh_env(tmp_path)
+    env["TRADEOPS_NAME_PREFIX"] = "cycle"
+    env["TRADEOPS_PARAM_PREFIX"] = "/cycle"
+    assert run_cli("up", "--workers", "1", env=env, timeout=180).returncode == 0
+    state = json.loads((tmp_path / "state" / "stack.json").read_text())
+    pids = [state["supervisor_pid"]] + [c["pid"] for c in state["components"].values()]
+    status = run_cli("status", "--json", env=env)
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert json.loads(status.stdout)["components"]["worker-1"] is True
+    assert run_cli("down", env=env).returncode == 0
+    deadline = time.monotonic() + 10
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [p for p in pids if _alive(p)]
+    assert not (tmp_path / "state" / "stack.json").exists()
+
+
+def test_port_in_use_fails_up_naming_the_component(tmp_path):
+    """`up` with a fixed port that is taken exits 1 naming the component and the port, and leaves nothing running."""
+    env = _fresh_env(tmp_path)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli("up", "--port", f"primary={port}", env=env, timeout=180)
+    assert result.returncode == 1
+    assert "broker-primary" in result.stderr and str(port) in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "state" / "stack.json").exists()
+    leftovers = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True).stdout.split()
+    assert leftovers == []
+
+
+def test_template_that_fails_to_deploy_stops_everything(tmp_path):
+    """A template the emulator refuses makes `up` exit 1 with the reason and leaves nothing running."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("Resources:\n  Q:\n    Type: AWS::SQS::Queue\n    Properties:\n      DelaySeconds: not-a-number\n")
+    env = _fresh_env(tmp_path)
+    env["TRADEOPS_TEMPLATE_PATH"] = str(bad)
+    result = run_cli("up", env=env, timeout=180)
+    assert result.returncode == 1
+    assert "deploy" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "state" / "stack.json").exists()
+
+
+def test_invalid_setting_is_bad_input(tmp_path):
+    """A malformed TRADEOPS_ setting is reported in one line with exit code 2."""
+    env = _fresh_env(tmp_path)
+    env["TRADEOPS_BREAKER_WINDOW"] = "many"
+    result = run_cli("status", env=env)
+    assert result.returncode == 2
+    assert "breaker_window" in result.stderr and "Traceback" not in result.stderr
