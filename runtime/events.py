@@ -34,8 +34,9 @@ def _iso(at: datetime) -> str:
 class EventLog:
     """Publishes events of one process (``source`` = worker id, CLI user, ...)."""
 
-    def __init__(self, aws: Aws, *, source: str, names: Names | None = None) -> None:
+    def __init__(self, aws: Aws, *, source: str, names: Names | None = None, echo: bool = True) -> None:
         self.aws = aws
+        self.echo = echo  # one JSON line per event on stderr (process logs); off for the CLI
         self.source = source
         self.names = names or names_for(aws.settings)
         self._topic: str | None = None
@@ -50,7 +51,8 @@ class EventLog:
         """Record one event; returns it. ``metric`` is (name, value) for CloudWatch."""
         at = at or datetime.now(UTC)
         event = {"kind": kind, "at": _iso(at), "source": self.source, **facts}
-        sys.stderr.write(json.dumps({"event": event}, default=str) + "\n")
+        if self.echo:
+            sys.stderr.write(json.dumps({"event": event}, default=str) + "\n")
         try:
             self.aws.dynamodb.put_item(
                 TableName=self.names.events_table,

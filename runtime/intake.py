@@ -96,9 +96,41 @@ def validation_fields(exc: ValidationError) -> list[dict[str, str]]:
     return [{"field": field, "reason": "; ".join(rs)} for field, rs in reasons.items()]
 
 
-def _json_type_fields(data: dict[str, Any]) -> dict[str, str]:
-    """Type confusions pydantic's lax mode would let through: `"quantity": true` is not one share."""
+class _OutOfRange:
+    """A JSON number no order field can hold; kept away from pydantic (see ``_json_number``)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+_NUMBER_DIGITS_LIMIT = 100
+
+
+def _json_float(text: str) -> Decimal | _OutOfRange:
+    """JSON fractions as Decimal, exactly as sent; absurd magnitudes are marked, not converted.
+
+    pydantic needs minutes to decide that 1e-999999999 is not a quantity, and lets it pass as a
+    price with "at most 6 decimal places"; no order field needs a hundred digits.
+    """
+    value = Decimal(text)
+    return _OutOfRange(text) if abs(value.adjusted()) > _NUMBER_DIGITS_LIMIT else value
+
+
+def _json_int(text: str) -> int | _OutOfRange:
+    return _OutOfRange(text) if len(text) > _NUMBER_DIGITS_LIMIT else int(text)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _screen(data: dict[str, Any]) -> dict[str, str]:
+    """Problems found before pydantic: numbers out of range, and type confusions its lax mode
+    would let through (`"quantity": true` is not one share)."""
     problems = {}
+    for field, value in data.items():
+        if isinstance(value, _OutOfRange) and field in OrderRequest.model_fields:
+            problems[field] = "number is out of range"
     for field in ("quantity", "limit_price", "quote_price"):
         if isinstance(data.get(field), bool):
             problems[field] = "must be a number, not true/false"
@@ -107,8 +139,20 @@ def _json_type_fields(data: dict[str, Any]) -> dict[str, str]:
     return problems
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
+def _money_problems(req: OrderRequest) -> dict[str, str]:
+    """The price rules re-checked on the parsed value: pydantic's digit count overflows on extreme
+    exponents (a string like "1e-999999999" passes it)."""
+    problems = {}
+    for field in ("limit_price", "quote_price"):
+        value: Decimal | None = getattr(req, field)
+        if value is None:
+            continue
+        exponent = value.normalize().as_tuple().exponent
+        if isinstance(exponent, int) and exponent < -6:
+            problems[field] = "Decimal input should have no more than 6 decimal places"
+        elif value.adjusted() >= 12:
+            problems[field] = "Decimal input should have no more than 12 digits before the point"
+    return problems
 
 
 # ---- response shapes (for the OpenAPI document) -----------------------------------------------------
@@ -299,24 +343,30 @@ async def _read_body(request: Request) -> bytes:
 
 def _parse_order(body: bytes) -> OrderRequest:
     try:
-        # Decimal for JSON fractions so prices arrive exactly as sent; NaN/Infinity are not JSON.
-        data = json.loads(body, parse_float=Decimal, parse_constant=_reject_constant)
+        # NaN/Infinity are Python's extensions, not JSON.
+        data = json.loads(body, parse_float=_json_float, parse_int=_json_int,
+                          parse_constant=_reject_constant)
     except (ValueError, RecursionError):
         raise _ApiError(400, "body is not JSON") from None
     if not isinstance(data, dict):
         raise _ApiError(400, "body must be a JSON object (one order)")
-    typed = _json_type_fields(data)
+    problems = _screen(data)
+    fields: list[dict[str, str]] = []
     try:
         req = OrderRequest.model_validate(data)
     except ValidationError as exc:
         fields = validation_fields(exc)
+    except OverflowError:
+        # OrderRequest's UTC conversion of placed_at overflows at the ends of the calendar
+        # (0001-01-01T00:00+14:00); it is the only date arithmetic in the model.
+        fields = [{"field": "placed_at", "reason": "is out of range"}]
+    else:
+        problems.update(_money_problems(req))
+    if fields or problems:
         for entry in fields:
-            if entry["field"] in typed:
-                entry["reason"] = typed.pop(entry["field"])
-        fields += [{"field": f, "reason": r} for f, r in typed.items()]
-        raise _ApiError(422, "invalid order", fields=fields) from None
-    if typed:
-        raise _ApiError(422, "invalid order", fields=[{"field": f, "reason": r} for f, r in typed.items()])
+            entry["reason"] = problems.pop(entry["field"], entry["reason"])
+        fields += [{"field": f, "reason": r} for f, r in problems.items()]
+        raise _ApiError(422, "invalid order", fields=fields)
     return req
 
 

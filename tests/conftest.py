@@ -66,6 +66,10 @@ def stack_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     state_dir = tmp_path_factory.mktemp("stack-state")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TRADEOPS_", "AWS_ENDPOINT_URL"))}
     env["TRADEOPS_STATE_DIR"] = str(state_dir)
+    # Short leases and visibility so that crash recovery shows within a test's patience.
+    env["TRADEOPS_WORKER_LEASE_SECONDS"] = "4"
+    env["TRADEOPS_QUEUE_VISIBILITY_SECONDS"] = "6"
+    env["TRADEOPS_BROKER_READ_TIMEOUT"] = "1.0"
     return env
 
 

@@ -20,9 +20,11 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
+# Shared with the example-based tests (pytest puts tests/ on sys.path: rootdir conftest, no __init__.py).
+from test_intake import AUTH, TOKEN, LiveServer, Probe
+
 from runtime.intake import create_app
 from runtime.settings import Settings
-from tests.test_intake import AUTH, TOKEN, LiveServer, Probe
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,162 @@
+"""Four-eyes rules, as pure decisions over plain values (no I/O).
+
+An approval (or rejection) is bound to one execution, one step and the SHA-256 of the runbook
+text as it was when the execution started; its ``binding`` digest covers those and the
+identity, so a record copied to another execution or step, or edited, no longer counts.
+
+The rules, each failing closed:
+
+- the executor of a run can never approve its steps;
+- one identity counts once (a second decision by the same identity is refused);
+- only identities holding one of the step's roles count (roles from the operators file of the
+  process that decides, not from the record);
+- a valid rejection stops the step, whatever the approvals;
+- an approval bound to another execution, step or runbook text counts for nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from runtime.errors import BadInput
+
+__all__ = [
+    "Approval",
+    "ApprovalContext",
+    "ApprovalRule",
+    "Decision",
+    "binding_of",
+    "check_new_decision",
+    "evaluate",
+]
+
+Choice = Literal["approve", "reject"]
+
+
+@dataclass(frozen=True)
+class ApprovalRule:
+    count: int
+    roles: tuple[str, ...]
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, object]) -> ApprovalRule:
+        roles = spec.get("roles") or ()
+        return cls(count=int(spec["count"]), roles=tuple(str(r) for r in roles))  # type: ignore[arg-type, union-attr]
+
+
+@dataclass(frozen=True)
+class ApprovalContext:
+    """What an approval must be bound to, and who may not give it."""
+
+    execution_id: str
+    step_id: str
+    runbook_sha256: str
+    executors: frozenset[str]
+    roles_of: Mapping[str, frozenset[str]]
+
+
+def binding_of(execution_id: str, step_id: str, runbook_sha256: str, identity: str, decision: str) -> str:
+    """Digest tying one decision to one execution, step, runbook text and identity."""
+    payload = json.dumps([execution_id, step_id, runbook_sha256, identity, decision], separators=(",", ":"))
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Approval:
+    execution_id: str
+    step_id: str
+    runbook_sha256: str
+    identity: str
+    identity_source: str
+    decision: Choice
+    binding: str
+    roles: tuple[str, ...] = ()
+    reason: str = ""
+    at: str = ""
+
+    @classmethod
+    def make(cls, ctx: ApprovalContext, identity: str, identity_source: str, decision: Choice, *,
+             reason: str = "", at: str = "") -> Approval:
+        return cls(execution_id=ctx.execution_id, step_id=ctx.step_id, runbook_sha256=ctx.runbook_sha256,
+                   identity=identity, identity_source=identity_source, decision=decision,
+                   binding=binding_of(ctx.execution_id, ctx.step_id, ctx.runbook_sha256, identity, decision),
+                   roles=tuple(sorted(ctx.roles_of.get(identity, frozenset()))), reason=reason, at=at)
+
+
+@dataclass(frozen=True)
+class Decision:
+    state: Literal["granted", "pending", "rejected"]
+    needed: int
+    approved_by: tuple[str, ...] = ()
+    rejected_by: tuple[tuple[str, str], ...] = ()  # (identity, reason)
+    refused: tuple[tuple[str, str], ...] = field(default=())  # (identity, why it does not count)
+
+    @property
+    def missing(self) -> int:
+        return max(self.needed - len(self.approved_by), 0)
+
+
+def _why_not_bound(ctx: ApprovalContext, a: Approval) -> str | None:
+    if a.execution_id != ctx.execution_id:
+        return f"bound to execution {a.execution_id}, not {ctx.execution_id}"
+    if a.step_id != ctx.step_id:
+        return f"bound to step {a.step_id}, not {ctx.step_id}"
+    if a.runbook_sha256 != ctx.runbook_sha256:
+        return "bound to another version of the runbook (SHA-256 differs)"
+    if a.binding != binding_of(a.execution_id, a.step_id, a.runbook_sha256, a.identity, a.decision):
+        return "its binding digest does not match its content (edited)"
+    return None
+
+
+def _why_not_allowed(rule: ApprovalRule, ctx: ApprovalContext, identity: str) -> str | None:
+    if identity in ctx.executors:
+        return f"{identity} is executing this run and cannot approve its own step"
+    held = ctx.roles_of.get(identity, frozenset())
+    if not held & set(rule.roles):
+        has = ", ".join(sorted(held)) or "no role"
+        return f"{identity} has {has}; approving needs one of {', '.join(rule.roles)}"
+    return None
+
+
+def check_new_decision(rule: ApprovalRule, ctx: ApprovalContext, identity: str,
+                       existing: Iterable[Approval]) -> None:
+    """Refuse (BadInput, one line) a decision the rules would not count; return if it may be recorded."""
+    why = _why_not_allowed(rule, ctx, identity)
+    if why:
+        raise BadInput(f"refused: {why}")
+    for a in existing:
+        if a.identity == identity:
+            raise BadInput(f"refused: {identity} has already {'approved' if a.decision == 'approve' else 'rejected'}"
+                           f" step {ctx.step_id} of {ctx.execution_id}; one identity counts once")
+
+
+def evaluate(rule: ApprovalRule, ctx: ApprovalContext, approvals: Sequence[Approval]) -> Decision:
+    """Where a step's approval stands, counting only decisions every rule allows."""
+    approved: list[str] = []
+    rejected: list[tuple[str, str]] = []
+    refused: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for a in sorted(approvals, key=lambda a: (a.at, a.identity)):
+        why = _why_not_bound(ctx, a) or _why_not_allowed(rule, ctx, a.identity)
+        if why is None and a.identity in seen:
+            why = f"{a.identity} has already decided; one identity counts once"
+        if why is not None:
+            refused.append((a.identity, why))
+            continue
+        seen.add(a.identity)
+        if a.decision == "reject":
+            rejected.append((a.identity, a.reason))
+        else:
+            approved.append(a.identity)
+    if rejected:
+        state: Literal["granted", "pending", "rejected"] = "rejected"
+    elif len(approved) >= rule.count:
+        state = "granted"
+    else:
+        state = "pending"
+    return Decision(state=state, needed=rule.count, approved_by=tuple(approved), rejected_by=tuple(rejected),
+                    refused=tuple(refused))

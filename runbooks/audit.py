@@ -1,0 +1,253 @@
+"""The audit log: an append-only, hash-chained record of every runbook decision.
+
+Records live in the audit table under one ``chain`` (default ``audit``), numbered ``seq`` 1, 2,
+3, ... Each record's body is canonical JSON (sorted keys, no spaces) carrying the SHA-256 of the
+previous record (``prev_sha256``); the record's own ``sha256`` is taken over that body. Item
+``seq = 0`` is the chain head (last seq and its digest), so a deleted *last* record is caught too.
+
+Appending writes the record and moves the head in one transaction, the record conditional on
+``attribute_not_exists(seq)`` and the head on still being where the writer read it: two writers
+can never fork the chain; the loser re-reads the head and tries again.
+
+``verify_chain`` (pure) walks the records and names the first broken one: edited (its digest no
+longer matches), deleted (a gap in seq, or the head is ahead of the last record) or reordered
+(a record holds another position's content, or no longer follows its predecessor).
+
+The audit log observes runs (``AuditObserver``); the engine never calls it from inside a step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from runtime.aws import Aws, aws_errors, error_code
+from runtime.errors import AwsError
+from runtime.names import names_for
+
+__all__ = [
+    "GENESIS",
+    "AuditLog",
+    "AuditObserver",
+    "StoredRecord",
+    "Verification",
+    "canonical_json",
+    "digest",
+    "verify_chain",
+]
+
+GENESIS = "0" * 64
+_HEAD = 0
+# Display-only events the audit does not need (the decisions they show are recorded elsewhere).
+_NOT_AUDITED = frozenset({"approval.progress"})
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat()
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, set | frozenset | tuple):
+        return sorted(value, key=str) if isinstance(value, set | frozenset) else list(value)
+    return str(value)
+
+
+def canonical_json(value: Any) -> str:
+    """The one serialisation that digests are taken over."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_default)
+
+
+def digest(body: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical_json(body).encode("utf-8")).hexdigest()
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class StoredRecord:
+    """One record as stored: its seq key, its body text and the digest stored with it."""
+
+    seq: int
+    body: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Verification:
+    chain: str
+    ok: bool
+    records: int
+    broken_seq: int | None = None
+    reason: str | None = None
+
+    def summary(self) -> str:
+        if self.ok:
+            return f"audit chain {self.chain!r}: {self.records} records, intact"
+        return f"audit chain {self.chain!r} is broken at record {self.broken_seq}: {self.reason}"
+
+
+def verify_chain(chain: str, records: Sequence[StoredRecord], head: tuple[int, str] | None) -> Verification:
+    """Check the whole chain (records in any order) and name the first broken record."""
+    def broken(seq: int, reason: str) -> Verification:
+        return Verification(chain, False, len(records), seq, reason)
+
+    expected, prev_sha = 1, GENESIS
+    for rec in sorted(records, key=lambda r: r.seq):
+        if rec.seq > expected:
+            gap = f"record {expected} is missing" if rec.seq == expected + 1 else \
+                f"records {expected}..{rec.seq - 1} are missing"
+            return broken(expected, f"deleted: {gap} (the chain jumps from {expected - 1} to {rec.seq})")
+        try:
+            body = json.loads(rec.body)
+        except ValueError:
+            return broken(rec.seq, "edited: its body is no longer JSON")
+        if not isinstance(body, dict) or digest(body) != rec.sha256:
+            return broken(rec.seq, "edited: its content no longer matches its SHA-256")
+        if body.get("seq") != rec.seq or body.get("chain") != chain:
+            return broken(rec.seq, f"reordered: it holds the content of record {body.get('seq')} "
+                                   f"of chain {body.get('chain')!r}")
+        if body.get("prev_sha256") != prev_sha:
+            if expected == 1:
+                return broken(rec.seq, "reordered: the first record does not start the chain")
+            return broken(expected - 1, f"edited or replaced: record {rec.seq} no longer links to it "
+                                        "(prev_sha256 differs)")
+        expected, prev_sha = rec.seq + 1, rec.sha256
+    last = expected - 1
+    if head is not None:
+        head_seq, head_sha = head
+        if head_seq > last:
+            return broken(last + 1, f"deleted: the chain head says {head_seq} records but the chain ends at {last}")
+        if head_seq < last:
+            return Verification(chain, False, len(records), 0, f"the chain head (record 0) was edited or deleted: "
+                                                                f"it says {head_seq} records, the chain has {last}")
+        if last > 0 and head_sha != prev_sha:
+            return broken(last, "edited or replaced: it does not match the chain head's digest")
+    return Verification(chain, True, len(records))
+
+
+class AuditLog:
+    """One audit chain in the audit table."""
+
+    def __init__(self, aws: Aws, *, chain: str = "audit", table: str | None = None) -> None:
+        self.aws = aws
+        self.chain = chain
+        self.table = table or names_for(aws.settings).audit_table
+
+    def _head(self) -> tuple[int, str]:
+        with aws_errors("read the audit chain head"):
+            item = self.aws.dynamodb.get_item(TableName=self.table, ConsistentRead=True,
+                                              Key={"chain": {"S": self.chain}, "seq": {"N": str(_HEAD)}}).get("Item")
+        if not item or "last_seq" not in item:
+            return 0, GENESIS
+        return int(item["last_seq"]["N"]), item["last_sha256"]["S"]
+
+    def append(self, kind: str, *, execution_id: str | None = None, step_id: str | None = None,
+               actor: str | None = None, identity_source: str | None = None,
+               data: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Append one record and return its body (with ``sha256``)."""
+        for _attempt in range(100):
+            last_seq, last_sha = self._head()
+            seq = last_seq + 1
+            body = {"chain": self.chain, "seq": seq, "at": _now(), "kind": kind, "execution_id": execution_id,
+                    "step_id": step_id, "actor": actor, "identity_source": identity_source,
+                    "data": json.loads(canonical_json(data or {})), "prev_sha256": last_sha}
+            text = canonical_json(body)
+            sha = hashlib.sha256(text.encode("utf-8")).hexdigest()
+            item = {"chain": {"S": self.chain}, "seq": {"N": str(seq)}, "body": {"S": text},
+                    "sha256": {"S": sha}, "kind": {"S": kind}}
+            if execution_id:
+                item["execution_id"] = {"S": execution_id}
+            values: dict[str, Any] = {":n": {"N": str(seq)}, ":h": {"S": sha}}
+            if last_seq == 0:
+                condition = "attribute_not_exists(last_seq)"
+            else:
+                condition = "last_seq = :prev"
+                values[":prev"] = {"N": str(last_seq)}
+            try:
+                self.aws.dynamodb.transact_write_items(TransactItems=[
+                    {"Put": {"TableName": self.table, "Item": item,
+                             "ConditionExpression": "attribute_not_exists(seq)"}},
+                    {"Update": {"TableName": self.table,
+                                "Key": {"chain": {"S": self.chain}, "seq": {"N": str(_HEAD)}},
+                                "UpdateExpression": "SET last_seq = :n, last_sha256 = :h",
+                                "ConditionExpression": condition, "ExpressionAttributeValues": values}},
+                ])
+            except Exception as exc:
+                if error_code(exc) in ("TransactionCanceledException", "ConditionalCheckFailedException",
+                                       "TransactionConflictException"):
+                    # Another writer appended first: read the new head and chain after it.
+                    time.sleep(random.uniform(0, 0.02))
+                    continue
+                with aws_errors("append to the audit log"):
+                    raise
+            return {**body, "sha256": sha}
+        raise AwsError(f"could not append to audit chain {self.chain!r}: too many concurrent writers")
+
+    def _query(self, execution_id: str | None = None) -> Iterator[dict[str, Any]]:
+        kwargs: dict[str, Any] = {
+            "TableName": self.table, "ConsistentRead": True,
+            "KeyConditionExpression": "#c = :c AND #s > :z",
+            "ExpressionAttributeNames": {"#c": "chain", "#s": "seq"},
+            "ExpressionAttributeValues": {":c": {"S": self.chain}, ":z": {"N": str(_HEAD)}},
+        }
+        if execution_id:
+            kwargs["FilterExpression"] = "execution_id = :e"
+            kwargs["ExpressionAttributeValues"][":e"] = {"S": execution_id}
+        while True:
+            with aws_errors("read the audit log"):
+                page = self.aws.dynamodb.query(**kwargs)
+            yield from page.get("Items", [])
+            if "LastEvaluatedKey" not in page:
+                return
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def stored(self) -> list[StoredRecord]:
+        return [StoredRecord(int(i["seq"]["N"]), i.get("body", {}).get("S", ""), i.get("sha256", {}).get("S", ""))
+                for i in self._query()]
+
+    def entries(self, execution_id: str | None = None) -> list[dict[str, Any]]:
+        """Record bodies (with their digest), oldest first; only one execution's when given."""
+        out = []
+        for item in self._query(execution_id):
+            try:
+                body = json.loads(item["body"]["S"])
+            except (KeyError, ValueError):
+                body = {"seq": int(item["seq"]["N"]), "kind": "unreadable"}
+            out.append({**body, "sha256": item.get("sha256", {}).get("S")})
+        return out
+
+    def verify(self) -> Verification:
+        # Records first, head second: honest appends move both at once, so the head read after the
+        # records can only be ahead of them through a concurrent append, which a re-read settles.
+        for _attempt in range(5):
+            records = self.stored()
+            head = self._head()
+            if head[0] <= max((r.seq for r in records), default=0):
+                break
+            time.sleep(0.05)
+        return verify_chain(self.chain, records, head)
+
+
+class AuditObserver:
+    """Appends every run event to the audit log (an observer of the engine)."""
+
+    def __init__(self, log: AuditLog) -> None:
+        self.log = log
+
+    def notify(self, event: Any) -> None:
+        if event.kind in _NOT_AUDITED:
+            return
+        self.log.append(event.kind, execution_id=event.execution_id, step_id=event.step_id, actor=event.actor,
+                        identity_source=event.identity_source, data=event.data)

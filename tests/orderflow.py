@@ -1,0 +1,125 @@
+"""Helpers for end-to-end order tests: post orders, wait for outcomes, reconcile against broker fills."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import boto3
+import httpx
+
+FINAL = {"FILLED", "REJECTED", "CANCELLED", "DEAD_LETTERED"}
+
+
+class Flow:
+    """Talks to one running stack the way the platform and an SRE would: HTTP and boto3."""
+
+    def __init__(self, stack: dict[str, Any]) -> None:
+        self.stack = stack
+        token_file = Path(stack["state_dir"]) / "intake-token"
+        self.headers = {"Authorization": f"Bearer {token_file.read_text().strip()}"}
+        self.http = httpx.Client(timeout=10, limits=httpx.Limits(max_connections=64))
+        kw = dict(endpoint_url=stack["aws_endpoint"], region_name=stack["region"],
+                  aws_access_key_id="testing", aws_secret_access_key="testing")
+        self.ssm = boto3.client("ssm", **kw)
+        self.sqs = boto3.client("sqs", **kw)
+        self.dynamodb = boto3.client("dynamodb", **kw)
+
+    # ---- control ------------------------------------------------------------------------------
+    def fault(self, provider: str, mode: str, **params: Any) -> None:
+        r = self.http.post(f"{self.stack['brokers'][provider]['control']}/_sim/fault", json={"mode": mode, **params})
+        r.raise_for_status()
+
+    def flag(self, name: str, value: str) -> None:
+        path = {"processing": "/tradeops/processing", "mode": "/tradeops/routing/mode",
+                "active": "/tradeops/routing/active", "trickle": "/tradeops/routing/trickle"}[name]
+        self.ssm.put_parameter(Name=path, Value=value, Type="String", Overwrite=True)
+
+    def reset(self) -> None:
+        """Routing back to defaults, faults off (fills are kept: tests use their own order ids)."""
+        for provider in ("primary", "secondary"):
+            self.fault(provider, "none")
+        self.flag("mode", "manual")
+        self.flag("active", "primary")
+        self.flag("trickle", "0.05")
+        self.flag("processing", "running")
+        self.wait_breakers_closed()
+
+    def wait_breakers_closed(self, timeout: float = 20.0) -> None:
+        """Wait until every live worker reports both brokers' breakers closed (a previous test's faults healed)."""
+        import json as _json
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            beats = self.dynamodb.scan(TableName="tradeops-heartbeats")["Items"]
+            live = [b for b in beats if time.time() - float(b["at_epoch"]["N"]) < 5]
+            if live and all(set(_json.loads(b["breakers"]["S"]).values()) == {"closed"} for b in live):
+                return
+            time.sleep(0.3)
+        raise AssertionError("breakers did not close after the faults were cleared")
+
+    def fills(self, provider: str) -> list[dict[str, Any]]:
+        r = self.http.get(f"{self.stack['brokers'][provider]['control']}/_sim/fills")
+        r.raise_for_status()
+        return r.json()["fills"]
+
+    # ---- orders -------------------------------------------------------------------------------
+    def order_body(self, prefix: str, n: int, **extra: Any) -> dict[str, Any]:
+        return {"order_id": f"{prefix}-{n}", "account_id": f"acc-{n % 17}", "symbol": f"SYM{n % 5}",
+                "side": "BUY" if n % 2 else "SELL", "quantity": 1 + n % 9, "quote_price": "100.00", **extra}
+
+    def post(self, body: dict[str, Any]) -> dict[str, Any]:
+        r = self.http.post(f"{self.stack['intake']}/orders", json=body, headers=self.headers)
+        assert r.status_code in (200, 202), r.text
+        return r.json()
+
+    def post_many(self, prefix: str, count: int, *, start: int = 0, threads: int = 32) -> list[str]:
+        with ThreadPoolExecutor(threads) as pool:
+            done = list(pool.map(lambda n: self.post(self.order_body(prefix, n)), range(start, start + count)))
+        return [o["order_id"] for o in done]
+
+    def get(self, order_id: str) -> dict[str, Any]:
+        r = self.http.get(f"{self.stack['intake']}/orders/{order_id}", headers=self.headers)
+        r.raise_for_status()
+        return r.json()
+
+    def wait_final(self, order_ids: list[str], timeout: float = 60.0) -> dict[str, dict[str, Any]]:
+        """Wait until every order is in a final state; returns them all (fails listing stragglers)."""
+        deadline = time.monotonic() + timeout
+        orders: dict[str, dict[str, Any]] = {}
+        pending = list(order_ids)
+        while pending and time.monotonic() < deadline:
+            with ThreadPoolExecutor(16) as pool:
+                got = list(pool.map(self.get, pending))
+            for order in got:
+                orders[order["order_id"]] = order
+            pending = [o["order_id"] for o in got if o["status"] not in FINAL]
+            if pending:
+                time.sleep(0.3)
+        assert not pending, f"{len(pending)} orders not final after {timeout}s: " + ", ".join(
+            f"{oid}={orders[oid]['status']}" for oid in pending[:10])
+        return orders
+
+    def reconcile(self, orders: dict[str, dict[str, Any]]) -> dict[str, Counter]:
+        """Every order FILLED exactly once across both brokers, and its record matches that fill."""
+        fills = {p: [f for f in self.fills(p) if f["order_id"] in orders] for p in ("primary", "secondary")}
+        per_order: Counter = Counter()
+        by_provider: dict[str, Counter] = {p: Counter(f["order_id"] for f in fills[p]) for p in fills}
+        for provider, provider_fills in fills.items():
+            for fill in provider_fills:
+                per_order[fill["order_id"]] += 1
+                order = orders[fill["order_id"]]
+                assert order["provider"] == provider, (fill, order["provider"])
+                assert Decimal(order["fill_price"]) == Decimal(fill["price"]), (fill, order["fill_price"])
+        for order_id, order in orders.items():
+            assert order["status"] == "FILLED", (order_id, order["status"], order.get("history"))
+            assert per_order[order_id] == 1, f"{order_id} has {per_order[order_id]} fills"
+        return by_provider
+
+    def unique(self, name: str) -> str:
+        return f"{name}-{uuid.uuid4().hex[:8]}"

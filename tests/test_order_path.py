@@ -1,0 +1,178 @@
+"""The order path against the real local stack: exactly once, through faults, failover and crashes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_cli
+from tests.orderflow import Flow
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def flow(stack):
+    f = Flow(stack)
+    f.reset()
+    yield f
+    f.reset()
+
+
+def _post_in_background(flow: Flow, prefix: str, count: int, every: float) -> tuple[threading.Thread, list[str]]:
+    ids: list[str] = []
+
+    def run() -> None:
+        for n in range(count):
+            ids.append(flow.post(flow.order_body(prefix, n))["order_id"])
+            time.sleep(every)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, ids
+
+
+def test_300_concurrent_orders_fill_exactly_once(flow):
+    """300 orders posted concurrently all end FILLED with exactly one broker fill each, matching the record."""
+    ids = flow.post_many(flow.unique("c300"), 300)
+    assert len(set(ids)) == 300
+    orders = flow.wait_final(ids, timeout=120)
+    by_provider = flow.reconcile(orders)
+    assert sum(len(c) for c in by_provider.values()) == 300
+
+
+def test_auto_mode_primary_down_moves_new_orders_to_secondary(flow):
+    """Auto mode: with the primary `down` mid-flow, new orders fill on the secondary; none lost, none doubled."""
+    flow.flag("mode", "auto")
+    flow.flag("trickle", "0")
+    prefix = flow.unique("down")
+    thread, ids = _post_in_background(flow, prefix, 60, 0.05)
+    time.sleep(1.0)
+    flow.fault("primary", "down")
+    thread.join()
+    late = flow.post_many(prefix + "-late", 20)
+    orders = flow.wait_final(ids + late, timeout=90)
+    by_provider = flow.reconcile(orders)
+    assert all(orders[o]["provider"] == "secondary" for o in late)
+    assert by_provider["primary"] and by_provider["secondary"]
+
+
+def test_fill_after_timeout_never_double_fills(flow):
+    """Primary answering only after the client gave up (but filling): in-doubt orders are resolved by asking
+    the primary, and every order ends filled exactly once, never at both brokers."""
+    flow.flag("mode", "auto")
+    flow.flag("trickle", "0")
+    flow.fault("primary", "fill_after_timeout", ms=2500)
+    prefix = flow.unique("fat")
+    thread, ids = _post_in_background(flow, prefix, 40, 0.05)
+    thread.join()
+    time.sleep(3)
+    flow.fault("primary", "none")
+    orders = flow.wait_final(ids, timeout=90)
+    flow.reconcile(orders)
+    resolved = [o for o in orders.values() if any(h["status"] == "IN_DOUBT" for h in o["history"])]
+    assert resolved, "the fault should have put some orders in doubt"
+    assert all(o["provider"] == "primary" for o in resolved), "an in-doubt order may only fill where it was sent"
+
+
+def test_in_doubt_orders_wait_for_declare_void(flow):
+    """Primary blackholed then down for good: its in-doubt orders are not sent to the secondary until an
+    operator declares them void (recorded with who), and then they fill there exactly once."""
+    flow.flag("mode", "auto")
+    flow.flag("trickle", "0")
+    flow.fault("primary", "blackhole")
+    prefix = flow.unique("void")
+    ids = flow.post_many(prefix, 6, threads=6)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        states = {flow.get(i)["status"] for i in ids}
+        if "IN_DOUBT" in states and not states & {"SUBMITTING", "ACCEPTED"}:
+            break
+        time.sleep(0.3)
+    flow.fault("primary", "down")
+    doubtful = [i for i in ids if flow.get(i)["status"] == "IN_DOUBT"]
+    assert doubtful, "blackholed orders should be in doubt"
+    time.sleep(4)  # the resolver keeps asking; nothing may move
+    assert all(flow.get(i)["status"] == "IN_DOUBT" for i in doubtful)
+    assert not {f["order_id"] for f in flow.fills("secondary")} & set(doubtful)
+
+    env = dict(flow.stack["env"], TRADEOPS_OPERATOR="duty-manager-ann")
+    result = run_cli("orders", "declare-void", "--provider", "primary", "--reason", "primary lost", "--yes",
+                     "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    declared = json.loads(result.stdout)
+    assert set(doubtful) <= set(declared["released"]) and declared["declared_by"] == "duty-manager-ann"
+    orders = flow.wait_final(ids, timeout=60)
+    flow.reconcile(orders)
+    for order_id in doubtful:
+        order = orders[order_id]
+        assert order["provider"] == "secondary"
+        assert any("duty-manager-ann" in (h.get("note") or "") or h.get("actor") == "duty-manager-ann"
+                   for h in order["history"])
+
+
+def test_manual_toggle_and_pause(flow):
+    """Manual mode: flipping the active broker moves new orders within 2 s; `paused` stops fills within 2 s with
+    in-flight 0 in every heartbeat; `running` resumes."""
+    prefix = flow.unique("manual")
+    flow.flag("active", "secondary")
+    time.sleep(2.0)
+    first = flow.post_many(prefix + "-a", 10)
+    orders = flow.wait_final(first, timeout=30)
+    assert {o["provider"] for o in orders.values()} == {"secondary"}
+
+    flow.flag("processing", "paused")
+    time.sleep(2.0)
+    held = flow.post_many(prefix + "-b", 10)
+    time.sleep(2.0)
+    assert {flow.get(i)["status"] for i in held} == {"ACCEPTED"}
+    beats = flow.dynamodb.scan(TableName="tradeops-heartbeats")["Items"]
+    live = [b for b in beats if time.time() - float(b["at_epoch"]["N"]) < 5]
+    assert live and all(b["in_flight"]["N"] == "0" for b in live)
+
+    flow.flag("processing", "running")
+    flow.flag("active", "primary")
+    orders = flow.wait_final(held, timeout=30)
+    flow.reconcile(orders)
+    assert {o["provider"] for o in orders.values()} == {"primary"}
+
+
+def test_worker_killed_mid_batch_loses_nothing(flow):
+    """SIGKILL on a worker while it holds orders: every order still fills exactly once."""
+    flow.fault("primary", "latency", ms=400)
+    prefix = flow.unique("kill")
+    ids = flow.post_many(prefix, 40)
+    state = json.loads((Path(flow.stack["state_dir"]) / "stack.json").read_text())
+    victim = state["components"]["worker-1"]["pid"]
+    time.sleep(0.6)
+    os.kill(victim, signal.SIGKILL)
+    flow.fault("primary", "none")
+    orders = flow.wait_final(ids, timeout=90)
+    flow.reconcile(orders)
+
+
+def test_poison_message_is_dead_lettered_and_work_goes_on(flow):
+    """A message that is not an order reaches the DLQ after the configured receives; orders keep filling."""
+    queue = flow.sqs.get_queue_url(QueueName="tradeops-orders")["QueueUrl"]
+    dlq = flow.sqs.get_queue_url(QueueName="tradeops-orders-dlq")["QueueUrl"]
+    marker = flow.unique("poison")
+    flow.sqs.send_message(QueueUrl=queue, MessageBody=f"not json {marker}")
+    ids = flow.post_many(flow.unique("alongside"), 20)
+    flow.reconcile(flow.wait_final(ids, timeout=30))
+    deadline = time.monotonic() + 60
+    found = None
+    while time.monotonic() < deadline and found is None:
+        got = flow.sqs.receive_message(QueueUrl=dlq, MaxNumberOfMessages=10, WaitTimeSeconds=1,
+                                       VisibilityTimeout=0, MessageSystemAttributeNames=["ApproximateReceiveCount"])
+        found = next((m for m in got.get("Messages", []) if marker in m["Body"]), None)
+    assert found is not None, "poison message never reached the DLQ"
+    events = flow.dynamodb.query(TableName="tradeops-events", KeyConditionExpression="#s = :s",
+                                 ExpressionAttributeNames={"#s": "stream"},
+                                 ExpressionAttributeValues={":s": {"S": "orders"}})["Items"]
+    assert any("dead_letter" in e["kind"]["S"] and "5 receives" in e["body"]["S"] for e in events)
