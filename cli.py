@@ -250,24 +250,13 @@ def flags_set(
     from runbooks.identity import current_identity
     from runtime.aws import Aws
     from runtime.control import Flags
-    from runtime.events import EventLog
     from runtime.stack import resolve_settings
 
     settings = resolve_settings()
     aws = Aws(settings)
     flags = Flags(aws)
     before = flags.read().as_dict().get(name)
-    canonical = flags.set(name, value)
-    who = current_identity(settings, aws)
-    EventLog(aws, source=who.name, echo=False).emit(
-        "flag_set",
-        metric=("FlagChanged", 1.0),
-        dimensions={"Flag": name},
-        flag=name,
-        before=before,
-        after=canonical,
-        actor=who.name,
-    )
+    canonical = flags.set(name, value, actor=current_identity(settings, aws).name)
     out.print(f"{name}: {before} -> {canonical}")
 
 

@@ -178,8 +178,8 @@ def main() -> None:
     print(f"book: {batch_n:,} ticks for throughput + {timed_n:,} timed ticks per repeat; "
           f"median of {repeats} repeats\n")
     header = (f"{'pending':>8} {'per sym':>7} {'chg/tick':>8} | {'book t/s':>9} {'p50 µs':>7} {'p99 µs':>7} "
-              f"{'max µs':>8} {'p99+chg':>8} {'adds/s':>8} | {'naive t/s':>9} {'p50 µs':>8} {'p99 µs':>8} "
-              f"{'ticks':>6} | {'speed-up':>8}")
+              f"{'max µs':>8} {'p50+chg':>8} {'p99+chg':>8} {'adds/s':>8} | "
+              f"{'naive t/s':>9} {'p50 µs':>8} {'p99 µs':>8} {'ticks':>6} | {'speed-up':>8}")
     print(header)
     print("-" * len(header))
     results = {}
@@ -190,7 +190,8 @@ def main() -> None:
         naive = median_of([run_naive(orders, timed[:naive_ticks]) for _ in range(repeats)])
         results[size] = book
         print(f"{size:>8,} {size / SYMBOLS:>7.1f} {book['changed_per_tick']:>8.1f} | {book['tps']:>9,.0f} "
-              f"{book['p50']:>7.1f} {book['p99']:>7.1f} {book['max']:>8.0f} {book['p99_changed']:>8.1f} "
+              f"{book['p50']:>7.1f} {book['p99']:>7.1f} {book['max']:>8.0f} {book['p50_changed']:>8.1f} "
+              f"{book['p99_changed']:>8.1f} "
               f"{book['adds_per_s']:>8,.0f} | {naive['tps']:>9,.0f} {naive['p50']:>8.0f} {naive['p99']:>8.0f} "
               f"{naive_ticks:>6} | {book['tps'] / naive['tps']:>7.0f}x")
     head = results[max(SIZES)]

@@ -20,6 +20,7 @@ terminal display another; neither is called from inside step logic.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import socket
 import threading
@@ -60,6 +61,7 @@ __all__ = [
 LEASE_SECONDS = 30.0
 RENEW_SECONDS = 5.0
 DEFAULT_EVERY = 0.5
+_EXECUTION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 
 
 def _now() -> str:
@@ -226,7 +228,7 @@ class _Runner:
     def token(self) -> str | None:
         return self.lease.token if self.lease else None
 
-    def publish(self, kind: str, step_id: str | None = None, **data: Any) -> None:
+    def publish(self, kind: str, step_id: str | None = None, /, **data: Any) -> None:
         event = Event(kind, self.eid, step_id, self.identity.name, self.identity.source, data)
         for observer in self.observers:
             observer.notify(event)
@@ -277,10 +279,12 @@ class _Runner:
         try:
             got = op(self.ctx(step_id), **args)
         except Exception as exc:  # a probe that cannot answer has not met its expectation
-            return {"probe": op.name, "args": args, "value": None, "error": _reason(exc), "met": False}
+            return {"probe": op.name, "args": args, "value": None, "expect": render(spec["expect"], self.params),
+                    "error": _reason(exc), "met": False}
         reading = got if isinstance(got, Reading) else Reading(got)
-        met = expectation_met(spec["expect"], reading.value)
-        out = {"probe": op.name, "args": args, "value": reading.value, "expect": spec["expect"], "met": met}
+        expect = render(spec["expect"], self.params)
+        met = expectation_met(expect, reading.value)
+        out = {"probe": op.name, "args": args, "value": reading.value, "expect": expect, "met": met}
         if reading.detail:
             out["detail"] = reading.detail
         return out
@@ -406,7 +410,7 @@ class _Runner:
                 reading = self.poll(pre, sid, "precondition", 0)
                 rec["output"]["precondition"] = reading
                 if not reading["met"]:
-                    why = f"precondition {pre['probe']} {describe_expect(pre['expect'])} not met " \
+                    why = f"precondition {pre['probe']} {describe_expect(reading['expect'])} not met " \
                           f"(value {reading['value']!r}{', ' + reading['error'] if reading.get('error') else ''})"
                     if pre.get("if_not_met") == "skip":
                         return self.skip(index, rec, why)
@@ -419,7 +423,7 @@ class _Runner:
                 rec["output"]["check"] = reading
                 if not reading["met"]:
                     raise _StepFailed(f"{spec['probe']} is {reading['value']!r}, expected "
-                                      f"{describe_expect(spec['expect'])}"
+                                      f"{describe_expect(reading['expect'])}"
                                       + (f" ({reading['error']})" if reading.get("error") else ""))
             if "manual" in step:
                 self.publish("manual.instruction", sid, instruction=step["manual"])
@@ -452,7 +456,7 @@ class _Runner:
             reading = self.poll(spec, sid, "verification", float(render(spec["timeout"], self.params)))
             rec["output"]["verify"] = reading
             if not reading["met"]:
-                raise _StepFailed(f"verification {spec['probe']} {describe_expect(spec['expect'])} did not hold "
+                raise _StepFailed(f"verification {spec['probe']} {describe_expect(reading['expect'])} did not hold "
                                   f"within {reading['timeout']} s (last value {reading['value']!r})")
         return None
 
@@ -643,6 +647,8 @@ def run_execution(settings: Any, ref: str, *, aws: Aws | None = None, params: Ma
     operators = _operators_for(settings, runbook.doc, operators)
     aws = _aws(settings, aws)
     identity = identity or current_identity(settings, aws)
+    if execution_id is not None and not _EXECUTION_ID.match(execution_id):
+        raise BadInput(f"execution id {execution_id!r}: use letters, digits and _.:- (at most 128)")
     eid = execution_id or f"{runbook.name}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
     values = resolve_params(runbook, params, {"execution_id": eid, "runbook": runbook.name,
                                               "executor": identity.name})
@@ -858,12 +864,13 @@ def plan_runbook(settings: Any, ref: str, *, aws: Aws | None = None, params: Map
             op = registry.get(spec["probe"])
             assert op is not None
             args = render(spec.get("args") or {}, values)
-            check: dict[str, Any] = {"what": what, "probe": op.name, "args": args, "expect": spec["expect"],
-                                     "expect_text": describe_expect(spec["expect"])}
+            expect = render(spec["expect"], values)
+            check: dict[str, Any] = {"what": what, "probe": op.name, "args": args, "expect": expect,
+                                     "expect_text": describe_expect(expect)}
             try:
                 got = op(ctx, **args)
                 reading = got if isinstance(got, Reading) else Reading(got)
-                check.update(value=reading.value, met=expectation_met(spec["expect"], reading.value),
+                check.update(value=reading.value, met=expectation_met(expect, reading.value),
                              detail=reading.detail, sampled_once=op.sampling or None)
             except Exception as exc:
                 check.update(value=None, met=False, error=_reason(exc))

@@ -487,7 +487,9 @@ class _Checker:
         if op is not None:
             self.args(op, spec.get("args"), (*path, "args"))
         expect = spec.get("expect")
-        if isinstance(expect, dict) and len(expect) == 1:
+        if not isinstance(expect, dict):
+            self.refs_ok(expect, (*path, "expect"))
+        elif len(expect) == 1:
             (cmp, bound), = expect.items()
             if cmp in ("lt", "le", "gt", "ge") and self.refs_ok(bound, (*path, "expect")):
                 value = render(bound, self.values) if all(r in self.values for r in _refs(bound)) else 0

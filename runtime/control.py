@@ -93,16 +93,27 @@ class Flags:
             read_at=time.monotonic(),
         )
 
-    def set(self, flag: str, value: str) -> str:
+    def set(self, flag: str, value: str, *, actor: str | None = None) -> str:
+        """Set one flag. A change is published as a ``flag_set`` event (time, before, after, who)."""
         canonical = validate_flag(flag, value)
+        name = _param_name(self.names, flag)
         with aws_errors(f"set flag {flag}"):
-            self.aws.ssm.put_parameter(Name=_param_name(self.names, flag), Value=canonical,
-                                       Type="String", Overwrite=True)
+            try:
+                before = self.aws.ssm.get_parameter(Name=name)["Parameter"]["Value"]
+            except self.aws.ssm.exceptions.ParameterNotFound:
+                before = None
+            self.aws.ssm.put_parameter(Name=name, Value=canonical, Type="String", Overwrite=True)
+        if before != canonical:
+            from runtime.events import EventLog
+
+            EventLog(self.aws, source=actor or "unknown", names=self.names, echo=False).emit(
+                "flag_set", metric=("FlagChanged", 1.0), dimensions={"Flag": flag},
+                flag=flag, before=before, after=canonical, actor=actor or "unknown")
         return canonical
 
 
-def set_flag(aws: Aws, flag: str, value: str) -> str:
-    return Flags(aws).set(flag, value)
+def set_flag(aws: Aws, flag: str, value: str, *, actor: str | None = None) -> str:
+    return Flags(aws).set(flag, value, actor=actor)
 
 
 class FlagCache:

@@ -24,7 +24,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date, datetime
-from decimal import Decimal
+from decimal import Context, Decimal
 from typing import Annotated, Any
 
 import botocore.exceptions
@@ -47,6 +47,7 @@ __all__ = ["MAX_BODY_BYTES", "create_app", "main", "order_json", "validation_fie
 
 MAX_BODY_BYTES = 16 * 1024
 HEALTH_CACHE_SECONDS = 1.0
+_EXACT = Context(prec=100)  # wider than any DynamoDB number (38 digits): never rounds
 
 log = logging.getLogger("tradeops.intake")
 
@@ -59,7 +60,7 @@ _ORDER_ID = TypeAdapter(Annotated[str, OrderRequest.model_fields["order_id"]])
 def _plain(value: Any) -> Any:
     if isinstance(value, Decimal):
         # Normalised so the 202 answer and a later GET agree: DynamoDB drops trailing zeros itself.
-        text = format(value.normalize(), "f")
+        text = format(value.normalize(_EXACT), "f")
         return "0" if text in ("-0", "0") else text
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
@@ -97,7 +98,7 @@ def validation_fields(exc: ValidationError) -> list[dict[str, str]]:
 
 
 class _OutOfRange:
-    """A JSON number no order field can hold; kept away from pydantic (see ``_json_number``)."""
+    """A JSON number no order field can hold; kept away from pydantic (see ``_json_float``)."""
 
     def __init__(self, text: str) -> None:
         self.text = text
@@ -147,11 +148,13 @@ def _money_problems(req: OrderRequest) -> dict[str, str]:
         value: Decimal | None = getattr(req, field)
         if value is None:
             continue
-        exponent = value.normalize().as_tuple().exponent
-        if isinstance(exponent, int) and exponent < -6:
+        # Places counted from the digits themselves: normalize() would round such a value to 0.
+        _, digits, exponent = value.as_tuple()
+        significant = "".join(map(str, digits)).rstrip("0")
+        if isinstance(exponent, int) and significant and exponent + len(digits) - len(significant) < -6:
             problems[field] = "Decimal input should have no more than 6 decimal places"
         elif value.adjusted() >= 12:
-            problems[field] = "Decimal input should have no more than 12 digits before the point"
+            problems[field] = "Decimal input should have no more than 12 digits before the decimal point"
     return problems
 
 
@@ -247,9 +250,9 @@ def _aws_or_503(what: str) -> Iterator[None]:
     """AWS trouble inside a request becomes a one-line 503 (the caller retries), never a traceback."""
     try:
         yield
-    except TradeopsError as exc:  # already one line naming what failed
-        log.warning("%s", exc)
-        raise _ApiError(503, str(exc)) from None
+    except TradeopsError as exc:
+        log.warning("%s: %s", what, exc)
+        raise _ApiError(503, f"{what}: {exc}") from None
     except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         log.warning("%s: %s", what, reason)
@@ -275,7 +278,7 @@ class _Intake:
     def accept(self, req: OrderRequest) -> tuple[dict[str, Any], bool]:
         """Record and enqueue a valid order; (order, created)."""
         order = new_order(req)
-        with _aws_or_503("record order"):
+        with _aws_or_503("order not recorded"):
             stored, created = self.store.create(order)
         if not created and stored == order:
             # Our own put, retried by botocore after a lost response: it is ours and still unsent.
@@ -283,7 +286,7 @@ class _Intake:
         if not created:
             return stored, False
         try:
-            with _aws_or_503("enqueue order"):
+            with _aws_or_503("order not queued (retry)"):
                 self.aws.sqs.send_message(QueueUrl=self.queue_url(),
                                           MessageBody=json.dumps({"order_id": order["order_id"]}))
         except _ApiError:
@@ -294,7 +297,7 @@ class _Intake:
     def _withdraw(self, order_id: str) -> None:
         try:
             withdrawn = self.store.withdraw_unsent(order_id)
-        except TradeopsError as exc:
+        except Exception as exc:  # whatever went wrong, the caller still gets its 503
             # The one window left open: recorded, not enqueued, not deleted. Say so loudly.
             log.error("order %s is ACCEPTED but was not enqueued and could not be withdrawn: %s", order_id, exc)
             return
@@ -302,7 +305,7 @@ class _Intake:
             log.warning("order %s was not withdrawn: a worker already took it", order_id)
 
     def get(self, order_id: str) -> dict[str, Any] | None:
-        with _aws_or_503("read order"):
+        with _aws_or_503("order not read"):
             return self.store.get(order_id)
 
     def health(self) -> str | None:
@@ -312,7 +315,7 @@ class _Intake:
             if self._health is not None and now - self._health[0] < HEALTH_CACHE_SECONDS:
                 return self._health[1]
             try:
-                with _aws_or_503("orders table"):
+                with _aws_or_503("orders table unreachable"):
                     self.aws.dynamodb.get_item(TableName=self.names.orders_table,
                                                Key={"order_id": {"S": "_health"}})
                 reason = None

@@ -32,7 +32,7 @@ from __future__ import annotations
 import heapq
 import json
 from bisect import bisect_left, bisect_right
-from collections.abc import Container, Mapping
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import (
@@ -242,13 +242,17 @@ class OrderExposure:
     at: datetime | None
     exposure: Decimal
     max_exposure: Decimal
-    adverse_pct: Decimal
+
+    @property
+    def adverse_pct(self) -> Decimal:
+        """Current adverse move in percent (computed on access: the division is the costly part)."""
+        return _ZERO if self.price is None else adverse_pct(self.side, self.quote_price, self.price)
 
 
 class _Entry:
     """Book-internal state of one order; prices and quantities as scaled integers (see ExposureBook)."""
 
-    __slots__ = ("active", "cur", "order", "peak", "placed_us", "q", "qty", "seq")
+    __slots__ = ("active", "cur", "order", "peak", "placed_us", "q", "qty", "sent_cur", "sent_peak", "seq")
 
     def __init__(self, order: PendingOrder, q: int, qty: int, placed_us: int, seq: int) -> None:
         self.order = order
@@ -258,6 +262,8 @@ class _Entry:
         self.seq = seq
         self.cur = 0
         self.peak = 0
+        self.sent_cur = 0  # values last handed out by take_changes()
+        self.sent_peak = 0
         self.active = False
 
 
@@ -326,7 +332,6 @@ def _materialise(
         at=at,
         exposure=_unscaled(cur, places),
         max_exposure=_unscaled(peak, places),
-        adverse_pct=adverse_pct(order.side, order.quote_price, price) if price is not None else _ZERO,
     )
 
 
@@ -430,6 +435,7 @@ class ExposureBook:
         self._seq = 0
         self._oldest: list[tuple[int, int, str]] = []  # (placed_us, seq, order_id); stale rows skipped
         self._pct_heap: list[tuple[Decimal, int, str]] = []  # (-pct, symbol version, symbol)
+        self._dirty: set[str] = set()  # symbols with exposure changes not yet taken by take_changes()
 
     # -- scaled integers
 
@@ -470,6 +476,8 @@ class ExposureBook:
             entry.qty *= fq
             entry.cur *= fe
             entry.peak *= fe
+            entry.sent_cur *= fe
+            entry.sent_peak *= fe
         for sym in self._symbols.values():
             if sym.price is not None:
                 sym.price *= fp
@@ -512,7 +520,8 @@ class ExposureBook:
         self._compact_oldest()
         sym = self._symbol(order.symbol)
         if sym.at_us is not None and sym.at_us >= placed_us:
-            self._insert(sym, entry)
+            if self._insert(sym, entry) is not None:
+                self._dirty.add(sym.name)
             self._refresh_pct(sym)
         else:
             sym.waiting[order.order_id] = entry
@@ -597,9 +606,11 @@ class ExposureBook:
     # -- ticks
 
     def on_tick(self, symbol: str, price: Decimal, at: datetime) -> TickResult:
-        """Re-evaluate the orders of ``symbol`` at ``price``; O(orders in that symbol).
+        """Re-evaluate the orders of ``symbol`` at ``price``; at most O(orders in that symbol).
 
         A tick older than the symbol's latest is ignored (``stale``): feeds replay and reorder.
+        Symbols are remembered with their latest price, so filter ticks against the symbol
+        universe first (``parse_tick(raw, known_symbols)``).
         """
         if type(price) is not Decimal:
             price = _positive("price", price, BadTick)
@@ -665,6 +676,7 @@ class ExposureBook:
                         changed.append(change)
         if changed:
             self._refresh_pct(sym)
+            self._dirty.add(symbol)
         return self._result(symbol, price, at, False, changed)
 
     def _result(
@@ -730,6 +742,24 @@ class ExposureBook:
         """The current view of one pending order, or None when it is not pending."""
         entry = self._entries.get(order_id)
         return None if entry is None else self._view(entry)
+
+    def take_changes(self) -> list[OrderExposure]:
+        """Orders whose current or max exposure changed since the previous call, at their latest values.
+
+        For an I/O layer that cannot write every change of every tick (a store taking hundreds of
+        writes a second against a feed of thousands of ticks): call it on a timer and write what it
+        returns. Costs O(orders in the symbols that changed); orders that left are not included.
+        """
+        out = []
+        for name in self._dirty:
+            sym = self._symbols[name]
+            for entries in (sym.buys, sym.sells):
+                for entry in entries:
+                    if entry.cur != entry.sent_cur or entry.peak != entry.sent_peak:
+                        entry.sent_cur, entry.sent_peak = entry.cur, entry.peak
+                        out.append(self._view(entry))
+        self._dirty.clear()
+        return out
 
     def worst(self, n: int) -> list[OrderExposure]:
         """The ``n`` orders with the largest current exposure (exposed orders only), worst first."""
@@ -864,14 +894,23 @@ class LiabilityWatch:
             oldest_age_seconds=settings.threshold_oldest_age_seconds,
         )
 
-    def on_tick(self, result: TickResult) -> list[Alert]:
-        """Alerts from one tick: per changed order (unchanged ones cannot cross) and the total."""
+    def on_orders(self, items: Iterable[OrderExposure], at: datetime) -> list[Alert]:
+        """Per-order alerts for changed orders: a TickResult's ``changed``, or ``take_changes()``.
+
+        Fed from ``take_changes()`` on a timer, a crossing shorter than the timer can go unseen;
+        fed every TickResult, nothing is missed but each changed order costs a division.
+        """
         alerts = []
-        for item in result.changed:
+        for item in items:
             for watch, value in ((self.order_pct, item.adverse_pct), (self.order_amount, item.exposure)):
-                alert = watch.observe(item.order_id, value, result.at)
+                alert = watch.observe(item.order_id, value, at)
                 if alert is not None:
                     alerts.append(alert)
+        return alerts
+
+    def on_tick(self, result: TickResult) -> list[Alert]:
+        """Alerts from one tick: per changed order (unchanged ones cannot cross) and the total."""
+        alerts = self.on_orders(result.changed, result.at)
         alert = self.total_amount.observe(result.total_exposure, result.at)
         if alert is not None:
             alerts.append(alert)

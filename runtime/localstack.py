@@ -135,6 +135,7 @@ def _plan(settings: Settings, ports: dict[str, int | None], *, workers: int, loc
         health_url=f"http://{HOST}:{intake_port}/health",
         info={"url": f"http://{HOST}:{intake_port}", "ports": [intake_port]},
     ))
+    comps.append(Component(name="canary", argv=_python("-m", "runtime.canary"), health_url=None, restart=True))
     for n in range(1, workers + 1):
         comps.append(Component(name=f"worker-{n}", argv=_python("-m", "runtime.worker", "--id", f"worker-{n}"),
                                health_url=None, restart=True, info={"worker_id": f"worker-{n}"}))

@@ -85,7 +85,10 @@ class OrderRequest(BaseModel):
     def _aware(cls, value: datetime | None) -> datetime | None:
         if value is not None and value.tzinfo is None:
             raise ValueError("must carry a timezone (UTC)")
-        return value.astimezone(UTC) if value else None
+        try:
+            return value.astimezone(UTC) if value else None
+        except OverflowError:
+            raise ValueError("is outside the range of dates") from None
 
     @model_validator(mode="after")
     def _limit_rules(self) -> OrderRequest:

@@ -88,6 +88,9 @@ class Settings(BaseSettings):
     # Worker.
     worker_batch_size: int = Field(default=10, ge=1, le=10)
     worker_wait_seconds: int = Field(default=1, ge=0, le=20)
+    # After a short batch, wait this long before the next receive so that batches fill up
+    # (fewer SQS requests per order at the price of at most this much added latency).
+    worker_linger_ms: int = Field(default=150, ge=0, le=5000)
     worker_lease_seconds: int = Field(default=20, ge=1)
     heartbeat_seconds: float = Field(default=1.0, gt=0)
     flag_refresh_seconds: float = Field(default=0.5, gt=0, le=1.0)
@@ -104,8 +107,8 @@ class Settings(BaseSettings):
     breaker_half_open_probes: int = Field(default=2, ge=1)
     health_probe_seconds: float = Field(default=1.0, gt=0)
 
-    # Canary orders (off unless set).
-    canary_seconds: float = Field(default=0.0, ge=0)
+    # Canary orders: one synthetic order per broker every N seconds (0 = off).
+    canary_seconds: float = Field(default=30.0, ge=0)
 
     # Liability thresholds (GBP).
     threshold_order_pct: Decimal = Decimal("2")

@@ -142,6 +142,9 @@ class Worker:
         finally:
             with self._lock:
                 self.in_flight -= len(messages)
+        if len(messages) < self.settings.worker_batch_size and self.settings.worker_linger_ms:
+            # A short batch means the queue is shallow: let the next batch gather.
+            self.stop_event.wait(self.settings.worker_linger_ms / 1000)
         return len(messages)
 
     def _flags(self) -> FlagValues:

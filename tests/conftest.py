@@ -70,6 +70,7 @@ def stack_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     env["TRADEOPS_WORKER_LEASE_SECONDS"] = "4"
     env["TRADEOPS_QUEUE_VISIBILITY_SECONDS"] = "6"
     env["TRADEOPS_BROKER_READ_TIMEOUT"] = "1.0"
+    env["TRADEOPS_CANARY_SECONDS"] = "0"  # canaries are tested on their own
     return env
 
 

@@ -150,7 +150,7 @@ def order_body(order_id: str | None, **changes: Any) -> dict[str, Any]:
     return {k: v for k, v in body.items() if v is not ...}
 
 
-class _SlowlyUnreachable(Aws):
+class _UnreachableAws(Aws):
     """Real boto3 clients aimed at a closed port, one attempt each: AWS that is down, quickly."""
 
     def __init__(self, settings: Settings, *, services: tuple[str, ...]) -> None:
@@ -255,6 +255,28 @@ def test_invalid_order_is_422_with_the_failing_field_and_nothing_written(
     assert words in reasons[field]
     assert probe.snapshot() == before
     assert probe.store.get(order_id) is None
+
+
+@pytest.mark.parametrize(("fragment", "field"), [
+    ('"quantity": 1e-999999999', "quantity"),
+    ('"quantity": 1' + "0" * 200, "quantity"),
+    ('"quote_price": 1e999999999', "quote_price"),
+    ('"quote_price": "1e-999999999"', "quote_price"),
+    ('"quote_price": "1234567890123"', "quote_price"),
+    ('"placed_at": "0001-01-01T00:00:00+14:00"', "placed_at"),
+    ('"synthetic": "yes"', "synthetic"),
+])
+def test_extreme_values_are_422_at_once_and_nothing_written(
+        client: httpx.Client, probe: Probe, fragment: str, field: str) -> None:
+    """Absurd numbers and dates answer 422 for their field at once (no stall, no 500) and write nothing."""
+    before = probe.snapshot()
+    raw = json.dumps(order_body(new_id(probe)))[:-1] + ", " + fragment + "}"  # the later key wins
+    started = time.monotonic()
+    response = client.post("/orders", content=raw, headers=AUTH, timeout=5)
+    assert time.monotonic() - started < 2
+    assert response.status_code == 422, response.text
+    assert list(_reasons(response)) == [field]
+    assert probe.snapshot() == before
 
 
 def test_several_failing_fields_get_one_entry_each(client: httpx.Client, probe: Probe) -> None:
@@ -418,12 +440,14 @@ def test_openapi_declares_bearer_auth_and_the_4xx_answers(client: httpx.Client) 
 def test_enqueue_failure_withdraws_the_order_and_answers_503(aws_settings: Settings, probe: Probe) -> None:
     """When SQS is down after the write, the order is deleted again and the caller gets a one-line 503."""
     order_id = new_id(probe)
-    aws = _SlowlyUnreachable(aws_settings, services=("sqs",))
+    aws = _UnreachableAws(aws_settings, services=("sqs",))
     items, depth = probe.snapshot()
     with LiveServer(create_app(aws_settings, token=TOKEN, aws=aws)) as server:
         response = httpx.post(f"{server.url}/orders", json=order_body(order_id), headers=AUTH, timeout=10)
     assert response.status_code == 503
-    assert "\n" not in response.json()["error"] and "Traceback" not in response.text
+    error = response.json()["error"]
+    assert "not queued" in error  # the write had succeeded: this is the undo path, not a failed write
+    assert "\n" not in error and "Traceback" not in response.text
     assert probe.store.get(order_id) is None
     assert probe.snapshot() == (items, depth)
 
@@ -432,7 +456,7 @@ def test_retry_after_a_failed_enqueue_is_accepted(aws_settings: Settings, client
                                                   probe: Probe) -> None:
     """After a 503 the same order_id can be resubmitted and is accepted and enqueued normally."""
     order_id = new_id(probe)
-    aws = _SlowlyUnreachable(aws_settings, services=("sqs",))
+    aws = _UnreachableAws(aws_settings, services=("sqs",))
     with LiveServer(create_app(aws_settings, token=TOKEN, aws=aws)) as server:
         assert httpx.post(f"{server.url}/orders", json=order_body(order_id), headers=AUTH,
                           timeout=10).status_code == 503
@@ -453,7 +477,7 @@ def test_withdraw_leaves_an_order_a_worker_already_took(probe: Probe, client: ht
 
 def test_aws_unreachable_is_503_with_one_line(aws_settings: Settings, probe: Probe) -> None:
     """With AWS down, POST, GET and /health answer 503 with a one-line reason, never a traceback."""
-    aws = _SlowlyUnreachable(aws_settings, services=("sqs", "dynamodb"))
+    aws = _UnreachableAws(aws_settings, services=("sqs", "dynamodb"))
     with LiveServer(create_app(aws_settings, token=TOKEN, aws=aws)) as server, \
             httpx.Client(base_url=server.url, timeout=10) as c:
         answers = [c.post("/orders", json=order_body(new_id(probe)), headers=AUTH),

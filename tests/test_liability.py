@@ -251,6 +251,26 @@ def test_remove_takes_out_the_right_order_among_equal_quotes():
     assert book.total_exposure() == D(4)
 
 
+def test_take_changes_coalesces_ticks_into_latest_values():
+    """take_changes returns each changed order once, at its latest values, then nothing until more change."""
+    book = ExposureBook()
+    book.add(order("a", quote="100"))
+    book.add(order("b", "BARC.L", quote="100"))
+    for i, price in enumerate(["101", "103", "102"]):
+        book.on_tick("VOD.L", D(price), at(i + 1))
+    book.on_tick("BARC.L", D("99"), at(1))
+    (a,) = book.take_changes()
+    assert (a.order_id, a.exposure, a.max_exposure, a.adverse_pct) == ("a", D(200), D(300), D(2))
+    assert book.take_changes() == []
+    book.on_tick("VOD.L", D("102"), at(5))
+    assert book.take_changes() == []
+    book.on_tick("VOD.L", D("104"), at(6))
+    book.on_tick("VOD.L", D("102"), at(7))  # back to the value taken, but with a new maximum
+    assert [(c.order_id, c.exposure, c.max_exposure) for c in book.take_changes()] == [("a", D(200), D(400))]
+    book.on_tick("VOD.L", D("99"), at(8))
+    assert [(c.order_id, c.exposure) for c in book.take_changes()] == [("a", D(0))]
+
+
 def test_synthetic_orders_are_never_exposure():
     """Canary (synthetic) orders are ignored by the book."""
     book = ExposureBook()
@@ -322,7 +342,9 @@ def test_finer_prices_and_quantities_rescale_without_changing_values():
     book = ExposureBook(price_places=2)
     book.add(order("a", quote="100.25", quantity=3))
     book.on_tick("VOD.L", D("100.5"), at(1))
+    assert [c.order_id for c in book.take_changes()] == ["a"]
     book.add(order("b", quote="100.123456789", quantity=D("0.125")))
+    assert [c.order_id for c in book.take_changes()] == ["b"]  # rescaling is not a change
     book.on_tick("VOD.L", D("100.50000001"), at(2))
     assert book.get("a").exposure == adverse_exposure("BUY", D("100.25"), D("100.50000001"), 3)
     assert book.get("b").exposure == adverse_exposure("BUY", D("100.123456789"), D("100.50000001"), D("0.125"))
@@ -364,6 +386,7 @@ class BookModel(RuleBasedStateMachine):
         self.last: dict[str, tuple[D, datetime]] = {}
         self.peak: dict[str, D] = {}
         self.seen_peak: dict[str, D] = {}
+        self.taken: dict[str, tuple[D, D]] = {}
 
     def current(self, oid: str) -> D:
         o = self.orders[oid]
@@ -396,7 +419,7 @@ class BookModel(RuleBasedStateMachine):
     @rule(oid=st.sampled_from(ORDER_IDS))
     def remove(self, oid):
         self.book.remove(oid)
-        for table in (self.orders, self.peak, self.seen_peak):
+        for table in (self.orders, self.peak, self.seen_peak, self.taken):
             table.pop(oid, None)
         self.active.discard(oid)
 
@@ -423,6 +446,13 @@ class BookModel(RuleBasedStateMachine):
             assert item.adverse_pct == adverse_pct(o.side, o.quote_price, price)
         assert result.total_exposure == sum((self.current(oid) for oid in self.orders), D(0))
         assert result.pending == len(self.orders)
+
+    @rule()
+    def take_changes(self):
+        taken = {c.order_id: (c.exposure, c.max_exposure) for c in self.book.take_changes()}
+        latest = {oid: (self.current(oid), self.peak[oid]) for oid in self.orders}
+        assert taken == {oid: v for oid, v in latest.items() if v != self.taken.get(oid, (D(0), D(0)))}
+        self.taken.update(taken)
 
     @invariant()
     def totals_equal_sum_of_current_exposures(self):
@@ -534,6 +564,10 @@ def test_liability_watch_from_settings_follows_book():
     book.remove("a")
     left = watch.on_order_left("a", at(3))
     assert sorted((a.name, a.kind) for a in left) == [("order_amount", RECOVERY), ("order_pct", RECOVERY)]
+    book.on_tick("VOD.L", D("110"), at(4))  # b: 100 (10 %)
+    (b,) = book.take_changes()
+    assert [(a.name, a.key) for a in watch.on_orders([b], at(4))] == [("order_amount", "b")]
+    book.on_tick("VOD.L", D("103"), at(5))
     periodic = watch.on_book(book, at(31))
     assert sorted((a.name, a.kind) for a in periodic) == [("oldest_age_seconds", BREACH), ("total_amount", RECOVERY)]
 

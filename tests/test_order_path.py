@@ -176,3 +176,28 @@ def test_poison_message_is_dead_lettered_and_work_goes_on(flow):
                                  ExpressionAttributeNames={"#s": "stream"},
                                  ExpressionAttributeValues={":s": {"S": "orders"}})["Items"]
     assert any("dead_letter" in e["kind"]["S"] and "5 receives" in e["body"]["S"] for e in events)
+
+
+def test_canary_proves_each_broker_and_is_synthetic(flow):
+    """A canary order goes to each broker whatever the routing says, is recorded synthetic, and its latency is
+    published per broker."""
+    from runtime.aws import Aws
+    from runtime.canary import send_canary
+    from runtime.events import EventLog
+    from runtime.orders import OrderStore
+    from runtime.router import open_providers
+    from runtime.settings import load_settings
+    from runtime.stack import resolve_settings
+
+    settings = resolve_settings(load_settings(state_dir=Path(flow.stack["state_dir"])))
+    aws = Aws(settings)
+    store, events = OrderStore(aws), EventLog(aws, source="test-canary", echo=False)
+    providers = open_providers(settings, aws)
+    for name in ("primary", "secondary"):
+        result = send_canary(store, events, providers[name], salt="t")
+        assert result["ok"] and result["latency_ms"] > 0
+        order = store.require(result["order_id"])
+        assert order["synthetic"] is True and order["status"] == "FILLED" and order["provider"] == name
+        assert result["order_id"] in {f["order_id"] for f in flow.fills(name)}
+    metrics = aws.cloudwatch.list_metrics(Namespace="Tradeops", MetricName="CanaryLatencyMs")["Metrics"]
+    assert {d["Value"] for m in metrics for d in m["Dimensions"]} >= {"primary", "secondary"}
