@@ -799,9 +799,6 @@ def decide(settings: Any, execution_id: str, step_id: str, decision: str, *, aws
     aws = _aws(settings, aws)
     store = ExecutionStore(aws)
     meta = store.meta(execution_id)
-    status = meta.get("status")
-    if status in FINAL_STATUSES:
-        raise BadInput(f"execution {execution_id} is {status}; there is nothing left to {decision}")
     text = meta.get("runbook_text", "")
     if _sha256_text(text) != meta.get("runbook_sha256"):
         raise BadInput(f"execution {execution_id}: the runbook text it stores does not match its SHA-256; refused")
@@ -811,6 +808,9 @@ def decide(settings: Any, execution_id: str, step_id: str, decision: str, *, aws
         raise NotFound(f"execution {execution_id} ({meta.get('runbook')}) has no step {step_id!r} "
                        f"(steps: {', '.join(steps)})")
     index, step = steps[step_id]
+    status = meta.get("status")
+    if status in FINAL_STATUSES:
+        raise BadInput(f"execution {execution_id} is {status}; there is nothing left to {decision}")
     if "approval" not in step:
         raise BadInput(f"step {step_id} of {meta.get('runbook')} needs no approval")
     rec = store.steps(execution_id).get(index) or {}

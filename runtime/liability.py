@@ -189,6 +189,12 @@ def _unscaled(value: int, places: int) -> Decimal:
     return Decimal(value).scaleb(-places, _EXACT) if value else _ZERO
 
 
+def _utc(moment: object, what: str, error: type[BadInput] = BadInput) -> datetime:
+    if not isinstance(moment, datetime) or moment.utcoffset() is None:
+        raise error(f"{what} must be a timezone-aware datetime, got {moment!r}")
+    return moment.astimezone(UTC)
+
+
 def _micros(moment: object, what: str, error: type[BadInput] = BadInput) -> int:
     if not isinstance(moment, datetime) or moment.utcoffset() is None:
         raise error(f"{what} must be a timezone-aware datetime, got {moment!r}")
@@ -280,8 +286,8 @@ class _Symbol:
 
     __slots__ = (
         "at",
-        "at_us",
         "buy_keys",
+        "buy_total",
         "buys",
         "exposed_buys",
         "exposed_sells",
@@ -290,6 +296,7 @@ class _Symbol:
         "price",
         "price_dec",
         "sell_keys",
+        "sell_total",
         "sells",
         "version",
         "waiting",
@@ -303,11 +310,12 @@ class _Symbol:
         self.sell_keys: list[int] = []
         self.exposed_buys = 0
         self.exposed_sells = 0
+        self.buy_total = 0  # sum of current exposure per side
+        self.sell_total = 0
         self.waiting: dict[str, _Entry] = {}  # placed after the latest tick: exposure 0 until the next
         self.price: int | None = None
         self.price_dec: Decimal | None = None
-        self.at: datetime | None = None
-        self.at_us: int | None = None
+        self.at: datetime | None = None  # in UTC, so that comparing tick times is cheap
         self.pct = _ZERO
         self.version = 0
 
@@ -338,6 +346,9 @@ def _materialise(
 class TickResult:
     """What one tick did: the orders whose current exposure changed, and the book's new totals.
 
+    ``max_divergence_pct`` is not here: it costs a division per symbol, so the book computes it
+    on demand (:meth:`ExposureBook.max_divergence_pct`) for the symbols that ticked since.
+
     ``changed`` is built on first access (the evaluation itself keeps raw integers), so a caller
     that only needs the totals does not pay for it. Treat every attribute as read-only.
     ``stale`` is True when the tick was older than the symbol's latest and was ignored.
@@ -350,7 +361,6 @@ class TickResult:
         "_total",
         "at",
         "exposed",
-        "max_divergence_pct",
         "pending",
         "price",
         "stale",
@@ -368,7 +378,6 @@ class TickResult:
         total: int,
         pending: int,
         exposed: int,
-        max_pct: Decimal,
     ) -> None:
         self.symbol = symbol
         self.price = price
@@ -376,7 +385,6 @@ class TickResult:
         self.stale = stale
         self.pending = pending
         self.exposed = exposed
-        self.max_divergence_pct = max_pct
         self._raw = raw
         self._places = places
         self._total = total
@@ -435,6 +443,7 @@ class ExposureBook:
         self._seq = 0
         self._oldest: list[tuple[int, int, str]] = []  # (placed_us, seq, order_id); stale rows skipped
         self._pct_heap: list[tuple[Decimal, int, str]] = []  # (-pct, symbol version, symbol)
+        self._pct_dirty: set[str] = set()  # symbols whose largest move may have changed
         self._dirty: set[str] = set()  # symbols with exposure changes not yet taken by take_changes()
 
     # -- scaled integers
@@ -483,6 +492,8 @@ class ExposureBook:
                 sym.price *= fp
             sym.buy_keys = [key * fp for key in sym.buy_keys]  # order, hence the prefix counts, unchanged
             sym.sell_keys = [key * fp for key in sym.sell_keys]
+            sym.buy_total *= fe
+            sym.sell_total *= fe
         self._total *= fe
         self._pp, self._qp = price_places, quantity_places
         self._qfactor = 10**quantity_places
@@ -512,17 +523,17 @@ class ExposureBook:
             return
         q = self._price_int(order.quote_price, "quote_price", BadInput)
         qty = self._qty_int(order.quantity)  # may refine quantity units; q (price units) stays valid
-        placed_us = _micros(order.placed_at, "placed_at")
+        placed_us = _micros(order.placed_at, "placed_at")  # validated by PendingOrder; an int for the heap
         self._seq += 1
         entry = _Entry(order, q, qty, placed_us, self._seq)
         self._entries[order.order_id] = entry
         heapq.heappush(self._oldest, (placed_us, entry.seq, order.order_id))
         self._compact_oldest()
         sym = self._symbol(order.symbol)
-        if sym.at_us is not None and sym.at_us >= placed_us:
+        if sym.at is not None and sym.at >= order.placed_at:
             if self._insert(sym, entry) is not None:
                 self._dirty.add(sym.name)
-            self._refresh_pct(sym)
+                self._pct_dirty.add(sym.name)
         else:
             sym.waiting[order.order_id] = entry
 
@@ -541,14 +552,16 @@ class ExposureBook:
             self._exposed -= 1
         if entry.order.side == BUY:
             entries, keys, key = sym.buys, sym.buy_keys, entry.q
+            sym.buy_total -= entry.cur
         else:
             entries, keys, key = sym.sells, sym.sell_keys, -entry.q
+            sym.sell_total -= entry.cur
         i = bisect_left(keys, key)
         while entries[i] is not entry:  # past other orders with the same quote
             i += 1
         del entries[i], keys[i]
         sym.recount()
-        self._refresh_pct(sym)
+        self._pct_dirty.add(sym.name)
 
     def _insert(self, sym: _Symbol, entry: _Entry) -> tuple[_Entry, int, int] | None:
         """Place an order in its side's sorted list and evaluate it at the symbol's latest price.
@@ -572,6 +585,10 @@ class ExposureBook:
         if diff <= 0:
             return None
         value = diff * entry.qty
+        if entry.order.side == BUY:
+            sym.buy_total += value
+        else:
+            sym.sell_total += value
         entry.cur = value
         entry.peak = max(entry.peak, value)
         self._total += value
@@ -616,11 +633,12 @@ class ExposureBook:
             price = _positive("price", price, BadTick)
         elif not price.is_finite() or price <= 0:
             raise BadTick(f"price must be a positive finite number, got {price}")
-        at_us = _micros(at, "tick time", BadTick)
+        if type(at) is not datetime or at.tzinfo is not UTC:
+            at = _utc(at, "tick time", BadTick)
         sym = self._symbols.get(symbol)
         if sym is None:
             sym = self._symbol(symbol)
-        elif sym.at_us is not None and at_us < sym.at_us:
+        elif sym.at is not None and at < sym.at:
             return self._result(symbol, price, at, True, [])
         p = self._price_int(price, "price", BadTick)
         changed: list[tuple[_Entry, int, int]] = []
@@ -633,9 +651,10 @@ class ExposureBook:
             if sym.buys:
                 was = sym.exposed_buys
                 now = sym.exposed_buys = bisect_left(sym.buy_keys, p)
+                side_total = 0
                 for entry in sym.buys[:now]:
                     value = (p - entry.q) * entry.qty
-                    delta += value - entry.cur
+                    side_total += value
                     entry.cur = value
                     peak = entry.peak
                     if value > peak:
@@ -643,16 +662,18 @@ class ExposureBook:
                     append((entry, value, peak))
                 if was > now:
                     for entry in sym.buys[now:was]:
-                        delta -= entry.cur
                         entry.cur = 0
                         append((entry, 0, entry.peak))
+                delta += side_total - sym.buy_total
+                sym.buy_total = side_total
                 self._exposed += now - was
             if sym.sells:
                 was = sym.exposed_sells
                 now = sym.exposed_sells = bisect_left(sym.sell_keys, -p)
+                side_total = 0
                 for entry in sym.sells[:now]:
                     value = (entry.q - p) * entry.qty
-                    delta += value - entry.cur
+                    side_total += value
                     entry.cur = value
                     peak = entry.peak
                     if value > peak:
@@ -660,14 +681,16 @@ class ExposureBook:
                     append((entry, value, peak))
                 if was > now:
                     for entry in sym.sells[now:was]:
-                        delta -= entry.cur
                         entry.cur = 0
                         append((entry, 0, entry.peak))
+                delta += side_total - sym.sell_total
+                sym.sell_total = side_total
                 self._exposed += now - was
             self._total += delta
             sym.price = p
-        sym.price_dec, sym.at, sym.at_us = price, at, at_us
+        sym.price_dec, sym.at = price, at
         if sym.waiting:
+            at_us = _micros(at, "tick time")
             for oid, entry in list(sym.waiting.items()):
                 if entry.placed_us <= at_us:
                     del sym.waiting[oid]
@@ -675,8 +698,8 @@ class ExposureBook:
                     if change is not None:
                         changed.append(change)
         if changed:
-            self._refresh_pct(sym)
             self._dirty.add(symbol)
+            self._pct_dirty.add(symbol)
         return self._result(symbol, price, at, False, changed)
 
     def _result(
@@ -692,7 +715,6 @@ class ExposureBook:
             self._total,
             len(self._entries),
             self._exposed,
-            self.max_divergence_pct(),
         )
 
     # -- reading
@@ -712,7 +734,14 @@ class ExposureBook:
         return self._exposed
 
     def max_divergence_pct(self) -> Decimal:
-        """Largest current adverse move, in percent, over all pending orders (0 when none)."""
+        """Largest current adverse move, in percent, over all pending orders (0 when none).
+
+        Costs O(log) per symbol that changed since the previous call, then O(log) amortised.
+        """
+        if self._pct_dirty:
+            for name in self._pct_dirty:
+                self._refresh_pct(self._symbols[name])
+            self._pct_dirty.clear()
         heap, symbols = self._pct_heap, self._symbols
         while heap:
             neg_pct, version, name = heap[0]

@@ -227,6 +227,7 @@ class Supervisor:
                 self.state["brokers"][provider] = broker
                 base_env[f"TRADEOPS_{provider.upper()}_URL"] = broker["url"]
                 base_env[f"TRADEOPS_{provider.upper()}_WIRE"] = broker["wire"]
+                base_env[f"TRADEOPS_{provider.upper()}_CONTROL_URL"] = broker["control"]
             if comp.name == "intake":
                 self.state["intake"] = comp.info["url"]
                 base_env["TRADEOPS_INTAKE_URL"] = comp.info["url"]

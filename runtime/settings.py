@@ -121,6 +121,15 @@ class Settings(BaseSettings):
     # Price feed.
     price_ticks_per_second: float = Field(default=20.0, ge=0)
     price_seed: int = 7
+    # The symbol universe the feed publishes and the monitor accepts (comma-separated in the environment).
+    symbols: str = ",".join(f"SYM{n}" for n in range(50))
+    prices_url: str | None = None  # the price publisher's control address (filled in from the stack state)
+    primary_control_url: str | None = None
+    secondary_control_url: str | None = None
+
+    @property
+    def symbol_list(self) -> list[str]:
+        return [s.strip() for s in self.symbols.split(",") if s.strip()]
 
     @field_validator("param_prefix")
     @classmethod

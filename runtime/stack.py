@@ -75,6 +75,9 @@ def resolve_settings(settings: Settings | None = None) -> Settings:
         if getattr(settings, f"{provider}_url", "unset") is None:
             update[f"{provider}_url"] = broker["url"]
             update[f"{provider}_wire"] = broker["wire"]
+            update[f"{provider}_control_url"] = broker["control"]
+    if settings.prices_url is None and state.get("prices"):
+        update["prices_url"] = state["prices"]
     if settings.intake_url is None and state.get("intake"):
         update["intake_url"] = state["intake"]
     if settings.intake_token is None and state.get("intake_token_file"):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal as D
 
 import pytest
@@ -294,6 +294,31 @@ def test_max_divergence_pct_follows_the_most_adverse_order():
     assert book.max_divergence_pct() == adverse_pct("BUY", D(101), D(102))
     book.on_tick("VOD.L", D("90"), at(2))
     assert book.max_divergence_pct() == 0
+
+
+def test_max_divergence_pct_after_many_unqueried_ticks():
+    """The largest move is right after many ticks on many symbols with no query in between."""
+    book = ExposureBook()
+    for i in range(20):
+        book.add(order(f"o{i}", f"S{i % 5}", "BUY" if i % 2 else "SELL", quote=str(100 + i)))
+    prices = {}
+    for step in range(200):
+        symbol, price = f"S{step % 5}", D(90 + (step * 7) % 40)
+        book.on_tick(symbol, price, at(step))
+        prices[symbol] = price
+    o = [order(f"o{i}", f"S{i % 5}", "BUY" if i % 2 else "SELL", quote=str(100 + i)) for i in range(20)]
+    assert book.max_divergence_pct() == max(adverse_pct(x.side, x.quote_price, prices[x.symbol]) for x in o)
+
+
+def test_tick_times_in_other_zones_compare_as_instants():
+    """A tick time with a UTC offset is the same instant in UTC: a later instant is not stale."""
+    book = ExposureBook()
+    book.add(order(quote="100"))
+    book.on_tick("VOD.L", D("101"), at(10))
+    plus_one = timezone(timedelta(hours=1))
+    later = book.on_tick("VOD.L", D("102"), (T0 + timedelta(seconds=11)).astimezone(plus_one))
+    assert not later.stale and later.at == at(11) and later.at.tzinfo is UTC
+    assert book.on_tick("VOD.L", D("103"), (T0 + timedelta(seconds=9)).astimezone(plus_one)).stale
 
 
 def test_oldest_pending_age():
