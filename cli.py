@@ -71,7 +71,14 @@ def up(
             out.print(f"the stack is already up (since {state.get('started_at')})")
             return
         out.print("starting the stack in the foreground; Ctrl-C stops it")
-        raise typer.Exit(localstack.run_supervisor(settings, workers=workers, local=local, ports=ports))
+
+        def ready(state: dict[str, Any]) -> None:
+            out.print("[bold green]stack is up[/] (Ctrl-C stops it)")
+            _render_state(state)
+
+        code = localstack.run_supervisor(settings, workers=workers, local=local, ports=ports, on_ready=ready)
+        out.print("stack stopped" if code == 0 else "stack failed")
+        raise typer.Exit(code)
     try:
         state = localstack.launch(settings, workers=workers, local=local, ports=ports)
     except localstack.StackAlreadyUp as exc:

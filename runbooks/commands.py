@@ -31,7 +31,7 @@ runbook_app = typer.Typer(help="Runbooks as code: list, check, plan and run them
 audit_app = typer.Typer(help="The hash-chained audit log of every runbook decision.", no_args_is_help=True,
                         add_completion=False, pretty_exceptions_enable=False)
 
-out = Console(highlight=False)
+out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 ParamOpt = Annotated[list[str] | None, typer.Option("--param", "-p", help="Runbook parameter NAME=VALUE.")]

@@ -525,11 +525,12 @@ class _Runner:
                 raise _Stopped(f"step {sid} was rejected by {who}; its action was not run. "
                                f"`tradeops runbook abort {self.eid}` ends the execution", status="rejected")
             if not announced:
+                # Announce first (audit, terminal), then record the wait others poll for.
+                self.publish("approval.requested", sid, count=rule.count, roles=list(rule.roles), command=command,
+                             executors=sorted(ctx.executors))
                 rec.update(status="waiting_approval", phase="approval")
                 self.save(index, rec)
                 self.set_meta(status="waiting_approval", current_step=sid)
-                self.publish("approval.requested", sid, count=rule.count, roles=list(rule.roles), command=command,
-                             executors=sorted(ctx.executors))
                 announced = True
             state = (decision.approved_by, decision.refused)
             if state != shown:

@@ -301,7 +301,8 @@ def _log_tail(path: Path, lines: int = 1) -> str:
 
 
 def run_supervisor(settings: Settings, *, workers: int = 2, local: bool = True,
-                   ports: dict[str, int | None] | None = None) -> int:
+                   ports: dict[str, int | None] | None = None,
+                   on_ready: Callable[[dict[str, Any]], None] | None = None) -> int:
     """Run the stack in this process until SIGTERM/SIGINT. Returns the exit code."""
     sup = Supervisor(settings, workers=workers, local=local, ports=ports or {})
 
@@ -318,6 +319,8 @@ def run_supervisor(settings: Settings, *, workers: int = 2, local: bool = True,
         sup._save(status="failed", error=reason)
         print(f"stack failed: {reason}", file=sys.stderr)
         return 1
+    if on_ready is not None:
+        on_ready(sup.state)
     sup.watch()
     sup.stop_all()
     final = read_state(settings.state_file)

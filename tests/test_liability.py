@@ -271,6 +271,23 @@ def test_take_changes_coalesces_ticks_into_latest_values():
     assert [(c.order_id, c.exposure) for c in book.take_changes()] == [("a", D(0))]
 
 
+@pytest.mark.parametrize("side", ["BUY", "SELL"])
+def test_total_stays_right_when_a_symbol_ticks_after_a_removal(side):
+    """After an exposed order leaves, later ticks of its symbol keep the total equal to the remaining orders."""
+    book = ExposureBook()
+    worse, better = ("101", "99") if side == "BUY" else ("99", "101")
+    book.add(order("gone", side=side, quote="100", quantity=5))
+    book.add(order("stays", side=side, quote="100", quantity=1))
+    book.on_tick("VOD.L", D(worse), at(1))
+    book.remove("gone")
+    book.on_tick("VOD.L", D(better), at(2))
+    assert book.total_exposure() == 0
+    book.remove("stays")
+    book.add(order("new", side=side, quote="100", quantity=2, placed=2))
+    book.on_tick("VOD.L", D(worse) + (1 if side == "BUY" else -1), at(3))
+    assert book.total_exposure() == D(4) == book.get("new").exposure
+
+
 def test_synthetic_orders_are_never_exposure():
     """Canary (synthetic) orders are ignored by the book."""
     book = ExposureBook()
@@ -512,7 +529,7 @@ class BookModel(RuleBasedStateMachine):
 
 def test_book_agrees_with_decimal_model():
     """Any sequence of add/remove/tick keeps totals, per-order values, maxima and the max move exact."""
-    run_state_machine_as_test(BookModel, settings=settings(max_examples=150, stateful_step_count=40,
+    run_state_machine_as_test(BookModel, settings=settings(max_examples=200, stateful_step_count=40,
                                                            deadline=None))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -173,3 +174,32 @@ def test_invalid_setting_is_bad_input(tmp_path):
     result = run_cli("status", env=env)
     assert result.returncode == 2
     assert "breaker_window" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_foreground_up_stops_everything_on_ctrl_c(tmp_path):
+    """`up --foreground` stays attached; Ctrl-C (SIGINT to its process group) stops every component, exit 0."""
+    env = _fresh_env(tmp_path)
+    env["TRADEOPS_NAME_PREFIX"] = "fg"
+    env["TRADEOPS_PARAM_PREFIX"] = "/fg"
+    proc = subprocess.Popen(["tradeops", "up", "--foreground", "--workers", "1"], env=env, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    state_file = tmp_path / "state" / "stack.json"
+    deadline = time.monotonic() + 120
+    state = None
+    while time.monotonic() < deadline:
+        if state_file.exists():
+            state = json.loads(state_file.read_text())
+            if state.get("status") == "ready":
+                break
+        time.sleep(0.2)
+    assert state and state["status"] == "ready"
+    pids = [c["pid"] for c in state["components"].values()]
+    os.killpg(proc.pid, signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0
+    assert "stack is up" in out and "stack stopped" in out
+    deadline = time.monotonic() + 10
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [p for p in pids if _alive(p)]
+    assert not state_file.exists()

@@ -1,0 +1,131 @@
+"""Mechanical time of the `failover` runbook on the local stack. Prints figures; not a test.
+
+    python bench/bench_failover.py [--runs 7]
+
+Starts its own moto server (with ``deploy/template.yaml`` deployed, like the test fixture) and
+the simulated *secondary* broker; the primary's address is a closed port, so the primary is
+down (connection refused) as in a real outage. No workers run: the fleet is drained at once
+and the queue is empty. Then it runs the shipped ``failover`` runbook end to end, ``--yes``,
+with a scripted approver granting each four-eyes step the moment it is requested (the time
+that remains is the engine's, AWS's and the brokers', not the humans'), and the canary step
+disabled with ``--param verify_canary=false`` (a canary order needs live workers to fill).
+
+Each run is timed from ``run_execution`` entry to its return; the flags are reset between runs.
+Reported: median, min and max over the runs, and the median time per step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout, installed or not
+
+from runbooks import engine
+from runbooks.identity import Identity
+from runbooks.testing import ScriptedApprover, write_operators
+from runtime.aws import Aws
+from runtime.brokers.sim import API_KEY_ENV, sim_command
+from runtime.control import Flags
+from runtime.deploy import deploy_stack
+from runtime.localstack import free_port
+from runtime.settings import load_settings
+
+TARGET_SECONDS = 10.0
+KEY = "bench-key"
+
+
+def _wait_http(url: str, proc: subprocess.Popen, what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{what} exited early")
+        try:
+            if httpx.get(url, timeout=1).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"{what} did not start")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=7)
+    args = parser.parse_args()
+    procs: list[subprocess.Popen] = []
+    try:
+        aws_port = free_port()
+        moto = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(aws_port)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        procs.append(moto)
+        endpoint = f"http://127.0.0.1:{aws_port}"
+        _wait_http(f"{endpoint}/moto-api/", moto, "moto server")
+        order_port, control_port, dead_port = free_port(), free_port(), free_port()
+        sim = subprocess.Popen(sim_command(name="secondary", wire="beta", host="127.0.0.1", order_port=order_port,
+                                           control_port=control_port, seed=1),
+                               env={**os.environ, API_KEY_ENV: KEY}, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+        procs.append(sim)
+        _wait_http(f"http://127.0.0.1:{control_port}/_sim/health", sim, "secondary broker")
+        work = Path(tempfile.mkdtemp(prefix="bench-failover-"))
+        operators = write_operators(work / "operators.yaml", {
+            "bench-executor": ["duty-engineer"], "bench-ops-manager": ["ops-manager"], "bench-risk": ["risk"]})
+        settings = load_settings(
+            aws_endpoint_url=endpoint, name_prefix="bench", param_prefix="/bench", stack_name="bench",
+            state_dir=work / "state", primary_url=f"http://127.0.0.1:{dead_port}", primary_api_key=KEY,
+            secondary_url=f"http://127.0.0.1:{order_port}", secondary_api_key=KEY,
+            operator="bench-executor", operators_file=operators.path)
+        aws = Aws(settings)
+        deploy_stack(aws, settings)
+        flags = Flags(aws)
+        approver = ScriptedApprover(settings, aws=aws, operators=operators,
+                                    identities=[Identity("bench-ops-manager", "bench"), Identity("bench-risk", "bench")])
+        totals: list[float] = []
+        per_step: dict[str, list[float]] = {}
+        for run in range(args.runs + 1):  # the first run warms up clients and moto's tables
+            flags.set("processing", "running")
+            flags.set("active", "primary")
+            flags.set("mode", "manual")
+            start = time.perf_counter()
+            outcome = engine.run_execution(
+                settings, "failover", aws=aws, params={"verify_canary": "false"}, assume_yes=True,
+                identity=Identity("bench-executor", "bench"), operators=operators, on_approval_wait=approver,
+                poll_seconds=0.05)
+            elapsed = time.perf_counter() - start
+            if not outcome.ok:
+                raise SystemExit(f"failover did not complete: {outcome.status}: {outcome.reason}")
+            if run == 0:
+                continue
+            totals.append(elapsed)
+            for rec in outcome.steps:
+                per_step.setdefault(rec["step_id"], []).append(float(rec.get("duration") or 0.0))
+        median = statistics.median(totals)
+        print(f"failover runbook, mechanical part ({args.runs} runs after 1 warm-up; approvals scripted, "
+              f"canary off)")
+        print(f"  median {median:.2f} s   min {min(totals):.2f} s   max {max(totals):.2f} s   "
+              f"target < {TARGET_SECONDS:.0f} s: {'met' if median < TARGET_SECONDS else 'MISSED'}")
+        print("  median per step (s):")
+        for step_id, durations in per_step.items():
+            print(f"    {step_id:<22} {statistics.median(durations):6.3f}")
+        return 0 if median < TARGET_SECONDS else 1
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""The hash-chained audit log on the local AWS stage: appends never fork, tampering is found and named."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import uuid
+
+import pytest
+
+from runbooks.audit import GENESIS, AuditLog, StoredRecord, canonical_json, digest, verify_chain
+from runtime.aws import Aws
+from runtime.names import names_for
+
+
+@pytest.fixture
+def chain(aws_settings):
+    """A fresh chain of five records, private to the test (the session's 'audit' chain is shared)."""
+    log = AuditLog(Aws(aws_settings), chain=f"test-{uuid.uuid4().hex[:8]}")
+    for i in range(5):
+        log.append("step.finished", execution_id="e-1", step_id=f"s{i}", actor="alice", identity_source="test",
+                   data={"i": i, "output": {"value": 1.5}})
+    return log
+
+
+def _item(log, seq):
+    return log.aws.dynamodb.get_item(TableName=log.table, Key={"chain": {"S": log.chain},
+                                                               "seq": {"N": str(seq)}})["Item"]
+
+
+def _put(log, item):
+    log.aws.dynamodb.put_item(TableName=log.table, Item=item)
+
+
+def _cli_verify(aws_settings, log, tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRADEOPS_", "AWS_ENDPOINT_URL"))}
+    env.update({"TRADEOPS_AWS_ENDPOINT_URL": aws_settings.aws_endpoint_url, "TRADEOPS_NAME_PREFIX": "ut",
+                "TRADEOPS_PARAM_PREFIX": "/ut", "TRADEOPS_STATE_DIR": str(tmp_path)})
+    return subprocess.run([sys.executable, "-m", "runbooks.commands", "audit", "verify", "--chain", log.chain],
+                          env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_appended_records_chain_and_verify(chain):
+    """Each record carries the previous one's SHA-256 and its own over canonical JSON; the chain verifies."""
+    entries = chain.entries()
+    assert [e["seq"] for e in entries] == [1, 2, 3, 4, 5]
+    assert entries[0]["prev_sha256"] == GENESIS
+    for before, after in zip(entries, entries[1:], strict=False):
+        assert after["prev_sha256"] == before["sha256"]
+    body = {k: v for k, v in entries[2].items() if k != "sha256"}
+    assert digest(body) == entries[2]["sha256"]
+    result = chain.verify()
+    assert result.ok and result.records == 5
+
+
+def test_edited_record_is_named(chain, aws_settings, tmp_path):
+    """Changing one field of record 3 makes verify fail naming record 3 as edited (CLI: one line, exit 1)."""
+    item = _item(chain, 3)
+    body = json.loads(item["body"]["S"])
+    body["actor"] = "mallory"
+    _put(chain, dict(item, body={"S": canonical_json(body)}))
+    result = chain.verify()
+    assert not result.ok and result.broken_seq == 3 and result.reason.startswith("edited")
+    cli = _cli_verify(aws_settings, chain, tmp_path)
+    assert cli.returncode == 1
+    assert f"audit chain '{chain.chain}' is broken at record 3: edited" in cli.stderr
+    assert len(cli.stderr.strip().splitlines()) == 1
+
+
+def test_edited_and_rehashed_record_is_named(chain):
+    """Editing record 2 and recomputing its own digest still breaks the link record 3 holds to it."""
+    item = _item(chain, 2)
+    body = json.loads(item["body"]["S"])
+    body["data"]["i"] = 99
+    _put(chain, dict(item, body={"S": canonical_json(body)}, sha256={"S": digest(body)}))
+    result = chain.verify()
+    assert (result.ok, result.broken_seq) == (False, 2)
+    assert "record 3 no longer links to it" in result.reason
+
+
+def test_deleted_record_is_named(chain):
+    """Deleting record 2 leaves a gap in seq: verify names record 2 as deleted."""
+    chain.aws.dynamodb.delete_item(TableName=chain.table, Key={"chain": {"S": chain.chain}, "seq": {"N": "2"}})
+    result = chain.verify()
+    assert (result.ok, result.broken_seq) == (False, 2) and result.reason.startswith("deleted")
+
+
+def test_deleted_last_record_is_named(chain):
+    """Deleting the newest record is caught by the chain head, which names it."""
+    chain.aws.dynamodb.delete_item(TableName=chain.table, Key={"chain": {"S": chain.chain}, "seq": {"N": "5"}})
+    result = chain.verify()
+    assert (result.ok, result.broken_seq) == (False, 5) and result.reason.startswith("deleted")
+
+
+def test_reordered_records_are_named(chain, aws_settings, tmp_path):
+    """Swapping records 3 and 4 makes verify fail at record 3, saying it holds record 4's content."""
+    three, four = _item(chain, 3), _item(chain, 4)
+    _put(chain, dict(four, seq={"N": "3"}))
+    _put(chain, dict(three, seq={"N": "4"}))
+    result = chain.verify()
+    assert (result.ok, result.broken_seq) == (False, 3)
+    assert result.reason == f"reordered: it holds the content of record 4 of chain {chain.chain!r}"
+    cli = _cli_verify(aws_settings, chain, tmp_path)
+    assert cli.returncode == 1 and "broken at record 3: reordered" in cli.stderr
+
+
+def test_concurrent_writers_never_fork_the_chain(aws_settings):
+    """Four threads appending at once produce one unbroken chain with every record in it."""
+    log = AuditLog(Aws(aws_settings), chain=f"test-{uuid.uuid4().hex[:8]}")
+    errors: list[BaseException] = []
+
+    def writer(n: int) -> None:
+        try:
+            own = AuditLog(Aws(aws_settings), chain=log.chain)
+            for i in range(5):
+                own.append("x", data={"writer": n, "i": i})
+        except BaseException as exc:  # surfaced by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors
+    result = log.verify()
+    assert result.ok and result.records == 20
+    assert sorted((e["data"]["writer"], e["data"]["i"]) for e in log.entries()) == [
+        (n, i) for n in range(4) for i in range(5)]
+
+
+def test_verify_chain_is_pure_and_names_the_first_break():
+    """verify_chain on plain records: the first broken record is reported, later ones are not."""
+    records, prev = [], GENESIS
+    for seq in range(1, 4):
+        body = {"chain": "c", "seq": seq, "prev_sha256": prev, "kind": "k", "data": {}}
+        prev = digest(body)
+        records.append(StoredRecord(seq, canonical_json(body), prev))
+    assert verify_chain("c", records, (3, prev)).ok
+    broken = [records[0], StoredRecord(2, records[1].body.replace('"k"', '"x"'), records[1].sha256),
+              StoredRecord(3, "not json", records[2].sha256)]
+    result = verify_chain("c", broken, (3, prev))
+    assert (result.ok, result.broken_seq) == (False, 2)
+    head_lost = verify_chain("c", records, (0, GENESIS))
+    assert (head_lost.ok, head_lost.broken_seq) == (False, 0)
+
+
+def test_audit_table_name_comes_from_settings(aws_settings):
+    """The audit log writes to <prefix>-audit."""
+    assert AuditLog(Aws(aws_settings)).table == names_for(aws_settings).audit_table == "ut-audit"
