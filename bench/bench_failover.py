@@ -87,8 +87,8 @@ def main() -> int:
         aws = Aws(settings)
         deploy_stack(aws, settings)
         flags = Flags(aws)
-        approver = ScriptedApprover(settings, aws=aws, operators=operators,
-                                    identities=[Identity("bench-ops-manager", "bench"), Identity("bench-risk", "bench")])
+        approvers = [Identity("bench-ops-manager", "bench"), Identity("bench-risk", "bench")]
+        approver = ScriptedApprover(settings, aws=aws, operators=operators, identities=approvers)
         totals: list[float] = []
         per_step: dict[str, list[float]] = {}
         for run in range(args.runs + 1):  # the first run warms up clients and moto's tables

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import threading
 import time
@@ -23,19 +22,17 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from fastapi.testclient import TestClient
 
-from fastapi.testclient import TestClient  # noqa: E402
-
-from runtime import localstack  # noqa: E402
-from runtime.aws import Aws  # noqa: E402
-from runtime.intake import create_app  # noqa: E402
-from runtime.names import names_for  # noqa: E402
-from runtime.orders import OrderStore  # noqa: E402
-from runtime.router import open_providers  # noqa: E402
-from runtime.settings import load_settings  # noqa: E402
-from runtime.stack import resolve_settings  # noqa: E402
-from runtime.worker import Worker, broker_order  # noqa: E402
+from runtime import localstack
+from runtime.aws import Aws
+from runtime.intake import create_app
+from runtime.names import names_for
+from runtime.orders import OrderStore
+from runtime.router import open_providers
+from runtime.settings import load_settings
+from runtime.stack import resolve_settings
+from runtime.worker import Worker, broker_order
 
 WRITES = {"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems"}
 

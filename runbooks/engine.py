@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Protocol
 
 import yaml
@@ -36,7 +37,16 @@ from runbooks import registry
 from runbooks.approvals import Approval, ApprovalContext, ApprovalRule, Decision, check_new_decision, evaluate
 from runbooks.audit import AuditLog, AuditObserver
 from runbooks.identity import Identity, Operators, current_identity, load_operators, operators_path
-from runbooks.model import Runbook, check_runbook, load_runbook, render, resolve_params, resolve_path, runbook_dir
+from runbooks.model import (
+    Runbook,
+    RunbookInvalid,
+    check_runbook,
+    load_runbook,
+    render,
+    resolve_params,
+    resolve_path,
+    runbook_dir,
+)
 from runbooks.model import sha256_text as _sha256_text
 from runbooks.registry import OperationContext, Reading
 from runbooks.store import FINAL_STATUSES, ExecutionAborted, ExecutionStore, LeaseLost
@@ -653,10 +663,8 @@ def run_execution(settings: Any, ref: str, *, aws: Aws | None = None, params: Ma
     eid = execution_id or f"{runbook.name}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
     values = resolve_params(runbook, params, {"execution_id": eid, "runbook": runbook.name,
                                               "executor": identity.name})
-    checked, issues = check_runbook(path, text, operators=operators, params=values)
+    checked, issues = check_runbook(path, text, operators=operators, params=values, executor=identity.name)
     if issues:
-        from runbooks.model import RunbookInvalid
-
         raise RunbookInvalid(issues)
     assert checked is not None
     store = ExecutionStore(aws)
@@ -696,8 +704,6 @@ def _load_execution_runbook(meta: Mapping[str, Any], operators: Operators | None
                        f"started (SHA-256 differs); refused. Restore it, or abort and start a new run")
     runbook, issues = check_runbook(path, text, operators=operators, params=meta.get("params"))
     if issues:
-        from runbooks.model import RunbookInvalid
-
         raise RunbookInvalid(issues)
     assert runbook is not None
     return runbook
@@ -779,7 +785,8 @@ def abort_execution(settings: Any, execution_id: str, *, aws: Aws | None = None,
     lease = _Lease(store, execution_id, token).start()
     try:
         doc = yaml.safe_load(before["runbook_text"])
-        runbook = Runbook(path=resolve_path(before["runbook_ref"]), text=before["runbook_text"],
+        # The stored text, not the file: rolling back must work even if the file is gone or changed.
+        runbook = Runbook(path=Path(str(before["runbook_ref"])), text=before["runbook_text"],
                           sha256=before["runbook_sha256"], doc=doc, lines={})
         runner = _Runner(settings=settings, aws=aws, store=store, runbook=runbook, meta=dict(before),
                          identity=identity, operators=operators, observers=obs, assume_yes=True, confirm=None,
@@ -847,8 +854,6 @@ def plan_runbook(settings: Any, ref: str, *, aws: Aws | None = None, params: Map
                                               "executor": "(you)"})
     checked, issues = check_runbook(path, runbook.text, operators=operators, params=values)
     if issues:
-        from runbooks.model import RunbookInvalid
-
         raise RunbookInvalid(issues)
     assert checked is not None
     aws = _aws(settings, aws)

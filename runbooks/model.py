@@ -352,8 +352,9 @@ class _Checker:
     """The rules the schema cannot express; collects every issue rather than stopping at one."""
 
     def __init__(self, file: str, doc: dict[str, Any], lines: Mapping[Path_, int],
-                 operators: Operators | None, params: Mapping[str, Any] | None) -> None:
+                 operators: Operators | None, params: Mapping[str, Any] | None, executor: str | None) -> None:
         self.file = file
+        self.executor = executor
         self.doc = doc
         self.lines = lines
         self.operators = operators
@@ -514,16 +515,24 @@ class _Checker:
         if self.operators is None or not isinstance(count, int) or not isinstance(roles, list):
             return
         holders = self.operators.holders(r for r in roles if isinstance(r, str))
+        # At run time the executor is known, and can never approve: they do not count.
+        besides = f" besides the executor ({self.executor})" if self.executor in holders else ""
+        holders = [h for h in holders if h != self.executor]
         if count > len(holders):
             who = f" ({', '.join(holders)})" if holders else ""
             self.add((*path, "count"),
                      f"{self.where(path)}: needs {count} approvers with role {' or '.join(map(str, roles))}, "
-                     f"but the operators file {self.operators.path} gives only {len(holders)}{who}")
+                     f"but the operators file {self.operators.path} gives only {len(holders)}{besides}{who}")
 
 
 def check_runbook(path: Path, text: str, *, operators: Operators | None = None,
-                  params: Mapping[str, Any] | None = None) -> tuple[Runbook | None, list[Issue]]:
-    """Every problem with a runbook text; the Runbook when there is none."""
+                  params: Mapping[str, Any] | None = None,
+                  executor: str | None = None) -> tuple[Runbook | None, list[Issue]]:
+    """Every problem with a runbook text; the Runbook when there is none.
+
+    ``params`` are a run's values (else the defaults); ``executor`` is left out of the approvers
+    the operators file can supply.
+    """
     file = str(path)
     doc, lines, issues = _parse(path, text)
     if issues and doc is None:
@@ -532,7 +541,7 @@ def check_runbook(path: Path, text: str, *, operators: Operators | None = None,
         return None, [*issues, Issue(file, 1, "a runbook is a mapping with name, title, version, service, "
                                               "impact_tolerance and steps")]
     issues += _schema_issues(file, doc, lines)
-    issues += _Checker(file, doc, lines, operators, params).run()
+    issues += _Checker(file, doc, lines, operators, params, executor).run()
     issues.sort(key=lambda i: i.line)
     if issues:
         return None, issues

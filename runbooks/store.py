@@ -101,17 +101,19 @@ class ExecutionStore:
 
     def list_executions(self) -> list[dict[str, Any]]:
         kwargs: dict[str, Any] = {
-            "TableName": self.table, "FilterExpression": "#i = :m",
-            "ExpressionAttributeNames": {"#i": "item", "#s": "status", "#r": "runbook"},
+            "TableName": self.table, "FilterExpression": "#item = :m",
             "ExpressionAttributeValues": {":m": {"S": "meta"}},
-            "ProjectionExpression": "execution_id, #r, title, #s, executor, created_at, updated_at, "
-                                    "current_step, reason",
         }
+        shown = ("item", "execution_id", "runbook", "title", "status", "executor", "created_at", "updated_at",
+                 "current_step", "reason")
+        # Every name aliased: several (status, title, ...) are DynamoDB reserved words.
+        kwargs["ExpressionAttributeNames"] = {f"#{n}": n for n in shown}
+        kwargs["ProjectionExpression"] = ", ".join(f"#{n}" for n in shown)
         out: list[dict[str, Any]] = []
         while True:
             with aws_errors("list executions"):
                 page = self.aws.dynamodb.scan(**kwargs)
-            out += [_from_item(i) for i in page.get("Items", [])]
+            out += [{k: v for k, v in _from_item(i).items() if k != "item"} for i in page.get("Items", [])]
             if "LastEvaluatedKey" not in page:
                 break
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]

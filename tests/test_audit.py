@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -48,7 +49,7 @@ def test_appended_records_chain_and_verify(chain):
     entries = chain.entries()
     assert [e["seq"] for e in entries] == [1, 2, 3, 4, 5]
     assert entries[0]["prev_sha256"] == GENESIS
-    for before, after in zip(entries, entries[1:], strict=False):
+    for before, after in itertools.pairwise(entries):
         assert after["prev_sha256"] == before["sha256"]
     body = {k: v for k, v in entries[2].items() if k != "sha256"}
     assert digest(body) == entries[2]["sha256"]

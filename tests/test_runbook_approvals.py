@@ -91,7 +91,7 @@ def test_rejection_by_someone_who_may_not_decide_is_not_counted():
     assert decision.state == "granted"
 
 
-NAMES = st.sampled_from(sorted(ROLES) + ["mallory"])
+NAMES = st.sampled_from([*sorted(ROLES), "mallory"])
 
 
 @given(st.lists(st.tuples(NAMES, st.sampled_from(["approve", "reject"]), st.integers(0, 9)), max_size=8),

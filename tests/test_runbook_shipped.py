@@ -1,0 +1,170 @@
+"""The shipped runbooks, run unattended on the local AWS stage with both simulated brokers (no workers).
+
+Without workers no customer order moves, so these tests prove the procedure itself: the checks
+read the real brokers, the flags move in the right order, an order in doubt at the failed primary
+is declared void only with two approvals, and failback and the auto-mode runbooks bring it back.
+(Orders filling exactly once across the switch needs workers: the end-to-end scenario tests.)
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import uuid
+from decimal import Decimal
+
+import httpx
+import pytest
+
+from runbooks import engine
+from runbooks.audit import AuditLog
+from runbooks.identity import Identity
+from runbooks.testing import ScriptedApprover, isolated_flags, write_operators
+from runtime.aws import Aws
+from runtime.brokers.sim import API_KEY_ENV, sim_command
+from runtime.control import Flags
+from runtime.localstack import free_port
+from runtime.orders import OrderRequest, OrderStore, new_order
+
+KEY = "shipped-test-key"
+ALICE = Identity("alice", "test")
+APPROVERS = [Identity("bob", "test"), Identity("carol", "test")]
+
+
+@pytest.fixture(scope="module")
+def stage(aws_settings, tmp_path_factory):
+    """Both simulated brokers, isolated flags, and an operators file; the brokers stop afterwards."""
+    base = tmp_path_factory.mktemp("runbook-shipped")
+    procs, urls = [], {}
+    try:
+        for name, wire in (("primary", "alpha"), ("secondary", "beta")):
+            order_port, control_port = free_port(), free_port()
+            proc = subprocess.Popen(sim_command(name=name, wire=wire, host="127.0.0.1", order_port=order_port,
+                                                control_port=control_port, seed=3),
+                                    env={**os.environ, API_KEY_ENV: KEY}, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL)
+            procs.append(proc)
+            urls[name] = (f"http://127.0.0.1:{order_port}", f"http://127.0.0.1:{control_port}")
+        for _, control in urls.values():
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    if httpx.get(f"{control}/_sim/health", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                assert time.monotonic() < deadline, "simulated broker did not start"
+                time.sleep(0.1)
+        operators = write_operators(base / "operators.yaml", {
+            "alice": ["duty-engineer"], "bob": ["ops-manager"], "carol": ["risk"]})
+        settings = isolated_flags(aws_settings, f"/rbs{uuid.uuid4().hex[:8]}").model_copy(update={
+            "primary_url": urls["primary"][0], "primary_api_key": KEY, "secondary_url": urls["secondary"][0],
+            "secondary_api_key": KEY, "operators_file": operators.path, "operator": "alice"})
+        yield {"settings": settings, "aws": Aws(settings), "operators": operators,
+               "control": {name: control for name, (_, control) in urls.items()}}
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(10)
+
+
+def _fault(stage, provider, mode):
+    httpx.post(f"{stage['control'][provider]}/_sim/fault", json={"mode": mode}, timeout=5).raise_for_status()
+
+
+def _run(stage, name, **params):
+    approver = ScriptedApprover(stage["settings"], aws=stage["aws"], operators=stage["operators"],
+                                identities=APPROVERS)
+    outcome = engine.run_execution(stage["settings"], name, aws=stage["aws"], identity=ALICE,
+                                   operators=stage["operators"], assume_yes=True, on_approval_wait=approver,
+                                   poll_seconds=0.05, params={k: str(v) for k, v in params.items()})
+    assert outcome.status == "completed", (outcome.status, outcome.reason)
+    return outcome, AuditLog(stage["aws"]).entries(outcome.execution_id)
+
+
+def _actions(timeline):
+    return [(e["step_id"], e["data"]["action"], e["data"]["args"]) for e in timeline if e["kind"] == "action.started"]
+
+
+@pytest.fixture
+def order_in_doubt_at_primary(stage):
+    """One customer order IN_DOUBT at the primary (sent, outcome unknown); cancelled afterwards."""
+    store = OrderStore(stage["aws"])
+    order, _ = store.create(new_order(OrderRequest(
+        order_id=f"rb-{uuid.uuid4().hex[:10]}", account_id="acc-rb", symbol="VOD.L", side="BUY", quantity=10,
+        quote_price=Decimal("101.5"))))
+    order = store.transition(order, "IN_DOUBT", actor="test", set_fields={"provider": "primary"})
+    yield order["order_id"]
+    latest = store.get(order["order_id"])
+    if latest and latest["status"] not in ("FILLED", "REJECTED", "CANCELLED", "DEAD_LETTERED"):
+        store.transition(latest, "CANCELLED", actor="test cleanup")
+
+
+def test_failover_then_failback(stage, order_in_doubt_at_primary):
+    """failover pauses, voids the primary's order in doubt under two approvals, switches, resumes; failback returns."""
+    flags = Flags(stage["aws"])
+    _fault(stage, "primary", "down")
+    try:
+        plan = engine.plan_runbook(stage["settings"], "failover", aws=stage["aws"], operators=stage["operators"])
+        live = {s["id"]: s["checks"][0]["value"] for s in plan["steps"] if s["checks"]}
+        assert live["primary-unhealthy"] is False and live["secondary-healthy"] is True
+        assert live["declare-void"] >= 1  # the precondition sees the order in doubt
+
+        outcome, timeline = _run(stage, "failover", verify_canary="false", backlog_age_limit=86400)
+        eid = outcome.execution_id
+        assert _actions(timeline) == [
+            ("notify-start", "notify", _actions(timeline)[0][2]),
+            ("quiesce", "set_processing", {"state": "paused"}),
+            ("resolve-in-flight", "resolve_in_flight", {"provider": "primary"}),
+            ("declare-void", "declare_void", {"provider": "primary", "reason": _actions(timeline)[3][2]["reason"]}),
+            ("toggle-to-secondary", "set_active_broker", {"provider": "secondary"}),
+            ("resume", "set_processing", {"state": "running"}),
+            ("notify-done", "notify", _actions(timeline)[6][2]),
+        ]
+        values = flags.read()
+        assert (values.processing, values.active) == ("running", "secondary")
+        steps = {r["step_id"]: r for r in outcome.steps}
+        assert order_in_doubt_at_primary in steps["resolve-in-flight"]["output"]["action"]["output"]["in_doubt"]
+        void = steps["declare-void"]
+        assert sorted(void["approvals"]["approved_by"]) == ["bob", "carol"]
+        assert order_in_doubt_at_primary in void["output"]["action"]["output"]["released"]
+        order = OrderStore(stage["aws"]).get(order_in_doubt_at_primary)
+        assert order["status"] == "ACCEPTED" and "provider" not in order
+        assert order["void_declared"]["execution_id"] == eid
+        assert steps["canary"]["status"] == "skipped"
+    finally:
+        _fault(stage, "primary", "none")
+
+    outcome, timeline = _run(stage, "failback", healthy_seconds=1, verify_canary="false", backlog_age_limit=86400)
+    assert [a[:2] for a in _actions(timeline)] == [
+        ("notify-start", "notify"), ("quiesce", "set_processing"), ("reconcile", "resolve_in_flight"),
+        ("toggle-to-primary", "set_active_broker"), ("resume", "set_processing"), ("notify-done", "notify")]
+    values = flags.read()
+    assert (values.processing, values.active) == ("running", "primary")
+    check = next(e for e in timeline if e["kind"] == "check.evaluated" and e["step_id"] == "primary-sustained-healthy")
+    assert check["data"]["value"] is True and check["data"]["detail"]["samples"] >= 2
+
+
+def test_failover_refuses_while_the_primary_is_healthy(stage):
+    """With the primary answering, failover stops at its first health check and changes nothing."""
+    flags = Flags(stage["aws"])
+    before = flags.read().as_dict()
+    outcome = engine.run_execution(stage["settings"], "failover", aws=stage["aws"], identity=ALICE,
+                                   operators=stage["operators"], assume_yes=True, poll_seconds=0.05)
+    assert outcome.status == "failed"
+    assert "broker_healthy is True, expected = False" in outcome.reason
+    assert flags.read().as_dict() == before
+    assert [r["step_id"] for r in outcome.steps] == ["routing-is-manual", "primary-unhealthy"]
+
+
+def test_enable_then_disable_auto(stage):
+    """enable-auto switches routing to auto under one approval; disable-auto pins the broker and returns to manual."""
+    flags = Flags(stage["aws"])
+    _run(stage, "enable-auto")
+    assert flags.read().mode == "auto"
+    _, timeline = _run(stage, "disable-auto", active="secondary")
+    values = flags.read()
+    assert (values.mode, values.active) == ("manual", "secondary")
+    assert [a[1] for a in _actions(timeline)] == ["set_active_broker", "set_routing_mode", "notify"]
+    flags.set("active", "primary")
