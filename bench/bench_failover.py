@@ -11,7 +11,8 @@ that remains is the engine's, AWS's and the brokers', not the humans'), and the 
 disabled with ``--param verify_canary=false`` (a canary order needs live workers to fill).
 
 Each run is timed from ``run_execution`` entry to its return; the flags are reset between runs.
-Reported: median, min and max over the runs, and the median time per step.
+Reported: median, min and max over the runs, AWS requests per run by service (botocore's
+``before-send`` event), and the median time per step.
 """
 
 from __future__ import annotations
@@ -89,6 +90,14 @@ def main() -> int:
         flags = Flags(aws)
         approvers = [Identity("bench-ops-manager", "bench"), Identity("bench-risk", "bench")]
         approver = ScriptedApprover(settings, aws=aws, operators=operators, identities=approvers)
+        requests: dict[str, int] = {}
+
+        def count(event_name: str, **_: object) -> None:
+            service = event_name.split(".")[1]
+            requests[service] = requests.get(service, 0) + 1
+
+        for service in ("dynamodb", "ssm", "sns", "sts", "secretsmanager", "sqs"):
+            aws.client(service).meta.events.register("before-send", count)
         totals: list[float] = []
         per_step: dict[str, list[float]] = {}
         for run in range(args.runs + 1):  # the first run warms up clients and moto's tables
@@ -104,6 +113,7 @@ def main() -> int:
             if not outcome.ok:
                 raise SystemExit(f"failover did not complete: {outcome.status}: {outcome.reason}")
             if run == 0:
+                requests.clear()
                 continue
             totals.append(elapsed)
             for rec in outcome.steps:
@@ -113,6 +123,8 @@ def main() -> int:
               f"canary off)")
         print(f"  median {median:.2f} s   min {min(totals):.2f} s   max {max(totals):.2f} s   "
               f"target < {TARGET_SECONDS:.0f} s: {'met' if median < TARGET_SECONDS else 'MISSED'}")
+        per_run = ", ".join(f"{svc} {n / args.runs:.0f}" for svc, n in sorted(requests.items()))
+        print(f"  AWS requests per run: {per_run}")
         print("  median per step (s):")
         for step_id, durations in per_step.items():
             print(f"    {step_id:<22} {statistics.median(durations):6.3f}")

@@ -7,6 +7,7 @@ import os
 import signal
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -201,3 +202,72 @@ def test_canary_proves_each_broker_and_is_synthetic(flow):
         assert result["order_id"] in {f["order_id"] for f in flow.fills(name)}
     metrics = aws.cloudwatch.list_metrics(Namespace="Tradeops", MetricName="CanaryLatencyMs")["Metrics"]
     assert {d["Value"] for m in metrics for d in m["Dimensions"]} >= {"primary", "secondary"}
+
+
+def test_broker_credentials_never_reach_the_logs(flow):
+    """The brokers' API keys (from Secrets Manager) appear in no component's log after orders and faults."""
+    import boto3
+
+    secrets = boto3.client("secretsmanager", endpoint_url=flow.stack["aws_endpoint"], region_name="eu-west-2",
+                           aws_access_key_id="testing", aws_secret_access_key="testing")
+    keys = [secrets.get_secret_value(SecretId=f"tradeops/broker/{p}")["SecretString"] for p in ("primary", "secondary")]
+    assert all(len(k) >= 20 for k in keys)
+    logs = Path(flow.stack["state_dir"]) / "logs"
+    texts = [p.read_text(errors="replace") for p in logs.glob("*.log")]
+    assert texts
+    assert not [k for k in keys for t in texts if k in t]
+
+
+def test_breaker_changes_are_events_metrics_and_alerts(flow):
+    """A broker failing then healing: breaker opened/closed events with timestamps in the events table, the
+    BreakerOpen metric, and an SNS alert for each (so a failover that healed itself still reaches a human)."""
+    import boto3
+
+    kw = dict(endpoint_url=flow.stack["aws_endpoint"], region_name="eu-west-2",
+              aws_access_key_id="testing", aws_secret_access_key="testing")
+    sns, cloudwatch = boto3.client("sns", **kw), boto3.client("cloudwatch", **kw)
+    inbox = flow.sqs.create_queue(QueueName=flow.unique("alerts-inbox"))["QueueUrl"]
+    inbox_arn = flow.sqs.get_queue_attributes(QueueUrl=inbox, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    topic = next(t["TopicArn"] for t in sns.list_topics()["Topics"] if t["TopicArn"].endswith(":tradeops-alerts"))
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=inbox_arn)
+    started = time.time()
+
+    flow.fault("secondary", "down")
+    deadline = time.monotonic() + 30
+    kinds: set[str] = set()
+    while time.monotonic() < deadline and "breaker_closed" not in kinds:
+        if "breaker_opened" in kinds:
+            flow.fault("secondary", "none")
+        items = flow.dynamodb.query(TableName="tradeops-events", KeyConditionExpression="#s = :s",
+                                    ExpressionAttributeNames={"#s": "stream"},
+                                    ExpressionAttributeValues={":s": {"S": "routing"}})["Items"]
+        recent = [json.loads(i["body"]["S"]) for i in items]
+        recent = [e for e in recent if e.get("provider") == "secondary"
+                  and datetime.fromisoformat(e["at"].replace("Z", "+00:00")).timestamp() >= started - 1]
+        kinds = {e["kind"] for e in recent}
+        time.sleep(0.3)
+    assert {"breaker_opened", "breaker_closed"} <= kinds
+    messages = []
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not {"breaker_opened", "breaker_closed"} <= {
+            m.get("kind") for m in messages}:
+        for m in flow.sqs.receive_message(QueueUrl=inbox, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", []):
+            body = json.loads(m["Body"])
+            messages.append(json.loads(body.get("Message", "{}")))
+    assert {"breaker_opened", "breaker_closed"} <= {m.get("kind") for m in messages}
+    metrics = cloudwatch.list_metrics(Namespace="Tradeops", MetricName="BreakerOpen")["Metrics"]
+    assert any(d["Value"] == "secondary" for m in metrics for d in m["Dimensions"])
+
+
+def test_flag_change_from_the_cli_is_an_event_with_the_actor(flow):
+    """`tradeops flags set` records a flag_set event (before, after, who) and the change reaches workers."""
+    env = dict(flow.stack["env"], TRADEOPS_OPERATOR="ops-carol")
+    result = run_cli("flags", "set", "trickle", "0.25", env=env)
+    assert result.returncode == 0, result.stderr
+    items = flow.dynamodb.query(TableName="tradeops-events", KeyConditionExpression="#s = :s",
+                                ExpressionAttributeNames={"#s": "stream"},
+                                ExpressionAttributeValues={":s": {"S": "routing"}})["Items"]
+    events = [json.loads(i["body"]["S"]) for i in items if i["kind"]["S"] == "flag_set"]
+    assert any(e["flag"] == "trickle" and e["after"] == "0.25" and e["actor"] == "ops-carol" for e in events)
+    bad = run_cli("flags", "set", "active", "tertiary", env=env)
+    assert bad.returncode == 2 and "active" in bad.stderr and "Traceback" not in bad.stderr

@@ -193,3 +193,14 @@ def test_runbook_dir_holds_the_example_operators_file():
     """The example operators file ships next to the runbooks and loads."""
     ops = load_operators(Path(runbook_dir()) / "operators.example.yaml")
     assert "risk" in ops.roles_of("carol")
+
+
+def test_run_time_check_leaves_the_executor_out_of_the_approvers(tmp_path, operators):
+    """With bob executing, a step needing ops-manager and risk approvers has only carol left: refused."""
+    path = tmp_path / "rb.yaml"
+    path.write_text(GOOD, encoding="utf-8")
+    _, issues = check_runbook(path, GOOD, operators=operators, executor="bob")
+    assert [str(i) for i in issues] == [f"{path}:14: step 2 (toggle) approval: needs 2 approvers with role "
+                                        f"ops-manager or risk, but the operators file {operators.path} gives only "
+                                        "1 besides the executor (bob) (carol)"]
+    assert check_runbook(path, GOOD, operators=operators, executor="alice")[1] == []
