@@ -251,9 +251,9 @@ def test_breaker_changes_are_events_metrics_and_alerts(flow):
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and not {"breaker_opened", "breaker_closed"} <= {
             m.get("kind") for m in messages}:
-        for m in flow.sqs.receive_message(QueueUrl=inbox, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", []):
-            body = json.loads(m["Body"])
-            messages.append(json.loads(body.get("Message", "{}")))
+        got = flow.sqs.receive_message(QueueUrl=inbox, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+        for m in got.get("Messages", []):
+            messages.append(json.loads(json.loads(m["Body"]).get("Message", "{}")))
     assert {"breaker_opened", "breaker_closed"} <= {m.get("kind") for m in messages}
     metrics = cloudwatch.list_metrics(Namespace="Tradeops", MetricName="BreakerOpen")["Metrics"]
     assert any(d["Value"] == "secondary" for m in metrics for d in m["Dimensions"])
