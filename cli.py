@@ -142,6 +142,14 @@ def status(
         raise typer.Exit(1)
 
 
+# ---- runbooks and the audit log (runbooks/commands.py) ----------------------------------------
+
+from runbooks.commands import audit_app, runbook_app  # noqa: E402 - grouped with the commands they add
+
+app.add_typer(runbook_app, name="runbook")
+app.add_typer(audit_app, name="audit")
+
+
 # ---- orders and flags -------------------------------------------------------------------------
 
 orders_app = typer.Typer(help="Look at orders; declare a broker's in-doubt orders void.", no_args_is_help=True)

@@ -100,7 +100,9 @@ def oldest_pending_age_seconds(ctx: OperationContext) -> float:
 def _set(ctx: OperationContext, flag: str, value: str) -> dict[str, Any]:
     flags = _flags(ctx)
     previous = getattr(flags.read(), flag)
-    return {"flag": flag, "previous": previous, "value": flags.set(flag, value)}
+    # The flag_set event names the executor and the execution, so the timeline shows who changed routing.
+    actor = f"{ctx.actor}" if ctx.actor else None
+    return {"flag": flag, "previous": previous, "value": flags.set(flag, value, actor=actor)}
 
 
 @action("set_processing", args={"state": {"type": "string", "enum": ["running", "paused"]}},

@@ -106,8 +106,7 @@ ORDERS_CHECKPOINT_KEY = "#checkpoint#orders"
 _PRICE_CHECKPOINT_PREFIX = "#checkpoint#prices#"
 
 FLUSH_SECONDS = 1.0
-PRICE_POLL_SECONDS = 0.2  # Kinesis allows 5 GetRecords a second per shard
-ORDER_POLL_SECONDS = 0.25  # DynamoDB Streams about 4 a second per shard
+POLL_SECONDS = 0.2  # Kinesis and DynamoDB Streams allow about 5 GetRecords a second per shard
 PRICE_LOOKBACK_SECONDS = 300
 SHARD_REFRESH_SECONDS = 30.0
 WORST = 20
@@ -142,6 +141,7 @@ class _Follower:
         self.positions: dict[str, str] = dict(positions)
         self.initial = initial
         self.caught_up = False
+        self.full = False  # the last poll filled a page somewhere: read again at once
         self._iterators: dict[str, str | None] = {}
         self._parents: dict[str, tuple[str, ...]] = {}
         self._order: list[str] = []
@@ -156,6 +156,7 @@ class _Follower:
         raise NotImplementedError
 
     def _records(self, iterator: str) -> tuple[list[dict[str, Any]], str | None, bool]:  # pragma: no cover
+        """(records, next iterator or None when the shard is closed and read, still behind the tip?)."""
         raise NotImplementedError
 
     def _seq(self, record: dict[str, Any]) -> str:  # pragma: no cover - abstract
@@ -194,7 +195,7 @@ class _Follower:
         if time.monotonic() - self._listed_at > SHARD_REFRESH_SECONDS:
             self.refresh()
         out: list[tuple[str, str, dict[str, Any]]] = []
-        caught_up = True
+        caught_up, full = True, False
         for shard_id in list(self._order):
             if shard_id in self._finished:
                 continue
@@ -215,14 +216,22 @@ class _Follower:
                 if code == "ResourceNotFoundException":
                     self._finished.add(shard_id)
                     continue
+                if code == "TrimmedDataAccessException":  # fell behind the retention: go on from the oldest kept
+                    log.warning("shard %s: records after %s were trimmed", shard_id, self.positions.get(shard_id))
+                    self.positions.pop(shard_id, None)
+                    self._iterators[shard_id] = self._iterator(shard_id, "TRIM_HORIZON")
+                    caught_up = False
+                    continue
                 raise
             self._iterators[shard_id] = following
             if following is None:
                 self._finished.add(shard_id)  # a closed shard, read to its end
             out.extend((shard_id, self._seq(r), r) for r in records)
-            if behind:
+            if len(records) >= self.limit:
+                full = True
+            if behind or len(records) >= self.limit:
                 caught_up = False
-        self.caught_up = caught_up
+        self.caught_up, self.full = caught_up, full
         return out
 
 
@@ -256,7 +265,7 @@ class KinesisFollower(_Follower):
     def _records(self, iterator: str) -> tuple[list[dict[str, Any]], str | None, bool]:
         got = self.kinesis.get_records(ShardIterator=iterator, Limit=self.limit)
         records = got.get("Records", [])
-        return records, got.get("NextShardIterator"), bool(got.get("MillisBehindLatest")) or len(records) >= self.limit
+        return records, got.get("NextShardIterator"), bool(got.get("MillisBehindLatest"))
 
     def _seq(self, record: dict[str, Any]) -> str:
         return record["SequenceNumber"]
@@ -289,7 +298,7 @@ class DynamoStreamFollower(_Follower):
     def _records(self, iterator: str) -> tuple[list[dict[str, Any]], str | None, bool]:
         got = self.streams.get_records(ShardIterator=iterator, Limit=self.limit)
         records = got.get("Records", [])
-        return records, got.get("NextShardIterator"), len(records) >= self.limit
+        return records, got.get("NextShardIterator"), False
 
     def _seq(self, record: dict[str, Any]) -> str:
         return record["dynamodb"]["SequenceNumber"]
@@ -487,9 +496,11 @@ class Monitor:
             if alerts_item:
                 self.announced = {(n, k) for n, k in json.loads(alerts_item["announced"]["S"])}
             self.positions["prices"] = dict(prices.positions)
+            alerts: list[Alert] = []
             for at, symbol, price, shard in sorted(restored):
                 if symbol in self.universe:
-                    self._apply_tick_values(symbol, Decimal(price), datetime.fromisoformat(at), shard)
+                    alerts += self._apply_tick_values(symbol, Decimal(price), datetime.fromisoformat(at), shard)
+            self._gate(alerts)  # breaches announced before the restart are not announced again
         self.orders, self.prices = orders, prices
         log.info("rebuilt: %d pending orders, %d maxima, %d prices restored, %d alerts open",
                  len(self.pending), len(self.restored_max), len(restored), len(self.announced))
@@ -838,7 +849,7 @@ class Monitor:
         self._outbox.put(("flush", task))
 
     def step(self) -> bool:
-        """Read both streams once and apply what came; True when there may be more right away."""
+        """Read both streams once and apply what came; True when a full page says there is more right away."""
         assert self.prices is not None and self.orders is not None
         order_records = self.orders.poll()
         price_records = self.prices.poll()
@@ -854,7 +865,7 @@ class Monitor:
                 self.ready = True
                 log.info("ready: %d pending orders, total exposure %s GBP", len(self.pending),
                          round_exposure(self.book.total_exposure()))
-        return not (self.orders.caught_up and self.prices.caught_up)
+        return self.orders.full or self.prices.full
 
     def start_threads(self) -> None:
         self._threads = [threading.Thread(target=self._outbox_loop, name="writer", daemon=True),
@@ -878,20 +889,24 @@ class Monitor:
                 self._flush()
                 next_flush = time.monotonic() + FLUSH_SECONDS
             if not more:
-                self.stop.wait(max(0.0, PRICE_POLL_SECONDS - (time.monotonic() - started)))
+                self.stop.wait(max(0.0, POLL_SECONDS - (time.monotonic() - started)))
         self._flush_pending.clear()
         self._flush()
 
-    def shutdown(self, timeout: float = 10.0) -> None:
+    def shutdown(self, timeout: float = 4.0) -> None:
+        """Let the writer and the alert thread finish their queues within ``timeout`` (a restart replays the rest)."""
         self._outbox.put(None)
         self._alert_queue.put(None)
+        deadline = time.monotonic() + timeout
         for thread in self._threads:
-            thread.join(timeout)
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     def health(self) -> dict[str, Any]:
+        """Cheap liveness and progress: readiness, counters and the stream positions applied so far."""
         with self.lock:
             return {"ok": True, "ready": self.ready, "pending_orders": len(self.pending),
-                    "counters": dict(self.counters)}
+                    "counters": dict(self.counters),
+                    "positions": {"prices": dict(self.positions["prices"]), "orders": dict(self.positions["orders"])}}
 
 
 def read_summary(aws: Aws, names: Names | None = None) -> dict[str, Any] | None:

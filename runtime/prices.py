@@ -15,7 +15,8 @@ Rate
     from the start; after that the symbols take turns (round robin) so that the feed as a whole
     publishes ``settings.price_ticks_per_second`` ticks a second (0 stops the walks). Each walk
     starts between 95.00 and 105.00 and moves -0.10..+0.10 per tick, seeded per symbol from
-    ``settings.price_seed``, so a run is reproducible.
+    ``settings.price_seed``, so a run is reproducible. A restarted feed resumes from the prices the
+    brokers hold (the last ones it published), so that its restart is not a market move.
 
 Scripted moves (``POST /spike``)
     A spike moves the symbol's price linearly from its current value by ``pct`` percent over
@@ -165,6 +166,22 @@ class Feed:
         with self._lock:
             return {s: str(p) for s, p in self._prices.items()}
 
+    def resume(self, prices: dict[str, str]) -> int:
+        """Continue from earlier prices (before the first batch); returns how many symbols were resumed."""
+        resumed = 0
+        with self._lock:
+            for symbol, raw in prices.items():
+                if symbol not in self._prices:
+                    continue
+                try:
+                    price = Decimal(str(raw)).quantize(_CENT, rounding=ROUND_HALF_EVEN)
+                except InvalidOperation:
+                    continue
+                if price.is_finite() and price > 0:
+                    self._prices[symbol] = price
+                    resumed += 1
+        return resumed
+
     def spikes(self) -> list[dict[str, Any]]:
         with self._lock:
             return [s.describe() for s in self._spikes.values()]
@@ -271,6 +288,15 @@ class Publisher:
         self._count("published", len(accepted))
         return accepted
 
+    def resume_from_brokers(self) -> int:
+        """Start from the prices a broker holds (the feed's last ones, if it ran before); 0 when none answer."""
+        for control in self.controls.values():
+            try:
+                return self.feed.resume(control.prices())
+            except TradeopsError:
+                continue
+        return 0
+
     def push_brokers(self, prices: dict[str, str]) -> None:
         """Pin the brokers' fill prices; a broker that does not answer is skipped and counted."""
         if not prices:
@@ -368,6 +394,7 @@ def serve(settings: Settings, host: str, port: int) -> int:
     """Run the publisher and its control API until SIGTERM/SIGINT. Returns the exit code."""
     feed = Feed(settings.symbol_list, seed=settings.price_seed, ticks_per_second=settings.price_ticks_per_second)
     publisher = Publisher(settings, feed)
+    resumed = publisher.resume_from_brokers()
     server = ThreadingHTTPServer((host, port), _handler(publisher))
     server.daemon_threads = True
     done = threading.Event()
@@ -381,8 +408,8 @@ def serve(settings: Settings, host: str, port: int) -> int:
                threading.Thread(target=publisher.run, name="publisher", daemon=True)]
     for thread in threads:
         thread.start()
-    log.info("price feed on %s:%d: %d symbols, %s ticks/s, stream %s", host, port, len(feed.symbols),
-             feed.rate, publisher.stream)
+    log.info("price feed on %s:%d: %d symbols (%d resumed from a broker), %s ticks/s, stream %s", host, port,
+             len(feed.symbols), resumed, feed.rate, publisher.stream)
     done.wait()
     publisher.stop.set()
     server.shutdown()

@@ -475,7 +475,10 @@ def test_killed_run_resumes_without_repeating_the_quiesce(env, flags, runbook_fi
     assert f"tradeops runbook approve {eid} toggle" in stdout
     assert store.meta(eid)["status"] == "waiting_approval"
     assert flags.read().processing == "paused"
-    _decide(env, eid, "toggle", BOB)
+    approved = _cli(env, "runbook", "approve", eid, "toggle", TRADEOPS_OPERATOR="bob")  # bob's own terminal
+    assert approved.returncode == 0, approved.stderr
+    assert f"approved step toggle of {eid} as bob (identity from TRADEOPS_OPERATOR; roles ops-manager)" in \
+        approved.stdout
     _decide(env, eid, "toggle", CAROL)
     resumed = _cli(env, "runbook", "resume", eid, "--yes", "--poll", "0.1")
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr

@@ -1,0 +1,117 @@
+"""The failover and failback runbooks driven from the terminal against live workers, with real approvers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_cli
+from tests.orderflow import Flow
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def flow(stack):
+    f = Flow(stack)
+    f.reset()
+    yield f
+    f.reset()
+
+
+def _operators(tmp_path: Path) -> Path:
+    path = tmp_path / "operators.yaml"
+    path.write_text("operators:\n  ops-alice: [duty-engineer]\n  ops-bob: [ops-manager]\n  risk-carol: [risk]\n")
+    return path
+
+
+def _run_with_approvers(flow: Flow, env: dict, runbook: str, execution_id: str, params: list[str],
+                        steps: list[str]) -> subprocess.CompletedProcess:
+    """Run a runbook unattended as ops-alice while ops-bob and risk-carol approve from their own 'terminals'."""
+    argv = ["tradeops", "runbook", "run", runbook, "--yes", "--poll", "0.2", "--execution-id", execution_id]
+    for p in params:
+        argv += ["--param", p]
+    runner = subprocess.Popen(argv, env=dict(env, TRADEOPS_OPERATOR="ops-alice"), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    approved: set[tuple[str, str]] = set()
+    stop = threading.Event()
+
+    def approvers() -> None:
+        while not stop.is_set() and len(approved) < 2 * len(steps):
+            for step in steps:
+                for who in ("ops-bob", "risk-carol"):
+                    if (step, who) in approved:
+                        continue
+                    got = run_cli("runbook", "approve", execution_id, step, "--reason", "e2e drill",
+                                  env=dict(env, TRADEOPS_OPERATOR=who))
+                    if got.returncode == 0:
+                        approved.add((step, who))
+            time.sleep(0.3)
+
+    thread = threading.Thread(target=approvers)
+    thread.start()
+    try:
+        out, err = runner.communicate(timeout=240)
+    finally:
+        stop.set()
+        thread.join()
+    return subprocess.CompletedProcess(argv, runner.returncode, out, err)
+
+
+def _flag_history(flow: Flow, since: str) -> list[tuple[str, str, str]]:
+    items = flow.dynamodb.query(TableName="tradeops-events", KeyConditionExpression="#s = :s AND at_id >= :t",
+                                ExpressionAttributeNames={"#s": "stream"},
+                                ExpressionAttributeValues={":s": {"S": "routing"}, ":t": {"S": since}})["Items"]
+    events = [json.loads(i["body"]["S"]) for i in items if i["kind"]["S"] == "flag_set"]
+    return [(e["flag"], e["after"], e["actor"]) for e in events]
+
+
+def test_failover_then_failback_with_two_approvers(flow, tmp_path):
+    """`failover` run unattended with two approvers moves processing paused → secondary active → running;
+    orders posted before, during and after fill exactly once (the after ones at the secondary); `failback`
+    brings new orders back to the primary."""
+    env = dict(flow.stack["env"], TRADEOPS_OPERATORS_FILE=str(_operators(tmp_path)))
+    prefix = flow.unique("fo")
+    before = flow.post_many(prefix + "-before", 10)
+    flow.wait_final(before, timeout=30)
+
+    flow.fault("primary", "down")
+    since = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
+    during = flow.post_many(prefix + "-during", 10)
+    execution = flow.unique("failover")
+    result = _run_with_approvers(flow, env, "failover", execution,
+                                 ["drain_timeout=30", "canary_timeout=20", "backlog_age_limit=600"],
+                                 ["declare-void", "toggle-to-secondary"])
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    changes = [(f, v) for f, v, who in _flag_history(flow, since) if who == "ops-alice"]
+    assert changes[:3] == [("processing", "paused"), ("active", "secondary"), ("processing", "running")]
+
+    after = flow.post_many(prefix + "-after", 10)
+    orders = flow.wait_final(before + during + after, timeout=60)
+    by_provider = flow.reconcile(orders)
+    assert all(orders[o]["provider"] == "secondary" for o in after)
+    assert all(orders[o]["provider"] == "primary" for o in before)
+    assert sum(len(c) for c in by_provider.values()) == 30
+
+    history = run_cli("runbook", "history", "--json", execution, env=env)
+    assert history.returncode == 0
+    timeline = json.loads(history.stdout)
+    assert "ops-bob" in history.stdout and "risk-carol" in history.stdout
+    assert timeline
+
+    flow.fault("primary", "none")
+    back = flow.unique("failback")
+    result = _run_with_approvers(flow, env, "failback", back,
+                                 ["healthy_seconds=2", "backlog_age_limit=600", "canary_timeout=20"],
+                                 ["toggle-to-primary"])
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    later = flow.post_many(prefix + "-later", 10)
+    orders = flow.wait_final(later, timeout=60)
+    flow.reconcile(orders)
+    assert {o["provider"] for o in orders.values()} == {"primary"}
+    assert run_cli("audit", "verify", env=env).returncode == 0
