@@ -1,8 +1,7 @@
 """`tradeops runbook ...` and `tradeops audit ...`: a thin terminal shell over the engine.
 
-``runbook_app`` and ``audit_app`` are typer sub-apps that cli.py mounts; ``main()`` runs them on
-their own (``python -m runbooks.commands runbook run failover``) with the same error contract:
-a ``TradeopsError`` leaves as one line on stderr and its exit code, never a traceback.
+``runbook_app`` and ``audit_app`` are typer sub-apps that cli.py mounts as ``tradeops runbook``
+and ``tradeops audit``; cli.main turns a ``TradeopsError`` into one line and its exit code.
 """
 
 from __future__ import annotations
@@ -22,9 +21,9 @@ from runbooks import engine, registry
 from runbooks.engine import Event
 from runbooks.identity import load_operators, operators_path
 from runbooks.model import check_runbook, load_runbook, parse_param_overrides, shipped_runbooks
-from runtime.errors import CheckFailed, OperationFailed, TradeopsError
+from runtime.errors import CheckFailed, OperationFailed
 
-__all__ = ["ConsoleObserver", "audit_app", "main", "runbook_app"]
+__all__ = ["ConsoleObserver", "audit_app", "runbook_app"]
 
 runbook_app = typer.Typer(help="Runbooks as code: list, check, plan and run them; approve their steps.",
                           no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -407,26 +406,3 @@ def verify(
     if not result.ok:
         raise CheckFailed(result.summary())
     out.print(result.summary(), markup=False)
-
-
-# ---- standalone entry point ---------------------------------------------------------------
-
-_root = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-_root.add_typer(runbook_app, name="runbook")
-_root.add_typer(audit_app, name="audit")
-
-
-def main() -> None:
-    """Run ``runbook``/``audit`` commands without cli.py; errors are one line and an exit code."""
-    try:
-        _root()
-    except TradeopsError as exc:
-        err.print(f"error: {exc}", markup=False)
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        err.print("interrupted")
-        sys.exit(130)
-
-
-if __name__ == "__main__":
-    main()

@@ -6,7 +6,6 @@ import itertools
 import json
 import os
 import subprocess
-import sys
 import threading
 import uuid
 
@@ -40,7 +39,7 @@ def _cli_verify(aws_settings, log, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TRADEOPS_", "AWS_ENDPOINT_URL"))}
     env.update({"TRADEOPS_AWS_ENDPOINT_URL": aws_settings.aws_endpoint_url, "TRADEOPS_NAME_PREFIX": "ut",
                 "TRADEOPS_PARAM_PREFIX": "/ut", "TRADEOPS_STATE_DIR": str(tmp_path)})
-    return subprocess.run([sys.executable, "-m", "runbooks.commands", "audit", "verify", "--chain", log.chain],
+    return subprocess.run(["tradeops", "audit", "verify", "--chain", log.chain],
                           env=env, capture_output=True, text=True, timeout=60)
 
 

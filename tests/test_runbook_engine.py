@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -149,7 +148,7 @@ def _cli_env(env, **extra):
 
 
 def _cli(env, *args, input=None, timeout=60, **extra):
-    return subprocess.run([sys.executable, "-m", "runbooks.commands", *args], env=_cli_env(env, **extra),
+    return subprocess.run(["tradeops", *args], env=_cli_env(env, **extra),
                           capture_output=True, text=True, timeout=timeout, input=input, cwd=str(env["dir"]))
 
 
@@ -451,7 +450,7 @@ def test_killed_run_resumes_without_repeating_the_quiesce(env, flags, runbook_fi
     """SIGKILL on `run` after the quiesce step; `resume` completes and the quiesce action ran exactly once."""
     path = runbook_file(DRILL)
     eid = f"t-kill-{uuid.uuid4().hex[:6]}"
-    proc = subprocess.Popen([sys.executable, "-m", "runbooks.commands", "runbook", "run", str(path), "--yes",
+    proc = subprocess.Popen(["tradeops", "runbook", "run", str(path), "--yes",
                              "--poll", "0.1", "--execution-id", eid], env=_cli_env(env), cwd=str(env["dir"]),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     store = ExecutionStore(env["aws"])

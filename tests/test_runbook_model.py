@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import jsonschema
@@ -148,7 +147,7 @@ def test_validate_command_lists_every_issue_and_exits_2(tmp_path, operators):
     bad.write_text(GOOD.replace("count: 2", "count: 9").replace("id: toggle", "id: paused"), encoding="utf-8")
     good = tmp_path / "good.yaml"
     good.write_text(GOOD, encoding="utf-8")
-    result = subprocess.run([sys.executable, "-m", "runbooks.commands", "runbook", "validate", str(good), str(bad),
+    result = subprocess.run(["tradeops", "runbook", "validate", str(good), str(bad),
                              "--operators", str(operators.path)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert f"{good}: ok" in result.stdout
