@@ -105,13 +105,10 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object for scripts.")] = False,
 ) -> None:
     """Show every component of the stack with its health (exit 1 if any is unhealthy)."""
-    from runtime.aws import Aws
-    from runtime.ops import runtime_status
-    from runtime.stack import resolve_settings, stack_status
+    from runtime.ops import full_status
+    from runtime.stack import resolve_settings
 
-    settings = resolve_settings()
-    info = stack_status(settings)
-    info.update(runtime_status(Aws(settings)))
+    info = full_status(resolve_settings())
     if as_json:
         _print_json(info)
     else:
@@ -148,6 +145,15 @@ from runbooks.commands import audit_app, runbook_app  # noqa: E402 - grouped wit
 
 app.add_typer(runbook_app, name="runbook")
 app.add_typer(audit_app, name="audit")
+
+
+# ---- liability: prices, exposure, reimbursements (runtime/liability_commands.py) ---------------
+
+from runtime.liability_commands import exposure, prices_app, reimbursements_app  # noqa: E402
+
+app.command("exposure")(exposure)
+app.add_typer(prices_app, name="prices")
+app.add_typer(reimbursements_app, name="reimbursements")
 
 
 # ---- orders and flags -------------------------------------------------------------------------

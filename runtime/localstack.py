@@ -135,6 +135,20 @@ def _plan(settings: Settings, ports: dict[str, int | None], *, workers: int, loc
         health_url=f"http://{HOST}:{intake_port}/health",
         info={"url": f"http://{HOST}:{intake_port}", "ports": [intake_port]},
     ))
+    prices_port = free_port()
+    comps.append(Component(
+        name="prices",
+        argv=_python("-m", "runtime.prices", "--host", HOST, "--port", str(prices_port)),
+        health_url=f"http://{HOST}:{prices_port}/health",
+        info={"url": f"http://{HOST}:{prices_port}", "ports": [prices_port]},
+    ))
+    monitor_port = free_port()
+    comps.append(Component(
+        name="monitor",
+        argv=_python("-m", "runtime.monitor", "--host", HOST, "--port", str(monitor_port)),
+        health_url=f"http://{HOST}:{monitor_port}/health", restart=True,
+        info={"url": f"http://{HOST}:{monitor_port}", "ports": [monitor_port]},
+    ))
     comps.append(Component(name="canary", argv=_python("-m", "runtime.canary"), health_url=None, restart=True))
     for n in range(1, workers + 1):
         comps.append(Component(name=f"worker-{n}", argv=_python("-m", "runtime.worker", "--id", f"worker-{n}"),
@@ -228,6 +242,9 @@ class Supervisor:
                 base_env[f"TRADEOPS_{provider.upper()}_URL"] = broker["url"]
                 base_env[f"TRADEOPS_{provider.upper()}_WIRE"] = broker["wire"]
                 base_env[f"TRADEOPS_{provider.upper()}_CONTROL_URL"] = broker["control"]
+            if comp.name == "prices":
+                self.state["prices"] = comp.info["url"]
+                base_env["TRADEOPS_PRICES_URL"] = comp.info["url"]
             if comp.name == "intake":
                 self.state["intake"] = comp.info["url"]
                 base_env["TRADEOPS_INTAKE_URL"] = comp.info["url"]

@@ -33,8 +33,10 @@ Restart
     crash can only replay, never skip. Without a checkpoint the orders stream is read from its trim
     horizon (every fill gets its entry) and each price shard from ``PRICE_LOOKBACK_SECONDS`` ago
     (enough for every symbol's latest price at the feed's rate).
-    Which alerts were announced is kept in the reserved item ``#alerts``: a restart does not
-    announce a breach again, and announces the recovery of one that ended while it was down.
+    Which alerts were announced is kept in the reserved item ``#alerts``. While it catches up
+    (rebuild and replay) the monitor announces nothing; once caught up it announces the breaches
+    open now that were not announced and the recovery of announced ones that are over. So a restart
+    never repeats a breach, and a replayed order that has long filled raises no alert.
 
 Alerts (one place publishes them: :class:`AlertPublisher`)
     SNS, one message per crossing and one per recovery, Subject naming the threshold, Message the
@@ -75,6 +77,7 @@ from runtime.liability import (
     BadTick,
     ExposureBook,
     LiabilityWatch,
+    OrderExposure,
     PendingOrder,
     parse_tick,
     round_exposure,
@@ -384,6 +387,13 @@ def _reason_kind(reason: str) -> str:
     return "other"
 
 
+def _exposure_item(view: OrderExposure, max_exposure: Decimal, stamp: str) -> dict[str, Any]:
+    """An order's item in the exposure table: its maximum exposure while it waited (GBP, to the penny)."""
+    return {"order_id": {"S": view.order_id}, "symbol": {"S": view.symbol}, "side": {"S": view.side},
+            "quantity": {"N": str(view.quantity)}, "quote_price": {"N": str(view.quote_price)},
+            "max_exposure": {"N": str(max_exposure)}, "currency": {"S": "GBP"}, "updated_at": {"S": stamp}}
+
+
 def _pending_order(order: Mapping[str, Any]) -> PendingOrder:
     try:
         placed_at = datetime.fromisoformat(str(order["placed_at"]))
@@ -425,6 +435,7 @@ class Monitor:
         self.prices: KinesisFollower | None = None
         self.orders: DynamoStreamFollower | None = None
         self._malformed_published = 0
+        self._final_writes: list[dict[str, Any]] = []  # maxima of orders that left before the next flush
         self._flush_pending = threading.Event()
         self._outbox: queue.Queue[tuple[str, Any] | None] = queue.Queue()
         self._alert_queue: queue.Queue[tuple[list[dict[str, Any]], list[list[Any]]] | None] = queue.Queue()
@@ -496,11 +507,9 @@ class Monitor:
             if alerts_item:
                 self.announced = {(n, k) for n, k in json.loads(alerts_item["announced"]["S"])}
             self.positions["prices"] = dict(prices.positions)
-            alerts: list[Alert] = []
             for at, symbol, price, shard in sorted(restored):
-                if symbol in self.universe:
-                    alerts += self._apply_tick_values(symbol, Decimal(price), datetime.fromisoformat(at), shard)
-            self._gate(alerts)  # breaches announced before the restart are not announced again
+                if symbol in self.universe:  # alerts are settled once caught up (see _gate)
+                    self._apply_tick_values(symbol, Decimal(price), datetime.fromisoformat(at), shard)
         self.orders, self.prices = orders, prices
         log.info("rebuilt: %d pending orders, %d maxima, %d prices restored, %d alerts open",
                  len(self.pending), len(self.restored_max), len(restored), len(self.announced))
@@ -536,6 +545,11 @@ class Monitor:
     def _untrack(self, order_id: str, now: datetime) -> list[Alert]:
         if order_id not in self.pending:
             return []
+        view = self.book.get(order_id)
+        if view is not None:  # take_changes() forgets departed orders: keep a maximum reached since the last flush
+            peak = round_exposure(self._max_of(order_id, view.max_exposure))
+            if peak > self.written_max.get(order_id, Decimal(0)):
+                self._final_writes.append(_exposure_item(view, peak, _iso(now)))
         self.book.remove(order_id)
         del self.pending[order_id]
         self.restored_max.pop(order_id, None)
@@ -618,7 +632,14 @@ class Monitor:
         return facts
 
     def _gate(self, alerts: Iterable[Alert]) -> None:
-        """Announce each crossing once: a breach already announced (before a restart too) is not repeated."""
+        """Announce each crossing once: a breach already announced (before a restart too) is not repeated.
+
+        Until the monitor is ready it is replaying history (a checkpoint's tail, the rebuild): the
+        watches follow along, but what is announced is settled once, when it is ready (``_reconcile``),
+        so a replayed order that has long filled does not raise an alert and its recovery.
+        """
+        if not self.ready:
+            return
         out = []
         for alert in alerts:
             key = (alert.name, alert.key)
@@ -637,18 +658,32 @@ class Monitor:
             self.counters["alerts"] += len(out)
             self._alert_queue.put((out, sorted([n, k] for n, k in self.announced)))
 
-    def _close_stale_alerts(self, now: datetime) -> None:
-        """After a restart: recover breaches that ended while the monitor was not running."""
-        self._gate(self.watch.on_book(self.book, now))
+    def _reconcile(self, now: datetime) -> None:
+        """Become ready: announce the breaches open now that were not announced, and recover the announced
+        ones that are over (ended while the monitor was down, or during the replay)."""
+        self.watch.on_book(self.book, now)
         w = self.watch
         watches = {"order_pct": w.order_pct, "order_amount": w.order_amount, "total_amount": w.total_amount,
                    "oldest_age_seconds": w.oldest_age}
-        still = {("order_pct", k) for k in w.order_pct.breached}
-        still |= {("order_amount", k) for k in w.order_amount.breached}
-        still |= {(watch.name, None) for watch in (w.total_amount, w.oldest_age) if watch.above}
-        self._gate([Alert(RECOVERY, name, None, watches[name].threshold, now, key=key,
-                          reason="recovered while the monitor was not running")
-                    for name, key in sorted(self.announced - still, key=str) if name in watches])
+        open_now: dict[tuple[str, str | None], Alert] = {}
+        for keyed, value_of in ((w.order_pct, lambda v: v.adverse_pct), (w.order_amount, lambda v: v.exposure)):
+            for key in sorted(keyed.breached):
+                view = self.book.get(key)
+                open_now[(keyed.name, key)] = Alert(BREACH, keyed.name, value_of(view) if view else None,
+                                                    keyed.threshold, now, key=key)
+        if w.total_amount.above:
+            open_now[("total_amount", None)] = Alert(BREACH, "total_amount", self.book.total_exposure(),
+                                                     w.total_amount.threshold, now)
+        if w.oldest_age.above:
+            age = self.book.oldest_pending(now)
+            open_now[("oldest_age_seconds", None)] = Alert(
+                BREACH, "oldest_age_seconds", Decimal(str(age.total_seconds())) if age else None,
+                w.oldest_age.threshold, now)
+        ended = [Alert(RECOVERY, name, None, watches[name].threshold, now, key=key,
+                       reason="recovered while the monitor was not watching")
+                 for name, key in sorted(self.announced - set(open_now), key=str) if name in watches]
+        self.ready = True
+        self._gate([a for k, a in open_now.items() if k not in self.announced] + ended)
 
     # ---- reporting -----------------------------------------------------------------------------
     def _max_of(self, order_id: str, peak: Decimal) -> Decimal:
@@ -712,17 +747,14 @@ class Monitor:
 
     def _flush_task(self, now: datetime) -> dict[str, Any]:
         """Everything one flush writes, taken under the lock so it is one consistent moment."""
-        writes = []
         stamp = _iso(now)
+        writes, self._final_writes = self._final_writes, []
         for view in self.book.take_changes():
             peak = round_exposure(self._max_of(view.order_id, view.max_exposure))
             if peak > self.written_max.get(view.order_id, Decimal(0)):
                 self.written_max[view.order_id] = peak
-                writes.append({
-                    "order_id": {"S": view.order_id}, "symbol": {"S": view.symbol}, "side": {"S": view.side},
-                    "quantity": {"N": str(view.quantity)}, "quote_price": {"N": str(view.quote_price)},
-                    "max_exposure": {"N": str(peak)}, "currency": {"S": "GBP"}, "updated_at": {"S": stamp},
-                })
+                writes.append(_exposure_item(view, peak, stamp))
+        writes = list({w["order_id"]["S"]: w for w in writes}.values())  # a batch may not repeat a key
         self._gate(self.watch.on_book(self.book, now))
         summary = self.summary(now)
         checkpoints = []
@@ -861,8 +893,7 @@ class Monitor:
                 alerts += self.apply_tick(shard, seq, _tick_data(record))
             self._gate(alerts)
             if not self.ready and self.orders.caught_up and self.prices.caught_up:
-                self._close_stale_alerts(datetime.now(UTC))
-                self.ready = True
+                self._reconcile(datetime.now(UTC))
                 log.info("ready: %d pending orders, total exposure %s GBP", len(self.pending),
                          round_exposure(self.book.total_exposure()))
         return self.orders.full or self.prices.full

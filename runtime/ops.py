@@ -29,6 +29,7 @@ __all__ = [
     "canary",
     "declare_void",
     "fleet",
+    "full_status",
     "in_flight_orders",
     "notify",
     "oldest_pending_age",
@@ -311,3 +312,21 @@ def runtime_status(aws: Aws) -> dict[str, Any]:
         "orders": OrderStore(aws).count_by_status(),
         "workers": workers,
     }
+
+
+def full_status(settings: Settings) -> dict[str, Any]:
+    """`tradeops status`: every component's health plus routing, queue and order figures.
+
+    A worker counts as healthy only while its heartbeat is fresh: a live process that stopped
+    beating (stuck, or cut off from AWS) is not serving the queue.
+    """
+    from runtime.stack import stack_status
+
+    info = stack_status(settings)
+    info.update(runtime_status(Aws(settings)))
+    beating = {w["worker_id"] for w in info["workers"]["workers"]}
+    for name, detail in info["details"].items():
+        if name.startswith("worker-"):
+            detail["heartbeat"] = name in beating
+            info["components"][name] = info["components"][name] and name in beating
+    return info

@@ -130,6 +130,7 @@ def stack_status(settings: Settings, *, timeout: float = 1.0) -> StackState:
         "region": state.get("region"),
         "brokers": state.get("brokers", {}),
         "intake": state.get("intake"),
+        "prices": state.get("prices"),
         "components": components,
         "details": details,
         "log_dir": state.get("log_dir"),

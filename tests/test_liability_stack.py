@@ -15,6 +15,7 @@ table is assumed empty.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -36,9 +37,10 @@ import httpx
 import pytest
 from boto3.dynamodb.types import TypeDeserializer
 
+from runtime.errors import BadInput
 from runtime.localstack import free_port
 from runtime.monitor import ORDERS_CHECKPOINT_KEY
-from runtime.prices import BATCH_SECONDS
+from runtime.prices import BATCH_SECONDS, Feed, parse_spike
 from tests.orderflow import Flow
 
 pytestmark = pytest.mark.slow
@@ -55,6 +57,13 @@ _de = TypeDeserializer()
 
 
 # ---- the components under test ----------------------------------------------------------------
+
+
+@functools.cache
+def liability_command() -> tuple[str, ...]:
+    """`tradeops` once cli.py mounts these commands; until then their module's own entry point."""
+    mounted = subprocess.run(["tradeops", "exposure", "--help"], capture_output=True, text=True, timeout=60)
+    return ("tradeops",) if mounted.returncode == 0 else (sys.executable, "-m", "runtime.liability_commands")
 
 
 def _state(stack: dict[str, Any]) -> dict[str, Any]:
@@ -147,8 +156,10 @@ class Components:
             _wait("the supervisor to restart the monitor", lambda: self.monitor_pid() != old, 30)
         _wait("the new monitor", lambda: self.snapshot().get("pid") != old, 60)
 
-    def close(self) -> None:
-        for proc in self.procs.values():
+    def close(self) -> dict[str, int]:
+        """Stop what this module started (SIGTERM, as the supervisor does); their exit codes."""
+        codes = {}
+        for name, proc in self.procs.items():
             if proc.poll() is None:
                 proc.terminate()
                 try:
@@ -156,7 +167,9 @@ class Components:
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
+            codes[name] = proc.returncode
         self.http.close()
+        return codes
 
 
 # ---- what this module computes itself from the stream -----------------------------------------
@@ -354,7 +367,7 @@ class Scenario:
         env = {**self.parts.env, "TRADEOPS_OPERATORS_FILE": str(Path(self.stack["state_dir"]) / "finance.yaml")}
         if operator:
             env["TRADEOPS_OPERATOR"] = operator
-        return subprocess.run([sys.executable, "-m", "runtime.liability_commands", *args], env=env,
+        return subprocess.run([*liability_command(), *args], env=env,
                               capture_output=True, text=True, timeout=60, cwd=REPO)
 
 
@@ -385,7 +398,60 @@ def scenario(stack: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) ->
         flow.reset()
         aws["sns"].unsubscribe(SubscriptionArn=subscription)
         aws["sqs"].delete_queue(QueueUrl=queue_url)
-        parts.close()
+        codes = parts.close()
+        assert set(codes.values()) <= {0}, f"feed/monitor did not stop cleanly on SIGTERM: {codes}"
+
+
+# ---- the feed's schedule and moves (no stack needed) -------------------------------------------
+
+
+SYMS = [f"SYM{n}" for n in range(10)]
+
+
+def test_feed_is_seeded_and_opens_with_every_symbol():
+    """The same seed gives the same ticks; the first batch carries every symbol once, the next ones the rate."""
+    one, two = Feed(SYMS, seed=7, ticks_per_second=4), Feed(SYMS, seed=7, ticks_per_second=4)
+    at = datetime(2026, 11, 25, tzinfo=UTC)
+    batches = [[one.next_batch(0.5, now=float(i), at=at) for i in range(6)],
+               [two.next_batch(0.5, now=float(i), at=at) for i in range(6)]]
+    assert batches[0] == batches[1]
+    opening, rest = batches[0][0], batches[0][1:]
+    assert [t["symbol"] for t in opening] == SYMS and {t["seq"] for t in opening} == {1}
+    assert all(Decimal("95.00") <= Decimal(t["price"]) <= Decimal("105.00") for t in opening)
+    assert [len(b) for b in rest] == [2, 2, 2, 2, 2]  # 4 ticks/s in 0.5 s batches, round robin
+    assert [t["symbol"] for b in rest for t in b] == SYMS
+    other = Feed(SYMS, seed=8, ticks_per_second=4).next_batch(0.5, at=at)
+    assert [t["price"] for t in other] != [t["price"] for t in opening]
+
+
+def test_spike_moves_linearly_to_its_exact_target_then_the_walk_resumes():
+    """A spike replaces the walk: it ticks every batch, moves linearly, ends exactly at the target."""
+    feed = Feed(SYMS, seed=7, ticks_per_second=0)
+    at = datetime(2026, 11, 25, tzinfo=UTC)
+    start = Decimal(feed.next_batch(0, now=0.0, at=at)[3]["price"])
+    spike = feed.spike("SYM3", Decimal(10), 2.0, now=100.0)
+    assert spike.target == (start * Decimal("1.1")).quantize(PENNY)
+    path = [feed.next_batch(0.5, now=100.0 + t, at=at) for t in (0.5, 1.0, 1.5, 2.0, 2.5)]
+    assert [len(b) for b in path] == [1, 1, 1, 1, 0]  # rate 0: only the move ticks, until it is done
+    prices = [Decimal(b[0]["price"]) for b in path[:4]]
+    assert prices[1] == (start + (spike.target - start) / 2).quantize(PENNY) and prices[-1] == spike.target
+    assert prices == sorted(prices) and feed.spikes() == []
+    assert Decimal(feed.prices()["SYM3"]) == spike.target
+
+
+@pytest.mark.parametrize("body", [
+    {"symbol": "SYM99", "pct": 5}, {"symbol": "SYM1", "pct": "x"}, {"symbol": "SYM1", "pct": -100},
+    {"symbol": "SYM1", "pct": 5, "over_seconds": 3601}, {"symbol": "SYM1", "pct": True},
+    {"symbol": "SYM1", "pct": 5, "extra": 1}, {"symbol": "SYM1", "pct": "Infinity"}, "SYM1",
+])
+def test_spike_requests_are_validated(body):
+    """A spike request names a published symbol and sane numbers, or it is refused with a reason."""
+    with pytest.raises(BadInput):
+        parse_spike(body, SYMS)
+    assert parse_spike({"symbol": "SYM1", "pct": "-2.5", "over_seconds": 10}, SYMS) == ("SYM1", Decimal("-2.5"), 10.0)
+
+
+# ---- the scenario on the stack ------------------------------------------------------------------
 
 
 def test_price_feed_control_api_refuses_bad_moves(scenario: Scenario):
@@ -642,14 +708,24 @@ def test_after_resume_every_fill_has_its_ledger_entry(scenario: Scenario):
     assert _de.deserialize(entries[big]["amount"]) > DUAL_APPROVAL
     assert AUTO_APPROVE < _de.deserialize(entries[medium]["amount"]) <= DUAL_APPROVAL
     assert statuses["APPROVED"] and statuses["NOTHING_DUE"]
+    # The exposure table keeps each order's maximum while it waited (the moved symbol's BUYs: the move's peak).
+    maxima = scenario.batch_get("tradeops-exposure", list(scenario.orders))
+    for order in (o for o in scenario.orders.values() if o.symbol == SPIKE and o.side == "BUY"):
+        filled_at = datetime.fromisoformat(_de.deserialize(filled[order.order_id]["filled_at"]))
+        seen = [p for p, at in published.get(order.symbol, []) if order.placed_at <= at <= filled_at]
+        peak = max((order.exposure(p) for p in seen), default=Decimal(0)).quantize(PENNY, rounding=ROUND_HALF_UP)
+        assert _de.deserialize(maxima[order.order_id]["max_exposure"]) == peak, order
     scenario.saved["entries"] = entries
     assert parts.snapshot(prefix=scenario.prefix)["orders"] == {}
 
 
 def test_replayed_fill_events_create_no_second_entry(scenario: Scenario):
-    """Restarted from a checkpoint before the fills, the monitor replays every fill event: none pays twice."""
+    """Restarted from a checkpoint before the fills, the monitor replays every fill event: none pays twice,
+    and the replayed history of orders that have long filled raises no alert."""
     parts = scenario.parts
     table = "tradeops-exposure"
+    time.sleep(1.5)
+    alerts_before = len(scenario.drain_alerts())
 
     def rewind() -> None:
         scenario.aws["dynamodb"].put_item(TableName=table, Item=scenario.saved["orders_checkpoint"])
@@ -665,6 +741,8 @@ def test_replayed_fill_events_create_no_second_entry(scenario: Scenario):
     assert counters.get("ledger_replayed", 0) >= N_ORDERS and counters.get("ledger_errors", 0) == 0
     now = scenario.batch_get("tradeops-reimbursements", list(scenario.orders))
     assert now == scenario.saved["entries"]
+    time.sleep(1.5)
+    assert len(scenario.drain_alerts()) == alerts_before
 
 
 def test_approvals_enforce_limits_and_distinct_approvers(scenario: Scenario):
