@@ -113,5 +113,4 @@ class Aws:
     def topic_arn(self, name: str) -> str:
         with aws_errors(f"find topic {name}"):
             account = self.client("sts").get_caller_identity()["Account"]
-        partition = "aws"
-        return f"arn:{partition}:sns:{self.settings.region}:{account}:{name}"
+        return f"arn:aws:sns:{self.settings.region}:{account}:{name}"

@@ -1,9 +1,8 @@
 """`tradeops prices ...`, `tradeops exposure` and `tradeops reimbursements ...`: thin shells for operators and finance.
 
 ``prices_app`` and ``reimbursements_app`` are typer sub-apps and ``exposure`` a command function
-that cli.py mounts; ``main()`` runs them on their own (``python -m runtime.liability_commands
-exposure --json``) with the same error contract: a ``TradeopsError`` leaves as one line on stderr
-and its exit code (2 bad input, 1 failed operation), never a traceback.
+that cli.py mounts as ``tradeops prices``, ``tradeops reimbursements`` and ``tradeops exposure``;
+cli.main turns a ``TradeopsError`` into one line and its exit code.
 """
 
 from __future__ import annotations
@@ -24,9 +23,9 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from runtime.errors import BadInput, StackError, TradeopsError
+from runtime.errors import BadInput, StackError
 
-__all__ = ["exposure", "main", "parse_duration", "prices_app", "reimbursements_app", "render_exposure"]
+__all__ = ["exposure", "parse_duration", "prices_app", "reimbursements_app", "render_exposure"]
 
 prices_app = typer.Typer(help="The simulated market-data feed: show prices, script moves for drills.",
                          no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -321,27 +320,3 @@ def reimbursements_export(
     except OSError as exc:
         raise BadInput(f"cannot write {path}: {exc.strerror}") from None
     err.print(f"{rows} entries written to {path}")
-
-
-# ---- standalone ---------------------------------------------------------------------------------
-
-_root = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-_root.add_typer(prices_app, name="prices")
-_root.add_typer(reimbursements_app, name="reimbursements")
-_root.command("exposure")(exposure)
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Run these commands without cli.py; errors are one line and an exit code."""
-    try:
-        _root(args=argv)
-    except TradeopsError as exc:
-        err.print(f"error: {exc}", markup=False)
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        err.print("interrupted")
-        sys.exit(130)
-
-
-if __name__ == "__main__":
-    main()

@@ -111,8 +111,7 @@ def _python(*args: str) -> list[str]:
     return [sys.executable, *args]
 
 
-def _plan(settings: Settings, ports: dict[str, int | None], *, workers: int, local: bool,
-          aws_endpoint: str) -> list[Component]:
+def _plan(ports: dict[str, int | None], *, workers: int) -> list[Component]:
     """Every component after the AWS emulator, in start order."""
     comps: list[Component] = []
     for name, wire, seed in (("primary", "alpha", 1), ("secondary", "beta", 2)):
@@ -168,6 +167,7 @@ class Supervisor:
         self.stopping = threading.Event()
         self.log_dir = settings.state_dir / "logs"
         self.state: dict[str, Any] = {}
+        self._base_env: dict[str, str] = {}
 
     def _save(self, **changes: Any) -> None:
         self.state.update(changes)
@@ -225,8 +225,8 @@ class Supervisor:
         token = os.environ.get("TRADEOPS_INTAKE_TOKEN") or self._intake_token()
         base_env["TRADEOPS_INTAKE_TOKEN"] = token
         keys = self._broker_keys()
-        for comp in _plan(self.settings, self.ports, workers=self.workers, local=self.local,
-                          aws_endpoint=self.settings.aws_endpoint_url or ""):
+        self._base_env = base_env
+        for comp in _plan(self.ports, workers=self.workers):
             if "ports" in comp.info:
                 _check_port_free(comp.name, comp.info["ports"][0])
             provider = comp.info.get("provider")
@@ -271,7 +271,6 @@ class Supervisor:
 
     def _start(self, comp: Component, base_env: dict[str, str], *, timeout: float) -> None:
         self.components.append(comp)
-        self._base_env = base_env
         comp.start(self.log_dir, base_env)
         self.state["components"][comp.name] = {"pid": comp.proc.pid if comp.proc else None,
                                                "health_url": comp.health_url, **comp.info}

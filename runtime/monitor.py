@@ -789,10 +789,10 @@ class Monitor:
     def _retrying(self, what: str, action: Callable[[], Any]) -> Any:
         """Retry an AWS write until it works (a checkpoint must not pass what it covers).
 
-        Once the monitor is stopping it gives up after a few tries: the checkpoint then stays behind
-        this write and the next start replays it.
+        Once the monitor is stopping it does not retry (the stack may be going down with it): the
+        checkpoint then stays behind this write and the next start replays it.
         """
-        delay, tries_left_when_stopping = 0.2, 3
+        delay = 0.2
         while True:
             try:
                 return action()
@@ -801,11 +801,9 @@ class Monitor:
             except Exception as exc:
                 with self.lock:
                     self.counters["write_errors"] += 1
-                log.warning("%s failed, retrying: %s", what, str(exc)[:200])
                 if self.stop.is_set():
-                    tries_left_when_stopping -= 1
-                    if not tries_left_when_stopping:
-                        raise
+                    raise
+                log.warning("%s failed, retrying: %s", what, str(exc)[:200])
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
@@ -837,17 +835,21 @@ class Monitor:
             self.counters["ledger_created" if created else "ledger_replayed"] += 1
 
     def _outbox_loop(self) -> None:
+        failed = False
         while True:
             task = self._outbox.get()
             if task is None:
                 return
             kind, payload = task
             try:
+                if failed:
+                    continue  # nothing after a lost write may be written: a checkpoint would skip it
                 if kind == "ledger":
                     self._ledger(*payload)
                 else:
                     self._write(payload)
             except Exception as exc:  # only when stopping: the checkpoint stays behind, a restart replays
+                failed = True
                 log.error("%s not written: %s", kind, str(exc)[:200])
             finally:
                 if kind == "flush":
@@ -1025,6 +1027,8 @@ def _main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s monitor %(message)s")
+    for chatty in ("httpx", "httpcore", "botocore", "urllib3"):  # quiet: no line per request
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     from runtime.stack import resolve_settings
 
     try:

@@ -424,6 +424,8 @@ def _main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s prices %(message)s")
+    for chatty in ("httpx", "httpcore", "botocore", "urllib3"):  # quiet: no line per request
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     from runtime.stack import resolve_settings
 
     try:

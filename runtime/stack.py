@@ -99,6 +99,18 @@ def _http_ok(url: str | None, timeout: float) -> bool:
         return False
 
 
+def _broker_answers(provider: str, wire: str, url: str, timeout: float) -> bool:
+    """The broker's order API answers its own health check (through its adapter: one place knows the wire)."""
+    from runtime.providers import BrokerCallError, make_provider
+
+    with make_provider(provider, wire, url, api_key=None, connect_timeout=timeout, read_timeout=timeout) as client:
+        try:
+            client.health()
+        except BrokerCallError:
+            return False
+    return True
+
+
 def stack_status(settings: Settings, *, timeout: float = 1.0) -> StackState:
     """The running stack as `status --json` shows it: addresses plus live health of each component."""
     state = read_state(settings.state_file)
@@ -114,8 +126,7 @@ def stack_status(settings: Settings, *, timeout: float = 1.0) -> StackState:
         detail: dict[str, Any] = {"pid": comp.get("pid"), "alive": alive}
         if comp.get("provider"):
             # A broker's own order API may be down on purpose (fault injection); report both.
-            detail["order_api"] = _http_ok(comp["url"] + ("/v1/health" if comp.get("wire") == "alpha"
-                                                         else "/api/ping"), timeout)
+            detail["order_api"] = _broker_answers(comp["provider"], comp["wire"], comp["url"], timeout)
             detail["control"] = healthy
             healthy = healthy and detail["order_api"]
         if comp.get("restarts"):

@@ -7,7 +7,6 @@ import io
 import json
 import os
 import subprocess
-import sys
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -300,9 +299,7 @@ def test_cli_errors_are_one_line_with_exit_code_2(ledger: Ledger, cli_env: dict[
     """A refused approval and an unknown status leave as one `error:` line and exit 2, never a traceback."""
     order = filled(oid(), fill="120.00")
     ledger.record_fill(order)
-    mounted = subprocess.run(["tradeops", "reimbursements", "--help"], capture_output=True, timeout=60).returncode == 0
-    base = ["tradeops"] if mounted else [sys.executable, "-m", "runtime.liability_commands"]
-    base.append("reimbursements")
+    base = ["tradeops", "reimbursements"]
     env = {**{k: v for k, v in os.environ.items() if not k.startswith(("TRADEOPS_", "AWS_"))}, **cli_env,
            "TRADEOPS_OPERATOR": "hank"}
     for args in (["approve", order["order_id"]], ["list", "--status", "PAID"], ["approve", oid("missing")]):

@@ -15,7 +15,6 @@ table is assumed empty.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import signal
@@ -57,13 +56,6 @@ _de = TypeDeserializer()
 
 
 # ---- the components under test ----------------------------------------------------------------
-
-
-@functools.cache
-def liability_command() -> tuple[str, ...]:
-    """`tradeops` once cli.py mounts these commands; until then their module's own entry point."""
-    mounted = subprocess.run(["tradeops", "exposure", "--help"], capture_output=True, text=True, timeout=60)
-    return ("tradeops",) if mounted.returncode == 0 else (sys.executable, "-m", "runtime.liability_commands")
 
 
 def _state(stack: dict[str, Any]) -> dict[str, Any]:
@@ -367,7 +359,7 @@ class Scenario:
         env = {**self.parts.env, "TRADEOPS_OPERATORS_FILE": str(Path(self.stack["state_dir"]) / "finance.yaml")}
         if operator:
             env["TRADEOPS_OPERATOR"] = operator
-        return subprocess.run([*liability_command(), *args], env=env,
+        return subprocess.run(["tradeops", *args], env=env,
                               capture_output=True, text=True, timeout=60, cwd=REPO)
 
 
