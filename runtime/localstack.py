@@ -77,12 +77,12 @@ class Component:
     started_at: float = 0.0
 
     def start(self, log_dir: Path, base_env: dict[str, str]) -> None:
-        log = open(log_dir / f"{self.name}.log", "ab")
-        self.proc = subprocess.Popen(
-            self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env={**base_env, **self.env}, preexec_fn=_die_with_parent,
-        )
-        log.close()
+        self.started_at = time.monotonic()
+        with open(log_dir / f"{self.name}.log", "ab") as log:  # the child keeps its own copy of the fd
+            self.proc = subprocess.Popen(
+                self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env={**base_env, **self.env}, preexec_fn=_die_with_parent,
+            )
 
     def healthy(self, timeout: float = 1.0) -> bool:
         if self.proc is None or self.proc.poll() is not None:
@@ -138,7 +138,7 @@ def _plan(ports: dict[str, int | None], *, workers: int) -> list[Component]:
     comps.append(Component(
         name="prices",
         argv=_python("-m", "runtime.prices", "--host", HOST, "--port", str(prices_port)),
-        health_url=f"http://{HOST}:{prices_port}/health",
+        health_url=f"http://{HOST}:{prices_port}/health", restart=True,
         info={"url": f"http://{HOST}:{prices_port}", "ports": [prices_port]},
     ))
     monitor_port = free_port()
