@@ -111,6 +111,13 @@ def _python(*args: str) -> list[str]:
     return [sys.executable, *args]
 
 
+def _http_component(name: str, port: int, *, restart: bool = False) -> Component:
+    """A runtime service ``python -m runtime.<name> --host --port`` with a ``/health`` endpoint."""
+    url = f"http://{HOST}:{port}"
+    return Component(name=name, argv=_python("-m", f"runtime.{name}", "--host", HOST, "--port", str(port)),
+                     health_url=f"{url}/health", restart=restart, info={"url": url, "ports": [port]})
+
+
 def _plan(ports: dict[str, int | None], *, workers: int) -> list[Component]:
     """Every component after the AWS emulator, in start order."""
     comps: list[Component] = []
@@ -127,27 +134,9 @@ def _plan(ports: dict[str, int | None], *, workers: int) -> list[Component]:
             info={"provider": name, "wire": wire, "url": url, "control": control,
                   "ports": [order_port, control_port]},
         ))
-    intake_port = ports.get("intake") or free_port()
-    comps.append(Component(
-        name="intake",
-        argv=_python("-m", "runtime.intake", "--host", HOST, "--port", str(intake_port)),
-        health_url=f"http://{HOST}:{intake_port}/health",
-        info={"url": f"http://{HOST}:{intake_port}", "ports": [intake_port]},
-    ))
-    prices_port = free_port()
-    comps.append(Component(
-        name="prices",
-        argv=_python("-m", "runtime.prices", "--host", HOST, "--port", str(prices_port)),
-        health_url=f"http://{HOST}:{prices_port}/health", restart=True,
-        info={"url": f"http://{HOST}:{prices_port}", "ports": [prices_port]},
-    ))
-    monitor_port = free_port()
-    comps.append(Component(
-        name="monitor",
-        argv=_python("-m", "runtime.monitor", "--host", HOST, "--port", str(monitor_port)),
-        health_url=f"http://{HOST}:{monitor_port}/health", restart=True,
-        info={"url": f"http://{HOST}:{monitor_port}", "ports": [monitor_port]},
-    ))
+    comps.append(_http_component("intake", ports.get("intake") or free_port()))
+    comps.append(_http_component("prices", free_port(), restart=True))
+    comps.append(_http_component("monitor", free_port(), restart=True))
     comps.append(Component(name="canary", argv=_python("-m", "runtime.canary"), health_url=None, restart=True))
     for n in range(1, workers + 1):
         comps.append(Component(name=f"worker-{n}", argv=_python("-m", "runtime.worker", "--id", f"worker-{n}"),

@@ -47,14 +47,12 @@ Alerts (one place publishes them: :class:`AlertPublisher`)
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import logging
 import os
 import queue
 import signal
-import sys
 import threading
 import time
 from collections import Counter
@@ -84,6 +82,7 @@ from runtime.liability import (
 )
 from runtime.names import Names, names_for
 from runtime.orders import OrderStore, from_item
+from runtime.service import service_main
 from runtime.settings import Settings
 
 __all__ = [
@@ -1022,23 +1021,8 @@ def serve(settings: Settings, host: str, port: int) -> int:
 
 
 def _main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m runtime.monitor", description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s monitor %(message)s")
-    for chatty in ("httpx", "httpcore", "botocore", "urllib3"):  # quiet: no line per request
-        logging.getLogger(chatty).setLevel(logging.WARNING)
-    from runtime.stack import resolve_settings
-
-    try:
-        return serve(resolve_settings(), args.host, args.port)
-    except TradeopsError as exc:
-        print(f"monitor failed: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except OSError as exc:
-        print(f"monitor failed: {exc}", file=sys.stderr)
-        return 1
+    return service_main(argv, prog="python -m runtime.monitor", label="monitor", description=__doc__.splitlines()[0],
+                        serve=serve)
 
 
 if __name__ == "__main__":

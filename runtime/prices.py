@@ -37,12 +37,10 @@ Control API (stdlib HTTP server, quiet): ``GET /health``, ``GET /prices``, ``POS
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import random
 import signal
-import sys
 import threading
 import time
 from collections.abc import Iterable
@@ -55,6 +53,7 @@ from typing import Any
 from runtime.aws import Aws
 from runtime.errors import BadInput, TradeopsError
 from runtime.names import names_for
+from runtime.service import service_main
 from runtime.settings import Settings
 
 __all__ = [
@@ -419,24 +418,8 @@ def serve(settings: Settings, host: str, port: int) -> int:
 
 
 def _main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m runtime.prices", description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s prices %(message)s")
-    for chatty in ("httpx", "httpcore", "botocore", "urllib3"):  # quiet: no line per request
-        logging.getLogger(chatty).setLevel(logging.WARNING)
-    from runtime.stack import resolve_settings
-
-    try:
-        settings = resolve_settings()
-        return serve(settings, args.host, args.port)
-    except TradeopsError as exc:
-        print(f"price feed failed: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except OSError as exc:
-        print(f"price feed failed: {exc}", file=sys.stderr)
-        return 1
+    return service_main(argv, prog="python -m runtime.prices", label="price feed", description=__doc__.splitlines()[0],
+                        serve=serve)
 
 
 if __name__ == "__main__":

@@ -95,3 +95,14 @@ def stack(stack_env: dict[str, str]) -> Iterator[dict]:
 def run_cli(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """Run the installed `tradeops` command as an operator would."""
     return subprocess.run(["tradeops", *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def flow(stack):
+    """A Flow on the session stack, with routing flags and broker faults reset before and after the test."""
+    from tests.orderflow import Flow
+
+    f = Flow(stack)
+    f.reset()
+    yield f
+    f.reset()

@@ -16,14 +16,6 @@ from tests.orderflow import Flow
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def flow(stack):
-    f = Flow(stack)
-    f.reset()
-    yield f
-    f.reset()
-
-
 def _operators(tmp_path: Path) -> Path:
     path = tmp_path / "operators.yaml"
     path.write_text("operators:\n  ops-alice: [duty-engineer]\n  ops-bob: [ops-manager]\n  risk-carol: [risk]\n")

@@ -18,14 +18,6 @@ from tests.orderflow import Flow
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def flow(stack):
-    f = Flow(stack)
-    f.reset()
-    yield f
-    f.reset()
-
-
 def _post_in_background(flow: Flow, prefix: str, count: int, every: float) -> tuple[threading.Thread, list[str]]:
     ids: list[str] = []
 
