@@ -148,6 +148,10 @@ def test_worker_killed_mid_batch_loses_nothing(flow):
     flow.fault("primary", "none")
     orders = flow.wait_final(ids, timeout=90)
     flow.reconcile(orders)
+    # The kill really caught orders in flight: their claims expired and another worker took them over,
+    # asking the broker first (the broker's own fill is what got recorded: reconcile() above).
+    taken_over = [o for o in orders.values() if any("taken over" in (h.get("note") or "") for h in o["history"])]
+    assert taken_over, "no order was in flight at worker-1 when it was killed"
 
 
 def test_poison_message_is_dead_lettered_and_work_goes_on(flow):
