@@ -37,7 +37,7 @@ from runtime.aws import Aws
 from runtime.brokers.sim import API_KEY_ENV, sim_command
 from runtime.control import Flags
 from runtime.deploy import deploy_stack
-from runtime.localstack import free_port
+from runtime.localstack import free_port, stop_process
 from runtime.settings import load_settings
 
 TARGET_SECONDS = 10.0
@@ -131,12 +131,7 @@ def main() -> int:
         return 0 if median < TARGET_SECONDS else 1
     finally:
         for proc in reversed(procs):
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc, 10)
 
 
 if __name__ == "__main__":

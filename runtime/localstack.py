@@ -35,7 +35,7 @@ from runtime.names import names_for
 from runtime.settings import Settings, load_settings
 from runtime.stack import clear_state, pid_alive, read_state, write_state
 
-__all__ = ["Component", "free_port", "launch", "run_supervisor", "stop"]
+__all__ = ["Component", "free_port", "launch", "run_supervisor", "stop", "stop_process"]
 
 HOST = "127.0.0.1"
 _PR_SET_PDEATHSIG = 1
@@ -97,14 +97,20 @@ class Component:
             return False
 
     def stop(self, grace: float = 5.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
+        if self.proc is not None:
+            stop_process(self.proc, grace)
+
+
+def stop_process(proc: subprocess.Popen, grace: float = 5.0) -> int:
+    """SIGTERM, then SIGKILL if it has not exited within ``grace`` seconds; its exit code."""
+    if proc.poll() is None:
+        proc.terminate()
         try:
-            self.proc.wait(grace)
+            proc.wait(grace)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+            proc.kill()
+            proc.wait()
+    return proc.returncode
 
 
 def _python(*args: str) -> list[str]:

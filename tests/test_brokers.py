@@ -28,6 +28,7 @@ from runtime.brokers.faults import Fault, parse_fault
 from runtime.brokers.sim import API_KEY_ENV, sim_command
 from runtime.brokers.wires import WIRES, HttpRequest
 from runtime.errors import BadInput, ConfigError, StackError
+from runtime.localstack import stop_process
 from runtime.providers import (
     AuthFailed,
     BrokerOrder,
@@ -99,13 +100,7 @@ def _wait_healthy(broker: Broker, timeout: float = 15.0) -> None:
 
 
 def _stop(broker: Broker) -> None:
-    if broker.proc.poll() is None:
-        broker.proc.terminate()
-        try:
-            broker.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            broker.proc.kill()
-            broker.proc.wait()
+    stop_process(broker.proc, 5)
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,8 @@ ticks it reads from the Kinesis stream; the monitor is killed and restarted; the
 every fill's ledger entry is checked against the formula; the fill events are replayed; approvals
 run through the commands.
 
-The feed and the monitor are the stack's own components when `tradeops up` starts them (stack
-state ``prices`` / component ``monitor``); otherwise this module starts them itself against the
-stack. The stack is shared with other modules: order ids are unique, flags are restored, and no
+The feed and the monitor are the stack's own components (started and restarted by its
+supervisor). The stack is shared with other modules: order ids are unique, flags are restored, and no
 table is assumed empty.
 """
 
@@ -19,7 +18,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -37,7 +35,6 @@ import pytest
 from boto3.dynamodb.types import TypeDeserializer
 
 from runtime.errors import BadInput
-from runtime.localstack import free_port
 from runtime.monitor import ORDERS_CHECKPOINT_KEY
 from runtime.prices import BATCH_SECONDS, Feed, parse_spike
 from tests.orderflow import Flow
@@ -74,48 +71,18 @@ def _wait(what: str, check: Any, timeout: float, every: float = 0.1) -> Any:
 
 
 class Components:
-    """The price feed and the monitor: the stack's own, or processes this module started."""
+    """The stack's own price feed and divergence monitor (`tradeops up` starts and restarts them)."""
 
-    def __init__(self, stack: dict[str, Any], log_dir: Path) -> None:
+    def __init__(self, stack: dict[str, Any]) -> None:
         self.stack = stack
         self.env = dict(stack["env"])
-        self.log_dir = log_dir
-        self.procs: dict[str, subprocess.Popen] = {}
         self.http = httpx.Client(timeout=10)
         state = _state(stack)
-        monitor = state.get("components", {}).get("monitor")
-        if state.get("prices") and monitor:
-            self.own = False
-            self.prices_url = state["prices"]
-            self.monitor_url = state.get("monitor") or monitor["health_url"].rsplit("/health", 1)[0]
-        else:
-            self.own = True
-            self.prices_url = self._start("prices")
-            self.monitor_url = self._start("monitor")
+        self.prices_url = state["prices"]
+        self.monitor_url = state["components"]["monitor"]["url"]
         self.env["TRADEOPS_PRICES_URL"] = self.prices_url
 
-    def _start(self, name: str) -> str:
-        port = free_port()
-        log = open(self.log_dir / f"{name}.log", "ab")
-        self.procs[name] = subprocess.Popen(
-            [sys.executable, "-m", f"runtime.{name}", "--host", "127.0.0.1", "--port", str(port)],
-            env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO)
-        log.close()
-        url = f"http://127.0.0.1:{port}"
-
-        def healthy() -> bool:
-            if self.procs[name].poll() is not None:
-                pytest.fail(f"{name} exited with {self.procs[name].returncode}; see {self.log_dir}")
-            try:
-                return self.http.get(f"{url}/health").status_code == 200
-            except httpx.HTTPError:
-                return False
-        _wait(f"{name} health", healthy, 30)
-        return url
-
     def monitor_pid(self) -> int:
-        if self.own:
-            return self.procs["monitor"].pid
         return _state(self.stack)["components"]["monitor"]["pid"]
 
     def snapshot(self, **params: str) -> dict[str, Any]:
@@ -129,39 +96,18 @@ class Components:
         return _wait("the monitor's snapshot", ready, 60, every=0.05)
 
     def crash_monitor(self, before_restart: Any = None) -> None:
-        """Kill the monitor outright (SIGKILL, no last flush) and bring up a new one."""
+        """Kill the monitor outright (SIGKILL, no last flush); the stack's supervisor brings up a new one."""
         old = self.monitor_pid()
         os.kill(old, signal.SIGSTOP)  # frozen first, so that nothing it had in flight lands after `before_restart`
         time.sleep(0.3)
         if before_restart is not None:
             before_restart()
         os.kill(old, signal.SIGKILL)
-        if self.own:
-            self.procs["monitor"].wait(10)
-            port = int(self.monitor_url.rsplit(":", 1)[1])
-            log = open(self.log_dir / "monitor.log", "ab")
-            self.procs["monitor"] = subprocess.Popen(
-                [sys.executable, "-m", "runtime.monitor", "--host", "127.0.0.1", "--port", str(port)],
-                env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO)
-            log.close()
-        else:  # the stack's supervisor restarts it
-            _wait("the supervisor to restart the monitor", lambda: self.monitor_pid() != old, 30)
+        _wait("the supervisor to restart the monitor", lambda: self.monitor_pid() != old, 30)
         _wait("the new monitor", lambda: self.snapshot().get("pid") != old, 60)
 
-    def close(self) -> dict[str, int]:
-        """Stop what this module started (SIGTERM, as the supervisor does); their exit codes."""
-        codes = {}
-        for name, proc in self.procs.items():
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-            codes[name] = proc.returncode
+    def close(self) -> None:
         self.http.close()
-        return codes
 
 
 # ---- what this module computes itself from the stream -----------------------------------------
@@ -364,10 +310,10 @@ class Scenario:
 
 
 @pytest.fixture(scope="module")
-def scenario(stack: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Any:
+def scenario(stack: dict[str, Any]) -> Any:
     flow = Flow(stack)
     flow.reset()
-    parts = Components(stack, tmp_path_factory.mktemp("liability-logs"))
+    parts = Components(stack)
     kw = dict(endpoint_url=stack["aws_endpoint"], region_name=stack["region"], aws_access_key_id="testing",
               aws_secret_access_key="testing")
     aws = {name: boto3.client(name, **kw) for name in ("kinesis", "dynamodb", "sqs", "sns", "sts")}
@@ -390,8 +336,7 @@ def scenario(stack: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) ->
         flow.reset()
         aws["sns"].unsubscribe(SubscriptionArn=subscription)
         aws["sqs"].delete_queue(QueueUrl=queue_url)
-        codes = parts.close()
-        assert set(codes.values()) <= {0}, f"feed/monitor did not stop cleanly on SIGTERM: {codes}"
+        parts.close()
 
 
 # ---- the feed's schedule and moves (no stack needed) -------------------------------------------
