@@ -28,17 +28,15 @@ from pathlib import Path
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout, installed or not
-
-from runbooks import engine
-from runbooks.identity import Identity
-from runbooks.testing import ScriptedApprover, write_operators
-from runtime.aws import Aws
-from runtime.brokers.sim import API_KEY_ENV, sim_command
-from runtime.control import Flags
-from runtime.deploy import deploy_stack
-from runtime.localstack import free_port, stop_process
-from runtime.settings import load_settings
+from tradeops.runbooks import engine
+from tradeops.runbooks.identity import Identity
+from tradeops.runbooks.testing import ScriptedApprover, write_operators
+from tradeops.runtime.brokers.sim import API_KEY_ENV, sim_command
+from tradeops.runtime.orderpath.flags import Flags
+from tradeops.runtime.platform.aws import Aws
+from tradeops.runtime.platform.settings import load_settings
+from tradeops.runtime.stack.deploy import deploy_stack
+from tradeops.runtime.stack.supervisor import free_port, stop_process
 
 TARGET_SECONDS = 10.0
 KEY = "bench-key"

@@ -27,15 +27,11 @@ import os
 import platform
 import random
 import statistics
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout, installed or not
-
-from runtime.liability import ExposureBook, PendingOrder, adverse_exposure
+from tradeops.runtime.liability.book import ExposureBook, PendingOrder, adverse_exposure
 
 T0 = datetime(2026, 11, 25, 14, 0, tzinfo=UTC)
 SYMBOLS = 5_000

@@ -24,15 +24,15 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from runtime import localstack
-from runtime.aws import Aws
-from runtime.intake import create_app
-from runtime.names import names_for
-from runtime.orders import OrderStore
-from runtime.router import open_providers
-from runtime.settings import load_settings
-from runtime.stack import resolve_settings
-from runtime.worker import Worker, broker_order
+from tradeops.runtime.orderpath.intake import create_app
+from tradeops.runtime.orderpath.orders import OrderStore
+from tradeops.runtime.orderpath.router import open_providers
+from tradeops.runtime.orderpath.worker import Worker, broker_order
+from tradeops.runtime.platform.aws import Aws
+from tradeops.runtime.platform.names import names_for
+from tradeops.runtime.platform.settings import load_settings
+from tradeops.runtime.platform.statefile import resolve_settings
+from tradeops.runtime.stack import supervisor
 
 WRITES = {"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems"}
 
@@ -144,14 +144,14 @@ def main() -> int:
     state = Path(tempfile.mkdtemp(prefix="bench-cost-"))
     os.environ["TRADEOPS_CANARY_SECONDS"] = "0"
     settings = load_settings(state_dir=state, canary_seconds=0)
-    localstack.launch(settings, workers=0, local=True, ports={})
+    supervisor.launch(settings, workers=0, local=True, ports={})
     try:
         settings = resolve_settings(settings)
         token = settings.intake_token or ""
         fast = run_tradeops(settings, token, args.orders, args.rate)
         naive = run_naive(settings, token, args.orders, args.rate)
     finally:
-        localstack.stop(settings)
+        supervisor.stop(settings)
     worker, intake, consumer = fast["worker"], fast["intake"], naive["consumer"]
     print(f"steady flow: {args.orders} orders at {args.rate:g}/s, one worker process")
     print(f"{'':28}{'tradeops worker':>18}{'naive consumer':>18}")

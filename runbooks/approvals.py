@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from runtime.errors import BadInput
+from tradeops.runtime.platform.errors import BadInput
 
 __all__ = [
     "Approval",
@@ -44,8 +44,10 @@ class ApprovalRule:
 
     @classmethod
     def from_spec(cls, spec: Mapping[str, object]) -> ApprovalRule:
-        roles = spec.get("roles") or ()
-        return cls(count=int(spec["count"]), roles=tuple(str(r) for r in roles))  # type: ignore[arg-type, union-attr]
+        count, roles = spec["count"], spec.get("roles") or ()
+        if not isinstance(count, int) or not isinstance(roles, list | tuple):
+            raise BadInput(f"an approval needs a whole count and a list of roles, not {dict(spec)!r}")
+        return cls(count=count, roles=tuple(str(r) for r in roles))
 
 
 @dataclass(frozen=True)

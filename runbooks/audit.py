@@ -5,9 +5,12 @@ Records live in the audit table under one ``chain`` (default ``audit``), numbere
 previous record (``prev_sha256``); the record's own ``sha256`` is taken over that body. Item
 ``seq = 0`` is the chain head (last seq and its digest), so a deleted *last* record is caught too.
 
-Appending writes the record and moves the head in one transaction, the record conditional on
-``attribute_not_exists(seq)`` and the head on still being where the writer read it: two writers
-can never fork the chain; the loser re-reads the head and tries again.
+Appending reads the last record, then writes the next one conditional on
+``attribute_not_exists(seq)``: of two writers that read the same last record only one can take the
+next seq, so the chain never forks; the loser reads again and chains after the winner. Then the
+head moves forward (conditional on it only ever growing). Each is a single-item conditional write,
+which DynamoDB applies atomically, and so does the local stack's emulator (a concurrency test proves
+it); a two-item transaction is not atomic there, so none is used.
 
 ``verify_chain`` (pure) walks the records and names the first broken one: edited (its digest no
 longer matches), deleted (a gap in seq, or the head is ahead of the last record) or reordered
@@ -24,14 +27,15 @@ import random
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from runtime.aws import Aws, aws_errors, error_code
-from runtime.errors import AwsError
-from runtime.names import names_for
+from tradeops.runtime.platform.aws import Aws, aws_errors, condition_failed
+from tradeops.runtime.platform.clock import iso
+from tradeops.runtime.platform.errors import AwsError
+from tradeops.runtime.platform.names import names_for
 
 __all__ = [
     "GENESIS",
@@ -45,6 +49,7 @@ __all__ = [
 ]
 
 GENESIS = "0" * 64
+_APPEND_ATTEMPTS = 500
 _HEAD = 0
 # Display-only events the audit does not need (the decisions they show are recorded elsewhere).
 _NOT_AUDITED = frozenset({"approval.progress"})
@@ -54,7 +59,7 @@ def _default(value: Any) -> Any:
     if isinstance(value, Decimal):
         return str(value)
     if isinstance(value, datetime):
-        return value.astimezone(UTC).isoformat()
+        return iso(value)
     if isinstance(value, Path):
         return str(value)
     if isinstance(value, set | frozenset | tuple):
@@ -69,10 +74,6 @@ def canonical_json(value: Any) -> str:
 
 def digest(body: dict[str, Any]) -> str:
     return hashlib.sha256(canonical_json(body).encode("utf-8")).hexdigest()
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)
@@ -153,14 +154,38 @@ class AuditLog:
             return 0, GENESIS
         return int(item["last_seq"]["N"]), item["last_sha256"]["S"]
 
+    def _last(self) -> tuple[int, str]:
+        """The seq and digest of the last record in the chain (0 and GENESIS when it is empty)."""
+        with aws_errors("read the audit chain"):
+            items = self.aws.dynamodb.query(
+                TableName=self.table, ConsistentRead=True, ScanIndexForward=False, Limit=1,
+                KeyConditionExpression="#c = :c AND #s > :z", ExpressionAttributeNames={"#c": "chain", "#s": "seq"},
+                ExpressionAttributeValues={":c": {"S": self.chain}, ":z": {"N": str(_HEAD)}}).get("Items", [])
+        if not items:
+            return 0, GENESIS
+        return int(items[0]["seq"]["N"]), items[0].get("sha256", {}).get("S", "")
+
+    def _advance_head(self, seq: int, sha: str) -> None:
+        """Move the head to ``seq`` unless a later append has moved it further already."""
+        try:
+            self.aws.dynamodb.update_item(
+                TableName=self.table, Key={"chain": {"S": self.chain}, "seq": {"N": str(_HEAD)}},
+                UpdateExpression="SET last_seq = :n, last_sha256 = :h",
+                ConditionExpression="attribute_not_exists(last_seq) OR last_seq < :n",
+                ExpressionAttributeValues={":n": {"N": str(seq)}, ":h": {"S": sha}})
+        except Exception as exc:
+            if not condition_failed(exc):
+                with aws_errors("move the audit chain head"):
+                    raise
+
     def append(self, kind: str, *, execution_id: str | None = None, step_id: str | None = None,
                actor: str | None = None, identity_source: str | None = None,
                data: dict[str, Any] | None = None) -> dict[str, Any]:
         """Append one record and return its body (with ``sha256``)."""
-        for _attempt in range(100):
-            last_seq, last_sha = self._head()
+        for attempt in range(_APPEND_ATTEMPTS):
+            last_seq, last_sha = self._last()
             seq = last_seq + 1
-            body = {"chain": self.chain, "seq": seq, "at": _now(), "kind": kind, "execution_id": execution_id,
+            body = {"chain": self.chain, "seq": seq, "at": iso(), "kind": kind, "execution_id": execution_id,
                     "step_id": step_id, "actor": actor, "identity_source": identity_source,
                     "data": json.loads(canonical_json(data or {})), "prev_sha256": last_sha}
             text = canonical_json(body)
@@ -169,29 +194,17 @@ class AuditLog:
                     "sha256": {"S": sha}, "kind": {"S": kind}}
             if execution_id:
                 item["execution_id"] = {"S": execution_id}
-            values: dict[str, Any] = {":n": {"N": str(seq)}, ":h": {"S": sha}}
-            if last_seq == 0:
-                condition = "attribute_not_exists(last_seq)"
-            else:
-                condition = "last_seq = :prev"
-                values[":prev"] = {"N": str(last_seq)}
             try:
-                self.aws.dynamodb.transact_write_items(TransactItems=[
-                    {"Put": {"TableName": self.table, "Item": item,
-                             "ConditionExpression": "attribute_not_exists(seq)"}},
-                    {"Update": {"TableName": self.table,
-                                "Key": {"chain": {"S": self.chain}, "seq": {"N": str(_HEAD)}},
-                                "UpdateExpression": "SET last_seq = :n, last_sha256 = :h",
-                                "ConditionExpression": condition, "ExpressionAttributeValues": values}},
-                ])
+                self.aws.dynamodb.put_item(TableName=self.table, Item=item,
+                                           ConditionExpression="attribute_not_exists(seq)")
             except Exception as exc:
-                if error_code(exc) in ("TransactionCanceledException", "ConditionalCheckFailedException",
-                                       "TransactionConflictException"):
-                    # Another writer appended first: read the new head and chain after it.
-                    time.sleep(random.uniform(0, 0.02))
-                    continue
-                with aws_errors("append to the audit log"):
-                    raise
+                if not condition_failed(exc):
+                    with aws_errors("append to the audit log"):
+                        raise
+                # Another writer took this seq first: chain after its record instead.
+                time.sleep(random.uniform(0, 0.005 * min(attempt + 1, 10)))
+                continue
+            self._advance_head(seq, sha)
             return {**body, "sha256": sha}
         raise AwsError(f"could not append to audit chain {self.chain!r}: too many concurrent writers")
 
@@ -229,12 +242,12 @@ class AuditLog:
         return out
 
     def verify(self) -> Verification:
-        # Records first, head second: honest appends move both at once, so the head read after the
-        # records can only be ahead of them through a concurrent append, which a re-read settles.
-        for _attempt in range(5):
+        # An honest append writes its record, then moves the head: a head out of step with the
+        # records read just before it is an append in flight, which a re-read settles.
+        for _attempt in range(20):
             records = self.stored()
             head = self._head()
-            if head[0] <= max((r.seq for r in records), default=0):
+            if head[0] == max((r.seq for r in records), default=0):
                 break
             time.sleep(0.05)
         return verify_chain(self.chain, records, head)

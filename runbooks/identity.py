@@ -20,11 +20,12 @@ import getpass
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import yaml
 
-from runtime.errors import ConfigError
+from tradeops.runtime.platform.aws import Aws, aws_errors
+from tradeops.runtime.platform.errors import ConfigError
+from tradeops.runtime.platform.settings import Settings
 
 __all__ = ["Identity", "Operators", "current_identity", "load_operators", "operators_path"]
 
@@ -40,11 +41,9 @@ class Identity:
         return self.name
 
 
-def current_identity(settings: Any, aws: Any = None) -> Identity:
+def current_identity(settings: Settings, aws: Aws | None = None) -> Identity:
     """The identity of whoever runs this process (see the module docstring)."""
     if settings.aws_endpoint_url is None:
-        from runtime.aws import Aws, aws_errors
-
         aws = aws or Aws(settings)
         with aws_errors("find the caller identity (STS)"):
             arn = aws.client("sts").get_caller_identity()["Arn"]
@@ -70,7 +69,7 @@ class Operators:
         return sorted(name for name, held in self.roles.items() if held & wanted)
 
 
-def operators_path(settings: Any) -> Path:
+def operators_path(settings: Settings) -> Path:
     return Path(settings.operators_file) if settings.operators_file else Path("operators.yaml")
 
 

@@ -24,9 +24,10 @@ from typing import Any
 import jsonschema
 import yaml
 
-from runbooks import registry
-from runbooks.identity import Operators
-from runtime.errors import BadInput, NotFound
+from tradeops.runbooks import registry
+from tradeops.runbooks.identity import Operators
+from tradeops.runtime.platform.errors import BadInput, NotFound
+from tradeops.runtime.platform.settings import package_file
 
 __all__ = [
     "BUILTIN_PARAMS",
@@ -128,8 +129,8 @@ def sha256_text(text: str) -> str:
 
 
 def runbook_dir() -> Path:
-    """Where the shipped runbooks (and schema.json) live."""
-    return Path(__file__).resolve().parent
+    """Where the shipped runbooks (and schema.json) live, inside the installed package."""
+    return package_file("runbooks")
 
 
 def shipped_runbooks() -> list[Path]:
@@ -359,7 +360,9 @@ class _Checker:
         self.lines = lines
         self.operators = operators
         self.issues: list[Issue] = []
-        declared = doc.get("parameters") if isinstance(doc.get("parameters"), dict) else {}
+        declared = doc.get("parameters")
+        if not isinstance(declared, dict):
+            declared = {}
         self.declared: dict[str, Any] = {k: v for k, v in declared.items() if isinstance(v, dict)}
         self.known = set(self.declared) | set(BUILTIN_PARAMS)
         # Values to check arguments with: the run's values, else the defaults that exist.

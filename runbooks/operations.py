@@ -1,8 +1,7 @@
 """The built-in probes and actions runbooks can name.
 
-Each is a thin call into the runtime (``runtime.control`` for the flags, ``runtime.ops`` for the
-fleet, the brokers and the orders); the runtime modules are imported inside each operation so
-this module imports, and validation works, on a machine that has only the runbooks.
+Each is a thin call into the runtime: :mod:`tradeops.runtime.orderpath.flags` for the flags,
+:mod:`tradeops.runtime.orderpath.ops` for the fleet, the brokers and the orders.
 """
 
 from __future__ import annotations
@@ -10,24 +9,18 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from runbooks.registry import OperationContext, Reading, action, probe
-from runtime.errors import CheckFailed, OperationFailed
+from tradeops.runbooks.registry import OperationContext, Reading, action, probe
+from tradeops.runtime.orderpath import ops
+from tradeops.runtime.orderpath.flags import Flags
+from tradeops.runtime.platform.errors import CheckFailed, OperationFailed
 
-__all__: list[str] = []  # operations are reached through runbooks.registry, by name
+__all__: list[str] = []  # operations are reached through tradeops.runbooks.registry, by name
 
 _PROVIDER = {"type": "string", "enum": ["primary", "secondary"]}
 
 
-def _flags(ctx: OperationContext) -> Any:
-    from runtime.control import Flags
-
+def _flags(ctx: OperationContext) -> Flags:
     return Flags(ctx.aws)
-
-
-def _ops() -> Any:
-    import runtime.ops as ops  # the order path's operator functions (lazy: see module docstring)
-
-    return ops
 
 
 # ---- probes -------------------------------------------------------------------------------
@@ -35,7 +28,7 @@ def _ops() -> Any:
 @probe("broker_healthy", args={"provider": _PROVIDER},
        description="Whether the broker's order API answers its health check now.")
 def broker_healthy(ctx: OperationContext, provider: str) -> Reading:
-    health = _ops().broker_health(ctx.settings, ctx.aws, provider)
+    health = ops.broker_health(ctx.settings, ctx.aws, provider)
     return Reading(bool(health.get("healthy")),
                    {"latency_ms": health.get("latency_ms"), "error": health.get("error")})
 
@@ -45,7 +38,6 @@ def broker_healthy(ctx: OperationContext, provider: str) -> Reading:
        description="Whether the broker stays healthy at every sample over a period (about one a second).",
        sampling=True)
 def broker_healthy_for(ctx: OperationContext, provider: str, seconds: float) -> Reading:
-    ops = _ops()
     deadline = time.monotonic() + (0 if ctx.instant else float(seconds))
     interval = min(1.0, max(float(seconds) / 5, 0.05))
     samples = 0
@@ -77,7 +69,7 @@ def active_broker(ctx: OperationContext) -> str:
 
 @probe("workers_drained", description="Whether no worker holds an order in flight (from their heartbeats).")
 def workers_drained(ctx: OperationContext) -> Reading:
-    fleet = _ops().fleet(ctx.aws)
+    fleet = ops.fleet(ctx.aws)
     return Reading(bool(fleet.get("drained")),
                    {"workers": len(fleet.get("workers", [])), "in_flight": fleet.get("in_flight")})
 
@@ -85,13 +77,13 @@ def workers_drained(ctx: OperationContext) -> Reading:
 @probe("in_flight_at", args={"provider": _PROVIDER},
        description="How many orders are SUBMITTING or IN_DOUBT at the broker.")
 def in_flight_at(ctx: OperationContext, provider: str) -> Reading:
-    orders = _ops().in_flight_orders(ctx.aws, provider)
+    orders = ops.in_flight_orders(ctx.aws, provider)
     return Reading(len(orders), {"order_ids": [o.get("order_id") for o in orders[:20]]})
 
 
 @probe("oldest_pending_age_seconds", description="Age in seconds of the oldest order not yet final (0 if none).")
 def oldest_pending_age_seconds(ctx: OperationContext) -> float:
-    age = _ops().oldest_pending_age(ctx.aws)
+    age = ops.oldest_pending_age(ctx.aws)
     return round(float(age), 3) if age is not None else 0.0
 
 
@@ -130,7 +122,7 @@ def set_routing_mode(ctx: OperationContext, mode: str) -> dict[str, Any]:
         description="Ask the broker about every order in flight there and settle the ones it answers for.",
         idempotent=True)  # asking again only settles what is still open
 def resolve_in_flight(ctx: OperationContext, provider: str) -> dict[str, Any]:
-    result = _ops().resolve_in_flight(ctx.settings, ctx.aws, provider)
+    result = ops.resolve_in_flight(ctx.settings, ctx.aws, provider)
     return {"resolved": list(result.get("resolved", [])), "in_doubt": list(result.get("in_doubt", []))}
 
 
@@ -138,7 +130,7 @@ def resolve_in_flight(ctx: OperationContext, provider: str) -> dict[str, Any]:
         description="Declare the broker's in-flight orders void so they may go to the other broker.")
 def declare_void(ctx: OperationContext, provider: str, reason: str) -> dict[str, Any]:
     approvers = ", ".join(ctx.approvers) or "none"
-    released = _ops().declare_void(
+    released = ops.declare_void(
         ctx.aws, provider, actor=ctx.actor or "runbook",
         reason=f"{reason} (execution {ctx.execution_id}, step {ctx.step_id}, approved by {approvers})",
         execution_id=ctx.execution_id)
@@ -153,7 +145,7 @@ def declare_void(ctx: OperationContext, provider: str, reason: str) -> dict[str,
         idempotent=True)  # a repeated notice is harmless; a missing one is not
 def notify(ctx: OperationContext, subject: str, message: str, audience: list[str]) -> dict[str, Any]:
     body = f"To: {', '.join(audience)}\n\n{message}\n\n(runbook execution {ctx.execution_id}, by {ctx.actor})"
-    message_id = _ops().notify(ctx.aws, subject, body)
+    message_id = ops.notify(ctx.aws, subject, body)
     return {"message_id": message_id, "audience": list(audience)}
 
 
@@ -162,7 +154,7 @@ def notify(ctx: OperationContext, subject: str, message: str, audience: list[str
         description="Post a synthetic order and require it to fill at the expected broker within the timeout.",
         idempotent=True)  # a second synthetic order touches no customer
 def canary(ctx: OperationContext, expect_provider: str, timeout: float) -> dict[str, Any]:
-    result = _ops().canary(ctx.settings, expect_provider=expect_provider, timeout=float(timeout))
+    result = ops.canary(ctx.settings, expect_provider=expect_provider, timeout=float(timeout))
     if result.get("status") != "FILLED":
         raise CheckFailed(f"canary order {result.get('order_id')} is {result.get('status')} after "
                           f"{result.get('seconds')} s, not FILLED")

@@ -2,7 +2,7 @@
 
 Every operation is registered by name with a JSON Schema for its arguments, so validation can
 refuse an unknown name or a bad argument before anything runs. The built-in operations live in
-``runbooks.operations`` and register themselves on import (``ensure_builtins``).
+``tradeops.runbooks.operations`` and register themselves on import (``ensure_builtins``).
 
 An operation is a plain function ``func(ctx, **args)``. A probe returns its value, or a
 ``Reading`` when it has detail worth showing next to the value. An action returns a JSON-able
@@ -18,6 +18,9 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from tradeops.runtime.platform.aws import Aws
+from tradeops.runtime.platform.settings import Settings
 
 __all__ = [
     "Operation",
@@ -48,8 +51,8 @@ class Reading:
 class OperationContext:
     """What an operation may know about the run that calls it."""
 
-    settings: Any
-    aws: Any
+    settings: Settings
+    aws: Aws
     execution_id: str | None = None
     step_id: str | None = None
     actor: str | None = None
@@ -134,7 +137,7 @@ def ensure_builtins() -> None:
     """Import the built-in operations once (they register themselves)."""
     global _builtins_loaded
     if not _builtins_loaded:
-        importlib.import_module("runbooks.operations")
+        importlib.import_module("tradeops.runbooks.operations")
         _builtins_loaded = True
 
 

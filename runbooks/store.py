@@ -17,20 +17,25 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 import time
 from decimal import Decimal
 from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
-from runbooks.approvals import Approval
-from runtime.aws import Aws, aws_errors, error_code
-from runtime.errors import BadInput, NotFound, OperationFailed
-from runtime.names import names_for
+from tradeops.runbooks.approvals import Approval
+from tradeops.runtime.platform.aws import Aws, aws_errors, condition_failed
+from tradeops.runtime.platform.errors import BadInput, NotFound, OperationFailed
+from tradeops.runtime.platform.names import names_for
 
-__all__ = ["FINAL_STATUSES", "ExecutionAborted", "ExecutionStore", "LeaseLost"]
+__all__ = ["FINAL_STATUSES", "LEASE_SECONDS", "RENEW_SECONDS", "ExecutionAborted", "ExecutionStore", "Lease",
+           "LeaseLost"]
 
 FINAL_STATUSES = ("completed", "failed", "aborted")
+LEASE_SECONDS = 30.0
+"""How long a lease on an execution lasts without renewal (a killed driver's lease then runs out)."""
+RENEW_SECONDS = 5.0
 _ser = TypeSerializer()
 _de = TypeDeserializer()
 
@@ -86,7 +91,7 @@ class ExecutionStore:
             self.aws.dynamodb.put_item(TableName=self.table, Item=_to_item({**meta, "item": "meta"}),
                                        ConditionExpression="attribute_not_exists(execution_id)")
         except Exception as exc:
-            if error_code(exc) == "ConditionalCheckFailedException":
+            if condition_failed(exc):
                 raise BadInput(f"execution {meta['execution_id']} already exists") from None
             with aws_errors("create the execution"):
                 raise
@@ -139,7 +144,7 @@ class ExecutionStore:
                 ExpressionAttributeNames={**names, "#st": "status"},
                 ExpressionAttributeValues={**values, ":tok": {"S": lease_token}, ":aborted": {"S": "aborted"}})
         except Exception as exc:
-            if error_code(exc) == "ConditionalCheckFailedException":
+            if condition_failed(exc):
                 raise self._why_refused(execution_id, lease_token) from None
             with aws_errors(f"update execution {execution_id}"):
                 raise
@@ -171,7 +176,7 @@ class ExecutionStore:
                 ConditionExpression=f"attribute_exists(execution_id) AND ({condition})",
                 ExpressionAttributeValues=values)
         except Exception as exc:
-            if error_code(exc) == "ConditionalCheckFailedException":
+            if condition_failed(exc):
                 meta = self.meta(execution_id)
                 owner_ = meta.get("lease_owner") or {}
                 raise BadInput(f"execution {execution_id} is being run by pid {owner_.get('pid')} on "
@@ -187,7 +192,7 @@ class ExecutionStore:
                 UpdateExpression="SET lease_until = :until", ConditionExpression="lease_token = :tok",
                 ExpressionAttributeValues={":tok": {"S": token}, ":until": {"N": repr(time.time() + ttl)}})
         except Exception as exc:
-            if error_code(exc) == "ConditionalCheckFailedException":
+            if condition_failed(exc):
                 return False
             return True  # a transient error: the next renewal tries again, the lease outlives it
         return True
@@ -215,7 +220,7 @@ class ExecutionStore:
                 ExpressionAttributeValues={**values, ":aborted": {"S": "aborted"}, ":c": {"S": "completed"},
                                            ":f": {"S": "failed"}, ":a": {"S": "aborted"}})
         except Exception as exc:
-            if error_code(exc) == "ConditionalCheckFailedException":
+            if condition_failed(exc):
                 now = self.meta(execution_id)
                 raise BadInput(f"execution {execution_id} is already {now.get('status')}; nothing to abort") from None
             with aws_errors(f"abort execution {execution_id}"):
@@ -244,7 +249,7 @@ class ExecutionStore:
                 {"Put": {"TableName": self.table, "Item": item}},
             ])
         except Exception as exc:
-            if error_code(exc) == "TransactionCanceledException":
+            if condition_failed(exc):
                 raise self._why_refused(execution_id, lease_token) from None
             with aws_errors("record the step"):
                 raise
@@ -260,7 +265,7 @@ class ExecutionStore:
                                        ConditionExpression="attribute_not_exists(#i)",
                                        ExpressionAttributeNames={"#i": "item"})
         except Exception as exc:
-            if error_code(exc) == "ConditionalCheckFailedException":
+            if condition_failed(exc):
                 raise BadInput(f"refused: {approval.identity} has already decided on step {approval.step_id} "
                                f"of {approval.execution_id}; one identity counts once") from None
             with aws_errors("record the approval"):
@@ -293,3 +298,29 @@ class ExecutionStore:
             if "LastEvaluatedKey" not in page:
                 return out
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+class Lease:
+    """Keeps this process's lease on an execution alive from a background thread."""
+
+    def __init__(self, store: ExecutionStore, execution_id: str, token: str) -> None:
+        self.store, self.execution_id, self.token = store, execution_id, token
+        self.lost = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._renew, name=f"lease-{execution_id}", daemon=True)
+
+    def _renew(self) -> None:
+        while not self._stop.wait(RENEW_SECONDS):
+            if not self.store.renew(self.execution_id, self.token, LEASE_SECONDS):
+                self.lost = True
+                return
+
+    def start(self) -> Lease:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=2)
+        self.store.release(self.execution_id, self.token)

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import yaml
 
-from runbooks import engine
-from runbooks.identity import Identity, Operators
-from runtime.errors import BadInput
+from tradeops.runbooks import engine
+from tradeops.runbooks.identity import Identity, Operators, load_operators
+from tradeops.runtime.platform.aws import Aws
+from tradeops.runtime.platform.errors import BadInput
+from tradeops.runtime.platform.settings import Settings
 
 __all__ = ["ScriptedApprover", "isolated_flags", "write_operators"]
 
@@ -24,13 +25,11 @@ FLAG_DEFAULTS = {"processing": "running", "routing/mode": "manual", "routing/act
                  "routing/trickle": "0.05"}
 
 
-def isolated_flags(settings: Any, param_prefix: str, *, aws: Any = None) -> Any:
+def isolated_flags(settings: Settings, param_prefix: str, *, aws: Aws | None = None) -> Settings:
     """Settings whose control flags live under ``param_prefix`` (created with safe defaults).
 
     Lets a drill or a test flip flags without touching the ones a running stack obeys.
     """
-    from runtime.aws import Aws
-
     isolated = settings.model_copy(update={"param_prefix": param_prefix})
     ssm = (aws or Aws(isolated)).ssm
     for name, value in FLAG_DEFAULTS.items():
@@ -40,8 +39,6 @@ def isolated_flags(settings: Any, param_prefix: str, *, aws: Any = None) -> Any:
 
 def write_operators(path: Path, roles: Mapping[str, Sequence[str]]) -> Operators:
     """Write an operators file (identity → roles) and return it loaded."""
-    from runbooks.identity import load_operators
-
     path.write_text(yaml.safe_dump({"operators": {k: list(v) for k, v in roles.items()}}), encoding="utf-8")
     return load_operators(path)
 
@@ -49,7 +46,7 @@ def write_operators(path: Path, roles: Mapping[str, Sequence[str]]) -> Operators
 class ScriptedApprover:
     """Approves waiting steps as the first eligible identities among ``identities``."""
 
-    def __init__(self, settings: Any, *, aws: Any, operators: Operators, identities: Sequence[Identity],
+    def __init__(self, settings: Settings, *, aws: Aws, operators: Operators, identities: Sequence[Identity],
                  reason: str = "scripted approval (drill)") -> None:
         self.settings, self.aws, self.operators = settings, aws, operators
         self.identities = list(identities)

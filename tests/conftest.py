@@ -18,10 +18,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from runtime.aws import Aws
-from runtime.deploy import deploy_stack
-from runtime.localstack import free_port
-from runtime.settings import Settings, load_settings
+from tradeops.runtime.platform.aws import Aws
+from tradeops.runtime.platform.settings import Settings, load_settings
+from tradeops.runtime.stack.deploy import deploy_stack
+from tradeops.runtime.stack.supervisor import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -11,9 +11,9 @@ import uuid
 
 import pytest
 
-from runbooks.audit import GENESIS, AuditLog, StoredRecord, canonical_json, digest, verify_chain
-from runtime.aws import Aws
-from runtime.names import names_for
+from tradeops.runbooks.audit import GENESIS, AuditLog, StoredRecord, canonical_json, digest, verify_chain
+from tradeops.runtime.platform.aws import Aws
+from tradeops.runtime.platform.names import names_for
 
 
 @pytest.fixture
@@ -108,28 +108,28 @@ def test_reordered_records_are_named(chain, aws_settings, tmp_path):
 
 
 def test_concurrent_writers_never_fork_the_chain(aws_settings):
-    """Four threads appending at once produce one unbroken chain with every record in it."""
+    """8 writers x 15 appends at once on the emulator leave 120 records in one chain that verifies."""
     log = AuditLog(Aws(aws_settings), chain=f"test-{uuid.uuid4().hex[:8]}")
     errors: list[BaseException] = []
 
     def writer(n: int) -> None:
         try:
             own = AuditLog(Aws(aws_settings), chain=log.chain)
-            for i in range(5):
+            for i in range(15):
                 own.append("x", data={"writer": n, "i": i})
         except BaseException as exc:  # surfaced by the assertion below
             errors.append(exc)
 
-    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(8)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(60)
     assert not errors
     result = log.verify()
-    assert result.ok and result.records == 20
+    assert result.ok and result.records == 120
     assert sorted((e["data"]["writer"], e["data"]["i"]) for e in log.entries()) == [
-        (n, i) for n in range(4) for i in range(5)]
+        (n, i) for n in range(8) for i in range(15)]
 
 
 def test_verify_chain_is_pure_and_names_the_first_break():

@@ -16,9 +16,9 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from runtime.breaker import BreakerConfig, CircuitBreaker, Transition
-from runtime.errors import ConfigError
-from runtime.settings import Settings, load_settings
+from tradeops.runtime.orderpath.breaker import BreakerConfig, CircuitBreaker, Transition
+from tradeops.runtime.platform.errors import ConfigError
+from tradeops.runtime.platform.settings import Settings, load_settings
 
 FAST, SLOW = 10.0, 2000.0
 

@@ -22,14 +22,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runtime.brokers.book import Book, make_order
-from runtime.brokers.control import SimControl
-from runtime.brokers.faults import Fault, parse_fault
-from runtime.brokers.sim import API_KEY_ENV, sim_command
-from runtime.brokers.wires import WIRES, HttpRequest
-from runtime.errors import BadInput, ConfigError, StackError
-from runtime.localstack import stop_process
-from runtime.providers import (
+from tradeops.runtime.brokers.book import Book, make_order
+from tradeops.runtime.brokers.control import SimControl
+from tradeops.runtime.brokers.faults import Fault, parse_fault
+from tradeops.runtime.brokers.sim import API_KEY_ENV, sim_command
+from tradeops.runtime.brokers.wires import WIRES, HttpRequest
+from tradeops.runtime.orderpath.providers import (
     AuthFailed,
     BrokerOrder,
     NotAccepted,
@@ -39,6 +37,8 @@ from runtime.providers import (
     _refusal,
     make_provider,
 )
+from tradeops.runtime.platform.errors import BadInput, ConfigError, StackError
+from tradeops.runtime.stack.supervisor import stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "sim-" + secrets.token_hex(12)

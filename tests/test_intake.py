@@ -21,12 +21,12 @@ import httpx
 import pytest
 import uvicorn
 
-from runtime.aws import Aws
-from runtime.intake import MAX_BODY_BYTES, create_app, order_json
-from runtime.localstack import free_port
-from runtime.names import names_for
-from runtime.orders import OrderStore
-from runtime.settings import Settings
+from tradeops.runtime.orderpath.intake import MAX_BODY_BYTES, create_app, order_json
+from tradeops.runtime.orderpath.orders import OrderStore
+from tradeops.runtime.platform.aws import Aws
+from tradeops.runtime.platform.names import names_for
+from tradeops.runtime.platform.settings import Settings
+from tradeops.runtime.stack.supervisor import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 TOKEN = "intake-test-token"
@@ -500,8 +500,8 @@ def _process_env(settings: Settings, **extra: str) -> dict[str, str]:
 
 
 def test_process_refuses_to_start_without_a_token(aws_settings: Settings, tmp_path: Path) -> None:
-    """`python -m runtime.intake` without TRADEOPS_INTAKE_TOKEN exits 2 with a one-line reason."""
-    done = subprocess.run([sys.executable, "-m", "runtime.intake", "--port", str(free_port())],
+    """`python -m tradeops.runtime.orderpath.intake` without TRADEOPS_INTAKE_TOKEN exits 2 with a one-line reason."""
+    done = subprocess.run([sys.executable, "-m", "tradeops.runtime.orderpath.intake", "--port", str(free_port())],
                           env=_process_env(aws_settings), cwd=tmp_path, capture_output=True, text=True, timeout=30)
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0 and "TRADEOPS_INTAKE_TOKEN" in done.stderr
@@ -511,7 +511,8 @@ def test_process_serves_quietly_and_exits_cleanly_on_sigterm(aws_settings: Setti
                                                               probe: Probe) -> None:
     """The process serves orders with no per-request log lines and exits 0 on SIGTERM."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "runtime.intake", "--host", "127.0.0.1", "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "tradeops.runtime.orderpath.intake", "--host", "127.0.0.1",
+                             "--port", str(port)],
                             env=_process_env(aws_settings, TRADEOPS_INTAKE_TOKEN=TOKEN), cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

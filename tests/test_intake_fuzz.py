@@ -23,8 +23,8 @@ from schemathesis.checks import (
 # Shared with the example-based tests (pytest puts tests/ on sys.path: rootdir conftest, no __init__.py).
 from test_intake import AUTH, TOKEN, LiveServer, Probe
 
-from runtime.intake import create_app
-from runtime.settings import Settings
+from tradeops.runtime.orderpath.intake import create_app
+from tradeops.runtime.platform.settings import Settings
 
 
 @pytest.fixture(scope="module")

@@ -16,12 +16,18 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from runtime.aws import Aws
-from runtime.errors import BadInput, NotFound
-from runtime.ledger import NOTHING_DUE, SYSTEM_REQUESTER, Ledger, write_csv
-from runtime.liability_commands import reimbursements_app
-from runtime.reimbursement import APPROVED, PENDING_APPROVAL, REJECTED, ApprovalRefused, new_reimbursement
-from runtime.settings import Settings
+from tradeops.commands.reimbursements import reimbursements_app
+from tradeops.runtime.liability.ledger import NOTHING_DUE, SYSTEM_REQUESTER, Ledger, write_csv
+from tradeops.runtime.liability.reimbursement import (
+    APPROVED,
+    PENDING_APPROVAL,
+    REJECTED,
+    ApprovalRefused,
+    new_reimbursement,
+)
+from tradeops.runtime.platform.aws import Aws
+from tradeops.runtime.platform.errors import BadInput, NotFound
+from tradeops.runtime.platform.settings import Settings
 
 T0 = datetime(2026, 11, 25, 14, 0, tzinfo=UTC)
 FINANCE = {"finance"}
@@ -34,7 +40,7 @@ def ledger(aws_settings: Settings) -> Ledger:
 
 def filled(ledger_id: str, *, side: str = "BUY", quote: str = "100.00", fill: str = "101.00", qty: int = 10,
            waited: float = 42.5, **extra: object) -> dict:
-    """A FILLED order as the orders table holds it (plain values, as runtime.orders.from_item gives)."""
+    """A FILLED order as the orders table holds it (plain values, as OrderStore reads it)."""
     return {"order_id": ledger_id, "account_id": "acc-1", "symbol": "SYM1", "side": side, "quantity": qty,
             "order_type": "MARKET", "quote_price": Decimal(quote), "fill_price": Decimal(fill),
             "placed_at": (T0).isoformat(), "filled_at": (T0 + timedelta(seconds=waited)).isoformat(),

@@ -11,8 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
-from runtime.errors import BadInput
-from runtime.liability import (
+from tradeops.runtime.liability.book import (
     BREACH,
     RECOVERY,
     BadTick,
@@ -26,7 +25,8 @@ from runtime.liability import (
     parse_tick,
     round_exposure,
 )
-from runtime.settings import load_settings
+from tradeops.runtime.platform.errors import BadInput
+from tradeops.runtime.platform.settings import load_settings
 
 T0 = datetime(2026, 11, 25, 14, 0, tzinfo=UTC)
 

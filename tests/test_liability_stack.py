@@ -34,10 +34,10 @@ import httpx
 import pytest
 from boto3.dynamodb.types import TypeDeserializer
 
-from runtime.errors import BadInput
-from runtime.monitor import ORDERS_CHECKPOINT_KEY
-from runtime.prices import BATCH_SECONDS, Feed, parse_spike
 from tests.orderflow import Flow
+from tradeops.runtime.liability.monitor import ORDERS_CHECKPOINT_KEY
+from tradeops.runtime.liability.prices import BATCH_SECONDS, Feed, parse_spike
+from tradeops.runtime.platform.errors import BadInput
 
 pytestmark = pytest.mark.slow
 
@@ -114,7 +114,7 @@ class Components:
 
 
 def tick_of(data: bytes, universe: frozenset[str]) -> tuple[str, Decimal, datetime] | None:
-    """A tick as this module reads it independently of runtime.liability: None when malformed."""
+    """A tick as this module reads it independently of tradeops.runtime.liability.book: None when malformed."""
     try:
         doc = json.loads(data)
     except ValueError:

@@ -178,13 +178,13 @@ def test_poison_message_is_dead_lettered_and_work_goes_on(flow):
 def test_canary_proves_each_broker_and_is_synthetic(flow):
     """A canary order goes to each broker whatever the routing says, is recorded synthetic, and its latency is
     published per broker."""
-    from runtime.aws import Aws
-    from runtime.canary import send_canary
-    from runtime.events import EventLog
-    from runtime.orders import OrderStore
-    from runtime.router import open_providers
-    from runtime.settings import load_settings
-    from runtime.stack import resolve_settings
+    from tradeops.runtime.orderpath.canary import send_canary
+    from tradeops.runtime.orderpath.orders import OrderStore
+    from tradeops.runtime.orderpath.router import open_providers
+    from tradeops.runtime.platform.aws import Aws
+    from tradeops.runtime.platform.events import EventLog
+    from tradeops.runtime.platform.settings import load_settings
+    from tradeops.runtime.platform.statefile import resolve_settings
 
     settings = resolve_settings(load_settings(state_dir=Path(flow.stack["state_dir"])))
     aws = Aws(settings)

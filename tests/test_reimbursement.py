@@ -10,8 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from runtime.errors import BadInput
-from runtime.reimbursement import (
+from tradeops.runtime.liability.reimbursement import (
     APPROVED,
     PENDING_APPROVAL,
     REJECTED,
@@ -23,6 +22,7 @@ from runtime.reimbursement import (
     new_reimbursement,
     reject,
 )
+from tradeops.runtime.platform.errors import BadInput
 
 T0 = datetime(2026, 11, 25, 14, 0, tzinfo=UTC)
 FINANCE = {"finance"}

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runtime.routing import (
+from tradeops.runtime.orderpath.routing import (
     PROVIDERS,
     choose_provider,
     other,

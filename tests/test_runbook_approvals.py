@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from runbooks.approvals import Approval, ApprovalContext, ApprovalRule, check_new_decision, evaluate
-from runtime.errors import BadInput
+from tradeops.runbooks.approvals import Approval, ApprovalContext, ApprovalRule, check_new_decision, evaluate
+from tradeops.runtime.platform.errors import BadInput
 
 SHA = "a" * 64
 RULE = ApprovalRule(count=2, roles=("ops-manager", "risk", "duty-engineer"))

@@ -12,15 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from runbooks import engine, registry
-from runbooks.audit import AuditLog
-from runbooks.identity import Identity
-from runbooks.registry import Operation
-from runbooks.store import ExecutionStore
-from runbooks.testing import ScriptedApprover, isolated_flags, write_operators
-from runtime.aws import Aws
-from runtime.control import Flags
-from runtime.errors import BadInput, OperationFailed
+from tradeops.runbooks import engine, registry
+from tradeops.runbooks.audit import AuditLog
+from tradeops.runbooks.identity import Identity
+from tradeops.runbooks.registry import Operation
+from tradeops.runbooks.store import ExecutionStore
+from tradeops.runbooks.testing import ScriptedApprover, isolated_flags, write_operators
+from tradeops.runtime.orderpath.flags import Flags
+from tradeops.runtime.platform.aws import Aws
+from tradeops.runtime.platform.errors import BadInput, OperationFailed
 
 REPO = Path(__file__).resolve().parent.parent
 

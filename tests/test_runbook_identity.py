@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import getpass
 
-from runbooks.identity import current_identity
-from runtime.aws import Aws
+from tradeops.runbooks.identity import current_identity
+from tradeops.runtime.platform.aws import Aws
 
 
 def test_local_identity_is_the_operator_setting(aws_settings):

@@ -9,8 +9,8 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from runbooks.identity import load_operators
-from runbooks.model import (
+from tradeops.runbooks.identity import load_operators
+from tradeops.runbooks.model import (
     check_runbook,
     load_runbook,
     parse_param_overrides,
@@ -20,8 +20,8 @@ from runbooks.model import (
     schema,
     shipped_runbooks,
 )
-from runbooks.testing import write_operators
-from runtime.errors import BadInput, ConfigError, NotFound
+from tradeops.runbooks.testing import write_operators
+from tradeops.runtime.platform.errors import BadInput, ConfigError, NotFound
 
 GOOD = """\
 name: good

@@ -17,16 +17,16 @@ from decimal import Decimal
 import httpx
 import pytest
 
-from runbooks import engine
-from runbooks.audit import AuditLog
-from runbooks.identity import Identity
-from runbooks.testing import ScriptedApprover, write_operators
-from runtime.aws import Aws
-from runtime.brokers.sim import API_KEY_ENV, sim_command
-from runtime.control import Flags
-from runtime.deploy import deploy_stack
-from runtime.localstack import free_port
-from runtime.orders import OrderRequest, OrderStore, new_order
+from tradeops.runbooks import engine
+from tradeops.runbooks.audit import AuditLog
+from tradeops.runbooks.identity import Identity
+from tradeops.runbooks.testing import ScriptedApprover, write_operators
+from tradeops.runtime.brokers.sim import API_KEY_ENV, sim_command
+from tradeops.runtime.orderpath.flags import Flags
+from tradeops.runtime.orderpath.orders import OrderRequest, OrderStore, new_order
+from tradeops.runtime.platform.aws import Aws
+from tradeops.runtime.stack.deploy import deploy_stack
+from tradeops.runtime.stack.supervisor import free_port
 
 KEY = "shipped-test-key"
 ALICE = Identity("alice", "test")
@@ -100,7 +100,8 @@ def order_in_doubt_at_primary(stage):
     order, _ = store.create(new_order(OrderRequest(
         order_id=f"rb-{uuid.uuid4().hex[:10]}", account_id="acc-rb", symbol="VOD.L", side="BUY", quantity=10,
         quote_price=Decimal("101.5"))))
-    order = store.transition(order, "IN_DOUBT", actor="test", set_fields={"provider": "primary"})
+    order = store.transition(order, "SUBMITTING", actor="test", set_fields={"provider": "primary"})
+    order = store.transition(order, "IN_DOUBT", actor="test")
     return order["order_id"]
 
 

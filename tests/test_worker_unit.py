@@ -7,7 +7,7 @@ from decimal import Decimal
 from hypothesis import given
 from hypothesis import strategies as st
 
-from runtime.worker import account_ref, broker_order
+from tradeops.runtime.orderpath.worker import account_ref, broker_order
 
 
 def _order(account_id: str) -> dict:

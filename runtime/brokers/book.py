@@ -192,19 +192,19 @@ class Book:
             return held, False
         self._sequence += 1
         ref = f"{self.name}-{self._sequence:07d}"
-        common = {"order_id": order.order_id, "at": now, "broker_ref": ref, "symbol": order.symbol,
-                  "side": order.side, "quantity": order.quantity}
+        def record_of(state: str, **outcome: Any) -> OrderRecord:
+            return OrderRecord(order_id=order.order_id, at=now, broker_ref=ref, symbol=order.symbol,
+                               side=order.side, quantity=order.quantity, state=state, **outcome)
+
         if order.quantity > self.max_quantity:
-            record = OrderRecord(state=REJECTED, reason=f"quantity exceeds the maximum of {self.max_quantity}",
-                                 **common)
+            record = record_of(REJECTED, reason=f"quantity exceeds the maximum of {self.max_quantity}")
         else:
             price = self.price(order.symbol)
             limit = order.limit_price
             if limit is not None and (price > limit if order.side == "BUY" else price < limit):
-                record = OrderRecord(state=REJECTED, reason=f"limit {limit} not marketable at {price}",
-                                     **common)
+                record = record_of(REJECTED, reason=f"limit {limit} not marketable at {price}")
             else:
-                record = OrderRecord(state=FILLED, price=price, filled_quantity=order.quantity, **common)
+                record = record_of(FILLED, price=price, filled_quantity=order.quantity)
                 self._fills.append(record)
         self._orders[order.order_id] = record
         return record, True

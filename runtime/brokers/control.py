@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from runtime.errors import BadInput, StackError
+from tradeops.runtime.platform.errors import BadInput, StackError
 
 __all__ = ["SimControl"]
 

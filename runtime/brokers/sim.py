@@ -1,6 +1,6 @@
 """A simulated broker: one order API (wire ``alpha`` or ``beta``) and one control surface.
 
-Run as ``python -m runtime.brokers.sim --name primary --wire alpha --host 127.0.0.1
+Run as ``python -m tradeops.runtime.brokers.sim --name primary --wire alpha --host 127.0.0.1
 --order-port P --control-port C --seed 1``. The API key the order API demands is read from
 ``TRADEOPS_SIM_API_KEY`` (never an argument, never printed); unset means no key is needed.
 SIGTERM or SIGINT stops it cleanly (exit 0, both ports closed). It prints nothing while it
@@ -50,9 +50,9 @@ from urllib.parse import unquote, urlsplit
 
 import h11
 
-from runtime.brokers.book import Book, InvalidOrder
-from runtime.brokers.faults import Fault, parse_fault
-from runtime.brokers.wires import WIRES, HttpReply, HttpRequest
+from tradeops.runtime.brokers.book import Book, InvalidOrder
+from tradeops.runtime.brokers.faults import Fault, parse_fault
+from tradeops.runtime.brokers.wires import WIRES, HttpReply, HttpRequest
 
 __all__ = ["API_KEY_ENV", "Simulator", "main", "sim_command"]
 
@@ -266,7 +266,7 @@ class Simulator:
 def sim_command(*, name: str, wire: str, host: str, order_port: int, control_port: int,
                 seed: int) -> list[str]:
     """The argv that starts one simulated broker (pass the key in the environment)."""
-    return [sys.executable, "-m", "runtime.brokers.sim", "--name", name, "--wire", wire, "--host", host,
+    return [sys.executable, "-m", "tradeops.runtime.brokers.sim", "--name", name, "--wire", wire, "--host", host,
             "--order-port", str(order_port), "--control-port", str(control_port), "--seed", str(seed)]
 
 
@@ -285,7 +285,7 @@ async def _run(args: argparse.Namespace, api_key: str | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m runtime.brokers.sim", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tradeops.runtime.brokers.sim", description=__doc__.splitlines()[0])
     parser.add_argument("--name", required=True, help="provider name, e.g. primary")
     parser.add_argument("--wire", required=True, choices=sorted(WIRES))
     parser.add_argument("--host", default="127.0.0.1")

@@ -1,6 +1,6 @@
 """The two wire formats of the simulated brokers: requests in, ``Book`` calls, answers out. No I/O.
 
-They differ the way real broker APIs differ, so that the adapters in ``runtime.providers`` have
+They differ the way real broker APIs differ, so that the adapters in ``tradeops.runtime.orderpath.providers`` have
 real translating to do. Both hold orders by the client's order id (our ``order_id``).
 
 **alpha** — REST, camelCase, errors carried by HTTP status codes. Auth: ``X-Api-Key: <key>``.
@@ -49,7 +49,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
-from runtime.brokers.book import CANCELLED, FILLED, Book, InvalidOrder, OrderRecord, check_order_id, make_order
+from tradeops.runtime.brokers.book import CANCELLED, FILLED, Book, InvalidOrder, OrderRecord, check_order_id, make_order
 
 __all__ = ["WIRES", "AlphaWire", "BetaWire", "HttpReply", "HttpRequest", "Wire"]
 
@@ -199,10 +199,10 @@ class AlphaWire:
         except InvalidOrder as exc:
             return endpoint, self._error(400, "INVALID_REQUEST", _wire_message(exc, self._NAMES))
         if endpoint == "status":
-            record = book.status(order_id)
-            if record is None:
+            known = book.status(order_id)
+            if known is None:
                 return endpoint, self._error(404, "UNKNOWN_ORDER", f"no order with clientOrderId {order_id}")
-            return endpoint, HttpReply(200, self._order(record))
+            return endpoint, HttpReply(200, self._order(known))
         record = book.cancel(order_id, now)
         if record.state == CANCELLED:
             return endpoint, HttpReply(200, self._order(record))
@@ -275,10 +275,10 @@ class BetaWire:
         except InvalidOrder as exc:
             return endpoint, self._error("INVALID_REQUEST", _wire_message(exc, self._NAMES))
         if endpoint == "status":
-            record = book.status(order_id)
-            if record is None:
+            known = book.status(order_id)
+            if known is None:
                 return endpoint, HttpReply(200, {"result": "ok", "client_ref": order_id, "status": "not_found"})
-            return endpoint, HttpReply(200, {"result": "ok", **self._order(record)})
+            return endpoint, HttpReply(200, {"result": "ok", **self._order(known)})
         record = book.cancel(order_id, now)
         if record.state == CANCELLED:
             return endpoint, HttpReply(200, {"result": "ok", **self._order(record)})

@@ -1,0 +1,101 @@
+"""`tradeops exposure`: what delay is costing customers, live."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Annotated, Any
+
+import typer
+from rich.console import Group
+from rich.live import Live
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+from tradeops.commands.context import context
+from tradeops.commands.output import JsonOpt, out, print_json
+from tradeops.runtime.liability.monitor import read_summary
+from tradeops.runtime.platform.aws import Aws
+from tradeops.runtime.platform.clock import utcnow
+from tradeops.runtime.platform.errors import BadInput, StackError
+
+__all__ = ["exposure", "render_exposure"]
+
+STALE_SECONDS = 5.0
+
+
+def _age(summary: dict[str, Any], now: datetime) -> float:
+    try:
+        return max(0.0, (now - datetime.fromisoformat(summary["updated_at"])).total_seconds())
+    except (KeyError, ValueError):
+        return float("inf")
+
+
+def _read(aws: Aws) -> dict[str, Any]:
+    summary = read_summary(aws)
+    if summary is None:
+        raise StackError("no exposure summary yet: is the divergence monitor running? (`tradeops status`)")
+    age = _age(summary, utcnow())
+    summary["age_seconds"] = round(age, 1)
+    summary["stale"] = age > STALE_SECONDS
+    return summary
+
+
+def render_exposure(summary: dict[str, Any], *, top: int = 20) -> Group:
+    """The operator's picture of one summary: headline, thresholds, worst orders."""
+    headline = Text.assemble(
+        ("Total exposure ", "bold"), (f"£{summary['total_exposure']} GBP", "bold"),
+        f" over {summary['pending_orders']} pending orders ({summary['exposed_orders']} exposed)"
+        f" · max divergence {summary['max_divergence_pct']}%"
+        f" · oldest pending {summary['oldest_pending_seconds']:.1f}s",
+    )
+    parts: list[Any] = [headline]
+    if summary.get("stale"):
+        parts.append(Text(f"warning: this summary is {summary['age_seconds']:.0f}s old; "
+                          "is the divergence monitor running?", style="yellow"))
+    thresholds = Table("threshold", "limit", "now", "state", "orders", header_style="bold")
+    for t in summary["thresholds"]:
+        thresholds.add_row(t["name"], f"{t['limit']} {t['unit']}", f"{t['value']} {t['unit']}",
+                           "[red]BREACHED[/]" if t["breached"] else "[green]ok[/]",
+                           str(t.get("orders_breached", "")))
+    parts.append(thresholds)
+    worst = Table("order", "symbol", "side", "qty", "quote", "live", "divergence %", "exposure £", "max £",
+                  "waited", header_style="bold", title="worst orders")
+    for row in summary["worst"][:top]:
+        worst.add_row(escape(row["order_id"]), row["symbol"], row["side"], row["quantity"], row["quote_price"],
+                      row["price"] or "-", row["divergence_pct"], row["exposure"], row["max_exposure"],
+                      f"{row['waited_seconds']:.0f}s")
+    parts.append(worst if summary["worst"] else Text("no order is exposed"))
+    parts.append(Text(f"updated {summary['updated_at']} · amounts in GBP, rounded half-up to the penny",
+                      style="dim"))
+    return Group(*parts)
+
+
+def exposure(
+    watch: Annotated[bool, typer.Option("--watch", help="Refresh in place every second (Ctrl-C stops).")] = False,
+    as_json: JsonOpt = False,
+    top: Annotated[int, typer.Option(min=1, max=20, help="How many of the worst orders to show.")] = 20,
+    refreshes: Annotated[int, typer.Option(hidden=True, help="Stop --watch after this many refreshes (tests).")]
+    = 0,
+) -> None:
+    """The live liability picture: total exposure, worst orders, thresholds and which are breached."""
+    if watch and as_json:
+        raise BadInput("--watch and --json do not combine (use --json in a loop for scripts)")
+    aws = context().aws
+    if not watch:
+        summary = _read(aws)
+        if as_json:
+            print_json(summary)
+        else:
+            out.print(render_exposure(summary, top=top))
+        return
+    done = 0
+    try:
+        with Live(render_exposure(_read(aws), top=top), console=out, refresh_per_second=4) as live:
+            while not refreshes or done < refreshes:
+                time.sleep(1.0)
+                live.update(render_exposure(_read(aws), top=top))
+                done += 1
+    except KeyboardInterrupt:
+        return

@@ -1,0 +1,518 @@
+"""The intake API: where the platform submits orders (the local stand-in for its Trade Order API).
+
+``POST /orders`` records an ACCEPTED order and enqueues exactly one message for the workers;
+``GET /orders/{order_id}`` shows it; ``GET /health`` says whether the orders table is reachable.
+Checks run in a fixed order — token, size, JSON, order rules — and nothing is written or
+enqueued for any 4xx. An order that is recorded but cannot be enqueued is withdrawn again and
+the caller gets a 503 to retry, so no ACCEPTED order waits for a message that will never come.
+
+Run as a process with ``python -m tradeops.runtime.orderpath.intake --host 127.0.0.1 --port P`` and the bearer token
+in ``TRADEOPS_INTAKE_TOKEN``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hmac
+import json
+import logging
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date, datetime
+from decimal import Context, Decimal
+from typing import Annotated, Any
+
+import botocore.exceptions
+import uvicorn
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from tradeops.runtime.orderpath.messages import order_message
+from tradeops.runtime.orderpath.orders import OrderRequest, OrderStore, new_order
+from tradeops.runtime.platform.aws import Aws
+from tradeops.runtime.platform.clock import iso
+from tradeops.runtime.platform.errors import TradeopsError
+from tradeops.runtime.platform.names import names_for
+from tradeops.runtime.platform.settings import Settings, load_settings
+
+__all__ = ["MAX_BODY_BYTES", "create_app", "main", "order_json", "validation_fields"]
+
+MAX_BODY_BYTES = 16 * 1024
+HEALTH_CACHE_SECONDS = 1.0
+_EXACT = Context(prec=100)  # wider than any DynamoDB number (38 digits): never rounds
+
+log = logging.getLogger("tradeops.intake")
+
+# The shape OrderRequest enforces on order_id: an id outside it cannot exist, so GET answers 404
+# without sending DynamoDB a key it might reject.
+_ORDER_ID = TypeAdapter(Annotated[str, OrderRequest.model_fields["order_id"]])
+
+
+# ---- the order as JSON ---------------------------------------------------------------------------
+def _plain(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        # Normalised so the 202 answer and a later GET agree: DynamoDB drops trailing zeros itself.
+        text = format(value.normalize(_EXACT), "f")
+        return "0" if text in ("-0", "0") else text
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (set, frozenset)):
+        return sorted(_plain(v) for v in value)
+    if isinstance(value, datetime):
+        return iso(value)
+    if isinstance(value, date):
+        return value.isoformat()
+    return value
+
+
+def order_json(order: dict[str, Any]) -> dict[str, Any]:
+    """An order (as OrderStore returns it) as JSON-ready data: money as strings, never floats."""
+    return _plain(order)
+
+
+# ---- validation errors as the caller reads them ----------------------------------------------------
+def validation_fields(exc: ValidationError) -> list[dict[str, str]]:
+    """One ``{field, reason}`` per failing field; rules spanning fields are named after the field they
+    require or forbid (``limit_price``)."""
+    reasons: dict[str, list[str]] = {}
+    for err in exc.errors():
+        ctx_error = (err.get("ctx") or {}).get("error")
+        reason = str(ctx_error) if ctx_error is not None else err["msg"]
+        if err["loc"]:
+            field = str(err["loc"][0])
+        else:
+            # A model-level rule; its message starts with the field it is about.
+            first = reason.split(" ", 1)[0]
+            field = first if first in OrderRequest.model_fields else "order"
+        if reason not in reasons.setdefault(field, []):
+            reasons[field].append(reason)
+    return [{"field": field, "reason": "; ".join(rs)} for field, rs in reasons.items()]
+
+
+class _OutOfRange:
+    """A JSON number no order field can hold; kept away from pydantic (see ``_json_float``)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+_NUMBER_DIGITS_LIMIT = 100
+
+
+def _json_float(text: str) -> Decimal | _OutOfRange:
+    """JSON fractions as Decimal, exactly as sent; absurd magnitudes are marked, not converted.
+
+    pydantic needs minutes to decide that 1e-999999999 is not a quantity, and lets it pass as a
+    price with "at most 6 decimal places"; no order field needs a hundred digits.
+    """
+    value = Decimal(text)
+    return _OutOfRange(text) if abs(value.adjusted()) > _NUMBER_DIGITS_LIMIT else value
+
+
+def _json_int(text: str) -> int | _OutOfRange:
+    return _OutOfRange(text) if len(text) > _NUMBER_DIGITS_LIMIT else int(text)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _screen(data: dict[str, Any]) -> dict[str, str]:
+    """Problems found before pydantic: numbers out of range, and type confusions its lax mode
+    would let through (`"quantity": true` is not one share)."""
+    problems = {}
+    for field, value in data.items():
+        if isinstance(value, _OutOfRange) and field in OrderRequest.model_fields:
+            problems[field] = "number is out of range"
+    for field in ("quantity", "limit_price", "quote_price"):
+        if isinstance(data.get(field), bool):
+            problems[field] = "must be a number, not true/false"
+    if "synthetic" in data and not isinstance(data["synthetic"], bool):
+        problems["synthetic"] = "must be true or false"
+    return problems
+
+
+def _money_problems(req: OrderRequest) -> dict[str, str]:
+    """The price rules re-checked on the parsed value: pydantic's digit count overflows on extreme
+    exponents (a string like "1e-999999999" passes it)."""
+    problems = {}
+    for field in ("limit_price", "quote_price"):
+        value: Decimal | None = getattr(req, field)
+        if value is None:
+            continue
+        # Places counted from the digits themselves: normalize() would round such a value to 0.
+        _, digits, exponent = value.as_tuple()
+        significant = "".join(map(str, digits)).rstrip("0")
+        if isinstance(exponent, int) and significant and exponent + len(digits) - len(significant) < -6:
+            problems[field] = "Decimal input should have no more than 6 decimal places"
+        elif value.adjusted() >= 12:
+            problems[field] = "Decimal input should have no more than 12 digits before the decimal point"
+    return problems
+
+
+# ---- response shapes (for the OpenAPI document) -----------------------------------------------------
+class ErrorOut(BaseModel):
+    error: str
+
+
+class FieldError(BaseModel):
+    field: str
+    reason: str
+
+
+class ValidationErrorOut(BaseModel):
+    error: str
+    fields: list[FieldError]
+
+
+class HistoryEntry(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    at: str
+    status: str
+    actor: str
+    provider: str | None = None
+    note: str | None = None
+
+
+class OrderOut(BaseModel):
+    """An order as stored, with its state; money as decimal strings."""
+
+    model_config = ConfigDict(extra="allow")
+
+    order_id: str
+    account_id: str
+    symbol: str
+    side: str
+    quantity: int
+    order_type: str
+    limit_price: str | None = None
+    quote_price: str
+    placed_at: str
+    synthetic: bool
+    status: str
+    version: int
+    created_at: str
+    updated_at: str
+    provider: str | None = None
+    fill_price: str | None = None
+    history: list[HistoryEntry]
+
+
+class HealthOut(BaseModel):
+    ok: bool
+    error: str | None = None
+
+
+def _request_schema() -> dict[str, Any]:
+    schema = OrderRequest.model_json_schema()
+    # The LIMIT/limit_price rule, stated in the document too so clients (and generators) see it.
+    schema["if"] = {"properties": {"order_type": {"const": "LIMIT"}}, "required": ["order_type"]}
+    schema["then"] = {"required": ["limit_price"], "properties": {"limit_price": {"not": {"type": "null"}}}}
+    schema["else"] = {"properties": {"limit_price": {"type": "null"}}}
+    return schema
+
+
+def _doc(model: type[BaseModel], description: str) -> dict[str, Any]:
+    return {"model": model, "description": description}
+
+
+_AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: _doc(ErrorOut, "Missing or wrong bearer token."),
+    503: _doc(ErrorOut, "AWS is unreachable or failed; nothing is left half done, retry."),
+}
+
+
+# ---- the application -----------------------------------------------------------------------------
+class _ApiError(Exception):
+    def __init__(self, status: int, message: str, *, headers: dict[str, str] | None = None,
+                 fields: list[dict[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.headers, self.fields = status, message, headers, fields
+
+    def response(self) -> JSONResponse:
+        body: dict[str, Any] = {"error": self.message}
+        if self.fields is not None:
+            body["fields"] = self.fields
+        return JSONResponse(body, status_code=self.status, headers=self.headers)
+
+
+@contextmanager
+def _aws_or_503(what: str) -> Iterator[None]:
+    """AWS trouble inside a request becomes a one-line 503 (the caller retries), never a traceback."""
+    try:
+        yield
+    except TradeopsError as exc:
+        log.warning("%s: %s", what, exc)
+        raise _ApiError(503, f"{what}: {exc}") from None
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        log.warning("%s: %s", what, reason)
+        raise _ApiError(503, f"{what}: {reason}") from None
+
+
+class _Intake:
+    """The I/O behind the routes: the orders table, the order queue and the health cache."""
+
+    def __init__(self, settings: Settings, aws: Aws) -> None:
+        self.aws = aws
+        self.names = names_for(settings)
+        self.store = OrderStore(aws, self.names)
+        self._lock = threading.Lock()
+        self._queue_url: str | None = None
+        self._health: tuple[float, str | None] | None = None
+
+    def queue_url(self) -> str:
+        if self._queue_url is None:
+            self._queue_url = self.aws.queue_url(self.names.order_queue)
+        return self._queue_url
+
+    def accept(self, req: OrderRequest) -> tuple[dict[str, Any], bool]:
+        """Record and enqueue a valid order; (order, created)."""
+        order = new_order(req)
+        with _aws_or_503("order not recorded"):
+            stored, created = self.store.create(order)
+        if not created and stored == order:
+            # Our own put, retried by botocore after a lost response: it is ours and still unsent.
+            created = True
+        if not created:
+            return stored, False
+        try:
+            with _aws_or_503("order not queued (retry)"):
+                self.aws.sqs.send_message(QueueUrl=self.queue_url(),
+                                          MessageBody=order_message(order["order_id"]))
+        except _ApiError:
+            self._withdraw(order["order_id"])
+            raise
+        return order, True
+
+    def _withdraw(self, order_id: str) -> None:
+        try:
+            withdrawn = self.store.withdraw_unsent(order_id)
+        except Exception as exc:  # whatever went wrong, the caller still gets its 503
+            # The one window left open: recorded, not enqueued, not deleted. Say so loudly.
+            log.error("order %s is ACCEPTED but was not enqueued and could not be withdrawn: %s", order_id, exc)
+            return
+        if not withdrawn:
+            log.warning("order %s was not withdrawn: a worker already took it", order_id)
+
+    def get(self, order_id: str) -> dict[str, Any] | None:
+        with _aws_or_503("order not read"):
+            return self.store.get(order_id)
+
+    def health(self) -> str | None:
+        """None when the orders table answers, else why not; cached so probes cost little."""
+        with self._lock:
+            now = time.monotonic()
+            if self._health is not None and now - self._health[0] < HEALTH_CACHE_SECONDS:
+                return self._health[1]
+            try:
+                with _aws_or_503("orders table unreachable"):
+                    self.aws.dynamodb.get_item(TableName=self.names.orders_table,
+                                               Key={"order_id": {"S": "_health"}})
+                reason = None
+            except _ApiError as exc:
+                reason = exc.message
+            self._health = (time.monotonic(), reason)
+            return reason
+
+
+async def _read_body(request: Request) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            size = int(declared)
+        except ValueError:
+            raise _ApiError(400, "Content-Length is not a number") from None
+        if size > MAX_BODY_BYTES:
+            raise _ApiError(413, f"body is larger than {MAX_BODY_BYTES} bytes")
+    # The header may be absent (chunked) or wrong; count what actually arrives.
+    chunks, total = [], 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > MAX_BODY_BYTES:
+            raise _ApiError(413, f"body is larger than {MAX_BODY_BYTES} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _parse_order(body: bytes) -> OrderRequest:
+    try:
+        # NaN/Infinity are Python's extensions, not JSON.
+        data = json.loads(body, parse_float=_json_float, parse_int=_json_int,
+                          parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        raise _ApiError(400, "body is not JSON") from None
+    if not isinstance(data, dict):
+        raise _ApiError(400, "body must be a JSON object (one order)")
+    problems = _screen(data)
+    fields: list[dict[str, str]] = []
+    try:
+        req = OrderRequest.model_validate(data)
+    except ValidationError as exc:
+        fields = validation_fields(exc)
+    except OverflowError:
+        # OrderRequest's UTC conversion of placed_at overflows at the ends of the calendar
+        # (0001-01-01T00:00+14:00); it is the only date arithmetic in the model.
+        fields = [{"field": "placed_at", "reason": "is out of range"}]
+    else:
+        problems.update(_money_problems(req))
+    if fields or problems:
+        for entry in fields:
+            entry["reason"] = problems.pop(entry["field"], entry["reason"])
+        fields += [{"field": f, "reason": r} for f, r in problems.items()]
+        raise _ApiError(422, "invalid order", fields=fields)
+    return req
+
+
+def create_app(settings: Settings, *, token: str, aws: Aws | None = None) -> FastAPI:
+    """The intake API for one settings object; ``token`` is the bearer token callers must send."""
+    if not token:
+        raise ValueError("the intake API needs a non-empty token")
+    expected = token.encode("utf-8")
+    intake = _Intake(settings, aws or Aws(settings))
+    bearer = HTTPBearer(auto_error=False, description="The intake token (TRADEOPS_INTAKE_TOKEN).")
+
+    def require_token(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+        if credentials is None:
+            raise _ApiError(401, "a bearer token is required", headers={"WWW-Authenticate": "Bearer"})
+        if not hmac.compare_digest(credentials.credentials.encode("utf-8"), expected):
+            raise _ApiError(401, "the bearer token is not valid",
+                            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+
+    app = FastAPI(title="tradeops intake", version="1", summary="Submit orders and read their state.")
+
+    @app.exception_handler(_ApiError)
+    async def _api_error(request: Request, exc: _ApiError) -> JSONResponse:
+        return exc.response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _request_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        fields = [{"field": ".".join(str(p) for p in e["loc"]), "reason": e["msg"]} for e in exc.errors()]
+        return JSONResponse({"error": "invalid request", "fields": fields}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.error("unexpected error on %s %s: %r", request.method, request.url.path, exc)
+        return JSONResponse({"error": "internal error"}, status_code=500)
+
+    @app.post(
+        "/orders",
+        dependencies=[Depends(require_token)],
+        status_code=202,
+        summary="Submit an order",
+        description="Records the order as ACCEPTED and queues it for execution. `order_id` is the "
+                    "idempotency key: resubmitting it answers 200 with the stored order.",
+        responses={
+            202: _doc(OrderOut, "Accepted and queued."),
+            200: _doc(OrderOut, "An order with this order_id already exists; nothing new was queued."),
+            400: _doc(ErrorOut, "The body is not a JSON object."),
+            413: _doc(ErrorOut, f"The body is larger than {MAX_BODY_BYTES} bytes."),
+            422: _doc(ValidationErrorOut, "The order breaks a rule; one entry per failing field."),
+            **_AUTH_RESPONSES,
+        },
+        openapi_extra={"requestBody": {"required": True,
+                                       "content": {"application/json": {"schema": _request_schema()}}}},
+    )
+    async def post_order(request: Request) -> JSONResponse:
+        body = await _read_body(request)
+        req = _parse_order(body)
+        order, created = await run_in_threadpool(intake.accept, req)
+        headers = {"Location": f"/orders/{order['order_id']}"}
+        return JSONResponse(order_json(order), status_code=202 if created else 200, headers=headers)
+
+    @app.get(
+        "/orders/{order_id}",
+        dependencies=[Depends(require_token)],
+        summary="Read an order",
+        description="The order with its status, provider, fill price and history.",
+        responses={
+            200: _doc(OrderOut, "The order."),
+            404: _doc(ErrorOut, "No such order."),
+            422: _doc(ValidationErrorOut, "The request is malformed."),
+            **_AUTH_RESPONSES,
+        },
+    )
+    def get_order(order_id: str) -> JSONResponse:
+        try:
+            _ORDER_ID.validate_python(order_id)
+        except ValidationError:
+            raise _ApiError(404, f"no order {order_id!r}") from None
+        order = intake.get(order_id)
+        if order is None:
+            raise _ApiError(404, f"no order {order_id!r}")
+        return JSONResponse(order_json(order))
+
+    @app.get(
+        "/health",
+        summary="Liveness and reachability of the orders table",
+        responses={200: _doc(HealthOut, "Healthy."), 503: _doc(HealthOut, "The orders table is unreachable.")},
+    )
+    def health() -> JSONResponse:
+        reason = intake.health()
+        if reason is None:
+            return JSONResponse({"ok": True})
+        return JSONResponse({"ok": False, "error": reason}, status_code=503)
+
+    return app
+
+
+# ---- the process ---------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    """Serve the intake API until SIGTERM/SIGINT; exit 2 on bad settings or a missing token."""
+    parser = argparse.ArgumentParser(prog="python -m tradeops.runtime.orderpath.intake",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s intake %(levelname)s %(message)s")
+    try:
+        settings = load_settings()
+    except TradeopsError as exc:
+        print(f"intake: {exc}", file=sys.stderr)
+        return exc.exit_code
+    # Settings maps TRADEOPS_INTAKE_TOKEN to intake_token (a settings file may also carry it).
+    token = (settings.intake_token or "").strip()
+    if not token:
+        print("intake: no token: set TRADEOPS_INTAKE_TOKEN", file=sys.stderr)
+        return 2
+    try:
+        sock = socket.create_server((args.host, args.port))
+    except OSError as exc:
+        print(f"intake: cannot listen on {args.host}:{args.port}: {exc.strerror}", file=sys.stderr)
+        return 1
+    app = create_app(settings, token=token)
+    # Quiet: no access log; uvicorn's own SIGTERM/SIGINT handling gives a clean, graceful exit.
+    config = uvicorn.Config(app, access_log=False, log_level="warning", lifespan="off", server_header=False)
+    server = uvicorn.Server(config)
+    # uvicorn re-raises the signal it shut down on, under the handler it found; with this no-op one
+    # a SIGTERM stop ends in a plain exit 0 instead of death by signal.
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:  # SIGINT: the default handler raises it again after the graceful stop
+        pass
+    finally:
+        sock.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

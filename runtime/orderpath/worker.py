@@ -1,0 +1,500 @@
+"""The order worker: SQS in, broker out, exactly-once state in DynamoDB.
+
+One process runs one receive loop (batched long polls), a small thread pool that handles the
+orders of a batch concurrently, a heartbeat, the broker health monitor and an in-doubt
+resolver. Any number of these processes may share the queue: every state change is a
+conditional write on the order's version, and a claim carries a lease that expires if its
+worker dies — the next worker then asks the broker named in the order before doing anything.
+
+Outcome of one message (what happens to it after handling):
+    done       the order reached a final state, or is parked IN_DOUBT for the resolver: delete
+    retry      the order could not be placed now (no broker usable, paused, lost a race): back off
+    poison     the message is not an order we can process: back off until SQS dead-letters it
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import itertools
+import json
+import os
+import random
+import signal
+import socket
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from tradeops.runtime.orderpath.flags import FlagCache, Flags, FlagValues
+from tradeops.runtime.orderpath.messages import parse_order_message
+from tradeops.runtime.orderpath.orders import OrderStore, StaleOrder, from_item
+from tradeops.runtime.orderpath.providers import (
+    BrokerCallError,
+    BrokerOrder,
+    Execution,
+    NotAccepted,
+    NotReceived,
+    OutcomeUnknown,
+)
+from tradeops.runtime.orderpath.router import Router, open_providers
+from tradeops.runtime.orderpath.states import FINAL, IN_DOUBT
+from tradeops.runtime.platform.aws import Aws, aws_errors
+from tradeops.runtime.platform.clock import iso, utcnow
+from tradeops.runtime.platform.errors import TradeopsError
+from tradeops.runtime.platform.events import EventLog
+from tradeops.runtime.platform.names import names_for
+from tradeops.runtime.platform.settings import Settings, load_settings
+
+__all__ = ["Worker", "account_ref", "broker_order"]
+
+DONE, RETRY, POISON = "done", "retry", "poison"
+
+
+@dataclass
+class Handled:
+    outcome: str
+    reason: str = ""
+    delay: int | None = None  # seconds before the message is visible again (retry/poison)
+    availability: bool = False  # retry because no broker could take it (not the message's fault)
+
+
+def account_ref(account_id: str, salt: str) -> str:
+    """An opaque, stable reference for the broker: never the customer's identity itself."""
+    return hashlib.sha256(f"{salt}:{account_id}".encode()).hexdigest()[:24]
+
+
+def broker_order(order: dict[str, Any], salt: str) -> BrokerOrder:
+    return BrokerOrder(order_id=order["order_id"], symbol=order["symbol"], side=order["side"],
+                       quantity=int(order["quantity"]), order_type=order["order_type"],
+                       limit_price=order.get("limit_price"), account_ref=account_ref(order["account_id"], salt))
+
+
+def _epoch() -> float:
+    return time.time()
+
+
+class Worker:
+    """One worker process's state and loops."""
+
+    def __init__(self, settings: Settings, *, worker_id: str, aws: Aws | None = None,
+                 router: Router | None = None) -> None:
+        self.settings = settings
+        self.worker_id = worker_id
+        self.aws = aws or Aws(settings, max_pool=64)
+        self.names = names_for(settings)
+        self.store = OrderStore(self.aws, self.names)
+        self.events = EventLog(self.aws, source=worker_id, names=self.names)
+        self.flags = FlagCache(Flags(self.aws, self.names), settings.flag_refresh_seconds)
+        self.router = router or Router(settings, open_providers(settings, self.aws), self.events)
+        self.queue_url = self.aws.queue_url(self.names.order_queue)
+        self.pool = ThreadPoolExecutor(max_workers=settings.worker_batch_size, thread_name_prefix="order")
+        self.stop_event = threading.Event()
+        self._lock = threading.Lock()
+        self.in_flight = 0
+        self.taking = False
+        self.counters: dict[str, int] = {"received": 0, "filled": 0, "rejected": 0, "in_doubt": 0,
+                                         "retried": 0, "poison": 0, "resolved": 0}
+        self._next_check: dict[str, float] = {}
+        self._last_flags: FlagValues | None = None
+        self.salt = settings.name_prefix
+
+    # ---- the loops ---------------------------------------------------------------------------
+    def run(self) -> None:
+        self.router.start_monitor()
+        threads = [threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True),
+                   threading.Thread(target=self._resolver_loop, name="resolver", daemon=True)]
+        for thread in threads:
+            thread.start()
+        try:
+            while not self.stop_event.is_set():
+                self.poll_once()
+        finally:
+            self.taking = False
+            self.pool.shutdown(wait=True)
+            self._beat()
+            self.router.stop()
+
+    def poll_once(self) -> int:
+        """One receive and the handling of what it brought. Returns the number of messages."""
+        flags = self._flags()
+        if flags.processing != "running":
+            # Quiesced: take nothing new. Whatever this worker held was finished by the last batch.
+            self.taking = False
+            self.stop_event.wait(0.2)
+            return 0
+        self.taking = True
+        try:
+            got = self.aws.sqs.receive_message(
+                QueueUrl=self.queue_url, MaxNumberOfMessages=self.settings.worker_batch_size,
+                WaitTimeSeconds=self.settings.worker_wait_seconds,
+                MessageSystemAttributeNames=["ApproximateReceiveCount"],
+            )
+        except Exception as exc:  # a broken receive must not kill the worker; the queue keeps the messages
+            self._log("receive_failed", error=str(exc)[:200])
+            self.stop_event.wait(1.0)
+            return 0
+        messages = got.get("Messages", [])
+        if not messages:
+            return 0
+        with self._lock:
+            self.in_flight += len(messages)
+            self.counters["received"] += len(messages)
+        try:
+            orders = self._load_orders(messages)
+            results = list(self.pool.map(lambda m: self._safe_handle(m, orders), messages))
+            self._settle(messages, results)
+        finally:
+            with self._lock:
+                self.in_flight -= len(messages)
+        if len(messages) < self.settings.worker_batch_size and self.settings.worker_linger_ms:
+            # A short batch means the queue is shallow: let the next batch gather.
+            self.stop_event.wait(self.settings.worker_linger_ms / 1000)
+        return len(messages)
+
+    def _flags(self) -> FlagValues:
+        flags = self.flags.get()
+        last = self._last_flags
+        if last is not None and (last.mode, last.active, last.processing) != (flags.mode, flags.active,
+                                                                               flags.processing):
+            self._log("flags_seen", **flags.as_dict())
+        self._last_flags = flags
+        return flags
+
+    # ---- messages ----------------------------------------------------------------------------
+    @staticmethod
+    def _order_id(message: dict[str, Any]) -> str | None:
+        return parse_order_message(message.get("Body"))
+
+    def _load_orders(self, messages: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """All orders of the batch in one BatchGetItem (strongly consistent)."""
+        ids = sorted({oid for m in messages if (oid := self._order_id(m))})
+        orders: dict[str, dict[str, Any]] = {}
+        keys = [{"order_id": {"S": oid}} for oid in ids]
+        with aws_errors("load orders"):
+            while keys:
+                got = self.aws.dynamodb.batch_get_item(
+                    RequestItems={self.store.table: {"Keys": keys[:100], "ConsistentRead": True}})
+                for item in got.get("Responses", {}).get(self.store.table, []):
+                    order = from_item(item)
+                    orders[order["order_id"]] = order
+                unprocessed = got.get("UnprocessedKeys", {}).get(self.store.table, {}).get("Keys", [])
+                keys = unprocessed + keys[100:]
+        return orders
+
+    def _safe_handle(self, message: dict[str, Any], orders: dict[str, dict[str, Any]]) -> Handled:
+        try:
+            return self.handle(message, orders)
+        except TradeopsError as exc:
+            self._log("handle_failed", error=str(exc)[:300])
+            return Handled(RETRY, str(exc), delay=2)
+        except Exception as exc:  # an unexpected bug must cost one message, not the worker
+            self._log("handle_crashed", error=f"{type(exc).__name__}: {exc}"[:300])
+            return Handled(POISON, f"{type(exc).__name__}: {exc}", delay=2)
+
+    def handle(self, message: dict[str, Any], orders: dict[str, dict[str, Any]]) -> Handled:
+        order_id = self._order_id(message)
+        if order_id is None:
+            return Handled(POISON, "message body is not an order reference", delay=1)
+        order = orders.get(order_id)
+        if order is None:
+            return Handled(POISON, f"no order {order_id} in the orders table", delay=1)
+        status = order["status"]
+        if status in FINAL or status == IN_DOUBT:
+            # Final: a duplicate delivery. IN_DOUBT: parked, the resolver owns it.
+            return Handled(DONE)
+        flags = self._flags()
+        if status == "SUBMITTING":
+            if order.get("lease_until", 0) > _epoch():
+                return Handled(RETRY, "another worker holds the order", delay=max(1, int(order["lease_until"]
+                                                                                         - _epoch()) + 1))
+            # Its worker died mid-call: take it over, then ask the broker it went to.
+            try:
+                order = self._claim(order, order["provider"], note="lease expired; taken over")
+            except StaleOrder:
+                return Handled(RETRY, "lost the take-over race", delay=1)
+            return self._recover(order, flags, from_queue=True)
+        # ACCEPTED
+        target = self.router.choose(order_id, mode=flags.mode, active=flags.active, trickle=flags.trickle)
+        if target is None:
+            return Handled(RETRY, "no broker can take orders now", delay=2, availability=True)
+        try:
+            order = self._claim(order, target)
+        except StaleOrder:
+            return Handled(RETRY, "another worker claimed it", delay=1)
+        return self._place(order, target, flags)
+
+    # ---- state changes -----------------------------------------------------------------------
+    def _claim(self, order: dict[str, Any], provider: str, *, note: str | None = None) -> dict[str, Any]:
+        """Write-ahead: record the broker (and our lease) before anything is sent to it."""
+        lease = _epoch() + self.settings.worker_lease_seconds
+        return self.store.transition(order, "SUBMITTING", actor=self.worker_id, count_attempt=True, note=note,
+                                     set_fields={"provider": provider, "lease_owner": self.worker_id,
+                                                 "lease_until": int(lease) + 1})
+
+    def _finalise(self, order: dict[str, Any], ex: Execution) -> Handled:
+        if ex.status == "FILLED":
+            fields = {"fill_price": ex.price, "filled_quantity": ex.quantity, "provider": ex.provider,
+                      "broker_ref": ex.broker_ref,
+                      "filled_at": iso(ex.at or utcnow())}
+            status, counter = "FILLED", "filled"
+        else:
+            fields = {"reject_reason": ex.reason or ex.status.lower(), "provider": ex.provider}
+            status, counter = "REJECTED", "rejected"
+        try:
+            self.store.transition(order, status, actor=self.worker_id,
+                                  set_fields={k: v for k, v in fields.items() if v is not None},
+                                  remove_fields=("lease_owner", "lease_until", "next_check_at"))
+        except StaleOrder:
+            # Someone moved the order while we held it (our lease ran out): they will ask the same
+            # broker, which deduplicates on order_id, so the outcome is the same either way.
+            return Handled(DONE)
+        with self._lock:
+            self.counters[counter] += 1
+        return Handled(DONE)
+
+    def _park_in_doubt(self, order: dict[str, Any], reason: str) -> Handled:
+        with contextlib.suppress(StaleOrder):
+            self.store.transition(order, "IN_DOUBT", actor=self.worker_id, note=reason[:300],
+                                  remove_fields=("lease_owner", "lease_until"))
+            with self._lock:
+                self.counters["in_doubt"] += 1
+        return Handled(DONE)
+
+    def _release(self, order: dict[str, Any], reason: str, *, availability: bool = True) -> Handled:
+        """Back to ACCEPTED: no broker holds it (each one we tried proved it did not)."""
+        try:
+            self.store.transition(order, "ACCEPTED", actor=self.worker_id, note=reason[:300],
+                                  remove_fields=("provider", "lease_owner", "lease_until"))
+        except StaleOrder:
+            return Handled(RETRY, "order changed while releasing", delay=1)
+        with self._lock:
+            self.counters["retried"] += 1
+        return Handled(RETRY, reason, delay=2, availability=availability)
+
+    # ---- talking to brokers ------------------------------------------------------------------
+    def _place(self, order: dict[str, Any], target: str, flags: FlagValues) -> Handled:
+        """Send a claimed order to ``target``; on a proven non-receipt, fail over (auto mode only)."""
+        tried: set[str] = set()
+        while True:
+            try:
+                ex = self.router.submit(target, broker_order(order, self.salt))
+            except (NotReceived, NotAccepted) as exc:
+                tried.add(target)
+                alt = None
+                if flags.mode == "auto":
+                    alt = self.router.choose(order["order_id"], mode=flags.mode, active=flags.active,
+                                             trickle=flags.trickle, exclude=tried)
+                if alt is None:
+                    return self._release(order, f"{target} did not take it: {exc}")
+                try:
+                    order = self._claim(order, alt, note=f"{target} did not take it ({type(exc).__name__})")
+                except StaleOrder:
+                    return Handled(RETRY, "order changed during fail-over", delay=1)
+                target = alt
+                continue
+            except OutcomeUnknown as exc:
+                # It may be at the broker: never send it elsewhere until that broker says it is not.
+                return self._park_in_doubt(order, f"{target}: {exc}")
+            if ex.status == "CANCELLED":
+                # The broker refuses this id (we cancelled it there earlier): treat as not accepted.
+                tried.add(target)
+                return self._release(order, f"{target} holds a cancellation for this order")
+            return self._finalise(order, ex)
+
+    def _recover(self, order: dict[str, Any], flags: FlagValues, *, from_queue: bool) -> Handled:
+        """Settle an order whose outcome at ``order['provider']`` is unknown, by asking that broker."""
+        held_at = order["provider"]
+        try:
+            ex = self.router.status(held_at, order["order_id"])
+        except BrokerCallError as exc:
+            return self._park_in_doubt(order, f"{held_at} did not answer a status query: {exc}")
+        if ex is not None and ex.status in ("FILLED", "REJECTED"):
+            with self._lock:
+                self.counters["resolved"] += 1
+            return self._finalise(order, ex)
+        # The broker does not hold it.
+        target = None
+        if flags.processing == "running":
+            target = self.router.choose(order["order_id"], mode=flags.mode, active=flags.active,
+                                        trickle=flags.trickle)
+        if target is None or target != held_at:
+            # Make sure a late copy can never fill there before the order goes anywhere else.
+            try:
+                cancelled = self.router.cancel(held_at, order["order_id"])
+            except BrokerCallError as exc:
+                return self._park_in_doubt(order, f"{held_at} did not answer a cancel: {exc}")
+            if cancelled is not None and cancelled.status == "FILLED":
+                return self._finalise(order, cancelled)
+        if target is None:
+            if from_queue:
+                return self._release(order, f"{held_at} does not hold it; no broker can take it now")
+            return self._park_in_doubt(order, f"{held_at} does not hold it; waiting for a broker")
+        try:
+            order = self._claim(order, target, note=f"{held_at} confirmed it does not hold the order")
+        except StaleOrder:
+            return Handled(RETRY, "order changed during recovery", delay=1)
+        return self._place(order, target, flags)
+
+    # ---- after a batch -----------------------------------------------------------------------
+    def _settle(self, messages: list[dict[str, Any]], results: list[Handled]) -> None:
+        deletes, delays, resend = [], [], []
+        for i, (message, result) in enumerate(zip(messages, results, strict=True)):
+            receives = int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
+            if result.outcome == DONE:
+                deletes.append({"Id": str(i), "ReceiptHandle": message["ReceiptHandle"]})
+                continue
+            if result.outcome == POISON:
+                with self._lock:
+                    self.counters["poison"] += 1
+                if receives >= self.settings.max_receive_count:
+                    self._dead_letter(message, result.reason, receives)
+            elif result.availability and receives >= self.settings.max_receive_count - 1:
+                # Waiting for a broker is not the message's fault: start its receive count afresh
+                # rather than let a long outage dead-letter good orders.
+                resend.append((i, message, result))
+                continue
+            delay = result.delay if result.delay is not None else min(2 ** receives, 30)
+            delays.append({"Id": str(i), "ReceiptHandle": message["ReceiptHandle"],
+                           "VisibilityTimeout": int(delay + random.uniform(0, 1))})
+        for _i, message, result in resend:
+            try:
+                self.aws.sqs.send_message(QueueUrl=self.queue_url, MessageBody=message["Body"],
+                                          DelaySeconds=min(result.delay or 2, 900))
+                deletes.append({"Id": str(_i), "ReceiptHandle": message["ReceiptHandle"]})
+            except Exception as exc:  # keep the original; it will come back after its visibility timeout
+                self._log("resend_failed", error=str(exc)[:200])
+        with contextlib.suppress(Exception):
+            for chunk in (deletes[i:i + 10] for i in range(0, len(deletes), 10)):
+                self.aws.sqs.delete_message_batch(QueueUrl=self.queue_url, Entries=chunk)
+            for chunk in (delays[i:i + 10] for i in range(0, len(delays), 10)):
+                self.aws.sqs.change_message_visibility_batch(QueueUrl=self.queue_url, Entries=chunk)
+
+    def _dead_letter(self, message: dict[str, Any], reason: str, receives: int) -> None:
+        """Last receive before SQS moves it to the DLQ: mark the order (if there is one) and say why."""
+        order_id = self._order_id(message)
+        why = f"dead-lettered after {receives} receives: {reason}"
+        if order_id:
+            order = self.store.get(order_id)
+            if order is not None and order["status"] not in FINAL:
+                with contextlib.suppress(StaleOrder):
+                    self.store.transition(order, "DEAD_LETTERED", actor=self.worker_id, note=why[:300],
+                                          set_fields={"dead_letter_reason": why[:300]},
+                                          remove_fields=("lease_owner", "lease_until"))
+        self.events.emit("dead_letter", stream="orders", metric=("DeadLettered", 1.0),
+                         order_id=order_id, message_id=message.get("MessageId"), reason=why)
+
+    # ---- background loops --------------------------------------------------------------------
+    def _resolver_loop(self) -> None:
+        """Settle IN_DOUBT orders by asking the broker that may hold them (never a blind resend)."""
+        while not self.stop_event.wait(self.settings.heartbeat_seconds + random.uniform(0, 0.5)):
+            try:
+                self.resolve_in_doubt()
+            except Exception as exc:  # keep resolving on the next round
+                self._log("resolver_failed", error=str(exc)[:200])
+
+    def resolve_in_doubt(self, *, limit: int = 50) -> int:
+        flags = self._flags()
+        now = _epoch()
+        settled = 0
+        # SUBMITTING orders whose lease ran out have lost their worker; if their message is gone
+        # too (a resolver's claim has none), nobody else will ever look at them.
+        stranded = (o for o in self.store.by_status("SUBMITTING")
+                    if o.get("lease_until", 0) + self.settings.queue_visibility_seconds < now)
+        for order in itertools.chain(self.store.by_status("IN_DOUBT"), stranded):
+            if settled >= limit or self.stop_event.is_set():
+                break
+            order_id = order["order_id"]
+            if self._next_check.get(order_id, 0) > now:
+                continue
+            result = self._try_resolve(order, flags)
+            attempts = int(order.get("attempts", 1))
+            if result is None:
+                self._next_check[order_id] = now + min(2 ** min(attempts, 4), 10)
+            else:
+                self._next_check.pop(order_id, None)
+                settled += 1
+        return settled
+
+    def _try_resolve(self, order: dict[str, Any], flags: FlagValues) -> Handled | None:
+        """One attempt; None when nothing changed (the broker did not answer). Writes only on change."""
+        held_at = order.get("provider")
+        if not held_at:
+            return None
+        try:
+            ex = self.router.status(held_at, order["order_id"])
+        except BrokerCallError:
+            return None
+        if ex is not None and ex.status in ("FILLED", "REJECTED"):
+            with self._lock:
+                self.counters["resolved"] += 1
+            return self._finalise(order, ex)
+        if flags.processing != "running":
+            return None
+        target = self.router.choose(order["order_id"], mode=flags.mode, active=flags.active, trickle=flags.trickle)
+        if target is None:
+            return None
+        try:
+            order = self._claim(order, held_at, note="resolver: broker does not hold it")
+        except StaleOrder:
+            return None
+        with self._lock:
+            self.in_flight += 1
+        try:
+            return self._recover(order, flags, from_queue=False)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+    def _heartbeat_loop(self) -> None:
+        while not self.stop_event.wait(self.settings.heartbeat_seconds):
+            self._beat()
+
+    def _beat(self) -> None:
+        now = _epoch()
+        flags = self._last_flags
+        with self._lock:
+            body = {"in_flight": self.in_flight, "taking": self.taking, "counters": dict(self.counters)}
+        breakers = {name: snap["state"] for name, snap in self.router.snapshot().items()}
+        item = {
+            "worker_id": {"S": self.worker_id}, "host": {"S": socket.gethostname()}, "pid": {"N": str(os.getpid())},
+            "at_epoch": {"N": f"{now:.3f}"}, "expires_at": {"N": str(int(now) + 3600)},
+            "in_flight": {"N": str(body["in_flight"])}, "taking": {"BOOL": body["taking"]},
+            "processing": {"S": flags.processing if flags else "unknown"},
+            "breakers": {"S": json.dumps(breakers)}, "probes": {"S": json.dumps(self.router.last_probe)},
+            "counters": {"S": json.dumps(body["counters"])},
+        }
+        with contextlib.suppress(Exception):
+            self.aws.dynamodb.put_item(TableName=self.names.heartbeats_table, Item=item)
+
+    def _log(self, what: str, **facts: Any) -> None:
+        sys.stderr.write(json.dumps({"worker": self.worker_id, "at": iso(),
+                                     "what": what, **facts}, default=str) + "\n")
+
+
+def _main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tradeops.runtime.orderpath.worker")
+    parser.add_argument("--id", default=f"worker-{os.getpid()}")
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings()
+        worker = Worker(settings, worker_id=args.id)
+    except TradeopsError as exc:
+        print(f"worker failed to start: {exc}", file=sys.stderr)
+        return 2
+
+    def _stop(signum: int, _frame: Any) -> None:
+        worker.stop_event.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    worker.run()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())

@@ -1,0 +1,94 @@
+"""Physical names of the AWS resources, derived from the settings' prefixes.
+
+The CloudFormation template in ``deploy/`` names every resource from the same two
+parameters (``NamePrefix``, ``ParamPrefix``), so code and template agree without a lookup.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tradeops.runtime.platform.settings import Settings
+
+__all__ = ["Names", "names_for"]
+
+
+@dataclass(frozen=True)
+class Names:
+    prefix: str
+    param_prefix: str
+
+    @property
+    def order_queue(self) -> str:
+        return f"{self.prefix}-orders"
+
+    @property
+    def order_dlq(self) -> str:
+        return f"{self.prefix}-orders-dlq"
+
+    @property
+    def orders_table(self) -> str:
+        return f"{self.prefix}-orders"
+
+    @property
+    def exposure_table(self) -> str:
+        return f"{self.prefix}-exposure"
+
+    @property
+    def reimbursements_table(self) -> str:
+        return f"{self.prefix}-reimbursements"
+
+    @property
+    def executions_table(self) -> str:
+        return f"{self.prefix}-executions"
+
+    @property
+    def heartbeats_table(self) -> str:
+        return f"{self.prefix}-heartbeats"
+
+    @property
+    def events_table(self) -> str:
+        return f"{self.prefix}-events"
+
+    @property
+    def audit_table(self) -> str:
+        return f"{self.prefix}-audit"
+
+    @property
+    def price_stream(self) -> str:
+        return f"{self.prefix}-prices"
+
+    @property
+    def alert_topic(self) -> str:
+        return f"{self.prefix}-alerts"
+
+    @property
+    def metric_namespace(self) -> str:
+        return "Tradeops"
+
+    def broker_secret(self, provider: str) -> str:
+        return f"{self.prefix}/broker/{provider}"
+
+    # Control flags (docs/architecture.md, "Control flags").
+    @property
+    def processing_param(self) -> str:
+        return f"{self.param_prefix}/processing"
+
+    @property
+    def mode_param(self) -> str:
+        return f"{self.param_prefix}/routing/mode"
+
+    @property
+    def active_param(self) -> str:
+        return f"{self.param_prefix}/routing/active"
+
+    @property
+    def trickle_param(self) -> str:
+        return f"{self.param_prefix}/routing/trickle"
+
+    # Index of the orders table by status and symbol.
+    status_symbol_index: str = "status-symbol-index"
+
+
+def names_for(settings: Settings) -> Names:
+    return Names(prefix=settings.name_prefix, param_prefix=settings.param_prefix)

@@ -1,0 +1,186 @@
+"""One settings object for every process: environment (``TRADEOPS_*``) over an optional YAML file.
+
+Precedence, highest first: explicit keyword arguments, ``TRADEOPS_*`` environment variables,
+the YAML file named by ``TRADEOPS_CONFIG`` (or ``tradeops.yaml`` in the working directory),
+then the defaults below. Against real AWS leave ``aws_endpoint_url`` unset: boto3's standard
+credential chain and endpoint resolution apply.
+"""
+
+from __future__ import annotations
+
+import os
+from decimal import Decimal
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from tradeops.runtime.platform.errors import ConfigError
+
+__all__ = ["Settings", "load_settings", "package_file"]
+
+
+def package_file(*parts: str) -> Path:
+    """A file shipped inside the installed ``tradeops`` package (template, runbooks, schemas, ...).
+
+    Found through importlib.resources, so it works from a wheel as well as from a checkout.
+    """
+    return Path(str(files("tradeops").joinpath(*parts)))
+
+
+def _default_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "tradeops"
+
+
+class _YamlSource(PydanticBaseSettingsSource):
+    """Reads the optional YAML settings file; a broken file is a ConfigError, not a traceback."""
+
+    def __init__(self, settings_cls: type[BaseSettings]) -> None:
+        super().__init__(settings_cls)
+        explicit = os.environ.get("TRADEOPS_CONFIG")
+        self.path = Path(explicit) if explicit else Path("tradeops.yaml")
+        self.required = bool(explicit)
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        if not self.path.exists():
+            if self.required:
+                raise ConfigError(f"settings file {self.path} (TRADEOPS_CONFIG) does not exist")
+            return {}
+        try:
+            data = yaml.safe_load(self.path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"settings file {self.path} is not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"settings file {self.path} must be a mapping of setting: value")
+        return data
+
+
+class Settings(BaseSettings):
+    """Every tunable of tradeops. Field names map to ``TRADEOPS_<NAME>`` variables."""
+
+    model_config = SettingsConfigDict(env_prefix="TRADEOPS_", extra="forbid", frozen=True)
+
+    # Where AWS is. None means real AWS through boto3's own resolution.
+    aws_endpoint_url: str | None = None
+    region: str = "eu-west-2"
+    name_prefix: str = "tradeops"
+    param_prefix: str = "/tradeops"
+    stack_name: str = "tradeops"
+    state_dir: Path = Field(default_factory=_default_state_dir)
+    runs_dir: Path = Path("runs")
+    template_path: Path | None = None
+
+    # Where the brokers and the intake API are (filled in from the stack state on the local stack).
+    primary_url: str | None = None
+    primary_wire: str = "alpha"
+    secondary_url: str | None = None
+    secondary_wire: str = "beta"
+    intake_url: str | None = None
+    intake_token: str | None = None
+    # Broker API keys: from Secrets Manager (<name_prefix>/broker/<provider>) unless set here.
+    primary_api_key: str | None = Field(default=None, repr=False)
+    secondary_api_key: str | None = Field(default=None, repr=False)
+    operator: str | None = None
+    operators_file: Path | None = None
+
+    # Order queue.
+    max_receive_count: int = Field(default=5, ge=1, le=1000)
+    queue_visibility_seconds: int = Field(default=30, ge=1, le=43200)
+
+    # Worker.
+    worker_batch_size: int = Field(default=10, ge=1, le=10)
+    worker_wait_seconds: int = Field(default=1, ge=0, le=20)
+    # After a short batch, wait this long before the next receive so that batches fill up
+    # (fewer SQS requests per order at the price of at most this much added latency).
+    worker_linger_ms: int = Field(default=150, ge=0, le=5000)
+    worker_lease_seconds: int = Field(default=20, ge=1)
+    heartbeat_seconds: float = Field(default=1.0, gt=0)
+    flag_refresh_seconds: float = Field(default=0.5, gt=0, le=1.0)
+    broker_connect_timeout: float = Field(default=1.0, gt=0)
+    broker_read_timeout: float = Field(default=2.0, gt=0)
+
+    # Circuit breaker (per broker, rolling window).
+    breaker_window: int = Field(default=20, ge=1)
+    breaker_min_calls: int = Field(default=5, ge=1)
+    breaker_failure_rate: float = Field(default=0.5, gt=0, le=1)
+    breaker_slow_ms: float = Field(default=1500.0, gt=0)
+    breaker_slow_rate: float = Field(default=0.8, gt=0, le=1)
+    breaker_open_seconds: float = Field(default=3.0, gt=0)
+    breaker_half_open_probes: int = Field(default=2, ge=1)
+    health_probe_seconds: float = Field(default=1.0, gt=0)
+
+    # Canary orders: one synthetic order per broker every N seconds (0 = off).
+    canary_seconds: float = Field(default=30.0, ge=0)
+
+    # Liability thresholds (GBP).
+    threshold_order_pct: Decimal = Decimal("2")
+    threshold_order_amount: Decimal = Decimal("500")
+    threshold_total_amount: Decimal = Decimal("10000")
+    threshold_oldest_age_seconds: float = 60.0
+    reimburse_auto_approve: Decimal = Decimal("50")
+    reimburse_dual_approval: Decimal = Decimal("1000")
+
+    # Price feed.
+    price_ticks_per_second: float = Field(default=20.0, ge=0)
+    price_seed: int = 7
+    # The symbol universe the feed publishes and the monitor accepts (comma-separated in the environment).
+    symbols: str = ",".join(f"SYM{n}" for n in range(50))
+    prices_url: str | None = None  # the price publisher's control address (filled in from the stack state)
+    primary_control_url: str | None = None
+    secondary_control_url: str | None = None
+
+    @property
+    def symbol_list(self) -> list[str]:
+        return [s.strip() for s in self.symbols.split(",") if s.strip()]
+
+    @field_validator("param_prefix")
+    @classmethod
+    def _param_prefix_shape(cls, value: str) -> str:
+        if not value.startswith("/") or value.endswith("/"):
+            raise ValueError("must start with '/' and not end with '/'")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _YamlSource(settings_cls))
+
+    @property
+    def state_file(self) -> Path:
+        """The file `tradeops up` writes so that every other command finds the stack."""
+        return self.state_dir / "stack.json"
+
+    def broker_url(self, provider: str) -> str | None:
+        return self.primary_url if provider == "primary" else self.secondary_url
+
+    def broker_wire(self, provider: str) -> str:
+        return self.primary_wire if provider == "primary" else self.secondary_wire
+
+    @property
+    def template(self) -> Path:
+        if self.template_path is not None:
+            return self.template_path
+        return package_file("deploy", "template.yaml")
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings, turning validation failures into one readable ConfigError."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "settings"
+        raise ConfigError(f"invalid setting {where}: {first['msg']}") from None

@@ -1,0 +1,93 @@
+"""The health of the running stack: each component's process and health check, plus the runtime figures.
+
+What `tradeops status` shows. A component is healthy when its process is alive and its health
+check answers; a broker's order API is probed through its adapter (one place knows each wire), so
+a broker whose order port is down on purpose (fault injection) shows as such.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from tradeops.runtime.orderpath.ops import runtime_status
+from tradeops.runtime.orderpath.providers import BrokerCallError, make_provider
+from tradeops.runtime.platform.aws import Aws
+from tradeops.runtime.platform.errors import StackError
+from tradeops.runtime.platform.settings import Settings
+from tradeops.runtime.platform.statefile import StackState, pid_alive, read_state
+
+__all__ = ["full_status", "stack_status"]
+
+
+def _http_ok(url: str | None, timeout: float) -> bool:
+    if not url:
+        return False
+    try:
+        return httpx.get(url, timeout=timeout).status_code < 500
+    except httpx.HTTPError:
+        return False
+
+
+def _broker_answers(provider: str, wire: str, url: str, timeout: float) -> bool:
+    """The broker's order API answers its own health check (through its adapter: one place knows the wire)."""
+    with make_provider(provider, wire, url, api_key=None, connect_timeout=timeout, read_timeout=timeout) as client:
+        try:
+            client.health()
+        except BrokerCallError:
+            return False
+    return True
+
+
+def stack_status(settings: Settings, *, timeout: float = 1.0) -> StackState:
+    """The running stack as `status --json` shows it: addresses plus live health of each component."""
+    state = read_state(settings.state_file)
+    if not state or not pid_alive(state.get("supervisor_pid")):
+        raise StackError("the stack is not up (run `tradeops up`)")
+    if state.get("status") != "ready":
+        raise StackError(f"the stack is {state.get('status')}: {state.get('error') or 'not ready yet'}")
+    components: dict[str, bool] = {}
+    details: dict[str, Any] = {}
+    for name, comp in sorted(state.get("components", {}).items()):
+        alive = pid_alive(comp.get("pid"))
+        healthy = alive and (comp.get("health_url") is None or _http_ok(comp.get("health_url"), timeout))
+        detail: dict[str, Any] = {"pid": comp.get("pid"), "alive": alive}
+        if comp.get("provider"):
+            # A broker's own order API may be down on purpose (fault injection); report both.
+            detail["order_api"] = _broker_answers(comp["provider"], comp["wire"], comp["url"], timeout)
+            detail["control"] = healthy
+            healthy = healthy and detail["order_api"]
+        if comp.get("restarts"):
+            detail["restarts"] = comp["restarts"]
+        components[name] = bool(healthy)
+        details[name] = detail
+    return {
+        "status": "up",
+        "local": state.get("local", True),
+        "started_at": state.get("started_at"),
+        "aws_endpoint": state.get("aws_endpoint"),
+        "region": state.get("region"),
+        "brokers": state.get("brokers", {}),
+        "intake": state.get("intake"),
+        "prices": state.get("prices"),
+        "components": components,
+        "details": details,
+        "log_dir": state.get("log_dir"),
+    }
+
+
+def full_status(settings: Settings) -> dict[str, Any]:
+    """`tradeops status`: every component's health plus routing, queue and order figures.
+
+    A worker counts as healthy only while its heartbeat is fresh: a live process that stopped
+    beating (stuck, or cut off from AWS) is not serving the queue.
+    """
+    info = stack_status(settings)
+    info.update(runtime_status(Aws(settings)))
+    beating = {w["worker_id"] for w in info["workers"]["workers"]}
+    for name, detail in info["details"].items():
+        if name.startswith("worker-"):
+            detail["heartbeat"] = name in beating
+            info["components"][name] = info["components"][name] and name in beating
+    return info

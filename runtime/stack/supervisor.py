@@ -1,0 +1,451 @@
+"""The embedded local stack: a supervisor that starts every component on 127.0.0.1.
+
+`tradeops up` launches ``python -m tradeops.runtime.stack.supervisor`` as a detached session leader; that
+supervisor starts the AWS emulator, deploys ``deploy/`` into it, then starts the brokers and
+the runtime processes, and writes the stack state file once every component answers its
+health check. All children share the supervisor's process group and die with it
+(PR_SET_PDEATHSIG), so `tradeops down` (which signals the group) leaves no orphan.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tradeops.runtime.platform.aws import Aws
+from tradeops.runtime.platform.clock import iso
+from tradeops.runtime.platform.errors import StackError, TradeopsError
+from tradeops.runtime.platform.names import names_for
+from tradeops.runtime.platform.settings import Settings, load_settings
+from tradeops.runtime.platform.statefile import clear_state, pid_alive, read_state, write_state
+from tradeops.runtime.stack.deploy import deploy_stack
+
+__all__ = ["Component", "free_port", "launch", "run_supervisor", "stop", "stop_process"]
+
+HOST = "127.0.0.1"
+_PR_SET_PDEATHSIG = 1
+
+
+def free_port() -> int:
+    """A port that was free a moment ago (the component binds it straight after)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def _check_port_free(component: str, port: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            raise StackError(f"{component}: port {port} on {HOST} is already in use") from None
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+@dataclass
+class Component:
+    """One process of the stack."""
+
+    name: str
+    argv: list[str]
+    health_url: str | None
+    env: dict[str, str] = field(default_factory=dict)
+    restart: bool = False
+    info: dict[str, Any] = field(default_factory=dict)
+    heartbeat: Callable[[], bool] | None = None  # health from the heartbeats table (workers)
+    proc: subprocess.Popen | None = None
+    restarts: int = 0
+    started_at: float = 0.0
+
+    def start(self, log_dir: Path, base_env: dict[str, str]) -> None:
+        self.started_at = time.monotonic()
+        with open(log_dir / f"{self.name}.log", "ab") as log:  # the child keeps its own copy of the fd
+            self.proc = subprocess.Popen(
+                self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env={**base_env, **self.env}, preexec_fn=_die_with_parent,
+            )
+
+    def healthy(self, timeout: float = 1.0) -> bool:
+        if self.proc is None or self.proc.poll() is not None:
+            return False
+        if self.heartbeat is not None:
+            return self.heartbeat()
+        if self.health_url is None:
+            return True
+        try:
+            return httpx.get(self.health_url, timeout=timeout).status_code < 500
+        except httpx.HTTPError:
+            return False
+
+    def stop(self, grace: float = 5.0) -> None:
+        if self.proc is not None:
+            stop_process(self.proc, grace)
+
+
+def stop_process(proc: subprocess.Popen, grace: float = 5.0) -> int:
+    """SIGTERM, then SIGKILL if it has not exited within ``grace`` seconds; its exit code."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
+def _python(*args: str) -> list[str]:
+    return [sys.executable, *args]
+
+
+# The process of each component: an installed module, so a container or a systemd unit can run it too.
+MODULES = {
+    "broker": "tradeops.runtime.brokers.sim",
+    "intake": "tradeops.runtime.orderpath.intake",
+    "prices": "tradeops.runtime.liability.prices",
+    "monitor": "tradeops.runtime.liability.monitor",
+    "canary": "tradeops.runtime.orderpath.canary",
+    "worker": "tradeops.runtime.orderpath.worker",
+    "supervisor": "tradeops.runtime.stack.supervisor",
+}
+
+
+def _http_component(name: str, port: int, *, restart: bool = False) -> Component:
+    """A runtime service ``python -m <module> --host --port`` with a ``/health`` endpoint."""
+    url = f"http://{HOST}:{port}"
+    return Component(name=name, argv=_python("-m", MODULES[name], "--host", HOST, "--port", str(port)),
+                     health_url=f"{url}/health", restart=restart, info={"url": url, "ports": [port]})
+
+
+def _plan(ports: dict[str, int | None], *, workers: int) -> list[Component]:
+    """Every component after the AWS emulator, in start order."""
+    comps: list[Component] = []
+    for name, wire, seed in (("primary", "alpha", 1), ("secondary", "beta", 2)):
+        order_port = ports.get(name) or free_port()
+        control_port = free_port()
+        url, control = f"http://{HOST}:{order_port}", f"http://{HOST}:{control_port}"
+        comps.append(Component(
+            name=f"broker-{name}",
+            argv=_python("-m", MODULES["broker"], "--name", name, "--wire", wire, "--host", HOST,
+                         "--order-port", str(order_port), "--control-port", str(control_port),
+                         "--seed", str(seed)),
+            health_url=f"{control}/_sim/health",
+            info={"provider": name, "wire": wire, "url": url, "control": control,
+                  "ports": [order_port, control_port]},
+        ))
+    comps.append(_http_component("intake", ports.get("intake") or free_port()))
+    comps.append(_http_component("prices", free_port(), restart=True))
+    comps.append(_http_component("monitor", free_port(), restart=True))
+    comps.append(Component(name="canary", argv=_python("-m", MODULES["canary"]), health_url=None, restart=True))
+    for n in range(1, workers + 1):
+        comps.append(Component(name=f"worker-{n}", argv=_python("-m", MODULES["worker"], "--id", f"worker-{n}"),
+                               health_url=None, restart=True, info={"worker_id": f"worker-{n}"}))
+    return comps
+
+
+class Supervisor:
+    """Starts, watches and stops the components; owns the state file while it runs."""
+
+    def __init__(self, settings: Settings, *, workers: int, local: bool, ports: dict[str, int | None]):
+        self.settings = settings
+        self.workers = workers
+        self.local = local
+        self.ports = ports
+        self.components: list[Component] = []
+        self.stopping = threading.Event()
+        self.log_dir = settings.state_dir / "logs"
+        self.state: dict[str, Any] = {}
+        self._base_env: dict[str, str] = {}
+
+    def _save(self, **changes: Any) -> None:
+        self.state.update(changes)
+        write_state(self.settings.state_file, self.state)
+
+    def _wait_healthy(self, comp: Component, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not self.stopping.is_set():
+            if comp.proc is not None and comp.proc.poll() is not None:
+                tail = _log_tail(self.log_dir / f"{comp.name}.log")
+                raise StackError(f"{comp.name} exited with code {comp.proc.returncode} while starting"
+                                 + (f": {tail}" if tail else ""))
+            if comp.healthy(timeout=0.5):
+                return
+            time.sleep(0.1)
+        if self.stopping.is_set():
+            raise StackError("interrupted while starting")
+        raise StackError(f"{comp.name} did not answer its health check within {timeout:.0f}s")
+
+    def start(self) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for old_log in self.log_dir.glob("*.log"):  # each run's logs start empty
+            old_log.unlink()
+        self.state = {
+            "status": "starting", "supervisor_pid": os.getpid(), "pgid": os.getpgid(0),
+            "started_at": iso(), "local": self.local,
+            "region": self.settings.region, "name_prefix": self.settings.name_prefix,
+            "param_prefix": self.settings.param_prefix, "log_dir": str(self.log_dir),
+            "aws_endpoint": None, "brokers": {}, "intake": None, "components": {},
+        }
+        self._save()
+        base_env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_ENDPOINT_URL")}
+        base_env["PYTHONUNBUFFERED"] = "1"
+        if self.local:
+            port = self.ports.get("aws") or free_port()
+            _check_port_free("aws", port)
+            endpoint = f"http://{HOST}:{port}"
+            aws_comp = Component(name="aws", argv=_python("-m", "moto.server", "-H", HOST, "-p", str(port)),
+                                 health_url=f"{endpoint}/moto-api/", info={"url": endpoint})
+            self._start(aws_comp, base_env, timeout=30)
+            self.settings = self.settings.model_copy(update={"aws_endpoint_url": endpoint})
+            base_env.update({"TRADEOPS_AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing",
+                             "AWS_SECRET_ACCESS_KEY": "testing"})
+            base_env.pop("AWS_SESSION_TOKEN", None)
+            self._save(aws_endpoint=endpoint)
+            try:
+                deploy_stack(Aws(self.settings), self.settings)
+            except TradeopsError as exc:
+                raise StackError(f"deploy: {exc}") from None
+            except Exception as exc:  # the emulator answering garbage is still a failed deploy
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                raise StackError(f"deploy: the emulator refused the template ({type(exc).__name__}"
+                                 f"{': ' + first[:200] if first else ''})") from None
+        base_env["TRADEOPS_REGION"] = self.settings.region
+        token = os.environ.get("TRADEOPS_INTAKE_TOKEN") or self._intake_token()
+        base_env["TRADEOPS_INTAKE_TOKEN"] = token
+        keys = self._broker_keys()
+        self._base_env = base_env
+        for comp in _plan(self.ports, workers=self.workers):
+            if "ports" in comp.info:
+                _check_port_free(comp.name, comp.info["ports"][0])
+            provider = comp.info.get("provider")
+            if provider and keys.get(provider):
+                comp.env["TRADEOPS_SIM_API_KEY"] = keys[provider]
+            if comp.name.startswith("worker-"):
+                comp.heartbeat = _heartbeat_check(Aws(self.settings), names_for(self.settings),
+                                                  comp.info["worker_id"], self.settings.heartbeat_seconds)
+            self._start(comp, base_env, timeout=30)
+            if provider:
+                broker = {k: comp.info[k] for k in ("url", "control", "wire")}
+                self.state["brokers"][provider] = broker
+                base_env[f"TRADEOPS_{provider.upper()}_URL"] = broker["url"]
+                base_env[f"TRADEOPS_{provider.upper()}_WIRE"] = broker["wire"]
+                base_env[f"TRADEOPS_{provider.upper()}_CONTROL_URL"] = broker["control"]
+            if comp.name == "prices":
+                self.state["prices"] = comp.info["url"]
+                base_env["TRADEOPS_PRICES_URL"] = comp.info["url"]
+            if comp.name == "intake":
+                self.state["intake"] = comp.info["url"]
+                base_env["TRADEOPS_INTAKE_URL"] = comp.info["url"]
+        self._save(status="ready", ready_at=iso())
+
+    def _intake_token(self) -> str:
+        """A fresh bearer token for the intake API, kept beside the state, readable only by the user."""
+        token = secrets.token_urlsafe(32)
+        path = self.settings.state_dir / "intake-token"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(token + "\n")
+        os.chmod(path, 0o600)
+        self.state["intake_token_file"] = str(path)
+        return token
+
+    def _broker_keys(self) -> dict[str, str]:
+        """Broker API keys from Secrets Manager (created by the template); never logged."""
+        if not self.local:
+            return {}
+        aws, names = Aws(self.settings), names_for(self.settings)
+        return {p: aws.secrets.get_secret_value(SecretId=names.broker_secret(p))["SecretString"]
+                for p in ("primary", "secondary")}
+
+    def _start(self, comp: Component, base_env: dict[str, str], *, timeout: float) -> None:
+        self.components.append(comp)
+        comp.start(self.log_dir, base_env)
+        self.state["components"][comp.name] = {"pid": comp.proc.pid if comp.proc else None,
+                                               "health_url": comp.health_url, **comp.info}
+        self._save()
+        self._wait_healthy(comp, timeout)
+
+    def watch(self) -> None:
+        """Restart components that ask for it when they die; return when asked to stop."""
+        while not self.stopping.wait(0.5):
+            for comp in self.components:
+                if comp.restart and comp.proc is not None and comp.proc.poll() is not None:
+                    # Back off a component that keeps crashing: 1 s, 2 s, 4 s ... up to 30 s after start.
+                    if time.monotonic() - comp.started_at < min(2 ** comp.restarts, 30):
+                        continue
+                    comp.restarts += 1
+                    comp.start(self.log_dir, self._base_env)
+                    self.state["components"][comp.name]["pid"] = comp.proc.pid
+                    self.state["components"][comp.name]["restarts"] = comp.restarts
+                    self._save()
+
+    def stop_all(self) -> None:
+        for comp in reversed(self.components):
+            comp.stop()
+
+
+def _heartbeat_check(aws: Aws, names: Any, worker_id: str, every: float) -> Callable[[], bool]:
+    """A worker is healthy while its heartbeat is fresh (three intervals)."""
+    def check() -> bool:
+        try:
+            item = aws.dynamodb.get_item(TableName=names.heartbeats_table,
+                                         Key={"worker_id": {"S": worker_id}}).get("Item")
+        except Exception:
+            return False
+        return bool(item) and time.time() - float(item["at_epoch"]["N"]) < 3 * every + 1
+    return check
+
+
+def _log_tail(path: Path, lines: int = 1) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return " | ".join(text[-lines:])[-300:]
+
+
+def run_supervisor(settings: Settings, *, workers: int = 2, local: bool = True,
+                   ports: dict[str, int | None] | None = None,
+                   on_ready: Callable[[dict[str, Any]], None] | None = None) -> int:
+    """Run the stack in this process until SIGTERM/SIGINT. Returns the exit code."""
+    sup = Supervisor(settings, workers=workers, local=local, ports=ports or {})
+
+    def _on_signal(signum: int, _frame: Any) -> None:
+        sup.stopping.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    try:
+        sup.start()
+    except Exception as exc:  # any failure to start: stop what started, say why, exit 1
+        sup.stop_all()
+        reason = str(exc) if isinstance(exc, TradeopsError | OSError) else f"{type(exc).__name__}: {exc}"
+        sup._save(status="failed", error=reason)
+        print(f"stack failed: {reason}", file=sys.stderr)
+        return 1
+    if on_ready is not None:
+        on_ready(sup.state)
+    sup.watch()
+    sup.stop_all()
+    final = read_state(settings.state_file)
+    if final and final.get("supervisor_pid") == os.getpid():
+        clear_state(settings.state_file)
+    return 0
+
+
+def launch(settings: Settings, *, workers: int, local: bool, ports: dict[str, int | None],
+           timeout: float = 90.0) -> dict[str, Any]:
+    """Start the supervisor detached and wait until the stack is ready (or failed)."""
+    state = read_state(settings.state_file)
+    if state and pid_alive(state.get("supervisor_pid")):
+        raise StackAlreadyUp(state)
+    clear_state(settings.state_file)
+    settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    argv = _python("-m", MODULES["supervisor"], "--workers", str(workers))
+    if not local:
+        argv.append("--aws")
+    for name, port in ports.items():
+        if port:
+            argv += ["--port", f"{name}={port}"]
+    env = {**os.environ, "TRADEOPS_STATE_DIR": str(settings.state_dir)}
+    log = open(settings.state_dir / "supervisor.log", "ab")
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                            env=env, start_new_session=True)
+    log.close()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = read_state(settings.state_file)
+        if state and state.get("supervisor_pid") == proc.pid:
+            if state.get("status") == "ready":
+                return state
+            if state.get("status") == "failed":
+                proc.wait(15)
+                clear_state(settings.state_file)
+                raise StackError(state.get("error") or "the stack failed to start")
+        if proc.poll() is not None:
+            clear_state(settings.state_file)
+            tail = _log_tail(settings.state_dir / "supervisor.log")
+            raise StackError(f"the stack supervisor exited with code {proc.returncode}: {tail}")
+        time.sleep(0.1)
+    _kill_group(proc.pid)
+    clear_state(settings.state_file)
+    raise StackError(f"the stack did not become ready within {timeout:.0f}s")
+
+
+class StackAlreadyUp(StackError):
+    """`up` found a running stack."""
+
+    def __init__(self, state: dict[str, Any]) -> None:
+        super().__init__(f"the stack is already up (since {state.get('started_at')}, "
+                         f"supervisor pid {state.get('supervisor_pid')})")
+        self.state = state
+
+
+def _kill_group(pgid: int, grace: float = 10.0) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def stop(settings: Settings) -> dict[str, Any] | None:
+    """Stop the stack (the supervisor's whole process group). Returns the state it had, or None."""
+    state = read_state(settings.state_file)
+    if not state:
+        return None
+    pgid = state.get("pgid")
+    if pgid and pid_alive(state.get("supervisor_pid")):
+        _kill_group(int(pgid))
+    elif pgid:
+        # The supervisor is gone; make sure nothing of its group survived it.
+        _kill_group(int(pgid), grace=2.0)
+    clear_state(settings.state_file)
+    return state
+
+
+def _main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tradeops.runtime.stack.supervisor")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--aws", action="store_true", help="use real AWS instead of the emulator")
+    parser.add_argument("--port", action="append", default=[], metavar="NAME=PORT")
+    args = parser.parse_args(argv)
+    ports: dict[str, int | None] = {}
+    for item in args.port:
+        name, _, value = item.partition("=")
+        ports[name] = int(value)
+    try:
+        settings = load_settings()
+    except TradeopsError as exc:
+        print(f"stack failed: {exc}", file=sys.stderr)
+        return 2
+    return run_supervisor(settings, workers=args.workers, local=not args.aws, ports=ports)
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())
