@@ -20,7 +20,7 @@ import pytest
 from tradeops.runbooks import engine
 from tradeops.runbooks.audit import AuditLog
 from tradeops.runbooks.identity import Identity
-from tradeops.runbooks.testing import ScriptedApprover, write_operators
+from tradeops.runbooks.testing import ScriptedApprover, install_roster, write_operators
 from tradeops.runtime.brokers.sim import API_KEY_ENV, sim_command
 from tradeops.runtime.orderpath.flags import Flags
 from tradeops.runtime.orderpath.orders import OrderRequest, OrderStore, new_order
@@ -65,9 +65,10 @@ def stage(aws_settings, tmp_path_factory):
         settings = aws_settings.model_copy(update={
             "name_prefix": prefix, "param_prefix": f"/{prefix}", "stack_name": prefix,
             "primary_url": urls["primary"][0], "primary_api_key": KEY, "secondary_url": urls["secondary"][0],
-            "secondary_api_key": KEY, "operators_file": operators.path, "operator": "alice"})
+            "secondary_api_key": KEY, "operators_file": operators.source, "operator": "alice"})
         deploy_stack(Aws(settings), settings)
-        yield {"settings": settings, "aws": Aws(settings), "operators": operators,
+        roster = install_roster(Aws(settings), operators)
+        yield {"settings": settings, "aws": Aws(settings), "operators": roster,
                "control": {name: control for name, (_, control) in urls.items()}}
     finally:
         for proc in procs:
@@ -158,7 +159,7 @@ def test_failover_refuses_while_the_primary_is_healthy(stage):
     outcome = engine.run_execution(stage["settings"], "failover", aws=stage["aws"], identity=ALICE,
                                    operators=stage["operators"], assume_yes=True, poll_seconds=0.05)
     assert outcome.status == "failed"
-    assert "broker_healthy is True, expected = False" in outcome.reason
+    assert "broker_healthy is true, expected false" in outcome.reason
     assert flags.read().as_dict() == before
     assert [r["step_id"] for r in outcome.steps] == ["routing-is-manual", "primary-unhealthy"]
 

@@ -48,7 +48,8 @@ def test_status_json_names_every_address(stack):
 
 
 def test_template_resources_exist_in_the_emulator(stack):
-    """boto3 at the stack's endpoint finds the queue with its DLQ redrive, the tables, the stream and the flags."""
+    """boto3 at the stack's endpoint finds the queue with its DLQ redrive, the tables, the stream, the flags and the
+    alert and approvers' topics."""
     sqs = _client(stack, "sqs")
     url = sqs.get_queue_url(QueueName="tradeops-orders")["QueueUrl"]
     attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
@@ -63,11 +64,13 @@ def test_template_resources_exist_in_the_emulator(stack):
     assert [i["IndexName"] for i in index] == ["status-symbol-index"]
     assert "tradeops-prices" in _client(stack, "kinesis").list_streams()["StreamNames"]
     params = _client(stack, "ssm").get_parameters_by_path(Path="/tradeops", Recursive=True)["Parameters"]
-    assert {p["Name"]: p["Value"] for p in params} == {
+    assert {p["Name"]: p["Value"] for p in params if "/roster/" not in p["Name"]} == {
         "/tradeops/processing": "running", "/tradeops/routing/mode": "manual",
         "/tradeops/routing/active": "primary", "/tradeops/routing/trickle": "0.05"}
     secrets = {s["Name"] for s in _client(stack, "secretsmanager").list_secrets()["SecretList"]}
     assert {"tradeops/broker/primary", "tradeops/broker/secondary"} <= secrets
+    topics = {t["TopicArn"].rsplit(":", 1)[-1] for t in _client(stack, "sns").list_topics()["Topics"]}
+    assert {"tradeops-alerts", "tradeops-approvals"} <= topics
     alarms = {a["AlarmName"] for a in _client(stack, "cloudwatch").describe_alarms()["MetricAlarms"]}
     assert "tradeops-breaker-open" in alarms
 
