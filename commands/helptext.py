@@ -17,7 +17,8 @@ from typer.core import TyperArgument, TyperOption
 __all__ = ["label"]
 
 _WORDS = {"str": "TEXT", "int": "INTEGER", "float": "NUMBER", "bool": "", "Path": "FILE"}
-_ORIGINAL = {TyperOption: TyperOption.display_type_rich, TyperArgument: TyperArgument.display_type_rich}
+_ORIGINAL: dict[type, Any] = {TyperOption: TyperOption.display_type_rich,
+                              TyperArgument: TyperArgument.display_type_rich}
 
 
 def _words(typer_label: str | None) -> str | None:
@@ -40,5 +41,5 @@ def label(param: Any, ctx: Any) -> str | None:
     return _words(_ORIGINAL[type(param)](param, ctx=ctx))
 
 
-TyperOption.display_type_rich = label  # type: ignore[method-assign]
-TyperArgument.display_type_rich = label  # type: ignore[method-assign]
+TyperOption.display_type_rich = label  # type: ignore[method-assign,assignment]
+TyperArgument.display_type_rich = label  # type: ignore[method-assign,assignment]

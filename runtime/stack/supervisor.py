@@ -119,6 +119,7 @@ def _python(*args: str) -> list[str]:
 
 # The process of each component: an installed module, so a container or a systemd unit can run it too.
 MODULES = {
+    "aws": "tradeops.runtime.stack.emulator",
     "broker": "tradeops.runtime.brokers.sim",
     "intake": "tradeops.runtime.orderpath.intake",
     "prices": "tradeops.runtime.liability.prices",
@@ -212,7 +213,7 @@ class Supervisor:
             port = self.ports.get("aws") or free_port()
             _check_port_free("aws", port)
             endpoint = f"http://{HOST}:{port}"
-            aws_comp = Component(name="aws", argv=_python("-m", "moto.server", "-H", HOST, "-p", str(port)),
+            aws_comp = Component(name="aws", argv=_python("-m", MODULES["aws"], "-H", HOST, "-p", str(port)),
                                  health_url=f"{endpoint}/moto-api/", info={"url": endpoint})
             self._start(aws_comp, base_env, timeout=30)
             self.settings = self.settings.model_copy(update={"aws_endpoint_url": endpoint})
