@@ -16,6 +16,7 @@ import typer
 from tradeops import __version__
 from tradeops.commands import audit, doctor, exposure, flags, operators, orders, prices, reimbursements, runbook, stack
 from tradeops.commands import helptext as _helptext  # noqa: F401  (sets how every --help labels parameters)
+from tradeops.commands.context import choose_aws
 from tradeops.commands.output import err, out
 from tradeops.runtime.platform.aws import foreign_error
 from tradeops.runtime.platform.errors import TradeopsError
@@ -39,7 +40,6 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    ctx: typer.Context,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Print the version and exit.")] = False,
     aws: Annotated[bool, typer.Option("--aws", help="Act on real AWS (AWS_PROFILE, AWS_REGION, AWS_ENDPOINT_URL "
@@ -52,7 +52,7 @@ def _root(
     (--aws or TRADEOPS_TARGET=aws), and otherwise stop with one line. Every command that changes
     something prints its target first. `tradeops doctor` says what is wrong and how to fix it.
     """
-    ctx.obj = {"aws": aws}
+    choose_aws(aws)
 
 
 # The stack.

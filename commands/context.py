@@ -8,8 +8,6 @@ Commands that change something print their target first (:meth:`Context.announce
 
 from __future__ import annotations
 
-import click
-
 from tradeops.commands.output import out
 from tradeops.runbooks.identity import Identity, Operators, current_identity
 from tradeops.runbooks.roster import Roster
@@ -17,14 +15,20 @@ from tradeops.runtime.platform.aws import Aws
 from tradeops.runtime.platform.settings import Settings, load_settings
 from tradeops.runtime.platform.statefile import Target, resolve_target
 
-__all__ = ["Context", "aws_chosen", "context"]
+__all__ = ["Context", "aws_chosen", "choose_aws", "context"]
+
+# The root `--aws` option of the command line being run; the root callback sets it on every invocation.
+_chosen = {"aws": False}
+
+
+def choose_aws(aws: bool) -> None:
+    """Record whether this command line asked for AWS (``tradeops --aws ...``)."""
+    _chosen["aws"] = aws
 
 
 def aws_chosen() -> bool:
     """Whether the root ``--aws`` option was given on this command line."""
-    ctx = click.get_current_context(silent=True)
-    obj = ctx.find_root().obj if ctx is not None else None
-    return bool(isinstance(obj, dict) and obj.get("aws"))
+    return _chosen["aws"]
 
 
 class Context:

@@ -19,7 +19,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-import click
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -33,6 +32,7 @@ __all__ = [
     "Column",
     "JsonOpt",
     "YesOpt",
+    "ask",
     "compact",
     "confirm",
     "err",
@@ -96,9 +96,10 @@ def print_table(columns: Sequence[Column], rows: Sequence[Sequence[Any]], *, con
         widths = [max([len(c.name)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
         lines = [[c.name for c in columns], *cells]
         if title:
-            console.print(title, markup=False)
+            console.print(title, markup=False, soft_wrap=True)
         for line in lines:
-            console.print("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip(), markup=False)
+            console.print("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip(), markup=False,
+                          soft_wrap=True)
         return
     natural = sum(max([len(c.name)] + [len(r[i]) for r in cells]) + 3 for i, c in enumerate(columns)) + 1
     if natural > console.width:
@@ -110,7 +111,8 @@ def print_table(columns: Sequence[Column], rows: Sequence[Sequence[Any]], *, con
             if n:
                 console.print()
             for c, v in zip(columns, row, strict=True):
-                console.print(f"[bold]{escape(c.name.rjust(label))}[/]: {escape(v)}")
+                # An id longer than the line folds onto the next line rather than being cut.
+                console.print(f"[bold]{escape(c.name.rjust(label))}[/]: {escape(v)}", overflow="fold")
         return
     table = Table(header_style="bold", title=title)
     for c in columns:
@@ -128,6 +130,21 @@ def interactive() -> bool:
         return False
 
 
+def ask(prompt: str, *, to_stderr: bool = False) -> bool:
+    """Ask a yes/no question on the terminal; only y/yes is a yes, and closed input is a no.
+
+    Ctrl-C is not an answer: it raises KeyboardInterrupt, so whatever asked can stop and say how
+    to continue (typer's prompt would turn it into an ordinary "no")."""
+    stream = sys.stderr if to_stderr else sys.stdout
+    stream.write(f"{prompt} [y/N]: ")
+    stream.flush()
+    line = sys.stdin.readline()
+    if not line:
+        stream.write("\n")
+        return False
+    return line.strip().lower() in ("y", "yes")
+
+
 def confirm(prompt: str, *, yes: bool, what: str) -> None:
     """Ask before ``what``; returns when confirmed. ``--yes`` skips the question.
 
@@ -139,9 +156,5 @@ def confirm(prompt: str, *, yes: bool, what: str) -> None:
     if not interactive():
         raise Refused(f"{what} needs a confirmation and there is no terminal to ask on: run it at a terminal, "
                       "or pass --yes")
-    try:
-        answer = typer.confirm(prompt, default=False)
-    except click.exceptions.Abort:
-        answer = False
-    if not answer:
+    if not ask(prompt):
         raise CheckFailed(f"not confirmed: {what} was not done")

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -15,6 +14,7 @@ from tradeops.commands.output import (
     Column,
     JsonOpt,
     YesOpt,
+    ask,
     compact,
     confirm,
     err,
@@ -153,14 +153,11 @@ def run_guided(ctx: Context, name: str, params: dict[str, Any], *, yes: bool, as
     console = err if as_json else out
     ctx.announce(quiet=as_json)
 
-    def ask(prompt: str) -> bool:
-        try:
-            return typer.confirm(prompt, default=False, err=as_json)
-        except click.exceptions.Abort:
-            return False  # no answer (closed input) is not a yes
+    def asker(prompt: str) -> bool:
+        return ask(prompt, to_stderr=as_json)
 
     outcome = engine.run_execution(
-        ctx.settings, name, aws=ctx.aws, params=params, assume_yes=yes, confirm=None if yes else ask,
+        ctx.settings, name, aws=ctx.aws, params=params, assume_yes=yes, confirm=None if yes else asker,
         observers=[ConsoleObserver(console)], poll_seconds=poll, approval_timeout=approval_timeout,
         execution_id=execution_id)
     if as_json:
@@ -366,14 +363,11 @@ def resume(
     ctx.announce(quiet=as_json)
     console = err if as_json else out
 
-    def ask(prompt: str) -> bool:
-        try:
-            return typer.confirm(prompt, default=False, err=as_json)
-        except click.exceptions.Abort:
-            return False
+    def asker(prompt: str) -> bool:
+        return ask(prompt, to_stderr=as_json)
 
     outcome = engine.resume_execution(
-        ctx.settings, execution, aws=ctx.aws, assume_yes=yes, confirm=None if yes else ask,
+        ctx.settings, execution, aws=ctx.aws, assume_yes=yes, confirm=None if yes else asker,
         observers=[ConsoleObserver(console)], poll_seconds=poll, approval_timeout=approval_timeout)
     if as_json:
         print_json({"execution_id": outcome.execution_id, "status": outcome.status, "reason": outcome.reason,
