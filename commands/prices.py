@@ -74,6 +74,8 @@ def prices_spike(
         pct_value = Decimal(pct)
     except InvalidOperation:
         raise BadInput(f"--pct must be a number, got {pct!r}") from None
+    ctx = context()
+    ctx.announce(quiet=as_json)
     answer = _feed_call("POST", "/spike", {"symbol": symbol, "pct": str(pct_value),
                                            "over_seconds": parse_duration(over)})
     if as_json:

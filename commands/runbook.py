@@ -263,7 +263,8 @@ def validate(
 
 
 def _check_line(chk: dict[str, Any]) -> str:
-    call = f"{chk['probe']}({escape(compact(chk['args'], 60) if chk['args'] else '')})"
+    args = ", ".join(f"{k}={human(v)}" for k, v in (chk["args"] or {}).items())
+    call = f"{chk['probe']}({escape(compact(args, 60))})"
     now = "unreadable" if chk.get("error") else compact(chk.get("value"))
     role = chk.get("role")
     note = " [dim](one sample; the run watches over the period)[/]" if chk.get("sampled_once") else ""

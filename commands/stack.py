@@ -117,7 +117,7 @@ def up(
             state = supervisor.launch(settings, workers=workers, local=local, ports=ports, on_progress=progress)
     except supervisor.StackAlreadyUp as exc:
         if as_json:
-            print_json({"status": "already up", **exc.state})
+            print_json({**exc.state, "already_up": True})
         else:
             out.print(str(exc), markup=False)
         return
