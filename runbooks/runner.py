@@ -13,6 +13,7 @@ asked (and ``--yes`` stops rather than guess).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -212,6 +213,14 @@ class Runner:
         except BadInput as exc:
             # The runbook changed under us: stop, keep the execution resumable once it is restored.
             self.finish("stopped", str(exc))
+            raise
+        except LeaseLost:
+            raise  # another process drives it now: this one writes nothing more
+        except TradeopsError as exc:
+            # AWS or the stack failed under us (e.g. the approvers' topic cannot be reached): never leave the
+            # execution looking "running"; record why, and how to go on, if AWS lets us.
+            with contextlib.suppress(Exception):
+                self.finish("stopped", f"{exc}; fix that, then `tradeops runbook resume {self.eid}`")
             raise
         return self.finish("completed", None)
 

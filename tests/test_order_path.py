@@ -130,8 +130,10 @@ def test_manual_toggle_and_pause(flow):
     live = [b for b in beats if time.time() - float(b["at_epoch"]["N"]) < 5]
     assert live and all(b["in_flight"]["N"] == "0" for b in live)
 
-    flow.flag("processing", "running")
+    # The broker first, then resume: a worker refreshing its flags between the two writes must not send the
+    # held orders to the old one.
     flow.flag("active", "primary")
+    flow.flag("processing", "running")
     orders = flow.wait_final(held, timeout=30)
     flow.reconcile(orders)
     assert {o["provider"] for o in orders.values()} == {"primary"}

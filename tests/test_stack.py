@@ -129,19 +129,21 @@ def test_up_then_down_leaves_no_process(tmp_path):
     env["TRADEOPS_NAME_PREFIX"] = "cycle"
     env["TRADEOPS_PARAM_PREFIX"] = "/cycle"
     started = run_cli("up", "--workers", "1", env=env, timeout=180)
-    assert started.returncode == 0
-    # Progress component by component while it starts (piped: one line each, no spinner).
-    for component in ("aws", "broker-primary", "broker-secondary", "intake", "worker-1"):
-        assert f"✓ {component} ready" in started.stdout, started.stdout
-    assert started.stdout.index("✓ aws ready") < started.stdout.index("✓ worker-1 ready")
-    again = run_cli("up", "--json", env=env)
-    assert again.returncode == 0 and json.loads(again.stdout)["already_up"] is True
-    state = json.loads((tmp_path / "state" / "stack.json").read_text())
-    pids = [state["supervisor_pid"]] + [c["pid"] for c in state["components"].values()]
-    status = run_cli("status", "--json", env=env)
-    assert status.returncode == 0, status.stdout + status.stderr
-    assert json.loads(status.stdout)["components"]["worker-1"] is True
-    stopped = run_cli("down", "--json", env=env)
+    try:
+        assert started.returncode == 0
+        # Progress component by component while it starts (piped: one line each, no spinner).
+        for component in ("aws", "broker-primary", "broker-secondary", "intake", "worker-1"):
+            assert f"✓ {component} ready" in started.stdout, started.stdout
+        assert started.stdout.index("✓ aws ready") < started.stdout.index("✓ worker-1 ready")
+        again = run_cli("up", "--json", env=env)
+        assert again.returncode == 0 and json.loads(again.stdout)["already_up"] is True
+        state = json.loads((tmp_path / "state" / "stack.json").read_text())
+        pids = [state["supervisor_pid"]] + [c["pid"] for c in state["components"].values()]
+        status = run_cli("status", "--json", env=env)
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert json.loads(status.stdout)["components"]["worker-1"] is True
+    finally:
+        stopped = run_cli("down", "--json", env=env)  # whatever failed above, leave nothing running
     assert stopped.returncode == 0 and json.loads(stopped.stdout)["stopped"] is True
     deadline = time.monotonic() + 10
     while any(_alive(p) for p in pids) and time.monotonic() < deadline:

@@ -30,6 +30,9 @@ steps:
 """
 
 
+ROSTER = {"ops-alice": ["duty-engineer"], "ops-bob": ["ops-manager"], "risk-carol": ["risk"]}
+
+
 def _plan(flow: Flow):
     return run_cli("runbook", "plan", "failover", env=flow.stack["env"])
 
@@ -37,6 +40,7 @@ def _plan(flow: Flow):
 def test_plan_failover_decides(flow):
     """With the primary healthy `runbook plan failover` exits 1 naming step 2 (the primary-down check);
     with it down, exit 0. Verifications read "after the action", never as failures."""
+    flow.roster(ROSTER)  # the approval counts the plan checks need a roster that can supply them
     healthy = _plan(flow)
     assert healthy.returncode == 1, healthy.stdout + healthy.stderr
     last = healthy.stdout.strip().splitlines()[-1]
@@ -57,7 +61,7 @@ def test_plan_failover_decides(flow):
 def test_a_four_eyes_step_tells_the_approvers_on_their_topic(flow, tmp_path):
     """A run that reaches a four-eyes step publishes one approval request on the approvers' topic, read here
     from an SQS queue subscribed to it: runbook, step, action, executor, the approve command, how long it waits."""
-    flow.roster({"ops-alice": ["duty-engineer"], "ops-bob": ["ops-manager"], "risk-carol": ["risk"]})
+    flow.roster(ROSTER)
     kw = dict(endpoint_url=flow.stack["aws_endpoint"], region_name=flow.stack["region"],
               aws_access_key_id="testing", aws_secret_access_key="testing")
     sns, sts = boto3.client("sns", **kw), boto3.client("sts", **kw)
