@@ -11,8 +11,10 @@ import uuid
 
 import pytest
 
+from tradeops.runbooks import engine
 from tradeops.runbooks.identity import Identity
 from tradeops.runbooks.roster import Roster
+from tradeops.runbooks.store import ExecutionStore
 from tradeops.runbooks.testing import write_operators
 from tradeops.runtime.platform.aws import Aws
 from tradeops.runtime.platform.errors import Refused
@@ -50,23 +52,24 @@ def test_apply_seeds_then_changes_only_with_two_approvals(env):
     applying = subprocess.Popen(["tradeops", "operators", "apply", "--yes", "--poll", "0.1"], env=env["cli"],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
     try:
-        approved: set[str] = set()
+        store, approved = ExecutionStore(env["aws"]), set()
         deadline = time.monotonic() + 60
         while len(approved) < 2 and time.monotonic() < deadline:
-            listing = json.loads(_cli(env, "runbook", "history", "--json").stdout)
-            waiting = [r for r in listing if r["runbook"] == "change-operators" and r["status"] == "waiting_approval"
-                       and r["executor"] == "alice"]
+            waiting = [r for r in store.list_executions() if r.get("runbook") == "change-operators"
+                       and r.get("status") == "waiting_approval" and r.get("executor") == "alice"]
             for run in waiting:
-                for who in ("bob", "carol"):
-                    if who not in approved and _cli(env, "runbook", "approve", run["execution_id"], "apply", "--yes",
-                                                    operator=who).returncode == 0:
-                        approved.add(who)
-            time.sleep(0.2)
+                for who in {"bob", "carol"} - approved:
+                    # Each approver's own decision, under the roster in force (v1).
+                    engine.decide(env["settings"], run["execution_id"], "apply", "approve", aws=env["aws"],
+                                  identity=Identity(who, "test"), reason="checked the diff")
+                    approved.add(who)
+            time.sleep(0.1)
         out, err = applying.communicate(timeout=60)
     finally:
         if applying.poll() is None:
             applying.kill()
     assert applying.returncode == 0, out + err
+    assert approved == {"bob", "carol"}
     shown = json.loads(_cli(env, "operators", "show", "--json").stdout)
     assert shown["version"] == 2 and shown["operators"]["dan"] == ["risk"]
     history = json.loads(_cli(env, "operators", "show", "--history", "--json").stdout)

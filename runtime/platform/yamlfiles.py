@@ -51,8 +51,39 @@ class _StrictLoader(yaml.SafeLoader):
             self._depth -= 1
 
 
+def _too_deep_flow(text: str, max_depth: int) -> yaml.Mark | None:
+    """Where ``[``/``{`` nesting first goes deeper than ``max_depth`` (outside quotes and comments), else None.
+
+    PyYAML's scanner reads ahead through nested flow collections keeping one candidate key per
+    level, which costs time quadratic in the depth before the composer could refuse it; this linear
+    pre-scan refuses such a file first."""
+    depth, line, quote, comment = 0, 0, "", False
+    for i, ch in enumerate(text):
+        if ch == "\n":
+            line, comment = line + 1, False
+        elif comment:
+            continue
+        elif quote:
+            if ch == quote:
+                quote = ""
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "#" and (i == 0 or text[i - 1] in " \t\n"):
+            comment = True
+        elif ch in "[{":
+            depth += 1
+            if depth > max_depth:
+                return yaml.Mark("", i, line, 0, None, None)
+        elif ch in "]}":
+            depth = max(depth - 1, 0)
+    return None
+
+
 def load_node(text: str, *, max_depth: int = MAX_DEPTH) -> tuple[Any, yaml.Node | None]:
     """The document and its composed node (for line numbers); raises yaml.YAMLError, RefusedYaml included."""
+    mark = _too_deep_flow(text, max_depth)
+    if mark is not None:
+        raise RefusedYaml(None, None, f"nested deeper than {max_depth} levels", mark)
     loader = _StrictLoader(text, max_depth)
     try:
         node = loader.get_single_node()
