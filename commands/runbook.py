@@ -40,6 +40,8 @@ __all__ = ["ConsoleObserver", "run_guided", "runbook_app"]
 runbook_app = typer.Typer(help="Runbooks as code: list, check, plan and run them; approve their steps.",
                           no_args_is_help=True)
 
+ExecutionArg = Annotated[str, typer.Argument(metavar="EXECUTION", help="Execution id.")]
+StepArg = Annotated[str, typer.Argument(metavar="STEP", help="Step id.")]
 ParamOpt = Annotated[list[str] | None, typer.Option("--param", "-p", metavar="NAME=VALUE",
                                                     help="Runbook parameter (repeatable).")]
 PollOpt = Annotated[float, typer.Option(metavar="SECONDS", help="Seconds between looks at the approvals.", min=0.05)]
@@ -344,7 +346,7 @@ def run(
 
 @runbook_app.command()
 def resume(
-    execution: Annotated[str, typer.Argument(metavar="EXECUTION", help="Execution id.")],
+    execution: ExecutionArg,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before actions.")] = False,
     approval_timeout: TimeoutOpt = None,
     poll: PollOpt = 1.0,
@@ -422,8 +424,8 @@ def _decide(execution: str, step: str, decision: str, reason: str, yes: bool, as
 
 @runbook_app.command()
 def approve(
-    execution: Annotated[str, typer.Argument(metavar="EXECUTION", help="Execution id.")],
-    step: Annotated[str, typer.Argument(metavar="STEP", help="Step id.")],
+    execution: ExecutionArg,
+    step: StepArg,
     reason: Annotated[str, typer.Option(help="Why (recorded in the audit log).")] = "",
     yes: YesOpt = False,
     as_json: JsonOpt = False,
@@ -443,8 +445,8 @@ def approve(
 
 @runbook_app.command()
 def reject(
-    execution: Annotated[str, typer.Argument(metavar="EXECUTION", help="Execution id.")],
-    step: Annotated[str, typer.Argument(metavar="STEP", help="Step id.")],
+    execution: ExecutionArg,
+    step: StepArg,
     reason: Annotated[str, typer.Option(help="Why (required; recorded in the audit log).")] = "",
     yes: YesOpt = False,
     as_json: JsonOpt = False,
@@ -465,8 +467,8 @@ def reject(
 
 @runbook_app.command()
 def withdraw(
-    execution: Annotated[str, typer.Argument(metavar="EXECUTION", help="Execution id.")],
-    step: Annotated[str, typer.Argument(metavar="STEP", help="Step id.")],
+    execution: ExecutionArg,
+    step: StepArg,
     reason: Annotated[str, typer.Option(help="Why (recorded in the audit log).")] = "",
     yes: YesOpt = False,
     as_json: JsonOpt = False,
@@ -489,7 +491,7 @@ def withdraw(
 
 @runbook_app.command()
 def abort(
-    execution: Annotated[str, typer.Argument(metavar="EXECUTION", help="Execution id.")],
+    execution: ExecutionArg,
     reason: Annotated[str, typer.Option(help="Why (recorded in the audit log).")] = "",
     rollback: Annotated[bool, typer.Option(help="Also undo the completed actions, newest first.")] = False,
     yes: YesOpt = False,

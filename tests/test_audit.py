@@ -109,14 +109,14 @@ def test_reordered_records_are_named(chain, aws_settings, tmp_path):
     assert cli.returncode == 1 and "broken at record 3: reordered" in cli.stderr
 
 
-def test_concurrent_writers_never_fork_the_chain(aws_settings):
-    """8 writers x 15 appends at once on the emulator leave 120 records in one chain that verifies."""
-    log = AuditLog(Aws(aws_settings), chain=f"test-{uuid.uuid4().hex[:8]}")
+def _eight_writers(settings) -> AuditLog:
+    """8 threads, each with its own clients, append 15 records each to one fresh chain at once."""
+    log = AuditLog(Aws(settings), chain=f"test-{uuid.uuid4().hex[:8]}")
     errors: list[BaseException] = []
 
     def writer(n: int) -> None:
         try:
-            own = AuditLog(Aws(aws_settings), chain=log.chain)
+            own = AuditLog(Aws(settings), chain=log.chain)
             for i in range(15):
                 own.append("x", data={"writer": n, "i": i})
         except BaseException as exc:  # surfaced by the assertion below
@@ -128,6 +128,12 @@ def test_concurrent_writers_never_fork_the_chain(aws_settings):
     for t in threads:
         t.join(60)
     assert not errors
+    return log
+
+
+def test_concurrent_writers_never_fork_the_chain(aws_settings):
+    """8 writers x 15 appends at once on the emulator leave 120 records in one chain that verifies."""
+    log = _eight_writers(aws_settings)
     result = log.verify()
     assert result.ok and result.records == 120
     assert sorted((e["data"]["writer"], e["data"]["i"]) for e in log.entries()) == [
@@ -205,22 +211,5 @@ def test_concurrent_writers_on_the_running_stack(stack):
     """8 writers x 15 appends against the running local stack leave 120 records in one chain that verifies."""
     settings = load_settings(aws_endpoint_url=stack["aws_endpoint"], region=stack["region"],
                              state_dir=Path(stack["state_dir"]))
-    chain = f"test-{uuid.uuid4().hex[:8]}"
-    errors: list[BaseException] = []
-
-    def writer(n: int) -> None:
-        try:
-            own = AuditLog(Aws(settings), chain=chain)
-            for i in range(15):
-                own.append("x", data={"writer": n, "i": i})
-        except BaseException as exc:  # surfaced by the assertion below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=writer, args=(n,)) for n in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert not errors
-    result = AuditLog(Aws(settings), chain=chain).verify()
+    result = _eight_writers(settings).verify()
     assert result.ok and result.records == 120

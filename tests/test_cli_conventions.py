@@ -3,15 +3,10 @@ narrow and piped tables, runs that fail fast without a terminal and stop cleanly
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
-import pty
-import select
 import signal
-import struct
 import subprocess
-import termios
 import time
 import uuid
 from decimal import Decimal
@@ -21,6 +16,7 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
+from tests.terminal import Terminal
 from tradeops import __version__
 from tradeops.cli import app
 from tradeops.commands.output import Column, print_table
@@ -191,49 +187,6 @@ def _cli(env, *args, stdin=subprocess.DEVNULL, timeout=60, **extra) -> subproces
                           timeout=timeout, stdin=stdin, cwd=str(env["dir"]))
 
 
-class Terminal:
-    """tradeops at a terminal of ``cols`` columns: a pseudo-terminal for stdin and stdout, stderr piped."""
-
-    def __init__(self, env, *args, cols: int = 80, **extra) -> None:
-        self.main, side = pty.openpty()
-        fcntl.ioctl(side, termios.TIOCSWINSZ, struct.pack("HHHH", 40, cols, 0, 0))
-        self.proc = subprocess.Popen(["tradeops", *args], env=_env(env, COLUMNS=str(cols), **extra), stdin=side,
-                                     stdout=side, stderr=subprocess.PIPE, cwd=str(env["dir"]))
-        os.close(side)
-        self.output = b""
-
-    def read_until(self, text: str, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while text.encode() not in self.output:
-            assert time.monotonic() < deadline, self.output.decode(errors="replace")
-            self._read(0.2)
-
-    def _read(self, wait: float) -> bool:
-        ready, _, _ = select.select([self.main], [], [], wait)
-        if not ready:
-            return True
-        try:
-            chunk = os.read(self.main, 65536)
-        except OSError:  # EIO: the other side closed
-            return False
-        self.output += chunk
-        return bool(chunk)
-
-    def type(self, text: str) -> None:
-        os.write(self.main, text.encode())
-
-    def finish(self, timeout: float = 60) -> tuple[int, str, str]:
-        deadline = time.monotonic() + timeout
-        while self.proc.poll() is None and time.monotonic() < deadline:
-            self._read(0.1)
-        while self._read(0.1) and self.proc.poll() is not None:
-            pass
-        code = self.proc.wait(5)
-        err = self.proc.stderr.read().decode() if self.proc.stderr else ""
-        os.close(self.main)
-        return code, self.output.decode(errors="replace").replace("\r\n", "\n"), err
-
-
 def test_history_and_reimbursements_keep_whole_ids_at_80_columns(env, flags):
     """At 80 columns, at a terminal and piped, `runbook history` and `reimbursements list` show whole ids."""
     eid = LONG_ID[:60] + uuid.uuid4().hex[:6]
@@ -249,7 +202,7 @@ def test_history_and_reimbursements_keep_whole_ids_at_80_columns(env, flags):
         piped = _cli(env, *args, COLUMNS="80")
         assert piped.returncode == 0, piped.stderr
         assert ident in piped.stdout and "…" not in piped.stdout
-        terminal = Terminal(env, *args, cols=80)
+        terminal = Terminal(["tradeops", *args], _env(env, COLUMNS="80"), cwd=env["dir"], cols=80)
         code, shown, _ = terminal.finish()
         assert code == 0 and ident in shown.replace("\n", "") and ident in shown and "…" not in shown
 
@@ -279,7 +232,8 @@ def test_resume_without_a_terminal_fails_fast_and_leaves_nothing_running(env, fl
 def test_ctrl_c_at_a_prompt_leaves_the_execution_resumable(env, flags):
     """Ctrl-C at the confirmation prompt stops the run as resumable, says how to resume, and the resume finishes."""
     eid = f"cv-ctrlc-{uuid.uuid4().hex[:6]}"
-    terminal = Terminal(env, "runbook", "run", str(env["runbook"]), "--execution-id", eid)
+    terminal = Terminal(["tradeops", "runbook", "run", str(env["runbook"]), "--execution-id", eid], _env(env),
+                        cwd=env["dir"])
     terminal.read_until("Run set_processing(state=paused)?")
     terminal.proc.send_signal(signal.SIGINT)
     code, _, err = terminal.finish()
@@ -288,7 +242,7 @@ def test_ctrl_c_at_a_prompt_leaves_the_execution_resumable(env, flags):
     meta = ExecutionStore(env["aws"]).meta(eid)
     assert meta["status"] == "stopped" and "lease_token" not in meta
     assert Flags(env["aws"]).read().processing == "running"
-    resumed = Terminal(env, "runbook", "resume", eid)
+    resumed = Terminal(["tradeops", "runbook", "resume", eid], _env(env), cwd=env["dir"])
     resumed.read_until("Run set_processing(state=paused)?")
     resumed.type("y\n")
     resumed.read_until("— waiting")  # the approval wait shows how long it has waited, of how long
@@ -308,7 +262,8 @@ def test_approve_shows_what_it_approves_and_asks(env, flags):
     unasked = _cli(env, "runbook", "approve", eid, "toggle", TRADEOPS_OPERATOR="bob")
     assert unasked.returncode == 1 and "no terminal to ask on" in unasked.stderr
     assert ExecutionStore(env["aws"]).approvals(eid, "toggle") == ([], 0)
-    terminal = Terminal(env, "runbook", "approve", eid, "toggle", TRADEOPS_OPERATOR="bob")
+    terminal = Terminal(["tradeops", "runbook", "approve", eid, "toggle"], _env(env, TRADEOPS_OPERATOR="bob"),
+                        cwd=env["dir"])
     terminal.read_until("[y/N]")
     terminal.type("n\n")
     code, shown, _ = terminal.finish()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import pty
 import signal
 import subprocess
 import time
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.terminal import Terminal
 from tradeops.runbooks import engine, registry
 from tradeops.runbooks.audit import AuditLog
 from tradeops.runbooks.identity import Identity
@@ -437,18 +437,12 @@ steps:
 """
 
 
-def _at_terminal(env, *args, answers: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    """Run tradeops with a pseudo-terminal as standard input (a person at a terminal), typing ``answers``."""
-    main, side = pty.openpty()
-    try:
-        proc = subprocess.Popen(["tradeops", *args], env=_cli_env(env), cwd=str(env["dir"]), stdin=side,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        os.write(main, answers.encode())
-        out, err = proc.communicate(timeout=timeout)
-    finally:
-        os.close(side)
-        os.close(main)
-    return subprocess.CompletedProcess(args, proc.returncode, out, err)
+def _at_terminal(env, *args, answers: str) -> subprocess.CompletedProcess:
+    """tradeops at a terminal (a person there), typing ``answers``."""
+    terminal = Terminal(["tradeops", *args], _cli_env(env), cwd=env["dir"])
+    terminal.type(answers)
+    code, shown, err = terminal.finish()
+    return subprocess.CompletedProcess(args, code, shown, err)
 
 
 def test_guided_run_asks_before_each_action(env, flags, runbook_file):
