@@ -2,7 +2,8 @@
 
 Each group parses, calls the packages, renders. Errors from the packages arrive as
 ``TradeopsError`` and leave as one line on stderr with the error's exit code (2 bad input,
-1 failed check or operation); typer's own usage errors exit 2.
+1 failed check or operation, not found included); typer's own usage errors exit 2. An AWS SDK
+error that slipped past the adapters is still turned into one line here, never a traceback.
 """
 
 from __future__ import annotations
@@ -13,8 +14,11 @@ from typing import Annotated
 import typer
 
 from tradeops import __version__
-from tradeops.commands import audit, exposure, flags, orders, prices, reimbursements, runbook, stack
+from tradeops.commands import audit, doctor, exposure, flags, operators, orders, prices, reimbursements, runbook, stack
+from tradeops.commands import helptext as _helptext  # noqa: F401  (sets how every --help labels parameters)
+from tradeops.commands.context import choose_aws
 from tradeops.commands.output import err, out
+from tradeops.runtime.platform.aws import foreign_error
 from tradeops.runtime.platform.errors import TradeopsError
 
 __all__ = ["app", "main"]
@@ -38,19 +42,30 @@ def _version(value: bool) -> None:
 def _root(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Print the version and exit.")] = False,
+    aws: Annotated[bool, typer.Option("--aws", help="Act on real AWS (AWS_PROFILE, AWS_REGION, AWS_ENDPOINT_URL "
+                                                    "apply), not the local stack. Same as TRADEOPS_TARGET=aws.")]
+    = False,
 ) -> None:
-    """Keep order execution alive when a broker fails, and prove it to the regulator."""
+    """Keep order execution alive when a broker fails, and prove it to the regulator.
+
+    Commands act on the local stack when one is up (`tradeops up`), on AWS only when asked
+    (--aws or TRADEOPS_TARGET=aws), and otherwise stop with one line. Every command that changes
+    something prints its target first. `tradeops doctor` says what is wrong and how to fix it.
+    """
+    choose_aws(aws)
 
 
 # The stack.
 app.command()(stack.up)
 app.command()(stack.status)
 app.command()(stack.down)
+app.command()(doctor.doctor)
 # Operations: runbooks, the audit log, orders and flags.
 app.add_typer(runbook.runbook_app, name="runbook")
 app.add_typer(audit.audit_app, name="audit")
 app.add_typer(orders.orders_app, name="orders")
 app.add_typer(flags.flags_app, name="flags")
+app.add_typer(operators.operators_app, name="operators")
 # Liability: prices, exposure, reimbursements.
 app.command("exposure")(exposure.exposure)
 app.add_typer(prices.prices_app, name="prices")
@@ -67,6 +82,12 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)
+    except Exception as exc:
+        ours = foreign_error(exc, "AWS")
+        if ours is None:
+            raise
+        err.print(f"error: {ours}", markup=False)
+        sys.exit(ours.exit_code)
 
 
 if __name__ == "__main__":

@@ -63,7 +63,8 @@ def main() -> int:
     procs: list[subprocess.Popen] = []
     try:
         aws_port = free_port()
-        moto = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(aws_port)],
+        moto = subprocess.Popen([sys.executable, "-m", "tradeops.runtime.stack.emulator", "-H", "127.0.0.1",
+                                 "-p", str(aws_port)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         procs.append(moto)
         endpoint = f"http://127.0.0.1:{aws_port}"

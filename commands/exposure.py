@@ -14,7 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tradeops.commands.context import context
-from tradeops.commands.output import JsonOpt, out, print_json
+from tradeops.commands.output import JsonOpt, out, print_json, when
 from tradeops.runtime.liability.monitor import read_summary
 from tradeops.runtime.platform.aws import Aws
 from tradeops.runtime.platform.clock import utcnow
@@ -54,6 +54,7 @@ def render_exposure(summary: dict[str, Any], *, top: int = 20) -> Group:
     if summary.get("stale"):
         parts.append(Text(f"warning: this summary is {summary['age_seconds']:.0f}s old; "
                           "is the divergence monitor running?", style="yellow"))
+    # Cells fold rather than being cut: order ids are what people type next.
     thresholds = Table("threshold", "limit", "now", "state", "orders", header_style="bold")
     for t in summary["thresholds"]:
         thresholds.add_row(t["name"], f"{t['limit']} {t['unit']}", f"{t['value']} {t['unit']}",
@@ -66,8 +67,12 @@ def render_exposure(summary: dict[str, Any], *, top: int = 20) -> Group:
         worst.add_row(escape(row["order_id"]), row["symbol"], row["side"], row["quantity"], row["quote_price"],
                       row["price"] or "-", row["divergence_pct"], row["exposure"], row["max_exposure"],
                       f"{row['waited_seconds']:.0f}s")
+    worst.columns[0].no_wrap = True
+    worst.columns[0].min_width = max((len(r["order_id"]) for r in summary["worst"][:top]), default=5)
+    for column in (*thresholds.columns, *worst.columns[1:]):
+        column.overflow = "fold"
     parts.append(worst if summary["worst"] else Text("no order is exposed"))
-    parts.append(Text(f"updated {summary['updated_at']} · amounts in GBP, rounded half-up to the penny",
+    parts.append(Text(f"updated {when(summary['updated_at'])} · amounts in GBP, rounded half-up to the penny",
                       style="dim"))
     return Group(*parts)
 

@@ -1,17 +1,19 @@
-"""`tradeops orders ...`: look at one order; declare a broker's in-doubt orders void."""
+"""`tradeops orders ...`: look at one order; declare a broker's in-doubt orders void (four-eyes or break-glass)."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from tradeops.commands.context import context
-from tradeops.commands.output import JsonOpt, YesOpt, out, print_json
+from tradeops.commands.output import Column, JsonOpt, YesOpt, confirm, human, out, print_json, print_table, when, yes_no
+from tradeops.commands.runbook import run_guided
+from tradeops.runbooks import breakglass
 from tradeops.runtime.orderpath.intake import order_json
-from tradeops.runtime.orderpath.ops import declare_void, in_flight_orders
+from tradeops.runtime.orderpath.ops import in_flight_orders
 from tradeops.runtime.orderpath.orders import OrderStore
+from tradeops.runtime.platform.errors import BadInput
 
 __all__ = ["orders_app"]
 
@@ -19,46 +21,76 @@ orders_app = typer.Typer(help="Look at orders; declare a broker's in-doubt order
 
 _SHOWN = ("order_id", "status", "provider", "symbol", "side", "quantity", "order_type", "limit_price", "quote_price",
           "fill_price", "placed_at", "filled_at", "synthetic")
+_TIMES = ("placed_at", "filled_at", "created_at", "updated_at")
 
 
 @orders_app.command("show")
-def show(order_id: Annotated[str, typer.Argument(help="The order id.")], as_json: JsonOpt = False) -> None:
-    """One order with its state, provider, fill and history."""
+def show(order_id: Annotated[str, typer.Argument(metavar="ORDER_ID", help="The order id.")],
+         as_json: JsonOpt = False) -> None:
+    """One order with its state, provider, fill and history (exit 1 if there is no such order)."""
     order = order_json(OrderStore(context().aws).require(order_id))
     if as_json:
         print_json(order)
         return
     for key in _SHOWN:
-        if order.get(key) is not None:
-            out.print(f"{key:>12}: {order[key]}")
-    table = Table("at", "status", "actor", "provider", "note", header_style="bold")
-    for entry in order.get("history", []):
-        table.add_row(entry.get("at", ""), entry.get("status", ""), entry.get("actor", ""),
-                      entry.get("provider", ""), entry.get("note", ""))
-    out.print(table)
+        if order.get(key) is None:
+            continue
+        value = order[key]
+        text = when(value) if key in _TIMES else yes_no(value) if key == "synthetic" else human(value)
+        out.print(f"{key:>12}: {text}", markup=False)
+    print_table([Column("at"), Column("status"), Column("actor", ident=True), Column("provider"), Column("note")],
+                [(when(e.get("at")), e.get("status", ""), e.get("actor", ""), e.get("provider") or "",
+                  e.get("note") or "") for e in order.get("history", [])])
 
 
 @orders_app.command("declare-void")
 def declare_void_command(
     provider: Annotated[str, typer.Option(help="The broker whose in-flight orders are declared void.")],
-    reason: Annotated[str, typer.Option(help="Why (recorded with the declaration).")] = "broker unavailable",
+    reason: Annotated[str, typer.Option(help="Why (required; goes on every released order and the audit log).")]
+    = "",
+    break_glass: Annotated[bool, typer.Option("--break-glass", help="Declare it alone, now (needs a break-glass "
+                                                                    "role; audited and alerted).")] = False,
     yes: YesOpt = False,
     as_json: JsonOpt = False,
+    poll: Annotated[float, typer.Option(metavar="SECONDS", help="Seconds between looks at the approvals.",
+                                        min=0.05)] = 1.0,
 ) -> None:
-    """Declare PROVIDER's in-doubt orders void so they may go to the other broker. Records who did it."""
+    """Declare PROVIDER's in-doubt orders void so they may go to the other broker.
+
+    A four-eyes operation: it runs the declare-void runbook (two approvers). With --break-glass a
+    holder of a break-glass role declares it alone, audited and alerted. Either way the broker is
+    asked once more right before each order is released, and an order it now answers for is
+    settled instead.
+
+    Example:
+
+        tradeops orders declare-void --provider primary --reason "primary down since 09:05, no answer (INC-123)"
+    """
+    if len(reason.strip()) < 3:
+        raise BadInput("declare-void needs --reason (it goes on every released order and into the audit log)")
     ctx = context()
-    who = ctx.identity()
     pending = in_flight_orders(ctx.aws, provider)
-    if not yes and not as_json:
-        out.print(
-            f"{len(pending)} order(s) in flight at {provider}. Declaring them void means you accept that "
-            f"{provider} will never fill them."
-        )
-        typer.confirm("Declare them void?", abort=True)
-    released = declare_void(ctx.aws, provider, actor=who.name, reason=reason)
+    if not pending:
+        if as_json:
+            print_json({"provider": provider, "released": [], "settled": [], "target": ctx.target_json()})
+        else:
+            out.print(f"no order is in flight at {provider}; nothing to declare", markup=False)
+        return
+    if not break_glass:
+        run_guided(ctx, "declare-void", {"provider": provider, "reason": reason}, yes=yes, as_json=as_json, poll=poll)
+        return
+    ctx.announce(quiet=as_json)
+    who = ctx.identity()
+    roster = ctx.operators()
+    breakglass.authorize(who, roster, reason)
+    if not as_json:
+        out.print(f"{len(pending)} order(s) in flight at {provider}. Declaring them void means you accept that "
+                  f"{provider} will never fill them (it is asked once more first).", markup=False)
+    confirm("Declare them void (break-glass)?", yes=yes, what="declaring orders void")
+    result = breakglass.declare_void(ctx.aws, identity=who, roster=roster, provider=provider, reason=reason,
+                                     target=ctx.target_text())
     if as_json:
-        print_json({"provider": provider, "declared_by": who.name, "identity_source": who.source,
-                    "released": released})
+        print_json({**result, "target": ctx.target_json()})
     else:
-        out.print(f"{len(released)} order(s) declared void at {provider} by {who.name} ({who.source}); "
-                  "they will be routed again")
+        out.print(f"{len(result['released'])} order(s) declared void at {provider} by {who.name} ({who.source}); "
+                  f"they will be routed again. {len(result['settled'])} settled by the broker's answer.", markup=False)

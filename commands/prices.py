@@ -7,10 +7,9 @@ from typing import Annotated, Any
 
 import httpx
 import typer
-from rich.table import Table
 
 from tradeops.commands.context import context
-from tradeops.commands.output import JsonOpt, out, print_json
+from tradeops.commands.output import Column, JsonOpt, out, print_json, print_table, when
 from tradeops.runtime.platform.clock import parse_duration
 from tradeops.runtime.platform.errors import BadInput, StackError
 
@@ -48,32 +47,39 @@ def prices_show(as_json: JsonOpt = False) -> None:
     if as_json:
         print_json(answer)
         return
-    table = Table("symbol", "price (GBP)", header_style="bold")
-    for symbol, price in answer["prices"].items():
-        table.add_row(symbol, price)
-    out.print(table)
+    print_table([Column("symbol", ident=True), Column("price (GBP)", justify="right")],
+                list(answer["prices"].items()))
     for spike in answer.get("spikes", []):
         out.print(f"moving: {spike['symbol']} {spike['from']} -> {spike['to']} ({spike['pct']}%) "
-                  f"until {spike['ends_at']}")
+                  f"until {when(spike['ends_at'])}", markup=False)
     out.print(f"{answer.get('ticks_per_second')} ticks/s in batches every {answer.get('batch_seconds')} s")
 
 
 @prices_app.command("spike")
 def prices_spike(
-    symbol: Annotated[str, typer.Argument(help="A symbol the feed publishes, e.g. SYM3.")],
-    pct: Annotated[str, typer.Option("--pct", help="Move in percent of the current price (negative: down).")],
-    over: Annotated[str, typer.Option("--over", help="Over how long, e.g. 10s, 500ms, 2m (0: at once).")] = "0s",
+    symbol: Annotated[str, typer.Argument(metavar="SYMBOL", help="A symbol the feed publishes, e.g. SYM3.")],
+    pct: Annotated[str, typer.Option("--pct", metavar="PERCENT", help="Move in percent of the current price "
+                                                                      "(negative: down).")],
+    over: Annotated[str, typer.Option("--over", metavar="DURATION", help="Over how long, e.g. 10s, 500ms, 2m "
+                                                                         "(0: at once).")] = "0s",
     as_json: JsonOpt = False,
 ) -> None:
-    """Move SYMBOL's price linearly by --pct percent over --over (instead of its random walk)."""
+    """Move SYMBOL's price linearly by --pct percent over --over (instead of its random walk).
+
+    Example:
+
+        tradeops prices spike SYM3 --pct -5 --over 10s
+    """
     try:
         pct_value = Decimal(pct)
     except InvalidOperation:
         raise BadInput(f"--pct must be a number, got {pct!r}") from None
+    ctx = context()
+    ctx.announce(quiet=as_json)
     answer = _feed_call("POST", "/spike", {"symbol": symbol, "pct": str(pct_value),
                                            "over_seconds": parse_duration(over)})
     if as_json:
         print_json(answer)
     else:
         out.print(f"{answer['symbol']}: {answer['from']} -> {answer['to']} ({answer['pct']}%) "
-                  f"over {answer['over_seconds']:g}s, until {answer['ends_at']}")
+                  f"over {answer['over_seconds']:g}s, until {when(answer['ends_at'])}", markup=False)

@@ -8,11 +8,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
-from rich.table import Table
 
 from tradeops.commands.context import Context, context
-from tradeops.commands.output import JsonOpt, err, out, print_json
+from tradeops.commands.output import Column, JsonOpt, YesOpt, confirm, err, out, print_json, print_table, when
 from tradeops.runbooks.identity import Identity
 from tradeops.runtime.liability.ledger import Ledger, entry_dict, write_csv
 from tradeops.runtime.platform.errors import BadInput
@@ -39,8 +37,9 @@ def _approvals_text(entry: dict[str, Any]) -> str:
     return f"{len(entry.get('approvals', []))}/{int(entry['required_approvals'])}"
 
 
-StatusOpt = Annotated[list[str] | None, typer.Option("--status", help="Only this status (repeatable): "
-                                                     "PENDING_APPROVAL, APPROVED, REJECTED, NOTHING_DUE.")]
+StatusOpt = Annotated[list[str] | None, typer.Option(
+    "--status", metavar="STATUS", help="Only this status (repeatable): PENDING_APPROVAL, APPROVED, REJECTED, "
+                                       "NOTHING_DUE.")]
 
 
 @reimbursements_app.command("list")
@@ -51,26 +50,35 @@ def reimbursements_list(status: StatusOpt = None, as_json: JsonOpt = False) -> N
     if as_json:
         print_json(entries)
         return
-    table = Table("order", "account", "symbol", "side", "qty", "quote", "fill", "amount £", "waited", "status",
-                  "approvals", "created", header_style="bold")
-    for e in entries:
-        table.add_row(escape(e["order_id"]), escape(e["account_id"]), e["symbol"], e["side"], str(e["quantity"]),
-                      e["quote_price"], e["fill_price"], e["amount"], f"{Decimal(e['waited_seconds']):.0f}s",
-                      e["status"], _approvals_text(e), e["created_at"])
-    out.print(table)
+    print_table([Column("order", ident=True), Column("account", ident=True), Column("symbol"), Column("side"),
+                 Column("qty", justify="right"), Column("quote", justify="right"), Column("fill", justify="right"),
+                 Column("amount £", justify="right"), Column("waited", justify="right"), Column("status"),
+                 Column("approvals"), Column("created")],
+                [(e["order_id"], e["account_id"], e["symbol"], e["side"], e["quantity"], e["quote_price"],
+                  e["fill_price"], e["amount"], f"{Decimal(e['waited_seconds']):.0f}s", e["status"], _approvals_text(e),
+                  when(e["created_at"])) for e in entries])
     total = sum((Decimal(e["amount"]) for e in entries), Decimal(0))
     out.print(f"{len(entries)} entries, £{total} GBP")
 
 
 @reimbursements_app.command("approve")
 def reimbursements_approve(
-    order_id: Annotated[str, typer.Argument(help="The order id of the reimbursement.")],
+    order_id: Annotated[str, typer.Argument(metavar="ORDER_ID", help="The order id of the reimbursement.")],
+    yes: YesOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Approve a pending reimbursement as yourself (finance role; never your own request; once each)."""
+    """Approve a pending reimbursement as yourself (finance role in the roster; never your own request; once each).
+
+    Example:
+
+        tradeops reimbursements approve ord-20261126-0042
+    """
     ctx = context()
+    ctx.announce(quiet=as_json)
     ledger = Ledger(ctx.aws)
     who, roles = _decider(ctx)
+    confirm(f"Approve the reimbursement of order {order_id} as {who.name}?", yes=yes,
+            what="approving the reimbursement")
     entry = entry_dict(ledger.approve(order_id, approver=who.name, roles=roles, source=who.source))
     _record(ctx, who, "reimbursement_approved", entry, approvals=_approvals_text(entry))
     if as_json:
@@ -82,14 +90,23 @@ def reimbursements_approve(
 
 @reimbursements_app.command("reject")
 def reimbursements_reject(
-    order_id: Annotated[str, typer.Argument(help="The order id of the reimbursement.")],
+    order_id: Annotated[str, typer.Argument(metavar="ORDER_ID", help="The order id of the reimbursement.")],
     reason: Annotated[str, typer.Option("--reason", help="Why (recorded with your identity).")],
+    yes: YesOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Reject a pending reimbursement with a recorded reason (finance role)."""
+    """Reject a pending reimbursement with a recorded reason (finance role in the roster).
+
+    Example:
+
+        tradeops reimbursements reject ord-20261126-0042 --reason "customer cancelled before the delay"
+    """
     ctx = context()
+    ctx.announce(quiet=as_json)
     ledger = Ledger(ctx.aws)
     who, roles = _decider(ctx)
+    confirm(f"Reject the reimbursement of order {order_id} as {who.name}?", yes=yes,
+            what="rejecting the reimbursement")
     entry = entry_dict(ledger.reject(order_id, approver=who.name, roles=roles, reason=reason, source=who.source))
     _record(ctx, who, "reimbursement_rejected", entry, reason=reason)
     if as_json:
@@ -100,10 +117,16 @@ def reimbursements_reject(
 
 @reimbursements_app.command("export")
 def reimbursements_export(
-    csv_path: Annotated[str, typer.Option("--csv", help="CSV file to write, or - for standard output.")],
+    csv_path: Annotated[str, typer.Option("--csv", metavar="FILE", help="CSV file to write, or - for standard "
+                                                                         "output.")],
     status: StatusOpt = None,
 ) -> None:
-    """Export the ledger as CSV for finance (one row per order; amounts GBP)."""
+    """Export the ledger as CSV for finance (one row per order; amounts GBP).
+
+    Example:
+
+        tradeops reimbursements export --csv reimbursements-2026-11.csv --status APPROVED
+    """
     ledger = Ledger(context().aws)
     entries = sorted(ledger.entries(status), key=lambda e: (e["created_at"], e["order_id"]))
     if csv_path == "-":

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
-from tradeops.commands.context import context
-from tradeops.commands.output import JsonOpt, out, print_json
-from tradeops.runtime.platform.errors import BadInput
+from tradeops.commands.context import aws_chosen, context
+from tradeops.commands.output import Column, JsonOpt, human, out, print_json, print_table, when, yes_no
+from tradeops.runtime.orderpath.ops import runtime_status
+from tradeops.runtime.platform.errors import BadInput, NoTarget, StackError
 from tradeops.runtime.platform.settings import load_settings
 from tradeops.runtime.platform.statefile import StackState, pid_alive, read_state
 from tradeops.runtime.stack import supervisor
@@ -33,14 +34,46 @@ def parse_ports(items: list[str]) -> dict[str, int | None]:
 
 def render_state(state: StackState) -> None:
     """Where each component of a stack listens."""
-    table = Table("component", "where", show_header=True, header_style="bold")
+    rows: list[tuple[str, str]] = []
     if state.get("aws_endpoint"):
-        table.add_row("aws", f"{state['aws_endpoint']} (region {state.get('region')})")
+        rows.append(("aws", f"{state['aws_endpoint']} (region {state.get('region')})"))
     for name, broker in sorted(state.get("brokers", {}).items()):
-        table.add_row(f"broker {name}", f"{broker['url']}  control {broker['control']}  ({broker['wire']})")
+        rows.append((f"broker {name}", f"{broker['url']}  control {broker['control']}  ({broker['wire']})"))
     if state.get("intake"):
-        table.add_row("intake", state["intake"])
-    out.print(table)
+        rows.append(("intake", state["intake"]))
+    print_table([Column("component"), Column("where", ident=True)], rows)
+
+
+class _Progress:
+    """`up`'s progress, component by component: a spinner on a terminal, one line per component otherwise."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.done: set[str] = set()
+        self.status = out.status("starting the stack…") if out.is_terminal and not quiet else None
+        self.started = time.monotonic()
+
+    def __enter__(self) -> _Progress:
+        if self.status is not None:
+            self.status.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.status is not None:
+            self.status.stop()
+
+    def __call__(self, state: dict[str, Any]) -> None:
+        if self.quiet:
+            return
+        if state.get("deployed_at") and "template" not in self.done:
+            self.done.add("template")
+            out.print(f"[green]✓[/] template deployed ({time.monotonic() - self.started:.1f} s)")
+        for name, comp in state.get("components", {}).items():
+            if comp.get("ready_at") and name not in self.done:
+                self.done.add(name)
+                out.print(f"[green]✓[/] {name} ready ({time.monotonic() - self.started:.1f} s)")
+        if self.status is not None and state.get("stage"):
+            self.status.update(f"{state['stage']}…")
 
 
 def up(
@@ -52,15 +85,23 @@ def up(
         typer.Option(metavar="NAME=PORT", help="Fix a port instead of a free one: aws=4566, primary=…, "
                                                "secondary=…, intake=…"),
     ] = None,
+    as_json: JsonOpt = False,
 ) -> None:
-    """Start the local stack (AWS emulator, brokers, runtime) and return once all of it is healthy."""
+    """Start the local stack (AWS emulator, brokers, runtime) and return once all of it is healthy.
+
+    Shows each component as it becomes healthy.
+
+    Example:
+
+        tradeops up --workers 4 --port primary=8101
+    """
     settings = load_settings()
     ports = parse_ports(port or [])
-    local = not aws
+    local = not (aws or aws_chosen())
     if foreground:
         state = read_state(settings.state_file)
         if state and pid_alive(state.get("supervisor_pid")):
-            out.print(f"the stack is already up (since {state.get('started_at')})")
+            out.print(f"the stack is already up (since {when(state.get('started_at'))})", markup=False)
             return
         out.print("starting the stack in the foreground; Ctrl-C stops it")
 
@@ -72,29 +113,53 @@ def up(
         out.print("stack stopped" if code == 0 else "stack failed")
         raise typer.Exit(code)
     try:
-        state = supervisor.launch(settings, workers=workers, local=local, ports=ports)
+        with _Progress(quiet=as_json) as progress:
+            state = supervisor.launch(settings, workers=workers, local=local, ports=ports, on_progress=progress)
     except supervisor.StackAlreadyUp as exc:
-        out.print(str(exc))
+        if as_json:
+            print_json({**exc.state, "already_up": True})
+        else:
+            out.print(str(exc), markup=False)
+        return
+    if as_json:
+        print_json({**state, "state_file": str(settings.state_file)})
         return
     out.print("[bold green]stack is up[/]")
     render_state(state)
-    out.print(f"state: {settings.state_file}   logs: {state.get('log_dir')}")
+    out.print(f"state: {settings.state_file}   logs: {state.get('log_dir')}", markup=False)
+
+
+def _detail(detail: dict[str, Any]) -> str:
+    words = []
+    for key, value in detail.items():
+        if key == "alive":
+            continue
+        words.append(f"{key.replace('_', ' ')} {yes_no(value) if isinstance(value, bool) else human(value)}")
+    return ", ".join(words)
 
 
 def status(as_json: JsonOpt = False) -> None:
-    """Show every component of the stack with its health (exit 1 if any is unhealthy)."""
-    info = full_status(context().settings)
+    """Show the target and every component of the stack with its health (exit 1 if any is unhealthy)."""
+    try:
+        ctx = context()
+    except NoTarget:
+        raise StackError("the stack is not up (run `tradeops up`), and no AWS target was chosen (--aws)") from None
+    state = read_state(ctx.settings.state_file)
+    if ctx.target.kind == "aws" and not (state and pid_alive(state.get("supervisor_pid"))):
+        info: dict[str, Any] = {"target": ctx.target_json(), **runtime_status(ctx.aws)}
+        info["components"] = {}
+    else:
+        info = full_status(ctx.settings)
+        info["target"] = ctx.target_json()
     if as_json:
         print_json(info)
     else:
-        render_state(info)
-        table = Table("component", "healthy", "detail", header_style="bold")
-        for name, ok in info["components"].items():
-            detail = {k: v for k, v in info["details"][name].items() if k != "alive"}
-            table.add_row(
-                name, "[green]yes[/]" if ok else "[red]no[/]", ", ".join(f"{k}={v}" for k, v in detail.items())
-            )
-        out.print(table)
+        out.print(f"target: {ctx.target_text()}", markup=False)
+        if info["components"]:
+            render_state(info)
+            print_table([Column("component", ident=True), Column("healthy"), Column("detail")],
+                        [(name, yes_no(ok), _detail(info["details"][name]))
+                         for name, ok in info["components"].items()])
         routing, queues = info["routing"], info["queues"]
         out.print(
             f"routing: mode [bold]{routing['mode']}[/], active [bold]{routing['active']}[/], "
@@ -114,7 +179,15 @@ def status(as_json: JsonOpt = False) -> None:
         raise typer.Exit(1)
 
 
-def down() -> None:
-    """Stop every process the stack started (nothing running is not an error)."""
+def down(as_json: JsonOpt = False) -> None:
+    """Stop every process the stack started (nothing running is not an error).
+
+    Example:
+
+        tradeops down
+    """
     state = supervisor.stop(load_settings())
+    if as_json:
+        print_json({"stopped": bool(state), "started_at": (state or {}).get("started_at")})
+        return
     out.print("stack stopped" if state else "no stack is running")

@@ -11,7 +11,14 @@ The rules, each failing closed:
 - only identities holding one of the step's roles count (roles from the operators file of the
   process that decides, not from the record);
 - a valid rejection stops the step, whatever the approvals;
+- a withdrawn approval counts for nothing (and its identity cannot decide again);
 - an approval bound to another execution, step or runbook text counts for nothing.
+
+Break-glass (a direct change outside any runbook, such as ``flags set active``) skips four-eyes,
+so it is allowed only to identities holding a role the roster names for it, and only with a
+reason (:func:`break_glass_refusal`).
+
+Refusals are :class:`Refused` (exit 1): the request was well formed, the rules say no.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from tradeops.runtime.platform.errors import BadInput
+from tradeops.runtime.platform.errors import BadInput, Refused
 
 __all__ = [
     "Approval",
@@ -30,6 +37,7 @@ __all__ = [
     "ApprovalRule",
     "Decision",
     "binding_of",
+    "break_glass_refusal",
     "check_new_decision",
     "evaluate",
 ]
@@ -79,6 +87,7 @@ class Approval:
     roles: tuple[str, ...] = ()
     reason: str = ""
     at: str = ""
+    withdrawn_at: str = ""  # set when its approver took it back before the action started
 
     @classmethod
     def make(cls, ctx: ApprovalContext, identity: str, identity_source: str, decision: Choice, *,
@@ -129,11 +138,13 @@ def check_new_decision(rule: ApprovalRule, ctx: ApprovalContext, identity: str,
     """Refuse (BadInput, one line) a decision the rules would not count; return if it may be recorded."""
     why = _why_not_allowed(rule, ctx, identity)
     if why:
-        raise BadInput(f"refused: {why}")
+        raise Refused(f"refused: {why}")
     for a in existing:
         if a.identity == identity:
-            raise BadInput(f"refused: {identity} has already {'approved' if a.decision == 'approve' else 'rejected'}"
-                           f" step {ctx.step_id} of {ctx.execution_id}; one identity counts once")
+            did = "withdrawn an approval of" if a.withdrawn_at else (
+                "approved" if a.decision == "approve" else "rejected")
+            raise Refused(f"refused: {identity} has already {did} step {ctx.step_id} of {ctx.execution_id}; "
+                          "one identity counts once")
 
 
 def evaluate(rule: ApprovalRule, ctx: ApprovalContext, approvals: Sequence[Approval]) -> Decision:
@@ -146,6 +157,9 @@ def evaluate(rule: ApprovalRule, ctx: ApprovalContext, approvals: Sequence[Appro
         why = _why_not_bound(ctx, a) or _why_not_allowed(rule, ctx, a.identity)
         if why is None and a.identity in seen:
             why = f"{a.identity} has already decided; one identity counts once"
+        if why is None and a.withdrawn_at:
+            seen.add(a.identity)
+            why = f"{a.identity} withdrew their approval"
         if why is not None:
             refused.append((a.identity, why))
             continue
@@ -162,3 +176,17 @@ def evaluate(rule: ApprovalRule, ctx: ApprovalContext, approvals: Sequence[Appro
         state = "pending"
     return Decision(state=state, needed=rule.count, approved_by=tuple(approved), rejected_by=tuple(rejected),
                     refused=tuple(refused))
+
+
+def break_glass_refusal(identity: str, roles_held: frozenset[str], break_glass_roles: frozenset[str],
+                        reason: str) -> str | None:
+    """Why ``identity`` may not pull a lever by hand (None when it may): it needs a break-glass role and a reason."""
+    if not break_glass_roles:
+        return f"{identity} may not: the roster names no break-glass role (break_glass: [ROLE, ...])"
+    if not roles_held & break_glass_roles:
+        has = ", ".join(sorted(roles_held)) or "no role"
+        return (f"{identity} has {has}; a change outside a runbook needs a break-glass role "
+                f"({', '.join(sorted(break_glass_roles))}). Use the runbook instead, with four-eyes")
+    if len(reason.strip()) < 3:
+        return "a change outside a runbook needs --reason (it goes to the audit log and the alert)"
+    return None

@@ -13,8 +13,15 @@ which DynamoDB applies atomically, and so does the local stack's emulator (a con
 it); a two-item transaction is not atomic there, so none is used.
 
 ``verify_chain`` (pure) walks the records and names the first broken one: edited (its digest no
-longer matches), deleted (a gap in seq, or the head is ahead of the last record) or reordered
-(a record holds another position's content, or no longer follows its predecessor).
+longer matches), deleted (a gap in seq, or the head is ahead of the last record), reordered
+(a record holds another position's content, or no longer follows its predecessor) or tampered
+(an attribute used to query it, ``execution_id`` or ``kind``, disagrees with its body).
+
+Every byte of a record counts: the execution id, step id, kind, actor, identity source and time are
+inside the hashed body, and the item's query attributes are copies derived from it. A copy cannot be
+trusted, so ``verify`` re-derives them from the body, and an execution's timeline is selected by the
+body (:meth:`AuditLog.timeline`), which reports any record whose attributes disagree with it. Records
+written by older code have the same shape and verify the same way.
 
 The audit log observes runs (``AuditObserver``); the engine never calls it from inside a step.
 """
@@ -39,12 +46,14 @@ from tradeops.runtime.platform.names import names_for
 
 __all__ = [
     "GENESIS",
+    "QUERY_ATTRIBUTES",
     "AuditLog",
     "AuditObserver",
     "StoredRecord",
     "Verification",
     "canonical_json",
     "digest",
+    "query_attributes",
     "verify_chain",
 ]
 
@@ -76,13 +85,33 @@ def digest(body: dict[str, Any]) -> str:
     return hashlib.sha256(canonical_json(body).encode("utf-8")).hexdigest()
 
 
+QUERY_ATTRIBUTES = ("execution_id", "kind")
+"""Item attributes copied out of the body so records can be found; never trusted, always re-derived."""
+
+
+def query_attributes(body: dict[str, Any]) -> dict[str, str]:
+    """The attributes an item stores beside a body: exactly the body's non-empty values of QUERY_ATTRIBUTES."""
+    return {name: str(body[name]) for name in QUERY_ATTRIBUTES if body.get(name)}
+
+
+def attributes_disagree(body: dict[str, Any], attributes: dict[str, str]) -> str | None:
+    """Why an item's query attributes are not the ones its body gives (None when they agree)."""
+    expected = query_attributes(body)
+    for name in QUERY_ATTRIBUTES:
+        if attributes.get(name) != expected.get(name):
+            return (f"tampered: its {name} attribute is {attributes.get(name)!r} but its body says "
+                    f"{expected.get(name)!r}")
+    return None
+
+
 @dataclass(frozen=True)
 class StoredRecord:
-    """One record as stored: its seq key, its body text and the digest stored with it."""
+    """One record as stored: its seq key, its body text, the digest stored with it, and its query attributes."""
 
     seq: int
     body: str
     sha256: str
+    attributes: dict[str, str] | None = None  # None: not read (a pure test of the chain alone)
 
 
 @dataclass(frozen=True)
@@ -119,6 +148,10 @@ def verify_chain(chain: str, records: Sequence[StoredRecord], head: tuple[int, s
         if body.get("seq") != rec.seq or body.get("chain") != chain:
             return broken(rec.seq, f"reordered: it holds the content of record {body.get('seq')} "
                                    f"of chain {body.get('chain')!r}")
+        if rec.attributes is not None:
+            why = attributes_disagree(body, rec.attributes)
+            if why:
+                return broken(rec.seq, why)
         if body.get("prev_sha256") != prev_sha:
             if expected == 1:
                 return broken(rec.seq, "reordered: the first record does not start the chain")
@@ -190,10 +223,8 @@ class AuditLog:
                     "data": json.loads(canonical_json(data or {})), "prev_sha256": last_sha}
             text = canonical_json(body)
             sha = hashlib.sha256(text.encode("utf-8")).hexdigest()
-            item = {"chain": {"S": self.chain}, "seq": {"N": str(seq)}, "body": {"S": text},
-                    "sha256": {"S": sha}, "kind": {"S": kind}}
-            if execution_id:
-                item["execution_id"] = {"S": execution_id}
+            item = {"chain": {"S": self.chain}, "seq": {"N": str(seq)}, "body": {"S": text}, "sha256": {"S": sha},
+                    **{k: {"S": v} for k, v in query_attributes(body).items()}}
             try:
                 self.aws.dynamodb.put_item(TableName=self.table, Item=item,
                                            ConditionExpression="attribute_not_exists(seq)")
@@ -216,8 +247,11 @@ class AuditLog:
             "ExpressionAttributeValues": {":c": {"S": self.chain}, ":z": {"N": str(_HEAD)}},
         }
         if execution_id:
-            kwargs["FilterExpression"] = "execution_id = :e"
+            # The attribute, or the body's own words: a record whose attribute was removed or changed is
+            # still found through its body (canonical JSON spells the id exactly so), and reported.
+            kwargs["FilterExpression"] = "execution_id = :e OR contains(body, :b)"
             kwargs["ExpressionAttributeValues"][":e"] = {"S": execution_id}
+            kwargs["ExpressionAttributeValues"][":b"] = {"S": '"execution_id":' + canonical_json(execution_id)}
         while True:
             with aws_errors("read the audit log"):
                 page = self.aws.dynamodb.query(**kwargs)
@@ -227,19 +261,29 @@ class AuditLog:
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def stored(self) -> list[StoredRecord]:
-        return [StoredRecord(int(i["seq"]["N"]), i.get("body", {}).get("S", ""), i.get("sha256", {}).get("S", ""))
+        return [StoredRecord(int(i["seq"]["N"]), i.get("body", {}).get("S", ""), i.get("sha256", {}).get("S", ""),
+                             {k: i[k]["S"] for k in QUERY_ATTRIBUTES if "S" in i.get(k, {})})
                 for i in self._query()]
 
     def entries(self, execution_id: str | None = None) -> list[dict[str, Any]]:
-        """Record bodies (with their digest), oldest first; only one execution's when given."""
-        out = []
+        """Record bodies (with their digest), oldest first; only one execution's when given (see timeline)."""
+        if execution_id:
+            return self.timeline(execution_id)[0]
+        return [_entry(item)[0] for item in self._query()]
+
+    def timeline(self, execution_id: str) -> tuple[list[dict[str, Any]], list[str]]:
+        """One execution's records, chosen by their hashed bodies, and every record whose query attributes
+        disagree with its body (tampering: e.g. an execution_id removed to hide a record from this view)."""
+        out, problems = [], []
         for item in self._query(execution_id):
-            try:
-                body = json.loads(item["body"]["S"])
-            except (KeyError, ValueError):
-                body = {"seq": int(item["seq"]["N"]), "kind": "unreadable"}
-            out.append({**body, "sha256": item.get("sha256", {}).get("S")})
-        return out
+            entry, body = _entry(item)
+            attributes = {k: item[k]["S"] for k in QUERY_ATTRIBUTES if "S" in item.get(k, {})}
+            why = attributes_disagree(body, attributes) if body else "tampered: its body is unreadable"
+            if why:
+                problems.append(f"audit record {entry.get('seq')}: {why}")
+            if body.get("execution_id") == execution_id:
+                out.append(entry)
+        return out, problems
 
     def verify(self) -> Verification:
         # An honest append writes its record, then moves the head: a head out of step with the
@@ -251,6 +295,17 @@ class AuditLog:
                 break
             time.sleep(0.05)
         return verify_chain(self.chain, records, head)
+
+
+def _entry(item: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A record as shown (its body plus digest), and its body ({} when unreadable)."""
+    try:
+        body = json.loads(item["body"]["S"])
+        if not isinstance(body, dict):
+            raise ValueError
+    except (KeyError, ValueError):
+        return {"seq": int(item["seq"]["N"]), "kind": "unreadable", "sha256": item.get("sha256", {}).get("S")}, {}
+    return {**body, "sha256": item.get("sha256", {}).get("S")}, body
 
 
 class AuditObserver:

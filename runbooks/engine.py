@@ -30,31 +30,33 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from tradeops.runbooks import registry
-from tradeops.runbooks.approvals import Approval, ApprovalContext, ApprovalRule, check_new_decision
+from tradeops.runbooks.approvals import Approval, ApprovalContext, ApprovalRule, check_new_decision, evaluate
 from tradeops.runbooks.audit import AuditLog, AuditObserver
 from tradeops.runbooks.events import ApprovalHook, ApprovalWait, Confirm, Event, Observer, Outcome
 from tradeops.runbooks.expectations import describe_expect, expectation_met
-from tradeops.runbooks.identity import Identity, Operators, current_identity, load_operators, operators_path
+from tradeops.runbooks.identity import Identity, Operators, current_identity
 from tradeops.runbooks.model import (
     Runbook,
     RunbookInvalid,
     check_runbook,
     load_runbook,
+    read_runbook_text,
     render,
     resolve_params,
     resolve_path,
     runbook_dir,
 )
 from tradeops.runbooks.model import sha256_text as _sha256_text
+from tradeops.runbooks.planning import check_roles, plan_verdict
 from tradeops.runbooks.registry import OperationContext, Reading
+from tradeops.runbooks.roster import Roster
 from tradeops.runbooks.runner import Runner
-from tradeops.runbooks.store import FINAL_STATUSES, LEASE_SECONDS, ExecutionStore, Lease
+from tradeops.runbooks.store import FINAL_STATUSES, LEASE_SECONDS, ExecutionStore, Lease, decisions_of
+from tradeops.runtime.platform import yamlfiles
 from tradeops.runtime.platform.aws import Aws
-from tradeops.runtime.platform.clock import iso
-from tradeops.runtime.platform.errors import BadInput, NotFound, reason_of
+from tradeops.runtime.platform.clock import iso, parse_iso, utcnow
+from tradeops.runtime.platform.errors import BadInput, NotFound, Refused, reason_of
 from tradeops.runtime.platform.settings import Settings
 from tradeops.runtime.platform.statefile import pid_alive
 
@@ -64,6 +66,7 @@ __all__ = [
     "Observer",
     "Outcome",
     "abort_execution",
+    "approval_view",
     "decide",
     "execution_history",
     "expectation_met",
@@ -71,6 +74,7 @@ __all__ = [
     "plan_runbook",
     "resume_execution",
     "run_execution",
+    "withdraw",
 ]
 
 _EXECUTION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
@@ -105,14 +109,19 @@ def _observers(aws: Aws, audit_chain: str, extra: Iterable[Observer]) -> list[Ob
     return [AuditObserver(AuditLog(aws, chain=audit_chain)), *extra]
 
 
-def _operators_for(settings: Settings, runbook_doc: Mapping[str, Any], operators: Operators | None) -> Operators | None:
-    if operators is not None:
-        return operators
-    path = operators_path(settings)
-    needs = any(isinstance(s, dict) and "approval" in s for s in runbook_doc.get("steps") or [])
-    if needs or path.exists():
-        return load_operators(path)  # a missing file is a ConfigError when approvals need it
-    return None
+def _roster(aws: Aws, operators: Operators | None) -> Operators:
+    """The roster decisions are taken under: the shared one (a caller's own copy only in tests and drills,
+    and then its digest must still be the execution's)."""
+    return operators if operators is not None else Roster(aws).require()
+
+
+def _same_roster(meta: Mapping[str, Any], operators: Operators, what: str) -> None:
+    recorded = meta.get("roster_digest")
+    if recorded != operators.digest:
+        started = f"v{meta.get('roster_version')} ({str(recorded)[:12]}…)" if recorded else "no recorded roster"
+        raise Refused(f"execution {meta['execution_id']} started under roster {started}; {what} under "
+                      f"{operators.source or 'another roster'} ({operators.digest[:12]}…) is refused. Abort it and "
+                      "start a new run under the roster in force")
 
 
 def run_execution(settings: Settings, ref: str, *, aws: Aws | None = None, params: Mapping[str, Any] | None = None,
@@ -128,14 +137,11 @@ def run_execution(settings: Settings, ref: str, *, aws: Aws | None = None, param
     never skipped. Raises BadInput for an invalid runbook or parameters before touching anything.
     """
     path = resolve_path(ref)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise BadInput(f"cannot read runbook {path}: {exc.strerror}") from None
+    text = read_runbook_text(path)
     # Validate the shape first (without operators), so a broken file is reported as such.
     runbook = load_runbook(path)
-    operators = _operators_for(settings, runbook.doc, operators)
     aws = _aws(settings, aws)
+    operators = _roster(aws, operators)
     identity = identity or current_identity(settings, aws)
     if execution_id is not None and not _EXECUTION_ID.match(execution_id):
         raise BadInput(f"execution id {execution_id!r}: use letters, digits and _.:- (at most 128)")
@@ -155,6 +161,7 @@ def run_execution(settings: Settings, ref: str, *, aws: Aws | None = None, param
         "version": checked.version, "service": checked.service, "impact_tolerance": checked.impact_tolerance,
         "params": values, "status": "running", "executor": identity.name, "executor_source": identity.source,
         "executors": [identity.name], "created_at": now, "updated_at": now, "current_step": None,
+        "roster_digest": operators.digest, "roster_version": operators.version,
         "audit_chain": audit_chain, "lease_token": token, "lease_until": time.time() + LEASE_SECONDS,
         "lease_owner": _owner(),
     }
@@ -168,7 +175,7 @@ def run_execution(settings: Settings, ref: str, *, aws: Aws | None = None, param
         runner.publish("execution.started", runbook=checked.name, title=checked.title, version=checked.version,
                        runbook_sha256=checked.sha256, service=checked.service,
                        impact_tolerance=checked.impact_tolerance, params=values, executor_source=identity.source,
-                       assume_yes=assume_yes)
+                       assume_yes=assume_yes, roster_digest=operators.digest, roster_version=operators.version)
         return runner.run()
     finally:
         lease.stop()
@@ -177,7 +184,7 @@ def run_execution(settings: Settings, ref: str, *, aws: Aws | None = None, param
 def _load_execution_runbook(meta: Mapping[str, Any], operators: Operators | None) -> Runbook:
     """The runbook file of an execution, refused unless it is the exact text the execution started with."""
     path = resolve_path(meta["runbook_ref"])
-    text = path.read_text(encoding="utf-8")
+    text = read_runbook_text(path)
     if _sha256_text(text) != meta["runbook_sha256"]:
         raise BadInput(f"runbook {meta['runbook']} ({path}) was edited after execution {meta['execution_id']} "
                        f"started (SHA-256 differs); refused. Restore it, or abort and start a new run")
@@ -206,12 +213,12 @@ def resume_execution(settings: Settings, execution_id: str, *, aws: Aws | None =
     meta = store.meta(execution_id)
     status = meta.get("status")
     if status == "aborted":
-        raise BadInput(f"execution {execution_id} was aborted by {meta.get('aborted_by')}; it cannot be resumed "
-                       f"(start a new run)")
+        raise Refused(f"execution {execution_id} was aborted by {meta.get('aborted_by')}; it cannot be resumed "
+                      f"(start a new run)")
     if status in ("completed", "failed"):
-        raise BadInput(f"execution {execution_id} is already {status}; nothing to resume")
-    doc = yaml.safe_load(meta["runbook_text"])
-    operators = _operators_for(settings, doc if isinstance(doc, dict) else {}, operators)
+        raise Refused(f"execution {execution_id} is already {status}; nothing to resume")
+    operators = _roster(aws, operators)
+    _same_roster(meta, operators, "resuming it")
     runbook = _load_execution_runbook(meta, operators)
     identity = identity or current_identity(settings, aws)
     token = secrets.token_hex(16)
@@ -257,13 +264,13 @@ def abort_execution(settings: Settings, execution_id: str, *, aws: Aws | None = 
     token = secrets.token_hex(16)
     try:
         _take_over(store, before, token)
-    except BadInput:
+    except Refused:
         # A live process drives it: it sees the abort at its next check and rolls back itself.
         result["rollback"] = "requested from the process driving the execution"
         return result
     lease = Lease(store, execution_id, token).start()
     try:
-        doc = yaml.safe_load(before["runbook_text"])
+        doc = yamlfiles.load(before["runbook_text"], f"runbook of execution {execution_id}")
         # The stored text, not the file: rolling back must work even if the file is gone or changed.
         runbook = Runbook(path=Path(str(before["runbook_ref"])), text=before["runbook_text"],
                           sha256=before["runbook_sha256"], doc=doc, lines={})
@@ -277,69 +284,144 @@ def abort_execution(settings: Settings, execution_id: str, *, aws: Aws | None = 
     return result
 
 
-def decide(settings: Settings, execution_id: str, step_id: str, decision: str, *, aws: Aws | None = None,
-           identity: Identity | None = None, operators: Operators | None = None, reason: str = "",
-           observers: Iterable[Observer] = ()) -> Approval:
-    """Record one approver's decision ("approve" or "reject") on a step, refusing what the rules refuse."""
-    if decision not in ("approve", "reject"):
-        raise BadInput(f"a decision is approve or reject, not {decision!r}")
-    aws = _aws(settings, aws)
-    store = ExecutionStore(aws)
-    meta = store.meta(execution_id)
+def _execution_step(meta: Mapping[str, Any], step_id: str) -> tuple[int, dict[str, Any]]:
+    """The stored runbook of an execution (checked against its digest), and one of its steps by id."""
+    execution_id = meta["execution_id"]
     text = meta.get("runbook_text", "")
     if _sha256_text(text) != meta.get("runbook_sha256"):
-        raise BadInput(f"execution {execution_id}: the runbook text it stores does not match its SHA-256; refused")
-    doc = yaml.safe_load(text)
+        raise Refused(f"execution {execution_id}: the runbook text it stores does not match its SHA-256; refused")
+    doc = yamlfiles.load(text, f"runbook of execution {execution_id}")
     steps = {s["id"]: (i, s) for i, s in enumerate(doc.get("steps", []))}
     if step_id not in steps:
         raise NotFound(f"execution {execution_id} ({meta.get('runbook')}) has no step {step_id!r} "
                        f"(steps: {', '.join(steps)})")
-    index, step = steps[step_id]
-    status = meta.get("status")
+    return steps[step_id]
+
+
+def _decision_context(meta: Mapping[str, Any], step_id: str, operators: Operators) -> ApprovalContext:
+    return ApprovalContext(execution_id=meta["execution_id"], step_id=step_id,
+                           runbook_sha256=meta["runbook_sha256"], executors=frozenset(meta.get("executors") or ()),
+                           roles_of=dict(operators.roles))
+
+
+def _decidable(meta: Mapping[str, Any], step_id: str, step: Mapping[str, Any], decision: str) -> None:
+    """Refuse a decision on a finished execution, a step without approval, before the request or once acting."""
+    execution_id, status = meta["execution_id"], meta.get("status")
     if status in FINAL_STATUSES:
-        raise BadInput(f"execution {execution_id} is {status}; there is nothing left to {decision}")
+        raise Refused(f"execution {execution_id} is {status}; there is nothing left to {decision}")
     if "approval" not in step:
         raise BadInput(f"step {step_id} of {meta.get('runbook')} needs no approval")
-    rec = store.steps(execution_id).get(index) or {}
-    if rec.get("status") in ("succeeded", "skipped", "rejected") or rec.get("phase") in ("acting", "acted", "done"):
-        raise BadInput(f"step {step_id} of {execution_id} is already {rec.get('status')}; a decision now "
-                       "would change nothing")
+    acting = (meta.get("acting") or {}).get(step_id)
+    if acting:
+        done = (meta.get("current_step") != step_id) or status == "completed"
+        raise Refused(f"step {step_id} of {execution_id} is already executing (its action started at "
+                      f"{acting.get('at')}{'; it has run since' if done else ''}); a decision now would change "
+                      "nothing")
+    if step_id not in (meta.get("requests") or {}):
+        raise Refused(f"step {step_id} of {execution_id} is not yet requested: the run has not reached it and asked "
+                      "for approval, so there is nothing to approve yet (approvers are told when it asks)")
+
+
+def decide(settings: Settings, execution_id: str, step_id: str, decision: str, *, aws: Aws | None = None,
+           identity: Identity | None = None, operators: Operators | None = None, reason: str = "",
+           observers: Iterable[Observer] = ()) -> Approval:
+    """Record one approver's decision ("approve" or "reject") on a step, refusing what the rules refuse.
+
+    Accepted only once the run has requested the step's approval and until its action starts (the
+    store re-checks both in the same write that records the decision), under the execution's roster.
+    """
+    if decision not in ("approve", "reject"):
+        raise BadInput(f"a decision is approve or reject, not {decision!r}")
+    if decision == "reject" and len(reason.strip()) < 3:
+        raise BadInput("a rejection needs --reason (it is recorded and shown to the executor)")
+    aws = _aws(settings, aws)
+    store = ExecutionStore(aws)
+    meta = store.meta(execution_id)
+    _, step = _execution_step(meta, step_id)
+    _decidable(meta, step_id, step, decision)
+    operators = _roster(aws, operators)
+    _same_roster(meta, operators, "a decision")
     identity = identity or current_identity(settings, aws)
-    operators = operators or load_operators(operators_path(settings))
     rule = ApprovalRule.from_spec(step["approval"])
-    ctx = ApprovalContext(execution_id=execution_id, step_id=step_id, runbook_sha256=meta["runbook_sha256"],
-                          executors=frozenset(meta.get("executors") or ()), roles_of=dict(operators.roles))
-    check_new_decision(rule, ctx, identity.name, store.approvals(execution_id, step_id))
+    ctx = _decision_context(meta, step_id, operators)
+    check_new_decision(rule, ctx, identity.name, decisions_of(dict(meta), step_id))
     approval = Approval.make(ctx, identity.name, identity.source, "reject" if decision == "reject" else "approve",
                              reason=reason, at=iso())
-    store.put_approval(approval)
+    store.record_decision(approval, roster_digest=operators.digest)
     event = Event("approval.approved" if decision == "approve" else "approval.rejected", execution_id, step_id,
                   identity.name, identity.source,
                   {"roles": list(approval.roles), "reason": reason, "binding": approval.binding,
-                   "runbook_sha256": approval.runbook_sha256})
+                   "runbook_sha256": approval.runbook_sha256, "roster_digest": operators.digest})
     for o in _observers(aws, meta.get("audit_chain", "audit"), observers):
         o.notify(event)
     return approval
 
 
+def withdraw(settings: Settings, execution_id: str, step_id: str, *, aws: Aws | None = None,
+             identity: Identity | None = None, reason: str = "", observers: Iterable[Observer] = ()) -> None:
+    """Take back one's own approval of a step whose action has not started (it stops counting at once)."""
+    aws = _aws(settings, aws)
+    store = ExecutionStore(aws)
+    meta = store.meta(execution_id)
+    _, step = _execution_step(meta, step_id)
+    _decidable(meta, step_id, step, "withdraw")
+    identity = identity or current_identity(settings, aws)
+    store.withdraw(execution_id, step_id, identity.name, at=iso(), reason=reason)
+    event = Event("approval.withdrawn", execution_id, step_id, identity.name, identity.source, {"reason": reason})
+    for o in _observers(aws, meta.get("audit_chain", "audit"), observers):
+        o.notify(event)
+
+
+def approval_view(settings: Settings, execution_id: str, step_id: str, *, aws: Aws | None = None,
+                  operators: Operators | None = None) -> dict[str, Any]:
+    """What an approver sees before deciding: the step, its action and arguments, the executor, the runbook
+    (name, version, SHA-256), the request and the decisions so far, counted under the execution's roster."""
+    aws = _aws(settings, aws)
+    meta = ExecutionStore(aws).meta(execution_id)
+    index, step = _execution_step(meta, step_id)
+    params = dict(meta.get("params") or {})
+    request = (meta.get("requests") or {}).get(step_id)
+    view: dict[str, Any] = {
+        "execution_id": execution_id, "status": meta.get("status"), "runbook": meta.get("runbook"),
+        "version": meta.get("version"), "runbook_sha256": meta.get("runbook_sha256"),
+        "executor": meta.get("executor"), "executors": list(meta.get("executors") or []),
+        "step_id": step_id, "step": index + 1, "title": step["title"], "description": step.get("description"),
+        "approval": step.get("approval"), "request": request,
+        "acting": (meta.get("acting") or {}).get(step_id), "roster_version": meta.get("roster_version"),
+    }
+    if "action" in step:
+        view["action"] = {"name": step["action"]["name"], "args": render(step["action"].get("args") or {}, params)}
+    if request:
+        view["waited_seconds"] = round(max((utcnow() - parse_iso(request["at"])).total_seconds(), 0.0), 1)
+    if "approval" in step:
+        roster = _roster(aws, operators)
+        decision = evaluate(ApprovalRule.from_spec(step["approval"]), _decision_context(meta, step_id, roster),
+                            decisions_of(dict(meta), step_id))
+        view["decisions"] = {"state": decision.state, "approved_by": list(decision.approved_by),
+                             "rejected_by": [list(r) for r in decision.rejected_by],
+                             "not_counted": [list(r) for r in decision.refused], "missing": decision.missing}
+    return view
+
+
 def plan_runbook(settings: Settings, ref: str, *, aws: Aws | None = None, params: Mapping[str, Any] | None = None,
                  operators: Operators | None = None) -> dict[str, Any]:
-    """What a run would do, with the live value of every check; changes nothing."""
+    """What a run would do, with the live value of every check, and its verdict; changes nothing."""
     runbook = load_runbook(ref)
     path = runbook.path
-    operators = operators if operators is not None else (
-        load_operators(operators_path(settings)) if operators_path(settings).exists() else None)
+    aws = _aws(settings, aws)
+    if operators is None:
+        operators = Roster(aws).current()
     values = resolve_params(runbook, params, {"execution_id": "(plan)", "runbook": runbook.name,
                                               "executor": "(you)"})
     checked, issues = check_runbook(path, runbook.text, operators=operators, params=values)
     if issues:
         raise RunbookInvalid(issues)
     assert checked is not None
-    aws = _aws(settings, aws)
     ctx = OperationContext(settings=settings, aws=aws, execution_id=None, instant=True)
     steps = []
     for step in checked.steps:
-        entry: dict[str, Any] = {"id": step["id"], "title": step["title"],
+        entry: dict[str, Any] = {"id": step["id"], "title": step["title"], "if_not_met":
+                                 (step.get("precondition") or {}).get("if_not_met", "fail"),
                                  "kind": next(k for k in ("check", "action", "manual") if k in step),
                                  "runs": bool(render(step.get("when", True), values)), "checks": []}
         for what in ("precondition", "check", "verify"):
@@ -351,7 +433,8 @@ def plan_runbook(settings: Settings, ref: str, *, aws: Aws | None = None, params
             args = render(spec.get("args") or {}, values)
             expect = render(spec["expect"], values)
             check: dict[str, Any] = {"what": what, "probe": op.name, "args": args, "expect": expect,
-                                     "expect_text": describe_expect(expect)}
+                                     "expect_text": describe_expect(expect),
+                                     "timeout": render(spec.get("timeout"), values) if what == "check" else None}
             try:
                 got = op(ctx, **args)
                 reading = got if isinstance(got, Reading) else Reading(got)
@@ -371,25 +454,33 @@ def plan_runbook(settings: Settings, ref: str, *, aws: Aws | None = None, params
             entry["approval"] = step["approval"]
         entry["on_failure"] = step.get("on_failure", "abort")
         steps.append(entry)
+    for entry, roles in zip(steps, check_roles(steps), strict=True):
+        for chk, role in zip(entry["checks"], roles, strict=True):
+            chk["role"] = role
+    verdict = plan_verdict(steps)
     return {"runbook": checked.name, "title": checked.title, "version": checked.version,
             "service": checked.service, "impact_tolerance": checked.impact_tolerance,
             "runbook_sha256": checked.sha256, "params": {k: v for k, v in values.items() if k in checked.parameters},
-            "steps": steps}
+            "steps": steps, "verdict": verdict}
 
 
-_PRIVATE_META = ("runbook_text", "lease_token", "item")
+_PRIVATE_META = ("runbook_text", "lease_token", "item", "lease_epoch")
 
 
 def execution_history(settings: Settings, execution_id: str, *, aws: Aws | None = None) -> dict[str, Any]:
-    """One execution: its meta, its step records and its audit timeline (what reports are built from)."""
+    """One execution: its meta, its step records and its audit timeline (what reports are built from).
+
+    The timeline is chosen by the records' hashed bodies; ``tampering`` lists every record whose query
+    attributes disagree with its body (empty when the timeline can be trusted)."""
     aws = _aws(settings, aws)
     store = ExecutionStore(aws)
     meta = store.meta(execution_id)
     records = store.steps(execution_id)
-    timeline = AuditLog(aws, chain=meta.get("audit_chain", "audit")).entries(execution_id)
+    timeline, tampering = AuditLog(aws, chain=meta.get("audit_chain", "audit")).timeline(execution_id)
     return {"execution": {k: v for k, v in meta.items() if k not in _PRIVATE_META},
-            "steps": [{k: v for k, v in records[i].items() if k not in ("item",)} for i in sorted(records)],
-            "timeline": timeline}
+            "steps": [{k: v for k, v in records[i].items() if k not in ("item", "lease_epoch")}
+                      for i in sorted(records)],
+            "timeline": timeline, "tampering": tampering}
 
 
 def list_executions(settings: Settings, *, aws: Aws | None = None) -> list[dict[str, Any]]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from tradeops.runtime.platform.text import human
+
 __all__ = ["describe_expect", "expectation_met"]
 
 
@@ -32,7 +34,10 @@ def expectation_met(expect: Any, value: Any) -> bool:
 
 
 def describe_expect(expect: Any) -> str:
+    """An expectation in words: ``false``, ``< 120``, ``one of primary, secondary``."""
     if not isinstance(expect, dict):
-        return f"= {expect!r}"
+        return human(expect)
     (cmp, bound), = expect.items()
-    return {"equals": "=", "lt": "<", "le": "<=", "gt": ">", "ge": ">=", "in": "in"}[cmp] + f" {bound!r}"
+    if cmp == "in":
+        return "one of " + ", ".join(human(b) for b in bound)
+    return {"equals": "", "lt": "< ", "le": "<= ", "gt": "> ", "ge": ">= "}[cmp] + human(bound)

@@ -1,35 +1,73 @@
 """Who is executing or approving, and which roles they hold.
 
-Against real AWS an identity is the caller's ARN from STS: it is what the credentials prove,
-not what a person types. On the local stack (an endpoint override) STS answers for a fixed
-test account, so the identity is ``TRADEOPS_OPERATOR`` or, failing that, the OS user; every
-record says which source it came from so a report never passes a typed name off as proven.
+**Identities people cannot choose.** Against real AWS an identity is derived from the STS caller
+ARN, and only from the parts of it the caller cannot pick:
 
-Roles come from the operators file (``TRADEOPS_OPERATORS_FILE``, default ``operators.yaml`` in
-the working directory)::
+- an IAM user (``arn:aws:iam::ACCOUNT:user/NAME``) is that user (its path dropped: a user name is
+  unique in its account);
+- an IAM Identity Center session (role ``AWSReservedSSO_*``) is the Identity Center user whose name
+  AWS writes into the session (``identity-center:NAME``);
+- a session of an *operator role* is the IAM user the role's trust policy binds it to: the template
+  requires ``sts:RoleSessionName`` to equal ``${aws:username}``, so the session name is the caller's
+  own user name and the identity is ``arn:aws:iam::ACCOUNT:user/NAME``. The template's role
+  (``<prefix>-operator``) is one; ``TRADEOPS_OPERATOR_ROLES`` names others with the same condition;
+- anything else (a session of another role, whose name whoever calls AssumeRole picks; a federated
+  user; the root user) is refused: it cannot say which person acts.
+
+On the local stack (an endpoint override) STS answers for a fixed test account, so the identity is
+``TRADEOPS_OPERATOR`` or, failing that, the OS user; every record says which source it came from so a
+report never passes a typed name off as proven.
+
+**The operators file** maps those base identities to roles, and names the roles that may use
+break-glass (a direct change that skips four-eyes, always audited and alerted)::
 
     operators:
-      alice: [duty-engineer]
-      bob: [ops-manager]
-      "arn:aws:sts::123456789012:assumed-role/Risk/carol": [risk]
+      alice: [duty-engineer]                                  # local stack
+      "arn:aws:iam::123456789012:user/bob": [ops-manager]     # IAM user, or operator-role session
+      "identity-center:carol@example.com": [risk]             # IAM Identity Center user
+    break_glass: [ops-manager]
+
+An entry the rules above could never produce (a session ARN, whose name a caller chooses; a role
+ARN) is refused as ambiguous, and so is the same identity listed twice. The file only *seeds* or
+*proposes* the shared roster (:mod:`tradeops.runbooks.roster`); decisions use the shared one.
 """
 
 from __future__ import annotations
 
 import getpass
+import hashlib
+import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
-from tradeops.runtime.platform.aws import Aws, aws_errors
-from tradeops.runtime.platform.errors import ConfigError
+from tradeops.runtime.platform import yamlfiles
+from tradeops.runtime.platform.aws import Aws
+from tradeops.runtime.platform.errors import BadInput, ConfigError, Refused
+from tradeops.runtime.platform.names import names_for
 from tradeops.runtime.platform.settings import Settings
 
-__all__ = ["Identity", "Operators", "current_identity", "load_operators", "operators_path"]
+__all__ = [
+    "Identity",
+    "Operators",
+    "bound_roles",
+    "current_identity",
+    "identity_from_arn",
+    "load_operators",
+    "operators_path",
+    "parse_operators",
+]
 
-SOURCES = ("sts", "TRADEOPS_OPERATOR", "os-user")
+SOURCES = ("iam-user", "identity-center", "operator-role", "TRADEOPS_OPERATOR", "os-user")
+
+_ARN = re.compile(r"^arn:(aws[a-z-]*):(iam|sts)::(\d{12}):(.+)$")
+_LOCAL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}$")
+_CENTER_NAME = re.compile(r"^identity-center:[^\s:/]{1,128}$")
+_SSO_ROLE = "AWSReservedSSO_"
 
 
 @dataclass(frozen=True)
@@ -41,24 +79,63 @@ class Identity:
         return self.name
 
 
+def bound_roles(settings: Settings) -> frozenset[str]:
+    """Roles whose session name is bound to the caller's user name (the template's, plus TRADEOPS_OPERATOR_ROLES)."""
+    extra = {r.strip() for r in settings.operator_roles.split(",") if r.strip()}
+    return frozenset({names_for(settings).operator_role, *extra})
+
+
+def identity_from_arn(arn: str, *, bound: Iterable[str]) -> Identity:
+    """The person behind an STS caller ARN (pure); Refused when the ARN cannot name one."""
+    match = _ARN.match(arn)
+    if not match:
+        raise Refused(f"cannot tell who {arn!r} is: not an AWS principal ARN")
+    partition, service, account, resource = match.groups()
+    kind, _, rest = resource.partition("/")
+    if service == "iam" and kind == "user" and rest:
+        return Identity(f"arn:{partition}:iam::{account}:user/{rest.rsplit('/', 1)[-1]}", "iam-user")
+    if service == "sts" and kind == "assumed-role":
+        role, _, session = rest.partition("/")
+        if not session:
+            raise Refused(f"cannot tell who {arn!r} is: no session name")
+        if role.startswith(_SSO_ROLE):
+            return Identity(f"identity-center:{session}", "identity-center")
+        if role in set(bound):
+            return Identity(f"arn:{partition}:iam::{account}:user/{session}", "operator-role")
+        raise Refused(f"cannot tell who acts as {arn}: role {role} lets whoever assumes it choose the session "
+                      f"name. Use your IAM user, IAM Identity Center, or an operator role whose trust policy binds "
+                      f"the session name to your user name (TRADEOPS_OPERATOR_ROLES)")
+    raise Refused(f"cannot tell who {arn!r} is: use an IAM user, IAM Identity Center or an operator role")
+
+
 def current_identity(settings: Settings, aws: Aws | None = None) -> Identity:
     """The identity of whoever runs this process (see the module docstring)."""
     if settings.aws_endpoint_url is None:
-        aws = aws or Aws(settings)
-        with aws_errors("find the caller identity (STS)"):
-            arn = aws.client("sts").get_caller_identity()["Arn"]
-        return Identity(arn, "sts")
+        arn = (aws or Aws(settings)).caller()["arn"]
+        return identity_from_arn(arn, bound=bound_roles(settings))
     if settings.operator:
         return Identity(settings.operator.strip(), "TRADEOPS_OPERATOR")
     return Identity(getpass.getuser(), "os-user")
 
 
+def _canonical(roles: Mapping[str, frozenset[str]], break_glass: frozenset[str]) -> str:
+    return json.dumps({"operators": {k: sorted(v) for k, v in sorted(roles.items())},
+                       "break_glass": sorted(break_glass)}, sort_keys=True, separators=(",", ":"))
+
+
 @dataclass(frozen=True)
 class Operators:
-    """The operators file: identity → roles."""
+    """A roster: identity → roles, and the roles allowed break-glass. ``source`` says where it came from."""
 
-    path: Path
     roles: Mapping[str, frozenset[str]]
+    break_glass: frozenset[str] = frozenset()
+    source: str = ""
+    version: int | None = None  # the shared roster's version (None for a file)
+
+    @property
+    def digest(self) -> str:
+        """SHA-256 over the canonical roster (identities, roles, break-glass roles): what executions record."""
+        return hashlib.sha256(_canonical(self.roles, self.break_glass).encode("utf-8")).hexdigest()
 
     def roles_of(self, identity: str) -> frozenset[str]:
         return self.roles.get(identity, frozenset())
@@ -68,25 +145,99 @@ class Operators:
         wanted = set(roles)
         return sorted(name for name, held in self.roles.items() if held & wanted)
 
+    def as_document(self) -> dict[str, Any]:
+        """The roster as the operators file writes it."""
+        return {"operators": {k: sorted(v) for k, v in sorted(self.roles.items())},
+                "break_glass": sorted(self.break_glass)}
+
+    def canonical(self) -> str:
+        return _canonical(self.roles, self.break_glass)
+
 
 def operators_path(settings: Settings) -> Path:
     return Path(settings.operators_file) if settings.operators_file else Path("operators.yaml")
 
 
-def _line_of(node: yaml.Node | None, key: str) -> int | None:
+def _why_ambiguous(name: str) -> str | None:
+    """Why an operators-file identity could never be a base identity (None when it can)."""
+    if _CENTER_NAME.match(name):
+        return None
+    match = _ARN.match(name)
+    if match:
+        _, service, _, resource = match.groups()
+        kind, _, rest = resource.partition("/")
+        if service == "iam" and kind == "user" and rest:
+            return None
+        if service == "sts" and kind == "assumed-role":
+            return ("a role session ARN names whatever session name its caller chose; list the person instead "
+                    "(arn:aws:iam::ACCOUNT:user/NAME, or identity-center:NAME)")
+        return "not a person: list an IAM user (arn:aws:iam::ACCOUNT:user/NAME) or identity-center:NAME"
+    if name.startswith("arn:"):
+        return "not an AWS principal ARN this tool understands"
+    if _LOCAL_NAME.match(name):
+        return None
+    return "an identity is a local name (letters, digits, ._@+-), an IAM user ARN or identity-center:NAME"
+
+
+def _lines(node: yaml.Node | None) -> dict[str, int]:
+    """Line of each identity under ``operators:`` (and of the top-level keys)."""
+    lines: dict[str, int] = {}
     if isinstance(node, yaml.MappingNode):
         for k, v in node.value:
-            if isinstance(v, yaml.MappingNode):
+            lines[f"#{k.value}"] = k.start_mark.line + 1
+            if k.value == "operators" and isinstance(v, yaml.MappingNode):
                 for k2, _ in v.value:
-                    if k2.value == key:
-                        return k2.start_mark.line + 1
-            if k.value == key:
-                return k.start_mark.line + 1
-    return None
+                    lines.setdefault(str(k2.value), k2.start_mark.line + 1)
+    return lines
+
+
+def parse_operators(text: str, source: str) -> Operators:
+    """Check an operators document; every problem is a ConfigError naming ``source`` and the line."""
+    yamlfiles.check_size(text, f"operators file {source}")
+    try:
+        doc, node = yamlfiles.load_node(text)
+    except yamlfiles.RefusedYaml as exc:
+        line = exc.problem_mark.line + 1 if exc.problem_mark else 1
+        raise ConfigError(f"{source}:{line}: refused: {exc.problem}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise ConfigError(f"{source}:{mark.line + 1 if mark else 1}: not valid YAML: "
+                          f"{getattr(exc, 'problem', None) or exc}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("operators"), dict):
+        raise ConfigError(f"{source}:1: the operators file needs a mapping 'operators: {{identity: [roles]}}'")
+    unknown = sorted(set(map(str, doc)) - {"operators", "break_glass"})
+    lines = _lines(node)
+    if unknown:
+        raise ConfigError(f"{source}:{lines.get('#' + unknown[0], 1)}: unknown key {unknown[0]!r} "
+                          "(an operators file has operators and break_glass)")
+    roles: dict[str, frozenset[str]] = {}
+    seen: dict[str, str] = {}
+    assert isinstance(node, yaml.MappingNode)
+    entries = next(v for k, v in node.value if k.value == "operators")
+    assert isinstance(entries, yaml.MappingNode)
+    for key_node, _ in entries.value:
+        name = str(key_node.value)
+        line = key_node.start_mark.line + 1
+        if name.lower() in seen:
+            raise ConfigError(f"{source}:{line}: operator {name!r} is listed twice (first as {seen[name.lower()]!r})")
+        seen[name.lower()] = name
+        why = _why_ambiguous(name)
+        if why:
+            raise ConfigError(f"{source}:{line}: operator {name!r} refused: {why}")
+    for name, held in doc["operators"].items():
+        if isinstance(held, dict):
+            held = held.get("roles")
+        if not isinstance(held, list) or not held or not all(isinstance(r, str) and r for r in held):
+            raise ConfigError(f"{source}:{lines.get(str(name), 1)}: operator {name!r} needs a non-empty list of roles")
+        roles[str(name)] = frozenset(held)
+    glass = doc.get("break_glass") or []
+    if not isinstance(glass, list) or not all(isinstance(r, str) and r for r in glass):
+        raise ConfigError(f"{source}:{lines.get('#break_glass', 1)}: break_glass must be a list of roles")
+    return Operators(roles=roles, break_glass=frozenset(glass), source=source)
 
 
 def load_operators(path: Path) -> Operators:
-    """Read and check the operators file; a bad file is a ConfigError naming file and line."""
+    """Read and check an operators file; a bad file is a ConfigError naming file and line."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -94,19 +245,9 @@ def load_operators(path: Path) -> Operators:
                           "see runbooks/operators.example.yaml)") from None
     except OSError as exc:
         raise ConfigError(f"cannot read operators file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"operators file {path} is not UTF-8 text") from None
     try:
-        doc = yaml.safe_load(text)
-        node = yaml.compose(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"operators file {path} is not valid YAML: {exc}") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("operators"), dict):
-        raise ConfigError(f"{path}:1: the operators file needs a mapping 'operators: {{identity: [roles]}}'")
-    roles: dict[str, frozenset[str]] = {}
-    for name, held in doc["operators"].items():
-        if isinstance(held, dict):
-            held = held.get("roles")
-        if not isinstance(held, list) or not held or not all(isinstance(r, str) and r for r in held):
-            line = _line_of(node, str(name)) or 1
-            raise ConfigError(f"{path}:{line}: operator {name!r} needs a non-empty list of roles")
-        roles[str(name)] = frozenset(held)
-    return Operators(path=path, roles=roles)
+        return parse_operators(text, str(path))
+    except BadInput as exc:
+        raise ConfigError(str(exc)) from None

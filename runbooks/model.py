@@ -26,6 +26,7 @@ import yaml
 
 from tradeops.runbooks import registry
 from tradeops.runbooks.identity import Operators
+from tradeops.runtime.platform import yamlfiles
 from tradeops.runtime.platform.errors import BadInput, NotFound
 from tradeops.runtime.platform.settings import package_file
 
@@ -37,6 +38,7 @@ __all__ = [
     "check_runbook",
     "load_runbook",
     "parse_param_overrides",
+    "read_runbook_text",
     "render",
     "resolve_params",
     "resolve_path",
@@ -185,8 +187,16 @@ def _line_for(lines: Mapping[Path_, int], path: Path_) -> int:
 def _parse(path: Path, text: str) -> tuple[Any, dict[Path_, int], list[Issue]]:
     file = str(path)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        doc = yaml.safe_load(text)
+        yamlfiles.check_size(text, "the runbook")
+    except BadInput as exc:
+        return None, {}, [Issue(file, 1, str(exc))]
+    try:
+        # Anchors and aliases refused, nesting bounded (yamlfiles): the line walk below cannot blow up.
+        doc, node = yamlfiles.load_node(text)
+    except yamlfiles.RefusedYaml as exc:
+        line = exc.problem_mark.line + 1 if exc.problem_mark else 1
+        return None, {}, [Issue(file, line, f"refused: {exc.problem} (a runbook has no need of them)"
+                                if "YAML a" in str(exc.problem) else f"refused: {exc.problem}")]
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         line = mark.line + 1 if mark else 1
@@ -514,6 +524,12 @@ class _Checker:
         return op
 
     def approval(self, approval: dict[str, Any], path: Path_) -> None:
+        if "timeout" in approval and self.refs_ok(approval["timeout"], (*path, "timeout")):
+            if all(r in self.values for r in _refs(approval["timeout"])):
+                value = render(approval["timeout"], self.values)
+                if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                    self.add((*path, "timeout"), f"{self.where(path)}.timeout: must be a number of seconds above 0, "
+                                                 f"not {value!r}")
         count, roles = approval.get("count"), approval.get("roles")
         if self.operators is None or not isinstance(count, int) or not isinstance(roles, list):
             return
@@ -525,7 +541,7 @@ class _Checker:
             who = f" ({', '.join(holders)})" if holders else ""
             self.add((*path, "count"),
                      f"{self.where(path)}: needs {count} approvers with role {' or '.join(map(str, roles))}, "
-                     f"but the operators file {self.operators.path} gives only {len(holders)}{besides}{who}")
+                     f"but the roster ({self.operators.source}) gives only {len(holders)}{besides}{who}")
 
 
 def check_runbook(path: Path, text: str, *, operators: Operators | None = None,
@@ -555,12 +571,24 @@ def load_runbook(ref: str | Path, *, operators: Operators | None = None,
                  params: Mapping[str, Any] | None = None) -> Runbook:
     """Find, read and validate a runbook; raises RunbookInvalid listing every issue."""
     path = resolve_path(ref)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise BadInput(f"cannot read runbook {path}: {exc.strerror}") from None
+    text = read_runbook_text(path)
     runbook, issues = check_runbook(path, text, operators=operators, params=params)
     if issues:
         raise RunbookInvalid(issues)
     assert runbook is not None
     return runbook
+
+
+def read_runbook_text(path: Path) -> str:
+    """A runbook file's text; too large, unreadable or not UTF-8 is BadInput (one line) before any parsing."""
+    try:
+        with path.open("rb") as fh:
+            raw = fh.read(yamlfiles.MAX_BYTES + 1)
+    except OSError as exc:
+        raise BadInput(f"cannot read runbook {path}: {exc.strerror}") from None
+    if len(raw) > yamlfiles.MAX_BYTES:
+        raise BadInput(f"runbook {path} is larger than {yamlfiles.MAX_BYTES // 1024} KiB; refused")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadInput(f"runbook {path} is not UTF-8 text") from None

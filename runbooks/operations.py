@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 from tradeops.runbooks.registry import OperationContext, Reading, action, probe
+from tradeops.runbooks.roster import Roster
 from tradeops.runtime.orderpath import ops
 from tradeops.runtime.orderpath.flags import Flags
 from tradeops.runtime.platform.errors import CheckFailed, OperationFailed
@@ -130,11 +131,34 @@ def resolve_in_flight(ctx: OperationContext, provider: str) -> dict[str, Any]:
         description="Declare the broker's in-flight orders void so they may go to the other broker.")
 def declare_void(ctx: OperationContext, provider: str, reason: str) -> dict[str, Any]:
     approvers = ", ".join(ctx.approvers) or "none"
-    released = ops.declare_void(
+    result = ops.void_in_flight(
         ctx.aws, provider, actor=ctx.actor or "runbook",
         reason=f"{reason} (execution {ctx.execution_id}, step {ctx.step_id}, approved by {approvers})",
         execution_id=ctx.execution_id)
-    return {"released": list(released), "approvers": list(ctx.approvers), "execution_id": ctx.execution_id}
+    return {"released": list(result["released"]), "settled": list(result["settled"]),
+            "approvers": list(ctx.approvers), "execution_id": ctx.execution_id}
+
+
+_DIGEST = {"type": "string", "pattern": "^[0-9a-f]{16,64}$"}
+
+
+@probe("roster_proposal_current", args={"proposal": _DIGEST},
+       description="Whether a proposed roster exists and was made against the roster in force now.")
+def roster_proposal_current(ctx: OperationContext, proposal: str) -> Reading:
+    roster = Roster(ctx.aws)
+    operators, record = roster.proposal(proposal)
+    current = roster.require()
+    return Reading(record.get("base_digest") == current.digest,
+                   {"operators": len(operators.roles), "base_version": record.get("base_version"),
+                    "current_version": current.version, "proposed_by": record.get("proposed_by")})
+
+
+@action("apply_roster", args={"proposal": _DIGEST},
+        description="Make a proposed roster the shared roster (refused if the roster changed since the proposal).")
+def apply_roster(ctx: OperationContext, proposal: str) -> dict[str, Any]:
+    applied = Roster(ctx.aws).apply(proposal, actor=ctx.actor or "runbook", execution_id=ctx.execution_id)
+    return {"version": applied.version, "digest": applied.digest, "operators": len(applied.roles),
+            "approvers": list(ctx.approvers)}
 
 
 @action("notify",

@@ -13,8 +13,10 @@ asked (and ``--yes`` stops rather than guess).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from tradeops.runbooks import registry
@@ -24,17 +26,30 @@ from tradeops.runbooks.expectations import describe_expect, expectation_met
 from tradeops.runbooks.identity import Identity, Operators
 from tradeops.runbooks.model import Runbook, render, resolve_path
 from tradeops.runbooks.model import sha256_text as _sha256_text
+from tradeops.runbooks.notices import publish_approval_request
 from tradeops.runbooks.registry import OperationContext, Reading
 from tradeops.runbooks.rollback import rollback
-from tradeops.runbooks.store import FINAL_STATUSES, ExecutionAborted, ExecutionStore, Lease, LeaseLost
+from tradeops.runbooks.store import (
+    FINAL_STATUSES,
+    DecisionsChanged,
+    ExecutionAborted,
+    ExecutionStore,
+    Lease,
+    LeaseLost,
+)
 from tradeops.runtime.platform.aws import Aws
-from tradeops.runtime.platform.clock import iso
-from tradeops.runtime.platform.errors import BadInput, TradeopsError, reason_of
+from tradeops.runtime.platform.clock import iso, parse_iso, utcnow
+from tradeops.runtime.platform.errors import BadInput, Interrupted, TradeopsError, reason_of
 from tradeops.runtime.platform.settings import Settings
+from tradeops.runtime.platform.text import human
 
-__all__ = ["DEFAULT_EVERY", "Runner", "StepFailed", "Stopped"]
+__all__ = ["DEFAULT_EVERY", "TIMED_OUT", "Runner", "StepFailed", "Stopped"]
 
 DEFAULT_EVERY = 0.5
+TIMED_OUT = "approval-timed-out"
+"""The status of a step (and its execution) whose approvers did not decide in time; `resume` waits again."""
+PROGRESS_EVERY = 30.0
+"""Seconds between reminders of how long a step has waited for its approvers."""
 
 
 class StepFailed(Exception):
@@ -154,6 +169,7 @@ class Runner:
 
     def run(self) -> Outcome:
         records = self.store.steps(self.eid)
+        acting = self.store.meta(self.eid).get("acting") or {}
         steps = self.runbook.steps
         index = 0
         try:
@@ -162,6 +178,10 @@ class Runner:
                                              "action_runs": 0, "attempts": 0}
                 if rec.get("status") in ("succeeded", "skipped"):
                     continue
+                started = acting.get(step["id"]) or {}
+                if int(started.get("run") or 0) > int(rec.get("action_runs") or 0):
+                    # The move to acting landed, its step record did not (a crash in between): it was acting.
+                    rec.update(phase="acting", action_runs=int(started["run"]))
                 self.guard()
                 self.set_meta(status="running", current_step=step["id"])
                 self.run_step(index, step, rec)
@@ -177,9 +197,13 @@ class Runner:
             # A rejected step stops the execution; only `abort` (or a new run) gets past it.
             return self.finish("stopped" if stop.status == "rejected" else stop.status, stop.reason)
         except KeyboardInterrupt:
-            self.publish("execution.interrupted", steps[index]["id"] if steps else None,
-                         reason="interrupted at the terminal; `resume` continues from this step")
-            raise
+            sid = steps[index]["id"] if steps else None
+            reason = (f"interrupted at step {index + 1} ({sid}); nothing is running it now. "
+                      f"`tradeops runbook resume {self.eid}` continues from there")
+            self.publish("execution.interrupted", sid, reason=reason)
+            # Recorded as stopped (not left "running"), and the lease is released on the way out.
+            self.finish("stopped", reason)
+            raise Interrupted(reason) from None
         except ExecutionAborted as aborted:
             fresh = self.store.meta(self.eid)
             if fresh.get("rollback_requested") and not fresh.get("rolled_back"):
@@ -189,6 +213,14 @@ class Runner:
         except BadInput as exc:
             # The runbook changed under us: stop, keep the execution resumable once it is restored.
             self.finish("stopped", str(exc))
+            raise
+        except LeaseLost:
+            raise  # another process drives it now: this one writes nothing more
+        except TradeopsError as exc:
+            # AWS or the stack failed under us (e.g. the approvers' topic cannot be reached): never leave the
+            # execution looking "running"; record why, and how to go on, if AWS lets us.
+            with contextlib.suppress(Exception):
+                self.finish("stopped", f"{exc}; fix that, then `tradeops runbook resume {self.eid}`")
             raise
         return self.finish("completed", None)
 
@@ -218,8 +250,8 @@ class Runner:
             self.end_step(index, rec, "failed", started, error=failure.reason)
             raise
         except Stopped as stop:
-            self.end_step(index, rec, {"rejected": "rejected", "waiting_approval": "waiting_approval"}.get(
-                stop.status, "stopped"), started, error=stop.reason)
+            self.end_step(index, rec, stop.status if stop.status in ("rejected", TIMED_OUT) else "stopped",
+                          started, error=stop.reason)
             raise
         if rec.get("status") != "skipped":
             self.end_step(index, rec, "succeeded", started)
@@ -248,25 +280,27 @@ class Runner:
         if when is not None and not render(when, self.params):
             return self.skip(index, rec, f"when {when} is false")
         approvers: tuple[str, ...] = ()
-        if phase in ("pending", "approval"):
+        seen: int | None = None
+        if phase in ("pending", "approval", TIMED_OUT):
             if "precondition" in step:
                 pre = step["precondition"]
                 reading = self.poll(pre, sid, "precondition", 0)
                 rec["output"]["precondition"] = reading
                 if not reading["met"]:
                     why = f"precondition {pre['probe']} {describe_expect(reading['expect'])} not met " \
-                          f"(value {reading['value']!r}{', ' + reading['error'] if reading.get('error') else ''})"
+                          f"(value {human(reading['value'])}" \
+                          f"{', ' + reading['error'] if reading.get('error') else ''})"
                     if pre.get("if_not_met") == "skip":
                         return self.skip(index, rec, why)
                     raise StepFailed(why)
             if "approval" in step:
-                approvers = self.await_approval(index, step, rec)
+                approvers, seen = self.await_approval(index, step, rec)
             if "check" in step:
                 spec = step["check"]
                 reading = self.poll(spec, sid, "check", float(render(spec.get("timeout", 0), self.params)))
                 rec["output"]["check"] = reading
                 if not reading["met"]:
-                    raise StepFailed(f"{spec['probe']} is {reading['value']!r}, expected "
+                    raise StepFailed(f"{spec['probe']} is {human(reading['value'])}, expected "
                                       f"{describe_expect(reading['expect'])}"
                                       + (f" ({reading['error']})" if reading.get("error") else ""))
             if "manual" in step:
@@ -282,7 +316,7 @@ class Runner:
                 if not self.ask(f"Run {spec['name']}({_args_text(args)})?"):
                     raise Stopped(f"step {sid}: the operator declined the action; "
                                    f"`tradeops runbook resume {self.eid}` to be asked again")
-                self.act(index, step, rec, approvers)
+                self.act(index, step, rec, approvers, seen)
         elif phase in ("acting", "action_failed"):
             op = registry.get(step["action"]["name"])
             assert op is not None
@@ -292,27 +326,39 @@ class Runner:
                 raise Stopped(f"step {sid} was {why} and {op.name} is not safe to repeat blindly; check its "
                                f"effect, then resume without --yes to decide")
             if "approval" in step:
-                approvers = self.await_approval(index, step, rec)
+                approvers, seen = self.await_approval(index, step, rec)
             self.publish("action.retry", sid, reason=why, idempotent=op.idempotent)
-            self.act(index, step, rec, approvers)
+            self.act(index, step, rec, approvers, seen)
         if "verify" in step:
             spec = step["verify"]
             reading = self.poll(spec, sid, "verification", float(render(spec["timeout"], self.params)))
             rec["output"]["verify"] = reading
             if not reading["met"]:
                 raise StepFailed(f"verification {spec['probe']} {describe_expect(reading['expect'])} did not hold "
-                                  f"within {reading['timeout']} s (last value {reading['value']!r})")
+                                  f"within {reading['timeout']} s (last value {human(reading['value'])})")
         return None
 
-    def act(self, index: int, step: dict[str, Any], rec: dict[str, Any], approvers: tuple[str, ...]) -> None:
+    def act(self, index: int, step: dict[str, Any], rec: dict[str, Any], approvers: tuple[str, ...],
+            seen: int | None) -> None:
         sid = step["id"]
         spec = step["action"]
         op = registry.get(spec["name"])
         assert op is not None
         args = render(spec.get("args") or {}, self.params)
         self.guard()
-        # Recorded before the call: a crash from here on leaves "acting", never a silent gap.
-        rec.update(phase="acting", action_runs=int(rec.get("action_runs", 0)) + 1)
+        run = int(rec.get("action_runs", 0)) + 1
+        # Decisions are final only here: the move to acting is one conditional write that holds only if the
+        # step's decisions are still the ones counted (a rejection, withdrawal or abort since makes it fail;
+        # once it lands, decisions are refused). A crash from here on leaves "acting", never a silent gap.
+        while True:
+            try:
+                self.store.start_action(self.eid, sid, {"run": run, "at": iso(), "by": self.identity.name,
+                                                        "approvers": list(approvers), "decision_seq": seen},
+                                        lease_token=str(self.token), decision_seq=seen)
+                break
+            except DecisionsChanged:
+                approvers, seen = self.await_approval(index, step, rec)
+        rec.update(phase="acting", action_runs=run)
         self.save(index, rec)
         self.publish("action.started", sid, action=op.name, args=args, run=rec["action_runs"],
                      approvers=list(approvers))
@@ -341,57 +387,86 @@ class Runner:
                                executors=frozenset(self.meta.get("executors") or ()),
                                roles_of=dict(self.operators.roles) if self.operators else {})
 
-    def await_approval(self, index: int, step: dict[str, Any], rec: dict[str, Any]) -> tuple[str, ...]:
+    def approval_timeout_for(self, step: dict[str, Any]) -> float:
+        """How long a step waits: --approval-timeout, else the runbook's approval.timeout, else the setting."""
+        if self.approval_timeout is not None:
+            return float(self.approval_timeout)
+        return float(render(step["approval"].get("timeout", self.settings.approval_timeout_seconds), self.params))
+
+    def request_approval(self, step: dict[str, Any], rule: ApprovalRule, timeout: float) -> dict[str, Any]:
+        """Tell the approvers (the approvers' topic), then record the request: decisions count from now on."""
+        sid = step["id"]
+        spec = step.get("action") or {}
+        now = utcnow()
+        request = {"execution_id": self.eid, "step_id": sid, "title": step["title"], "runbook": self.runbook.name,
+                   "version": self.runbook.version, "runbook_sha256": self.meta["runbook_sha256"],
+                   "action": spec.get("name"), "args": render(spec.get("args") or {}, self.params),
+                   "executor": self.identity.name, "count": rule.count, "roles": list(rule.roles),
+                   "command": f"tradeops runbook approve {self.eid} {sid}", "timeout": timeout,
+                   "at": iso(now), "deadline": iso(datetime.fromtimestamp(now.timestamp() + timeout, UTC))}
+        # Published first: a step counts as requested only once its approvers have been told.
+        request["message_id"] = publish_approval_request(self.aws, request)
+        self.store.request_approval(self.eid, sid, request, lease_token=str(self.token))
+        self.publish("approval.requested", sid, **{k: v for k, v in request.items() if k != "execution_id"},
+                     executors=sorted(self.meta.get("executors") or ()))
+        return request
+
+    def await_approval(self, index: int, step: dict[str, Any], rec: dict[str, Any]) -> tuple[tuple[str, ...], int]:
+        """Wait until the step's approval is granted; its approvers and the decision sequence they were counted at.
+
+        A step still pending is (re)requested each time a run reaches it; the wait is bounded by
+        approval_timeout_for(), after which the step stops as approval-timed-out (resumable)."""
         sid = step["id"]
         rule = ApprovalRule.from_spec(step["approval"])
         ctx = self.approval_context(sid)
         command = f"tradeops runbook approve {self.eid} {sid}"
-        deadline = time.monotonic() + self.approval_timeout if self.approval_timeout is not None else None
-        announced, hooked = False, False
+        timeout = self.approval_timeout_for(step)
+        requested: dict[str, Any] | None = None
+        hooked = False
         shown: tuple[Any, ...] | None = None
+        last_shown = 0.0
         while True:
-            decision = evaluate(rule, ctx, self.store.approvals(self.eid, sid))
+            approvals, seen = self.store.approvals(self.eid, sid)
+            decision = evaluate(rule, ctx, approvals)
             if decision.state == "granted":
                 rec["approvals"] = {"approved_by": list(decision.approved_by), "needed": rule.count,
                                     "refused": [list(r) for r in decision.refused]}
                 self.publish("approval.granted", sid, approved_by=list(decision.approved_by),
                              refused=[list(r) for r in decision.refused], count=rule.count, roles=list(rule.roles))
                 rec["phase"] = "approval"
-                if announced:
+                if requested is not None:
                     rec["status"] = "running"
                     self.set_meta(status="running")
                 self.save(index, rec)
-                return decision.approved_by
+                return decision.approved_by, seen
             if decision.state == "rejected":
                 who = "; ".join(f"{i} ({r or 'no reason'})" for i, r in decision.rejected_by)
                 rec["approvals"] = {"rejected_by": [list(r) for r in decision.rejected_by]}
                 self.publish("approval.stopped", sid, rejected_by=[list(r) for r in decision.rejected_by])
                 raise Stopped(f"step {sid} was rejected by {who}; its action was not run. "
-                               f"`tradeops runbook abort {self.eid}` ends the execution", status="rejected")
-            if not announced:
-                # Announce first (audit, terminal), then record the wait others poll for.
-                self.publish("approval.requested", sid, count=rule.count, roles=list(rule.roles), command=command,
-                             executors=sorted(ctx.executors))
-                rec.update(status="waiting_approval", phase="approval")
+                              f"`tradeops runbook abort {self.eid}` ends the execution", status="rejected")
+            if requested is None:
+                requested = self.request_approval(step, rule, timeout)
+                rec.update(status="waiting_approval", phase="approval", waiting_since=requested["at"])
                 self.save(index, rec)
-                self.set_meta(status="waiting_approval", current_step=sid)
-                announced = True
+                self.set_meta(status="waiting_approval", current_step=sid, waiting_since=requested["at"])
+            elapsed = max((utcnow() - parse_iso(requested["at"])).total_seconds(), 0.0)
             state = (decision.approved_by, decision.refused)
-            if state != shown:
+            if state != shown or time.monotonic() - last_shown >= PROGRESS_EVERY:
                 self.publish("approval.progress", sid, approved_by=list(decision.approved_by), needed=rule.count,
-                             refused=[list(r) for r in decision.refused], command=command)
-                shown = state
+                             refused=[list(r) for r in decision.refused], command=command,
+                             elapsed=round(elapsed, 1), timeout=timeout)
+                shown, last_shown = state, time.monotonic()
             if self.on_approval_wait is not None and not hooked:
                 self.on_approval_wait(ApprovalWait(self.eid, sid, rule, decision, command))
                 hooked = True
                 continue  # look again at once: the hook may have approved
             hooked = False
             self.guard()
-            if deadline is not None and time.monotonic() >= deadline:
-                raise Stopped(f"step {sid} still needs {decision.missing} approval(s) after "
-                               f"{self.approval_timeout:g} s; `tradeops runbook resume {self.eid}` waits again",
-                               status="waiting_approval")
-            time.sleep(self.poll_seconds)
+            if elapsed >= timeout:
+                raise Stopped(f"step {sid} still needs {decision.missing} approval(s) after waiting {timeout:g} s; "
+                              f"`tradeops runbook resume {self.eid}` asks again and waits", status=TIMED_OUT)
+            time.sleep(max(min(self.poll_seconds, timeout - elapsed), 0.0))
 
     # -- rollback --
 
@@ -401,4 +476,4 @@ class Runner:
 
 
 def _args_text(args: Mapping[str, Any]) -> str:
-    return ", ".join(f"{k}={v!r}" for k, v in args.items())
+    return ", ".join(f"{k}={human(v)}" for k, v in args.items())

@@ -2,15 +2,29 @@
 
 One partition per execution (``execution_id``), items by ``item``:
 
-- ``meta`` — runbook name, SHA-256 and text, parameters, status, executors, and the *lease*
-  (token, owner host/pid, expiry) held by the one process driving the execution;
+- ``meta`` — runbook name, SHA-256 and text, parameters, status, executors, the roster digest, the
+  *lease* (token, owner host/pid, expiry, and an epoch that grows with every take-over) held by the
+  one process driving the execution, and the four-eyes state of its steps:
+  ``requests.<step>`` (the approval request the run published), ``decisions.<step>.<identity>`` (one
+  approval or rejection each), ``decision_seq.<step>`` (bumped by every decision or withdrawal) and
+  ``acting.<step>`` (written when the step's action starts);
 - ``step#0003`` — the record of step 3: ``{status, start, end, duration, output, error}`` plus
-  its phase, how many times its action ran, and its rollback record;
-- ``approval#<step>#<identity>`` — one decision; written with ``attribute_not_exists`` so an
-  identity can decide once per step.
+  its phase, how many times its action ran, and its rollback record.
 
-Step records are written in a transaction with a condition on the meta item's lease token, so a
-process that lost the execution to another can never record (or act on) a step.
+**Single-item conditional writes only.** The local stack's emulator does not apply a multi-item
+transaction atomically (it snapshots the table, applies the items one by one and, when a condition
+fails, restores the snapshot, erasing whatever other writers committed meanwhile), while it does
+apply a conditional write on one item atomically; so does DynamoDB. Everything that must be
+decided together therefore lives in the one meta item:
+
+- a decision is recorded only if the step's approval was requested, its action has not started,
+  the execution is not finished and the identity has not decided before;
+- the move to acting is recorded only while this process holds the lease, nobody aborted, and the
+  step's decisions are exactly the ones the engine just counted (``decision_seq``). A rejection,
+  withdrawal or abort that lands first makes it fail; once it has landed, decisions are refused.
+
+Step records are written after checking the lease, and fenced by the lease epoch: a process that
+lost the execution can never overwrite what its successor recorded.
 """
 
 from __future__ import annotations
@@ -26,11 +40,11 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
 from tradeops.runbooks.approvals import Approval
 from tradeops.runtime.platform.aws import Aws, aws_errors, condition_failed
-from tradeops.runtime.platform.errors import BadInput, NotFound, OperationFailed
+from tradeops.runtime.platform.errors import BadInput, NotFound, OperationFailed, Refused
 from tradeops.runtime.platform.names import names_for
 
-__all__ = ["FINAL_STATUSES", "LEASE_SECONDS", "RENEW_SECONDS", "ExecutionAborted", "ExecutionStore", "Lease",
-           "LeaseLost"]
+__all__ = ["FINAL_STATUSES", "LEASE_SECONDS", "RENEW_SECONDS", "DecisionsChanged", "ExecutionAborted",
+           "ExecutionStore", "Lease", "LeaseLost", "approval_record", "decisions_of"]
 
 FINAL_STATUSES = ("completed", "failed", "aborted")
 LEASE_SECONDS = 30.0
@@ -46,6 +60,10 @@ class LeaseLost(OperationFailed):
 
 class ExecutionAborted(OperationFailed):
     """The execution was aborted (by `runbook abort`) while this process drove it."""
+
+
+class DecisionsChanged(OperationFailed):
+    """A decision landed on a step between counting its approvals and starting its action: count again."""
 
 
 def _plain(value: Any) -> Any:
@@ -87,6 +105,7 @@ class ExecutionStore:
 
     def create(self, meta: dict[str, Any]) -> None:
         """Write a new execution's meta item (with its lease); an existing id is refused."""
+        meta = {"requests": {}, "decisions": {}, "decision_seq": {}, "acting": {}, "lease_epoch": 1, **meta}
         try:
             self.aws.dynamodb.put_item(TableName=self.table, Item=_to_item({**meta, "item": "meta"}),
                                        ConditionExpression="attribute_not_exists(execution_id)")
@@ -110,7 +129,7 @@ class ExecutionStore:
             "ExpressionAttributeValues": {":m": {"S": "meta"}},
         }
         shown = ("item", "execution_id", "runbook", "title", "status", "executor", "created_at", "updated_at",
-                 "current_step", "reason")
+                 "current_step", "reason", "waiting_since")
         # Every name aliased: several (status, title, ...) are DynamoDB reserved words.
         kwargs["ExpressionAttributeNames"] = {f"#{n}": n for n in shown}
         kwargs["ProjectionExpression"] = ", ".join(f"#{n}" for n in shown)
@@ -161,25 +180,27 @@ class ExecutionStore:
 
     def acquire(self, execution_id: str, token: str, owner: dict[str, Any], ttl: float, *,
                 steal_from: str | None = None) -> None:
-        """Take the lease if it is free, expired, or held by ``steal_from`` (a dead owner)."""
+        """Take the lease if it is free, expired, or held by ``steal_from`` (a dead owner); its epoch grows."""
         now = time.time()
         condition = "attribute_not_exists(lease_token) OR lease_until < :now"
         values: dict[str, Any] = {":now": {"N": repr(now)}, ":tok": {"S": token},
-                                  ":until": {"N": repr(now + ttl)}, ":owner": _ser.serialize(_plain(owner))}
+                                  ":until": {"N": repr(now + ttl)}, ":owner": _ser.serialize(_plain(owner)),
+                                  ":zero": {"N": "0"}, ":one": {"N": "1"}}
         if steal_from:
             condition += " OR lease_token = :old"
             values[":old"] = {"S": steal_from}
         try:
             self.aws.dynamodb.update_item(
                 TableName=self.table, Key=self._key(execution_id, "meta"),
-                UpdateExpression="SET lease_token = :tok, lease_until = :until, lease_owner = :owner",
+                UpdateExpression="SET lease_token = :tok, lease_until = :until, lease_owner = :owner, "
+                                 "lease_epoch = if_not_exists(lease_epoch, :zero) + :one",
                 ConditionExpression=f"attribute_exists(execution_id) AND ({condition})",
                 ExpressionAttributeValues=values)
         except Exception as exc:
             if condition_failed(exc):
                 meta = self.meta(execution_id)
                 owner_ = meta.get("lease_owner") or {}
-                raise BadInput(f"execution {execution_id} is being run by pid {owner_.get('pid')} on "
+                raise Refused(f"execution {execution_id} is being run by pid {owner_.get('pid')} on "
                                f"{owner_.get('host')} (lease for another {meta.get('lease_until', 0) - now:.0f} s);"
                                " wait for it, or stop that process") from None
             with aws_errors(f"take execution {execution_id}"):
@@ -222,7 +243,7 @@ class ExecutionStore:
         except Exception as exc:
             if condition_failed(exc):
                 now = self.meta(execution_id)
-                raise BadInput(f"execution {execution_id} is already {now.get('status')}; nothing to abort") from None
+                raise Refused(f"execution {execution_id} is already {now.get('status')}; nothing to abort") from None
             with aws_errors(f"abort execution {execution_id}"):
                 raise
         return meta
@@ -233,55 +254,159 @@ class ExecutionStore:
         return {int(r["index"]): r for r in self._items(execution_id, "step#")}
 
     def put_step(self, execution_id: str, index: int, record: dict[str, Any], *, lease_token: str | None) -> None:
-        """Write a step record; with a lease token only while that lease is held and not aborted."""
-        item = _to_item({**record, "execution_id": execution_id, "item": step_key(index), "index": index})
+        """Write a step record; with a lease token only while that lease is held and nobody aborted.
+
+        Two single-item writes (a guarded read, then a fenced put) rather than a transaction: see the
+        module docstring. The put carries the lease epoch and is refused over a record a later lease
+        holder wrote.
+        """
+        record = {k: v for k, v in record.items() if k != "lease_epoch"}
+        item_data = {**record, "execution_id": execution_id, "item": step_key(index), "index": index}
         if lease_token is None:
             with aws_errors("record the step"):
-                self.aws.dynamodb.put_item(TableName=self.table, Item=item)
+                self.aws.dynamodb.put_item(TableName=self.table, Item=_to_item(item_data))
             return
+        meta = self.meta(execution_id)
+        if meta.get("lease_token") != lease_token or meta.get("status") == "aborted":
+            raise self._why_refused(execution_id, lease_token)
+        epoch = int(meta.get("lease_epoch") or 0)
         try:
-            self.aws.dynamodb.transact_write_items(TransactItems=[
-                {"ConditionCheck": {"TableName": self.table, "Key": self._key(execution_id, "meta"),
-                                    "ConditionExpression": "lease_token = :tok AND #st <> :aborted",
-                                    "ExpressionAttributeNames": {"#st": "status"},
-                                    "ExpressionAttributeValues": {":tok": {"S": lease_token},
-                                                                  ":aborted": {"S": "aborted"}}}},
-                {"Put": {"TableName": self.table, "Item": item}},
-            ])
+            self.aws.dynamodb.put_item(
+                TableName=self.table, Item=_to_item({**item_data, "lease_epoch": epoch}),
+                ConditionExpression="attribute_not_exists(lease_epoch) OR lease_epoch <= :e",
+                ExpressionAttributeValues={":e": {"N": str(epoch)}})
         except Exception as exc:
             if condition_failed(exc):
                 raise self._why_refused(execution_id, lease_token) from None
             with aws_errors("record the step"):
                 raise
 
-    # ---- approvals ----
+    # ---- four-eyes: requests, decisions, the move to acting ----
 
-    def put_approval(self, approval: Approval) -> None:
-        item = _to_item({**approval.__dict__, "roles": list(approval.roles),
-                         "execution_id": approval.execution_id,
-                         "item": f"approval#{approval.step_id}#{approval.identity}"})
+    def request_approval(self, execution_id: str, step_id: str, request: dict[str, Any], *, lease_token: str) -> None:
+        """Record that the run asked for approval of ``step_id`` (decisions are accepted from now on)."""
+        names = {"#r": "requests", "#d": "decisions", "#q": "decision_seq", "#s": step_id, "#st": "status"}
         try:
-            self.aws.dynamodb.put_item(TableName=self.table, Item=item,
-                                       ConditionExpression="attribute_not_exists(#i)",
-                                       ExpressionAttributeNames={"#i": "item"})
+            self.aws.dynamodb.update_item(
+                TableName=self.table, Key=self._key(execution_id, "meta"),
+                UpdateExpression="SET #r.#s = :req, #d.#s = if_not_exists(#d.#s, :empty), "
+                                 "#q.#s = if_not_exists(#q.#s, :zero)",
+                ConditionExpression="lease_token = :tok AND #st <> :aborted",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues={":req": _ser.serialize(_plain(request)), ":empty": {"M": {}},
+                                           ":zero": {"N": "0"}, ":tok": {"S": lease_token},
+                                           ":aborted": {"S": "aborted"}})
         except Exception as exc:
             if condition_failed(exc):
-                raise BadInput(f"refused: {approval.identity} has already decided on step {approval.step_id} "
-                               f"of {approval.execution_id}; one identity counts once") from None
-            with aws_errors("record the approval"):
+                raise self._why_refused(execution_id, lease_token) from None
+            with aws_errors("record the approval request"):
                 raise
 
-    def approvals(self, execution_id: str, step_id: str) -> list[Approval]:
-        out = []
-        for r in self._items(execution_id, f"approval#{step_id}#"):
-            out.append(Approval(
-                execution_id=str(r.get("execution_id", "")), step_id=str(r.get("step_id", "")),
-                runbook_sha256=str(r.get("runbook_sha256", "")), identity=str(r.get("identity", "")),
-                identity_source=str(r.get("identity_source", "")),
-                decision="reject" if r.get("decision") == "reject" else "approve",
-                binding=str(r.get("binding", "")), roles=tuple(r.get("roles") or ()),
-                reason=str(r.get("reason", "")), at=str(r.get("at", ""))))
-        return out
+    def record_decision(self, approval: Approval, *, roster_digest: str) -> None:
+        """Record one decision, refused (one line, exit 1) unless the step's approval was requested, its action
+        has not started, the execution is not finished, the runbook text and roster are the execution's own,
+        and this identity has not decided on this step before."""
+        eid, sid, who = approval.execution_id, approval.step_id, approval.identity
+        names = {"#r": "requests", "#d": "decisions", "#q": "decision_seq", "#a": "acting", "#s": sid, "#i": who,
+                 "#st": "status"}
+        try:
+            self.aws.dynamodb.update_item(
+                TableName=self.table, Key=self._key(eid, "meta"),
+                UpdateExpression="SET #d.#s.#i = :dec, #q.#s = #q.#s + :one, updated_at = :now",
+                ConditionExpression="attribute_exists(#r.#s) AND attribute_not_exists(#a.#s) "
+                                    "AND attribute_not_exists(#d.#s.#i) AND NOT #st IN (:c, :f, :x) "
+                                    "AND runbook_sha256 = :sha AND roster_digest = :rd",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues={":dec": _ser.serialize(_plain(approval_record(approval))),
+                                           ":one": {"N": "1"}, ":now": {"S": approval.at or ""},
+                                           ":c": {"S": "completed"}, ":f": {"S": "failed"}, ":x": {"S": "aborted"},
+                                           ":sha": {"S": approval.runbook_sha256}, ":rd": {"S": roster_digest}})
+        except Exception as exc:
+            if condition_failed(exc):
+                raise self._why_no_decision(eid, sid, who, roster_digest) from None
+            with aws_errors("record the decision"):
+                raise
+
+    def withdraw(self, execution_id: str, step_id: str, identity: str, *, at: str, reason: str) -> None:
+        """Withdraw ``identity``'s approval of a step whose action has not started (it no longer counts)."""
+        names = {"#d": "decisions", "#q": "decision_seq", "#a": "acting", "#s": step_id, "#i": identity,
+                 "#st": "status", "#dec": "decision", "#w": "withdrawn"}
+        try:
+            self.aws.dynamodb.update_item(
+                TableName=self.table, Key=self._key(execution_id, "meta"),
+                UpdateExpression="SET #d.#s.#i.#w = :w, #q.#s = #q.#s + :one, updated_at = :now",
+                ConditionExpression="#d.#s.#i.#dec = :approve AND attribute_not_exists(#d.#s.#i.#w) "
+                                    "AND attribute_not_exists(#a.#s) AND NOT #st IN (:c, :f, :x)",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues={":w": _ser.serialize({"at": at, "reason": reason}), ":one": {"N": "1"},
+                                           ":now": {"S": at}, ":approve": {"S": "approve"},
+                                           ":c": {"S": "completed"}, ":f": {"S": "failed"}, ":x": {"S": "aborted"}})
+        except Exception as exc:
+            if condition_failed(exc):
+                meta = self.meta(execution_id)
+                mine = ((meta.get("decisions") or {}).get(step_id) or {}).get(identity)
+                if mine and mine.get("decision") == "approve" and not mine.get("withdrawn"):
+                    raise self._why_no_decision(execution_id, step_id, identity, None) from None
+                raise Refused(f"{identity} has no approval of step {step_id} of {execution_id} to withdraw") from None
+            with aws_errors("withdraw the approval"):
+                raise
+
+    def approvals(self, execution_id: str, step_id: str) -> tuple[list[Approval], int]:
+        """The decisions on a step, and the decision sequence they were read at."""
+        meta = self.meta(execution_id)
+        return decisions_of(meta, step_id), int((meta.get("decision_seq") or {}).get(step_id) or 0)
+
+    def start_action(self, execution_id: str, step_id: str, acting: dict[str, Any], *, lease_token: str,
+                     decision_seq: int | None) -> None:
+        """The move to acting, as one conditional write: refused unless this process holds the lease, nobody
+        aborted, and (``decision_seq`` given) the step's decisions are exactly the ones just counted.
+
+        Raises ExecutionAborted, LeaseLost, or DecisionsChanged (count again)."""
+        names = {"#a": "acting", "#s": step_id, "#st": "status"}
+        values: dict[str, Any] = {":act": _ser.serialize(_plain(acting)), ":tok": {"S": lease_token},
+                                  ":aborted": {"S": "aborted"}}
+        condition = "lease_token = :tok AND #st <> :aborted"
+        if decision_seq is not None:
+            names["#q"] = "decision_seq"
+            values[":seq"] = {"N": str(decision_seq)}
+            condition += " AND #q.#s = :seq"
+        try:
+            self.aws.dynamodb.update_item(
+                TableName=self.table, Key=self._key(execution_id, "meta"), UpdateExpression="SET #a.#s = :act",
+                ConditionExpression=condition, ExpressionAttributeNames=names, ExpressionAttributeValues=values)
+        except Exception as exc:
+            if condition_failed(exc):
+                meta = self.meta(execution_id)
+                if meta.get("status") == "aborted" or meta.get("lease_token") != lease_token:
+                    raise self._why_refused(execution_id, lease_token) from None
+                raise DecisionsChanged(f"the decisions on step {step_id} changed while its action was about to "
+                                       "start") from None
+            with aws_errors("record the start of the action"):
+                raise
+
+    def _why_no_decision(self, execution_id: str, step_id: str, identity: str,
+                         roster_digest: str | None) -> Refused:
+        meta = self.meta(execution_id)
+        status = meta.get("status")
+        where = f"step {step_id} of {execution_id}"
+        if status in FINAL_STATUSES:
+            return Refused(f"execution {execution_id} is {status}; there is nothing left to decide")
+        acting = (meta.get("acting") or {}).get(step_id)
+        if acting:
+            return Refused(f"{where} is already executing (its action started at {acting.get('at')}); a decision "
+                           "now would change nothing")
+        if step_id not in (meta.get("requests") or {}):
+            return Refused(f"{where} is not yet requested: the run has not reached it and asked for approval, so "
+                           "there is nothing to approve yet (approvers are told when it asks)")
+        if roster_digest is not None and meta.get("roster_digest") != roster_digest:
+            return Refused(f"execution {execution_id} runs under the roster with digest "
+                           f"{str(meta.get('roster_digest'))[:12]}…, not this one ({roster_digest[:12]}…); "
+                           "decisions under another roster are refused")
+        mine = ((meta.get("decisions") or {}).get(step_id) or {}).get(identity)
+        if mine:
+            verb = "approved" if mine.get("decision") == "approve" else "rejected"
+            return Refused(f"{identity} has already {verb} {where}; one identity counts once")
+        return Refused(f"{where}: the decision was refused (the runbook text changed?)")
 
     def _items(self, execution_id: str, prefix: str) -> list[dict[str, Any]]:
         kwargs: dict[str, Any] = {
@@ -298,6 +423,27 @@ class ExecutionStore:
             if "LastEvaluatedKey" not in page:
                 return out
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def approval_record(approval: Approval) -> dict[str, Any]:
+    """How a decision is stored in the meta item."""
+    return {**approval.__dict__, "roles": list(approval.roles)}
+
+
+def decisions_of(meta: dict[str, Any], step_id: str) -> list[Approval]:
+    """The decisions recorded on a step of an execution's meta item."""
+    out = []
+    for r in ((meta.get("decisions") or {}).get(step_id) or {}).values():
+        withdrawn = r.get("withdrawn") or {}
+        out.append(Approval(
+            execution_id=str(r.get("execution_id", "")), step_id=str(r.get("step_id", "")),
+            runbook_sha256=str(r.get("runbook_sha256", "")), identity=str(r.get("identity", "")),
+            identity_source=str(r.get("identity_source", "")),
+            decision="reject" if r.get("decision") == "reject" else "approve",
+            binding=str(r.get("binding", "")), roles=tuple(r.get("roles") or ()),
+            reason=str(r.get("reason", "")), at=str(r.get("at", "")),
+            withdrawn_at=str(withdrawn.get("at", "")) if isinstance(withdrawn, dict) else ""))
+    return out
 
 
 class Lease:

@@ -1,6 +1,7 @@
 """Shared fixtures: real servers, no mocks.
 
-- ``aws_settings``: a moto server on a free 127.0.0.1 port with ``deploy/template.yaml``
+- ``aws_settings``: the local stack's emulator (moto server, see runtime/stack/emulator.py) on a free
+  127.0.0.1 port with ``deploy/template.yaml``
   deployed into it (the same deploy code `tradeops up` uses); for tests of one adapter.
 - ``stack``: the whole local stack started by the same code path as `tradeops up`, in a
   private state directory; for end-to-end tests. Session-scoped: started once.
@@ -28,10 +29,10 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
-    """A moto server process of our own, on a free port."""
+    """The local stack's emulator (moto server, DynamoDB requests one at a time) on a free port, our own."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, "-m", "tradeops.runtime.stack.emulator", "-H", "127.0.0.1",
+                             "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     endpoint = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while True:

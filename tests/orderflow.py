@@ -13,6 +13,11 @@ from typing import Any
 import boto3
 import httpx
 
+from tradeops.runbooks.identity import Operators
+from tradeops.runbooks.testing import install_roster
+from tradeops.runtime.platform.aws import Aws
+from tradeops.runtime.platform.settings import load_settings
+
 FINAL = {"FILLED", "REJECTED", "CANCELLED", "DEAD_LETTERED"}
 
 
@@ -39,6 +44,13 @@ class Flow:
         path = {"processing": "/tradeops/processing", "mode": "/tradeops/routing/mode",
                 "active": "/tradeops/routing/active", "trickle": "/tradeops/routing/trickle"}[name]
         self.ssm.put_parameter(Name=path, Value=value, Type="String", Overwrite=True)
+
+    def roster(self, roles: dict[str, list[str]], *, break_glass: tuple[str, ...] = ()) -> None:
+        """Make ``roles`` the stack's shared roster (a test's own: no four-eyes to change it)."""
+        settings = load_settings(aws_endpoint_url=self.stack["aws_endpoint"], region=self.stack["region"],
+                                 state_dir=Path(self.stack["state_dir"]))
+        install_roster(Aws(settings), Operators(roles={k: frozenset(v) for k, v in roles.items()},
+                                                break_glass=frozenset(break_glass)))
 
     def reset(self) -> None:
         """Routing back to defaults, faults off (fills are kept: tests use their own order ids)."""

@@ -8,12 +8,14 @@ import os
 import subprocess
 import threading
 import uuid
+from pathlib import Path
 
 import pytest
 
 from tradeops.runbooks.audit import GENESIS, AuditLog, StoredRecord, canonical_json, digest, verify_chain
 from tradeops.runtime.platform.aws import Aws
 from tradeops.runtime.platform.names import names_for
+from tradeops.runtime.platform.settings import load_settings
 
 
 @pytest.fixture
@@ -107,14 +109,14 @@ def test_reordered_records_are_named(chain, aws_settings, tmp_path):
     assert cli.returncode == 1 and "broken at record 3: reordered" in cli.stderr
 
 
-def test_concurrent_writers_never_fork_the_chain(aws_settings):
-    """8 writers x 15 appends at once on the emulator leave 120 records in one chain that verifies."""
-    log = AuditLog(Aws(aws_settings), chain=f"test-{uuid.uuid4().hex[:8]}")
+def _eight_writers(settings) -> AuditLog:
+    """8 threads, each with its own clients, append 15 records each to one fresh chain at once."""
+    log = AuditLog(Aws(settings), chain=f"test-{uuid.uuid4().hex[:8]}")
     errors: list[BaseException] = []
 
     def writer(n: int) -> None:
         try:
-            own = AuditLog(Aws(aws_settings), chain=log.chain)
+            own = AuditLog(Aws(settings), chain=log.chain)
             for i in range(15):
                 own.append("x", data={"writer": n, "i": i})
         except BaseException as exc:  # surfaced by the assertion below
@@ -126,6 +128,12 @@ def test_concurrent_writers_never_fork_the_chain(aws_settings):
     for t in threads:
         t.join(60)
     assert not errors
+    return log
+
+
+def test_concurrent_writers_never_fork_the_chain(aws_settings):
+    """8 writers x 15 appends at once on the emulator leave 120 records in one chain that verifies."""
+    log = _eight_writers(aws_settings)
     result = log.verify()
     assert result.ok and result.records == 120
     assert sorted((e["data"]["writer"], e["data"]["i"]) for e in log.entries()) == [
@@ -151,3 +159,57 @@ def test_verify_chain_is_pure_and_names_the_first_break():
 def test_audit_table_name_comes_from_settings(aws_settings):
     """The audit log writes to <prefix>-audit."""
     assert AuditLog(Aws(aws_settings)).table == names_for(aws_settings).audit_table == "ut-audit"
+
+
+# ---- every byte counts: the query attributes are derived from the body and re-checked -------------
+
+@pytest.mark.parametrize("tamper", ["remove", "change"])
+def test_removing_or_changing_the_execution_id_attribute_is_tampering(chain, aws_settings, tmp_path, tamper):
+    """An audit record whose execution_id attribute was removed (hiding it from the run's history) or changed
+    no longer verifies: `audit verify` exits 1 naming it, and the execution's timeline reports it."""
+    item = _item(chain, 3)
+    if tamper == "remove":
+        chain.aws.dynamodb.update_item(TableName=chain.table, Key={"chain": item["chain"], "seq": item["seq"]},
+                                       UpdateExpression="REMOVE execution_id")
+    else:
+        _put(chain, dict(item, execution_id={"S": "e-2"}))
+    result = chain.verify()
+    assert (result.ok, result.broken_seq) == (False, 3)
+    assert result.reason.startswith("tampered: its execution_id attribute")
+    cli = _cli_verify(aws_settings, chain, tmp_path)
+    assert cli.returncode == 1 and "broken at record 3: tampered" in cli.stderr
+    entries, problems = chain.timeline("e-1")
+    assert [e["seq"] for e in entries] == [1, 2, 3, 4, 5]  # chosen by the hashed body, so still shown
+    assert problems and problems[0].startswith("audit record 3: tampered")
+
+
+def test_a_changed_kind_attribute_is_tampering(chain):
+    """The kind attribute is a copy of the body's too: a record relabelled in the table fails verify."""
+    item = _item(chain, 2)
+    _put(chain, dict(item, kind={"S": "approval.approved"}))
+    result = chain.verify()
+    assert (result.ok, result.broken_seq) == (False, 2) and "kind attribute" in result.reason
+
+
+def test_records_written_by_older_code_still_verify(aws_settings):
+    """A record in the shape the earlier audit code wrote (same body, kind and execution_id attributes)
+    verifies like a new one, and the execution, step, kind, actor and time are all in its hashed body."""
+    log = AuditLog(Aws(aws_settings), chain=f"test-{uuid.uuid4().hex[:8]}")
+    body = {"chain": log.chain, "seq": 1, "at": "2026-11-01T09:00:00.000Z", "kind": "step.finished",
+            "execution_id": "old-1", "step_id": "s1", "actor": "alice", "identity_source": "test", "data": {},
+            "prev_sha256": GENESIS}
+    item = {"chain": {"S": log.chain}, "seq": {"N": "1"}, "body": {"S": canonical_json(body)},
+            "sha256": {"S": digest(body)}, "kind": {"S": "step.finished"}, "execution_id": {"S": "old-1"}}
+    log.aws.dynamodb.put_item(TableName=log.table, Item=item)
+    log._advance_head(1, digest(body))
+    assert log.verify().ok
+    new = log.append("step.finished", execution_id="new-1", step_id="s2", actor="bob", identity_source="test")
+    assert {"execution_id", "step_id", "kind", "actor", "at"} <= set(new) and log.verify().ok
+
+
+def test_concurrent_writers_on_the_running_stack(stack):
+    """8 writers x 15 appends against the running local stack leave 120 records in one chain that verifies."""
+    settings = load_settings(aws_endpoint_url=stack["aws_endpoint"], region=stack["region"],
+                             state_dir=Path(stack["state_dir"]))
+    result = _eight_writers(settings).verify()
+    assert result.ok and result.records == 120

@@ -6,7 +6,6 @@ import json
 import subprocess
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
@@ -16,10 +15,7 @@ from tests.orderflow import Flow
 pytestmark = pytest.mark.slow
 
 
-def _operators(tmp_path: Path) -> Path:
-    path = tmp_path / "operators.yaml"
-    path.write_text("operators:\n  ops-alice: [duty-engineer]\n  ops-bob: [ops-manager]\n  risk-carol: [risk]\n")
-    return path
+ROSTER = {"ops-alice": ["duty-engineer"], "ops-bob": ["ops-manager"], "risk-carol": ["risk"]}
 
 
 def _run_with_approvers(flow: Flow, env: dict, runbook: str, execution_id: str, params: list[str],
@@ -39,7 +35,7 @@ def _run_with_approvers(flow: Flow, env: dict, runbook: str, execution_id: str, 
                 for who in ("ops-bob", "risk-carol"):
                     if (step, who) in approved:
                         continue
-                    got = run_cli("runbook", "approve", execution_id, step, "--reason", "e2e drill",
+                    got = run_cli("runbook", "approve", execution_id, step, "--reason", "e2e drill", "--yes",
                                   env=dict(env, TRADEOPS_OPERATOR=who))
                     if got.returncode == 0:
                         approved.add((step, who))
@@ -67,7 +63,8 @@ def test_failover_then_failback_with_two_approvers(flow, tmp_path):
     """`failover` run unattended with two approvers moves processing paused → secondary active → running;
     orders posted before, during and after fill exactly once (the after ones at the secondary); `failback`
     brings new orders back to the primary."""
-    env = dict(flow.stack["env"], TRADEOPS_OPERATORS_FILE=str(_operators(tmp_path)))
+    flow.roster(ROSTER)
+    env = dict(flow.stack["env"])
     prefix = flow.unique("fo")
     before = flow.post_many(prefix + "-before", 10)
     flow.wait_final(before, timeout=30)

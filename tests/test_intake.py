@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -21,7 +22,7 @@ import httpx
 import pytest
 import uvicorn
 
-from tradeops.runtime.orderpath.intake import MAX_BODY_BYTES, create_app, order_json
+from tradeops.runtime.orderpath.intake import MAX_BODY_BYTES, create_app, order_json, server_config
 from tradeops.runtime.orderpath.orders import OrderStore
 from tradeops.runtime.platform.aws import Aws
 from tradeops.runtime.platform.names import names_for
@@ -38,11 +39,14 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 class LiveServer:
     """A real uvicorn server in a background thread (the way httpx tests its own client)."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, settings: Settings | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, access_log=False, log_level="warning",
-                                lifespan="off")
+        if settings is not None:  # the intake process's own configuration (timeouts included)
+            config = server_config(app, settings, host="127.0.0.1", port=self.port)
+        else:
+            config = uvicorn.Config(app, host="127.0.0.1", port=self.port, access_log=False, log_level="warning",
+                                    lifespan="off")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
@@ -270,7 +274,9 @@ def test_extreme_values_are_422_at_once_and_nothing_written(
         client: httpx.Client, probe: Probe, fragment: str, field: str) -> None:
     """Absurd numbers and dates answer 422 for their field at once (no stall, no 500) and write nothing."""
     before = probe.snapshot()
-    raw = json.dumps(order_body(new_id(probe)))[:-1] + ", " + fragment + "}"  # the later key wins
+    body = order_body(new_id(probe))
+    body.pop(fragment.split('"')[1], None)  # the fragment carries that key (a repeated key is a 400 of its own)
+    raw = json.dumps(body)[:-1] + ", " + fragment + "}"
     started = time.monotonic()
     response = client.post("/orders", content=raw, headers=AUTH, timeout=5)
     assert time.monotonic() - started < 2
@@ -537,3 +543,92 @@ def test_process_serves_quietly_and_exits_cleanly_on_sigterm(aws_settings: Setti
             proc.wait(5)
     assert proc.returncode == 0
     assert out == "" and err == ""
+
+
+# --------------------------------------------------------------------------- ambiguity refused
+
+@pytest.mark.parametrize(("raw", "key"), [
+    ('{"quantity": 10, "quantity": 9999}', "quantity"),
+    ('{"placed_at": null, "placed_at": null}', "placed_at"),
+])
+def test_a_duplicate_key_is_400_naming_it_and_nothing_written(client: httpx.Client, probe: Probe, raw: str,
+                                                              key: str) -> None:
+    """A body with a key twice answers 400 naming the key (whatever the later one says); nothing is stored."""
+    body = order_body(new_id(probe))
+    body.pop(key, None)
+    before = probe.snapshot()
+    response = client.post("/orders", content=json.dumps(body)[:-1] + ", " + raw[1:], headers=AUTH)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == f"duplicate key {key!r} in the body: each key may appear once"
+    assert probe.snapshot() == before
+
+
+@pytest.mark.parametrize("quantity", ["10", 10.0, "1e1"])
+def test_a_quantity_that_is_not_a_json_integer_is_refused(client: httpx.Client, probe: Probe, quantity: Any) -> None:
+    """A share count is a JSON integer: "10", 10.0 and "1e1" answer 422 for quantity and write nothing."""
+    before = probe.snapshot()
+    response = client.post("/orders", json=order_body(new_id(probe), quantity=quantity), headers=AUTH)
+    assert response.status_code == 422, response.text
+    assert "JSON integer" in _reasons(response)["quantity"]
+    assert probe.snapshot() == before
+
+
+def test_prices_may_be_strings_or_numbers(client: httpx.Client, probe: Probe) -> None:
+    """As documented, a price is a JSON string or number and is kept exactly as sent."""
+    response = client.post("/orders", json=order_body(new_id(probe), quote_price=101.25), headers=AUTH)
+    assert response.status_code == 202, response.text
+    assert response.json()["quote_price"] == "101.25"
+
+
+# --------------------------------------------------------------------------- slow clients are cut off
+
+@pytest.fixture(scope="module")
+def strict(aws_settings: Settings) -> Iterator[LiveServer]:
+    """The intake as its process configures it, with timeouts short enough for a test."""
+    settings = aws_settings.model_copy(update={"intake_header_timeout": 0.5, "intake_body_timeout": 0.5,
+                                               "intake_idle_timeout": 1})
+    with LiveServer(create_app(settings, token=TOKEN), settings) as server:
+        yield server
+
+
+def _closed_within(sock: Any, seconds: float) -> tuple[bool, bytes]:
+    """Whether the server closes the connection within ``seconds``, and what it sent before."""
+    sock.settimeout(seconds)
+    got = b""
+    try:
+        while True:
+            chunk = sock.recv(4096)
+            if not chunk:
+                return True, got
+            got += chunk
+    except TimeoutError:
+        return False, got
+
+
+def test_a_request_head_that_never_completes_is_cut_off(strict: LiveServer) -> None:
+    """A client that opens a connection and sends half a request head is disconnected after the header timeout."""
+    with socket.create_connection(("127.0.0.1", strict.port)) as sock:
+        sock.sendall(b"POST /orders HTTP/1.1\r\nHost: x\r\n")
+        started = time.monotonic()
+        closed, _ = _closed_within(sock, 5)
+        assert closed and 0.3 < time.monotonic() - started < 3
+    with socket.create_connection(("127.0.0.1", strict.port)) as idle:  # sends nothing at all
+        assert _closed_within(idle, 5)[0]
+
+
+def test_a_body_that_never_completes_is_408(strict: LiveServer) -> None:
+    """A body slower than the body timeout answers 408 and the connection closes."""
+    with socket.create_connection(("127.0.0.1", strict.port)) as sock:
+        sock.sendall(b"POST /orders HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + TOKEN.encode() +
+                     b"\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"acc")
+        closed, answer = _closed_within(sock, 5)
+    assert closed and answer.startswith(b"HTTP/1.1 408")
+
+
+def test_an_idle_keep_alive_connection_is_closed(strict: LiveServer) -> None:
+    """After a response, a connection that stays idle is closed after the idle timeout."""
+    with socket.create_connection(("127.0.0.1", strict.port)) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        started = time.monotonic()
+        closed, answer = _closed_within(sock, 5)
+        assert answer.startswith(b"HTTP/1.1 200") and closed and time.monotonic() - started < 3

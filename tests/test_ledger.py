@@ -17,6 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tradeops.commands.reimbursements import reimbursements_app
+from tradeops.runbooks.testing import install_roster, write_operators
 from tradeops.runtime.liability.ledger import NOTHING_DUE, SYSTEM_REQUESTER, Ledger, write_csv
 from tradeops.runtime.liability.reimbursement import (
     APPROVED,
@@ -252,27 +253,29 @@ def test_csv_export_has_one_row_per_entry_and_defuses_formulas(ledger: Ledger):
 
 @pytest.fixture()
 def cli_env(aws_settings: Settings, tmp_path: Path) -> dict[str, str]:
-    operators = tmp_path / "operators.yaml"
-    operators.write_text("operators:\n  fiona: [finance]\n  gary: [finance]\n  hank: [ops-manager]\n")
+    """The CLI against the session's emulator, with a roster of its own (a private parameter prefix)."""
+    prefix = f"/ldg{uuid.uuid4().hex[:8]}"
+    roster = write_operators(tmp_path / "operators.yaml",
+                             {"fiona": ["finance"], "gary": ["finance"], "hank": ["ops-manager"]})
+    install_roster(Aws(aws_settings.model_copy(update={"param_prefix": prefix})), roster)
     return {"TRADEOPS_AWS_ENDPOINT_URL": aws_settings.aws_endpoint_url or "", "TRADEOPS_NAME_PREFIX": "ut",
-            "TRADEOPS_PARAM_PREFIX": "/ut", "TRADEOPS_STACK_NAME": "ut", "TRADEOPS_STATE_DIR": str(tmp_path),
-            "TRADEOPS_OPERATORS_FILE": str(operators), "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing"}
+            "TRADEOPS_PARAM_PREFIX": prefix, "TRADEOPS_STACK_NAME": "ut", "TRADEOPS_STATE_DIR": str(tmp_path),
+            "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
 
 
 def test_cli_approves_as_the_operator_with_their_roles(ledger: Ledger, cli_env: dict[str, str]):
-    """`reimbursements approve` acts as TRADEOPS_OPERATOR with the roles of the operators file."""
+    """`reimbursements approve` acts as TRADEOPS_OPERATOR with the roles the shared roster gives it."""
     order = filled(oid(), fill="300.00")
     ledger.record_fill(order)
     runner = CliRunner()
-    refused = runner.invoke(reimbursements_app, ["approve", order["order_id"]],
+    refused = runner.invoke(reimbursements_app, ["approve", order["order_id"], "--yes"],
                             env={**cli_env, "TRADEOPS_OPERATOR": "hank"})
     assert isinstance(refused.exception, ApprovalRefused)
-    first = runner.invoke(reimbursements_app, ["approve", order["order_id"], "--json"],
+    first = runner.invoke(reimbursements_app, ["approve", order["order_id"], "--json", "--yes"],
                           env={**cli_env, "TRADEOPS_OPERATOR": "fiona"})
     assert first.exit_code == 0, first.output
     assert json.loads(first.output)["status"] == PENDING_APPROVAL
-    second = runner.invoke(reimbursements_app, ["approve", order["order_id"]],
+    second = runner.invoke(reimbursements_app, ["approve", order["order_id"], "-y"],
                            env={**cli_env, "TRADEOPS_OPERATOR": "gary"})
     assert second.exit_code == 0 and "APPROVED" in second.output
     stored = ledger.require(order["order_id"])
@@ -290,7 +293,7 @@ def test_cli_lists_rejects_and_exports(ledger: Ledger, cli_env: dict[str, str], 
     entries = {e["order_id"]: e for e in json.loads(listed.output)}
     assert entries[order["order_id"]]["amount"] == "500.00"
     assert {e["status"] for e in entries.values()} == {PENDING_APPROVAL}
-    rejected = runner.invoke(reimbursements_app, ["reject", order["order_id"], "--reason", "customer withdrew"],
+    rejected = runner.invoke(reimbursements_app, ["reject", order["order_id"], "--reason", "customer withdrew", "-y"],
                              env={**cli_env, "TRADEOPS_OPERATOR": "gary"})
     assert rejected.exit_code == 0, rejected.output
     target = tmp_path / "ledger.csv"
@@ -301,16 +304,18 @@ def test_cli_lists_rejects_and_exports(ledger: Ledger, cli_env: dict[str, str], 
     assert {r["status"] for r in rows.values()} == {REJECTED}
 
 
-def test_cli_errors_are_one_line_with_exit_code_2(ledger: Ledger, cli_env: dict[str, str]):
-    """A refused approval and an unknown status leave as one `error:` line and exit 2, never a traceback."""
+def test_cli_errors_are_one_line_with_their_exit_codes(ledger: Ledger, cli_env: dict[str, str]):
+    """A refused approval and an unknown status (exit 2) and an unknown entry (not found, exit 1) leave as one
+    `error:` line, never a traceback."""
     order = filled(oid(), fill="120.00")
     ledger.record_fill(order)
     base = ["tradeops", "reimbursements"]
     env = {**{k: v for k, v in os.environ.items() if not k.startswith(("TRADEOPS_", "AWS_"))}, **cli_env,
            "TRADEOPS_OPERATOR": "hank"}
-    for args in (["approve", order["order_id"]], ["list", "--status", "PAID"], ["approve", oid("missing")]):
+    for args, code in ((["approve", order["order_id"], "--yes"], 2), (["list", "--status", "PAID"], 2),
+                       (["approve", oid("missing"), "--yes"], 1)):
         done = subprocess.run(base + args, env=env, capture_output=True, text=True, timeout=60,
                               cwd=Path(__file__).resolve().parent.parent)
-        assert done.returncode == 2, (args, done.stdout, done.stderr)
+        assert done.returncode == code, (args, done.stdout, done.stderr)
         assert done.stderr.startswith("error: ") and len(done.stderr.strip().splitlines()) == 1, done.stderr
         assert "Traceback" not in done.stderr

@@ -302,7 +302,9 @@ class Scenario:
                 {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)])
 
     def cli(self, *args: str, operator: str | None = None) -> subprocess.CompletedProcess[str]:
-        env = {**self.parts.env, "TRADEOPS_OPERATORS_FILE": str(Path(self.stack["state_dir"]) / "finance.yaml")}
+        env = dict(self.parts.env)
+        if args[:2] in (("reimbursements", "approve"), ("reimbursements", "reject")):
+            args = (*args, "--yes")  # no terminal to confirm on
         if operator:
             env["TRADEOPS_OPERATOR"] = operator
         return subprocess.run(["tradeops", *args], env=env,
@@ -324,9 +326,7 @@ def scenario(stack: dict[str, Any]) -> Any:
     account = aws["sts"].get_caller_identity()["Account"]
     topic = f"arn:aws:sns:{stack['region']}:{account}:tradeops-alerts"
     subscription = aws["sns"].subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn)["SubscriptionArn"]
-    (Path(stack["state_dir"]) / "finance.yaml").write_text(
-        "operators:\n  fiona: [finance]\n  gary: [finance]\n  hank: [ops-manager]\n"
-        "  tradeops-monitor: [finance]\n")
+    flow.roster({"fiona": ["finance"], "gary": ["finance"], "hank": ["ops-manager"], "tradeops-monitor": ["finance"]})
     universe = frozenset(parts.http.get(f"{parts.prices_url}/prices").json()["prices"])
     tape = Tape(aws["kinesis"], "tradeops-prices", universe)
     sc = Scenario(stack, flow, parts, tape, aws, universe, flow.unique("liab"), queue_url)

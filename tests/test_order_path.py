@@ -95,9 +95,10 @@ def test_in_doubt_orders_wait_for_declare_void(flow):
     assert all(flow.get(i)["status"] == "IN_DOUBT" for i in doubtful)
     assert not {f["order_id"] for f in flow.fills("secondary")} & set(doubtful)
 
+    flow.roster({"duty-manager-ann": ["ops-manager"]}, break_glass=("ops-manager",))
     env = dict(flow.stack["env"], TRADEOPS_OPERATOR="duty-manager-ann")
-    result = run_cli("orders", "declare-void", "--provider", "primary", "--reason", "primary lost", "--yes",
-                     "--json", env=env)
+    result = run_cli("orders", "declare-void", "--provider", "primary", "--reason", "primary lost", "--break-glass",
+                     "--yes", "--json", env=env)
     assert result.returncode == 0, result.stderr
     declared = json.loads(result.stdout)
     assert set(doubtful) <= set(declared["released"]) and declared["declared_by"] == "duty-manager-ann"
@@ -129,8 +130,10 @@ def test_manual_toggle_and_pause(flow):
     live = [b for b in beats if time.time() - float(b["at_epoch"]["N"]) < 5]
     assert live and all(b["in_flight"]["N"] == "0" for b in live)
 
-    flow.flag("processing", "running")
+    # The broker first, then resume: a worker refreshing its flags between the two writes must not send the
+    # held orders to the old one.
     flow.flag("active", "primary")
+    flow.flag("processing", "running")
     orders = flow.wait_final(held, timeout=30)
     flow.reconcile(orders)
     assert {o["provider"] for o in orders.values()} == {"primary"}
@@ -258,7 +261,7 @@ def test_breaker_changes_are_events_metrics_and_alerts(flow):
 def test_flag_change_from_the_cli_is_an_event_with_the_actor(flow):
     """`tradeops flags set` records a flag_set event (before, after, who) and the change reaches workers."""
     env = dict(flow.stack["env"], TRADEOPS_OPERATOR="ops-carol")
-    result = run_cli("flags", "set", "trickle", "0.25", env=env)
+    result = run_cli("flags", "set", "trickle", "0.25", "--yes", env=env)
     assert result.returncode == 0, result.stderr
     items = flow.dynamodb.query(TableName="tradeops-events", KeyConditionExpression="#s = :s",
                                 ExpressionAttributeNames={"#s": "stream"},

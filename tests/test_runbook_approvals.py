@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tradeops.runbooks.approvals import Approval, ApprovalContext, ApprovalRule, check_new_decision, evaluate
-from tradeops.runtime.platform.errors import BadInput
+from tradeops.runtime.platform.errors import Refused
 
 SHA = "a" * 64
 RULE = ApprovalRule(count=2, roles=("ops-manager", "risk", "duty-engineer"))
@@ -37,7 +37,7 @@ def test_same_identity_twice_counts_once():
     decision = evaluate(RULE, ctx(), [approval("bob", at="1"), approval("bob", at="2")])
     assert decision.state == "pending" and decision.approved_by == ("bob",)
     assert decision.refused == (("bob", "bob has already decided; one identity counts once"),)
-    with pytest.raises(BadInput, match="bob has already approved"):
+    with pytest.raises(Refused, match="bob has already approved"):
         check_new_decision(RULE, ctx(), "bob", [approval("bob")])
 
 
@@ -46,7 +46,7 @@ def test_executor_cannot_approve_own_step():
     decision = evaluate(RULE, ctx(), [approval("alice"), approval("bob")])
     assert decision.state == "pending"
     assert decision.refused[0][1] == "alice is executing this run and cannot approve its own step"
-    with pytest.raises(BadInput, match="cannot approve its own step"):
+    with pytest.raises(Refused, match="cannot approve its own step"):
         check_new_decision(RULE, ctx(), "alice", [])
 
 
@@ -55,7 +55,7 @@ def test_identity_without_allowed_role_does_not_count():
     decision = evaluate(RULE, ctx(), [approval("dave"), approval("mallory"), approval("bob")])
     assert decision.state == "pending" and decision.approved_by == ("bob",)
     assert [i for i, _ in decision.refused] == ["dave", "mallory"]
-    with pytest.raises(BadInput, match="dave has customer-service; approving needs one of"):
+    with pytest.raises(Refused, match="dave has customer-service; approving needs one of"):
         check_new_decision(RULE, ctx(), "dave", [])
 
 

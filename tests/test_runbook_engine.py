@@ -12,15 +12,16 @@ from pathlib import Path
 
 import pytest
 
+from tests.terminal import Terminal
 from tradeops.runbooks import engine, registry
 from tradeops.runbooks.audit import AuditLog
 from tradeops.runbooks.identity import Identity
 from tradeops.runbooks.registry import Operation
 from tradeops.runbooks.store import ExecutionStore
-from tradeops.runbooks.testing import ScriptedApprover, isolated_flags, write_operators
+from tradeops.runbooks.testing import ScriptedApprover, install_roster, isolated_flags, write_operators
 from tradeops.runtime.orderpath.flags import Flags
 from tradeops.runtime.platform.aws import Aws
-from tradeops.runtime.platform.errors import BadInput, OperationFailed
+from tradeops.runtime.platform.errors import BadInput, NotFound, OperationFailed, Refused
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -87,8 +88,11 @@ def env(aws_settings, tmp_path_factory):
         "erin": ["ops-manager"]})
     prefix = f"/rbe{uuid.uuid4().hex[:8]}"
     settings = isolated_flags(aws_settings, prefix).model_copy(
-        update={"operators_file": operators.path, "operator": "alice"})
-    return {"settings": settings, "aws": Aws(settings), "operators": operators, "dir": base, "prefix": prefix}
+        update={"operators_file": Path(operators.source), "operator": "alice"})
+    # The shared roster of this environment (the CLI reads it; the engine calls below pass the same one).
+    roster = install_roster(Aws(settings), operators)
+    return {"settings": settings, "aws": Aws(settings), "operators": roster, "dir": base, "prefix": prefix,
+            "file": Path(operators.source)}
 
 
 @pytest.fixture
@@ -142,7 +146,7 @@ def _cli_env(env, **extra):
     out.update({"TRADEOPS_AWS_ENDPOINT_URL": s.aws_endpoint_url, "TRADEOPS_NAME_PREFIX": s.name_prefix,
                 "TRADEOPS_PARAM_PREFIX": s.param_prefix, "TRADEOPS_STACK_NAME": s.stack_name,
                 "TRADEOPS_STATE_DIR": str(env["dir"] / "state"), "TRADEOPS_OPERATOR": "alice",
-                "TRADEOPS_OPERATORS_FILE": str(env["operators"].path), "PYTHONUNBUFFERED": "1"})
+                "TRADEOPS_OPERATORS_FILE": str(env["file"]), "PYTHONUNBUFFERED": "1"})
     out.update(extra)
     return out
 
@@ -153,9 +157,9 @@ def _cli(env, *args, input=None, timeout=60, **extra):
 
 
 def _waiting(env, eid, path, **kwargs):
-    """Start an execution and leave it waiting for approval of its first approval step."""
+    """Start an execution and leave it stopped at its first approval step (requested, timed out, resumable)."""
     outcome = _run(env, path, execution_id=eid, approval_timeout=0.1, **kwargs)
-    assert outcome.status == "waiting_approval", outcome
+    assert outcome.status == "approval-timed-out", outcome
     return outcome
 
 
@@ -198,12 +202,12 @@ def test_same_identity_cannot_approve_twice(env, flags, runbook_file):
     eid = f"t-twice-{uuid.uuid4().hex[:6]}"
     _waiting(env, eid, runbook_file(DRILL))
     _decide(env, eid, "toggle", BOB)
-    with pytest.raises(BadInput, match="already approved"):
+    with pytest.raises(Refused, match="already approved"):
         _decide(env, eid, "toggle", BOB)
     outcome = engine.resume_execution(env["settings"], eid, aws=env["aws"], identity=ALICE,
                                       operators=env["operators"], assume_yes=True, poll_seconds=0.05,
                                       approval_timeout=0.2)
-    assert outcome.status == "waiting_approval"
+    assert outcome.status == "approval-timed-out"
     assert _step(env, eid, "toggle")["action_runs"] == 0
     assert flags.read().active == "primary"
 
@@ -212,18 +216,18 @@ def test_executor_cannot_approve_own_step(env, flags, runbook_file):
     """The identity executing the run is refused as an approver, whatever its roles."""
     eid = f"t-own-{uuid.uuid4().hex[:6]}"
     _waiting(env, eid, runbook_file(DRILL))
-    with pytest.raises(BadInput, match="alice is executing this run and cannot approve its own step"):
+    with pytest.raises(Refused, match="alice is executing this run and cannot approve its own step"):
         _decide(env, eid, "toggle", ALICE)
-    assert ExecutionStore(env["aws"]).approvals(eid, "toggle") == []
+    assert ExecutionStore(env["aws"]).approvals(eid, "toggle") == ([], 0)
 
 
 def test_identity_without_allowed_role_cannot_approve(env, flags, runbook_file):
     """An identity whose roles are not among the step's approving roles is refused."""
     eid = f"t-role-{uuid.uuid4().hex[:6]}"
     _waiting(env, eid, runbook_file(DRILL))
-    with pytest.raises(BadInput, match="dave has customer-service; approving needs one of"):
+    with pytest.raises(Refused, match="dave has customer-service; approving needs one of"):
         _decide(env, eid, "toggle", DAVE)
-    with pytest.raises(BadInput, match="has no role"):
+    with pytest.raises(Refused, match="has no role"):
         _decide(env, eid, "toggle", Identity("mallory", "test"))
 
 
@@ -235,16 +239,18 @@ def test_approval_copied_to_another_execution_or_step_does_not_count(env, flags,
     _waiting(env, second, path)
     _decide(env, first, "toggle", BOB)
     table = ExecutionStore(env["aws"]).table
-    item = env["aws"].dynamodb.get_item(TableName=table, Key={"execution_id": {"S": first},
-                                                              "item": {"S": "approval#toggle#bob"}})["Item"]
-    # Replay it on the other execution (rewriting its execution id) and on the other step of the first.
-    replay = dict(item, execution_id={"S": second})
-    env["aws"].dynamodb.put_item(TableName=table, Item=replay)
-    env["aws"].dynamodb.put_item(TableName=table, Item=dict(item, item={"S": "approval#mode#bob"}))
+    ddb = env["aws"].dynamodb
+    meta = ddb.get_item(TableName=table, Key={"execution_id": {"S": first}, "item": {"S": "meta"}})["Item"]
+    bobs = meta["decisions"]["M"]["toggle"]["M"]["bob"]
+    # Replay it on the other execution, and on the other step of the first, as a table writer would.
+    for eid, step in ((second, "toggle"), (first, "mode")):
+        ddb.update_item(TableName=table, Key={"execution_id": {"S": eid}, "item": {"S": "meta"}},
+                        UpdateExpression="SET decisions.#s = :d", ExpressionAttributeNames={"#s": step},
+                        ExpressionAttributeValues={":d": {"M": {"bob": bobs}}})
     resumed = engine.resume_execution(env["settings"], second, aws=env["aws"], identity=ALICE,
                                       operators=env["operators"], assume_yes=True, poll_seconds=0.05,
                                       approval_timeout=0.2)
-    assert resumed.status == "waiting_approval"
+    assert resumed.status == "approval-timed-out"
     assert _step(env, second, "toggle")["action_runs"] == 0
     progress = [e for e in _timeline(env, second) if e["kind"] == "execution.stopped"]
     assert progress and "still needs 1 approval" in progress[-1]["data"]["reason"]
@@ -252,7 +258,7 @@ def test_approval_copied_to_another_execution_or_step_does_not_count(env, flags,
     outcome = engine.resume_execution(env["settings"], first, aws=env["aws"], identity=ALICE,
                                       operators=env["operators"], assume_yes=True, poll_seconds=0.05,
                                       approval_timeout=0.2)
-    assert outcome.status == "waiting_approval"
+    assert outcome.status == "approval-timed-out"
     assert _step(env, first, "toggle")["status"] == "succeeded"
     assert _step(env, first, "mode")["action_runs"] == 0
     assert flags.read().mode == "manual"
@@ -357,7 +363,7 @@ def test_failing_action_rolls_back_completed_steps_in_reverse_order(env, flags, 
     started = next(e for e in timeline if e["kind"] == "rollback.started")
     assert started["data"]["steps"] == ["mode", "toggle", "quiesce"]
     assert _step(env, outcome.execution_id, "mode")["rollback"]["args"] == {"mode": "manual"}
-    with pytest.raises(BadInput, match="already failed"):
+    with pytest.raises(Refused, match="already failed"):
         engine.resume_execution(env["settings"], outcome.execution_id, aws=env["aws"], identity=ALICE)
 
 
@@ -372,7 +378,7 @@ def test_abort_with_rollback_restores_the_flags(env, flags, runbook_file):
     assert flags.read().processing == "running"
     kinds = [e["kind"] for e in _timeline(env, eid)]
     assert "execution.aborted" in kinds and "rollback.step" in kinds
-    with pytest.raises(BadInput, match="was aborted"):
+    with pytest.raises(Refused, match="was aborted"):
         engine.resume_execution(env["settings"], eid, aws=env["aws"], identity=ALICE)
 
 
@@ -400,10 +406,11 @@ def test_plan_shows_live_values_and_changes_nothing(env, flags, runbook_file):
     flags.set("mode", "auto")
     before = _footprint(env, flags)
     result = _cli(env, "runbook", "plan", str(path), "--json")
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1, result.stderr  # its first check fails: a run would stop there
     plan = json.loads(result.stdout)
     first = plan["steps"][0]["checks"][0]
     assert (first["probe"], first["value"], first["met"]) == ("routing_mode", "auto", False)
+    assert plan["verdict"]["text"] == "a run would stop at step 1 (manual-mode): routing_mode now auto, expected manual"
     assert plan["steps"][2]["approval"]["count"] == 2
     assert plan["steps"][2]["action"] == {"name": "set_active_broker", "args": {"provider": "secondary"}}
     assert _footprint(env, flags) == before
@@ -430,16 +437,24 @@ steps:
 """
 
 
+def _at_terminal(env, *args, answers: str) -> subprocess.CompletedProcess:
+    """tradeops at a terminal (a person there), typing ``answers``."""
+    terminal = Terminal(["tradeops", *args], _cli_env(env), cwd=env["dir"])
+    terminal.type(answers)
+    code, shown, err = terminal.finish()
+    return subprocess.CompletedProcess(args, code, shown, err)
+
+
 def test_guided_run_asks_before_each_action(env, flags, runbook_file):
-    """Without --yes, run shows each check's live value and asks before each action; a 'no' stops it."""
+    """At a terminal, without --yes, run shows each check's live value and asks before each action; a 'no' stops it."""
     path = runbook_file(GUIDED)
-    declined = _cli(env, "runbook", "run", str(path), input="n\n")
+    declined = _at_terminal(env, "runbook", "run", str(path), answers="n\n")
     assert declined.returncode == 1
     assert "routing_mode() = manual" in declined.stdout
-    assert "Run set_processing(state='paused')?" in declined.stdout
+    assert "Run set_processing(state=paused)?" in declined.stdout
     assert "declined the action" in declined.stderr and "Traceback" not in declined.stderr
     assert flags.read().processing == "running"
-    accepted = _cli(env, "runbook", "run", str(path), input="y\ny\n")
+    accepted = _at_terminal(env, "runbook", "run", str(path), answers="y\ny\n")
     assert accepted.returncode == 0, accepted.stdout + accepted.stderr
     assert accepted.stdout.count("Run set_processing") == 2
 
@@ -474,10 +489,11 @@ def test_killed_run_resumes_without_repeating_the_quiesce(env, flags, runbook_fi
     assert f"tradeops runbook approve {eid} toggle" in stdout
     assert store.meta(eid)["status"] == "waiting_approval"
     assert flags.read().processing == "paused"
-    approved = _cli(env, "runbook", "approve", eid, "toggle", TRADEOPS_OPERATOR="bob")  # bob's own terminal
+    approved = _cli(env, "runbook", "approve", eid, "toggle", "--yes", TRADEOPS_OPERATOR="bob")  # bob's terminal
     assert approved.returncode == 0, approved.stderr
     assert f"approved step toggle of {eid} as bob (identity from TRADEOPS_OPERATOR; roles ops-manager)" in \
         approved.stdout
+    assert "action:    set_active_broker(provider=secondary)" in approved.stdout
     _decide(env, eid, "toggle", CAROL)
     resumed = _cli(env, "runbook", "resume", eid, "--yes", "--poll", "0.1")
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
@@ -525,10 +541,11 @@ def test_interrupted_action_is_repeated_only_if_idempotent(env, flags, runbook_f
     assert _step(env, eid2, "once")["action_runs"] == 1
 
 
-# ---- one-line errors, exit 2 ----------------------------------------------------------------
+# ---- one-line errors, exit codes -----------------------------------------------------------
 
-def test_unknown_ids_finished_steps_and_aborted_executions_exit_2(env, flags, runbook_file):
-    """Unknown execution or step, approving a finished step, resuming an aborted run: one line, exit 2."""
+def test_unknown_ids_finished_steps_and_aborted_executions_are_one_line_errors(env, flags, runbook_file):
+    """Unknown execution or step (not found: exit 1), approving a finished step or resuming an aborted run
+    (refused: exit 1), a step that needs no approval (bad input: exit 2): one line each, no traceback."""
     path = runbook_file(TWO_APPROVALS)
     eid = f"t-ids-{uuid.uuid4().hex[:6]}"
     _waiting(env, eid, path)
@@ -537,21 +554,24 @@ def test_unknown_ids_finished_steps_and_aborted_executions_exit_2(env, flags, ru
                             assume_yes=True, poll_seconds=0.05, approval_timeout=0.1)
     assert _step(env, eid, "toggle")["status"] == "succeeded"
     cases = [
-        (("runbook", "approve", "no-such-execution", "toggle"), "no execution 'no-such-execution'"),
-        (("runbook", "approve", eid, "no-such-step"), "has no step 'no-such-step'"),
-        (("runbook", "approve", eid, "toggle"), "is already succeeded"),
-        (("runbook", "resume", "no-such-execution"), "no execution 'no-such-execution'"),
-        (("runbook", "history", "--json", "no-such-execution"), "no execution 'no-such-execution'"),
+        (("runbook", "approve", "no-such-execution", "toggle", "--yes"), 1, "no execution 'no-such-execution'"),
+        (("runbook", "approve", eid, "no-such-step", "--yes"), 1, "has no step 'no-such-step'"),
+        (("runbook", "approve", eid, "toggle", "--yes"), 1, "is already executing"),
+        (("runbook", "resume", "no-such-execution", "--yes"), 1, "no execution 'no-such-execution'"),
+        (("runbook", "history", "--json", "no-such-execution"), 1, "no execution 'no-such-execution'"),
     ]
-    abort = (("abort",), "")
-    for args, message in [*cases, abort, (("runbook", "resume", eid), "was aborted by bob")]:
+    abort = (("abort",), 0, "")
+    for args, code, message in [*cases, abort, (("runbook", "resume", eid, "--yes"), 1, "was aborted by bob")]:
         if args == ("abort",):
             engine.abort_execution(env["settings"], eid, aws=env["aws"], identity=BOB, reason="test")
             continue
         result = _cli(env, *args, TRADEOPS_OPERATOR="bob")
-        assert result.returncode == 2, (args, result.stdout, result.stderr)
+        assert result.returncode == code, (args, result.stdout, result.stderr)
         assert message in result.stderr, (args, result.stderr)
         assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    with pytest.raises(NotFound):
+        engine.decide(env["settings"], "no-such-execution", "toggle", "approve", aws=env["aws"], identity=BOB,
+                      operators=env["operators"])
 
 
 def test_history_json_is_the_execution_timeline(env, flags, runbook_file):

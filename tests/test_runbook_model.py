@@ -57,7 +57,8 @@ def _issues(tmp_path, text, operators=None):
 
 
 def test_shipped_runbooks_are_valid_against_the_example_operators():
-    """failover, failback, enable-auto and disable-auto ship, validate, and name the service and tolerance."""
+    """failover, failback, enable-auto, disable-auto, declare-void and change-operators ship, validate, and name the
+    service and tolerance."""
     ops = load_operators(runbook_dir() / "operators.example.yaml")
     names = set()
     for path in shipped_runbooks():
@@ -65,7 +66,7 @@ def test_shipped_runbooks_are_valid_against_the_example_operators():
         names.add(runbook.name)
         assert runbook.service == "Retail trade order execution"
         assert runbook.impact_tolerance["max_outage_minutes"] == 30
-    assert names == {"failover", "failback", "enable-auto", "disable-auto"}
+    assert names == {"failover", "failback", "enable-auto", "disable-auto", "declare-void", "change-operators"}
 
 
 def test_failover_follows_the_seed_procedure_with_four_eyes_on_the_dangerous_steps():
@@ -106,7 +107,7 @@ def test_a_good_runbook_has_no_issues(tmp_path, operators):
     (("    title: Switch\n", ""), ":12: step 2 (toggle): missing field 'title'"),
     (("id: toggle", "id: paused"), ":12: duplicate step id 'paused' (first used at line 9)"),
     (("count: 2", "count: 3"), ":14: step 2 (toggle) approval: needs 3 approvers with role ops-manager or risk, "
-                               "but the operators file"),
+                               "but the roster"),
     ((', timeout: "${seconds}"', ""), ":16: step 2 (toggle) verify: verification without timeout"),
     (("provider: secondary}", "provider: tertiary}"), ":15: step 2 (toggle) action.args: argument 'provider' of "
                                                       "set_active_broker must be one of primary, secondary"),
@@ -148,7 +149,7 @@ def test_validate_command_lists_every_issue_and_exits_2(tmp_path, operators):
     good = tmp_path / "good.yaml"
     good.write_text(GOOD, encoding="utf-8")
     result = subprocess.run(["tradeops", "runbook", "validate", str(good), str(bad),
-                             "--operators", str(operators.path)], capture_output=True, text=True, timeout=60)
+                             "--operators", str(operators.source)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert f"{good}: ok" in result.stdout
     assert f"{bad}:12: duplicate step id 'paused'" in result.stdout
@@ -200,6 +201,6 @@ def test_run_time_check_leaves_the_executor_out_of_the_approvers(tmp_path, opera
     path.write_text(GOOD, encoding="utf-8")
     _, issues = check_runbook(path, GOOD, operators=operators, executor="bob")
     assert [str(i) for i in issues] == [f"{path}:14: step 2 (toggle) approval: needs 2 approvers with role "
-                                        f"ops-manager or risk, but the operators file {operators.path} gives only "
+                                        f"ops-manager or risk, but the roster ({operators.source}) gives only "
                                         "1 besides the executor (bob) (carol)"]
     assert check_runbook(path, GOOD, operators=operators, executor="alice")[1] == []

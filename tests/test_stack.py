@@ -48,7 +48,8 @@ def test_status_json_names_every_address(stack):
 
 
 def test_template_resources_exist_in_the_emulator(stack):
-    """boto3 at the stack's endpoint finds the queue with its DLQ redrive, the tables, the stream and the flags."""
+    """boto3 at the stack's endpoint finds the queue with its DLQ redrive, the tables, the stream, the flags and the
+    alert and approvers' topics."""
     sqs = _client(stack, "sqs")
     url = sqs.get_queue_url(QueueName="tradeops-orders")["QueueUrl"]
     attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
@@ -63,11 +64,13 @@ def test_template_resources_exist_in_the_emulator(stack):
     assert [i["IndexName"] for i in index] == ["status-symbol-index"]
     assert "tradeops-prices" in _client(stack, "kinesis").list_streams()["StreamNames"]
     params = _client(stack, "ssm").get_parameters_by_path(Path="/tradeops", Recursive=True)["Parameters"]
-    assert {p["Name"]: p["Value"] for p in params} == {
+    assert {p["Name"]: p["Value"] for p in params if "/roster/" not in p["Name"]} == {
         "/tradeops/processing": "running", "/tradeops/routing/mode": "manual",
         "/tradeops/routing/active": "primary", "/tradeops/routing/trickle": "0.05"}
     secrets = {s["Name"] for s in _client(stack, "secretsmanager").list_secrets()["SecretList"]}
     assert {"tradeops/broker/primary", "tradeops/broker/secondary"} <= secrets
+    topics = {t["TopicArn"].rsplit(":", 1)[-1] for t in _client(stack, "sns").list_topics()["Topics"]}
+    assert {"tradeops-alerts", "tradeops-approvals"} <= topics
     alarms = {a["AlarmName"] for a in _client(stack, "cloudwatch").describe_alarms()["MetricAlarms"]}
     assert "tradeops-breaker-open" in alarms
 
@@ -120,17 +123,28 @@ def test_status_without_stack_is_one_line_error(tmp_path):
 
 
 def test_up_then_down_leaves_no_process(tmp_path):
-    """A separate `up`, `status --json` and `down` cycle: afterwards none of the stack's processes is alive."""
+    """A separate `up` (showing each component as it becomes ready), `status --json` and `down --json` cycle:
+    afterwards none of the stack's processes is alive."""
     env = _fresh_env(tmp_path)
     env["TRADEOPS_NAME_PREFIX"] = "cycle"
     env["TRADEOPS_PARAM_PREFIX"] = "/cycle"
-    assert run_cli("up", "--workers", "1", env=env, timeout=180).returncode == 0
-    state = json.loads((tmp_path / "state" / "stack.json").read_text())
-    pids = [state["supervisor_pid"]] + [c["pid"] for c in state["components"].values()]
-    status = run_cli("status", "--json", env=env)
-    assert status.returncode == 0, status.stdout + status.stderr
-    assert json.loads(status.stdout)["components"]["worker-1"] is True
-    assert run_cli("down", env=env).returncode == 0
+    started = run_cli("up", "--workers", "1", env=env, timeout=180)
+    try:
+        assert started.returncode == 0
+        # Progress component by component while it starts (piped: one line each, no spinner).
+        for component in ("aws", "broker-primary", "broker-secondary", "intake", "worker-1"):
+            assert f"✓ {component} ready" in started.stdout, started.stdout
+        assert started.stdout.index("✓ aws ready") < started.stdout.index("✓ worker-1 ready")
+        again = run_cli("up", "--json", env=env)
+        assert again.returncode == 0 and json.loads(again.stdout)["already_up"] is True
+        state = json.loads((tmp_path / "state" / "stack.json").read_text())
+        pids = [state["supervisor_pid"]] + [c["pid"] for c in state["components"].values()]
+        status = run_cli("status", "--json", env=env)
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert json.loads(status.stdout)["components"]["worker-1"] is True
+    finally:
+        stopped = run_cli("down", "--json", env=env)  # whatever failed above, leave nothing running
+    assert stopped.returncode == 0 and json.loads(stopped.stdout)["stopped"] is True
     deadline = time.monotonic() + 10
     while any(_alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.1)

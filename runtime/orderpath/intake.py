@@ -6,6 +6,17 @@ Checks run in a fixed order — token, size, JSON, order rules — and nothing i
 enqueued for any 4xx. An order that is recorded but cannot be enqueued is withdrawn again and
 the caller gets a 503 to retry, so no ACCEPTED order waits for a message that will never come.
 
+The intake refuses ambiguity: a body with the same key twice (at any depth) answers 400 naming
+the key, because a gateway, a risk check or a log viewer that reads the first occurrence would see
+a different order from the one executed; ``quantity`` must be a JSON integer (not ``"10"``, not
+``1.0``); prices are JSON strings or numbers, kept exactly as sent.
+
+Timeouts (settings, seconds): the whole request head must arrive within
+``intake_header_timeout`` (default 10) of the connection opening or the previous response, else
+the connection is closed; the whole body within ``intake_body_timeout`` (default 10) of the head,
+else 408; an idle keep-alive connection is closed after ``intake_idle_timeout`` (default 5). A slow
+client is cut off instead of holding a connection open.
+
 Run as a process with ``python -m tradeops.runtime.orderpath.intake --host 127.0.0.1 --port P`` and the bearer token
 in ``TRADEOPS_INTAKE_TOKEN``.
 """
@@ -13,6 +24,7 @@ in ``TRADEOPS_INTAKE_TOKEN``.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import hmac
 import json
 import logging
@@ -28,6 +40,7 @@ from decimal import Context, Decimal
 from typing import Annotated, Any
 
 import botocore.exceptions
+import h11
 import uvicorn
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -36,6 +49,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from tradeops.runtime.orderpath.messages import order_message
 from tradeops.runtime.orderpath.orders import OrderRequest, OrderStore, new_order
@@ -45,7 +59,7 @@ from tradeops.runtime.platform.errors import TradeopsError
 from tradeops.runtime.platform.names import names_for
 from tradeops.runtime.platform.settings import Settings, load_settings
 
-__all__ = ["MAX_BODY_BYTES", "create_app", "main", "order_json", "validation_fields"]
+__all__ = ["MAX_BODY_BYTES", "create_app", "main", "order_json", "server_config", "validation_fields"]
 
 MAX_BODY_BYTES = 16 * 1024
 HEALTH_CACHE_SECONDS = 1.0
@@ -129,6 +143,22 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object, refused when a key repeats (json.loads would silently keep the last one)."""
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise _DuplicateKey(key)
+        seen[key] = value
+    return seen
+
+
 def _screen(data: dict[str, Any]) -> dict[str, str]:
     """Problems found before pydantic: numbers out of range, and type confusions its lax mode
     would let through (`"quantity": true` is not one share)."""
@@ -139,6 +169,10 @@ def _screen(data: dict[str, Any]) -> dict[str, str]:
     for field in ("quantity", "limit_price", "quote_price"):
         if isinstance(data.get(field), bool):
             problems[field] = "must be a number, not true/false"
+    quantity = data.get("quantity")
+    if "quantity" in data and "quantity" not in problems and not isinstance(quantity, int | _OutOfRange):
+        # A share count is a JSON integer: "10" and 1.0 are ambiguous (lax parsing would take them).
+        problems["quantity"] = "must be a JSON integer (a whole number, no quotes, no decimal point)"
     if "synthetic" in data and not isinstance(data["synthetic"], bool):
         problems["synthetic"] = "must be true or false"
     return problems
@@ -329,7 +363,16 @@ class _Intake:
             return reason
 
 
-async def _read_body(request: Request) -> bytes:
+async def _read_body(request: Request, timeout: float) -> bytes:
+    """The whole body within ``timeout`` seconds, else 408 (a slow client does not hold the connection)."""
+    try:
+        return await asyncio.wait_for(_read_body_untimed(request), timeout)
+    except TimeoutError:
+        raise _ApiError(408, f"the body did not arrive within {timeout:g} s",
+                        headers={"Connection": "close"}) from None
+
+
+async def _read_body_untimed(request: Request) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
@@ -352,7 +395,9 @@ def _parse_order(body: bytes) -> OrderRequest:
     try:
         # NaN/Infinity are Python's extensions, not JSON.
         data = json.loads(body, parse_float=_json_float, parse_int=_json_int,
-                          parse_constant=_reject_constant)
+                          parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
+    except _DuplicateKey as dup:
+        raise _ApiError(400, f"duplicate key {dup.key!r} in the body: each key may appear once") from None
     except (ValueError, RecursionError):
         raise _ApiError(400, "body is not JSON") from None
     if not isinstance(data, dict):
@@ -422,7 +467,8 @@ def create_app(settings: Settings, *, token: str, aws: Aws | None = None) -> Fas
         responses={
             202: _doc(OrderOut, "Accepted and queued."),
             200: _doc(OrderOut, "An order with this order_id already exists; nothing new was queued."),
-            400: _doc(ErrorOut, "The body is not a JSON object."),
+            400: _doc(ErrorOut, "The body is not a JSON object, or a key appears twice (named in the error)."),
+            408: _doc(ErrorOut, "The body did not arrive within the body timeout."),
             413: _doc(ErrorOut, f"The body is larger than {MAX_BODY_BYTES} bytes."),
             422: _doc(ValidationErrorOut, "The order breaks a rule; one entry per failing field."),
             **_AUTH_RESPONSES,
@@ -431,7 +477,7 @@ def create_app(settings: Settings, *, token: str, aws: Aws | None = None) -> Fas
                                        "content": {"application/json": {"schema": _request_schema()}}}},
     )
     async def post_order(request: Request) -> JSONResponse:
-        body = await _read_body(request)
+        body = await _read_body(request, settings.intake_body_timeout)
         req = _parse_order(body)
         order, created = await run_in_threadpool(intake.accept, req)
         headers = {"Location": f"/orders/{order['order_id']}"}
@@ -473,6 +519,49 @@ def create_app(settings: Settings, *, token: str, aws: Aws | None = None) -> Fas
     return app
 
 
+# ---- the server ----------------------------------------------------------------------------------
+class _TimedH11Protocol(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol with a deadline on each request head.
+
+    uvicorn times out idle keep-alive connections but not a client that opens a connection and
+    sends its request head slowly (or never): this closes any connection whose head is not complete
+    ``header_timeout`` seconds after it opened or after its previous response.
+    """
+
+    header_timeout = 10.0
+    _head_timer: asyncio.TimerHandle | None = None
+
+    def _arm_head_deadline(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+        self._head_timer = self.loop.call_later(self.header_timeout, self._head_expired)
+
+    def _head_expired(self) -> None:
+        # IDLE on their side: no complete request head yet (h11 moves on once the head has arrived).
+        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            self.transport.close()
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_head_deadline()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._arm_head_deadline()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+        super().connection_lost(exc)
+
+
+def server_config(app: FastAPI, settings: Settings, **kwargs: Any) -> uvicorn.Config:
+    """uvicorn's configuration for the intake: quiet, and with the head, body and idle timeouts set."""
+    protocol = type("IntakeH11Protocol", (_TimedH11Protocol,), {"header_timeout": settings.intake_header_timeout})
+    return uvicorn.Config(app, access_log=False, log_level="warning", lifespan="off", server_header=False,
+                          http=protocol, timeout_keep_alive=settings.intake_idle_timeout, **kwargs)
+
+
 # ---- the process ---------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     """Serve the intake API until SIGTERM/SIGINT; exit 2 on bad settings or a missing token."""
@@ -500,7 +589,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     app = create_app(settings, token=token)
     # Quiet: no access log; uvicorn's own SIGTERM/SIGINT handling gives a clean, graceful exit.
-    config = uvicorn.Config(app, access_log=False, log_level="warning", lifespan="off", server_header=False)
+    config = server_config(app, settings)
     server = uvicorn.Server(config)
     # uvicorn re-raises the signal it shut down on, under the handler it found; with this no-op one
     # a SIGTERM stop ends in a plain exit 0 instead of death by signal.

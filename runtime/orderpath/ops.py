@@ -6,6 +6,7 @@ nothing here keeps state between calls.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from datetime import datetime
@@ -16,7 +17,7 @@ import httpx
 from tradeops.runtime.orderpath.flags import Flags
 from tradeops.runtime.orderpath.messages import order_message
 from tradeops.runtime.orderpath.orders import OrderStore, StaleOrder
-from tradeops.runtime.orderpath.providers import BrokerCallError, make_provider
+from tradeops.runtime.orderpath.providers import BrokerCallError, Execution, make_provider
 from tradeops.runtime.orderpath.router import broker_api_key
 from tradeops.runtime.orderpath.routing import PROVIDERS
 from tradeops.runtime.orderpath.states import PENDING
@@ -38,6 +39,7 @@ __all__ = [
     "queue_figures",
     "resolve_in_flight",
     "runtime_status",
+    "void_in_flight",
 ]
 
 
@@ -112,6 +114,31 @@ def in_flight_orders(aws: Aws, provider: str) -> list[dict[str, Any]]:
     ]
 
 
+def _settle(store: OrderStore, order: dict[str, Any], ex: Execution | None, *, actor: str) -> bool:
+    """Record what the broker answered when it answered with an outcome (FILLED or REJECTED); False otherwise."""
+    if ex is None or ex.status not in ("FILLED", "REJECTED"):
+        return False
+    fields = (
+        {
+            "fill_price": ex.price,
+            "filled_quantity": ex.quantity,
+            "broker_ref": ex.broker_ref,
+            "filled_at": iso(ex.at or utcnow()),
+        }
+        if ex.status == "FILLED"
+        else {"reject_reason": ex.reason or "rejected"}
+    )
+    with contextlib.suppress(StaleOrder):  # someone else recorded it meanwhile: settled all the same
+        store.transition(
+            order,
+            ex.status,
+            actor=actor,
+            set_fields={k: v for k, v in fields.items() if v is not None},
+            remove_fields=("lease_owner", "lease_until"),
+        )
+    return True
+
+
 def resolve_in_flight(settings: Settings, aws: Aws, provider: str) -> dict[str, Any]:
     """Ask ``provider`` about each order in flight there and record every outcome it reports."""
     store = OrderStore(aws)
@@ -126,28 +153,8 @@ def resolve_in_flight(settings: Settings, aws: Aws, provider: str) -> dict[str, 
             except BrokerCallError:
                 in_doubt.append(order["order_id"])
                 continue
-            if ex is not None and ex.status in ("FILLED", "REJECTED"):
-                fields = (
-                    {
-                        "fill_price": ex.price,
-                        "filled_quantity": ex.quantity,
-                        "broker_ref": ex.broker_ref,
-                        "filled_at": iso(ex.at or utcnow()),
-                    }
-                    if ex.status == "FILLED"
-                    else {"reject_reason": ex.reason or "rejected"}
-                )
-                try:
-                    store.transition(
-                        order,
-                        ex.status,
-                        actor="operator:resolve",
-                        set_fields={k: v for k, v in fields.items() if v is not None},
-                        remove_fields=("lease_owner", "lease_until"),
-                    )
-                    resolved.append(order["order_id"])
-                except StaleOrder:
-                    resolved.append(order["order_id"])  # someone else recorded it meanwhile
+            if _settle(store, order, ex, actor="operator:resolve"):
+                resolved.append(order["order_id"])
             else:
                 # Not held there: the workers' resolver moves it once a broker can take it.
                 in_doubt.append(order["order_id"])
@@ -155,46 +162,63 @@ def resolve_in_flight(settings: Settings, aws: Aws, provider: str) -> dict[str, 
 
 
 def declare_void(aws: Aws, provider: str, *, actor: str, reason: str, execution_id: str | None = None) -> list[str]:
+    """Declare ``provider``'s in-flight orders void; the ids released (see :func:`void_in_flight`)."""
+    return list(void_in_flight(aws, provider, actor=actor, reason=reason, execution_id=execution_id)["released"])
+
+
+def void_in_flight(aws: Aws, provider: str, *, actor: str, reason: str,
+                   execution_id: str | None = None) -> dict[str, Any]:
     """Declare ``provider``'s in-flight orders void: release them to be routed again, and say who did it.
 
     Only orders with no worker on them (IN_DOUBT, or SUBMITTING with an expired lease) are
-    released; each gets a history entry naming the actor, and a fresh queue message.
+    released. Immediately before releasing each one the broker is asked once more: an order it now
+    answers for (filled or rejected) is settled with that answer instead of released, because a
+    void is only for what nobody can know. Each released order gets a history entry naming the
+    actor, and a fresh queue message. Returns ``{"released", "settled", "provider"}``.
     """
     _check_provider(provider)
     if not actor:
         raise BadInput("declaring orders void needs an identity")
     store, names = OrderStore(aws), names_for(aws.settings)
     queue_url = aws.queue_url(names.order_queue)
-    released = []
-    now = time.time()
-    for order in in_flight_orders(aws, provider):
-        if order["status"] == "SUBMITTING" and order.get("lease_until", 0) > now:
-            continue
-        note = f"declared void at {provider} by {actor}: {reason}" + (
-            f" (execution {execution_id})" if execution_id else ""
-        )
-        try:
-            store.transition(
-                order,
-                "ACCEPTED",
-                actor=actor,
-                note=note[:300],
-                set_fields={
-                    "void_declared": {
-                        "provider": provider,
-                        "by": actor,
-                        "reason": reason,
-                        "execution_id": execution_id,
-                        "at": iso(),
-                    }
-                },
-                remove_fields=("provider", "lease_owner", "lease_until"),
+    released: list[str] = []
+    settled: list[str] = []
+    with _provider(aws.settings, aws, provider) as client:
+        for order in in_flight_orders(aws, provider):
+            if order["status"] == "SUBMITTING" and order.get("lease_until", 0) > time.time():
+                continue
+            try:
+                ex = client.status(order["order_id"])
+            except BrokerCallError:
+                ex = None  # still no answer: exactly what the declaration is for
+            if _settle(store, order, ex, actor=f"operator:declare-void ({actor})"):
+                settled.append(order["order_id"])
+                continue
+            note = f"declared void at {provider} by {actor}: {reason}" + (
+                f" (execution {execution_id})" if execution_id else ""
             )
-        except StaleOrder:
-            continue
-        with aws_errors("re-enqueue a voided order"):
-            aws.sqs.send_message(QueueUrl=queue_url, MessageBody=order_message(order["order_id"]))
-        released.append(order["order_id"])
+            try:
+                store.transition(
+                    order,
+                    "ACCEPTED",
+                    actor=actor,
+                    note=note[:300],
+                    set_fields={
+                        "void_declared": {
+                            "provider": provider,
+                            "by": actor,
+                            "reason": reason,
+                            "execution_id": execution_id,
+                            "at": iso(),
+                        }
+                    },
+                    remove_fields=("provider", "lease_owner", "lease_until"),
+                )
+            except StaleOrder:
+                continue
+            with aws_errors("re-enqueue a voided order"):
+                aws.sqs.send_message(QueueUrl=queue_url, MessageBody=order_message(order["order_id"]))
+            released.append(order["order_id"])
     EventLog(aws, source=actor, echo=False).emit(
         "orders_declared_void",
         metric=("OrdersDeclaredVoid", float(len(released))),
@@ -204,8 +228,9 @@ def declare_void(aws: Aws, provider: str, *, actor: str, reason: str, execution_
         reason=reason,
         execution_id=execution_id,
         orders=len(released),
+        settled=len(settled),
     )
-    return released
+    return {"provider": provider, "released": released, "settled": settled}
 
 
 def oldest_pending_age(aws: Aws) -> float | None:

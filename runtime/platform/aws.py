@@ -15,10 +15,10 @@ import boto3
 import botocore.config
 import botocore.exceptions
 
-from tradeops.runtime.platform.errors import AwsError, StackError
+from tradeops.runtime.platform.errors import AwsError, StackError, TradeopsError
 from tradeops.runtime.platform.settings import Settings
 
-__all__ = ["Aws", "aws_errors", "condition_failed", "error_code"]
+__all__ = ["Aws", "aws_errors", "condition_failed", "error_code", "foreign_error"]
 
 _EMULATOR_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 
@@ -45,29 +45,85 @@ def condition_failed(exc: BaseException) -> bool:
     return False
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+def _where(url: Any) -> str:
+    url = str(url or "AWS")
+    local = "127.0.0.1" in url or "localhost" in url
+    return f"{url} (is the stack up? `tradeops up`)" if local else url
+
+
+def foreign_error(exc: BaseException, what: str) -> TradeopsError | None:
+    """The one line an operator reads for a botocore error (None for anything that is not botocore's).
+
+    Every connection failure (refused, proxy down, TLS, timeouts), every credential and region
+    problem and every service error becomes one of ours here, so no command prints a traceback
+    however AWS fails to answer. :func:`aws_errors` uses it at each call; ``cli.main`` as the last
+    line of defence.
+    """
+    e = botocore.exceptions
+    if isinstance(exc, e.ProxyConnectionError):
+        proxy = exc.kwargs.get("proxy_url", "the configured proxy")
+        return AwsError(f"{what}: cannot reach AWS through the proxy {proxy} (is it up? HTTPS_PROXY/HTTP_PROXY "
+                        "name it)")
+    if isinstance(exc, e.ConnectTimeoutError):
+        return AwsError(f"{what}: connecting to {_where(exc.kwargs.get('endpoint_url'))} timed out")
+    if isinstance(exc, e.SSLError):
+        return AwsError(f"{what}: TLS to {exc.kwargs.get('endpoint_url', 'AWS')} failed ({_first_line(exc)})")
+    if isinstance(exc, e.EndpointConnectionError):
+        return StackError(f"{what}: cannot reach {_where(exc.kwargs.get('endpoint_url'))}")
+    if isinstance(exc, e.ReadTimeoutError):
+        return AwsError(f"{what}: {exc.kwargs.get('endpoint_url', 'AWS')} did not answer in time")
+    if isinstance(exc, e.HTTPClientError | e.ConnectionError):
+        return AwsError(f"{what}: the connection to AWS failed ({_first_line(exc)})")
+    if isinstance(exc, e.NoRegionError):
+        return AwsError(f"{what}: no AWS region: set AWS_REGION (or TRADEOPS_REGION)")
+    if isinstance(exc, e.NoCredentialsError | e.PartialCredentialsError):
+        return AwsError(f"{what}: no AWS credentials found (AWS_PROFILE, the environment, SSO or an instance role)")
+    if isinstance(exc, e.ProfileNotFound):
+        return AwsError(f"{what}: AWS profile {exc.kwargs.get('profile')!r} does not exist (AWS_PROFILE)")
+    if isinstance(exc, e.SSOError | e.TokenRetrievalError):
+        return AwsError(f"{what}: the AWS SSO session has expired or is missing: run `aws sso login`")
+    if isinstance(exc, e.CredentialRetrievalError):
+        return AwsError(f"{what}: could not get AWS credentials ({_first_line(exc)})")
+    if isinstance(exc, e.ClientError):
+        err = exc.response.get("Error", {})
+        code = err.get("Code", "error")
+        if code in ("ExpiredToken", "ExpiredTokenException", "RequestExpired"):
+            return AwsError(f"{what}: the AWS credentials have expired; renew them (`aws sso login`, or a new session)")
+        return AwsError(f"{what}: {code}: {err.get('Message', '')}".rstrip(": "))
+    if isinstance(exc, e.BotoCoreError):
+        return AwsError(f"{what}: {_first_line(exc)}")
+    return None
+
+
 @contextmanager
 def aws_errors(what: str) -> Iterator[None]:
-    """Map botocore's connection and client errors to AwsError/StackError with a readable line."""
+    """Map botocore's connection, credential and client errors to AwsError/StackError with a readable line."""
     try:
         yield
-    except botocore.exceptions.EndpointConnectionError as exc:
-        raise StackError(f"{what}: cannot reach AWS at {exc.kwargs.get('endpoint_url')}"
-                         " (is the stack up? `tradeops up`)") from None
-    except botocore.exceptions.NoCredentialsError:
-        raise AwsError(f"{what}: no AWS credentials found (standard boto3 credential chain)") from None
-    except botocore.exceptions.ClientError as exc:
-        err = exc.response.get("Error", {})
-        raise AwsError(f"{what}: {err.get('Code', 'error')}: {err.get('Message', '')}".rstrip(": ")) from None
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+        ours = foreign_error(exc, what)
+        if ours is None:  # pragma: no cover - foreign_error answers for every botocore error
+            raise
+        raise ours from None
 
 
 class Aws:
     """Lazily created, thread-safe boto3 clients sharing one session per process."""
 
-    def __init__(self, settings: Settings, *, max_pool: int = 32) -> None:
+    def __init__(self, settings: Settings, *, max_pool: int = 32, session: boto3.session.Session | None = None) -> None:
+        """``session`` carries credentials of its own (an assumed role, in tests of identities); by default
+        the standard chain, or the emulator's dummy credentials when an endpoint is set."""
         self.settings = settings
         self._lock = threading.Lock()
         self._clients: dict[str, Any] = {}
-        self._session = boto3.session.Session()
+        self._own_session = session is not None
+        self._session = session or boto3.session.Session()
+        self._account: str | None = None
         self._config = botocore.config.Config(
             region_name=settings.region,
             retries={"max_attempts": 4, "mode": "standard"},
@@ -87,7 +143,8 @@ class Aws:
                 kwargs: dict[str, Any] = {"config": self._config}
                 if self.settings.aws_endpoint_url:
                     kwargs["endpoint_url"] = self.settings.aws_endpoint_url
-                    kwargs.update(_EMULATOR_CREDENTIALS)
+                    if not self._own_session:
+                        kwargs.update(_EMULATOR_CREDENTIALS)
                 client = self._session.client(service, **kwargs)
                 self._clients[service] = client
             return client
@@ -125,7 +182,14 @@ class Aws:
         with aws_errors(f"find queue {name}"):
             return self.sqs.get_queue_url(QueueName=name)["QueueUrl"]
 
+    def caller(self) -> dict[str, Any]:
+        """STS GetCallerIdentity: ``account``, ``arn``, and the ``date`` AWS stamped on its answer (clock skew)."""
+        with aws_errors("find the caller identity (STS)"):
+            answer = self.client("sts").get_caller_identity()
+        headers = answer.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+        return {"account": answer["Account"], "arn": answer["Arn"], "date": headers.get("date")}
+
     def topic_arn(self, name: str) -> str:
-        with aws_errors(f"find topic {name}"):
-            account = self.client("sts").get_caller_identity()["Account"]
-        return f"arn:aws:sns:{self.settings.region}:{account}:{name}"
+        if self._account is None:  # one STS call per process, not one per publish
+            self._account = self.caller()["account"]
+        return f"arn:aws:sns:{self.settings.region}:{self._account}:{name}"

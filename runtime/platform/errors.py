@@ -5,13 +5,19 @@ it into one line and an exit code, never a traceback::
 
     TradeopsError
     ├── BadInput                 (exit 2) the request, file or argument is wrong
-    │   ├── ConfigError          settings or configuration file are invalid
-    │   └── NotFound             a named thing (order, execution, step) does not exist
+    │   └── ConfigError          settings or configuration file are invalid
     ├── CheckFailed              (exit 1) a check, drill or verification did not pass
-    └── OperationFailed          (exit 1) something we tried to do did not work
-        ├── StackError           the local stack could not start or is not up
-        ├── AwsError             an AWS call failed for a reason other than our input
-        └── ProviderError        a broker call failed (see tradeops.runtime.orderpath.providers for the kinds)
+    ├── OperationFailed          (exit 1) something we tried to do did not work
+    │   ├── NotFound             a named thing (order, execution, step) does not exist
+    │   ├── Refused              the rules refuse it: a missing role, four-eyes, the wrong moment
+    │   ├── NoTarget             no local stack is up and no AWS target was chosen
+    │   ├── StackError           the local stack could not start or is not up
+    │   ├── AwsError             an AWS call failed for a reason other than our input
+    │   └── ProviderError        a broker call failed (see tradeops.runtime.orderpath.providers for the kinds)
+    └── Interrupted              (exit 130) Ctrl-C; what was interrupted says how to continue
+
+"Not found" is a failed operation, not bad usage: the command was well formed, the thing it
+names is not there (any more).
 """
 
 from __future__ import annotations
@@ -21,9 +27,12 @@ __all__ = [
     "BadInput",
     "CheckFailed",
     "ConfigError",
+    "Interrupted",
+    "NoTarget",
     "NotFound",
     "OperationFailed",
     "ProviderError",
+    "Refused",
     "StackError",
     "TradeopsError",
     "reason_of",
@@ -46,10 +55,6 @@ class ConfigError(BadInput):
     """Settings or a configuration file are invalid."""
 
 
-class NotFound(BadInput):
-    """A named object does not exist."""
-
-
 class CheckFailed(TradeopsError):
     """A check, verification or drill ran and did not pass."""
 
@@ -62,6 +67,19 @@ class OperationFailed(TradeopsError):
     exit_code = 1
 
 
+class NotFound(OperationFailed):
+    """A named object does not exist."""
+
+
+class Refused(OperationFailed):
+    """The rules refuse the operation: the caller lacks the role, four-eyes forbids it, or it is too early or
+    too late (an approval before it was requested, a decision once the action runs). Nothing was changed."""
+
+
+class NoTarget(OperationFailed):
+    """No local stack is up and nobody chose AWS: the command refuses to guess (and sends nothing anywhere)."""
+
+
 class StackError(OperationFailed):
     """The local stack failed to start, or is not running."""
 
@@ -72,6 +90,12 @@ class AwsError(OperationFailed):
 
 class ProviderError(OperationFailed):
     """A broker call failed."""
+
+
+class Interrupted(TradeopsError):
+    """Ctrl-C: the work stopped where it was, and the message says how to pick it up again."""
+
+    exit_code = 130
 
 
 def reason_of(exc: BaseException) -> str:

@@ -63,6 +63,16 @@ class Names:
         return f"{self.prefix}-alerts"
 
     @property
+    def approvals_topic(self) -> str:
+        """Where approval requests go: the people who approve runbook steps subscribe to it."""
+        return f"{self.prefix}-approvals"
+
+    @property
+    def operator_role(self) -> str:
+        """The template's role for operations staff (its session name is bound to the caller's user name)."""
+        return f"{self.prefix}-operator"
+
+    @property
     def metric_namespace(self) -> str:
         return "Tradeops"
 
@@ -85,6 +95,14 @@ class Names:
     @property
     def trickle_param(self) -> str:
         return f"{self.param_prefix}/routing/trickle"
+
+    # The shared roster of operators (identity → roles), and rosters proposed for four-eyes approval.
+    @property
+    def roster_param(self) -> str:
+        return f"{self.param_prefix}/roster/current"
+
+    def roster_proposal_param(self, digest: str) -> str:
+        return f"{self.param_prefix}/roster/proposed/{digest[:16]}"
 
     # Index of the orders table by status and symbol.
     status_symbol_index: str = "status-symbol-index"

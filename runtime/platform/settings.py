@@ -12,7 +12,7 @@ import os
 from decimal import Decimal
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import Field, ValidationError, field_validator
@@ -67,6 +67,10 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="TRADEOPS_", extra="forbid", frozen=True)
 
+    # Which AWS the CLI acts on: None = the local stack when one is up (and nothing otherwise); "aws" =
+    # real AWS through boto3's own resolution (AWS_PROFILE, AWS_REGION, AWS_ENDPOINT_URL); "local" = the
+    # local stack only. `tradeops --aws` is the same as "aws".
+    target: Literal["local", "aws"] | None = None
     # Where AWS is. None means real AWS through boto3's own resolution.
     aws_endpoint_url: str | None = None
     region: str = "eu-west-2"
@@ -88,7 +92,19 @@ class Settings(BaseSettings):
     primary_api_key: str | None = Field(default=None, repr=False)
     secondary_api_key: str | None = Field(default=None, repr=False)
     operator: str | None = None
+    # The local operators file: what `tradeops operators apply` seeds or proposes as the shared roster.
     operators_file: Path | None = None
+    # Roles (names, comma-separated) whose trust policy binds the session name to the caller's IAM user
+    # name, so that a session ARN of theirs names a person. The template's operator role is always one.
+    operator_roles: str = ""
+    # How long a four-eyes step waits for its approvers when its runbook does not say (seconds).
+    approval_timeout_seconds: float = Field(default=900.0, gt=0)
+
+    # Intake API timeouts (seconds): the whole request head, the whole body, and an idle keep-alive
+    # connection. A client slower than these is cut off instead of holding a connection open.
+    intake_header_timeout: float = Field(default=10.0, gt=0)
+    intake_body_timeout: float = Field(default=10.0, gt=0)
+    intake_idle_timeout: int = Field(default=5, ge=1)
 
     # Order queue.
     max_receive_count: int = Field(default=5, ge=1, le=1000)

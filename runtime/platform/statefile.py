@@ -10,13 +10,17 @@ import contextlib
 import json
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from tradeops.runtime.platform.errors import StackError
+import boto3
+
+from tradeops.runtime.platform.errors import NoTarget, StackError
 from tradeops.runtime.platform.settings import Settings, load_settings
 
-__all__ = ["StackState", "clear_state", "pid_alive", "read_state", "resolve_settings", "write_state"]
+__all__ = ["StackState", "Target", "clear_state", "pid_alive", "read_state", "resolve_settings", "resolve_target",
+           "write_state"]
 
 StackState = dict[str, Any]
 
@@ -66,12 +70,79 @@ def pid_alive(pid: int | None) -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class Target:
+    """What a command acts on: the local stack, an endpoint someone configured, or real AWS."""
+
+    kind: Literal["local", "endpoint", "aws"]
+    region: str
+    endpoint: str | None = None
+
+    def describe(self, account: str | None = None) -> str:
+        """One line for the operator: where a change is about to land."""
+        if self.kind == "local":
+            return f"the local stack at {self.endpoint} (region {self.region})"
+        if self.kind == "endpoint":
+            return f"the AWS endpoint {self.endpoint} (TRADEOPS_AWS_ENDPOINT_URL, region {self.region})"
+        return f"AWS account {account or '(unknown)'}, region {self.region}"
+
+
+def _ready_state(settings: Settings) -> StackState | None:
+    state = read_state(settings.state_file)
+    if not state or state.get("status") != "ready" or not pid_alive(state.get("supervisor_pid")):
+        return None
+    return state
+
+
+def _aws_region(settings: Settings) -> str:
+    # TRADEOPS_REGION wins; else boto3's own resolution (AWS_REGION, AWS_DEFAULT_REGION, the profile).
+    if "region" in settings.model_fields_set:
+        return settings.region
+    return boto3.session.Session().region_name or settings.region
+
+
+def resolve_target(settings: Settings | None = None, *, aws: bool = False) -> tuple[Settings, Target]:
+    """The settings a command acts with, and its target; NoTarget (exit 1) when there is none.
+
+    The local stack when one is up; an endpoint someone configured (TRADEOPS_AWS_ENDPOINT_URL); real
+    AWS only when asked (``aws``, i.e. ``--aws``, or TRADEOPS_TARGET=aws). With none of these the
+    command refuses before any AWS client exists, so nothing leaves the machine.
+    """
+    settings = settings or load_settings()
+    want_aws = aws or settings.target == "aws"
+    state = _ready_state(settings)
+    if want_aws:
+        # A local stack's brokers and emulator are never production's: take nothing from an emulator stack.
+        if state and not state.get("local"):
+            settings = _fill(settings, state)
+        settings = settings.model_copy(update={"region": _aws_region(settings), "target": "aws"})
+        return settings, Target("aws", settings.region, settings.aws_endpoint_url)
+    if settings.aws_endpoint_url is not None:
+        if state:
+            settings = _fill(settings, state)
+        return settings, Target("endpoint", settings.region, settings.aws_endpoint_url)
+    if state and state.get("local"):
+        settings = _fill(settings, state)
+        return settings, Target("local", settings.region, settings.aws_endpoint_url)
+    if state:  # a stack started with `up --aws`: its operator chose AWS then
+        settings = _fill(settings, state)
+        return settings, Target("aws", settings.region)
+    if settings.target == "local":
+        raise NoTarget("no local stack is up (TRADEOPS_TARGET=local): start one with `tradeops up`")
+    raise NoTarget("no local stack is up and no target was chosen: start one with `tradeops up`, "
+                   "or act on AWS with `tradeops --aws ...` (or TRADEOPS_TARGET=aws)")
+
+
 def resolve_settings(settings: Settings | None = None) -> Settings:
-    """Settings, with the running local stack's endpoint filled in when none was configured."""
+    """Settings, with the running local stack's endpoint filled in when none was configured (services)."""
     settings = settings or load_settings()
     state = read_state(settings.state_file)
     if not state or state.get("status") != "ready":
         return settings
+    return _fill(settings, state)
+
+
+def _fill(settings: Settings, state: StackState) -> Settings:
     update: dict[str, Any] = {}
     if settings.aws_endpoint_url is None and state.get("aws_endpoint") and state.get("local"):
         update["aws_endpoint_url"] = state["aws_endpoint"]

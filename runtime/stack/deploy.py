@@ -139,7 +139,7 @@ def deploy_stack(aws: Aws, settings: Settings, *, timeout: float = 60.0) -> dict
             StackName=settings.stack_name,
             TemplateBody=text,
             Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in params.items()],
-            Capabilities=["CAPABILITY_IAM"],
+            Capabilities=["CAPABILITY_NAMED_IAM"],  # the operator role is named (runbooks/identity.py)
         )
         deadline = time.monotonic() + timeout
         while True:

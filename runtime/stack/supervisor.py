@@ -119,6 +119,7 @@ def _python(*args: str) -> list[str]:
 
 # The process of each component: an installed module, so a container or a systemd unit can run it too.
 MODULES = {
+    "aws": "tradeops.runtime.stack.emulator",
     "broker": "tradeops.runtime.brokers.sim",
     "intake": "tradeops.runtime.orderpath.intake",
     "prices": "tradeops.runtime.liability.prices",
@@ -212,14 +213,14 @@ class Supervisor:
             port = self.ports.get("aws") or free_port()
             _check_port_free("aws", port)
             endpoint = f"http://{HOST}:{port}"
-            aws_comp = Component(name="aws", argv=_python("-m", "moto.server", "-H", HOST, "-p", str(port)),
+            aws_comp = Component(name="aws", argv=_python("-m", MODULES["aws"], "-H", HOST, "-p", str(port)),
                                  health_url=f"{endpoint}/moto-api/", info={"url": endpoint})
             self._start(aws_comp, base_env, timeout=30)
             self.settings = self.settings.model_copy(update={"aws_endpoint_url": endpoint})
             base_env.update({"TRADEOPS_AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing",
                              "AWS_SECRET_ACCESS_KEY": "testing"})
             base_env.pop("AWS_SESSION_TOKEN", None)
-            self._save(aws_endpoint=endpoint)
+            self._save(aws_endpoint=endpoint, stage="deploying the template")
             try:
                 deploy_stack(Aws(self.settings), self.settings)
             except TradeopsError as exc:
@@ -228,6 +229,7 @@ class Supervisor:
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
                 raise StackError(f"deploy: the emulator refused the template ({type(exc).__name__}"
                                  f"{': ' + first[:200] if first else ''})") from None
+            self._save(deployed_at=iso())
         base_env["TRADEOPS_REGION"] = self.settings.region
         token = os.environ.get("TRADEOPS_INTAKE_TOKEN") or self._intake_token()
         base_env["TRADEOPS_INTAKE_TOKEN"] = token
@@ -255,7 +257,7 @@ class Supervisor:
             if comp.name == "intake":
                 self.state["intake"] = comp.info["url"]
                 base_env["TRADEOPS_INTAKE_URL"] = comp.info["url"]
-        self._save(status="ready", ready_at=iso())
+        self._save(status="ready", ready_at=iso(), stage="ready")
 
     def _intake_token(self) -> str:
         """A fresh bearer token for the intake API, kept beside the state, readable only by the user."""
@@ -281,8 +283,11 @@ class Supervisor:
         comp.start(self.log_dir, base_env)
         self.state["components"][comp.name] = {"pid": comp.proc.pid if comp.proc else None,
                                                "health_url": comp.health_url, **comp.info}
-        self._save()
+        self._save(stage=f"starting {comp.name}")
         self._wait_healthy(comp, timeout)
+        # Recorded as it happens, so `tradeops up` can show its progress component by component.
+        self.state["components"][comp.name]["ready_at"] = iso()
+        self._save()
 
     def watch(self) -> None:
         """Restart components that ask for it when they die; return when asked to stop."""
@@ -353,8 +358,11 @@ def run_supervisor(settings: Settings, *, workers: int = 2, local: bool = True,
 
 
 def launch(settings: Settings, *, workers: int, local: bool, ports: dict[str, int | None],
-           timeout: float = 90.0) -> dict[str, Any]:
-    """Start the supervisor detached and wait until the stack is ready (or failed)."""
+           timeout: float = 90.0, on_progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Start the supervisor detached and wait until the stack is ready (or failed).
+
+    ``on_progress(state)`` is called whenever the state file changes while it starts (a component
+    started or became healthy), so the caller can show progress component by component."""
     state = read_state(settings.state_file)
     if state and pid_alive(state.get("supervisor_pid")):
         raise StackAlreadyUp(state)
@@ -372,9 +380,13 @@ def launch(settings: Settings, *, workers: int, local: bool, ports: dict[str, in
                             env=env, start_new_session=True)
     log.close()
     deadline = time.monotonic() + timeout
+    seen: dict[str, Any] | None = None
     while time.monotonic() < deadline:
         state = read_state(settings.state_file)
         if state and state.get("supervisor_pid") == proc.pid:
+            if on_progress is not None and state != seen:
+                on_progress(state)
+                seen = state
             if state.get("status") == "ready":
                 return state
             if state.get("status") == "failed":

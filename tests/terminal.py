@@ -1,0 +1,61 @@
+"""A person at a terminal, for tests: tradeops with a pseudo-terminal as stdin and stdout (stderr piped)."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pty
+import re
+import select
+import struct
+import subprocess
+import termios
+import time
+from pathlib import Path
+
+_STYLING = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+class Terminal:
+    """``argv`` at a terminal of ``cols`` columns: type answers, read what it shows, send it Ctrl-C."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], *, cwd: Path | str | None = None, cols: int = 120) -> None:
+        self.main, side = pty.openpty()
+        fcntl.ioctl(side, termios.TIOCSWINSZ, struct.pack("HHHH", 40, cols, 0, 0))
+        self.proc = subprocess.Popen(argv, env={**env, "COLUMNS": str(cols)}, stdin=side, stdout=side,
+                                     stderr=subprocess.PIPE, cwd=cwd)
+        os.close(side)
+        self.output = b""
+
+    def read_until(self, text: str, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while text.encode() not in self.output:
+            assert time.monotonic() < deadline, self.output.decode(errors="replace")
+            self._read(0.2)
+
+    def _read(self, wait: float) -> bool:
+        ready, _, _ = select.select([self.main], [], [], wait)
+        if not ready:
+            return True
+        try:
+            chunk = os.read(self.main, 65536)
+        except OSError:  # EIO: the other side closed
+            return False
+        self.output += chunk
+        return bool(chunk)
+
+    def type(self, text: str) -> None:
+        os.write(self.main, text.encode())
+
+    def finish(self, timeout: float = 60) -> tuple[int, str, str]:
+        """Wait for it to exit: its exit code, what it showed (newlines normalised, styling removed), its stderr."""
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None and time.monotonic() < deadline:
+            self._read(0.1)
+        while self._read(0.1) and self.proc.poll() is not None:
+            pass
+        code = self.proc.wait(5)
+        err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+        os.close(self.main)
+        shown = _STYLING.sub("", self.output.decode(errors="replace")).replace("\r\n", "\n")
+        return code, shown, err
