@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from tradeops import __version__
-from tradeops.commands import audit, exposure, flags, orders, prices, reimbursements, runbook, stack
+from tradeops.commands import audit, env, exposure, flags, load, orders, prices, reimbursements, runbook, stack
 from tradeops.commands.output import err, out
 from tradeops.runtime.platform.errors import TradeopsError
 
@@ -55,6 +55,9 @@ app.add_typer(flags.flags_app, name="flags")
 app.command("exposure")(exposure.exposure)
 app.add_typer(prices.prices_app, name="prices")
 app.add_typer(reimbursements.reimbursements_app, name="reimbursements")
+# Load: scenarios under Locust, and the exports plain tools need to reach the stack.
+app.add_typer(load.load_app, name="load")
+app.command("env")(env.env)
 
 
 def main() -> None:
