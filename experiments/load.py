@@ -53,7 +53,7 @@ from tradeops.runtime.platform.errors import BadInput, OperationFailed, StackErr
 from tradeops.runtime.platform.settings import Settings, package_file
 from tradeops.runtime.platform.statefile import read_state
 from tradeops.runtime.stack import status as stack_status
-from tradeops.runtime.stack.supervisor import free_port, stop_process
+from tradeops.runtime.stack.supervisor import free_port, log_tail, stop_process
 
 __all__ = ["LoadRequest", "LoadResult", "Prepared", "Progress", "prepare", "run_load"]
 
@@ -337,7 +337,8 @@ def run_load(request: LoadRequest, settings: Settings, *,
             time.sleep(1.0)
             marker = _read_marker(run_dir)
             elapsed = time.time() - (marker.get("started_epoch") or launched)
-            if elapsed > shape.duration + STARTUP_GRACE:
+            # Before the marker, Locust is starting (and a master may wait up to 60 s for its workers).
+            if elapsed > shape.duration + STARTUP_GRACE + (0 if marker else 60):
                 locust.stop()
                 raise OperationFailed(f"Locust did not finish within {shape.duration + STARTUP_GRACE:.0f}s of "
                                       f"starting; see {run_dir / 'locust.log'}")
@@ -361,7 +362,7 @@ def run_load(request: LoadRequest, settings: Settings, *,
     master_code = locust.master.returncode if locust.master is not None else None
     marker = _read_marker(run_dir)
     if not marker:
-        tail = _tail(run_dir / "locust.out") or _tail(run_dir / "locust.log")
+        tail = log_tail(run_dir / "locust.out", 3) or log_tail(run_dir / "locust.log", 3)
         raise OperationFailed(f"Locust did not start the run (exit code {master_code}): {tail}")
     started = float(marker["started_epoch"])
 
@@ -411,14 +412,6 @@ def _read_marker(run_dir: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
-
-
-def _tail(path: Path, lines: int = 3) -> str:
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
-    except OSError:
-        return ""
-    return " | ".join(text[-lines:])[-400:]
 
 
 def _write_json(path: Path, data: Any) -> None:

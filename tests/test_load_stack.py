@@ -182,3 +182,16 @@ def test_bad_usage_exits_2_with_one_line_and_writes_nothing(tmp_path, args, need
     assert done.returncode == 2, done.stdout + done.stderr
     assert needle in done.stderr and done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
     assert not out.exists()
+
+
+def test_load_list_and_show_describe_the_scenarios_without_a_stack(tmp_path):
+    """`load list` names the four shipped scenarios; `load show` gives the stairs and the thresholds in force."""
+    env = {"PATH": __import__("os").environ["PATH"], "TRADEOPS_STATE_DIR": str(tmp_path)}
+    listed = json.loads(run_cli("load", "list", "--json", env=env).stdout)
+    assert [s["name"] for s in listed] == ["market-open", "spike", "steady", "step"]
+    shown = run_cli("load", "show", "step", "--param", "every=10s", "--param", "duration=30s", "--json", env=env)
+    info = json.loads(shown.stdout)
+    assert [s["rate"] for s in info["stages"]] == [10, 20, 30]
+    assert info["expected_orders"] == 600
+    sources = {t["threshold"]: t["source"] for t in info["thresholds"]}
+    assert sources["orders lost == 0"] == "built-in" and sources["time_to_fill p99 < 2s"] == "scenario"
