@@ -2,11 +2,12 @@
 
 Run:  python bench/bench_load.py [--runs 3] [--stack-workers 1,2,4] [--rate 10 --step 5 --every 15s --peak 45]
 
-For each number of order workers (``tradeops up --workers N``) it starts a private local stack and
-runs the ``step`` scenario ``--runs`` times through ``tradeops load run`` (the same code path as the
-CLI). A stair is sustained when it achieved 95% of its target, its orders' time-to-fill p99 stayed
-under 2 s, and none of them was lost or left pending; the ceiling is the last stair of the unbroken
-run of sustained stairs. While each run goes, once a second, it samples:
+For each number of order workers (``tradeops up --workers N``) it runs the ``step`` scenario
+``--runs`` times through ``tradeops load run`` (the same code path as the CLI), each on a private
+local stack of its own (a saturated stair leaves a backlog that would delay the next run). A stair
+is sustained when it achieved 95% of its target, its orders' time-to-fill p99 stayed under 2 s, and
+none of them was lost or left pending; the ceiling is the last stair of the unbroken run of
+sustained stairs. While each run goes, once a second, it samples:
 
 - CPU of every process of the stack (and of Locust) from /proc, as a share of one core;
 - the order queue's depth and the age of the oldest pending order;
@@ -137,6 +138,31 @@ def per_stair(summary: dict[str, Any], samples: list[dict[str, Any]]) -> list[di
     return rows
 
 
+def on_fresh_stack(workers: int, run_dir: Path, scenario: str, params: dict[str, str],
+                   locust_workers: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """One load run on a stack of its own, so that one run's backlog never delays the next."""
+    state = Path(tempfile.mkdtemp(prefix="bench-load-"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRADEOPS_", "AWS_ENDPOINT_URL"))}
+    env.update({"TRADEOPS_STATE_DIR": str(state), "TRADEOPS_CANARY_SECONDS": "0"})
+    os.environ["TRADEOPS_CANARY_SECONDS"] = "0"
+    settings = load_settings(state_dir=state, canary_seconds=0)
+    supervisor.launch(settings, workers=workers, local=True, ports={})
+    try:
+        settings = resolve_settings(settings)
+        if run_dir.exists():
+            subprocess.run(["rm", "-rf", str(run_dir)], check=True)
+        sampler = Sampler(settings, run_dir)
+        sampler.start()
+        try:
+            summary = load_run(env, run_dir, scenario, params, locust_workers)
+        finally:
+            sampler.stop.set()
+            sampler.join()
+    finally:
+        supervisor.stop(settings)
+    return summary, sampler.samples
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
@@ -156,61 +182,41 @@ def main() -> int:
               "duration": f"{stairs * float(every):g}s", "drain": "60s"}
     results: dict[str, Any] = {"params": params, "configs": {}}
     for workers in [int(w) for w in args.stack_workers.split(",")]:
-        state = Path(tempfile.mkdtemp(prefix="bench-load-"))
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("TRADEOPS_", "AWS_ENDPOINT_URL"))}
-        env.update({"TRADEOPS_STATE_DIR": str(state), "TRADEOPS_CANARY_SECONDS": "0"})
-        os.environ.update({"TRADEOPS_CANARY_SECONDS": "0"})
-        settings = load_settings(state_dir=state, canary_seconds=0)
-        supervisor.launch(settings, workers=workers, local=True, ports={})
         config: dict[str, Any] = {"runs": []}
-        try:
-            settings = resolve_settings(settings)
-            for n in range(args.runs):
-                run_dir = args.out / f"w{workers}-step-{n}"
-                if run_dir.exists():
-                    subprocess.run(["rm", "-rf", str(run_dir)], check=True)
-                sampler = Sampler(settings, run_dir)
-                sampler.start()
-                summary = load_run(env, run_dir, "step", params, args.locust_workers)
-                sampler.stop.set()
-                sampler.join()
-                rows = per_stair(summary, sampler.samples)
-                config["runs"].append({"ceiling": summary["highest_sustained_rate"], "stairs": rows,
-                                       "aws_per_order": summary["aws_requests"].get("per_filled_order")})
-                print(f"stack workers {workers}, run {n + 1}: ceiling {summary['highest_sustained_rate']}/s; "
-                      + "; ".join(f"{r['target_rate']:g}/s→{r['achieved_rate']:.1f} p99 "
-                                  f"{(r['time_to_fill_p99'] or 0):.2f}s{'' if r['sustained'] else ' ✗'}"
-                                  for r in rows), flush=True)
-            ceilings = [r["ceiling"] or 0 for r in config["runs"]]
-            config["ceiling_median"] = statistics.median(ceilings)
-            if config["ceiling_median"]:
-                run_dir = args.out / f"w{workers}-steady"
-                if run_dir.exists():
-                    subprocess.run(["rm", "-rf", str(run_dir)], check=True)
-                sampler = Sampler(settings, run_dir)
-                sampler.start()
-                steady = load_run(env, run_dir, "steady", {"rate": f"{config['ceiling_median']:g}",
-                                                           "duration": args.steady, "drain": "60s"},
-                                  args.locust_workers)
-                sampler.stop.set()
-                sampler.join()
-                cpu: dict[str, list[float]] = defaultdict(list)
-                for s in sampler.samples:
-                    for name, share in s["cpu"].items():
-                        cpu["locust" if name.startswith("locust") else name].append(share)
-                config["steady"] = {
-                    "rate": config["ceiling_median"], "passed": steady["passed"], "breached": steady["breached"],
-                    "achieved": steady["rates"]["achieved"], "time_to_fill": steady["time_to_fill"],
-                    "aws_per_order": steady["aws_requests"].get("per_filled_order"),
-                    "aws_by_operation": steady["aws_requests"].get("by_operation"),
-                    "cpu_median": {n: round(statistics.median(v), 2) for n, v in sorted(cpu.items())},
-                    "moto_ms_p50": round(statistics.median([s["moto_ms"] for s in sampler.samples]), 1),
-                }
-                print(f"stack workers {workers}: steady at {config['ceiling_median']:g}/s: "
-                      f"{json.dumps(config['steady'], default=str)}", flush=True)
-        finally:
-            supervisor.stop(settings)
+        for n in range(args.runs):
+            run_dir = args.out / f"w{workers}-step-{n}"
+            summary, samples = on_fresh_stack(workers, run_dir, "step", params, args.locust_workers)
+            rows = per_stair(summary, samples)
+            config["runs"].append({"ceiling": summary["highest_sustained_rate"], "stairs": rows,
+                                   "aws_per_order": summary["aws_requests"].get("per_filled_order")})
+            print(f"stack workers {workers}, run {n + 1}: ceiling {summary['highest_sustained_rate']}/s; "
+                  + "; ".join(f"{r['target_rate']:g}/s→{r['achieved_rate']:.1f} p99 "
+                              f"{(r['time_to_fill_p99'] or 0):.2f}s{'' if r['sustained'] else ' ✗'}"
+                              for r in rows), flush=True)
+        ceilings = [r["ceiling"] or 0 for r in config["runs"]]
+        config["ceiling_median"] = statistics.median(ceilings)
+        if config["ceiling_median"]:
+            run_dir = args.out / f"w{workers}-steady"
+            steady, samples = on_fresh_stack(workers, run_dir, "steady",
+                                             {"rate": f"{config['ceiling_median']:g}", "duration": args.steady,
+                                              "drain": "60s"}, args.locust_workers)
+            cpu: dict[str, list[float]] = defaultdict(list)
+            for sample in samples:
+                for name, share in sample["cpu"].items():
+                    cpu["locust" if name.startswith("locust") else name].append(share)
+            config["steady"] = {
+                "rate": config["ceiling_median"], "passed": steady["passed"], "breached": steady["breached"],
+                "achieved": steady["rates"]["achieved"], "time_to_fill": steady["time_to_fill"],
+                "aws_per_order": steady["aws_requests"].get("per_filled_order"),
+                "aws_by_operation": steady["aws_requests"].get("by_operation"),
+                "cpu_median": {n: round(statistics.median(v), 2) for n, v in sorted(cpu.items())},
+                "moto_ms_p50": round(statistics.median([x["moto_ms"] for x in samples]), 1),
+                "queue_max": max((x["queue"] or 0 for x in samples), default=None),
+            }
+            print(f"stack workers {workers}: steady at {config['ceiling_median']:g}/s: "
+                  f"{json.dumps(config['steady'], default=str)}", flush=True)
         results["configs"][str(workers)] = config
+        (args.out / "results.json").write_text(json.dumps(results, indent=2, default=str))
     (args.out / "results.json").write_text(json.dumps(results, indent=2, default=str))
     print(json.dumps({w: {"ceiling_median": c["ceiling_median"],
                           "ceilings": [r["ceiling"] for r in c["runs"]]} for w, c in results["configs"].items()}))

@@ -296,11 +296,9 @@ def _drain(store: OrderStore, ids: list[str], wait: float,
     ones still pending after the first pass."""
     started = time.monotonic()
     pending = list(ids)
-    rounds = 0
     while pending:
         orders = store.get_many(pending, consistent=False)
         pending = [oid for oid in pending if oid in orders and orders[oid]["status"] in PENDING]
-        rounds += 1
         waited = time.monotonic() - started
         if on_progress is not None:
             on_progress(Progress("drain", waited, wait, 0.0, None, len(ids), 0, len(ids) - len(pending),
