@@ -44,7 +44,7 @@ from typing import Any
 from tradeops.experiments.loadreport import HttpFigures, aws_per_order, build_summary, http_figures
 from tradeops.loadtests.scenario import Scenario, ScenarioError, load_scenario, new_run_id
 from tradeops.loadtests.thresholds import BUILT_IN, Threshold, ThresholdError, merge, parse_threshold
-from tradeops.runtime.orderpath.ops import broker_fills, fleet, reconcile_orders
+from tradeops.runtime.orderpath.ops import fleet, reconcile_orders
 from tradeops.runtime.orderpath.orders import OrderStore
 from tradeops.runtime.orderpath.routing import PROVIDERS
 from tradeops.runtime.orderpath.states import PENDING
@@ -155,7 +155,7 @@ def prepare(request: LoadRequest, settings: Settings) -> Prepared:
                 raise BadInput(f"token file {token_file} is empty")
         except OSError as exc:
             raise BadInput(f"token file {token_file}: {exc.strerror}") from None
-    run_dir = request.out or settings.runs_dir / f"{_stamp()}-load-{scenario.name}"
+    run_dir = (request.out or settings.runs_dir / f"{_stamp()}-load-{scenario.name}").resolve()
     if run_dir.exists() and any(run_dir.iterdir()):
         raise BadInput(f"run folder {run_dir} exists and is not empty; choose another --out")
     drain = request.drain if request.drain is not None else scenario.drain
@@ -374,8 +374,7 @@ def run_load(request: LoadRequest, settings: Settings, *,
         drain = _drain(store, accepted, prep.drain, on_progress)
         if on_progress is not None:
             on_progress(Progress("reconcile", 0.0, 0.0, 0.0, None, len(accepted), 0, None))
-        fills = broker_fills(settings)
-        recon, orders = reconcile_orders(settings, aws, accepted, unanswered=unanswered, fills=fills)
+        recon, orders = reconcile_orders(settings, aws, accepted, unanswered=unanswered)
         if not recon.fills_checked:
             recon_note = "no broker fill ledger to read: fills were not cross-checked"
             thresholds = [t for t in thresholds if not (t.source == "built-in" and t.metric in FILL_CHECKS)]

@@ -18,9 +18,32 @@ import boto3
 import jsonschema
 import pytest
 
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, run_cli, running_stack, stack_environment
+from tests.orderflow import Flow
 
 SUMMARY_SCHEMA = json.loads((REPO / "experiments" / "load-summary.schema.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory):
+    """A local stack of the load tests' own (same `tradeops up` as the session stack).
+
+    20 orders a second is near what moto serves on two cores, and by this module the session
+    stack's moto has served every earlier test: its streams and tables hold their records, and
+    moto's reads grow with them. A fresh stack measures the load run, not the suite's history,
+    and the session stack is spared the paused flag and the hundreds of orders these runs place.
+    """
+    with running_stack(stack_environment(tmp_path_factory.mktemp("load-stack"))) as info:
+        yield info
+
+
+@pytest.fixture
+def flow(stack):
+    """Routing flags and broker faults of the load tests' stack reset before and after each test."""
+    f = Flow(stack)
+    f.reset()
+    yield f
+    f.reset()
 
 
 def _table(stack: dict[str, Any]):
@@ -109,9 +132,14 @@ def test_with_processing_paused_for_the_whole_run_the_load_run_fails_on_unfilled
 
 @pytest.mark.slow
 def test_two_locust_workers_produce_the_same_kind_of_summary(stack, flow, tmp_path):
-    """--workers 2 runs a master and two Locust workers; both place orders and the summary is complete."""
+    """--workers 2 runs a master and two Locust workers; both place orders and the summary is complete.
+
+    (Speed is not what this proves: the time-to-fill and rate thresholds are widened so that a busy
+    machine does not decide it; nothing lost, doubled or left pending still must hold.)"""
     out = tmp_path / "distributed"
-    done = _load(stack["env"], out, "steady", "--rate", "10", "--duration", "8s", "--workers", "2")
+    done = _load(stack["env"], out, "steady", "--rate", "10", "--duration", "8s", "--workers", "2",
+                 "--threshold", "time_to_fill p99 < 60s", "--threshold", "achieved rate >= 50% of target",
+                 "--drain", "60s")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr
     summary = json.loads(done.stdout)
     jsonschema.validate(summary, SUMMARY_SCHEMA)

@@ -342,7 +342,9 @@ def reconcile_orders(settings: Settings, aws: Aws, accepted: list[str], *, unans
 
     Reads the orders by id (BatchGetItem, never a scan) unless ``orders`` is given, and the fills
     unless ``fills`` is given; returns the reconciliation (:func:`.reconcile.reconcile`) and the
-    orders as read.
+    orders as read. The orders are read first: a broker fills before the order is marked FILLED, so
+    every FILLED order read then has its fill in a ledger read after (the other way round, an order
+    that fills between the two reads would look lost). Pass ``fills`` only if read after ``orders``.
     """
     if orders is None:
         orders = OrderStore(aws).get_many([*accepted, *unanswered])
