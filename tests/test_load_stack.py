@@ -19,7 +19,6 @@ import jsonschema
 import pytest
 
 from tests.conftest import REPO, run_cli, running_stack, stack_environment
-from tests.orderflow import Flow
 
 SUMMARY_SCHEMA = json.loads((REPO / "experiments" / "load-summary.schema.json").read_text())
 
@@ -33,17 +32,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
     moto's reads grow with them. A fresh stack measures the load run, not the suite's history,
     and the session stack is spared the paused flag and the hundreds of orders these runs place.
     """
+    # conftest's `flow` (flags and faults reset around each test) resolves `stack` to this one here.
     with running_stack(stack_environment(tmp_path_factory.mktemp("load-stack"))) as info:
         yield info
-
-
-@pytest.fixture
-def flow(stack):
-    """Routing flags and broker faults of the load tests' stack reset before and after each test."""
-    f = Flow(stack)
-    f.reset()
-    yield f
-    f.reset()
 
 
 def _table(stack: dict[str, Any]):
