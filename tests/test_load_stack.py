@@ -32,8 +32,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
     moto's reads grow with them. A fresh stack measures the load run, not the suite's history,
     and the session stack is spared the paused flag and the hundreds of orders these runs place.
     """
+    env = stack_environment(tmp_path_factory.mktemp("load-stack"))
+    # The platform's own timeouts and leases, not the crash tests' short ones: a 1 s broker read
+    # timeout on a busy box parks orders IN_DOUBT, which is not what a load run is meant to measure.
+    for name in ("TRADEOPS_WORKER_LEASE_SECONDS", "TRADEOPS_QUEUE_VISIBILITY_SECONDS", "TRADEOPS_BROKER_READ_TIMEOUT"):
+        env.pop(name)
     # conftest's `flow` (flags and faults reset around each test) resolves `stack` to this one here.
-    with running_stack(stack_environment(tmp_path_factory.mktemp("load-stack"))) as info:
+    with running_stack(env) as info:
         yield info
 
 
