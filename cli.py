@@ -14,7 +14,20 @@ from typing import Annotated
 import typer
 
 from tradeops import __version__
-from tradeops.commands import audit, doctor, exposure, flags, operators, orders, prices, reimbursements, runbook, stack
+from tradeops.commands import (
+    audit,
+    doctor,
+    env,
+    exposure,
+    flags,
+    load,
+    operators,
+    orders,
+    prices,
+    reimbursements,
+    runbook,
+    stack,
+)
 from tradeops.commands import helptext as _helptext  # noqa: F401  (sets how every --help labels parameters)
 from tradeops.commands.context import choose_aws
 from tradeops.commands.output import err, out
@@ -70,6 +83,9 @@ app.add_typer(operators.operators_app, name="operators")
 app.command("exposure")(exposure.exposure)
 app.add_typer(prices.prices_app, name="prices")
 app.add_typer(reimbursements.reimbursements_app, name="reimbursements")
+# Load: scenarios under Locust, and the exports plain tools need to reach the stack.
+app.add_typer(load.load_app, name="load")
+app.command("env")(env.env)
 
 
 def main() -> None:

@@ -4,7 +4,7 @@ Run:  python bench/bench_order_cost.py [--orders 400] [--rate 60]
 
 Starts a private local stack (moto server, both simulated brokers) with no workers, then runs
 the intake API and the consumer under test *in this process*, counting every AWS request they
-send (botocore's before-send event) by service and operation. The flow is steady: orders are
+send (tradeops.runtime.platform.aws.RequestCounter) by service and operation. The flow is steady: orders are
 posted at --rate per second while the consumer runs. The same flow is then pushed through a
 naive consumer (one message per receive, one delete per message, flags read from SSM per
 order, GetItem per order) on a fresh queue state. Figures are per filled order.
@@ -28,7 +28,7 @@ from tradeops.runtime.orderpath.intake import create_app
 from tradeops.runtime.orderpath.orders import OrderStore
 from tradeops.runtime.orderpath.router import open_providers
 from tradeops.runtime.orderpath.worker import Worker, broker_order
-from tradeops.runtime.platform.aws import Aws
+from tradeops.runtime.platform.aws import Aws, RequestCounter
 from tradeops.runtime.platform.names import names_for
 from tradeops.runtime.platform.settings import load_settings
 from tradeops.runtime.platform.statefile import resolve_settings
@@ -37,23 +37,14 @@ from tradeops.runtime.stack import supervisor
 WRITES = {"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems"}
 
 
-class Counted(Aws):
-    """An Aws whose clients count every request they send."""
-
-    def __init__(self, settings: Any, counts: Counter) -> None:
-        super().__init__(settings, max_pool=64)
-        self._session.events.register("before-send", self._count)
-        self.counts = counts
-        self._count_lock = threading.Lock()
-
-    def _count(self, request: Any = None, event_name: str = "", **_: Any) -> None:
-        # event_name is "before-send.<service>.<Operation>"
-        _, service, operation = event_name.split(".", 2)
-        with self._count_lock:
-            self.counts[(service, operation)] += 1
+def counted(settings: Any) -> Aws:
+    """An Aws whose clients count every request they send in a counter of their own."""
+    return Aws(settings, max_pool=64, counter=RequestCounter())
 
 
-def summarise(counts: Counter, filled: int) -> dict[str, Any]:
+def summarise(aws: Aws, filled: int) -> dict[str, Any]:
+    # The counter's keys are "<service>.<Operation>".
+    counts = {tuple(key.split(".", 1)): n for key, n in aws.counter.snapshot().items()}
     by_service: Counter = Counter()
     for (service, _), n in counts.items():
         by_service[service] += n
@@ -92,16 +83,16 @@ def wait_filled(store: OrderStore, ids: list[str], timeout: float = 120) -> int:
 
 
 def run_tradeops(settings: Any, token: str, orders: int, rate: float) -> dict[str, Any]:
-    intake_counts, worker_counts = Counter(), Counter()
-    intake = TestClient(create_app(settings, token=token, aws=Counted(settings, intake_counts)))
-    worker = Worker(settings, worker_id="bench-worker", aws=Counted(settings, worker_counts))
+    intake_aws, worker_aws = counted(settings), counted(settings)
+    intake = TestClient(create_app(settings, token=token, aws=intake_aws))
+    worker = Worker(settings, worker_id="bench-worker", aws=worker_aws)
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()
     ids = post_steady(intake, token, "fast", orders, rate)
     filled = wait_filled(OrderStore(Aws(settings)), ids)
     worker.stop_event.set()
     thread.join(30)
-    return {"intake": summarise(intake_counts, filled), "worker": summarise(worker_counts, filled),
+    return {"intake": summarise(intake_aws, filled), "worker": summarise(worker_aws, filled),
             "flag_reads_per_order": round(worker.flags.reads / filled, 4)}
 
 
@@ -125,15 +116,15 @@ def naive_consumer(settings: Any, aws: Aws, stop: threading.Event) -> None:
 
 def run_naive(settings: Any, token: str, orders: int, rate: float) -> dict[str, Any]:
     intake = TestClient(create_app(settings, token=token, aws=Aws(settings)))
-    counts: Counter = Counter()
+    consumer_aws = counted(settings)
     stop = threading.Event()
-    thread = threading.Thread(target=naive_consumer, args=(settings, Counted(settings, counts), stop), daemon=True)
+    thread = threading.Thread(target=naive_consumer, args=(settings, consumer_aws, stop), daemon=True)
     thread.start()
     ids = post_steady(intake, token, "naive", orders, rate)
     filled = wait_filled(OrderStore(Aws(settings)), ids)
     stop.set()
     thread.join(30)
-    return {"consumer": summarise(counts, filled)}
+    return {"consumer": summarise(consumer_aws, filled)}
 
 
 def main() -> int:

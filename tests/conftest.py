@@ -9,11 +9,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -61,10 +63,8 @@ def aws_settings(moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -
     return settings
 
 
-@pytest.fixture(scope="session")
-def stack_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """Environment for `tradeops` commands that talk to the test stack."""
-    state_dir = tmp_path_factory.mktemp("stack-state")
+def stack_environment(state_dir: Path) -> dict[str, str]:
+    """Environment for `tradeops` commands that talk to a test stack kept in ``state_dir``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TRADEOPS_", "AWS_ENDPOINT_URL"))}
     env["TRADEOPS_STATE_DIR"] = str(state_dir)
     # Short leases and visibility so that crash recovery shows within a test's patience.
@@ -75,22 +75,35 @@ def stack_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     return env
 
 
-@pytest.fixture(scope="session")
-def stack(stack_env: dict[str, str]) -> Iterator[dict]:
-    """The whole local stack, started with `tradeops up`, stopped with `tradeops down`."""
-    up = subprocess.run(["tradeops", "up", "--workers", "2"], env=stack_env, capture_output=True,
+@contextmanager
+def running_stack(env: dict[str, str], *, workers: int = 2) -> Iterator[dict]:
+    """A whole local stack, started with `tradeops up`, stopped with `tradeops down`; yields its status."""
+    up = subprocess.run(["tradeops", "up", "--workers", str(workers)], env=env, capture_output=True,
                         text=True, timeout=180)
     if up.returncode != 0:
         pytest.fail(f"tradeops up failed: {up.stdout}\n{up.stderr}")
-    status = subprocess.run(["tradeops", "status", "--json"], env=stack_env, capture_output=True,
-                            text=True, timeout=60)
-    import json
+    try:
+        status = subprocess.run(["tradeops", "status", "--json"], env=env, capture_output=True,
+                                text=True, timeout=60)
+        info = json.loads(status.stdout)
+        info["env"] = env
+        info["state_dir"] = env["TRADEOPS_STATE_DIR"]
+        yield info
+    finally:
+        subprocess.run(["tradeops", "down"], env=env, capture_output=True, timeout=60)
 
-    info = json.loads(status.stdout)
-    info["env"] = stack_env
-    info["state_dir"] = stack_env["TRADEOPS_STATE_DIR"]
-    yield info
-    subprocess.run(["tradeops", "down"], env=stack_env, capture_output=True, timeout=60)
+
+@pytest.fixture(scope="session")
+def stack_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Environment for `tradeops` commands that talk to the test stack."""
+    return stack_environment(tmp_path_factory.mktemp("stack-state"))
+
+
+@pytest.fixture(scope="session")
+def stack(stack_env: dict[str, str]) -> Iterator[dict]:
+    """The whole local stack, started with `tradeops up`, stopped with `tradeops down`."""
+    with running_stack(stack_env) as info:
+        yield info
 
 
 def run_cli(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:

@@ -422,10 +422,14 @@ def test_order_json_writes_money_as_strings() -> None:
 # --------------------------------------------------------------------------- health and documentation
 
 def test_health_needs_no_token_and_checks_the_table(client: httpx.Client) -> None:
-    """GET /health answers {"ok": true} without a token when the orders table is reachable."""
+    """GET /health answers {"ok": true} without a token when the orders table is reachable, with the AWS
+    requests this process has sent by service and operation (load runs read them per order)."""
     response = client.get("/health")
     assert response.status_code == 200
-    assert response.json() == {"ok": True}
+    body = response.json()
+    assert body["ok"] is True and set(body) == {"ok", "aws_requests"}
+    assert body["aws_requests"].get("dynamodb.GetItem", 0) >= 1
+    assert all(isinstance(n, int) and n > 0 for n in body["aws_requests"].values())
 
 
 def test_openapi_declares_bearer_auth_and_the_4xx_answers(client: httpx.Client) -> None:

@@ -21,7 +21,11 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = ("tradeops/deploy/template.yaml", "tradeops/runbooks/failover.yaml", "tradeops/runbooks/failback.yaml",
-           "tradeops/runbooks/schema.json", "tradeops/runbooks/operators.example.yaml")
+           "tradeops/runbooks/schema.json", "tradeops/runbooks/operators.example.yaml",
+           "tradeops/loadtests/locustfile.py", "tradeops/loadtests/scenario.schema.json",
+           "tradeops/loadtests/scenarios/steady.yaml", "tradeops/loadtests/scenarios/market-open.yaml",
+           "tradeops/loadtests/scenarios/spike.yaml", "tradeops/loadtests/scenarios/step.yaml",
+           "tradeops/experiments/load-summary.schema.json")
 
 
 def _checkout_files() -> list[str]:
@@ -64,7 +68,8 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.slow
 def test_the_wheel_holds_one_top_level_name_and_the_shipped_files(wheel: Path):
-    """Every file of the wheel is under tradeops/ or its dist-info; template, runbooks, schema and example ship."""
+    """Every file of the wheel is under tradeops/ or its dist-info; template, runbooks, schemas, the locustfile
+    and the load scenarios ship."""
     names = zipfile.ZipFile(wheel).namelist()
     tops = {n.split("/", 1)[0] for n in names}
     assert {t for t in tops if not t.endswith(".dist-info")} == {"tradeops"}
@@ -76,7 +81,8 @@ def test_the_wheel_holds_one_top_level_name_and_the_shipped_files(wheel: Path):
 
 @pytest.mark.slow
 def test_a_wheel_installed_outside_the_checkout_runs_the_stack(wheel: Path, tmp_path: Path):
-    """Fresh venv, `pip install <wheel>[local]`, then --version, up, status --json and down from a temp dir."""
+    """Fresh venv, `pip install <wheel>[local]`, then --version, up, status --json, a short load run and down
+    from a temp dir."""
     env_dir = tmp_path / "venv"
     venv.EnvBuilder(with_pip=True).create(env_dir)
     python, tradeops = env_dir / "bin" / "python", env_dir / "bin" / "tradeops"
@@ -110,6 +116,13 @@ def test_a_wheel_installed_outside_the_checkout_runs_the_stack(wheel: Path, tmp_
         info = json.loads(status.stdout)
         assert all(info["components"].values()) and "worker-1" in info["components"]
         assert str(work) not in json.dumps(info) and str(REPO) not in status.stdout
+        # The locustfile and the scenarios ship in the wheel: a load run works without a checkout.
+        load = run("load", "run", "steady", "--rate", "5", "--duration", "3s", "--drain", "10s", "--json",
+                   "--quiet", timeout=180)
+        assert load.returncode == 0, load.stdout[-2000:] + load.stderr
+        summary = json.loads(load.stdout)
+        assert summary["orders"]["placed"] > 0 and summary["orders"]["lost"] == 0
+        assert str(REPO) not in json.dumps(summary["scenario"])
     finally:
         down = run("down")
     assert down.returncode == 0, down.stderr

@@ -688,7 +688,7 @@ class Monitor:
         """Cheap liveness and progress: readiness, counters and the stream positions applied so far."""
         with self.lock:
             return {"ok": True, "ready": self.ready, "pending_orders": len(self.pending),
-                    "counters": dict(self.counters),
+                    "counters": dict(self.counters), "aws_requests": self.aws.counter.snapshot(),
                     "positions": {"prices": dict(self.positions["prices"]), "orders": dict(self.positions["orders"])}}
 
 

@@ -331,7 +331,8 @@ class Publisher:
         with self.lock:
             counters = json.loads(json.dumps(self.counters))
         return {"ok": True, "stream": self.stream, "symbols": len(self.feed.symbols),
-                "ticks_per_second": self.feed.rate, "batch_seconds": BATCH_SECONDS, **counters}
+                "ticks_per_second": self.feed.rate, "batch_seconds": BATCH_SECONDS, **counters,
+                "aws_requests": self.aws.counter.snapshot()}
 
 
 def _handler(publisher: Publisher) -> type[BaseHTTPRequestHandler]:

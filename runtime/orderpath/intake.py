@@ -248,6 +248,8 @@ class OrderOut(BaseModel):
 class HealthOut(BaseModel):
     ok: bool
     error: str | None = None
+    aws_requests: dict[str, int] = {}
+    """AWS requests this process has sent, by ``service.Operation`` (load runs read it per order)."""
 
 
 def _request_schema() -> dict[str, Any]:
@@ -512,9 +514,10 @@ def create_app(settings: Settings, *, token: str, aws: Aws | None = None) -> Fas
     )
     def health() -> JSONResponse:
         reason = intake.health()
+        requests = intake.aws.counter.snapshot()
         if reason is None:
-            return JSONResponse({"ok": True})
-        return JSONResponse({"ok": False, "error": reason}, status_code=503)
+            return JSONResponse({"ok": True, "aws_requests": requests})
+        return JSONResponse({"ok": False, "error": reason, "aws_requests": requests}, status_code=503)
 
     return app
 

@@ -9,15 +9,18 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 import httpx
 
+from tradeops.runtime.brokers.control import SimControl
 from tradeops.runtime.orderpath.flags import Flags
 from tradeops.runtime.orderpath.messages import order_message
 from tradeops.runtime.orderpath.orders import OrderStore, StaleOrder
 from tradeops.runtime.orderpath.providers import BrokerCallError, Execution, make_provider
+from tradeops.runtime.orderpath.reconcile import Reconciliation, reconcile
 from tradeops.runtime.orderpath.router import broker_api_key
 from tradeops.runtime.orderpath.routing import PROVIDERS
 from tradeops.runtime.orderpath.states import PENDING
@@ -37,6 +40,7 @@ __all__ = [
     "notify",
     "oldest_pending_age",
     "queue_figures",
+    "reconcile_orders",
     "resolve_in_flight",
     "runtime_status",
     "void_in_flight",
@@ -94,6 +98,7 @@ def fleet(aws: Aws, *, max_age: float | None = None) -> dict[str, Any]:
                 "age_seconds": round(age, 2),
                 "breakers": json.loads(item.get("breakers", {}).get("S", "{}")),
                 "counters": json.loads(item.get("counters", {}).get("S", "{}")),
+                "aws_requests": json.loads(item.get("aws_requests", {}).get("S", "{}")),
             }
         )
     workers.sort(key=lambda w: w["worker_id"])
@@ -339,3 +344,35 @@ def runtime_status(aws: Aws) -> dict[str, Any]:
         "orders": OrderStore(aws).count_by_status(),
         "workers": workers,
     }
+
+
+def broker_fills(settings: Settings) -> dict[str, list[dict[str, Any]]] | None:
+    """Each broker's own fill ledger (the simulated brokers' ``/_sim/fills``); None when a broker has no
+    control address we know (a real broker: its fills are not ours to read)."""
+    fills: dict[str, list[dict[str, Any]]] = {}
+    for provider in PROVIDERS:
+        url = getattr(settings, f"{provider}_control_url")
+        if not url:
+            return None
+        with SimControl(url, timeout=10.0) as control:
+            fills[provider] = control.fills()
+    return fills
+
+
+def reconcile_orders(settings: Settings, aws: Aws, accepted: list[str], *, unanswered: Sequence[str] = (),
+                     fills: dict[str, list[dict[str, Any]]] | None = None,
+                     orders: dict[str, dict[str, Any]] | None = None,
+                     ) -> tuple[Reconciliation, dict[str, dict[str, Any]]]:
+    """Reconcile orders the intake accepted against the orders table and both brokers' fill ledgers.
+
+    Reads the orders by id (BatchGetItem, never a scan) unless ``orders`` is given, and the fills
+    unless ``fills`` is given; returns the reconciliation (:func:`.reconcile.reconcile`) and the
+    orders as read. The orders are read first: a broker fills before the order is marked FILLED, so
+    every FILLED order read then has its fill in a ledger read after (the other way round, an order
+    that fills between the two reads would look lost). Pass ``fills`` only if read after ``orders``.
+    """
+    if orders is None:
+        orders = OrderStore(aws).get_many([*accepted, *unanswered])
+    if fills is None:
+        fills = broker_fills(settings)
+    return reconcile(accepted, orders, fills, unanswered=unanswered), orders

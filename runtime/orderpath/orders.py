@@ -13,7 +13,7 @@ serves (docs/architecture.md, "Exactly once across a broker switch") is kept by 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Literal
@@ -141,6 +141,21 @@ class OrderStore:
             got = self.aws.dynamodb.get_item(TableName=self.table, Key={"order_id": {"S": order_id}},
                                              ConsistentRead=consistent)
         return from_item(got["Item"]) if "Item" in got else None
+
+    def get_many(self, order_ids: Iterable[str], *, consistent: bool = True) -> dict[str, dict[str, Any]]:
+        """The orders that exist among ``order_ids``, by id: BatchGetItem, 100 keys a call."""
+        keys = [{"order_id": {"S": oid}} for oid in sorted(set(order_ids))]
+        orders: dict[str, dict[str, Any]] = {}
+        with aws_errors("read orders"):
+            while keys:
+                got = self.aws.dynamodb.batch_get_item(
+                    RequestItems={self.table: {"Keys": keys[:100], "ConsistentRead": consistent}})
+                for item in got.get("Responses", {}).get(self.table, []):
+                    order = from_item(item)
+                    orders[order["order_id"]] = order
+                unprocessed = got.get("UnprocessedKeys", {}).get(self.table, {}).get("Keys", [])
+                keys = unprocessed + keys[100:]
+        return orders
 
     def require(self, order_id: str) -> dict[str, Any]:
         order = self.get(order_id)

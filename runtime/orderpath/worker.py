@@ -32,7 +32,7 @@ from typing import Any
 
 from tradeops.runtime.orderpath.flags import FlagCache, Flags, FlagValues
 from tradeops.runtime.orderpath.messages import parse_order_message
-from tradeops.runtime.orderpath.orders import OrderStore, StaleOrder, from_item
+from tradeops.runtime.orderpath.orders import OrderStore, StaleOrder
 from tradeops.runtime.orderpath.providers import (
     BrokerCallError,
     BrokerOrder,
@@ -43,7 +43,7 @@ from tradeops.runtime.orderpath.providers import (
 )
 from tradeops.runtime.orderpath.router import Router, open_providers
 from tradeops.runtime.orderpath.states import FINAL, IN_DOUBT
-from tradeops.runtime.platform.aws import Aws, aws_errors
+from tradeops.runtime.platform.aws import Aws
 from tradeops.runtime.platform.clock import iso, utcnow
 from tradeops.runtime.platform.errors import TradeopsError
 from tradeops.runtime.platform.events import EventLog
@@ -172,19 +172,7 @@ class Worker:
 
     def _load_orders(self, messages: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         """All orders of the batch in one BatchGetItem (strongly consistent)."""
-        ids = sorted({oid for m in messages if (oid := self._order_id(m))})
-        orders: dict[str, dict[str, Any]] = {}
-        keys = [{"order_id": {"S": oid}} for oid in ids]
-        with aws_errors("load orders"):
-            while keys:
-                got = self.aws.dynamodb.batch_get_item(
-                    RequestItems={self.store.table: {"Keys": keys[:100], "ConsistentRead": True}})
-                for item in got.get("Responses", {}).get(self.store.table, []):
-                    order = from_item(item)
-                    orders[order["order_id"]] = order
-                unprocessed = got.get("UnprocessedKeys", {}).get(self.store.table, {}).get("Keys", [])
-                keys = unprocessed + keys[100:]
-        return orders
+        return self.store.get_many(oid for m in messages if (oid := self._order_id(m)))
 
     def _safe_handle(self, message: dict[str, Any], orders: dict[str, dict[str, Any]]) -> Handled:
         try:
@@ -467,6 +455,7 @@ class Worker:
             "processing": {"S": flags.processing if flags else "unknown"},
             "breakers": {"S": json.dumps(breakers)}, "probes": {"S": json.dumps(self.router.last_probe)},
             "counters": {"S": json.dumps(body["counters"])},
+            "aws_requests": {"S": json.dumps(self.aws.counter.snapshot())},
         }
         with contextlib.suppress(Exception):
             self.aws.dynamodb.put_item(TableName=self.names.heartbeats_table, Item=item)

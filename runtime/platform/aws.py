@@ -18,7 +18,8 @@ import botocore.exceptions
 from tradeops.runtime.platform.errors import AwsError, StackError, TradeopsError
 from tradeops.runtime.platform.settings import Settings
 
-__all__ = ["Aws", "aws_errors", "condition_failed", "error_code", "foreign_error"]
+__all__ = ["PROCESS_REQUESTS", "Aws", "RequestCounter", "aws_errors", "condition_failed", "error_code",
+           "foreign_error"]
 
 _EMULATOR_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 
@@ -112,10 +113,41 @@ def aws_errors(what: str) -> Iterator[None]:
         raise ours from None
 
 
-class Aws:
-    """Lazily created, thread-safe boto3 clients sharing one session per process."""
+class RequestCounter:
+    """AWS requests sent, by ``service.Operation`` (every HTTP attempt, retries included).
 
-    def __init__(self, settings: Settings, *, max_pool: int = 32, session: boto3.session.Session | None = None) -> None:
+    A dict under a lock: a process's services publish :meth:`snapshot` (heartbeat, ``/health``) and
+    load runs read it before and after to state AWS requests per order, which does not depend on
+    the machine the way a rate does.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[str, int] = {}
+
+    def count(self, request: Any = None, event_name: str = "", **_: Any) -> None:
+        """botocore ``before-send`` handler; ``event_name`` is ``before-send.<service>.<Operation>``."""
+        key = event_name.split(".", 1)[1] if "." in event_name else "unknown"
+        with self._lock:
+            self._counts[key] = self._counts.get(key, 0) + 1
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
+
+
+PROCESS_REQUESTS = RequestCounter()
+"""Every request this process sends through :class:`Aws` (unless given a counter of its own)."""
+
+
+class Aws:
+    """Lazily created, thread-safe boto3 clients sharing one session per process.
+
+    Every request is counted in ``counter`` (by default the process-wide :data:`PROCESS_REQUESTS`).
+    """
+
+    def __init__(self, settings: Settings, *, max_pool: int = 32, session: boto3.session.Session | None = None,
+                 counter: RequestCounter | None = None) -> None:
         """``session`` carries credentials of its own (an assumed role, in tests of identities); by default
         the standard chain, or the emulator's dummy credentials when an endpoint is set."""
         self.settings = settings
@@ -124,6 +156,8 @@ class Aws:
         self._own_session = session is not None
         self._session = session or boto3.session.Session()
         self._account: str | None = None
+        self.counter = counter or PROCESS_REQUESTS
+        self._session.events.register("before-send", self.counter.count)
         self._config = botocore.config.Config(
             region_name=settings.region,
             retries={"max_attempts": 4, "mode": "standard"},

@@ -11,14 +11,14 @@ from typing import Any
 
 import httpx
 
-from tradeops.runtime.orderpath.ops import runtime_status
+from tradeops.runtime.orderpath.ops import fleet, runtime_status
 from tradeops.runtime.orderpath.providers import BrokerCallError, make_provider
 from tradeops.runtime.platform.aws import Aws
 from tradeops.runtime.platform.errors import StackError
 from tradeops.runtime.platform.settings import Settings
 from tradeops.runtime.platform.statefile import StackState, pid_alive, read_state
 
-__all__ = ["full_status", "stack_status"]
+__all__ = ["aws_requests", "full_status", "stack_status"]
 
 
 def _http_ok(url: str | None, timeout: float) -> bool:
@@ -91,3 +91,28 @@ def full_status(settings: Settings) -> dict[str, Any]:
             detail["heartbeat"] = name in beating
             info["components"][name] = info["components"][name] and name in beating
     return info
+
+
+# The stack's processes that publish their AWS request counters (workers do so in their heartbeats).
+_COUNTING = ("intake", "monitor", "prices")
+
+
+def aws_requests(settings: Settings, *, timeout: float = 2.0) -> tuple[dict[str, dict[str, int]], list[str]]:
+    """Each running component's AWS request counters (``service.Operation`` → requests since it started),
+    and the components that could not be read. The canary and the supervisor do not publish theirs."""
+    state = read_state(settings.state_file) or {}
+    counts: dict[str, dict[str, int]] = {}
+    unreadable: list[str] = []
+    for name in _COUNTING:
+        url = state.get("components", {}).get(name, {}).get("health_url")
+        try:
+            answer = httpx.get(url, timeout=timeout).json() if url else None
+        except (httpx.HTTPError, ValueError):
+            answer = None
+        if isinstance(answer, dict) and isinstance(answer.get("aws_requests"), dict):
+            counts[name] = {str(k): int(v) for k, v in answer["aws_requests"].items()}
+        else:
+            unreadable.append(name)
+    for worker in fleet(Aws(settings))["workers"]:
+        counts[worker["worker_id"]] = {str(k): int(v) for k, v in worker["aws_requests"].items()}
+    return counts, unreadable

@@ -35,7 +35,7 @@ from tradeops.runtime.platform.settings import Settings, load_settings
 from tradeops.runtime.platform.statefile import clear_state, pid_alive, read_state, write_state
 from tradeops.runtime.stack.deploy import deploy_stack
 
-__all__ = ["Component", "free_port", "launch", "run_supervisor", "stop", "stop_process"]
+__all__ = ["Component", "free_port", "launch", "log_tail", "run_supervisor", "stop", "stop_process"]
 
 HOST = "127.0.0.1"
 _PR_SET_PDEATHSIG = 1
@@ -185,7 +185,7 @@ class Supervisor:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and not self.stopping.is_set():
             if comp.proc is not None and comp.proc.poll() is not None:
-                tail = _log_tail(self.log_dir / f"{comp.name}.log")
+                tail = log_tail(self.log_dir / f"{comp.name}.log")
                 raise StackError(f"{comp.name} exited with code {comp.proc.returncode} while starting"
                                  + (f": {tail}" if tail else ""))
             if comp.healthy(timeout=0.5):
@@ -320,7 +320,8 @@ def _heartbeat_check(aws: Aws, names: Any, worker_id: str, every: float) -> Call
     return check
 
 
-def _log_tail(path: Path, lines: int = 1) -> str:
+def log_tail(path: Path, lines: int = 1) -> str:
+    """The last ``lines`` lines of a log file joined into one (at most 300 characters), for an error line."""
     try:
         text = path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
     except OSError:
@@ -395,7 +396,7 @@ def launch(settings: Settings, *, workers: int, local: bool, ports: dict[str, in
                 raise StackError(state.get("error") or "the stack failed to start")
         if proc.poll() is not None:
             clear_state(settings.state_file)
-            tail = _log_tail(settings.state_dir / "supervisor.log")
+            tail = log_tail(settings.state_dir / "supervisor.log")
             raise StackError(f"the stack supervisor exited with code {proc.returncode}: {tail}")
         time.sleep(0.1)
     _kill_group(proc.pid)
