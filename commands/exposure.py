@@ -67,6 +67,11 @@ def render_exposure(summary: dict[str, Any], *, top: int = 20) -> Group:
                       row["price"] or "-", row["divergence_pct"], row["exposure"], row["max_exposure"],
                       f"{row['waited_seconds']:.0f}s")
     parts.append(worst if summary["worst"] else Text("no order is exposed"))
+    doubles = summary.get("double_executions") or {}
+    if doubles.get("open"):
+        parts.append(Text(f"double executions: {doubles['open']} open, notional £{doubles['notional']}, "
+                          f"price move since £{doubles['price_move']}, at risk £{doubles['at_risk']} "
+                          "(`tradeops orders duplicates`)", style="bold red"))
     parts.append(Text(f"updated {summary['updated_at']} · amounts in GBP, rounded half-up to the penny",
                       style="dim"))
     return Group(*parts)

@@ -78,6 +78,7 @@ from tradeops.runtime.liability.book import (
 )
 from tradeops.runtime.liability.ledger import Ledger
 from tradeops.runtime.liability.streams import DynamoStreamFollower, KinesisFollower
+from tradeops.runtime.orderpath.doubles import WATCH_OPEN, money_at_risk
 from tradeops.runtime.orderpath.orders import OrderStore, from_item
 from tradeops.runtime.orderpath.states import PENDING
 from tradeops.runtime.platform.aws import Aws, aws_errors
@@ -178,6 +179,7 @@ class Monitor:
         self.counters: Counter[str] = Counter()
         self.malformed_reasons: Counter[str] = Counter()
         self.announced: set[tuple[str, str | None]] = set()
+        self.doubles: dict[str, dict[str, Any]] = {}  # open double executions: order_id -> the extra fill
         self.ready = False
         self.started_at = utcnow()
         self.orders_arn: str | None = None
@@ -228,10 +230,13 @@ class Monitor:
 
         store = OrderStore(self.aws, self.names)
         now = utcnow()
+        doubles = list(store.by_watch(WATCH_OPEN))
         with self.lock:
             for status in sorted(PENDING):
                 for order in store.by_status(status):
                     self._track(order, now, evaluate=False)
+            for order in doubles:
+                self._track_double(order)
             self.positions["orders"] = dict(positions)
         maxima = self._batch_get(list(self.pending), "#k, max_exposure")
         with self.lock:
@@ -306,6 +311,41 @@ class Monitor:
         self.counters["orders_removed"] += 1
         return self.watch.on_order_left(order_id, now)
 
+    def _track_double(self, order: Mapping[str, Any]) -> None:
+        """Keep the extra fill of an open double execution (the money at risk until it is unwound)."""
+        record = order.get("double_execution") or {}
+        if order.get("watch") != WATCH_OPEN or record.get("state") != "open":
+            self.doubles.pop(order["order_id"], None)
+            return
+        extra = next((f for f in record.get("fills") or [] if not f.get("recorded")), None)
+        if extra is None or extra.get("price") is None:
+            return
+        self.doubles[order["order_id"]] = {"symbol": order.get("symbol"), "side": order.get("side"),
+                                           "quantity": extra.get("quantity"), "price": Decimal(extra["price"]),
+                                           "provider": extra.get("provider"), "at": extra.get("at")}
+
+    def _doubles_summary(self) -> dict[str, Any]:
+        """Open double executions: the extra fills' notional, and the price move since (GBP)."""
+        rows = []
+        notional = move = at_risk = Decimal(0)
+        for order_id, extra in sorted(self.doubles.items()):
+            price, qty = extra["price"], Decimal(extra["quantity"] or 0)
+            notional += price * qty
+            row = {"order_id": order_id, "symbol": extra["symbol"], "side": extra["side"],
+                   "quantity": str(extra["quantity"]), "fill_price": str(price), "provider": extra["provider"],
+                   "filled_at": extra["at"], "notional": str(round_exposure(price * qty)), "price": None,
+                   "price_move": None, "at_risk": None}
+            tick = self.last_tick.get(extra["symbol"])
+            if tick is not None:
+                moved, risk = money_at_risk(extra["side"], price, qty, Decimal(tick[0]))
+                move += moved
+                at_risk += risk
+                row.update(price=tick[0], price_move=str(round_exposure(moved)), at_risk=str(round_exposure(risk)))
+            rows.append(row)
+        return {"open": len(rows), "notional": str(round_exposure(notional)),
+                "price_move": str(round_exposure(move)), "at_risk": str(round_exposure(at_risk)),
+                "orders": rows[:WORST]}
+
     def apply_order_event(self, shard: str, seq: str, record: dict[str, Any]) -> list[Alert]:
         """One orders-table change: track, untrack, and queue the ledger entry of a new fill."""
         self.counters["order_events"] += 1
@@ -319,6 +359,7 @@ class Monitor:
                 alerts = self._untrack(order_id, now)
         else:
             order = from_item(new)
+            self._track_double(order)
             status = order.get("status")
             if status in PENDING and not order.get("synthetic"):
                 alerts = self._track(order, now)
@@ -477,7 +518,7 @@ class Monitor:
             "max_divergence_pct": str(snap["max_divergence_pct"]),
             "oldest_pending_seconds": round(snap.get("oldest_pending_seconds", 0.0), 3),
             "pending_orders": snap["pending_orders"], "exposed_orders": snap["exposed_orders"],
-            "thresholds": thresholds, "worst": rows,
+            "thresholds": thresholds, "worst": rows, "double_executions": self._doubles_summary(),
             "counters": {**dict(sorted(self.counters.items())), "malformed_reasons": dict(self.malformed_reasons)},
             "positions": {"prices": dict(self.positions["prices"]), "orders": dict(self.positions["orders"])},
         }

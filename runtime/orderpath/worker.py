@@ -1,10 +1,18 @@
 """The order worker: SQS in, broker out, exactly-once state in DynamoDB.
 
 One process runs one receive loop (batched long polls), a small thread pool that handles the
-orders of a batch concurrently, a heartbeat, the broker health monitor and an in-doubt
-resolver. Any number of these processes may share the queue: every state change is a
-conditional write on the order's version, and a claim carries a lease that expires if its
-worker dies — the next worker then asks the broker named in the order before doing anything.
+orders of a batch concurrently, a heartbeat, the broker health monitor, an in-doubt resolver
+and the void watch (:mod:`.voids`).
+
+Latency first: the loop receives again as soon as a batch is handled, and never waits for a
+batch to fill. Batches come from the backlog (what arrived while the last one was handled, up
+to 10). What a linger used to save on receives at low rates is saved on deletes instead: a
+handled message's order is already final, so its delete can wait a little and go out with
+others (``worker_delete_flush_ms``) without any customer waiting for it.
+
+Any number of these processes may share the queue: every state change is a conditional write
+on the order's version, and a claim carries a lease that expires if its worker dies — the next
+worker then asks the broker named in the order before doing anything.
 
 Outcome of one message (what happens to it after handling):
     done       the order reached a final state, or is parked IN_DOUBT for the resolver: delete
@@ -43,6 +51,7 @@ from tradeops.runtime.orderpath.providers import (
 )
 from tradeops.runtime.orderpath.router import Router, open_providers
 from tradeops.runtime.orderpath.states import FINAL, IN_DOUBT
+from tradeops.runtime.orderpath.voids import VoidWatch
 from tradeops.runtime.platform.aws import Aws, aws_errors
 from tradeops.runtime.platform.clock import iso, utcnow
 from tradeops.runtime.platform.errors import TradeopsError
@@ -94,6 +103,9 @@ class Worker:
         self.queue_url = self.aws.queue_url(self.names.order_queue)
         self.pool = ThreadPoolExecutor(max_workers=settings.worker_batch_size, thread_name_prefix="order")
         self.stop_event = threading.Event()
+        self.deletes = _DeleteBuffer(self.aws, self.queue_url, settings.worker_delete_flush_ms / 1000,
+                                     log=self._log)
+        self.voids = VoidWatch(self.store, self.router, self.events, actor=worker_id)
         self._lock = threading.Lock()
         self.in_flight = 0
         self.taking = False
@@ -107,7 +119,10 @@ class Worker:
     def run(self) -> None:
         self.router.start_monitor()
         threads = [threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True),
-                   threading.Thread(target=self._resolver_loop, name="resolver", daemon=True)]
+                   threading.Thread(target=self._resolver_loop, name="resolver", daemon=True),
+                   threading.Thread(target=self._void_watch_loop, name="void-watch", daemon=True),
+                   threading.Thread(target=self.deletes.run, args=(self.stop_event,), name="deleter",
+                                    daemon=True)]
         for thread in threads:
             thread.start()
         try:
@@ -116,6 +131,7 @@ class Worker:
         finally:
             self.taking = False
             self.pool.shutdown(wait=True)
+            self.deletes.flush(everything=True)
             self._beat()
             self.router.stop()
 
@@ -151,9 +167,8 @@ class Worker:
         finally:
             with self._lock:
                 self.in_flight -= len(messages)
-        if len(messages) < self.settings.worker_batch_size and self.settings.worker_linger_ms:
-            # A short batch means the queue is shallow: let the next batch gather.
-            self.stop_event.wait(self.settings.worker_linger_ms / 1000)
+        # No linger: receive again at once. A short batch means the queue is shallow, and waiting for
+        # the next one to fill would make its first order wait for nothing but a cheaper request.
         return len(messages)
 
     def _flags(self) -> FlagValues:
@@ -368,9 +383,8 @@ class Worker:
                 deletes.append({"Id": str(_i), "ReceiptHandle": message["ReceiptHandle"]})
             except Exception as exc:  # keep the original; it will come back after its visibility timeout
                 self._log("resend_failed", error=str(exc)[:200])
+        self.deletes.add([d["ReceiptHandle"] for d in deletes])
         with contextlib.suppress(Exception):
-            for chunk in (deletes[i:i + 10] for i in range(0, len(deletes), 10)):
-                self.aws.sqs.delete_message_batch(QueueUrl=self.queue_url, Entries=chunk)
             for chunk in (delays[i:i + 10] for i in range(0, len(delays), 10)):
                 self.aws.sqs.change_message_visibility_batch(QueueUrl=self.queue_url, Entries=chunk)
 
@@ -450,6 +464,14 @@ class Worker:
             with self._lock:
                 self.in_flight -= 1
 
+    def _void_watch_loop(self) -> None:
+        """Ask brokers that answer again about the orders declared void there (double executions)."""
+        while not self.stop_event.wait(self.settings.void_watch_seconds + random.uniform(0, 0.2)):
+            try:
+                self.voids.sweep()
+            except Exception as exc:  # keep watching on the next round
+                self._log("void_watch_failed", error=str(exc)[:200])
+
     def _heartbeat_loop(self) -> None:
         while not self.stop_event.wait(self.settings.heartbeat_seconds):
             self._beat()
@@ -466,6 +488,7 @@ class Worker:
             "in_flight": {"N": str(body["in_flight"])}, "taking": {"BOOL": body["taking"]},
             "processing": {"S": flags.processing if flags else "unknown"},
             "breakers": {"S": json.dumps(breakers)}, "probes": {"S": json.dumps(self.router.last_probe)},
+            "suspect": {"S": json.dumps(self.router.suspects())},
             "counters": {"S": json.dumps(body["counters"])},
         }
         with contextlib.suppress(Exception):
@@ -474,6 +497,63 @@ class Worker:
     def _log(self, what: str, **facts: Any) -> None:
         sys.stderr.write(json.dumps({"worker": self.worker_id, "at": iso(),
                                      "what": what, **facts}, default=str) + "\n")
+
+
+class _DeleteBuffer:
+    """Deletes of handled messages, sent in batches of up to 10 and never later than ``max_wait`` seconds.
+
+    Only messages whose order is final or parked (outcome ``done``) come here, so holding a delete
+    back costs no order any time; it must only go out well within the visibility timeout, which
+    ``max_wait`` (under a second) does. A delete that fails leaves the message to come back after
+    its visibility timeout, and handling it again is a no-op (the order is final).
+    """
+
+    def __init__(self, aws: Aws, queue_url: str, max_wait: float, *, log: Any) -> None:
+        self.aws = aws
+        self.queue_url = queue_url
+        self.max_wait = max_wait
+        self._log = log
+        self._cond = threading.Condition()
+        self._pending: list[tuple[str, float]] = []  # (receipt handle, when it was handed in)
+        self.requests = 0
+
+    def add(self, receipts: list[str]) -> None:
+        if not receipts:
+            return
+        with self._cond:
+            now = time.monotonic()
+            self._pending += [(r, now) for r in receipts]
+            self._cond.notify()
+        if self.max_wait <= 0:
+            self.flush(everything=True)
+        else:
+            self.flush(everything=False)  # full batches of 10 go at once
+
+    def flush(self, *, everything: bool) -> None:
+        """Send full batches of 10; with ``everything`` the remainder too."""
+        with self._cond:
+            take = len(self._pending) if everything else len(self._pending) // 10 * 10
+            batch, self._pending = self._pending[:take], self._pending[take:]
+        for i in range(0, len(batch), 10):
+            entries = [{"Id": str(n), "ReceiptHandle": r} for n, (r, _) in enumerate(batch[i:i + 10])]
+            try:
+                self.aws.sqs.delete_message_batch(QueueUrl=self.queue_url, Entries=entries)
+                self.requests += 1
+            except Exception as exc:  # the messages come back after their visibility timeout: harmless
+                self._log("delete_failed", error=str(exc)[:200])
+
+    def run(self, stop: threading.Event) -> None:
+        """Flush what has waited ``max_wait`` (until ``stop``; the worker flushes the rest itself)."""
+        while not stop.is_set():
+            with self._cond:
+                if not self._pending:
+                    self._cond.wait(0.5)
+                    continue
+                due = self._pending[0][1] + self.max_wait - time.monotonic()
+                if due > 0:
+                    self._cond.wait(due)
+                    continue
+            self.flush(everything=True)
 
 
 def _main(argv: list[str] | None = None) -> int:

@@ -25,7 +25,8 @@ __all__ = ["ALERT_KINDS", "EventLog"]
 log = logging.getLogger("tradeops.events")
 
 # Kinds that also go to the alert topic: a failover that healed itself must still reach a human.
-ALERT_KINDS = frozenset({"breaker_opened", "breaker_closed", "orders_declared_void", "dead_letter"})
+ALERT_KINDS = frozenset({"breaker_opened", "breaker_closed", "orders_declared_void", "dead_letter",
+                         "double_execution"})
 
 
 class EventLog:

@@ -97,9 +97,11 @@ class Settings(BaseSettings):
     # Worker.
     worker_batch_size: int = Field(default=10, ge=1, le=10)
     worker_wait_seconds: int = Field(default=1, ge=0, le=20)
-    # After a short batch, wait this long before the next receive so that batches fill up
-    # (fewer SQS requests per order at the price of at most this much added latency).
-    worker_linger_ms: int = Field(default=150, ge=0, le=5000)
+    # Latency first: the worker receives again as soon as a batch is handled and never waits for a
+    # batch to fill. What it saves on SQS it saves on deletes instead: finished messages (their
+    # orders are already final, so no customer waits for this) are deleted in batches of up to 10,
+    # at the latest this long after they finished. 0 deletes them right after each batch.
+    worker_delete_flush_ms: int = Field(default=250, ge=0, le=5000)
     worker_lease_seconds: int = Field(default=20, ge=1)
     heartbeat_seconds: float = Field(default=1.0, gt=0)
     flag_refresh_seconds: float = Field(default=0.5, gt=0, le=1.0)
@@ -115,6 +117,24 @@ class Settings(BaseSettings):
     breaker_open_seconds: float = Field(default=3.0, gt=0)
     breaker_half_open_probes: int = Field(default=2, ge=1)
     health_probe_seconds: float = Field(default=1.0, gt=0)
+
+    # In-flight watch (runtime/orderpath/suspicion.py): a broker is suspect when a call sent after its
+    # last answer has waited longer than clamp(multiple x its recent p99, floor, ceiling); the
+    # ceiling defaults to the broker read timeout. A suspect broker gets no new orders until its
+    # breaker's probes close it again. broker_suspicion=false turns the watch off (benchmarks).
+    broker_suspicion: bool = True
+    suspect_multiple: float = Field(default=4.0, ge=1)
+    suspect_floor_ms: float = Field(default=150.0, gt=0)
+    suspect_ceiling_ms: float | None = Field(default=None, gt=0)
+    suspect_min_samples: int = Field(default=5, ge=1)
+    suspect_history: int = Field(default=200, ge=1)
+    suspect_check_ms: float = Field(default=25.0, gt=0, le=1000)
+
+    # Orders declared void stay under watch at the broker they were voided at; once it answers
+    # again its workers ask it about them every void_watch_seconds (runtime/orderpath/voids.py).
+    void_watch_seconds: float = Field(default=1.0, gt=0)
+    # Deciding a double execution (`tradeops orders unwind`) needs two people above this notional (GBP).
+    unwind_dual_approval: Decimal = Field(default=Decimal("10000"), ge=0)
 
     # Canary orders: one synthetic order per broker every N seconds (0 = off).
     canary_seconds: float = Field(default=30.0, ge=0)
