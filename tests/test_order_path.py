@@ -140,11 +140,19 @@ def test_worker_killed_mid_batch_loses_nothing(flow):
     """SIGKILL on a worker while it holds orders: every order still fills exactly once."""
     flow.fault("primary", "latency", ms=400)
     prefix = flow.unique("kill")
-    ids = flow.post_many(prefix, 40)
     state = json.loads((Path(flow.stack["state_dir"]) / "stack.json").read_text())
     victim = state["components"]["worker-1"]["pid"]
-    time.sleep(0.6)
+    thread, ids = _post_in_background(flow, prefix, 200, 0.05)
+    # A jump from a few ms to 400 ms first makes the primary suspect (in-flight watch) until its probes
+    # close the breaker again; kill once worker-1 reports orders in flight at the slow primary.
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        beat = flow.dynamodb.get_item(TableName="tradeops-heartbeats", Key={"worker_id": {"S": "worker-1"}})["Item"]
+        if int(beat["in_flight"]["N"]) > 0 and set(json.loads(beat["breakers"]["S"]).values()) == {"closed"}:
+            break
+        time.sleep(0.1)
     os.kill(victim, signal.SIGKILL)
+    thread.join()
     flow.fault("primary", "none")
     orders = flow.wait_final(ids, timeout=90)
     flow.reconcile(orders)

@@ -1,14 +1,16 @@
 """The order worker: SQS in, broker out, exactly-once state in DynamoDB.
 
-One process runs one receive loop (batched long polls), a small thread pool that handles the
-orders of a batch concurrently, a heartbeat, the broker health monitor, an in-doubt resolver
-and the void watch (:mod:`.voids`).
+One process runs one receive loop (batched long polls), a thread pool that handles orders
+(``worker_concurrency`` at once), a heartbeat, the broker health monitor, an in-doubt resolver and
+the void watch (:mod:`.voids`).
 
-Latency first: the loop receives again as soon as a batch is handled, and never waits for a
-batch to fill. Batches come from the backlog (what arrived while the last one was handled, up
-to 10). What a linger used to save on receives at low rates is saved on deletes instead: a
-handled message's order is already final, so its delete can wait a little and go out with
-others (``worker_delete_flush_ms``) without any customer waiting for it.
+Latency first: the loop never waits for a batch to fill. It receives again as soon as the last
+batch is handled, so batches come from the backlog (what arrived meanwhile, up to 10, as many as
+there are free threads), and a batch that is not handled within ``worker_batch_wait_ms`` (an
+order stuck on a silent broker until the read timeout) does not hold up the orders behind it.
+What a linger used to save on receives at low rates is saved on deletes instead: a handled
+message's order is already final, so its delete can wait a little and go out with others
+(``worker_delete_flush_ms``) without any customer waiting for it.
 
 Any number of these processes may share the queue: every state change is a conditional write
 on the order's version, and a claim carries a lease that expires if its worker dies — the next
@@ -101,7 +103,9 @@ class Worker:
         self.flags = FlagCache(Flags(self.aws, self.names), settings.flag_refresh_seconds)
         self.router = router or Router(settings, open_providers(settings, self.aws), self.events)
         self.queue_url = self.aws.queue_url(self.names.order_queue)
-        self.pool = ThreadPoolExecutor(max_workers=settings.worker_batch_size, thread_name_prefix="order")
+        self.pool = ThreadPoolExecutor(max_workers=settings.worker_concurrency, thread_name_prefix="order")
+        self._idle = threading.Condition()
+        self._handling = 0  # messages received and not yet settled
         self.stop_event = threading.Event()
         self.deletes = _DeleteBuffer(self.aws, self.queue_url, settings.worker_delete_flush_ms / 1000,
                                      log=self._log)
@@ -136,17 +140,28 @@ class Worker:
             self.router.stop()
 
     def poll_once(self) -> int:
-        """One receive and the handling of what it brought. Returns the number of messages."""
+        """One receive, its orders handed to the pool. Returns the number of messages received.
+
+        It waits for them only as long as a batch normally takes (``worker_batch_wait_ms``): an order
+        sent into a silent broker holds its thread until the read timeout, and nothing that arrives
+        meanwhile may wait that long behind it. It receives only as many messages as it has free
+        threads (``worker_concurrency``), so none waits in the pool either.
+        """
         flags = self._flags()
         if flags.processing != "running":
-            # Quiesced: take nothing new. Whatever this worker held was finished by the last batch.
+            # Quiesced: take nothing new; what this worker holds finishes on its threads.
             self.taking = False
             self.stop_event.wait(0.2)
             return 0
         self.taking = True
+        with self._idle:
+            free = self.settings.worker_concurrency - self._handling
+            if free <= 0:
+                self._idle.wait(0.2)
+                return 0
         try:
             got = self.aws.sqs.receive_message(
-                QueueUrl=self.queue_url, MaxNumberOfMessages=self.settings.worker_batch_size,
+                QueueUrl=self.queue_url, MaxNumberOfMessages=min(self.settings.worker_batch_size, free),
                 WaitTimeSeconds=self.settings.worker_wait_seconds,
                 MessageSystemAttributeNames=["ApproximateReceiveCount"],
             )
@@ -160,16 +175,46 @@ class Worker:
         with self._lock:
             self.in_flight += len(messages)
             self.counters["received"] += len(messages)
+        with self._idle:
+            self._handling += len(messages)
         try:
             orders = self._load_orders(messages)
-            results = list(self.pool.map(lambda m: self._safe_handle(m, orders), messages))
-            self._settle(messages, results)
-        finally:
-            with self._lock:
-                self.in_flight -= len(messages)
-        # No linger: receive again at once. A short batch means the queue is shallow, and waiting for
-        # the next one to fill would make its first order wait for nothing but a cheaper request.
+        except Exception:
+            self._done(len(messages))  # the messages come back after their visibility timeout
+            raise
+        batch = [len(messages)]  # messages of this batch not yet settled
+        for message in messages:
+            self.pool.submit(self._handle_and_settle, message, orders, batch)
+        # Receive again once this batch is handled, which is when a backlog has had the batch's own
+        # handling time to gather (no linger: a shallow queue makes no order wait for a fuller batch).
+        # A batch still not handled after worker_batch_wait_ms has an order stuck on a slow or silent
+        # broker: the orders behind it are received without waiting for that.
+        with self._idle:
+            self._idle.wait_for(lambda: batch[0] == 0, self.settings.worker_batch_wait_ms / 1000)
         return len(messages)
+
+    def _handle_and_settle(self, message: dict[str, Any], orders: dict[str, dict[str, Any]],
+                           batch: list[int]) -> None:
+        try:
+            self._settle([message], [self._safe_handle(message, orders)])
+        except Exception as exc:  # settling is best effort: the message comes back after its visibility timeout
+            self._log("settle_failed", error=str(exc)[:200])
+        finally:
+            self._done(1, batch)
+
+    def _done(self, count: int, batch: list[int] | None = None) -> None:
+        with self._lock:
+            self.in_flight -= count
+        with self._idle:
+            self._handling -= count
+            if batch is not None:
+                batch[0] -= count
+            self._idle.notify_all()
+
+    def wait_idle(self, timeout: float = 60.0) -> bool:
+        """Wait until every received message has been handled and settled (tests, benchmarks)."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._handling == 0, timeout)
 
     def _flags(self) -> FlagValues:
         flags = self.flags.get()

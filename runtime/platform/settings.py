@@ -97,6 +97,11 @@ class Settings(BaseSettings):
     # Worker.
     worker_batch_size: int = Field(default=10, ge=1, le=10)
     worker_wait_seconds: int = Field(default=1, ge=0, le=20)
+    # Orders one worker handles at once; the receive loop takes only as many as it has free threads.
+    worker_concurrency: int = Field(default=20, ge=1, le=200)
+    # The loop receives again once a batch is handled, or after this long if it is not (an order stuck on
+    # a slow or silent broker must not hold up the orders behind it). Not a linger: it never delays.
+    worker_batch_wait_ms: float = Field(default=100.0, ge=0, le=5000)
     # Latency first: the worker receives again as soon as a batch is handled and never waits for a
     # batch to fill. What it saves on SQS it saves on deletes instead: finished messages (their
     # orders are already final, so no customer waits for this) are deleted in batches of up to 10,
