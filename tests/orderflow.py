@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections import Counter
@@ -123,3 +124,36 @@ class Flow:
 
     def unique(self, name: str) -> str:
         return f"{name}-{uuid.uuid4().hex[:8]}"
+
+
+class AlertInbox:
+    """An SQS queue subscribed to the alert topic: what reaches a human (moto delivers SNS to SQS)."""
+
+    def __init__(self, flow: Flow) -> None:
+        kw = dict(endpoint_url=flow.stack["aws_endpoint"], region_name=flow.stack["region"],
+                  aws_access_key_id="testing", aws_secret_access_key="testing")
+        self.sqs, self.sns = flow.sqs, boto3.client("sns", **kw)
+        self.url = self.sqs.create_queue(QueueName=f"inbox-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+        arn = self.sqs.get_queue_attributes(QueueUrl=self.url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        topic = next(t["TopicArn"] for t in self.sns.list_topics()["Topics"]
+                     if t["TopicArn"].endswith(":tradeops-alerts"))
+        self.subscription = self.sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn)["SubscriptionArn"]
+        self.messages: list[dict[str, Any]] = []
+
+    def drain(self) -> list[dict[str, Any]]:
+        """Every message received so far: its JSON body, with ``subject`` and ``dedup_key_attribute`` added."""
+        while True:
+            got = self.sqs.receive_message(QueueUrl=self.url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
+            if not got.get("Messages"):
+                return self.messages
+            for m in got["Messages"]:
+                envelope = json.loads(m["Body"])
+                attributes = envelope.get("MessageAttributes", {})
+                self.messages.append({**json.loads(envelope["Message"]), "subject": envelope.get("Subject"),
+                                      "kind_attribute": attributes.get("kind", {}).get("Value"),
+                                      "dedup_key_attribute": attributes.get("dedup_key", {}).get("Value")})
+                self.sqs.delete_message(QueueUrl=self.url, ReceiptHandle=m["ReceiptHandle"])
+
+    def close(self) -> None:
+        self.sns.unsubscribe(SubscriptionArn=self.subscription)
+        self.sqs.delete_queue(QueueUrl=self.url)

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 
 from tests.conftest import run_cli
-from tests.orderflow import Flow
+from tests.orderflow import AlertInbox, Flow
 
 pytestmark = pytest.mark.slow
 
@@ -26,34 +24,6 @@ def _wait(what: str, check: Any, timeout: float, every: float = 0.2) -> Any:
             return got
         assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
         time.sleep(every)
-
-
-class Inbox:
-    """An SQS queue subscribed to the alert topic: what reaches a human."""
-
-    def __init__(self, flow: Flow) -> None:
-        kw = dict(endpoint_url=flow.stack["aws_endpoint"], region_name=flow.stack["region"],
-                  aws_access_key_id="testing", aws_secret_access_key="testing")
-        self.sqs, self.sns = flow.sqs, boto3.client("sns", **kw)
-        self.url = self.sqs.create_queue(QueueName=f"inbox-{uuid.uuid4().hex[:8]}")["QueueUrl"]
-        arn = self.sqs.get_queue_attributes(QueueUrl=self.url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        topic = next(t["TopicArn"] for t in self.sns.list_topics()["Topics"]
-                     if t["TopicArn"].endswith(":tradeops-alerts"))
-        self.subscription = self.sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn)["SubscriptionArn"]
-        self.messages: list[dict[str, Any]] = []
-
-    def drain(self) -> list[dict[str, Any]]:
-        while True:
-            got = self.sqs.receive_message(QueueUrl=self.url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
-            if not got.get("Messages"):
-                return self.messages
-            for m in got["Messages"]:
-                self.messages.append(json.loads(json.loads(m["Body"])["Message"]))
-                self.sqs.delete_message(QueueUrl=self.url, ReceiptHandle=m["ReceiptHandle"])
-
-    def close(self) -> None:
-        self.sns.unsubscribe(SubscriptionArn=self.subscription)
-        self.sqs.delete_queue(QueueUrl=self.url)
 
 
 def _void(flow: Flow, operator: str) -> list[str]:
@@ -74,7 +44,7 @@ def test_a_fill_at_a_voided_broker_is_listed_with_both_fills_and_one_alert(flow)
     """The issue's four steps (filled then answered late, down, void, filled at the secondary, healed) end with
     the order listed by `orders duplicates --json` naming both fills within 10 s of the heal, one alert, and the
     money at risk in `exposure`; a voided order the primary never executed closes clean and is not listed."""
-    inbox = Inbox(flow)
+    inbox = AlertInbox(flow)
     try:
         # A voided order the primary never executed: blackholed, in doubt, voided, filled at the secondary.
         clean = flow.post(flow.order_body(flow.unique("void-clean"), 1))["order_id"]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import run_cli
-from tests.orderflow import Flow
+from tests.orderflow import AlertInbox, Flow
 
 pytestmark = pytest.mark.slow
 
@@ -222,43 +222,46 @@ def test_broker_credentials_never_reach_the_logs(flow):
     assert not [k for k in keys for t in texts if k in t]
 
 
-def test_breaker_changes_are_events_metrics_and_alerts(flow):
-    """A broker failing then healing: breaker opened/closed events with timestamps in the events table, the
-    BreakerOpen metric, and an SNS alert for each (so a failover that healed itself still reaches a human)."""
+def test_breaker_changes_are_events_metrics_and_one_page_for_the_fleet(flow):
+    """A broker failing then healing: breaker opened/closed events with timestamps in the events table from
+    every worker, the BreakerOpen metric, and for the whole fleet one page when it turned unhealthy and one
+    when it recovered (so a failover that healed itself still reaches a human, once)."""
     import boto3
 
     kw = dict(endpoint_url=flow.stack["aws_endpoint"], region_name="eu-west-2",
               aws_access_key_id="testing", aws_secret_access_key="testing")
-    sns, cloudwatch = boto3.client("sns", **kw), boto3.client("cloudwatch", **kw)
-    inbox = flow.sqs.create_queue(QueueName=flow.unique("alerts-inbox"))["QueueUrl"]
-    inbox_arn = flow.sqs.get_queue_attributes(QueueUrl=inbox, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    topic = next(t["TopicArn"] for t in sns.list_topics()["Topics"] if t["TopicArn"].endswith(":tradeops-alerts"))
-    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=inbox_arn)
+    cloudwatch = boto3.client("cloudwatch", **kw)
+    inbox = AlertInbox(flow)
     started = time.time()
-
-    flow.fault("secondary", "down")
-    deadline = time.monotonic() + 30
-    kinds: set[str] = set()
-    while time.monotonic() < deadline and "breaker_closed" not in kinds:
-        if "breaker_opened" in kinds:
-            flow.fault("secondary", "none")
-        items = flow.dynamodb.query(TableName="tradeops-events", KeyConditionExpression="#s = :s",
-                                    ExpressionAttributeNames={"#s": "stream"},
-                                    ExpressionAttributeValues={":s": {"S": "routing"}})["Items"]
-        recent = [json.loads(i["body"]["S"]) for i in items]
-        recent = [e for e in recent if e.get("provider") == "secondary"
-                  and datetime.fromisoformat(e["at"].replace("Z", "+00:00")).timestamp() >= started - 1]
-        kinds = {e["kind"] for e in recent}
-        time.sleep(0.3)
-    assert {"breaker_opened", "breaker_closed"} <= kinds
-    messages = []
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and not {"breaker_opened", "breaker_closed"} <= {
-            m.get("kind") for m in messages}:
-        got = flow.sqs.receive_message(QueueUrl=inbox, MaxNumberOfMessages=10, WaitTimeSeconds=1)
-        for m in got.get("Messages", []):
-            messages.append(json.loads(json.loads(m["Body"]).get("Message", "{}")))
-    assert {"breaker_opened", "breaker_closed"} <= {m.get("kind") for m in messages}
+    try:
+        flow.fault("secondary", "down")
+        deadline = time.monotonic() + 30
+        kinds: set[str] = set()
+        sources: set[str] = set()
+        while time.monotonic() < deadline and "breaker_closed" not in kinds:
+            if "breaker_opened" in kinds:
+                flow.fault("secondary", "none")
+            items = flow.dynamodb.query(TableName="tradeops-events", KeyConditionExpression="#s = :s",
+                                        ExpressionAttributeNames={"#s": "stream"},
+                                        ExpressionAttributeValues={":s": {"S": "routing"}})["Items"]
+            recent = [json.loads(i["body"]["S"]) for i in items]
+            recent = [e for e in recent if e.get("provider") == "secondary"
+                      and datetime.fromisoformat(e["at"].replace("Z", "+00:00")).timestamp() >= started - 1]
+            kinds = {e["kind"] for e in recent}
+            sources = {e["source"] for e in recent if e["kind"] == "breaker_opened"}
+            time.sleep(0.3)
+        assert {"breaker_opened", "breaker_closed"} <= kinds
+        flow.wait_breakers_closed()
+        deadline = time.monotonic() + 20  # the recovery pages after 10 s of health (test stack setting)
+        pages: list[dict] = []
+        while time.monotonic() < deadline and "broker_recovered" not in {m["kind"] for m in pages}:
+            pages = [m for m in inbox.drain() if m.get("provider") == "secondary"]
+            time.sleep(0.5)
+        assert [m["kind"] for m in pages] == ["broker_unhealthy", "broker_recovered"], pages
+        assert all(m["dedup_key"] == m["dedup_key_attribute"] == "tradeops/broker/secondary" for m in pages)
+        assert pages[0]["began_at"] and pages[1]["transitions"] >= 2 * len(sources) >= 2
+    finally:
+        inbox.close()
     metrics = cloudwatch.list_metrics(Namespace="Tradeops", MetricName="BreakerOpen")["Metrics"]
     assert any(d["Value"] == "secondary" for m in metrics for d in m["Dimensions"])
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import run_cli
-from tests.orderflow import Flow
+from tests.orderflow import AlertInbox, Flow
 
 pytestmark = pytest.mark.slow
 
@@ -145,8 +145,10 @@ def test_added_latency_below_the_threshold_is_never_suspect(flow):
 
 def test_manual_mode_keeps_orders_in_the_queue_while_the_active_broker_is_suspect(flow):
     """Manual mode, the active primary blackholed: after the first few, orders wait in the queue (ACCEPTED,
-    not in doubt) rather than go into the silence or to the other broker; healed, they fill at the primary."""
+    not in doubt) rather than go into the silence or to the other broker, and one page says so with the
+    evidence; healed, they fill at the primary."""
     prefix = flow.unique("manual-silent")
+    inbox = AlertInbox(flow)
     flow.fault("primary", "blackhole")
     fault_at = time.time()
     with Poster(flow, prefix, rate=10) as poster:
@@ -163,6 +165,11 @@ def test_manual_mode_keeps_orders_in_the_queue_while_the_active_broker_is_suspec
     assert all(o["status"] == "ACCEPTED" for i, o in orders.items() if i not in doubtful)
     assert not any(o.get("provider") == "secondary" for o in orders.values())
     assert routing_events(flow, fault_at - 0.5, "broker_suspect")[0]["mode"] == "manual"
+    pages = [m for m in inbox.drain() if m.get("provider") == "primary"]
+    inbox.close()
+    assert [m["kind"] for m in pages] == ["broker_unhealthy"], pages
+    assert pages[0]["evidence"]["oldest_call_ms"] > pages[0]["evidence"]["threshold_ms"]
+    assert "wait in the queue" in pages[0]["action"] and "suspect" in pages[0]["subject"]
     flow.fault("primary", "none")
     final = flow.wait_final(ids, timeout=60)
     flow.reconcile(final)

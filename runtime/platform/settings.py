@@ -149,6 +149,25 @@ class Settings(BaseSettings):
     threshold_order_amount: Decimal = Decimal("500")
     threshold_total_amount: Decimal = Decimal("10000")
     threshold_oldest_age_seconds: float = 60.0
+    # Paging (runtime/liability/paging.py): what reaches the alert topic. The exact figures (exposure,
+    # when a threshold was crossed) are never delayed; only the messages to people are damped.
+    # A breach ends only below the threshold minus paging_margin_pct of it; it pages once it has lasted
+    # paging_hold_down_seconds (at once at paging_immediate_multiple x the threshold); its recovery pages
+    # once nothing has been breached for paging_recovery_seconds; breaches new since the last message
+    # go out together at most every paging_group_seconds; an open breach is re-announced every
+    # paging_repeat_seconds.
+    paging_margin_pct: Decimal = Field(default=Decimal("10"), ge=0, lt=100)
+    paging_hold_down_seconds: float = Field(default=2.0, ge=0)
+    paging_immediate_multiple: Decimal = Field(default=Decimal("2"), gt=1)
+    paging_recovery_seconds: float = Field(default=10.0, ge=0)
+    paging_group_seconds: float = Field(default=5.0, ge=0)
+    paging_repeat_seconds: float = Field(default=900.0, gt=0)
+    # Brokers: any worker's breaker open (or its in-flight watch suspecting the broker) pages at once
+    # (hold-down 0) for the whole fleet; the recovery pages once every worker has had it closed for
+    # paging_broker_recovery_seconds, with the number of transitions (flapping from this many on).
+    paging_broker_hold_down_seconds: float = Field(default=0.0, ge=0)
+    paging_broker_recovery_seconds: float = Field(default=30.0, ge=0)
+    paging_broker_flapping: int = Field(default=4, ge=2)
     reimburse_auto_approve: Decimal = Decimal("50")
     reimburse_dual_approval: Decimal = Decimal("1000")
 
