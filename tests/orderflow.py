@@ -17,6 +17,18 @@ import httpx
 FINAL = {"FILLED", "REJECTED", "CANCELLED", "DEAD_LETTERED"}
 
 
+def wait_until(what: str, check: Any, timeout: float, every: float = 0.1) -> Any:
+    """Call ``check`` until it returns something true (returned), or fail naming ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = check()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(every)
+
+
 class Flow:
     """Talks to one running stack the way the platform and an SRE would: HTTP and boto3."""
 

@@ -12,18 +12,9 @@ import pytest
 
 from tests.conftest import run_cli
 from tests.orderflow import AlertInbox, Flow
+from tests.orderflow import wait_until as _wait
 
 pytestmark = pytest.mark.slow
-
-
-def _wait(what: str, check: Any, timeout: float, every: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = check()
-        if got:
-            return got
-        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
-        time.sleep(every)
 
 
 def _void(flow: Flow, operator: str) -> list[str]:

@@ -35,6 +35,7 @@ import pytest
 from boto3.dynamodb.types import TypeDeserializer
 
 from tests.orderflow import Flow
+from tests.orderflow import wait_until as _wait
 from tradeops.runtime.liability.monitor import ORDERS_CHECKPOINT_KEY
 from tradeops.runtime.liability.prices import BATCH_SECONDS, Feed, parse_spike
 from tradeops.runtime.platform.errors import BadInput
@@ -57,17 +58,6 @@ _de = TypeDeserializer()
 
 def _state(stack: dict[str, Any]) -> dict[str, Any]:
     return json.loads((Path(stack["state_dir"]) / "stack.json").read_text())
-
-
-def _wait(what: str, check: Any, timeout: float, every: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = check()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(every)
 
 
 class Components:

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from tests.test_brokers import API_KEY, _start, _stop, _wait_healthy
+from tests.test_brokers import API_KEY, broker_pair
 from tradeops.runtime.orderpath.providers import BrokerOrder, NotAccepted, OutcomeUnknown, make_provider
 from tradeops.runtime.orderpath.router import Router
 from tradeops.runtime.orderpath.suspicion import CallWatch, SuspicionConfig, judge, p99, threshold_ms
@@ -136,17 +136,9 @@ def test_the_ceiling_defaults_to_the_read_timeout():
 
 @pytest.fixture(scope="module")
 def brokers(tmp_path_factory):
-    """Both simulated brokers as real HTTP servers (the broker tests' helpers)."""
-    log_dir = tmp_path_factory.mktemp("suspicion-sims")
-    started = [_start(name, wire, seed, log_dir) for name, wire, seed in (("primary", "alpha", 1),
-                                                                         ("secondary", "beta", 2))]
-    try:
-        for broker in started:
-            _wait_healthy(broker)
-        yield {broker.name: broker for broker in started}
-    finally:
-        for broker in started:
-            _stop(broker)
+    """Both simulated brokers as real HTTP servers."""
+    with broker_pair(tmp_path_factory.mktemp("suspicion-sims")) as pair:
+        yield pair
 
 
 @pytest.fixture
@@ -161,9 +153,9 @@ def http(brokers):
 
 
 def _router(brokers, **overrides) -> Router:
-    settings = load_settings(broker_read_timeout=0.6, suspect_min_samples=5, breaker_open_seconds=0.3,
+    settings = load_settings(broker_read_timeout=2.0, suspect_min_samples=5, breaker_open_seconds=0.3,
                              breaker_half_open_probes=2, **overrides)
-    providers = {name: make_provider(name, b.wire, b.url, api_key=API_KEY, connect_timeout=0.5, read_timeout=0.6)
+    providers = {name: make_provider(name, b.wire, b.url, api_key=API_KEY, connect_timeout=0.5, read_timeout=2.0)
                  for name, b in brokers.items()}
     return Router(settings, providers, None)
 

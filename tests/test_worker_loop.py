@@ -10,7 +10,7 @@ from decimal import Decimal
 import httpx
 import pytest
 
-from tests.test_brokers import API_KEY, _start, _stop, _wait_healthy
+from tests.test_brokers import API_KEY, broker_pair
 from tradeops.runtime.orderpath.messages import order_message
 from tradeops.runtime.orderpath.orders import OrderRequest, OrderStore, new_order
 from tradeops.runtime.orderpath.providers import make_provider
@@ -21,16 +21,9 @@ from tradeops.runtime.platform.aws import Aws
 
 @pytest.fixture(scope="module")
 def brokers(tmp_path_factory):
-    log_dir = tmp_path_factory.mktemp("worker-loop-sims")
-    started = [_start(name, wire, seed, log_dir) for name, wire, seed in (("primary", "alpha", 1),
-                                                                         ("secondary", "beta", 2))]
-    try:
-        for broker in started:
-            _wait_healthy(broker)
-        yield {broker.name: broker for broker in started}
-    finally:
-        for broker in started:
-            _stop(broker)
+    """Both simulated brokers as real HTTP servers."""
+    with broker_pair(tmp_path_factory.mktemp("worker-loop-sims")) as pair:
+        yield pair
 
 
 @pytest.fixture
