@@ -13,15 +13,16 @@ the other on the same stack:
   batch to finish, as many as it has free threads; deletes batched up to 10 and sent at the latest
   250 ms later, which costs no order any time: their orders are already final).
 
-Orders are posted to the intake API over HTTP at a steady rate. Time to fill is taken from each
-order's own record (``placed_at`` to the history entry that made it FILLED); SQS requests are the
-worker's own, counted by botocore's ``before-send`` event. Figures: p50/p90/p99 in ms, SQS and
-DynamoDB requests per filled order.
+Orders are posted to the intake API over HTTP at a steady rate, from a process of their own.
+Time to fill is taken from each order's own record (``placed_at`` to the history entry that made
+it FILLED); SQS requests are the worker's own, counted by botocore's ``before-send`` event.
+Figures: p50/p90/p99 in ms, SQS and DynamoDB requests per filled order.
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import statistics
 import tempfile
@@ -143,7 +144,11 @@ def run(settings: Any, intake: str, token: str, variant: str, rate: float, count
     thread.start()
     time.sleep(2.0)  # the worker's first receives and health probes
     counts.clear()
-    ids = post_steady(intake, token, tag, count, rate)
+    # The poster runs in a process of its own: its threads must not take the GIL from the worker measured.
+    poster = multiprocessing.get_context("fork").Process(target=post_steady, args=(intake, token, tag, count, rate))
+    poster.start()
+    poster.join()
+    ids = [f"{tag}-{n}" for n in range(count)]
     times = fill_times(worker, OrderStore(Aws(settings)), ids)
     time.sleep(0.5)  # the last batched deletes
     worker.stop_event.set()

@@ -76,6 +76,14 @@ class Flow:
             time.sleep(0.3)
         raise AssertionError("breakers did not close after the faults were cleared")
 
+    def wait_broker_paging_idle(self, provider: str, timeout: float = 40.0) -> None:
+        """Until the fleet's broker pager has no episode open for ``provider`` (an earlier fault's recovery
+        paged), so that what a test does next starts a new one."""
+        state = json.loads((Path(self.stack["state_dir"]) / "stack.json").read_text())
+        url = state["components"]["monitor"]["url"]
+        wait_until(f"the pager's episode for {provider} to end", lambda: self.http.get(
+            f"{url}/health").json().get("broker_paging", {}).get(provider, "idle") == "idle", timeout, every=0.5)
+
     def fills(self, provider: str) -> list[dict[str, Any]]:
         r = self.http.get(f"{self.stack['brokers'][provider]['control']}/_sim/fills")
         r.raise_for_status()

@@ -231,6 +231,7 @@ def test_breaker_changes_are_events_metrics_and_one_page_for_the_fleet(flow):
     kw = dict(endpoint_url=flow.stack["aws_endpoint"], region_name="eu-west-2",
               aws_access_key_id="testing", aws_secret_access_key="testing")
     cloudwatch = boto3.client("cloudwatch", **kw)
+    flow.wait_broker_paging_idle("secondary")
     inbox = AlertInbox(flow)
     started = time.time()
     try:

@@ -207,7 +207,7 @@ def _breaker(source: str, from_state: str, to_state: str) -> dict[str, str]:
 def test_a_breaker_flapping_ten_times_in_a_minute_pages_twice_at_most():
     """Two workers' breakers opening and closing ten times each within a minute: one page when it first opens,
     one when it has settled, naming the transitions and that it flapped."""
-    paging = BrokerPaging(PagingRules.broker(load_settings()), flapping=4)
+    paging = BrokerPaging(PagingRules.broker(load_settings()), flapping=2)
     pages: list[Page] = []
     now = 0.0
     for flap in range(5):

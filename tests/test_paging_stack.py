@@ -138,6 +138,7 @@ def test_a_sustained_breach_pages_within_the_hold_down_plus_one_tick(flow, held_
 def test_a_breaker_flapping_ten_times_in_a_minute_pages_twice_at_most(flow):
     """The primary going down and up five times within a minute (both workers' breakers opening and closing:
     ten transitions or more): one page when it turned unhealthy, one recovery naming the transitions."""
+    flow.wait_broker_paging_idle("primary")
     inbox = AlertInbox(flow)
     started = time.time()
     stop = threading.Event()

@@ -8,6 +8,7 @@ import time
 from datetime import datetime
 from typing import Any
 
+import boto3
 import pytest
 
 from tests.conftest import run_cli
@@ -92,6 +93,10 @@ def test_a_blackholed_primary_strands_at_most_four_orders(flow):
     assert suspect[0]["oldest_call_ms"] > suspect[0]["threshold_ms"] >= 150 and "p99_ms" in suspect[0]
     status = json.loads(run_cli("status", "--json", env=flow.stack["env"]).stdout)
     assert "primary" in status["suspect"], "status shows the suspect broker and its evidence"
+    cloudwatch = boto3.client("cloudwatch", endpoint_url=flow.stack["aws_endpoint"], region_name="eu-west-2",
+                              aws_access_key_id="testing", aws_secret_access_key="testing")
+    metrics = cloudwatch.list_metrics(Namespace="Tradeops", MetricName="BrokerSuspect")["Metrics"]
+    assert any(d["Value"] == "primary" for m in metrics for d in m["Dimensions"]), "the metric drills sample"
 
     flow.fault("primary", "none")
     final = flow.wait_final(list(poster.placed), timeout=60)
@@ -148,6 +153,7 @@ def test_manual_mode_keeps_orders_in_the_queue_while_the_active_broker_is_suspec
     not in doubt) rather than go into the silence or to the other broker, and one page says so with the
     evidence; healed, they fill at the primary."""
     prefix = flow.unique("manual-silent")
+    flow.wait_broker_paging_idle("primary")
     inbox = AlertInbox(flow)
     flow.fault("primary", "blackhole")
     fault_at = time.time()

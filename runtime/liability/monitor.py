@@ -777,6 +777,7 @@ class Monitor:
         with self.lock:
             return {"ok": True, "ready": self.ready, "pending_orders": len(self.pending),
                     "counters": {**dict(self.counters), "broker_pages": self.pager.pages_sent},
+                    "broker_paging": {name: g.state for name, g in self.pager.paging.groups.items()},
                     "positions": {"prices": dict(self.positions["prices"]), "orders": dict(self.positions["orders"])}}
 
 

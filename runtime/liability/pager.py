@@ -8,9 +8,11 @@ fleet, one when it has been healthy everywhere for the recovery hold, naming the
 that it flapped), and a repeat every repeat interval in between. Pages are published by
 :class:`.alerts.AlertPublisher` and recorded as ``broker_paged`` events.
 
-It runs in the divergence monitor's process (one per stack). Its paging state is kept in the
-reserved exposure-table item ``#pager#brokers``; a restarted pager restores it and re-reads the
-last ``LOOKBACK_SECONDS`` of events, so an open episode is neither forgotten nor paged again.
+It runs in the divergence monitor's process (one per stack). Its paging state, what each worker
+last said, and how far it has read are kept in the reserved exposure-table item
+``#pager#brokers`` (written whenever it read events or paged); a restarted pager resumes from
+there (or, the first time, from ``LOOKBACK_SECONDS`` ago), so an open episode is neither
+forgotten nor paged again.
 """
 
 from __future__ import annotations
@@ -65,7 +67,12 @@ class FleetPager:
             item = self.aws.dynamodb.get_item(TableName=self.names.exposure_table,
                                               Key={"order_id": {"S": PAGER_KEY}}, ConsistentRead=True).get("Item")
         if item:
-            self.paging.restore(json.loads(item["paging"]["S"]), self.clock())
+            saved = json.loads(item["paging"]["S"])
+            self.paging.restore(saved, self.clock())
+            # Resume after the last event it acted on: one read twice would count its transition twice.
+            if saved.get("cursor"):
+                self._cursor = parse_iso(saved["cursor"])
+                self._seen = {k: parse_iso(at) for k, at in (saved.get("seen") or {}).items()}
 
     def _read(self) -> list[dict[str, Any]]:
         """Routing events not seen yet, oldest first."""
@@ -99,14 +106,17 @@ class FleetPager:
         """One look: new events in, due pages out. Returns the number of pages sent."""
         now = self.clock()
         pages: list[Page] = []
-        for event in self._read():
+        events = self._read()
+        for event in events:
             pages += self.paging.on_event(event, parse_iso(event["at"]).timestamp(), now)
         pages += self.paging.tick(now)
         sent = sum(self._send(page, now) for page in pages)
-        if pages:
+        if events or pages:
+            state = {**self.paging.snapshot(), "cursor": iso(self._cursor),
+                     "seen": {k: iso(at) for k, at in self._seen.items()}}
             with contextlib.suppress(Exception):
                 self.aws.dynamodb.put_item(TableName=self.names.exposure_table, Item={
-                    "order_id": {"S": PAGER_KEY}, "paging": {"S": json.dumps(self.paging.snapshot())},
+                    "order_id": {"S": PAGER_KEY}, "paging": {"S": json.dumps(state)},
                     "updated_at": {"S": _stamp(now)}})
         self.pages_sent += sent
         return sent

@@ -352,11 +352,12 @@ class BrokerPaging:
 
     Workers only record their events; this is the one place that decides what pages, so N workers
     whose breakers open together page once, and a flapping breaker pages once with the number of
-    transitions (breakers opening from closed, and closing) when it settles, or on the repeat.
+    transitions (breakers opening from closed, and closing) when it settles, or on the repeat. It is
+    *flapping* when one worker's breaker opened ``flapping`` times or more in the episode.
     A worker silent for ``stale`` seconds (dead) stops counting.
     """
 
-    def __init__(self, rules: PagingRules, *, stale: float = 60.0, flapping: int = 4) -> None:
+    def __init__(self, rules: PagingRules, *, stale: float = 60.0, flapping: int = 2) -> None:
         self.rules = rules
         self.stale = stale
         self.flapping = flapping
@@ -364,6 +365,7 @@ class BrokerPaging:
         self._sources: dict[str, dict[str, tuple[str, float]]] = {}  # provider -> source -> (state, at)
         self.last: dict[str, dict[str, Any]] = {}  # provider -> the last event that made it unhealthy
         self.suspicion: dict[str, tuple[float, dict[str, Any]]] = {}  # provider -> (when, its last broker_suspect)
+        self._opens: dict[str, dict[str, int]] = {}  # provider -> source -> breaker openings this episode
 
     @classmethod
     def from_settings(cls, settings: Settings) -> BrokerPaging:
@@ -385,6 +387,8 @@ class BrokerPaging:
         if kind not in BREAKER_KINDS or not isinstance(provider, str) or not isinstance(source, str):
             return []
         sources = self._sources.setdefault(provider, {})
+        if self.group(provider).state == "idle":
+            self._opens[provider] = {}  # a new episode counts its own flaps
         counted = 0
         if kind == "broker_suspect":
             state = "suspect"
@@ -394,6 +398,9 @@ class BrokerPaging:
             state = str(event.get("to_state"))
             # A flap is leaving closed or coming back to it; open <-> half_open while down is not.
             counted = 1 if "closed" in (state, event.get("from_state")) else 0
+            if state == "open" and event.get("from_state") == "closed":
+                opens = self._opens.setdefault(provider, {})
+                opens[source] = opens.get(source, 0) + 1
         previous = sources.get(source)
         if previous is None or at >= previous[1]:
             sources[source] = (state, at)
@@ -414,12 +421,19 @@ class BrokerPaging:
         return pages
 
     def is_flapping(self, page: Page) -> bool:
-        return page.transitions >= self.flapping
+        """Whether some worker's breaker for the page's broker opened ``flapping`` times or more in this episode."""
+        return max(self._opens.get(page.group, {}).values(), default=0) >= self.flapping
 
     def snapshot(self) -> dict[str, Any]:
-        return {name: snap for name, group in self.groups.items() if (snap := group.snapshot()) is not None}
+        """Firing episodes and what each worker last said (so a restart knows who still reports it down)."""
+        return {"groups": {name: snap for name, group in self.groups.items() if (snap := group.snapshot())},
+                "sources": {p: {s: list(v) for s, v in sources.items()} for p, sources in self._sources.items()}}
 
     def restore(self, saved: Mapping[str, Any], now: float) -> None:
-        for name, state in saved.items():
+        for provider, sources in (saved.get("sources") or {}).items():
+            self._sources[provider] = {s: (str(v[0]), float(v[1])) for s, v in sources.items()}
+        for name, state in (saved.get("groups") or {}).items():
             if isinstance(state, Mapping):
                 self.group(name).restore(state, now)
+                if self.unhealthy(name, now):  # still reported down: the episode goes on, silently
+                    self.group(name).observe(name, Decimal(1), now, transitions=0)

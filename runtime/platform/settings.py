@@ -164,10 +164,11 @@ class Settings(BaseSettings):
     paging_repeat_seconds: float = Field(default=900.0, gt=0)
     # Brokers: any worker's breaker open (or its in-flight watch suspecting the broker) pages at once
     # (hold-down 0) for the whole fleet; the recovery pages once every worker has had it closed for
-    # paging_broker_recovery_seconds, with the number of transitions (flapping from this many on).
+    # paging_broker_recovery_seconds, with the number of transitions; it says "flapping" when one worker's
+    # breaker opened paging_broker_flapping times or more in that episode.
     paging_broker_hold_down_seconds: float = Field(default=0.0, ge=0)
     paging_broker_recovery_seconds: float = Field(default=30.0, ge=0)
-    paging_broker_flapping: int = Field(default=4, ge=2)
+    paging_broker_flapping: int = Field(default=2, ge=2)
     reimburse_auto_approve: Decimal = Decimal("50")
     reimburse_dual_approval: Decimal = Decimal("1000")
 
