@@ -2,7 +2,8 @@
 
 Run:  python bench/bench_time_to_fill.py [--repeats 1] [--orders-10 150] [--orders-60 300]
 
-Starts a private local stack (moto server, both brokers, the intake API; no worker processes),
+Starts a private local stack (moto server, both brokers, the intake API; no worker processes, no
+canaries, the price feed at 0 ticks/s),
 then for each rate (10 and 60 orders/s) runs one ``Worker`` in this process, three ways, one after
 the other on the same stack:
 
@@ -169,7 +170,9 @@ def main() -> int:
     parser.add_argument("--orders-60", type=int, default=300, help="orders in each run at 60/s")
     args = parser.parse_args()
     state = Path(tempfile.mkdtemp(prefix="bench-ttf-"))
+    # No canaries, and no price feed ticks: the emulator's capacity goes to the order path being measured.
     os.environ["TRADEOPS_CANARY_SECONDS"] = "0"
+    os.environ["TRADEOPS_PRICE_TICKS_PER_SECOND"] = "0"
     settings = load_settings(state_dir=state, canary_seconds=0)
     launched = supervisor.launch(settings, workers=0, local=True, ports={})
     results: list[dict[str, Any]] = []

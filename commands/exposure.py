@@ -54,11 +54,16 @@ def render_exposure(summary: dict[str, Any], *, top: int = 20) -> Group:
     if summary.get("stale"):
         parts.append(Text(f"warning: this summary is {summary['age_seconds']:.0f}s old; "
                           "is the divergence monitor running?", style="yellow"))
-    thresholds = Table("threshold", "limit", "now", "state", "orders", header_style="bold")
+    thresholds = Table("threshold", "limit", "now", "state", "orders", "paging", header_style="bold")
+    paging = summary.get("paging") or {}
     for t in summary["thresholds"]:
+        page = paging.get(t["name"]) or {}
+        # The figures are exact and immediate; the paging column says whether a person has been told yet.
+        told = {"firing": f"paged (breach began {page.get('began_at')})", "pending": "held down",
+                "idle": ""}.get(page.get("state", "idle"), "")
         thresholds.add_row(t["name"], f"{t['limit']} {t['unit']}", f"{t['value']} {t['unit']}",
                            "[red]BREACHED[/]" if t["breached"] else "[green]ok[/]",
-                           str(t.get("orders_breached", "")))
+                           str(t.get("orders_breached", "")), told)
     parts.append(thresholds)
     worst = Table("order", "symbol", "side", "qty", "quote", "live", "divergence %", "exposure £", "max £",
                   "waited", header_style="bold", title="worst orders")
