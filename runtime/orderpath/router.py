@@ -116,12 +116,14 @@ class Router:
                 self._suspects[name] = (verdict, now)
             why = (f"suspect: a call unanswered for {verdict.oldest_age_ms:.0f} ms "
                    f"> {verdict.threshold_ms:.0f} ms")
+            # Act first (the suspect set above already keeps orders away; the breaker follows), then tell.
+            tripped = self.breakers[name].trip(now, reason=why)
             if self.events is not None:
                 action = ("orders wait in the queue (manual mode)" if self.mode == "manual"
                           else "orders go to the other broker if it is healthy")
                 self.events.emit("broker_suspect", metric=("BrokerSuspect", 1.0), dimensions={"Provider": name},
                                  provider=name, mode=self.mode, action=action, **verdict.evidence())
-            self._publish(self.breakers[name].trip(now, reason=why))
+            self._publish(tripped)
 
     # ---- calls -------------------------------------------------------------------------------
     def _timed(self, provider: str, call: Callable[[], Any]) -> Any:
