@@ -55,11 +55,16 @@ def render_exposure(summary: dict[str, Any], *, top: int = 20) -> Group:
         parts.append(Text(f"warning: this summary is {summary['age_seconds']:.0f}s old; "
                           "is the divergence monitor running?", style="yellow"))
     # Cells fold rather than being cut: order ids are what people type next.
-    thresholds = Table("threshold", "limit", "now", "state", "orders", header_style="bold")
+    thresholds = Table("threshold", "limit", "now", "state", "orders", "paging", header_style="bold")
+    paging = summary.get("paging") or {}
     for t in summary["thresholds"]:
+        page = paging.get(t["name"]) or {}
+        # The figures are exact and immediate; the paging column says whether a person has been told yet.
+        told = {"firing": f"paged (breach began {when(page.get('began_at'))})", "pending": "held down",
+                "idle": ""}.get(page.get("state", "idle"), "")
         thresholds.add_row(t["name"], f"{t['limit']} {t['unit']}", f"{t['value']} {t['unit']}",
                            "[red]BREACHED[/]" if t["breached"] else "[green]ok[/]",
-                           str(t.get("orders_breached", "")))
+                           str(t.get("orders_breached", "")), told)
     parts.append(thresholds)
     worst = Table("order", "symbol", "side", "qty", "quote", "live", "divergence %", "exposure £", "max £",
                   "waited", header_style="bold", title="worst orders")
@@ -72,6 +77,11 @@ def render_exposure(summary: dict[str, Any], *, top: int = 20) -> Group:
     for column in (*thresholds.columns, *worst.columns[1:]):
         column.overflow = "fold"
     parts.append(worst if summary["worst"] else Text("no order is exposed"))
+    doubles = summary.get("double_executions") or {}
+    if doubles.get("open"):
+        parts.append(Text(f"double executions: {doubles['open']} open, notional £{doubles['notional']}, "
+                          f"price move since £{doubles['price_move']}, at risk £{doubles['at_risk']} "
+                          "(`tradeops orders duplicates`)", style="bold red"))
     parts.append(Text(f"updated {when(summary['updated_at'])} · amounts in GBP, rounded half-up to the penny",
                       style="dim"))
     return Group(*parts)

@@ -168,6 +168,14 @@ def status(as_json: JsonOpt = False) -> None:
         out.print(
             "breakers: " + (", ".join(f"{p} {s}" for p, s in sorted(info["breakers"].items())) or "no live worker")
         )
+        for provider, seen in sorted(info.get("suspect", {}).items()):
+            evidence = "; ".join(f"{w}: a call unanswered for {e.get('oldest_call_ms')} ms > {e.get('threshold_ms')} ms"
+                                 f" (p99 {e.get('p99_ms')} ms)" for w, e in sorted(seen.items()))
+            out.print(f"[bold red]suspect[/]: {provider} gets no new orders until its breaker's probes close it "
+                      f"({evidence})")
+        if info.get("double_executions", {}).get("open"):
+            out.print(f"[bold red]double executions[/]: {info['double_executions']['open']} open "
+                      "(`tradeops orders duplicates`)")
         age = info["oldest_pending_age_seconds"]
         out.print(
             f"queue: {queues['queue']['visible']} waiting, {queues['queue']['in_flight']} in flight; "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections import Counter
@@ -19,6 +20,18 @@ from tradeops.runtime.platform.aws import Aws
 from tradeops.runtime.platform.settings import load_settings
 
 FINAL = {"FILLED", "REJECTED", "CANCELLED", "DEAD_LETTERED"}
+
+
+def wait_until(what: str, check: Any, timeout: float, every: float = 0.1) -> Any:
+    """Call ``check`` until it returns something true (returned), or fail naming ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = check()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(every)
 
 
 class Flow:
@@ -74,6 +87,14 @@ class Flow:
                 return
             time.sleep(0.3)
         raise AssertionError("breakers did not close after the faults were cleared")
+
+    def wait_broker_paging_idle(self, provider: str, timeout: float = 40.0) -> None:
+        """Until the fleet's broker pager has no episode open for ``provider`` (an earlier fault's recovery
+        paged), so that what a test does next starts a new one."""
+        state = json.loads((Path(self.stack["state_dir"]) / "stack.json").read_text())
+        url = state["components"]["monitor"]["url"]
+        wait_until(f"the pager's episode for {provider} to end", lambda: self.http.get(
+            f"{url}/health").json().get("broker_paging", {}).get(provider, "idle") == "idle", timeout, every=0.5)
 
     def fills(self, provider: str) -> list[dict[str, Any]]:
         r = self.http.get(f"{self.stack['brokers'][provider]['control']}/_sim/fills")
@@ -135,3 +156,36 @@ class Flow:
 
     def unique(self, name: str) -> str:
         return f"{name}-{uuid.uuid4().hex[:8]}"
+
+
+class AlertInbox:
+    """An SQS queue subscribed to the alert topic: what reaches a human (moto delivers SNS to SQS)."""
+
+    def __init__(self, flow: Flow) -> None:
+        kw = dict(endpoint_url=flow.stack["aws_endpoint"], region_name=flow.stack["region"],
+                  aws_access_key_id="testing", aws_secret_access_key="testing")
+        self.sqs, self.sns = flow.sqs, boto3.client("sns", **kw)
+        self.url = self.sqs.create_queue(QueueName=f"inbox-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+        arn = self.sqs.get_queue_attributes(QueueUrl=self.url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        topic = next(t["TopicArn"] for t in self.sns.list_topics()["Topics"]
+                     if t["TopicArn"].endswith(":tradeops-alerts"))
+        self.subscription = self.sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn)["SubscriptionArn"]
+        self.messages: list[dict[str, Any]] = []
+
+    def drain(self) -> list[dict[str, Any]]:
+        """Every message received so far: its JSON body, with ``subject`` and ``dedup_key_attribute`` added."""
+        while True:
+            got = self.sqs.receive_message(QueueUrl=self.url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
+            if not got.get("Messages"):
+                return self.messages
+            for m in got["Messages"]:
+                envelope = json.loads(m["Body"])
+                attributes = envelope.get("MessageAttributes", {})
+                self.messages.append({**json.loads(envelope["Message"]), "subject": envelope.get("Subject"),
+                                      "kind_attribute": attributes.get("kind", {}).get("Value"),
+                                      "dedup_key_attribute": attributes.get("dedup_key", {}).get("Value")})
+                self.sqs.delete_message(QueueUrl=self.url, ReceiptHandle=m["ReceiptHandle"])
+
+    def close(self) -> None:
+        self.sns.unsubscribe(SubscriptionArn=self.subscription)
+        self.sqs.delete_queue(QueueUrl=self.url)

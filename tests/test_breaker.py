@@ -195,6 +195,25 @@ def test_poll_reports_open_to_half_open_as_its_own_transition():
     assert (closed.from_state, closed.to_state) == ("half_open", "closed")
 
 
+def test_a_trip_opens_a_closed_breaker_with_its_reason():
+    """The in-flight watch's trip opens a closed breaker at once, whatever its window says."""
+    breaker = make(min_calls=5)
+    breaker.record_success(FAST, 1.0)
+    transition = breaker.trip(1.2, reason="suspect: a call unanswered for 180 ms > 150 ms")
+    assert transition == Transition("primary", "closed", "open", "suspect: a call unanswered for 180 ms > 150 ms", 1.2)
+    assert not breaker.allow(1.3)
+
+
+def test_a_trip_leaves_an_open_or_half_open_breaker_alone():
+    """Open or half-open, a trip changes nothing: the way back stays the probes."""
+    breaker = make(min_calls=1, open_seconds=3.0)
+    trip(breaker, 10.0)
+    assert breaker.trip(11.0, reason="suspect") is None
+    assert breaker.snapshot(11.0)["opened_at"] == 10.0
+    assert breaker.poll(13.0).to_state == "half_open"
+    assert breaker.trip(13.1, reason="suspect") is None and breaker.state == "half_open"
+
+
 # --------------------------------------------------------------------------- half_open
 
 
@@ -444,6 +463,17 @@ class BreakerMachine(RuleBasedStateMachine):
         before = self.observe()
         t = self.breaker.record_failure(self.now, reason="connection refused")
         self.recorded(before, t, fast_success=False)
+
+    @rule()
+    def in_flight_watch_trips(self) -> None:
+        before = self.observe()
+        t = self.breaker.trip(self.now, reason="suspect")
+        if before == "closed":
+            assert self.breaker.state == "open" and t is not None and t.to_state == "open"
+        else:
+            assert self.breaker.state == before  # only a closed breaker is tripped
+        self.keep(t)
+        self.note(self.breaker.state)
 
     @rule()
     def poll(self) -> None:

@@ -10,7 +10,9 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -103,9 +105,9 @@ def _stop(broker: Broker) -> None:
     stop_process(broker.proc, 5)
 
 
-@pytest.fixture(scope="module")
-def brokers(tmp_path_factory):
-    log_dir = tmp_path_factory.mktemp("sim-logs")
+@contextmanager
+def broker_pair(log_dir: Path) -> Iterator[dict[str, Broker]]:
+    """Both simulated brokers (primary alpha, secondary beta) as real HTTP servers, for a module's tests."""
     started: list[Broker] = []
     try:
         for name, wire, seed in (("primary", "alpha", 1), ("secondary", "beta", 2)):
@@ -116,6 +118,12 @@ def brokers(tmp_path_factory):
     finally:
         for broker in started:
             _stop(broker)
+
+
+@pytest.fixture(scope="module")
+def brokers(tmp_path_factory):
+    with broker_pair(tmp_path_factory.mktemp("sim-logs")) as pair:
+        yield pair
 
 
 @pytest.fixture(scope="module")

@@ -35,6 +35,7 @@ import pytest
 from boto3.dynamodb.types import TypeDeserializer
 
 from tests.orderflow import Flow
+from tests.orderflow import wait_until as _wait
 from tradeops.runtime.liability.monitor import ORDERS_CHECKPOINT_KEY
 from tradeops.runtime.liability.prices import BATCH_SECONDS, Feed, parse_spike
 from tradeops.runtime.platform.errors import BadInput
@@ -57,17 +58,6 @@ _de = TypeDeserializer()
 
 def _state(stack: dict[str, Any]) -> dict[str, Any]:
     return json.loads((Path(stack["state_dir"]) / "stack.json").read_text())
-
-
-def _wait(what: str, check: Any, timeout: float, every: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        got = check()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(every)
 
 
 class Components:
@@ -240,6 +230,13 @@ def crossings(values: list[Decimal], threshold: Decimal) -> tuple[int, int]:
     return up, down
 
 
+def _wait_paging_idle(parts: Components, *names: str) -> None:
+    """Until no liability threshold (of ``names``, default all) has a paging episode open (a recovery to come)."""
+    _wait("the paging episodes to end", lambda: all(
+        g["state"] == "idle" for n, g in parts.snapshot()["paging"].items() if not names or n in names), 40,
+        every=0.5)
+
+
 # ---- the scenario -------------------------------------------------------------------------------
 
 
@@ -301,6 +298,18 @@ class Scenario:
             sqs.delete_message_batch(QueueUrl=self.alert_queue, Entries=[
                 {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)])
 
+    def events(self, stream: str) -> list[dict[str, Any]]:
+        """Every event of ``stream`` since this scenario began (the exact timeline drills read)."""
+        items, kwargs = [], {"TableName": "tradeops-events", "KeyConditionExpression": "#s = :s AND at_id > :a",
+                             "ExpressionAttributeNames": {"#s": "stream"},
+                             "ExpressionAttributeValues": {":s": {"S": stream}, ":a": {"S": self.saved["began"]}}}
+        while True:
+            page = self.aws["dynamodb"].query(**kwargs)
+            items += page["Items"]
+            if "LastEvaluatedKey" not in page:
+                return [json.loads(i["body"]["S"]) for i in items]
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
     def cli(self, *args: str, operator: str | None = None) -> subprocess.CompletedProcess[str]:
         env = dict(self.parts.env)
         if args[:2] in (("reimbursements", "approve"), ("reimbursements", "reject")):
@@ -330,6 +339,7 @@ def scenario(stack: dict[str, Any]) -> Any:
     universe = frozenset(parts.http.get(f"{parts.prices_url}/prices").json()["prices"])
     tape = Tape(aws["kinesis"], "tradeops-prices", universe)
     sc = Scenario(stack, flow, parts, tape, aws, universe, flow.unique("liab"), queue_url)
+    sc.saved["began"] = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     try:
         yield sc
     finally:
@@ -477,9 +487,10 @@ def test_spike_exposure_is_exact_within_one_tick_interval(scenario: Scenario):
     assert breached["order_pct"] is True
 
 
-def test_alert_once_on_crossing_and_once_on_recovery(scenario: Scenario):
-    """While a move stays above the per-order threshold over many ticks one alert goes out per order;
-    when it comes back, one recovery; exactly as many as the independent computation has crossings."""
+def test_every_crossing_is_recorded_and_the_moved_orders_page_once(scenario: Scenario):
+    """While a move stays above the per-order threshold over many ticks and then comes back, every crossing and
+    recovery is recorded as an event exactly as the independent computation has them (nothing damped), while
+    the pages are one breach naming every moved order and, after the recovery hold, one recovery."""
     parts, tape = scenario.parts, scenario.tape
     started = datetime.now(UTC)
     # Keep the symbol above the threshold for several more ticks (a spike ticks every batch).
@@ -493,15 +504,16 @@ def test_alert_once_on_crossing_and_once_on_recovery(scenario: Scenario):
     assert back.returncode == 0, back.stderr
     shard, seq, _ = tape.find(SPIKE, Decimal(json.loads(back.stdout)["to"]), started)
     _wait("the monitor to apply the way back", lambda: int(parts.snapshot()["positions"]["prices"][shard]) >= seq, 10)
-    time.sleep(2.0)  # alerts are published off the tick path; let them reach the queue
+    time.sleep(2.0)  # events are recorded off the tick path; let them land
 
     snap = parts.snapshot(orders="all")
     timelines = scenario.check_exposure(snap)
     got: Counter[tuple[str, str, str]] = Counter()
-    for alert in scenario.drain_alerts():
-        for oid in alert.get("order_ids") or [alert.get("order_id")]:
-            if oid in scenario.orders:
-                got[(alert["threshold"], oid, alert["kind"])] += 1
+    for event in scenario.events("exposure"):
+        if event["kind"] in ("exposure_breach", "exposure_recovery"):
+            for oid in event.get("order_ids") or [event.get("order_id")]:
+                if oid in scenario.orders:
+                    got[(event["threshold"], oid, event["kind"].removeprefix("exposure_"))] += 1
     expected: Counter[tuple[str, str, str]] = Counter()
     for order in scenario.orders.values():
         prices = order.seen(timelines)
@@ -515,12 +527,20 @@ def test_alert_once_on_crossing_and_once_on_recovery(scenario: Scenario):
     assert got == expected
     ticks_above = [len([p for p in o.seen(timelines) if o.pct(p) > ORDER_PCT]) for o in moved_orders]
     assert min(ticks_above) >= 3, "the move should have stayed above the threshold for several ticks"
-    for order in moved_orders:
-        assert got[("order_pct", order.order_id, "breach")] == 1
-        assert got[("order_pct", order.order_id, "recovery")] == 1
-    sample = next(a for a in scenario.alerts if a.get("order_id") == moved_orders[0].order_id)
-    assert sample["subject"] == "tradeops exposure breach: order_pct"
-    assert {"symbol", "side", "quote_price", "price", "exposure", "divergence_pct", "limit"} <= set(sample)
+
+    def pages() -> list[dict[str, Any]]:
+        return [a for a in scenario.drain_alerts() if a.get("threshold") == "order_pct"
+                and {o.order_id for o in moved_orders} & {*(a.get("orders") or []), *(a.get("new_orders") or [])}]
+    _wait("the recovery page", lambda: "exposure_recovery" in {a["kind"] for a in pages()}, 20, every=0.5)
+    assert [a["kind"] for a in pages()] == ["exposure_breach", "exposure_recovery"]
+    breach, recovery = pages()
+    assert set(breach["new_orders"]) >= {o.order_id for o in moved_orders} and breach["orders_breached"] >= 2
+    assert set(recovery["orders"]) >= {o.order_id for o in moved_orders}
+    assert breach["subject"].startswith("tradeops exposure breach: order_pct (")
+    assert {"symbol", "side", "quote_price", "price", "exposure", "divergence_pct"} <= set(breach["worst"][0])
+    assert breach["dedup_key"] == recovery["dedup_key"] == "tradeops/exposure/order_pct"
+    assert breach["began_at"] == recovery["began_at"] and breach["limit"] == str(ORDER_PCT)
+    _wait_paging_idle(parts, "order_pct")
 
 
 def test_malformed_ticks_are_counted_skipped_and_change_nothing(scenario: Scenario):
@@ -661,6 +681,7 @@ def test_replayed_fill_events_create_no_second_entry(scenario: Scenario):
     and the replayed history of orders that have long filled raises no alert."""
     parts = scenario.parts
     table = "tradeops-exposure"
+    _wait_paging_idle(parts)  # the moved orders filled: their recovery is paged after the recovery hold
     time.sleep(1.5)
     alerts_before = len(scenario.drain_alerts())
 

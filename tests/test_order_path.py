@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import run_cli
-from tests.orderflow import Flow
+from tests.orderflow import AlertInbox, Flow
 
 pytestmark = pytest.mark.slow
 
@@ -143,11 +143,19 @@ def test_worker_killed_mid_batch_loses_nothing(flow):
     """SIGKILL on a worker while it holds orders: every order still fills exactly once."""
     flow.fault("primary", "latency", ms=400)
     prefix = flow.unique("kill")
-    ids = flow.post_many(prefix, 40)
     state = json.loads((Path(flow.stack["state_dir"]) / "stack.json").read_text())
     victim = state["components"]["worker-1"]["pid"]
-    time.sleep(0.6)
+    thread, ids = _post_in_background(flow, prefix, 200, 0.05)
+    # A jump from a few ms to 400 ms first makes the primary suspect (in-flight watch) until its probes
+    # close the breaker again; kill once worker-1 reports orders in flight at the slow primary.
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        beat = flow.dynamodb.get_item(TableName="tradeops-heartbeats", Key={"worker_id": {"S": "worker-1"}})["Item"]
+        if int(beat["in_flight"]["N"]) > 0 and set(json.loads(beat["breakers"]["S"]).values()) == {"closed"}:
+            break
+        time.sleep(0.1)
     os.kill(victim, signal.SIGKILL)
+    thread.join()
     flow.fault("primary", "none")
     orders = flow.wait_final(ids, timeout=90)
     flow.reconcile(orders)
@@ -217,43 +225,47 @@ def test_broker_credentials_never_reach_the_logs(flow):
     assert not [k for k in keys for t in texts if k in t]
 
 
-def test_breaker_changes_are_events_metrics_and_alerts(flow):
-    """A broker failing then healing: breaker opened/closed events with timestamps in the events table, the
-    BreakerOpen metric, and an SNS alert for each (so a failover that healed itself still reaches a human)."""
+def test_breaker_changes_are_events_metrics_and_one_page_for_the_fleet(flow):
+    """A broker failing then healing: breaker opened/closed events with timestamps in the events table from
+    every worker, the BreakerOpen metric, and for the whole fleet one page when it turned unhealthy and one
+    when it recovered (so a failover that healed itself still reaches a human, once)."""
     import boto3
 
     kw = dict(endpoint_url=flow.stack["aws_endpoint"], region_name="eu-west-2",
               aws_access_key_id="testing", aws_secret_access_key="testing")
-    sns, cloudwatch = boto3.client("sns", **kw), boto3.client("cloudwatch", **kw)
-    inbox = flow.sqs.create_queue(QueueName=flow.unique("alerts-inbox"))["QueueUrl"]
-    inbox_arn = flow.sqs.get_queue_attributes(QueueUrl=inbox, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    topic = next(t["TopicArn"] for t in sns.list_topics()["Topics"] if t["TopicArn"].endswith(":tradeops-alerts"))
-    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=inbox_arn)
+    cloudwatch = boto3.client("cloudwatch", **kw)
+    flow.wait_broker_paging_idle("secondary")
+    inbox = AlertInbox(flow)
     started = time.time()
-
-    flow.fault("secondary", "down")
-    deadline = time.monotonic() + 30
-    kinds: set[str] = set()
-    while time.monotonic() < deadline and "breaker_closed" not in kinds:
-        if "breaker_opened" in kinds:
-            flow.fault("secondary", "none")
-        items = flow.dynamodb.query(TableName="tradeops-events", KeyConditionExpression="#s = :s",
-                                    ExpressionAttributeNames={"#s": "stream"},
-                                    ExpressionAttributeValues={":s": {"S": "routing"}})["Items"]
-        recent = [json.loads(i["body"]["S"]) for i in items]
-        recent = [e for e in recent if e.get("provider") == "secondary"
-                  and datetime.fromisoformat(e["at"].replace("Z", "+00:00")).timestamp() >= started - 1]
-        kinds = {e["kind"] for e in recent}
-        time.sleep(0.3)
-    assert {"breaker_opened", "breaker_closed"} <= kinds
-    messages = []
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and not {"breaker_opened", "breaker_closed"} <= {
-            m.get("kind") for m in messages}:
-        got = flow.sqs.receive_message(QueueUrl=inbox, MaxNumberOfMessages=10, WaitTimeSeconds=1)
-        for m in got.get("Messages", []):
-            messages.append(json.loads(json.loads(m["Body"]).get("Message", "{}")))
-    assert {"breaker_opened", "breaker_closed"} <= {m.get("kind") for m in messages}
+    try:
+        flow.fault("secondary", "down")
+        deadline = time.monotonic() + 30
+        kinds: set[str] = set()
+        sources: set[str] = set()
+        while time.monotonic() < deadline and "breaker_closed" not in kinds:
+            if "breaker_opened" in kinds:
+                flow.fault("secondary", "none")
+            items = flow.dynamodb.query(TableName="tradeops-events", KeyConditionExpression="#s = :s",
+                                        ExpressionAttributeNames={"#s": "stream"},
+                                        ExpressionAttributeValues={":s": {"S": "routing"}})["Items"]
+            recent = [json.loads(i["body"]["S"]) for i in items]
+            recent = [e for e in recent if e.get("provider") == "secondary"
+                      and datetime.fromisoformat(e["at"].replace("Z", "+00:00")).timestamp() >= started - 1]
+            kinds = {e["kind"] for e in recent}
+            sources = {e["source"] for e in recent if e["kind"] == "breaker_opened"}
+            time.sleep(0.3)
+        assert {"breaker_opened", "breaker_closed"} <= kinds
+        flow.wait_breakers_closed()
+        deadline = time.monotonic() + 20  # the recovery pages after 10 s of health (test stack setting)
+        pages: list[dict] = []
+        while time.monotonic() < deadline and "broker_recovered" not in {m["kind"] for m in pages}:
+            pages = [m for m in inbox.drain() if m.get("provider") == "secondary"]
+            time.sleep(0.5)
+        assert [m["kind"] for m in pages] == ["broker_unhealthy", "broker_recovered"], pages
+        assert all(m["dedup_key"] == m["dedup_key_attribute"] == "tradeops/broker/secondary" for m in pages)
+        assert pages[0]["began_at"] and pages[1]["transitions"] >= 2 * len(sources) >= 2
+    finally:
+        inbox.close()
     metrics = cloudwatch.list_metrics(Namespace="Tradeops", MetricName="BreakerOpen")["Metrics"]
     assert any(d["Value"] == "secondary" for m in metrics for d in m["Dimensions"])
 

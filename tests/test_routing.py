@@ -288,3 +288,35 @@ def test_trickle_share_over_10000_orders_is_within_2_points(seed, trickle, activ
         for oid in order_ids
     )
     assert abs(on_standby / len(order_ids) - trickle) <= 0.02
+
+
+# --------------------------------------------------------------------------- suspect brokers
+
+
+@pytest.mark.parametrize("active", PROVIDERS)
+def test_manual_mode_keeps_orders_off_a_suspect_active_broker(active):
+    """Manual mode: a suspect active broker gets no order (it waits in the queue); the standby is never used."""
+    healthy = {p: True for p in PROVIDERS}
+    assert choose_provider(order_id="o", mode="manual", active=active, trickle=0.0, healthy=healthy,
+                           suspect={active}) is None
+    assert choose_provider(order_id="o", mode="manual", active=active, trickle=0.0, healthy=healthy,
+                           suspect={other(active)}) == active
+
+
+@given(order_id=st.text(min_size=1, max_size=20), active=st.sampled_from(PROVIDERS),
+       trickle=st.floats(0.0, 1.0), suspect=st.sets(st.sampled_from(PROVIDERS)),
+       healthy_standby=st.booleans())
+def test_auto_mode_never_sends_an_order_to_a_suspect_broker(order_id, active, trickle, suspect, healthy_standby):
+    """Auto mode: a suspect broker is never chosen, even when its breaker still says healthy."""
+    healthy = {active: True, other(active): healthy_standby}
+    chosen = choose_provider(order_id=order_id, mode="auto", active=active, trickle=trickle, healthy=healthy,
+                             suspect=suspect)
+    assert chosen is None or chosen not in suspect
+    if active in suspect and healthy_standby and other(active) not in suspect:
+        assert chosen == other(active)
+
+
+def test_an_unknown_suspect_broker_is_refused_by_name():
+    """A suspect set naming no broker is a bug, refused with the name."""
+    with pytest.raises(ValueError, match="suspect provider 'tertiary'"):
+        choose_provider(order_id="o", mode="auto", active="primary", trickle=0.0, healthy={}, suspect={"tertiary"})

@@ -1,10 +1,17 @@
-"""Exposure alerts leave the monitor here, and only here: SNS, plus a record in the events table.
+"""Pages leave the monitor here, and only here: SNS, plus a record in the events table.
 
-One message per crossing and one per recovery, its Subject naming the threshold and its Message
-the facts as JSON. More than ``DIGEST_OVER`` per-order crossings of one threshold in one
-evaluation become one digest message listing the orders (an alert storm helps nobody). Every
-message is also recorded as an event (stream ``exposure``), which is where drills read the time of
-an alert from.
+Two kinds of record, kept apart on purpose (issue 16: exact figures are never delayed, only the
+paging is damped):
+
+- **crossings** (:meth:`AlertPublisher.record_crossings`): every moment a liability threshold was
+  crossed or recovered, exactly when it happened, as events ``exposure_breach`` /
+  ``exposure_recovery`` (stream ``exposure``). Never sent to SNS. More than ``DIGEST_OVER``
+  per-order crossings of one threshold in one evaluation become one digest record.
+- **pages** (:meth:`AlertPublisher.page`): what :mod:`.paging` decided is worth a person's
+  attention. One SNS message each (its ``kind`` and ``dedup_key`` as message attributes, so a pager
+  can collapse repeats), and an event recording when it went out and when its breach began
+  (``exposure_paged`` on stream ``exposure``, ``broker_paged`` on stream ``routing``): a drill
+  reports both times from there.
 """
 
 from __future__ import annotations
@@ -24,11 +31,11 @@ __all__ = ["DIGEST_OVER", "AlertPublisher"]
 log = logging.getLogger("tradeops.monitor")
 
 DIGEST_OVER = 20
-"""Per-order alerts of one threshold in one evaluation above which one digest message goes instead."""
+"""Per-order crossings of one threshold in one evaluation above which one digest record goes instead."""
 
 
 class AlertPublisher:
-    """The one place exposure alerts leave the monitor: SNS (and a record in the events table)."""
+    """The one place pages leave the monitor: SNS (and a record in the events table)."""
 
     def __init__(self, aws: Aws, names: Names, *, source: str) -> None:
         self.aws = aws
@@ -41,8 +48,9 @@ class AlertPublisher:
             self._topic = self.aws.topic_arn(self.names.alert_topic)
         return self._topic
 
-    def messages(self, alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """One message per alert; a group of more than DIGEST_OVER per-order alerts becomes one digest."""
+    @staticmethod
+    def digest(alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """One record per crossing; a group of more than DIGEST_OVER per-order crossings becomes one digest."""
         groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
         for alert in alerts:
             groups.setdefault((alert["kind"], alert["threshold"]), []).append(alert)
@@ -58,29 +66,36 @@ class AlertPublisher:
                 out += group
         return out
 
-    def publish(self, alerts: list[dict[str, Any]]) -> int:
-        """Publish ``alerts`` (facts dicts); returns how many messages SNS accepted."""
-        sent = 0
-        for message in self.messages(alerts):
-            kind, threshold = message["kind"], message["threshold"]
-            subject = f"tradeops exposure {kind}: {threshold}" + (
-                f" ({message['count']} orders)" if message.get("digest") else "")
-            attributes = {"kind": {"DataType": "String", "StringValue": f"exposure_{kind}"},
-                          "threshold": {"DataType": "String", "StringValue": threshold}}
-            if message.get("order_id"):
-                attributes["order_id"] = {"DataType": "String", "StringValue": message["order_id"]}
-            for attempt in range(3):
-                try:
-                    self.aws.sns.publish(TopicArn=self.topic(), Subject=subject[:99],
-                                         Message=json.dumps(message, sort_keys=True, default=str),
-                                         MessageAttributes=attributes)
-                    sent += 1
-                    break
-                except Exception as exc:
-                    if attempt == 2:
-                        log.error("alert not published (%s): %s", subject, str(exc)[:200])
-                    time.sleep(0.2 * (attempt + 1))
-            # The record drills read time-to-detect from (EventLog never publishes these kinds to SNS).
-            self.events.emit(f"exposure_{kind}", stream="exposure", at=datetime.fromisoformat(message["at"]),
-                             **{k: v for k, v in message.items() if k not in ("kind", "at")})
+    def record_crossings(self, alerts: list[dict[str, Any]]) -> int:
+        """Record threshold crossings (facts dicts) as events, at the moment each happened. Returns how many."""
+        records = self.digest(alerts)
+        for record in records:
+            self.events.emit(f"exposure_{record['kind']}", stream="exposure", at=datetime.fromisoformat(record["at"]),
+                             **{k: v for k, v in record.items() if k not in ("kind", "at")})
+        return len(records)
+
+    def page(self, message: dict[str, Any], *, kind: str, subject: str, stream: str, event: str) -> bool:
+        """Publish one page (``message``: its facts) with its ``kind`` and dedup key; True when SNS took it.
+
+        The event (``event`` on ``stream``) records it either way, with ``sent`` saying whether it went out.
+        """
+        attributes = {"kind": {"DataType": "String", "StringValue": kind},
+                      "dedup_key": {"DataType": "String", "StringValue": message["dedup_key"]}}
+        for name in ("threshold", "provider", "order_id"):
+            if message.get(name):
+                attributes[name] = {"DataType": "String", "StringValue": str(message[name])}
+        body = {"kind": kind, **{k: v for k, v in message.items() if k != "kind"}}
+        sent = False
+        for attempt in range(3):
+            try:
+                self.aws.sns.publish(TopicArn=self.topic(), Subject=subject[:99], MessageAttributes=attributes,
+                                     Message=json.dumps(body, sort_keys=True, default=str))
+                sent = True
+                break
+            except Exception as exc:
+                if attempt == 2:
+                    log.error("page not published (%s): %s", subject, str(exc)[:200])
+                time.sleep(0.2 * (attempt + 1))
+        self.events.emit(event, stream=stream, page=kind, sent=sent, subject=subject[:99],
+                         **{k: v for k, v in body.items() if k not in ("kind", "at")})
         return sent

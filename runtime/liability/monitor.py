@@ -14,7 +14,10 @@ What it keeps (the arithmetic is :mod:`tradeops.runtime.liability.book`'s; this 
 - **Prices** from the Kinesis price stream, every shard through shard iterators. Each tick goes
   through ``parse_tick`` (malformed ticks, unknown symbols included, are counted and skipped) and
   ``ExposureBook.on_tick``; the liability thresholds are evaluated on every tick's changes, so a
-  crossing is never missed, and alerts go out once per crossing and once per recovery.
+  crossing is never missed: each is recorded as an event the moment it happens (the exact timeline).
+  Whether it pages a person is :mod:`.paging`'s decision (hysteresis, hold-down, grouping, repeats).
+- **Open double executions** (orders under ``watch = double:open``, :mod:`tradeops.runtime.orderpath.doubles`):
+  the extra fill's notional and the price move since, in the summary (``tradeops exposure``).
 - About once a second (``FLUSH_SECONDS``), on a writer thread so ticks keep flowing: the orders
   whose *maximum* exposure rose are written to the exposure table (BatchWriteItem), the live
   summary to the reserved item ``#summary`` (read by ``tradeops exposure``), the CloudWatch metrics
@@ -33,14 +36,16 @@ Restart
     crash can only replay, never skip. Without a checkpoint the orders stream is read from its trim
     horizon (every fill gets its entry) and each price shard from ``PRICE_LOOKBACK_SECONDS`` ago
     (enough for every symbol's latest price at the feed's rate).
-    Which alerts were announced is kept in the reserved item ``#alerts``. While it catches up
-    (rebuild and replay) the monitor announces nothing; once caught up it announces the breaches
-    open now that were not announced and the recovery of announced ones that are over. So a restart
-    never repeats a breach, and a replayed order that has long filled raises no alert.
+    The paging state of every breach that has paged is kept in the reserved item ``#alerts``. While
+    it catches up (rebuild and replay) the monitor records and pages nothing; once caught up it
+    restores that state and feeds it the breaches open now: one that had paged goes on silently (or
+    pages its recovery if it is over), a new one pages by the rules. So a restart never repeats a
+    page, and a replayed order that has long filled raises none.
 
 Alerts
-    Decided here (``LiabilityWatch`` of :mod:`.book`), published by :mod:`.alerts` on a thread of
-    their own. The stream followers are :mod:`.streams`.
+    Crossings are decided here (``LiabilityWatch`` of :mod:`.book`), pages by :mod:`.paging`, and
+    both published by :mod:`.alerts` on a thread of their own. The broker pages of the fleet are
+    :mod:`.pager`'s (its own thread in this process). The stream followers are :mod:`.streams`.
 """
 
 from __future__ import annotations
@@ -55,7 +60,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -63,21 +68,20 @@ from urllib.parse import parse_qs, urlsplit
 
 from tradeops.runtime.liability.alerts import AlertPublisher
 from tradeops.runtime.liability.book import (
-    BREACH,
-    RECOVERY,
     Alert,
     BadTick,
     ExposureBook,
-    KeyedThresholdWatch,
     LiabilityWatch,
     OrderExposure,
     PendingOrder,
-    ThresholdWatch,
     parse_tick,
     round_exposure,
 )
 from tradeops.runtime.liability.ledger import Ledger
+from tradeops.runtime.liability.pager import FleetPager
+from tradeops.runtime.liability.paging import KEYED, ExposurePaging, Page
 from tradeops.runtime.liability.streams import DynamoStreamFollower, KinesisFollower
+from tradeops.runtime.orderpath.doubles import WATCH_OPEN, money_at_risk
 from tradeops.runtime.orderpath.orders import OrderStore, from_item
 from tradeops.runtime.orderpath.states import PENDING
 from tradeops.runtime.platform.aws import Aws, aws_errors
@@ -112,6 +116,13 @@ WORST = 20
 SNAPSHOT_ORDER_LIMIT = 20_000
 _PCT_PLACES = Decimal("0.0001")
 _UNITS = {"order_pct": "%", "order_amount": "GBP", "total_amount": "GBP", "oldest_age_seconds": "s"}
+
+
+def _page_subject(facts: dict[str, Any]) -> str:
+    """The subject line of an exposure page: what, which threshold, how many orders."""
+    kind, threshold = facts["kind"], facts["threshold"]
+    count = facts.get("orders_breached")
+    return f"tradeops exposure {kind}: {threshold}" + (f" ({count} orders)" if count and count > 1 else "")
 
 
 def price_checkpoint_key(shard_id: str) -> str:
@@ -168,6 +179,7 @@ class Monitor:
         self.watch = LiabilityWatch.from_settings(settings)
         self.ledger = Ledger(self.aws, self.names)
         self.alerts = AlertPublisher(self.aws, self.names, source=f"monitor-{os.getpid()}")
+        self.pager = FleetPager(self.aws, self.names, settings, self.alerts)
         self.lock = threading.RLock()
         self.stop = threading.Event()
         self.pending: dict[str, PendingOrder] = {}
@@ -177,7 +189,10 @@ class Monitor:
         self.positions: dict[str, dict[str, str]] = {"prices": {}, "orders": {}}
         self.counters: Counter[str] = Counter()
         self.malformed_reasons: Counter[str] = Counter()
-        self.announced: set[tuple[str, str | None]] = set()
+        self.paging = ExposurePaging.from_settings(settings)
+        self._saved_paging: dict[str, Any] = {}  # restored from #alerts, applied once caught up
+        self._pages: list[Page] = []  # decided under the lock, sent by the alert thread
+        self.doubles: dict[str, dict[str, Any]] = {}  # open double executions: order_id -> the extra fill
         self.ready = False
         self.started_at = utcnow()
         self.orders_arn: str | None = None
@@ -187,7 +202,7 @@ class Monitor:
         self._final_writes: list[dict[str, Any]] = []  # maxima of orders that left before the next flush
         self._flush_pending = threading.Event()
         self._outbox: queue.Queue[tuple[str, Any] | None] = queue.Queue()
-        self._alert_queue: queue.Queue[tuple[list[dict[str, Any]], list[list[Any]]] | None] = queue.Queue()
+        self._alert_queue: queue.Queue[tuple[str, list[dict[str, Any]], dict[str, Any]] | None] = queue.Queue()
         self._threads: list[threading.Thread] = []
 
     # ---- start ---------------------------------------------------------------------------------
@@ -228,10 +243,13 @@ class Monitor:
 
         store = OrderStore(self.aws, self.names)
         now = utcnow()
+        doubles = list(store.by_watch(WATCH_OPEN))
         with self.lock:
             for status in sorted(PENDING):
                 for order in store.by_status(status):
                     self._track(order, now, evaluate=False)
+            for order in doubles:
+                self._track_double(order)
             self.positions["orders"] = dict(positions)
         maxima = self._batch_get(list(self.pending), "#k, max_exposure")
         with self.lock:
@@ -253,15 +271,15 @@ class Monitor:
                 restored.append((at, symbol, price, shard))
         alerts_item = self._get(ALERTS_KEY)
         with self.lock:
-            if alerts_item:
-                self.announced = {(n, k) for n, k in json.loads(alerts_item["announced"]["S"])}
+            if alerts_item and "paging" in alerts_item:
+                self._saved_paging = json.loads(alerts_item["paging"]["S"])
             self.positions["prices"] = dict(prices.positions)
             for at, symbol, price, shard in sorted(restored):
                 if symbol in self.universe:  # alerts are settled once caught up (see _gate)
                     self._apply_tick_values(symbol, Decimal(price), datetime.fromisoformat(at), shard)
         self.orders, self.prices = orders, prices
-        log.info("rebuilt: %d pending orders, %d maxima, %d prices restored, %d alerts open",
-                 len(self.pending), len(self.restored_max), len(restored), len(self.announced))
+        log.info("rebuilt: %d pending orders, %d maxima, %d prices restored, %d paging groups open",
+                 len(self.pending), len(self.restored_max), len(restored), len(self._saved_paging))
 
     # ---- orders --------------------------------------------------------------------------------
     def _track(self, order: Mapping[str, Any], now: datetime, *, evaluate: bool = True) -> list[Alert]:
@@ -289,7 +307,12 @@ class Monitor:
         self.counters["orders_added"] += 1
         view = self.book.get(pending.order_id)
         # An order added after its symbol's latest tick is evaluated at once (not by a TickResult).
-        return self.watch.on_orders([view], now) if evaluate and view is not None and view.exposure else []
+        if not (evaluate and view is not None and view.exposure):
+            return []
+        alerts = self.watch.on_orders([view], now)
+        if self.ready:
+            self._pages += self.paging.on_orders([view], alerts, now.timestamp())
+        return alerts
 
     def _untrack(self, order_id: str, now: datetime) -> list[Alert]:
         if order_id not in self.pending:
@@ -304,7 +327,44 @@ class Monitor:
         self.restored_max.pop(order_id, None)
         self.written_max.pop(order_id, None)
         self.counters["orders_removed"] += 1
+        if self.ready:
+            self._pages += self.paging.on_order_left(order_id, now.timestamp())
         return self.watch.on_order_left(order_id, now)
+
+    def _track_double(self, order: Mapping[str, Any]) -> None:
+        """Keep the extra fill of an open double execution (the money at risk until it is unwound)."""
+        record = order.get("double_execution") or {}
+        if order.get("watch") != WATCH_OPEN or record.get("state") != "open":
+            self.doubles.pop(order["order_id"], None)
+            return
+        extra = next((f for f in record.get("fills") or [] if not f.get("recorded")), None)
+        if extra is None or extra.get("price") is None:
+            return
+        self.doubles[order["order_id"]] = {"symbol": order.get("symbol"), "side": order.get("side"),
+                                           "quantity": extra.get("quantity"), "price": Decimal(extra["price"]),
+                                           "provider": extra.get("provider"), "at": extra.get("at")}
+
+    def _doubles_summary(self) -> dict[str, Any]:
+        """Open double executions: the extra fills' notional, and the price move since (GBP)."""
+        rows = []
+        notional = move = at_risk = Decimal(0)
+        for order_id, extra in sorted(self.doubles.items()):
+            price, qty = extra["price"], Decimal(extra["quantity"] or 0)
+            notional += price * qty
+            row = {"order_id": order_id, "symbol": extra["symbol"], "side": extra["side"],
+                   "quantity": str(extra["quantity"]), "fill_price": str(price), "provider": extra["provider"],
+                   "filled_at": extra["at"], "notional": str(round_exposure(price * qty)), "price": None,
+                   "price_move": None, "at_risk": None}
+            tick = self.last_tick.get(extra["symbol"])
+            if tick is not None:
+                moved, risk = money_at_risk(extra["side"], price, qty, Decimal(tick[0]))
+                move += moved
+                at_risk += risk
+                row.update(price=tick[0], price_move=str(round_exposure(moved)), at_risk=str(round_exposure(risk)))
+            rows.append(row)
+        return {"open": len(rows), "notional": str(round_exposure(notional)),
+                "price_move": str(round_exposure(move)), "at_risk": str(round_exposure(at_risk)),
+                "orders": rows[:WORST]}
 
     def apply_order_event(self, shard: str, seq: str, record: dict[str, Any]) -> list[Alert]:
         """One orders-table change: track, untrack, and queue the ledger entry of a new fill."""
@@ -319,6 +379,7 @@ class Monitor:
                 alerts = self._untrack(order_id, now)
         else:
             order = from_item(new)
+            self._track_double(order)
             status = order.get("status")
             if status in PENDING and not order.get("synthetic"):
                 alerts = self._track(order, now)
@@ -340,7 +401,10 @@ class Monitor:
             self.counters["stale_ticks"] += 1
             return []
         self.last_tick[symbol] = (str(price), iso(at), shard)
-        return self.watch.on_tick(result)
+        alerts = self.watch.on_tick(result)
+        if self.ready:
+            self._pages += self.paging.on_tick(result, alerts, time.time())
+        return alerts
 
     def apply_tick(self, shard: str, seq: str, data: bytes) -> list[Alert]:
         """One record of the price stream: a tick applied, or a malformed one counted and skipped."""
@@ -381,59 +445,70 @@ class Monitor:
         return facts
 
     def _gate(self, alerts: Iterable[Alert]) -> None:
-        """Announce each crossing once: a breach already announced (before a restart too) is not repeated.
+        """Record each crossing, and queue the pages decided since the last call (lock held).
 
         Until the monitor is ready it is replaying history (a checkpoint's tail, the rebuild): the
-        watches follow along, but what is announced is settled once, when it is ready (``_reconcile``),
-        so a replayed order that has long filled does not raise an alert and its recovery.
+        watches follow along, but nothing is recorded or paged; what is open is settled once, when it
+        is ready (``_reconcile``), so a replayed order that has long filled raises nothing.
         """
         if not self.ready:
             return
-        out = []
-        for alert in alerts:
-            key = (alert.name, alert.key)
-            if alert.kind == BREACH:
-                if key in self.announced:
-                    self.counters["alerts_suppressed"] += 1
-                    continue
-                self.announced.add(key)
-            else:
-                if key not in self.announced:
-                    self.counters["alerts_suppressed"] += 1
-                    continue
-                self.announced.discard(key)
-            out.append(self._facts(alert))
-        if out:
-            self.counters["alerts"] += len(out)
-            self._alert_queue.put((out, sorted([n, k] for n, k in self.announced)))
+        crossings = [self._facts(a) for a in alerts]
+        if crossings:
+            self.counters["crossings"] += len(crossings)
+            self._alert_queue.put(("crossings", crossings, {}))
+        if self._pages:
+            pages, self._pages = self._pages, []
+            self.counters["pages"] += len(pages)
+            self._alert_queue.put(("pages", [self._page_facts(p) for p in pages], self.paging.snapshot()))
+
+    def _page_facts(self, page: Page) -> dict[str, Any]:
+        """What one page says (lock held): the threshold, when its breach began, the worst orders, the total."""
+        name = page.group
+        limit = self.paging.groups[name].rules.threshold
+        facts: dict[str, Any] = {
+            "kind": page.kind, "threshold": name, "dedup_key": page.dedup_key, "limit": str(limit),
+            "unit": _UNITS.get(name, ""), "began_at": iso(datetime.fromtimestamp(page.began_at, UTC)),
+            "at": iso(datetime.fromtimestamp(page.at, UTC)), "transitions": page.transitions,
+        }
+        if name in KEYED:
+            views = [(key, value, self.book.get(key) if key is not None else None) for key, value in page.values]
+            total = sum((v.exposure for _, _, v in views if v is not None), Decimal(0))
+            worst = []
+            for key, value, view in views[:10]:
+                row: dict[str, Any] = {"order_id": key, "value": str(value)}
+                if view is not None:
+                    row.update(symbol=view.symbol, side=view.side, quantity=str(view.quantity),
+                               quote_price=str(view.quote_price), price=None if view.price is None else str(view.price),
+                               exposure=str(round_exposure(view.exposure)),
+                               divergence_pct=str(view.adverse_pct.quantize(_PCT_PLACES, rounding=ROUND_HALF_UP)))
+                worst.append(row)
+            facts.update(orders_breached=page.count, new_orders=list(page.new_keys)[:200], worst=worst,
+                         orders=list(page.announced)[:200], total_exposure=str(round_exposure(total)),
+                         currency="GBP")
+            if page.count == 1 and worst:
+                facts.update({k: v for k, v in worst[0].items() if k != "value"}, value=worst[0]["value"])
+        else:
+            facts.update(value=str(page.values[0][1]) if page.values else None,
+                         total_exposure=str(round_exposure(self.book.total_exposure())),
+                         pending_orders=len(self.pending), currency="GBP")
+        return facts
 
     def _reconcile(self, now: datetime) -> None:
-        """Become ready: announce the breaches open now that were not announced, and recover the announced
-        ones that are over (ended while the monitor was down, or during the replay)."""
+        """Become ready: restore the paging state of breaches that had paged, and feed it what is breached now
+        (a breach that had paged goes on silently, or pages its recovery if it is over; a new one pages by
+        the rules)."""
         self.watch.on_book(self.book, now)
-        w = self.watch
-        watches: dict[str, ThresholdWatch | KeyedThresholdWatch] = {
-            "order_pct": w.order_pct, "order_amount": w.order_amount, "total_amount": w.total_amount,
-            "oldest_age_seconds": w.oldest_age}
-        open_now: dict[tuple[str, str | None], Alert] = {}
-        for keyed, value_of in ((w.order_pct, lambda v: v.adverse_pct), (w.order_amount, lambda v: v.exposure)):
-            for key in sorted(keyed.breached):
-                view = self.book.get(key)
-                open_now[(keyed.name, key)] = Alert(BREACH, keyed.name, value_of(view) if view else None,
-                                                    keyed.threshold, now, key=key)
-        if w.total_amount.above:
-            open_now[("total_amount", None)] = Alert(BREACH, "total_amount", self.book.total_exposure(),
-                                                     w.total_amount.threshold, now)
-        if w.oldest_age.above:
-            age = self.book.oldest_pending(now)
-            open_now[("oldest_age_seconds", None)] = Alert(
-                BREACH, "oldest_age_seconds", Decimal(str(age.total_seconds())) if age else None,
-                w.oldest_age.threshold, now)
-        ended = [Alert(RECOVERY, name, None, watches[name].threshold, now, key=key,
-                       reason="recovered while the monitor was not watching")
-                 for name, key in sorted(self.announced - set(open_now), key=str) if name in watches]
         self.ready = True
-        self._gate([a for k, a in open_now.items() if k not in self.announced] + ended)
+        stamp = now.timestamp()
+        self.paging.restore(self._saved_paging, stamp)
+        w = self.watch
+        for keyed, value_of in ((w.order_pct, lambda v: v.adverse_pct), (w.order_amount, lambda v: v.exposure)):
+            views = [v for key in sorted(keyed.breached) if (v := self.book.get(key)) is not None]
+            self._pages += self.paging.groups[keyed.name].observe_many(
+                [(v.order_id, value_of(v)) for v in views], stamp, transitions=0)
+        self._pages += self.paging.on_book(self.book, stamp, now)
+        self._gate([])
 
     # ---- reporting -----------------------------------------------------------------------------
     def _max_of(self, order_id: str, peak: Decimal) -> Decimal:
@@ -477,7 +552,10 @@ class Monitor:
             "max_divergence_pct": str(snap["max_divergence_pct"]),
             "oldest_pending_seconds": round(snap.get("oldest_pending_seconds", 0.0), 3),
             "pending_orders": snap["pending_orders"], "exposed_orders": snap["exposed_orders"],
-            "thresholds": thresholds, "worst": rows,
+            "thresholds": thresholds, "worst": rows, "double_executions": self._doubles_summary(),
+            # What the pager (not the figures) is doing: idle, pending (held down) or firing (paged).
+            "paging": {name: {"state": g.state, "began_at": None if g.began_at is None else iso(
+                datetime.fromtimestamp(g.began_at, UTC))} for name, g in self.paging.groups.items()},
             "counters": {**dict(sorted(self.counters.items())), "malformed_reasons": dict(self.malformed_reasons)},
             "positions": {"prices": dict(self.positions["prices"]), "orders": dict(self.positions["orders"])},
         }
@@ -505,7 +583,10 @@ class Monitor:
                 self.written_max[view.order_id] = peak
                 writes.append(_exposure_item(view, peak, stamp))
         writes = list({w["order_id"]["S"]: w for w in writes}.values())  # a batch may not repeat a key
-        self._gate(self.watch.on_book(self.book, now))
+        crossings = self.watch.on_book(self.book, now)
+        if self.ready:
+            self._pages += self.paging.on_book(self.book, now.timestamp(), now)
+        self._gate(crossings)
         summary = self.summary(now)
         checkpoints = []
         for shard, seq in self.positions["prices"].items():
@@ -610,17 +691,21 @@ class Monitor:
             item = self._alert_queue.get()
             if item is None:
                 return
-            alerts, announced = item
+            what, facts, paging = item
             try:
-                sent = self.alerts.publish(alerts)
+                if what == "crossings":
+                    self.alerts.record_crossings(facts)
+                    continue
+                sent = sum(self.alerts.page(f, kind=f"exposure_{f['kind']}", stream="exposure", event="exposure_paged",
+                                            subject=_page_subject(f)) for f in facts)
             except Exception as exc:  # this thread must outlive any one bad alert
                 log.error("alerts not published: %s", str(exc)[:200])
-                sent = 0
+                continue
             with self.lock:
                 self.counters["alert_messages"] += sent
             with contextlib.suppress(Exception):
                 self.aws.dynamodb.put_item(TableName=self.table, Item={
-                    "order_id": {"S": ALERTS_KEY}, "announced": {"S": json.dumps(announced)},
+                    "order_id": {"S": ALERTS_KEY}, "paging": {"S": json.dumps(paging, default=str)},
                     "updated_at": {"S": iso(utcnow())}})
 
     # ---- loop ----------------------------------------------------------------------------------
@@ -643,6 +728,8 @@ class Monitor:
                 alerts += self.apply_order_event(shard, seq, record)
             for shard, seq, record in price_records:
                 alerts += self.apply_tick(shard, seq, _tick_data(record))
+            if self.ready:
+                self._pages += self.paging.tick(time.time())  # a hold-down, recovery hold or repeat fell due
             self._gate(alerts)
             if not self.ready and self.orders.caught_up and self.prices.caught_up:
                 self._reconcile(utcnow())
@@ -652,7 +739,8 @@ class Monitor:
 
     def start_threads(self) -> None:
         self._threads = [threading.Thread(target=self._outbox_loop, name="writer", daemon=True),
-                         threading.Thread(target=self._alert_loop, name="alerts", daemon=True)]
+                         threading.Thread(target=self._alert_loop, name="alerts", daemon=True),
+                         threading.Thread(target=self.pager.run, args=(self.stop,), name="broker-pager", daemon=True)]
         for thread in self._threads:
             thread.start()
 
@@ -688,7 +776,9 @@ class Monitor:
         """Cheap liveness and progress: readiness, counters and the stream positions applied so far."""
         with self.lock:
             return {"ok": True, "ready": self.ready, "pending_orders": len(self.pending),
-                    "counters": dict(self.counters), "aws_requests": self.aws.counter.snapshot(),
+                    "counters": {**dict(self.counters), "broker_pages": self.pager.pages_sent},
+                    "broker_paging": {name: g.state for name, g in self.pager.paging.groups.items()},
+                    "aws_requests": self.aws.counter.snapshot(),
                     "positions": {"prices": dict(self.positions["prices"]), "orders": dict(self.positions["orders"])}}
 
 

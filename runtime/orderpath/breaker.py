@@ -8,6 +8,7 @@ States and moves::
     half_open ──(half_open_probes consecutive fast successes)──▶ closed
     half_open ──(any failure, any slow success, or all probe slots used
                  and unanswered for open_seconds)──▶ open (fresh open_seconds)
+    closed ──(trip: the in-flight watch found the broker silent, :mod:`.suspicion`)──▶ open
 
 Opening clears the window, so a closed breaker judges only calls made since it last closed.
 Results recorded while open (late answers to calls admitted before it opened, health probes
@@ -181,6 +182,18 @@ class CircuitBreaker:
                 self._trip_if_needed(now, last=reason)
             elif self._state == HALF_OPEN:
                 self._open(now, "probe failed" + (f": {reason}" if reason else ""))
+            return self._report(now)
+
+    def trip(self, now: float, *, reason: str) -> Transition | None:
+        """Open a closed breaker now, on evidence from outside its window (the in-flight watch).
+
+        Only ``closed`` moves: an open breaker is already refusing, and a half-open one is being
+        judged by its own probes. The way back is the usual one, half-open probes that succeed.
+        """
+        with self._lock:
+            self._advance(now)
+            if self._state == CLOSED:
+                self._open(now, reason)
             return self._report(now)
 
     def poll(self, now: float) -> Transition | None:

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 
 from tradeops.runtime.brokers.control import SimControl
+from tradeops.runtime.orderpath.doubles import OPEN, UNWOUND, WATCH_OPEN, WATCH_VOID, WRITTEN_OFF, watch_of
 from tradeops.runtime.orderpath.flags import Flags
 from tradeops.runtime.orderpath.messages import order_message
 from tradeops.runtime.orderpath.orders import OrderStore, StaleOrder
@@ -35,6 +36,7 @@ __all__ = [
     "broker_health",
     "canary",
     "declare_void",
+    "double_executions",
     "fleet",
     "in_flight_orders",
     "notify",
@@ -97,6 +99,7 @@ def fleet(aws: Aws, *, max_age: float | None = None) -> dict[str, Any]:
                 "processing": item.get("processing", {}).get("S"),
                 "age_seconds": round(age, 2),
                 "breakers": json.loads(item.get("breakers", {}).get("S", "{}")),
+                "suspect": json.loads(item.get("suspect", {}).get("S", "{}")),
                 "counters": json.loads(item.get("counters", {}).get("S", "{}")),
                 "aws_requests": json.loads(item.get("aws_requests", {}).get("S", "{}")),
             }
@@ -215,7 +218,9 @@ def void_in_flight(aws: Aws, provider: str, *, actor: str, reason: str,
                             "reason": reason,
                             "execution_id": execution_id,
                             "at": iso(),
-                        }
+                        },
+                        # Under watch at that broker until it answers again (runtime/orderpath/voids.py).
+                        "watch": WATCH_VOID,
                     },
                     remove_fields=("provider", "lease_owner", "lease_until"),
                 )
@@ -236,6 +241,23 @@ def void_in_flight(aws: Aws, provider: str, *, actor: str, reason: str,
         settled=len(settled),
     )
     return {"provider": provider, "released": released, "settled": settled}
+
+
+def double_executions(aws: Aws, *, states: tuple[str, ...] = (OPEN, UNWOUND, WRITTEN_OFF)) -> list[dict[str, Any]]:
+    """Every double execution found after a void, in ``states``, oldest first (the trading desk's list)."""
+    store = OrderStore(aws)
+    rows = []
+    for state in states:
+        for order in store.by_watch(watch_of(state)):
+            record = dict(order.get("double_execution") or {})
+            # Nested numbers come back from DynamoDB as Decimal: quantities are whole, money stays exact.
+            record["fills"] = [{**f, "quantity": int(f["quantity"]) if f.get("quantity") is not None else None}
+                               for f in record.get("fills") or []]
+            if "approvals_needed" in record:
+                record["approvals_needed"] = int(record["approvals_needed"])
+            rows.append({"order_id": order["order_id"], "symbol": order.get("symbol"), "side": order.get("side"),
+                         "quantity": order.get("quantity"), "order_status": order.get("status"), **record})
+    return sorted(rows, key=lambda r: (str(r.get("found_at")), r["order_id"]))
 
 
 def oldest_pending_age(aws: Aws) -> float | None:
@@ -331,7 +353,14 @@ def runtime_status(aws: Aws) -> dict[str, Any]:
             rank = {"closed": 0, "half_open": 1, "open": 2}
             if rank.get(state, 0) >= rank.get(breakers.get(provider, "closed"), 0):
                 breakers[provider] = state
+    # Brokers some worker's in-flight watch finds silent, with each worker's evidence.
+    suspect: dict[str, dict[str, Any]] = {}
+    for worker in workers["workers"]:
+        for provider, evidence in worker["suspect"].items():
+            suspect.setdefault(provider, {})[worker["worker_id"]] = evidence
     return {
+        "suspect": suspect,
+        "double_executions": {"open": sum(1 for _ in OrderStore(aws).by_watch(WATCH_OPEN))},
         "routing": {
             "mode": flags.mode,
             "active": flags.active,

@@ -183,6 +183,23 @@ class OrderStore:
                     return
                 kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
+    def by_watch(self, watch: str) -> Iterator[dict[str, Any]]:
+        """Orders under one watch, through the sparse watch index (``void``: declared void and not yet
+        checked at that broker; ``double:open`` | ``double:unwound`` | ``double:written_off``: executed twice)."""
+        kwargs: dict[str, Any] = {
+            "TableName": self.table, "IndexName": self.names.watch_index,
+            "KeyConditionExpression": "#w = :w", "ExpressionAttributeNames": {"#w": "watch"},
+            "ExpressionAttributeValues": {":w": {"S": watch}},
+        }
+        with aws_errors(f"query orders under watch {watch}"):
+            while True:
+                page = self.aws.dynamodb.query(**kwargs)
+                for item in page.get("Items", []):
+                    yield from_item(item)
+                if "LastEvaluatedKey" not in page:
+                    return
+                kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
     def count_by_status(self) -> dict[str, int]:
         counts = {}
         for status in STATES:
@@ -256,6 +273,44 @@ class OrderStore:
         when the state machine (:mod:`.states`) does not allow the move; returns the new order.
         """
         check_transition(order["status"], status)
+        return self._write(order, status, actor=actor, set_fields=set_fields, remove_fields=remove_fields,
+                           note=note, now=now, count_attempt=count_attempt)
+
+    def annotate(
+        self,
+        order: dict[str, Any],
+        *,
+        actor: str,
+        note: str,
+        set_fields: dict[str, Any] | None = None,
+        remove_fields: tuple[str, ...] = (),
+        now: datetime | None = None,
+    ) -> dict[str, Any]:
+        """Record facts on ``order`` without moving its state (a final order too), if nobody changed it since.
+
+        For what is learnt about an order after the fact: the void watch's verdict, a double
+        execution and the decision to unwind it. The history gets an entry with the same status and
+        ``note``; ``status`` and ``provider`` cannot be changed this way. Raises StaleOrder like
+        :meth:`transition`.
+        """
+        fields = dict(set_fields or {})
+        if {"status", "provider"} & (set(fields) | set(remove_fields)):
+            raise ValueError("annotate() records facts; the order's state moves only through transition()")
+        return self._write(order, order["status"], actor=actor, set_fields=fields, remove_fields=remove_fields,
+                           note=note, now=now)
+
+    def _write(
+        self,
+        order: dict[str, Any],
+        status: str,
+        *,
+        actor: str,
+        set_fields: dict[str, Any] | None = None,
+        remove_fields: tuple[str, ...] = (),
+        note: str | None = None,
+        now: datetime | None = None,
+        count_attempt: bool = False,
+    ) -> dict[str, Any]:
         now = now or utcnow()
         fields = dict(set_fields or {})
         fields["status"] = status

@@ -123,12 +123,18 @@ class Provider(Protocol):
 
 
 class BrokerCallError(ProviderError):
-    """A call to a broker failed; the subclass says whether the order may be at the broker."""
+    """A call to a broker failed; the subclass says whether the order may be at the broker.
 
-    def __init__(self, message: str, *, provider: str, order_id: str | None = None) -> None:
+    ``answered`` says whether the broker sent anything back (an HTTP error, an unreadable body):
+    a broker that answers, even badly, is alive, which the in-flight watch (:mod:`.suspicion`)
+    needs to know. A transport failure (refused, timed out, dropped) is no answer.
+    """
+
+    def __init__(self, message: str, *, provider: str, order_id: str | None = None, answered: bool = True) -> None:
         super().__init__(message)
         self.provider = provider
         self.order_id = order_id
+        self.answered = answered
 
 
 class NotReceived(BrokerCallError):
@@ -159,12 +165,12 @@ def _map_httpx_errors(provider: str, order_id: str | None) -> Iterator[None]:
     except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol) as exc:
         # Raised before a byte of the request was written.
         raise NotReceived(f"{provider}: {_subject(order_id)} not received ({type(exc).__name__}: {exc})",
-                          provider=provider, order_id=order_id) from exc
+                          provider=provider, order_id=order_id, answered=False) from exc
     except httpx.TransportError as exc:
         # Read/write timeouts, connections dropped mid-exchange, broken HTTP: the request may have
         # been read and acted on, so nobody may assume it was not.
         raise OutcomeUnknown(f"{provider}: outcome of {_subject(order_id)} unknown ({type(exc).__name__}: {exc})",
-                             provider=provider, order_id=order_id) from exc
+                             provider=provider, order_id=order_id, answered=False) from exc
 
 
 def _refusal(provider: str, order_id: str | None, status_code: int, *, accepted: Any,

@@ -82,11 +82,13 @@ def choose_provider(
     trickle: float,
     healthy: Mapping[str, bool],
     exclude: Collection[str] = (),
+    suspect: Collection[str] = (),
 ) -> str | None:
     """The broker this order should go to now, or ``None`` if none may take it.
 
-    ``manual``: always ``active``, whatever its health; ``None`` if ``active`` is excluded —
-    in manual mode tradeops never moves an order on its own, the order waits for the operator.
+    ``manual``: always ``active``, whatever its health; ``None`` if ``active`` is excluded or
+    suspect — in manual mode tradeops never moves an order on its own, the order waits for the
+    operator (or, for a suspect broker, for its breaker's probes to prove it answers again).
 
     ``auto``: ``active`` is preferred, except that orders whose ``trickle_bucket`` is below
     ``trickle`` prefer the standby (when it is healthy and not excluded) so the standby path is
@@ -94,22 +96,26 @@ def choose_provider(
     healthy and not excluded. A broker missing from ``healthy`` counts as unhealthy.
 
     ``exclude`` lists brokers this order must not go to (e.g. one that may still hold it).
+    ``suspect`` lists brokers the in-flight watch found silent (:mod:`.suspicion`): an order sent
+    to one would most likely end in doubt, so no mode sends it there.
     """
     if mode not in MODES:
         raise ValueError(f"unknown routing mode {mode!r}: expected one of {', '.join(MODES)}")
     _check_provider(active, "active provider")
     for name in exclude:
         _check_provider(name, "excluded provider")
+    for name in suspect:
+        _check_provider(name, "suspect provider")
     for name in healthy:
         _check_provider(name, "provider in health map")
     if not (isinstance(trickle, int | float) and math.isfinite(trickle) and 0.0 <= trickle <= 1.0):
         raise ValueError(f"routing trickle {trickle!r} must be between 0 and 1")
 
     if mode == "manual":
-        return None if active in exclude else active
+        return None if active in exclude or active in suspect else active
 
     def usable(provider: str) -> bool:
-        return bool(healthy.get(provider, False)) and provider not in exclude
+        return bool(healthy.get(provider, False)) and provider not in exclude and provider not in suspect
 
     standby = other(active)
     preferred = active

@@ -1,10 +1,20 @@
 """The order worker: SQS in, broker out, exactly-once state in DynamoDB.
 
-One process runs one receive loop (batched long polls), a small thread pool that handles the
-orders of a batch concurrently, a heartbeat, the broker health monitor and an in-doubt
-resolver. Any number of these processes may share the queue: every state change is a
-conditional write on the order's version, and a claim carries a lease that expires if its
-worker dies — the next worker then asks the broker named in the order before doing anything.
+One process runs one receive loop (batched long polls), a thread pool that handles orders
+(``worker_concurrency`` at once), a heartbeat, the broker health monitor, an in-doubt resolver and
+the void watch (:mod:`.voids`).
+
+Latency first: the loop never waits for a batch to fill. It receives again as soon as the last
+batch is handled, so batches come from the backlog (what arrived meanwhile, up to 10, as many as
+there are free threads), and a batch that is not handled within ``worker_batch_wait_ms`` (an
+order stuck on a silent broker until the read timeout) does not hold up the orders behind it.
+What a linger used to save on receives at low rates is saved on deletes instead: a handled
+message's order is already final, so its delete can wait a little and go out with others
+(``worker_delete_flush_ms``) without any customer waiting for it.
+
+Any number of these processes may share the queue: every state change is a conditional write
+on the order's version, and a claim carries a lease that expires if its worker dies — the next
+worker then asks the broker named in the order before doing anything.
 
 Outcome of one message (what happens to it after handling):
     done       the order reached a final state, or is parked IN_DOUBT for the resolver: delete
@@ -43,6 +53,7 @@ from tradeops.runtime.orderpath.providers import (
 )
 from tradeops.runtime.orderpath.router import Router, open_providers
 from tradeops.runtime.orderpath.states import FINAL, IN_DOUBT
+from tradeops.runtime.orderpath.voids import VoidWatch
 from tradeops.runtime.platform.aws import Aws
 from tradeops.runtime.platform.clock import iso, utcnow
 from tradeops.runtime.platform.errors import TradeopsError
@@ -92,8 +103,13 @@ class Worker:
         self.flags = FlagCache(Flags(self.aws, self.names), settings.flag_refresh_seconds)
         self.router = router or Router(settings, open_providers(settings, self.aws), self.events)
         self.queue_url = self.aws.queue_url(self.names.order_queue)
-        self.pool = ThreadPoolExecutor(max_workers=settings.worker_batch_size, thread_name_prefix="order")
+        self.pool = ThreadPoolExecutor(max_workers=settings.worker_concurrency, thread_name_prefix="order")
+        self._idle = threading.Condition()
+        self._handling = 0  # messages received and not yet settled
         self.stop_event = threading.Event()
+        self.deletes = _DeleteBuffer(self.aws, self.queue_url, settings.worker_delete_flush_ms / 1000,
+                                     log=self._log)
+        self.voids = VoidWatch(self.store, self.router, self.events, actor=worker_id)
         self._lock = threading.Lock()
         self.in_flight = 0
         self.taking = False
@@ -107,7 +123,10 @@ class Worker:
     def run(self) -> None:
         self.router.start_monitor()
         threads = [threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True),
-                   threading.Thread(target=self._resolver_loop, name="resolver", daemon=True)]
+                   threading.Thread(target=self._resolver_loop, name="resolver", daemon=True),
+                   threading.Thread(target=self._void_watch_loop, name="void-watch", daemon=True),
+                   threading.Thread(target=self.deletes.run, args=(self.stop_event,), name="deleter",
+                                    daemon=True)]
         for thread in threads:
             thread.start()
         try:
@@ -116,21 +135,33 @@ class Worker:
         finally:
             self.taking = False
             self.pool.shutdown(wait=True)
+            self.deletes.flush(everything=True)
             self._beat()
             self.router.stop()
 
     def poll_once(self) -> int:
-        """One receive and the handling of what it brought. Returns the number of messages."""
+        """One receive, its orders handed to the pool. Returns the number of messages received.
+
+        It waits for them only as long as a batch normally takes (``worker_batch_wait_ms``): an order
+        sent into a silent broker holds its thread until the read timeout, and nothing that arrives
+        meanwhile may wait that long behind it. It receives only as many messages as it has free
+        threads (``worker_concurrency``), so none waits in the pool either.
+        """
         flags = self._flags()
         if flags.processing != "running":
-            # Quiesced: take nothing new. Whatever this worker held was finished by the last batch.
+            # Quiesced: take nothing new; what this worker holds finishes on its threads.
             self.taking = False
             self.stop_event.wait(0.2)
             return 0
         self.taking = True
+        with self._idle:
+            free = self.settings.worker_concurrency - self._handling
+            if free <= 0:
+                self._idle.wait(0.2)
+                return 0
         try:
             got = self.aws.sqs.receive_message(
-                QueueUrl=self.queue_url, MaxNumberOfMessages=self.settings.worker_batch_size,
+                QueueUrl=self.queue_url, MaxNumberOfMessages=min(self.settings.worker_batch_size, free),
                 WaitTimeSeconds=self.settings.worker_wait_seconds,
                 MessageSystemAttributeNames=["ApproximateReceiveCount"],
             )
@@ -144,17 +175,46 @@ class Worker:
         with self._lock:
             self.in_flight += len(messages)
             self.counters["received"] += len(messages)
+        with self._idle:
+            self._handling += len(messages)
         try:
             orders = self._load_orders(messages)
-            results = list(self.pool.map(lambda m: self._safe_handle(m, orders), messages))
-            self._settle(messages, results)
-        finally:
-            with self._lock:
-                self.in_flight -= len(messages)
-        if len(messages) < self.settings.worker_batch_size and self.settings.worker_linger_ms:
-            # A short batch means the queue is shallow: let the next batch gather.
-            self.stop_event.wait(self.settings.worker_linger_ms / 1000)
+        except Exception:
+            self._done(len(messages))  # the messages come back after their visibility timeout
+            raise
+        batch = [len(messages)]  # messages of this batch not yet settled
+        for message in messages:
+            self.pool.submit(self._handle_and_settle, message, orders, batch)
+        # Receive again once this batch is handled, which is when a backlog has had the batch's own
+        # handling time to gather (no linger: a shallow queue makes no order wait for a fuller batch).
+        # A batch still not handled after worker_batch_wait_ms has an order stuck on a slow or silent
+        # broker: the orders behind it are received without waiting for that.
+        with self._idle:
+            self._idle.wait_for(lambda: batch[0] == 0, self.settings.worker_batch_wait_ms / 1000)
         return len(messages)
+
+    def _handle_and_settle(self, message: dict[str, Any], orders: dict[str, dict[str, Any]],
+                           batch: list[int]) -> None:
+        try:
+            self._settle([message], [self._safe_handle(message, orders)])
+        except Exception as exc:  # settling is best effort: the message comes back after its visibility timeout
+            self._log("settle_failed", error=str(exc)[:200])
+        finally:
+            self._done(1, batch)
+
+    def _done(self, count: int, batch: list[int] | None = None) -> None:
+        with self._lock:
+            self.in_flight -= count
+        with self._idle:
+            self._handling -= count
+            if batch is not None:
+                batch[0] -= count
+            self._idle.notify_all()
+
+    def wait_idle(self, timeout: float = 60.0) -> bool:
+        """Wait until every received message has been handled and settled (tests, benchmarks)."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._handling == 0, timeout)
 
     def _flags(self) -> FlagValues:
         flags = self.flags.get()
@@ -356,9 +416,8 @@ class Worker:
                 deletes.append({"Id": str(_i), "ReceiptHandle": message["ReceiptHandle"]})
             except Exception as exc:  # keep the original; it will come back after its visibility timeout
                 self._log("resend_failed", error=str(exc)[:200])
+        self.deletes.add([d["ReceiptHandle"] for d in deletes])
         with contextlib.suppress(Exception):
-            for chunk in (deletes[i:i + 10] for i in range(0, len(deletes), 10)):
-                self.aws.sqs.delete_message_batch(QueueUrl=self.queue_url, Entries=chunk)
             for chunk in (delays[i:i + 10] for i in range(0, len(delays), 10)):
                 self.aws.sqs.change_message_visibility_batch(QueueUrl=self.queue_url, Entries=chunk)
 
@@ -438,6 +497,14 @@ class Worker:
             with self._lock:
                 self.in_flight -= 1
 
+    def _void_watch_loop(self) -> None:
+        """Ask brokers that answer again about the orders declared void there (double executions)."""
+        while not self.stop_event.wait(self.settings.void_watch_seconds + random.uniform(0, 0.2)):
+            try:
+                self.voids.sweep()
+            except Exception as exc:  # keep watching on the next round
+                self._log("void_watch_failed", error=str(exc)[:200])
+
     def _heartbeat_loop(self) -> None:
         while not self.stop_event.wait(self.settings.heartbeat_seconds):
             self._beat()
@@ -454,6 +521,7 @@ class Worker:
             "in_flight": {"N": str(body["in_flight"])}, "taking": {"BOOL": body["taking"]},
             "processing": {"S": flags.processing if flags else "unknown"},
             "breakers": {"S": json.dumps(breakers)}, "probes": {"S": json.dumps(self.router.last_probe)},
+            "suspect": {"S": json.dumps(self.router.suspects())},
             "counters": {"S": json.dumps(body["counters"])},
             "aws_requests": {"S": json.dumps(self.aws.counter.snapshot())},
         }
@@ -463,6 +531,63 @@ class Worker:
     def _log(self, what: str, **facts: Any) -> None:
         sys.stderr.write(json.dumps({"worker": self.worker_id, "at": iso(),
                                      "what": what, **facts}, default=str) + "\n")
+
+
+class _DeleteBuffer:
+    """Deletes of handled messages, sent in batches of up to 10 and never later than ``max_wait`` seconds.
+
+    Only messages whose order is final or parked (outcome ``done``) come here, so holding a delete
+    back costs no order any time; it must only go out well within the visibility timeout, which
+    ``max_wait`` (under a second) does. A delete that fails leaves the message to come back after
+    its visibility timeout, and handling it again is a no-op (the order is final).
+    """
+
+    def __init__(self, aws: Aws, queue_url: str, max_wait: float, *, log: Any) -> None:
+        self.aws = aws
+        self.queue_url = queue_url
+        self.max_wait = max_wait
+        self._log = log
+        self._cond = threading.Condition()
+        self._pending: list[tuple[str, float]] = []  # (receipt handle, when it was handed in)
+        self.requests = 0
+
+    def add(self, receipts: list[str]) -> None:
+        if not receipts:
+            return
+        with self._cond:
+            now = time.monotonic()
+            self._pending += [(r, now) for r in receipts]
+            self._cond.notify()
+        if self.max_wait <= 0:
+            self.flush(everything=True)
+        else:
+            self.flush(everything=False)  # full batches of 10 go at once
+
+    def flush(self, *, everything: bool) -> None:
+        """Send full batches of 10; with ``everything`` the remainder too."""
+        with self._cond:
+            take = len(self._pending) if everything else len(self._pending) // 10 * 10
+            batch, self._pending = self._pending[:take], self._pending[take:]
+        for i in range(0, len(batch), 10):
+            entries = [{"Id": str(n), "ReceiptHandle": r} for n, (r, _) in enumerate(batch[i:i + 10])]
+            try:
+                self.aws.sqs.delete_message_batch(QueueUrl=self.queue_url, Entries=entries)
+                self.requests += 1
+            except Exception as exc:  # the messages come back after their visibility timeout: harmless
+                self._log("delete_failed", error=str(exc)[:200])
+
+    def run(self, stop: threading.Event) -> None:
+        """Flush what has waited ``max_wait`` (until ``stop``; the worker flushes the rest itself)."""
+        while not stop.is_set():
+            with self._cond:
+                if not self._pending:
+                    self._cond.wait(0.5)
+                    continue
+                due = self._pending[0][1] + self.max_wait - time.monotonic()
+                if due > 0:
+                    self._cond.wait(due)
+                    continue
+            self.flush(everything=True)
 
 
 def _main(argv: list[str] | None = None) -> int:

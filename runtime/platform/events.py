@@ -1,9 +1,10 @@
 """Runtime events: state changes that drills measure and humans must hear about.
 
-An event (breaker opened/closed, routing flag changed, orders declared void, dead letter) is
-written to the events table with its UTC timestamp (drills read time-to-detect and
-time-to-recover from there), published as a CloudWatch metric, logged as one JSON line, and —
-for the kinds that need a human — sent to the SNS alert topic. Publishing never raises into
+An event (breaker opened/closed, broker suspect/cleared, routing flag changed, orders declared
+void, dead letter, double execution) is written to the events table with its UTC timestamp
+(drills read time-to-detect and time-to-recover from there), published as a CloudWatch metric,
+logged as one JSON line, and — for the few kinds that need a human at once — sent to the SNS
+alert topic. Breaker and broker-health alerts are paged by the fleet's one broker pager. Publishing never raises into
 the order path: an event that cannot be published is logged and dropped.
 """
 
@@ -24,8 +25,10 @@ __all__ = ["ALERT_KINDS", "EventLog"]
 
 log = logging.getLogger("tradeops.events")
 
-# Kinds that also go to the alert topic: a failover that healed itself must still reach a human.
-ALERT_KINDS = frozenset({"breaker_opened", "breaker_closed", "orders_declared_void", "dead_letter", "break_glass"})
+# Kinds that also go to the alert topic at once. Breaker and broker-health events are not among them:
+# every worker records those, and the fleet's one broker pager (runtime/liability/pager.py) decides
+# what pages, so N workers do not page N times per flap.
+ALERT_KINDS = frozenset({"orders_declared_void", "dead_letter", "double_execution", "break_glass"})
 
 
 class EventLog:

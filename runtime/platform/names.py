@@ -106,6 +106,8 @@ class Names:
 
     # Index of the orders table by status and symbol.
     status_symbol_index: str = "status-symbol-index"
+    # Sparse index of the orders under watch (``watch`` attribute: voided, executed twice).
+    watch_index: str = "watch-index"
 
 
 def names_for(settings: Settings) -> Names:

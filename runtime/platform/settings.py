@@ -113,9 +113,16 @@ class Settings(BaseSettings):
     # Worker.
     worker_batch_size: int = Field(default=10, ge=1, le=10)
     worker_wait_seconds: int = Field(default=1, ge=0, le=20)
-    # After a short batch, wait this long before the next receive so that batches fill up
-    # (fewer SQS requests per order at the price of at most this much added latency).
-    worker_linger_ms: int = Field(default=150, ge=0, le=5000)
+    # Orders one worker handles at once; the receive loop takes only as many as it has free threads.
+    worker_concurrency: int = Field(default=20, ge=1, le=200)
+    # The loop receives again once a batch is handled, or after this long if it is not (an order stuck on
+    # a slow or silent broker must not hold up the orders behind it). Not a linger: it never delays.
+    worker_batch_wait_ms: float = Field(default=100.0, ge=0, le=5000)
+    # Latency first: the worker receives again as soon as a batch is handled and never waits for a
+    # batch to fill. What it saves on SQS it saves on deletes instead: finished messages (their
+    # orders are already final, so no customer waits for this) are deleted in batches of up to 10,
+    # at the latest this long after they finished. 0 deletes them right after each batch.
+    worker_delete_flush_ms: int = Field(default=250, ge=0, le=5000)
     worker_lease_seconds: int = Field(default=20, ge=1)
     heartbeat_seconds: float = Field(default=1.0, gt=0)
     flag_refresh_seconds: float = Field(default=0.5, gt=0, le=1.0)
@@ -132,6 +139,24 @@ class Settings(BaseSettings):
     breaker_half_open_probes: int = Field(default=2, ge=1)
     health_probe_seconds: float = Field(default=1.0, gt=0)
 
+    # In-flight watch (runtime/orderpath/suspicion.py): a broker is suspect when a call sent after its
+    # last answer has waited longer than clamp(multiple x its recent p99, floor, ceiling); the
+    # ceiling defaults to the broker read timeout. A suspect broker gets no new orders until its
+    # breaker's probes close it again. broker_suspicion=false turns the watch off (benchmarks).
+    broker_suspicion: bool = True
+    suspect_multiple: float = Field(default=4.0, ge=1)
+    suspect_floor_ms: float = Field(default=150.0, gt=0)
+    suspect_ceiling_ms: float | None = Field(default=None, gt=0)
+    suspect_min_samples: int = Field(default=5, ge=1)
+    suspect_history: int = Field(default=200, ge=1)
+    suspect_check_ms: float = Field(default=25.0, gt=0, le=1000)
+
+    # Orders declared void stay under watch at the broker they were voided at; once it answers
+    # again its workers ask it about them every void_watch_seconds (runtime/orderpath/voids.py).
+    void_watch_seconds: float = Field(default=1.0, gt=0)
+    # Deciding a double execution (`tradeops orders unwind`) needs two people above this notional (GBP).
+    unwind_dual_approval: Decimal = Field(default=Decimal("10000"), ge=0)
+
     # Canary orders: one synthetic order per broker every N seconds (0 = off).
     canary_seconds: float = Field(default=30.0, ge=0)
 
@@ -140,6 +165,26 @@ class Settings(BaseSettings):
     threshold_order_amount: Decimal = Decimal("500")
     threshold_total_amount: Decimal = Decimal("10000")
     threshold_oldest_age_seconds: float = 60.0
+    # Paging (runtime/liability/paging.py): what reaches the alert topic. The exact figures (exposure,
+    # when a threshold was crossed) are never delayed; only the messages to people are damped.
+    # A breach ends only below the threshold minus paging_margin_pct of it; it pages once it has lasted
+    # paging_hold_down_seconds (at once at paging_immediate_multiple x the threshold); its recovery pages
+    # once nothing has been breached for paging_recovery_seconds; breaches new since the last message
+    # go out together at most every paging_group_seconds; an open breach is re-announced every
+    # paging_repeat_seconds.
+    paging_margin_pct: Decimal = Field(default=Decimal("10"), ge=0, lt=100)
+    paging_hold_down_seconds: float = Field(default=2.0, ge=0)
+    paging_immediate_multiple: Decimal = Field(default=Decimal("2"), gt=1)
+    paging_recovery_seconds: float = Field(default=10.0, ge=0)
+    paging_group_seconds: float = Field(default=5.0, ge=0)
+    paging_repeat_seconds: float = Field(default=900.0, gt=0)
+    # Brokers: any worker's breaker open (or its in-flight watch suspecting the broker) pages at once
+    # (hold-down 0) for the whole fleet; the recovery pages once every worker has had it closed for
+    # paging_broker_recovery_seconds, with the number of transitions; it says "flapping" when one worker's
+    # breaker opened paging_broker_flapping times or more in that episode.
+    paging_broker_hold_down_seconds: float = Field(default=0.0, ge=0)
+    paging_broker_recovery_seconds: float = Field(default=30.0, ge=0)
+    paging_broker_flapping: int = Field(default=2, ge=2)
     reimburse_auto_approve: Decimal = Decimal("50")
     reimburse_dual_approval: Decimal = Decimal("1000")
 
