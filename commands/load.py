@@ -13,7 +13,7 @@ from rich.table import Table
 
 from tradeops.commands.context import context
 from tradeops.commands.output import JsonOpt, err, out, print_json
-from tradeops.experiments.load import LoadRequest, Progress, prepare, run_load
+from tradeops.experiments.load import LoadRequest, Progress, check_request, prepare, run_load
 from tradeops.loadtests.scenario import ScenarioError, load_scenario, shipped_scenarios
 from tradeops.loadtests.thresholds import BUILT_IN, merge
 from tradeops.runtime.platform.clock import parse_duration
@@ -149,6 +149,7 @@ def run(
                           remote_workers=remote_workers, master_bind=master_bind, master_port=master_port,
                           out=out_dir, target=target, token_file=token_file,
                           drain=parse_duration(drain) if drain is not None else None)
+    check_request(request)  # bad input is the answer even when no stack is up
     settings = context().settings
     prepared = prepare(request, settings)
     if not quiet:

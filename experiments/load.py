@@ -123,8 +123,10 @@ def _stamp() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
-def prepare(request: LoadRequest, settings: Settings) -> Prepared:
-    """Check everything a run needs, before anything starts; BadInput / StackError say what is wrong."""
+def check_request(request: LoadRequest) -> tuple[Scenario, list[Threshold]]:
+    """The request's own input (scenario, parameters, thresholds, worker counts), checked without a stack:
+    bad input is reported the same whether or not anything is running. Returns the scenario and the
+    command line's thresholds."""
     try:
         scenario = load_scenario(request.scenario, request.params)
         cli = [parse_threshold(text, source="command line") for text in request.thresholds]
@@ -132,6 +134,12 @@ def prepare(request: LoadRequest, settings: Settings) -> Prepared:
         raise BadInput(str(exc)) from None
     if request.workers < 0 or request.remote_workers < 0:
         raise BadInput("--workers and --remote-workers must be 0 or more")
+    return scenario, cli
+
+
+def prepare(request: LoadRequest, settings: Settings) -> Prepared:
+    """Check everything a run needs, before anything starts; BadInput / StackError say what is wrong."""
+    scenario, cli = check_request(request)
     if find_spec("locust") is None:
         raise OperationFailed("Locust is not installed: pip install 'tradeops[load]'")
     state = read_state(settings.state_file) or {}

@@ -135,7 +135,7 @@ def _why_not_allowed(rule: ApprovalRule, ctx: ApprovalContext, identity: str) ->
 
 def check_new_decision(rule: ApprovalRule, ctx: ApprovalContext, identity: str,
                        existing: Iterable[Approval]) -> None:
-    """Refuse (BadInput, one line) a decision the rules would not count; return if it may be recorded."""
+    """Refuse (Refused, one line) a decision the rules would not count; return if it may be recorded."""
     why = _why_not_allowed(rule, ctx, identity)
     if why:
         raise Refused(f"refused: {why}")

@@ -55,8 +55,8 @@ def decide(record: Mapping[str, Any], *, order_id: str, identity: str, source: s
            roles_of: Mapping[str, frozenset[str]], dual_above: Decimal, at: str) -> dict[str, Any]:
     """``record`` with one more decision; its ``state`` becomes ``outcome`` once enough people chose it.
 
-    Raises BadInput (one line) when the decision cannot count: the record is already decided, the
-    outcome or reason is missing, the identity holds no deciding role, or it has decided already.
+    Raises BadInput (one line) when the record is already decided or the outcome or reason is missing,
+    and Refused when the identity holds no deciding role or has decided already.
     """
     if record.get("state") != OPEN:
         who = ", ".join(record.get("decided_by") or []) or "someone"

@@ -21,7 +21,7 @@ from tradeops.runtime.orderpath.doubles import (
 from tradeops.runtime.orderpath.orders import OrderRequest, OrderStore, StaleOrder, new_order
 from tradeops.runtime.orderpath.states import STATES
 from tradeops.runtime.platform.aws import Aws
-from tradeops.runtime.platform.errors import BadInput
+from tradeops.runtime.platform.errors import BadInput, Refused
 
 VOID = {"provider": "primary", "by": "duty-ann", "reason": "primary lost", "at": "2026-11-26T10:00:00.000Z"}
 FILLED_AT_SECONDARY = {"order_id": "o-1", "status": "FILLED", "provider": "secondary", "broker_ref": "secondary-01",
@@ -106,7 +106,7 @@ def test_above_the_notional_two_different_people_must_agree():
     """Above the notional the first decision waits; the same person again is refused; a second one settles it."""
     first = _decide(_open_record("10000.01"), "olga", outcome=WRITTEN_OFF, reason="market closed")
     assert first["state"] == OPEN and first["approvals_needed"] == 2
-    with pytest.raises(BadInput, match="one identity counts once"):
+    with pytest.raises(Refused, match="one identity counts once"):
         _decide(first, "olga", outcome=WRITTEN_OFF)
     other_outcome = _decide(first, "rita", outcome=UNWOUND)
     assert other_outcome["state"] == OPEN, "a decision for another outcome does not count towards this one"
@@ -114,15 +114,16 @@ def test_above_the_notional_two_different_people_must_agree():
     assert done["state"] == WRITTEN_OFF and done["decided_by"] == ["olga", "rita"]
 
 
-@pytest.mark.parametrize(("who", "outcome", "reason", "message"), [
-    ("dave", UNWOUND, "x", "approving needs one of ops-manager, risk"),
-    ("nobody", UNWOUND, "x", "has no role"),
-    ("olga", "forgotten", "x", "outcome must be one of"),
-    ("olga", UNWOUND, "  ", "needs a reason"),
+@pytest.mark.parametrize(("who", "outcome", "reason", "error", "message"), [
+    ("dave", UNWOUND, "x", Refused, "approving needs one of ops-manager, risk"),
+    ("nobody", UNWOUND, "x", Refused, "has no role"),
+    ("olga", "forgotten", "x", BadInput, "outcome must be one of"),
+    ("olga", UNWOUND, "  ", BadInput, "needs a reason"),
 ])
-def test_a_decision_that_cannot_count_is_refused(who, outcome, reason, message):
-    """No deciding role, an unknown outcome or no reason: refused in one line, nothing recorded."""
-    with pytest.raises(BadInput, match=message):
+def test_a_decision_that_cannot_count_is_refused(who, outcome, reason, error, message):
+    """No deciding role (Refused, exit 1), an unknown outcome or no reason (BadInput, exit 2): one line,
+    nothing recorded."""
+    with pytest.raises(error, match=message):
         _decide(_open_record("5"), who, outcome=outcome, reason=reason)
 
 

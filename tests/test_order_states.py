@@ -62,3 +62,30 @@ def test_the_store_refuses_a_move_not_in_the_table_and_writes_nothing(aws_settin
     assert store.require(order["order_id"]) == order
     moved = store.transition(order, "SUBMITTING", actor="test", set_fields={"provider": "primary"})
     assert moved["status"] == "SUBMITTING" and moved["version"] == order["version"] + 1
+
+
+def test_each_move_returns_exactly_the_item_the_table_holds(aws_settings):
+    """The order a move returns (built locally, the write returning nothing) equals a consistent read of
+    the item after it, for each kind of move: fields set and removed, attempts counted, facts annotated."""
+    store = OrderStore(Aws(aws_settings))
+    order, _ = store.create(new_order(OrderRequest(
+        order_id=f"sm-{uuid.uuid4().hex[:10]}", account_id="acc-sm", symbol="SYM1", side="BUY", quantity=3,
+        quote_price=Decimal("100.5"))))
+    moves = [
+        lambda o: store.transition(o, "SUBMITTING", actor="w1", set_fields={"provider": "primary",
+                                   "lease_owner": "w1", "lease_until": 1234567890}, count_attempt=True),
+        lambda o: store.transition(o, "IN_DOUBT", actor="w1", note="no answer",
+                                   remove_fields=("lease_owner", "lease_until")),
+        lambda o: store.transition(o, "ACCEPTED", actor="ops", note="void",
+                                   set_fields={"void_declared": {"by": "ann", "at": "2026-11-26T00:00:00.000Z"}},
+                                   remove_fields=("provider",)),
+        lambda o: store.transition(o, "SUBMITTING", actor="w2", set_fields={"provider": "secondary"},
+                                   count_attempt=True),
+        lambda o: store.transition(o, "FILLED", actor="w2", set_fields={"fill_price": Decimal("101.25"),
+                                   "filled_quantity": 3}),
+        lambda o: store.annotate(o, actor="watch", note="checked", set_fields={"void_check": {"clean": True}}),
+    ]
+    for move in moves:
+        order = move(order)
+        assert order == store.require(order["order_id"])
+    assert order["attempts"] == 2 and order["version"] == 7 and len(order["history"]) == 7

@@ -49,7 +49,7 @@ def test_status_json_names_every_address(stack):
 
 def test_template_resources_exist_in_the_emulator(stack):
     """boto3 at the stack's endpoint finds the queue with its DLQ redrive, the tables, the stream, the flags and the
-    alert and approvers' topics."""
+    alert and approvers' topics, and the orders table's two indexes (by status, by watch)."""
     sqs = _client(stack, "sqs")
     url = sqs.get_queue_url(QueueName="tradeops-orders")["QueueUrl"]
     attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
@@ -61,7 +61,7 @@ def test_template_resources_exist_in_the_emulator(stack):
     assert {"tradeops-orders", "tradeops-exposure", "tradeops-reimbursements", "tradeops-executions",
             "tradeops-heartbeats", "tradeops-audit", "tradeops-events"} <= tables
     index = _client(stack, "dynamodb").describe_table(TableName="tradeops-orders")["Table"]["GlobalSecondaryIndexes"]
-    assert [i["IndexName"] for i in index] == ["status-symbol-index"]
+    assert sorted(i["IndexName"] for i in index) == ["status-symbol-index", "watch-index"]
     assert "tradeops-prices" in _client(stack, "kinesis").list_streams()["StreamNames"]
     params = _client(stack, "ssm").get_parameters_by_path(Path="/tradeops", Recursive=True)["Parameters"]
     assert {p["Name"]: p["Value"] for p in params if "/roster/" not in p["Name"]} == {

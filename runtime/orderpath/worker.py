@@ -64,6 +64,7 @@ from tradeops.runtime.platform.settings import Settings, load_settings
 __all__ = ["Worker", "account_ref", "broker_order"]
 
 DONE, RETRY, POISON = "done", "retry", "poison"
+RESOLVER_IDLE_SECONDS = 5.0  # the resolver's wait after a round with nothing in doubt (see _resolver_loop)
 
 
 @dataclass
@@ -107,6 +108,8 @@ class Worker:
         self._idle = threading.Condition()
         self._handling = 0  # messages received and not yet settled
         self.stop_event = threading.Event()
+        self._resolve_soon = threading.Event()  # set when this worker parks an order IN_DOUBT
+        self.resolver_looked_at = 0  # orders the resolver's last round looked at
         self.deletes = _DeleteBuffer(self.aws, self.queue_url, settings.worker_delete_flush_ms / 1000,
                                      log=self._log)
         self.voids = VoidWatch(self.store, self.router, self.events, actor=worker_id)
@@ -311,6 +314,7 @@ class Worker:
                                   remove_fields=("lease_owner", "lease_until"))
             with self._lock:
                 self.counters["in_doubt"] += 1
+        self._resolve_soon.set()  # the resolver looks again on its next round, idle or not
         return Handled(DONE)
 
     def _release(self, order: dict[str, Any], reason: str, *, availability: bool = True) -> Handled:
@@ -437,12 +441,24 @@ class Worker:
 
     # ---- background loops --------------------------------------------------------------------
     def _resolver_loop(self) -> None:
-        """Settle IN_DOUBT orders by asking the broker that may hold them (never a blind resend)."""
+        """Settle IN_DOUBT orders by asking the broker that may hold them (never a blind resend).
+
+        A round that finds nothing to settle makes the next look wait RESOLVER_IDLE_SECONDS, unless this
+        worker parks an order meanwhile: each look is two index queries, which on DynamoDB read only the
+        few matching items but in the local emulator scan the whole orders table, every worker, every
+        second. Orders another worker parked and then died holding are found within the idle wait.
+        """
+        idle_until = 0.0
         while not self.stop_event.wait(self.settings.heartbeat_seconds + random.uniform(0, 0.5)):
+            if time.monotonic() < idle_until and not self._resolve_soon.is_set():
+                continue
+            self._resolve_soon.clear()
             try:
                 self.resolve_in_doubt()
             except Exception as exc:  # keep resolving on the next round
                 self._log("resolver_failed", error=str(exc)[:200])
+                continue
+            idle_until = time.monotonic() + RESOLVER_IDLE_SECONDS if not self.resolver_looked_at else 0.0
 
     def resolve_in_doubt(self, *, limit: int = 50) -> int:
         flags = self._flags()
@@ -452,9 +468,11 @@ class Worker:
         # too (a resolver's claim has none), nobody else will ever look at them.
         stranded = (o for o in self.store.by_status("SUBMITTING")
                     if o.get("lease_until", 0) + self.settings.queue_visibility_seconds < now)
+        self.resolver_looked_at = 0
         for order in itertools.chain(self.store.by_status("IN_DOUBT"), stranded):
             if settled >= limit or self.stop_event.is_set():
                 break
+            self.resolver_looked_at += 1
             order_id = order["order_id"]
             if self._next_check.get(order_id, 0) > now:
                 continue

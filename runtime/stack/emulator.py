@@ -10,6 +10,26 @@ lock that lets one DynamoDB request at a time through. Other services are untouc
 poll must not hold anything up), and DynamoDB requests are short, CPU-bound Python that the GIL
 serialises anyway, so the lock costs next to nothing.
 
+Kinesis gets the same lock: moto's ``Shard.put_record`` numbers a record from the shard's last one
+("not safe for concurrency", its own comment says), so two concurrent puts could share a sequence
+number and one record would overwrite the other.
+
+Two of moto's per-request costs are removed here rather than paid on every request (profiled with
+py-spy under `tradeops load run`, see bench/README.md "The local stack's emulator"):
+
+- the dispatcher lists moto's package directory (``os.listdir`` plus ``isdir`` on ~250 entries) on
+  every request to find the backend; the list cannot change while the server runs, so it is
+  computed once;
+- a Kinesis put finds the shard's last sequence number by copying every key of the shard into a list,
+  so publishing slows down as the price feed's stream grows; the last key of an insertion-ordered
+  dict is read from its end instead. Same answer, O(1);
+- an SQS receive checks each message it returns against the queue's retention period by computing
+  *every* queue attribute, including the approximate counts, each a pass over all the queue's
+  messages. A backlog made each receive slower, which grew the backlog: at 20 orders/s on two cores
+  the workers fell behind for good. The retention period is read from the queue itself instead.
+
+Werkzeug's one log line per request is turned off too (the stack's logs are for our services).
+
 Run as ``python -m tradeops.runtime.stack.emulator -H 127.0.0.1 -p PORT`` (the supervisor and the
 test fixtures do); it serves the same API as ``python -m moto.server``.
 """
@@ -17,27 +37,56 @@ test fixtures do); it serves the same API as ``python -m moto.server``.
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
-__all__ = ["SerialDynamoDB", "main"]
+__all__ = ["SERIALISED_TARGETS", "SerialDynamoDB", "main", "speed_up_moto"]
+
+# X-Amz-Target prefixes of the requests that run one at a time: DynamoDB, DynamoDB Streams, Kinesis.
+SERIALISED_TARGETS = ("DynamoDB", "Kinesis_")
 
 
 class SerialDynamoDB:
-    """WSGI middleware: DynamoDB (and DynamoDB Streams) requests run one at a time, each to its last byte."""
+    """WSGI middleware: DynamoDB (and DynamoDB Streams, Kinesis) requests run one at a time, each to its
+    last byte."""
 
     def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
         self.app = app
         self.lock = threading.Lock()
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        if environ.get("HTTP_X_AMZ_TARGET", "").startswith("DynamoDB"):
+        if environ.get("HTTP_X_AMZ_TARGET", "").startswith(SERIALISED_TARGETS):
             with self.lock:
                 return list(self.app(environ, start_response))  # the whole answer, inside the lock
         return self.app(environ, start_response)
+
+
+def speed_up_moto() -> None:
+    """Compute once what moto recomputes on every request (see the module docstring). Idempotent."""
+    from moto import backends  # the dispatcher (moto.moto_server.werkzeug_app) calls it through this module
+    from moto.core.utils import unix_time
+    from moto.kinesis.models import Shard
+    from moto.sqs.models import Message, SQSBackend
+
+    modules = tuple(backends.list_of_moto_modules())
+    backends.list_of_moto_modules = lambda: modules
+
+    def get_max_sequence_number(self: Shard) -> int:
+        return next(reversed(self.records), 0)
+
+    Shard.get_max_sequence_number = get_max_sequence_number  # type: ignore[method-assign]
+
+    def is_message_valid_based_on_retention_period(self: SQSBackend, queue_name: str, message: Message) -> bool:
+        # The attribute moto sets from MessageRetentionPeriod, which get_queue_attributes reads too.
+        retention_period = getattr(self.get_queue(queue_name), "message_retention_period")  # noqa: B009
+        return bool(retention_period + (message.sent_timestamp or 0) / 1000 > unix_time())
+
+    SQSBackend.is_message_valid_based_on_retention_period = (  # type: ignore[method-assign]
+        is_message_valid_based_on_retention_period)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-p", "--port", type=int, required=True)
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    speed_up_moto()
     app = DomainDispatcherApplication(create_backend_app)
     run_simple(args.host, args.port, SerialDynamoDB(app), threaded=True, request_handler=MotoRequestHandler)
     return 0
