@@ -76,3 +76,36 @@ def test_what_is_computed_once_answers_as_moto_does():
         Shard.get_max_sequence_number = original  # type: ignore[method-assign]
         backends.list_of_moto_modules = original_modules
         SQSBackend.is_message_valid_based_on_retention_period = retained  # type: ignore[method-assign]
+
+
+def test_stream_records_keep_both_images_and_their_time(moto_endpoint):
+    """DynamoDB Streams' GetRecords (answered without moto's generic serializer) gives boto3 each change
+    with its keys, old and new images and an aware creation time of now."""
+    from datetime import UTC, datetime
+
+    kwargs = {"endpoint_url": moto_endpoint, "region_name": "eu-west-2", "aws_access_key_id": "testing",
+              "aws_secret_access_key": "testing"}
+    dynamodb, streams = boto3.client("dynamodb", **kwargs), boto3.client("dynamodbstreams", **kwargs)
+    name = f"emu-{uuid.uuid4().hex[:8]}"
+    arn = dynamodb.create_table(
+        TableName=name, KeySchema=[{"AttributeName": "k", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "k", "AttributeType": "S"}], BillingMode="PAY_PER_REQUEST",
+        StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
+    )["TableDescription"]["LatestStreamArn"]
+    before = datetime.now(UTC)
+    history = {"L": [{"M": {"at": {"S": "2026-11-26T10:00:00.000Z"}, "n": {"N": "1.50"}}}]}
+    dynamodb.put_item(TableName=name, Item={"k": {"S": "a"}, "v": {"N": "1"}, "history": history})
+    dynamodb.update_item(TableName=name, Key={"k": {"S": "a"}}, UpdateExpression="SET v = :two",
+                         ExpressionAttributeValues={":two": {"N": "2"}})
+    shard = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"][0]["ShardId"]
+    iterator = streams.get_shard_iterator(StreamArn=arn, ShardId=shard,
+                                          ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+    page = streams.get_records(ShardIterator=iterator)
+    inserted, modified = page["Records"]
+    assert (inserted["eventName"], modified["eventName"]) == ("INSERT", "MODIFY")
+    assert inserted["dynamodb"]["NewImage"] == {"k": {"S": "a"}, "v": {"N": "1"}, "history": history}
+    assert modified["dynamodb"]["OldImage"]["v"] == {"N": "1"} and modified["dynamodb"]["NewImage"]["v"] == {"N": "2"}
+    assert modified["dynamodb"]["Keys"] == {"k": {"S": "a"}}
+    made = modified["dynamodb"]["ApproximateCreationDateTime"]
+    assert made.tzinfo is not None and abs((made - before).total_seconds()) < 30
+    assert streams.get_records(ShardIterator=page["NextShardIterator"])["Records"] == []
