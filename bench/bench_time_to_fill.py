@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from bench_order_cost import Counted
+from bench_order_cost import counted
 
 from tradeops.runtime.orderpath.orders import OrderStore
 from tradeops.runtime.orderpath.worker import Worker
@@ -136,15 +136,15 @@ def quantile(values: list[float], q: float) -> float:
 
 
 def run(settings: Any, intake: str, token: str, variant: str, rate: float, count: int, tag: str) -> dict[str, Any]:
-    counts: Counter = Counter()
     worker_cls = {"linger 150 ms": LingeringWorker, "no linger": SerialWorker}.get(variant, Worker)
     flush = 250 if variant == "latency first" else 0
     local = settings.model_copy(update={"worker_delete_flush_ms": flush})
-    worker = worker_cls(local, worker_id=f"bench-{tag}", aws=Counted(local, counts))
+    aws = counted(local)
+    worker = worker_cls(local, worker_id=f"bench-{tag}", aws=aws)
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()
     time.sleep(2.0)  # the worker's first receives and health probes
-    counts.clear()
+    before = Counter(aws.counter.snapshot())
     # The poster runs in a process of its own: its threads must not take the GIL from the worker measured.
     poster = multiprocessing.get_context("fork").Process(target=post_steady, args=(intake, token, tag, count, rate))
     poster.start()
@@ -155,6 +155,8 @@ def run(settings: Any, intake: str, token: str, variant: str, rate: float, count
     worker.stop_event.set()
     thread.join(30)
     filled = len(times)
+    # The counter's keys are "<service>.<Operation>"; only what the worker sent while the orders flowed.
+    counts = Counter({tuple(key.split(".", 1)): n for key, n in (Counter(aws.counter.snapshot()) - before).items()})
     sqs = sum(n for (service, _), n in counts.items() if service == "sqs")
     ddb = sum(n for (service, _), n in counts.items() if service == "dynamodb")
     return {"variant": variant, "rate": rate, "filled": filled, "orders": count,

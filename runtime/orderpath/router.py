@@ -197,7 +197,12 @@ class Router:
         broker must not delay the other's probe), and watch for silence every ``suspect_check_ms``."""
         def loop(provider: str) -> None:
             while not self._stop.wait(self.settings.health_probe_seconds):
-                self.probe(provider)
+                try:
+                    self.probe(provider)
+                except RuntimeError:
+                    if self._stop.is_set():
+                        return  # stop() closed the client between the wait and the probe: shutting down
+                    raise
 
         def watch() -> None:
             while not self._stop.wait(self.settings.suspect_check_ms / 1000):
