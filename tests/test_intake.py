@@ -215,15 +215,39 @@ def test_limit_order_keeps_its_price_as_a_string(client: httpx.Client, probe: Pr
 
 def test_duplicate_order_id_returns_the_stored_order_without_a_second_message(
         client: httpx.Client, probe: Probe) -> None:
-    """Resubmitting an order_id answers 200 with the stored order and enqueues nothing more."""
+    """Resubmitting the same order (prices compared by value: 101.250 is 101.25) answers 200 with the
+    stored order and enqueues nothing more."""
     order_id = new_id(probe)
     first = client.post("/orders", json=order_body(order_id), headers=AUTH)
     assert first.status_code == 202
     items, depth = probe.snapshot()
-    again = client.post("/orders", json=order_body(order_id, quantity=5), headers=AUTH)
+    again = client.post("/orders", json=order_body(order_id, quote_price="101.250"), headers=AUTH)
     assert again.status_code == 200
     assert again.json() == first.json()
     assert probe.snapshot() == (items, depth)
+    assert probe.take_messages(order_id) == [{"order_id": order_id}]
+
+
+@pytest.mark.parametrize(("changes", "fields"), [
+    ({"quantity": 5}, ["quantity"]),
+    ({"account_id": "acc-2", "side": "SELL"}, ["account_id", "side"]),
+    ({"symbol": "BARC.L", "quote_price": "99"}, ["symbol", "quote_price"]),
+    ({"order_type": "LIMIT", "limit_price": "101"}, ["order_type", "limit_price"]),
+])
+def test_a_reused_order_id_with_a_different_payload_is_409_naming_the_fields(
+        client: httpx.Client, probe: Probe, changes: dict[str, Any], fields: list[str]) -> None:
+    """The same order_id with another account, symbol, side, quantity, type or price answers 409 naming
+    each differing field; the stored order and the queue are untouched."""
+    order_id = new_id(probe)
+    first = client.post("/orders", json=order_body(order_id), headers=AUTH)
+    assert first.status_code == 202
+    items, depth = probe.snapshot()
+    clash = client.post("/orders", json=order_body(order_id, **changes), headers=AUTH)
+    assert clash.status_code == 409, clash.text
+    assert [f["field"] for f in clash.json()["fields"]] == fields
+    assert order_id in clash.json()["error"] and all(f in clash.json()["error"] for f in fields)
+    assert probe.snapshot() == (items, depth)
+    assert client.get(f"/orders/{order_id}", headers=AUTH).json() == first.json()
     assert probe.take_messages(order_id) == [{"order_id": order_id}]
 
 

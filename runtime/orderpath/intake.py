@@ -52,7 +52,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from tradeops.runtime.orderpath.messages import order_message
-from tradeops.runtime.orderpath.orders import OrderRequest, OrderStore, new_order
+from tradeops.runtime.orderpath.orders import OrderRequest, OrderStore, new_order, payload_differences
 from tradeops.runtime.platform.aws import Aws
 from tradeops.runtime.platform.clock import iso
 from tradeops.runtime.platform.errors import TradeopsError
@@ -324,6 +324,12 @@ class _Intake:
             # Our own put, retried by botocore after a lost response: it is ours and still unsent.
             created = True
         if not created:
+            differs = payload_differences(stored, order)
+            if differs:
+                # Powertools' IdempotencyValidationError, in HTTP: the key is taken by another order.
+                raise _ApiError(409, f"order_id {order['order_id']} already names an order with a different "
+                                     f"{', '.join(differs)}; use a new order_id for a new order",
+                                fields=[{"field": f, "reason": "differs from the stored order"} for f in differs])
             return stored, False
         try:
             with _aws_or_503("order not queued (retry)"):
@@ -465,10 +471,14 @@ def create_app(settings: Settings, *, token: str, aws: Aws | None = None) -> Fas
         status_code=202,
         summary="Submit an order",
         description="Records the order as ACCEPTED and queues it for execution. `order_id` is the "
-                    "idempotency key: resubmitting it answers 200 with the stored order.",
+                    "idempotency key: resubmitting the same order answers 200 with the stored order; "
+                    "reusing it for a different order (account, symbol, side, quantity, type, prices or "
+                    "synthetic) answers 409 naming the fields that differ.",
         responses={
             202: _doc(OrderOut, "Accepted and queued."),
             200: _doc(OrderOut, "An order with this order_id already exists; nothing new was queued."),
+            409: _doc(ValidationErrorOut, "This order_id names an order with a different payload (the fields "
+                                          "that differ are listed); nothing was written."),
             400: _doc(ErrorOut, "The body is not a JSON object, or a key appears twice (named in the error)."),
             408: _doc(ErrorOut, "The body did not arrive within the body timeout."),
             413: _doc(ErrorOut, f"The body is larger than {MAX_BODY_BYTES} bytes."),

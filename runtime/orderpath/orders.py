@@ -32,6 +32,7 @@ __all__ = [
     "OrderStore",
     "from_item",
     "new_order",
+    "payload_differences",
 ]
 
 
@@ -108,6 +109,18 @@ def new_order(req: OrderRequest, *, now: datetime | None = None, actor: str = "i
     if req.limit_price is not None:
         order["limit_price"] = req.limit_price
     return order
+
+
+# What a client says about an order: a second post of its order_id must say the same (the idempotency key
+# names one order, not a slot). placed_at is left out: a client that omits it gets the intake's clock.
+PAYLOAD_FIELDS = ("account_id", "symbol", "side", "quantity", "order_type", "limit_price", "quote_price",
+                  "synthetic")
+
+
+def payload_differences(stored: dict[str, Any], posted: dict[str, Any]) -> list[str]:
+    """The payload fields in which ``posted`` differs from ``stored`` (numbers compared by value:
+    100.5 and 100.50 are one price), in PAYLOAD_FIELDS order; empty for an identical repeat."""
+    return [f for f in PAYLOAD_FIELDS if stored.get(f) != posted.get(f)]
 
 
 def to_item(order: dict[str, Any]) -> dict[str, Any]:
