@@ -359,7 +359,7 @@ class OrderStore:
             # No ReturnValues: the write is conditional on the version we read, so the item it leaves is
             # exactly `order` with these changes, built below. Sending the whole item back (history and
             # all) on every move costs DynamoDB read bandwidth and, in the local emulator, more than the
-            # write itself (bench/README.md, "The local stack's emulator").
+            # write itself (bench/README.md, "Where the emulator's time went").
             self.aws.dynamodb.update_item(
                 TableName=self.table, Key={"order_id": {"S": order["order_id"]}},
                 UpdateExpression=expr, ConditionExpression="#v = :expected",

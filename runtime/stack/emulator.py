@@ -14,8 +14,8 @@ Kinesis gets the same lock: moto's ``Shard.put_record`` numbers a record from th
 ("not safe for concurrency", its own comment says), so two concurrent puts could share a sequence
 number and one record would overwrite the other.
 
-Two of moto's per-request costs are removed here rather than paid on every request (profiled with
-py-spy under `tradeops load run`, see bench/README.md "The local stack's emulator"):
+Four of moto's costs are removed here (profiled with py-spy under `tradeops load run`; figures in
+bench/README.md, "Where the emulator's time went"):
 
 - the dispatcher lists moto's package directory (``os.listdir`` plus ``isdir`` on ~250 entries) on
   every request to find the backend; the list cannot change while the server runs, so it is
