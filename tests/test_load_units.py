@@ -69,7 +69,7 @@ def test_step_climbs_by_its_step_every_interval_and_never_passes_its_peak():
     assert [s.rate for s in shape.stages()] == [10, 20, 30, 35, 35]
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(kind=st.sampled_from(["steady", "market-open", "spike", "step"]),
        rate=st.floats(0.5, 200), peak=st.floats(1, 400), duration=st.floats(5, 900),
        ramp=st.floats(1, 300), decay=st.floats(1, 300), every=st.floats(1, 60), step=st.floats(0, 50))
