@@ -17,6 +17,7 @@ from tradeops import __version__
 from tradeops.commands import (
     audit,
     doctor,
+    drill,
     env,
     exposure,
     flags,
@@ -86,6 +87,9 @@ app.add_typer(reimbursements.reimbursements_app, name="reimbursements")
 # Load: scenarios under Locust, and the exports plain tools need to reach the stack.
 app.add_typer(load.load_app, name="load")
 app.command("env")(env.env)
+# Drills: Chaos Toolkit experiments under load, their schedule, and the newcomer's demo.
+app.add_typer(drill.drill_app, name="drill")
+app.command("demo")(drill.demo)
 
 
 def main() -> None:

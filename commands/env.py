@@ -8,34 +8,10 @@ from typing import Annotated
 import typer
 
 from tradeops.commands.output import JsonOpt, out, print_json
-from tradeops.runtime.platform.errors import StackError
 from tradeops.runtime.platform.settings import load_settings
-from tradeops.runtime.platform.statefile import pid_alive, read_state
+from tradeops.runtime.stack.status import stack_exports
 
 __all__ = ["env"]
-
-
-def stack_exports() -> dict[str, str]:
-    """Environment variables that point standard tools at the running local stack."""
-    settings = load_settings()
-    state = read_state(settings.state_file)
-    if not state or state.get("status") != "ready" or not pid_alive(state.get("supervisor_pid")):
-        raise StackError("the stack is not up (run `tradeops up`)")
-    exports = {"TRADEOPS_STATE_DIR": str(settings.state_dir.resolve())}
-    if state.get("intake"):
-        exports["TRADEOPS_INTAKE_URL"] = state["intake"]
-    if state.get("intake_token_file"):
-        exports["TRADEOPS_INTAKE_TOKEN_FILE"] = state["intake_token_file"]
-    if state.get("prices"):
-        exports["TRADEOPS_PRICES_URL"] = state["prices"]
-    region = state.get("region") or settings.region
-    exports.update({"AWS_REGION": region, "AWS_DEFAULT_REGION": region})
-    if state.get("local") and state.get("aws_endpoint"):
-        # The emulator: boto3 (chaostoolkit-aws) and the aws CLI honour AWS_ENDPOINT_URL; it takes
-        # any credentials, and fixed dummy ones keep real ones from being sent to it.
-        exports.update({"AWS_ENDPOINT_URL": state["aws_endpoint"], "AWS_ACCESS_KEY_ID": "testing",
-                        "AWS_SECRET_ACCESS_KEY": "testing"})
-    return exports
 
 
 def env(
@@ -46,7 +22,7 @@ def env(
 
     Example: eval "$(tradeops env)" && locust -f loadtests/locustfile.py --headless -u 5 -r 5 -t 10s
     """
-    exports = stack_exports()
+    exports = stack_exports(load_settings())
     if as_json:
         print_json(exports)
         return

@@ -33,6 +33,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -320,8 +321,11 @@ def _drain(store: OrderStore, ids: list[str], wait: float,
 
 def run_load(request: LoadRequest, settings: Settings, *,
              on_progress: Callable[[Progress], None] | None = None,
-             prepared: Prepared | None = None) -> LoadResult:
-    """Run one load scenario end to end and write its run folder; see the module docstring."""
+             prepared: Prepared | None = None, stop: threading.Event | None = None) -> LoadResult:
+    """Run one load scenario end to end and write its run folder; see the module docstring.
+
+    ``stop`` ends the load early (Locust stops placing orders and writes its reports), for a caller
+    whose own work decides how long the load lasts (a drill); drain and reconciliation still follow."""
     prep = prepared or prepare(request, settings)
     scenario, shape = prep.scenario, prep.scenario.shape
     run_dir = prep.run_dir
@@ -340,7 +344,11 @@ def run_load(request: LoadRequest, settings: Settings, *,
     placed = failed = 0
     try:
         while locust.running():
-            time.sleep(1.0)
+            if stop is not None and stop.wait(1.0):
+                locust.stop()
+                break
+            if stop is None:
+                time.sleep(1.0)
             marker = _read_marker(run_dir)
             elapsed = time.time() - (marker.get("started_epoch") or launched)
             # Before the marker, Locust is starting (and a master may wait up to 60 s for its workers).

@@ -12,7 +12,10 @@ The rules, each failing closed:
   process that decides, not from the record);
 - a valid rejection stops the step, whatever the approvals;
 - a withdrawn approval counts for nothing (and its identity cannot decide again);
-- an approval bound to another execution, step or runbook text counts for nothing.
+- an approval bound to another execution, step or runbook text counts for nothing;
+- a drill identity (source ``drill``, or a name starting ``drill-``) counts only in a drill's own
+  execution (one whose executor is a drill identity): automated approvals never pass as human
+  four-eyes.
 
 Break-glass (a direct change outside any runbook, such as ``flags set active``) skips four-eyes,
 so it is allowed only to identities holding a role the roster names for it, and only with a
@@ -32,6 +35,8 @@ from typing import Literal
 from tradeops.runtime.platform.errors import BadInput, Refused
 
 __all__ = [
+    "DRILL_PREFIX",
+    "DRILL_SOURCE",
     "Approval",
     "ApprovalContext",
     "ApprovalRule",
@@ -40,9 +45,15 @@ __all__ = [
     "break_glass_refusal",
     "check_new_decision",
     "evaluate",
+    "is_drill_identity",
 ]
 
 Choice = Literal["approve", "reject"]
+
+DRILL_SOURCE = "drill"
+"""The identity source of a drill's automated executor and approvers (never a person's)."""
+DRILL_PREFIX = "drill-"
+"""Roster names of drill identities start with this, so no person can be one by name either."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +78,7 @@ class ApprovalContext:
     runbook_sha256: str
     executors: frozenset[str]
     roles_of: Mapping[str, frozenset[str]]
+    drill: bool = False  # the execution is a drill's (its executor is a drill identity)
 
 
 def binding_of(execution_id: str, step_id: str, runbook_sha256: str, identity: str, decision: str) -> str:
@@ -123,7 +135,15 @@ def _why_not_bound(ctx: ApprovalContext, a: Approval) -> str | None:
     return None
 
 
-def _why_not_allowed(rule: ApprovalRule, ctx: ApprovalContext, identity: str) -> str | None:
+def is_drill_identity(identity: str, source: str) -> bool:
+    """Whether a decision comes from a drill's automation rather than a person."""
+    return source == DRILL_SOURCE or identity.startswith(DRILL_PREFIX)
+
+
+def _why_not_allowed(rule: ApprovalRule, ctx: ApprovalContext, identity: str, source: str) -> str | None:
+    if not ctx.drill and is_drill_identity(identity, source):
+        return (f"{identity} is a drill identity: its approvals count only in a drill's own execution, "
+                "never as human four-eyes")
     if identity in ctx.executors:
         return f"{identity} is executing this run and cannot approve its own step"
     held = ctx.roles_of.get(identity, frozenset())
@@ -133,10 +153,10 @@ def _why_not_allowed(rule: ApprovalRule, ctx: ApprovalContext, identity: str) ->
     return None
 
 
-def check_new_decision(rule: ApprovalRule, ctx: ApprovalContext, identity: str,
+def check_new_decision(rule: ApprovalRule, ctx: ApprovalContext, identity: str, source: str,
                        existing: Iterable[Approval]) -> None:
     """Refuse (Refused, one line) a decision the rules would not count; return if it may be recorded."""
-    why = _why_not_allowed(rule, ctx, identity)
+    why = _why_not_allowed(rule, ctx, identity, source)
     if why:
         raise Refused(f"refused: {why}")
     for a in existing:
@@ -154,7 +174,7 @@ def evaluate(rule: ApprovalRule, ctx: ApprovalContext, approvals: Sequence[Appro
     refused: list[tuple[str, str]] = []
     seen: set[str] = set()
     for a in sorted(approvals, key=lambda a: (a.at, a.identity)):
-        why = _why_not_bound(ctx, a) or _why_not_allowed(rule, ctx, a.identity)
+        why = _why_not_bound(ctx, a) or _why_not_allowed(rule, ctx, a.identity, a.identity_source)
         if why is None and a.identity in seen:
             why = f"{a.identity} has already decided; one identity counts once"
         if why is None and a.withdrawn_at:

@@ -31,7 +31,14 @@ from pathlib import Path
 from typing import Any
 
 from tradeops.runbooks import registry
-from tradeops.runbooks.approvals import Approval, ApprovalContext, ApprovalRule, check_new_decision, evaluate
+from tradeops.runbooks.approvals import (
+    DRILL_SOURCE,
+    Approval,
+    ApprovalContext,
+    ApprovalRule,
+    check_new_decision,
+    evaluate,
+)
 from tradeops.runbooks.audit import AuditLog, AuditObserver
 from tradeops.runbooks.events import ApprovalHook, ApprovalWait, Confirm, Event, Observer, Outcome
 from tradeops.runbooks.expectations import describe_expect, expectation_met
@@ -301,7 +308,7 @@ def _execution_step(meta: Mapping[str, Any], step_id: str) -> tuple[int, dict[st
 def _decision_context(meta: Mapping[str, Any], step_id: str, operators: Operators) -> ApprovalContext:
     return ApprovalContext(execution_id=meta["execution_id"], step_id=step_id,
                            runbook_sha256=meta["runbook_sha256"], executors=frozenset(meta.get("executors") or ()),
-                           roles_of=dict(operators.roles))
+                           roles_of=dict(operators.roles), drill=meta.get("executor_source") == DRILL_SOURCE)
 
 
 def _decidable(meta: Mapping[str, Any], step_id: str, step: Mapping[str, Any], decision: str) -> None:
@@ -344,7 +351,7 @@ def decide(settings: Settings, execution_id: str, step_id: str, decision: str, *
     identity = identity or current_identity(settings, aws)
     rule = ApprovalRule.from_spec(step["approval"])
     ctx = _decision_context(meta, step_id, operators)
-    check_new_decision(rule, ctx, identity.name, decisions_of(dict(meta), step_id))
+    check_new_decision(rule, ctx, identity.name, identity.source, decisions_of(dict(meta), step_id))
     approval = Approval.make(ctx, identity.name, identity.source, "reject" if decision == "reject" else "approve",
                              reason=reason, at=iso())
     store.record_decision(approval, roster_digest=operators.digest)

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tradeops.runbooks import registry
-from tradeops.runbooks.approvals import ApprovalContext, ApprovalRule, evaluate
+from tradeops.runbooks.approvals import DRILL_SOURCE, ApprovalContext, ApprovalRule, evaluate
 from tradeops.runbooks.events import ApprovalHook, ApprovalWait, Confirm, Event, Observer, Outcome
 from tradeops.runbooks.expectations import describe_expect, expectation_met
 from tradeops.runbooks.identity import Identity, Operators
@@ -385,7 +385,8 @@ class Runner:
     def approval_context(self, step_id: str) -> ApprovalContext:
         return ApprovalContext(execution_id=self.eid, step_id=step_id, runbook_sha256=self.meta["runbook_sha256"],
                                executors=frozenset(self.meta.get("executors") or ()),
-                               roles_of=dict(self.operators.roles) if self.operators else {})
+                               roles_of=dict(self.operators.roles) if self.operators else {},
+                               drill=self.meta.get("executor_source") == DRILL_SOURCE)
 
     def approval_timeout_for(self, step: dict[str, Any]) -> float:
         """How long a step waits: --approval-timeout, else the runbook's approval.timeout, else the setting."""

@@ -70,7 +70,7 @@ def decide(record: Mapping[str, Any], *, order_id: str, identity: str, source: s
     ctx = ApprovalContext(execution_id=f"double-execution:{order_id}", step_id=outcome,
                           runbook_sha256=_record_digest(record), executors=frozenset(), roles_of=roles_of)
     previous = [_approval_of(a) for a in record.get("decisions") or []]
-    check_new_decision(rule, ctx, identity, [a for a in previous if a.step_id == outcome])
+    check_new_decision(rule, ctx, identity, source, [a for a in previous if a.step_id == outcome])
     mine = Approval.make(ctx, identity, source, "approve", reason=reason.strip(), at=at)
     decisions = [*previous, mine]
     verdict = evaluate(rule, ctx, [a for a in decisions if a.step_id == outcome])

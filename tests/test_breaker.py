@@ -48,7 +48,7 @@ def test_defaults_match_the_settings_defaults():
     )
     assert BreakerConfig() == BreakerConfig(
         window=20, min_calls=5, failure_rate=0.5, slow_ms=1500.0, slow_rate=0.8, open_seconds=3.0,
-        half_open_probes=2,
+        half_open_probes=2, refused_trip=1,
     )  # fmt: skip
 
 
@@ -56,11 +56,11 @@ def test_from_settings_reads_every_breaker_field():
     """Each breaker_* setting lands in the matching BreakerConfig field."""
     s = load_settings(
         breaker_window=10, breaker_min_calls=3, breaker_failure_rate=0.25, breaker_slow_ms=800.0,
-        breaker_slow_rate=0.6, breaker_open_seconds=7.5, breaker_half_open_probes=4,
+        breaker_slow_rate=0.6, breaker_open_seconds=7.5, breaker_half_open_probes=4, breaker_refused_trip=3,
     )  # fmt: skip
     assert BreakerConfig.from_settings(s) == BreakerConfig(
         window=10, min_calls=3, failure_rate=0.25, slow_ms=800.0, slow_rate=0.6, open_seconds=7.5,
-        half_open_probes=4,
+        half_open_probes=4, refused_trip=3,
     )  # fmt: skip
 
 
@@ -74,6 +74,7 @@ def test_from_settings_reads_every_breaker_field():
         ({"slow_ms": -1.0}, "slow_ms must be > 0"),
         ({"open_seconds": float("nan")}, "open_seconds must be > 0"),
         ({"half_open_probes": 0}, "half_open_probes must be"),
+        ({"refused_trip": 0}, "refused_trip must be"),
     ],
 )
 def test_impossible_config_is_a_config_error(overrides, message):
@@ -344,6 +345,62 @@ def test_concurrent_callers_in_half_open_get_at_most_the_probe_slots():
     assert len(results) == 16 * 50
 
 
+# --------------------------------------------------------------------------- refused connections
+
+
+def test_one_refused_connection_opens_a_closed_breaker_at_once():
+    """By default the first refused connection opens the breaker, long before min_calls outcomes."""
+    breaker = make(min_calls=5)
+    for i in range(3):
+        assert breaker.record_success(FAST, float(i)) is None
+    transition = breaker.record_failure(3.0, reason="NotConnected", refused=True)
+    assert transition == Transition(
+        provider="primary", from_state="closed", to_state="open",
+        reason="connection refused 1 time in a row; last: NotConnected", at=3.0,
+    )  # fmt: skip
+    assert not breaker.allow(3.1)
+
+
+def test_timeouts_and_error_answers_still_wait_for_min_calls():
+    """A failure that is not a refusal (a timeout, a 503) is judged by the window as before."""
+    breaker = make(min_calls=5)
+    for i in range(4):
+        assert breaker.record_failure(float(i), reason="OutcomeUnknown") is None
+    assert breaker.state == "closed"
+
+
+def test_refused_trip_counts_refusals_in_a_row_and_an_answer_resets_the_count():
+    """With refused_trip=2 one refusal does not open; an answered call in between starts the count again."""
+    breaker = make(min_calls=10, window=10, refused_trip=2)
+    assert breaker.record_failure(1.0, refused=True) is None
+    assert breaker.record_success(FAST, 1.1) is None
+    assert breaker.record_failure(1.2, refused=True) is None
+    assert breaker.record_failure(1.3, reason="OutcomeUnknown") is None  # a non-refusal breaks the run too
+    assert breaker.record_failure(1.4, refused=True) is None
+    transition = breaker.record_failure(1.5, refused=True)
+    assert transition is not None and transition.to_state == "open"
+    assert transition.reason.startswith("connection refused 2 times in a row")
+
+
+def test_a_breaker_opened_by_a_refusal_recovers_through_half_open_probes_only():
+    """Opened by a refusal, the breaker stays open for open_seconds, then closes after half_open_probes
+    answered probes; a refused probe re-opens it."""
+    breaker = make(open_seconds=3.0, half_open_probes=2)
+    assert breaker.record_failure(0.0, refused=True) is not None
+    assert not breaker.allow(2.9)
+    probing = breaker.poll(3.0)
+    assert probing is not None and probing.to_state == "half_open"
+    assert breaker.allow(3.0)
+    reopened = breaker.record_failure(3.1, refused=True)
+    assert reopened is not None and (reopened.from_state, reopened.to_state) == ("half_open", "open")
+    assert breaker.poll(6.2) is not None and breaker.allow(6.2) and breaker.allow(6.2)
+    assert breaker.record_success(FAST, 6.3) is None
+    closed = breaker.record_success(FAST, 6.4)
+    assert closed is not None and closed.to_state == "closed"
+    # Closed again, one refusal is enough once more: the count started afresh.
+    assert breaker.record_failure(7.0, refused=True) is not None
+
+
 # --------------------------------------------------------------------------- properties
 
 
@@ -358,6 +415,7 @@ def configs(draw) -> BreakerConfig:
         slow_rate=draw(st.sampled_from([0.4, 0.8, 1.0])),
         open_seconds=3.0,
         half_open_probes=draw(st.integers(1, 3)),
+        refused_trip=draw(st.integers(1, 3)),
     )
 
 
@@ -378,6 +436,7 @@ class BreakerMachine(RuleBasedStateMachine):
         self.observed = "closed"
         self.open_since: float | None = None
         self.fast_streak = 0  # fast successes since the last failure or slow success
+        self.refused_streak = 0  # refused connections in a row while closed
 
     # -- helpers
 
@@ -391,6 +450,8 @@ class BreakerMachine(RuleBasedStateMachine):
         # The model keeps its own clock of the open period rather than trusting the breaker's.
         if state == "open" and self.observed != "open":
             self.open_since = self.now
+        if state != "closed":
+            self.refused_streak = 0
         if self.open_since is not None and self.now - self.open_since < self.config.open_seconds:
             assert state == "open", "left open before open_seconds passed"
         self.observed = state
@@ -401,8 +462,14 @@ class BreakerMachine(RuleBasedStateMachine):
             assert transition.provider == "primary"
             self.transitions.append(transition)
 
-    def recorded(self, before: str, transition: Transition | None, *, fast_success: bool) -> None:
+    def recorded(self, before: str, transition: Transition | None, *, fast_success: bool,
+                 refused: bool = False) -> None:
         self.fast_streak = self.fast_streak + 1 if fast_success else 0
+        self.refused_streak = self.refused_streak + 1 if refused and before == "closed" else 0
+        if self.refused_streak >= self.config.refused_trip:
+            # refused_trip refusals in a row while closed: open at once, whatever the window says.
+            assert self.breaker.state == "open" and transition is not None and transition.to_state == "open"
+
         after = self.breaker.state
         if before in ("open", "half_open") and after == "closed":
             # Never closed without a successful probe: only a fast success closes, after a full streak.
@@ -463,6 +530,12 @@ class BreakerMachine(RuleBasedStateMachine):
         before = self.observe()
         t = self.breaker.record_failure(self.now, reason="connection refused")
         self.recorded(before, t, fast_success=False)
+
+    @rule()
+    def connection_refused(self) -> None:
+        before = self.observe()
+        t = self.breaker.record_failure(self.now, reason="NotConnected", refused=True)
+        self.recorded(before, t, fast_success=False, refused=True)
 
     @rule()
     def in_flight_watch_trips(self) -> None:

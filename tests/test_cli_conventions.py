@@ -80,11 +80,12 @@ def test_yes_has_a_short_form_everywhere():
 
 def test_every_command_that_prints_a_result_takes_json():
     """--json is on every command that prints a result (up, down, flags set and approve included); only the
-    CSV export, which writes a file, has none."""
+    CSV export, which writes a file, and the drill schedule export, whose output is a crontab or already JSON
+    (--format eventbridge), have none."""
     leaves = [(path, command) for path, command in _commands() if not getattr(command, "commands", None)]
     missing = [path for path, command in leaves
                if "--json" not in [o for p in command.params for o in getattr(p, "opts", [])]]
-    assert missing == [("reimbursements", "export")]
+    assert missing == [("reimbursements", "export"), ("drill", "schedule", "export")]
     assert {("up",), ("down",), ("flags", "set"), ("runbook", "approve")} <= {path for path, _ in leaves}
 
 

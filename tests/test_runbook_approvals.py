@@ -38,7 +38,7 @@ def test_same_identity_twice_counts_once():
     assert decision.state == "pending" and decision.approved_by == ("bob",)
     assert decision.refused == (("bob", "bob has already decided; one identity counts once"),)
     with pytest.raises(Refused, match="bob has already approved"):
-        check_new_decision(RULE, ctx(), "bob", [approval("bob")])
+        check_new_decision(RULE, ctx(), "bob", "test", [approval("bob")])
 
 
 def test_executor_cannot_approve_own_step():
@@ -47,7 +47,7 @@ def test_executor_cannot_approve_own_step():
     assert decision.state == "pending"
     assert decision.refused[0][1] == "alice is executing this run and cannot approve its own step"
     with pytest.raises(Refused, match="cannot approve its own step"):
-        check_new_decision(RULE, ctx(), "alice", [])
+        check_new_decision(RULE, ctx(), "alice", "test", [])
 
 
 def test_identity_without_allowed_role_does_not_count():
@@ -56,7 +56,7 @@ def test_identity_without_allowed_role_does_not_count():
     assert decision.state == "pending" and decision.approved_by == ("bob",)
     assert [i for i, _ in decision.refused] == ["dave", "mallory"]
     with pytest.raises(Refused, match="dave has customer-service; approving needs one of"):
-        check_new_decision(RULE, ctx(), "dave", [])
+        check_new_decision(RULE, ctx(), "dave", "test", [])
 
 
 @pytest.mark.parametrize(("bound", "why"), [
@@ -109,3 +109,41 @@ def test_never_granted_without_enough_distinct_eligible_approvers(decisions, cou
     eligible = {n for n, _, _ in decisions if n not in ("alice", "dave", "mallory")}
     if len(eligible) < count:
         assert decision.state != "granted"
+
+
+DRILL_ROLES = {**ROLES, "drill-ops-manager": frozenset({"ops-manager"}), "drill-risk": frozenset({"risk"})}
+
+
+def drill_ctx(*, drill: bool) -> ApprovalContext:
+    return ApprovalContext(execution_id="e-1", step_id="toggle", runbook_sha256=SHA,
+                           executors=frozenset({"drill-executor" if drill else "alice"}), roles_of=DRILL_ROLES,
+                           drill=drill)
+
+
+def drill_approval(identity: str, source: str, *, drill: bool) -> Approval:
+    return Approval.make(drill_ctx(drill=drill), identity, source, "approve")
+
+
+def test_drill_approvals_never_count_outside_a_drill():
+    """In a person's execution, approvals from the drill source or by drill- identities count for nothing, and
+    a new one is refused: automated approvals never pass as human four-eyes."""
+    human = drill_ctx(drill=False)
+    decision = evaluate(RULE, human, [drill_approval("drill-ops-manager", "drill", drill=False),
+                                      drill_approval("drill-risk", "os-user", drill=False),
+                                      drill_approval("bob", "drill", drill=False)])
+    assert decision.state == "pending" and decision.approved_by == ()
+    assert all("drill identity" in why and "never as human four-eyes" in why for _, why in decision.refused)
+    for identity, source in (("drill-risk", "drill"), ("drill-risk", "TRADEOPS_OPERATOR"), ("carol", "drill")):
+        with pytest.raises(Refused, match="its approvals count only in a drill's own execution"):
+            check_new_decision(RULE, human, identity, source, [])
+
+
+def test_drill_approvals_count_in_a_drill_under_every_other_rule():
+    """In a drill's own execution, two drill identities with the step's roles grant it; the other rules still
+    hold (a drill identity without a role is refused)."""
+    drill = drill_ctx(drill=True)
+    decision = evaluate(RULE, drill, [drill_approval("drill-ops-manager", "drill", drill=True),
+                                      drill_approval("drill-risk", "drill", drill=True)])
+    assert decision.state == "granted" and decision.approved_by == ("drill-ops-manager", "drill-risk")
+    with pytest.raises(Refused, match="approving needs one of"):
+        check_new_decision(RULE, drill, "drill-nobody", "drill", [])

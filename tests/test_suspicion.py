@@ -1,4 +1,5 @@
-"""The in-flight watch: its rules as properties, then a router against real simulated brokers."""
+"""The in-flight watch: its rules as properties, then a router against real simulated brokers (a silent broker,
+a slow one, one answering errors, and one refusing connections)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import ast
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -13,7 +15,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from tests.test_brokers import API_KEY, broker_pair
-from tradeops.runtime.orderpath.providers import BrokerOrder, NotAccepted, OutcomeUnknown, make_provider
+from tradeops.runtime.orderpath.providers import BrokerOrder, NotAccepted, NotConnected, OutcomeUnknown, make_provider
 from tradeops.runtime.orderpath.router import Router
 from tradeops.runtime.orderpath.suspicion import CallWatch, SuspicionConfig, judge, p99, threshold_ms
 from tradeops.runtime.platform.errors import ConfigError
@@ -152,12 +154,25 @@ def http(brokers):
             client.post(f"{broker.control_url}/_sim/reset").raise_for_status()
 
 
-def _router(brokers, **overrides) -> Router:
-    settings = load_settings(broker_read_timeout=2.0, suspect_min_samples=5, breaker_open_seconds=0.3,
+class Recorder:
+    """Keeps what the router publishes (the EventLog's emit signature), in memory."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+
+    def emit(self, kind: str, **facts: Any) -> dict[str, Any]:
+        event = {"kind": kind, **facts}
+        self.events.append(event)
+        return event
+
+
+def _router(brokers, events: Recorder | None = None, read_timeout: float = 2.0, **overrides) -> Router:
+    settings = load_settings(broker_read_timeout=read_timeout, suspect_min_samples=5, breaker_open_seconds=0.3,
                              breaker_half_open_probes=2, **overrides)
-    providers = {name: make_provider(name, b.wire, b.url, api_key=API_KEY, connect_timeout=0.5, read_timeout=2.0)
+    providers = {name: make_provider(name, b.wire, b.url, api_key=API_KEY, connect_timeout=0.5,
+                                     read_timeout=read_timeout)
                  for name, b in brokers.items()}
-    return Router(settings, providers, None)
+    return Router(settings, providers, events)  # type: ignore[arg-type]
 
 
 def _order(n: int) -> BrokerOrder:
@@ -270,5 +285,58 @@ def test_an_error_answer_is_proof_of_life(brokers, http):
             router.submit("primary", _order(1))
         assert caught.value.answered
         assert router.watches["primary"].verdict(time.monotonic()).outstanding == 0
+    finally:
+        router.stop()
+
+
+def test_the_first_refused_connection_opens_the_breaker_and_is_published(brokers, http):
+    """Primary down: the first order call fails NotConnected and the primary's breaker is open at once (one
+    breaker_opened event saying why), so the very next auto choice is the secondary."""
+    recorder = Recorder()
+    router = _router(brokers, recorder, read_timeout=0.5)
+    try:
+        router.submit("primary", _order(0))
+        _fault(http, brokers["primary"], "down")
+        with pytest.raises(NotConnected):
+            router.submit("primary", _order(1))
+        assert router.breakers["primary"].state == "open"
+        opened = [e for e in recorder.events if e["kind"] == "breaker_opened"]
+        assert len(opened) == 1 and opened[0]["provider"] == "primary"
+        assert opened[0]["reason"].startswith("connection refused 1 time in a row")
+        assert router.choose("o-1", mode="auto", active="primary", trickle=0.0) == "secondary"
+    finally:
+        router.stop()
+
+
+def test_a_blackhole_is_not_a_refusal_and_waits_for_the_window(brokers, http):
+    """A read timeout (blackhole) is no proof the broker is down: one timed-out call leaves the breaker closed."""
+    recorder = Recorder()
+    router = _router(brokers, recorder, read_timeout=0.5, broker_suspicion=False)
+    try:
+        _fault(http, brokers["primary"], "blackhole")
+        with pytest.raises(OutcomeUnknown):
+            router.submit("primary", _order(2))
+        assert router.breakers["primary"].state == "closed"
+    finally:
+        router.stop()
+
+
+def test_a_breaker_opened_by_refusals_closes_through_health_probes_once_healed(brokers, http):
+    """Refused, then healed: after the open time two answered health probes close the breaker (breaker_closed)."""
+    recorder = Recorder()
+    router = _router(brokers, recorder, read_timeout=0.5, breaker_refused_trip=2)
+    try:
+        _fault(http, brokers["primary"], "down")
+        router.probe("primary")
+        assert router.breakers["primary"].state == "closed"  # refused_trip=2: one refusal is not enough
+        router.probe("primary")
+        assert router.breakers["primary"].state == "open"
+        _fault(http, brokers["primary"], "none")
+        time.sleep(0.35)
+        router.probe("primary")
+        router.probe("primary")
+        assert router.breakers["primary"].state == "closed"
+        kinds = [e["kind"] for e in recorder.events if e["kind"].startswith("breaker_")]
+        assert kinds[0] == "breaker_opened" and kinds[-1] == "breaker_closed"
     finally:
         router.stop()

@@ -4,11 +4,19 @@ States and moves::
 
     closed ──(window ≥ min_calls and failure share ≥ failure_rate
               or slow share ≥ slow_rate)──▶ open
+    closed ──(refused_trip connections refused in a row)──▶ open
     open ──(open_seconds have passed; noticed lazily by allow/record/poll/snapshot)──▶ half_open
     half_open ──(half_open_probes consecutive fast successes)──▶ closed
     half_open ──(any failure, any slow success, or all probe slots used
                  and unanswered for open_seconds)──▶ open (fresh open_seconds)
     closed ──(trip: the in-flight watch found the broker silent, :mod:`.suspicion`)──▶ open
+
+A refused connection is proof, not a symptom: the broker's host answered that nothing listens
+(or could not be reached at all) and no byte of the request left us. A timeout may be a slow
+broker; a refusal is a down one. So refusals open the breaker after ``refused_trip`` in a row
+(default 1) instead of waiting for ``min_calls`` outcomes, which at a few orders a second per
+worker took seconds. Any answered call resets the count. The way back is unchanged: half-open
+probes.
 
 Opening clears the window, so a closed breaker judges only calls made since it last closed.
 Results recorded while open (late answers to calls admitted before it opened, health probes
@@ -55,6 +63,7 @@ class BreakerConfig:
     slow_rate: float = 0.8
     open_seconds: float = 3.0
     half_open_probes: int = 2
+    refused_trip: int = 1
 
     def __post_init__(self) -> None:
         problems = []
@@ -73,6 +82,8 @@ class BreakerConfig:
                 problems.append(f"{name} must be > 0 (got {value})")
         if self.half_open_probes < 1:
             problems.append(f"half_open_probes must be ≥ 1 (got {self.half_open_probes})")
+        if self.refused_trip < 1:
+            problems.append(f"refused_trip must be ≥ 1 (got {self.refused_trip})")
         if problems:
             raise ConfigError("invalid circuit breaker settings: " + "; ".join(problems))
 
@@ -87,6 +98,7 @@ class BreakerConfig:
             slow_rate=settings.breaker_slow_rate,
             open_seconds=settings.breaker_open_seconds,
             half_open_probes=settings.breaker_half_open_probes,
+            refused_trip=settings.breaker_refused_trip,
         )
 
 
@@ -133,6 +145,7 @@ class CircuitBreaker:
         # The state as of the last transition handed to a caller, so that returned transitions chain.
         self._reported: State = CLOSED
         self._pending_reason = ""
+        self._refused_in_a_row = 0  # connections refused since the last answered call
 
     # ----------------------------------------------------------------- public API
 
@@ -161,6 +174,7 @@ class CircuitBreaker:
         with self._lock:
             self._advance(now)
             slow = latency_ms > self.config.slow_ms
+            self._refused_in_a_row = 0
             if self._state == CLOSED:
                 self._window.append(_Outcome(failed=False, slow=slow))
                 self._trip_if_needed(now, last="slow call" if slow else "")
@@ -173,13 +187,23 @@ class CircuitBreaker:
                         self._close(f"{self._probe_successes} consecutive successful probes")
             return self._report(now)
 
-    def record_failure(self, now: float, *, reason: str = "") -> Transition | None:
-        """Record a call (or health probe) that failed; ``reason`` is carried into the transition."""
+    def record_failure(self, now: float, *, reason: str = "", refused: bool = False) -> Transition | None:
+        """Record a call (or health probe) that failed; ``reason`` is carried into the transition.
+
+        ``refused``: the connection itself failed (refused, unreachable), so the broker is down, not
+        slow; ``refused_trip`` of these in a row open a closed breaker at once.
+        """
         with self._lock:
             self._advance(now)
+            self._refused_in_a_row = self._refused_in_a_row + 1 if refused else 0
             if self._state == CLOSED:
                 self._window.append(_Outcome(failed=True, slow=False))
-                self._trip_if_needed(now, last=reason)
+                if refused and self._refused_in_a_row >= self.config.refused_trip:
+                    count = self._refused_in_a_row
+                    self._open(now, f"connection refused {count} time{'s' if count > 1 else ''} in a row"
+                               + (f"; last: {reason}" if reason else ""))
+                else:
+                    self._trip_if_needed(now, last=reason)
             elif self._state == HALF_OPEN:
                 self._open(now, "probe failed" + (f": {reason}" if reason else ""))
             return self._report(now)
@@ -257,6 +281,7 @@ class CircuitBreaker:
 
     def _open(self, now: float, reason: str) -> None:
         self._state = OPEN
+        self._refused_in_a_row = 0
         self._opened_at = now
         self._window.clear()
         self._probes_admitted = 0

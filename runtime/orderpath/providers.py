@@ -8,7 +8,9 @@ be sent to the other broker (docs/architecture.md, "Exactly once across a broker
     ProviderError (tradeops.runtime.platform.errors)
     └── BrokerCallError          carries .provider and .order_id (None for a health check)
         ├── NotReceived          the request never reached the broker (connection refused,
-        │                        connect timeout, no free connection): safe to send elsewhere
+        │   │                    connect timeout, no free connection): safe to send elsewhere
+        │   └── NotConnected     the connection itself failed (refused, unreachable): the
+        │                        broker is down, not slow, and its breaker opens at once
         ├── NotAccepted          the broker answered that it did not take the request
         │   │                    (e.g. 503 with "accepted": false): safe to send elsewhere
         │   └── AuthFailed       the broker refused our API key
@@ -51,6 +53,7 @@ __all__ = [
     "BrokerOrder",
     "Execution",
     "NotAccepted",
+    "NotConnected",
     "NotReceived",
     "OutcomeUnknown",
     "Provider",
@@ -141,6 +144,13 @@ class NotReceived(BrokerCallError):
     """The request never reached the broker: the order is safe to send elsewhere."""
 
 
+class NotConnected(NotReceived):
+    """The connection failed before a byte was sent (refused, host unreachable): the broker is down.
+
+    Unlike a connect timeout (maybe a slow network) or a full pool (our side), this is proof.
+    """
+
+
 class NotAccepted(BrokerCallError):
     """The broker answered that it did not take the request: safe to send elsewhere."""
 
@@ -162,7 +172,10 @@ def _map_httpx_errors(provider: str, order_id: str | None) -> Iterator[None]:
     """Translate httpx's transport errors into ours: the one place that decides "not received"."""
     try:
         yield
-    except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol) as exc:
+    except httpx.ConnectError as exc:
+        raise NotConnected(f"{provider}: {_subject(order_id)} not received ({type(exc).__name__}: {exc})",
+                           provider=provider, order_id=order_id, answered=False) from exc
+    except (httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol) as exc:
         # Raised before a byte of the request was written.
         raise NotReceived(f"{provider}: {_subject(order_id)} not received ({type(exc).__name__}: {exc})",
                           provider=provider, order_id=order_id, answered=False) from exc

@@ -20,7 +20,14 @@ from collections.abc import Callable
 from typing import Any
 
 from tradeops.runtime.orderpath.breaker import BreakerConfig, CircuitBreaker, Transition
-from tradeops.runtime.orderpath.providers import BrokerCallError, BrokerOrder, Execution, Provider, make_provider
+from tradeops.runtime.orderpath.providers import (
+    BrokerCallError,
+    BrokerOrder,
+    Execution,
+    NotConnected,
+    Provider,
+    make_provider,
+)
 from tradeops.runtime.orderpath.routing import PROVIDERS, choose_provider
 from tradeops.runtime.orderpath.suspicion import CallWatch, SuspicionConfig, Verdict
 from tradeops.runtime.platform.aws import Aws, aws_errors
@@ -138,7 +145,8 @@ class Router:
                 watch.answered(token, now)
             else:
                 watch.ended(token)
-            self._publish(self.breakers[provider].record_failure(now, reason=type(exc).__name__))
+            self._publish(self.breakers[provider].record_failure(now, reason=type(exc).__name__,
+                                                                 refused=isinstance(exc, NotConnected)))
             raise
         except BaseException:
             watch.ended(token)
@@ -181,7 +189,8 @@ class Router:
             else:
                 watch.ended(token)
             self.last_probe[provider] = {"healthy": False, "error": str(exc)[:200]}
-            self._publish(self.breakers[provider].record_failure(now, reason=f"health probe: {exc}"))
+            self._publish(self.breakers[provider].record_failure(now, reason=f"health probe: {exc}",
+                                                                 refused=isinstance(exc, NotConnected)))
             return
         except BaseException:
             watch.ended(token)

@@ -17,11 +17,11 @@ import sys
 from datetime import datetime
 from typing import Any
 
-from tradeops.runtime.platform.aws import Aws
+from tradeops.runtime.platform.aws import Aws, aws_errors
 from tradeops.runtime.platform.clock import iso, utcnow
 from tradeops.runtime.platform.names import Names, names_for
 
-__all__ = ["ALERT_KINDS", "EventLog"]
+__all__ = ["ALERT_KINDS", "EventLog", "read_events"]
 
 log = logging.getLogger("tradeops.events")
 
@@ -74,3 +74,21 @@ class EventLog:
         except Exception as exc:  # publishing must never break the order path
             sys.stderr.write(json.dumps({"event_publish_failed": kind, "error": str(exc)[:200]}) + "\n")
         return event
+
+
+def read_events(aws: Aws, *, stream: str, since: datetime, until: datetime | None = None,
+                names: Names | None = None) -> list[dict[str, Any]]:
+    """The events of ``stream`` recorded from ``since`` to ``until`` (UTC), oldest first (drill reports)."""
+    names = names or names_for(aws.settings)
+    condition = "#s = :s AND at_id BETWEEN :a AND :b"
+    values = {":s": {"S": stream}, ":a": {"S": iso(since)}, ":b": {"S": iso(until or utcnow()) + "~"}}
+    kwargs: dict[str, Any] = {"TableName": names.events_table, "KeyConditionExpression": condition,
+                              "ExpressionAttributeNames": {"#s": "stream"}, "ExpressionAttributeValues": values}
+    events: list[dict[str, Any]] = []
+    with aws_errors(f"read the {stream} events"):
+        while True:
+            page = aws.dynamodb.query(**kwargs)
+            events += [json.loads(item["body"]["S"]) for item in page.get("Items", [])]
+            if "LastEvaluatedKey" not in page:
+                return events
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]

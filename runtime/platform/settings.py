@@ -137,6 +137,8 @@ class Settings(BaseSettings):
     breaker_slow_rate: float = Field(default=0.8, gt=0, le=1)
     breaker_open_seconds: float = Field(default=3.0, gt=0)
     breaker_half_open_probes: int = Field(default=2, ge=1)
+    # Connections refused in a row that open the breaker at once (a refusal proves the broker down).
+    breaker_refused_trip: int = Field(default=1, ge=1)
     health_probe_seconds: float = Field(default=1.0, gt=0)
 
     # In-flight watch (runtime/orderpath/suspicion.py): a broker is suspect when a call sent after its

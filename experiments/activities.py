@@ -1,0 +1,391 @@
+"""tradeops's Chaos Toolkit extension: the probes and actions the drill experiments are made of.
+
+Every activity is a plain function taking ``configuration=None, secrets=None`` last, as Chaos
+Toolkit extensions do (chaostoolkit-aws's ``chaosaws/ec2/probes.py`` is the model), so an
+experiment names it with ``provider: {type: python, module: tradeops.experiments.activities,
+func: NAME, arguments: {...}}``. They find the stack the way every tradeops command does: the
+stack state file in ``TRADEOPS_STATE_DIR`` (``eval "$(tradeops env)"`` exports it), or the
+configuration key ``tradeops_state_dir``. ``chaos discover tradeops`` lists them
+(:func:`discover`); docs/drills.md shows how to write a new experiment from them.
+
+AWS control-plane faults and probes (the SSM routing flags) are not here: experiments use
+chaostoolkit-aws's own ``chaosaws.ssm.actions.put_parameter`` for those, pointed at the stack by
+``AWS_ENDPOINT_URL``.
+
+Safeguard probes (:func:`total_exposure_below`, :func:`oldest_pending_below`) are what the
+experiments' stop conditions run under ``chaosaddons.controls.safeguards``: each answers True
+while customer harm is inside the limit, and a False ends the method and runs the rollbacks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from tradeops.runtime.brokers.control import SimControl
+from tradeops.runtime.orderpath import ops
+from tradeops.runtime.orderpath.flags import Flags
+from tradeops.runtime.orderpath.orders import OrderStore
+from tradeops.runtime.orderpath.routing import PROVIDERS
+from tradeops.runtime.platform.aws import Aws
+from tradeops.runtime.platform.errors import BadInput, OperationFailed, StackError, TradeopsError
+from tradeops.runtime.platform.settings import Settings, load_settings
+from tradeops.runtime.platform.statefile import read_state, resolve_settings
+
+__all__ = [
+    "breaker_states",
+    "breakers_closed",
+    "broker_health",
+    "broker_healthy",
+    "clear_fault",
+    "clear_faults",
+    "discover",
+    "exposure",
+    "fills_reconciled",
+    "inject_fault",
+    "kill_worker",
+    "move_prices",
+    "no_order_filled_twice",
+    "oldest_pending_age",
+    "oldest_pending_below",
+    "orders_by_state",
+    "orders_filling",
+    "pause_processing",
+    "queue_depth",
+    "resume_processing",
+    "routing_state",
+    "run_runbook",
+    "start_load",
+    "stop_load",
+    "total_exposure_below",
+    "wait_for_breakers_closed",
+]
+
+ACTIONS = frozenset({"inject_fault", "clear_fault", "clear_faults", "pause_processing", "resume_processing",
+                     "kill_worker", "move_prices", "run_runbook", "start_load", "stop_load",
+                     "wait_for_breakers_closed"})
+FAULT_MODES = ("none", "down", "error", "latency", "blackhole", "fill_after_timeout")
+ACTOR = "drill"
+
+
+# ---- finding the stack ----------------------------------------------------------------------------
+def _settings(configuration: dict[str, Any] | None) -> Settings:
+    overrides: dict[str, Any] = {}
+    state_dir = (configuration or {}).get("tradeops_state_dir")
+    if state_dir:
+        overrides["state_dir"] = Path(state_dir)
+    settings = resolve_settings(load_settings(**overrides))
+    if not settings.intake_url:
+        raise StackError(f"no tradeops stack is up in {settings.state_dir} (run `tradeops up`, then "
+                         "eval \"$(tradeops env)\")")
+    return settings
+
+
+def _aws(configuration: dict[str, Any] | None) -> Aws:
+    return Aws(_settings(configuration))
+
+
+def _control(settings: Settings, provider: str) -> SimControl:
+    if provider not in PROVIDERS:
+        raise BadInput(f"unknown provider {provider!r} (one of {', '.join(PROVIDERS)})")
+    url = getattr(settings, f"{provider}_control_url")
+    if not url:
+        raise OperationFailed(f"the {provider} broker has no fault-injection control (not a simulated broker)")
+    return SimControl(url, timeout=10.0)
+
+
+# ---- probes -------------------------------------------------------------------------------------
+def broker_health(provider: str, configuration: dict[str, Any] | None = None,
+                  secrets: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One health probe of a broker's order API: ``{"provider", "healthy", "latency_ms", "error"}``.
+
+    Example: ``{func: broker_health, arguments: {provider: primary}}``."""
+    settings = _settings(configuration)
+    return ops.broker_health(settings, Aws(settings), provider)
+
+
+def broker_healthy(provider: str, configuration: dict[str, Any] | None = None,
+                   secrets: dict[str, Any] | None = None) -> bool:
+    """True when the broker's order API answers its health check (tolerance: ``true``)."""
+    return bool(broker_health(provider, configuration)["healthy"])
+
+
+def routing_state(configuration: dict[str, Any] | None = None,
+                  secrets: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The routing flags the workers obey: ``{"mode", "active", "trickle", "processing"}``."""
+    values = Flags(_aws(configuration)).read()
+    return {"mode": values.mode, "active": values.active, "trickle": values.trickle,
+            "processing": values.processing}
+
+
+def breaker_states(configuration: dict[str, Any] | None = None,
+                   secrets: dict[str, Any] | None = None) -> dict[str, str]:
+    """Each broker's breaker, the worst state any live worker reports: ``{"primary": "closed", ...}``
+    (``closed`` < ``half_open`` < ``open``)."""
+    rank = {"closed": 0, "half_open": 1, "open": 2}
+    worst: dict[str, str] = {}
+    for worker in ops.fleet(_aws(configuration))["workers"]:
+        for provider, state in worker["breakers"].items():
+            if rank.get(state, 0) >= rank.get(worst.get(provider, "closed"), 0):
+                worst[provider] = state
+    return worst
+
+
+def breakers_closed(configuration: dict[str, Any] | None = None, secrets: dict[str, Any] | None = None) -> bool:
+    """True when at least one worker is live and every live worker has every breaker closed, and no
+    worker suspects a broker (tolerance: ``true``)."""
+    fleet = ops.fleet(_aws(configuration))
+    return bool(fleet["workers"]) and all(
+        set(w["breakers"].values()) <= {"closed"} and not w["suspect"] for w in fleet["workers"])
+
+
+def wait_for_breakers_closed(timeout: float = 30.0, configuration: dict[str, Any] | None = None,
+                             secrets: dict[str, Any] | None = None) -> bool:
+    """Wait up to ``timeout`` seconds for :func:`breakers_closed`; its last answer. A rollback uses it so
+    that the next drill starts from a healed fleet."""
+    deadline = time.monotonic() + float(timeout)
+    while True:
+        if breakers_closed(configuration):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.5)
+
+
+def queue_depth(configuration: dict[str, Any] | None = None, secrets: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The order queue and dead-letter queue: ``{"queue": {"visible", "in_flight"}, "dlq": {...},
+    "oldest_pending_age_seconds"}``."""
+    aws = _aws(configuration)
+    return {**ops.queue_figures(aws), "oldest_pending_age_seconds": ops.oldest_pending_age(aws)}
+
+
+def oldest_pending_age(configuration: dict[str, Any] | None = None,
+                       secrets: dict[str, Any] | None = None) -> float:
+    """Seconds since the oldest pending customer order was placed (0 when none is pending)."""
+    return ops.oldest_pending_age(_aws(configuration)) or 0.0
+
+
+def oldest_pending_below(seconds: float, configuration: dict[str, Any] | None = None,
+                         secrets: dict[str, Any] | None = None) -> bool:
+    """True while the oldest pending customer order is younger than ``seconds``. A steady-state probe
+    (tolerance ``true``) and a stop condition (a safeguard with ``frequency: 1``)."""
+    return oldest_pending_age(configuration) < float(seconds)
+
+
+def exposure(configuration: dict[str, Any] | None = None, secrets: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The divergence monitor's last summary: ``total_exposure`` (GBP, a string), ``pending_orders``,
+    ``oldest_pending_seconds``, ``max_divergence_pct``, thresholds; ``{}`` before the monitor's first."""
+    from tradeops.runtime.liability.monitor import read_summary
+
+    return read_summary(_aws(configuration)) or {}
+
+
+def total_exposure_below(limit_gbp: float | str, configuration: dict[str, Any] | None = None,
+                         secrets: dict[str, Any] | None = None) -> bool:
+    """True while the total exposure of pending orders is under ``limit_gbp`` (a stop condition)."""
+    summary = exposure(configuration)
+    return Decimal(str(summary.get("total_exposure", "0"))) < Decimal(str(limit_gbp))
+
+
+def orders_by_state(configuration: dict[str, Any] | None = None,
+                    secrets: dict[str, Any] | None = None) -> dict[str, int]:
+    """How many orders are in each state: ``{"FILLED": 120, "IN_DOUBT": 0, ...}``."""
+    return OrderStore(_aws(configuration)).count_by_status()
+
+
+def orders_filling(timeout: float = 10.0, configuration: dict[str, Any] | None = None,
+                   secrets: dict[str, Any] | None = None) -> bool:
+    """Place one synthetic order through the intake and say whether it filled within ``timeout`` s.
+
+    Synthetic orders are never customer exposure or reimbursements (the canary's kind)."""
+    settings = _settings(configuration)
+    try:
+        ops.canary(settings, timeout=float(timeout), symbol="DRILL")
+    except TradeopsError:  # the intake refused it, or it did not fill in time
+        return False
+    return True
+
+
+def _fills(settings: Settings) -> dict[str, list[dict[str, Any]]]:
+    fills = ops.broker_fills(settings)
+    if fills is None:
+        raise OperationFailed("the brokers' fill ledgers cannot be read (not simulated brokers)")
+    return fills
+
+
+def no_order_filled_twice(configuration: dict[str, Any] | None = None,
+                          secrets: dict[str, Any] | None = None) -> bool:
+    """True when no order id appears twice across both brokers' own fill ledgers."""
+    fills = _fills(_settings(configuration))
+    counts = Counter(f["order_id"] for provider in fills for f in fills[provider])
+    return all(n == 1 for n in counts.values())
+
+
+def fills_reconciled(prefix: str = "", configuration: dict[str, Any] | None = None,
+                     secrets: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Reconcile the brokers' fills (of order ids starting with ``prefix``) against the orders table:
+    ``{"filled_twice", "wrong_broker", "unrecorded_fill", "fills"}`` (counts; the first three should be 0)."""
+    settings = _settings(configuration)
+    fills = _fills(settings)
+    ids = sorted({f["order_id"] for p in fills for f in fills[p] if f["order_id"].startswith(prefix)})
+    recon, _ = ops.reconcile_orders(settings, Aws(settings), ids, fills=None)
+    return {"fills": len(ids), **{k: recon.counts.get(k, 0) for k in ("filled_twice", "wrong_broker",
+                                                                     "unrecorded_fill")}}
+
+
+# ---- actions ------------------------------------------------------------------------------------
+def inject_fault(provider: str, mode: str, rate: float | None = None, ms: float | None = None,
+                 configuration: dict[str, Any] | None = None, secrets: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Break a simulated broker's order API (its control surface stays up); answers the fault now in force.
+
+    ``mode``: ``down`` (connection refused), ``error`` (503 for a share ``rate`` of requests),
+    ``latency`` (every answer ``ms`` late), ``blackhole`` (reads requests, never answers),
+    ``fill_after_timeout`` (fills at once, answers after ``ms``: the dual-execution trap), ``none``.
+    Example: ``{func: inject_fault, arguments: {provider: primary, mode: error, rate: 0.5}}``."""
+    if mode not in FAULT_MODES:
+        raise BadInput(f"unknown fault mode {mode!r} (one of {', '.join(FAULT_MODES)})")
+    params = {k: float(v) for k, v in (("rate", rate), ("ms", ms)) if v is not None}
+    with _control(_settings(configuration), provider) as control:
+        return control.set_fault(mode, **params)
+
+
+def clear_fault(provider: str, configuration: dict[str, Any] | None = None,
+                secrets: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Heal one broker (fault ``none``)."""
+    return inject_fault(provider, "none", configuration=configuration)
+
+
+def clear_faults(configuration: dict[str, Any] | None = None, secrets: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Heal both brokers: the rollback every experiment has."""
+    return {provider: clear_fault(provider, configuration) for provider in PROVIDERS}
+
+
+def move_prices(pct: float = 5.0, over_seconds: float = 0.0, symbols: list[str] | None = None,
+                configuration: dict[str, Any] | None = None, secrets: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Move the price feed's symbols (all of them unless ``symbols``) by ``pct`` percent over ``over_seconds``
+    (the feed's scripted spike): a market shock. Answers ``{"moved": [symbol, ...], "pct"}``."""
+    import httpx
+
+    settings = _settings(configuration)
+    if not settings.prices_url:
+        raise OperationFailed("the price feed's address is unknown (is the stack up?)")
+    base = settings.prices_url.rstrip("/")
+    with httpx.Client(timeout=5.0) as http:
+        names = symbols or sorted(http.get(f"{base}/prices").json().get("prices", {}))
+        for symbol in names:
+            answer = http.post(f"{base}/spike", json={"symbol": symbol, "pct": str(pct),
+                                                      "over_seconds": float(over_seconds)})
+            if answer.status_code != 200:
+                raise OperationFailed(f"the price feed refused the move of {symbol}: {answer.text[:200]}")
+    return {"moved": names, "pct": pct}
+
+
+def pause_processing(configuration: dict[str, Any] | None = None, secrets: dict[str, Any] | None = None) -> str:
+    """Set ``processing`` to ``paused`` (workers take nothing new), recorded as a ``flag_set`` by ``drill``."""
+    return Flags(_aws(configuration)).set("processing", "paused", actor=ACTOR)
+
+
+def resume_processing(configuration: dict[str, Any] | None = None, secrets: dict[str, Any] | None = None) -> str:
+    """Set ``processing`` back to ``running``."""
+    return Flags(_aws(configuration)).set("processing", "running", actor=ACTOR)
+
+
+def kill_worker(worker: str = "worker-1", configuration: dict[str, Any] | None = None,
+                secrets: dict[str, Any] | None = None) -> dict[str, Any]:
+    """SIGKILL one worker process of the local stack mid-batch (the supervisor starts a new one);
+    answers ``{"worker", "pid"}``."""
+    settings = _settings(configuration)
+    state = read_state(settings.state_file) or {}
+    comp = state.get("components", {}).get(worker)
+    if not comp or not comp.get("pid"):
+        known = ", ".join(sorted(n for n in state.get("components", {}) if n.startswith("worker-")))
+        raise BadInput(f"no worker {worker!r} in the local stack (workers: {known or 'none'})")
+    pid = int(comp["pid"])
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        raise OperationFailed(f"{worker} (pid {pid}) is not running") from None
+    return {"worker": worker, "pid": pid}
+
+
+def run_runbook(runbook: str, params: dict[str, Any] | None = None, executor: str = "drill-executor",
+                approvers: list[str] | None = None, configuration: dict[str, Any] | None = None,
+                secrets: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run a runbook unattended, its four-eyes steps approved by drill identities from the roster.
+
+    The approvals go through the engine's own ``decide`` (every four-eyes rule applies); the
+    identities carry the source ``drill`` and the reason says the approval was automated in a
+    drill, so the audit log and reports never count them as human four-eyes. Raises when the
+    runbook does not complete. Answers ``{"execution_id", "status", "approvals"}``.
+    Example: ``{func: run_runbook, arguments: {runbook: failover, params: {verify_canary: false},
+    approvers: [drill-ops-manager, drill-risk]}}``."""
+    from tradeops.experiments.drillrunbooks import run_unattended
+
+    settings = _settings(configuration)
+    return run_unattended(settings, runbook, params=params or {}, executor=executor, approvers=approvers or [])
+
+
+def _load_pidfile(settings: Settings) -> Path:
+    return settings.state_dir / "drill-load.json"
+
+
+def start_load(scenario: str = "steady", rate: float = 5.0, duration: str = "60s", out: str | None = None,
+               configuration: dict[str, Any] | None = None, secrets: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Start ``tradeops load run`` in the background (Locust in its own process); answers ``{"pid", "run_dir"}``.
+
+    :func:`stop_load` stops it early. For plain ``chaos run``; ``tradeops drill run`` starts its own load."""
+    settings = _settings(configuration)
+    pidfile = _load_pidfile(settings)
+    run_dir = Path(out or settings.runs_dir / f"chaos-load-{int(time.time())}").resolve()
+    argv = [sys.executable, "-m", "tradeops.cli", "load", "run", scenario, "--rate", str(rate), "--duration",
+            str(duration), "--out", str(run_dir), "--quiet", "--json"]
+    env = {**os.environ, "TRADEOPS_STATE_DIR": str(settings.state_dir)}
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    with open(run_dir.parent / f"{run_dir.name}.out", "wb") as log:
+        proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+    pidfile.write_text(json.dumps({"pid": proc.pid, "run_dir": str(run_dir)}), encoding="utf-8")
+    return {"pid": proc.pid, "run_dir": str(run_dir)}
+
+
+def stop_load(configuration: dict[str, Any] | None = None, secrets: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Stop the load :func:`start_load` started (Locust finishes and writes its summary)."""
+    settings = _settings(configuration)
+    pidfile = _load_pidfile(settings)
+    try:
+        info = json.loads(pidfile.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {"stopped": False, "reason": "no load was started"}
+    try:
+        os.kill(int(info["pid"]), signal.SIGINT)
+    except ProcessLookupError:
+        pass
+    pidfile.unlink(missing_ok=True)
+    return {"stopped": True, **info}
+
+
+# ---- discovery ------------------------------------------------------------------------------------
+def discover(discover_system: bool = True) -> dict[str, Any]:
+    """What ``chaos discover tradeops`` reports: this module's probes and actions with their arguments."""
+    from chaoslib.discovery.discover import discover_activities, initialize_discovery_result
+
+    from tradeops import __version__
+
+    discovery = initialize_discovery_result("tradeops", __version__, "tradeops")
+    for activity in discover_activities("tradeops.experiments.activities", "probe"):
+        if activity["name"] == "discover":
+            continue
+        if activity["name"] in ACTIONS:
+            activity["type"] = "action"
+        discovery["activities"].append(activity)
+    if discover_system and (state := read_state(load_settings().state_file)):
+        discovery["system"] = {"stack": {k: state.get(k) for k in ("intake", "aws_endpoint", "region", "brokers")}}
+    return discovery

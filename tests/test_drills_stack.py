@@ -1,0 +1,193 @@
+"""Chaos drills on a real local stack: plain `chaos run`, `tradeops drill run` for every scenario, a tolerance
+that cannot hold, a stop condition that trips, and `tradeops demo`.
+
+Chaos Toolkit and Locust always run in their own processes (the CLI starts them; these tests start the
+CLI). Durations and rates are short; full-length figures are in bench/.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, run_cli, running_stack, stack_environment
+
+RUN_FOLDER = ("result.json", "journal.json", "timeline.json", "events.json", "audit.json", "experiment.yaml",
+              "load/summary.json", "load/reconciliation.json")
+SHORT = ("--rate", "5", "--duration", "3s", "--recover", "8s", "--drain", "30s")
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory):
+    """A local stack of the drill tests' own: drills place hundreds of orders and flip every flag."""
+    env = stack_environment(tmp_path_factory.mktemp("drill-stack"))
+    with running_stack(env) as info:
+        yield info
+
+
+@pytest.fixture(scope="module")
+def drill_roster(stack):
+    """Drill identities in the stack's roster (the manual-failover runbooks need approvers)."""
+    from tests.orderflow import Flow
+
+    Flow(stack).roster({"drill-executor": ["duty-engineer"], "drill-ops-manager": ["ops-manager"],
+                        "drill-risk": ["risk"]})
+
+
+def _drill(env: dict[str, str], out: Path, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    return run_cli("drill", "run", *args, "--out", str(out), "--json", "--quiet", env=env, timeout=timeout)
+
+
+def _state(flow) -> dict:
+    """The brokers' faults and the routing flags: what a drill must leave as it found them."""
+    faults = {p: flow.http.get(f"{flow.stack['brokers'][p]['control']}/_sim/fault").json()["mode"]
+              for p in ("primary", "secondary")}
+    flags = {name: flow.ssm.get_parameter(Name=f"/tradeops/{name}")["Parameter"]["Value"]
+             for name in ("processing", "routing/mode", "routing/active")}
+    return {"faults": faults, "flags": flags}
+
+
+@pytest.mark.slow
+def test_plain_chaos_run_of_primary_outage_meets_the_hypothesis_before_and_after(stack, flow, tmp_path):
+    """eval "$(tradeops env)" && chaos run experiments/primary-outage.yaml: the journal shows the steady state met
+    before and after, every activity and rollback succeeded, and the flags are back as they were."""
+    before = _state(flow)
+    journal = tmp_path / "journal.json"
+    # Shorter fault and recovery than shipped (test time), through chaos's own --var.
+    command = ('eval "$(tradeops env)" && chaos --no-version-check run --var fault_seconds:float=3 '
+               "--var recover_seconds:float=6 --journal-path " + str(journal)
+               + " " + str(REPO / "experiments" / "primary-outage.yaml"))
+    done = subprocess.run(["bash", "-c", command], env=stack["env"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=180)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    j = json.loads(journal.read_text())
+    assert j["status"] == "completed" and not j["deviated"]
+    assert j["steady_states"]["before"]["steady_state_met"] and j["steady_states"]["after"]["steady_state_met"]
+    assert {r["status"] for r in j["run"] + j["rollbacks"]} == {"succeeded"}
+    assert "chaosaws.ssm.actions" in {r["activity"]["provider"]["module"] for r in j["run"]}
+    assert _state(flow) == before
+
+
+# Per scenario, on top of SHORT. Time back on the primary needs 20 submissions after the breakers close
+# (3 s open, then probes): at 5/s on a busy box 8 s of recovery can end before that. The manual failover
+# holds orders for as long as its runbook takes, which on a saturated test box has reached 100 s; this test
+# judges the run and its folder, not that pace (the stop condition has a test of its own).
+EXTRA = {"primary-outage": ("--recover", "12s"), "manual-failover": ("--stop-oldest-pending", "300s")}
+SCENARIOS = ["primary-outage", "primary-blackhole", "primary-latency", "primary-flapping", "both-down",
+             "worker-crash", "manual-failover", "failback", "price-shock"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_every_scenario_passes_through_drill_run_with_a_complete_run_folder(stack, flow, drill_roster, tmp_path,
+                                                                           scenario):
+    """`tradeops drill run SCENARIO` exits 0 with the verdict passed; the run folder holds the journal, load summary,
+    timeline (sampled at least once a second), events, audit excerpt and result.json (run_dir set)."""
+    before = _state(flow)
+    out = tmp_path / scenario
+    done = _drill(stack["env"], out, scenario, *SHORT, *EXTRA.get(scenario, ()))
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    result = json.loads(done.stdout)
+    assert result["passed"] and result["verdict"] == "passed" and result["run_dir"] == str(out)
+    for name in RUN_FOLDER:
+        assert (out / name).is_file(), name
+    assert json.loads((out / "result.json").read_text()) == result
+    samples = json.loads((out / "timeline.json").read_text())["samples"]
+    span = (len(samples) - 1) or 1
+    assert len(samples) >= 5 and all("flags" in s and "queue" in s and "workers" in s for s in samples[:3])
+    from tradeops.runtime.platform.clock import parse_iso
+
+    seconds = (parse_iso(samples[-1]["at"]) - parse_iso(samples[0]["at"])).total_seconds()
+    assert seconds / span <= 1.5  # about once a second (each sample takes a few AWS reads)
+    assert result["journal"]["steady_state_before"] and result["journal"]["steady_state_after"]
+    figures = result["figures"]
+    assert figures["orders_lost"] == 0 and figures["orders_filled_twice"] == 0 and figures["orders_placed"] > 0
+    assert _state(flow) == before
+    if scenario == "primary-latency":
+        # Zero double fills by the brokers' own ledgers, not only by our records.
+        ids = set((out / "load" / "orders").glob("*.accepted").__next__().read_text().split())
+        fills = Counter(f["order_id"] for p in ("primary", "secondary") for f in flow.fills(p) if f["order_id"] in ids)
+        assert fills and max(fills.values()) == 1
+        assert figures["orders_in_doubt_unresolved"] == 0
+    if scenario == "manual-failover":
+        approvals = result["drill_approvals"]
+        assert approvals["automated_in_drill"] and not approvals["human_four_eyes"] and approvals["approvals"]
+        assert all(a["identity"].startswith("drill-") and a["source"] == "drill" for a in approvals["approvals"])
+        audit = json.loads((out / "audit.json").read_text())
+        assert audit and any("automated in a drill" in json.dumps(r) for r in audit)
+    if scenario == "price-shock":
+        assert figures["exposure_alerts"] >= 1 and float(figures["reimbursements_owed_gbp"]) > 0
+
+
+@pytest.mark.slow
+def test_an_impossibly_tight_tolerance_exits_1_and_names_the_figure(stack, flow, tmp_path):
+    """--tolerance "time_to_detect<=0.001": exit 1, one line on stderr naming the figure and what was measured."""
+    done = _drill(stack["env"], tmp_path / "tight", "failback", *SHORT, "--tolerance", "time_to_detect<=0.001")
+    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-2000:]
+    assert "time to detect (time_to_detect)" in done.stderr and "tolerance <= 0.001" in done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    result = json.loads(done.stdout)
+    assert not result["passed"] and result["verdict"] == "failed"
+    check = next(c for c in result["checks"] if c["figure"] == "time_to_detect")
+    assert not check["passed"] and check["measured"] is not None and check["measured"] > 0.001
+
+
+@pytest.mark.slow
+def test_a_stop_condition_that_trips_aborts_the_method_runs_the_rollbacks_and_restores_everything(stack, flow,
+                                                                                                  tmp_path):
+    """Both brokers down with a 2 s oldest-pending stop condition: the safeguard interrupts the method before the
+    heal, the rollbacks run and succeed, the drill fails saying so, and brokers and flags are as they were."""
+    before = _state(flow)
+    done = _drill(stack["env"], tmp_path / "stopped", "both-down", "--rate", "5", "--duration", "20s",
+                  "--stop-oldest-pending", "2s", "--drain", "30s")
+    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-2000:]
+    assert "the experiment ended interrupted" in done.stderr
+    result = json.loads(done.stdout)
+    assert result["stop_conditions"]["interrupted"] and result["stop_conditions"]["oldest_pending_seconds"] == 2.0
+    names = [a["name"] for a in result["journal"]["activities"]]
+    assert "both-heal" not in names  # the method was cut short
+    rollbacks = result["journal"]["rollbacks"]
+    assert rollbacks and {r["status"] for r in rollbacks} == {"succeeded"}
+    assert _state(flow) == before
+    assert result["figures"]["orders_lost"] == 0
+
+
+def test_bad_drill_input_exits_2_with_one_line_and_writes_nothing(tmp_path):
+    """An unknown scenario, figure or duration: exit 2, one line, no run folder, even with no stack up."""
+    env = {"PATH": __import__("os").environ["PATH"], "TRADEOPS_STATE_DIR": str(tmp_path / "state")}
+    for args, needle in ((("no-such",), "unknown scenario 'no-such'"),
+                         (("primary-outage", "--tolerance", "latency<=1"), "unknown figure 'latency'"),
+                         (("primary-outage", "--duration", "soon"), "not a duration")):
+        out = tmp_path / "run"
+        done = run_cli("drill", "run", *args, "--out", str(out), env=env)
+        assert done.returncode == 2, done.stdout + done.stderr
+        assert needle in done.stderr and done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+        assert not out.exists()
+
+
+def test_an_experiment_with_a_bad_activity_budget_exits_2_naming_it(tmp_path):
+    """An experiment file whose tradeops extension gives a negative activity_seconds: exit 2, one line, no run."""
+    import yaml
+
+    experiment = yaml.safe_load((REPO / "experiments" / "manual-failover.yaml").read_text())
+    next(e for e in experiment["extensions"] if e["name"] == "tradeops")["activity_seconds"] = -5
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(experiment))
+    env = {"PATH": __import__("os").environ["PATH"], "TRADEOPS_STATE_DIR": str(tmp_path / "state")}
+    done = run_cli("drill", "run", str(path), "--out", str(tmp_path / "run"), env=env)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "activity_seconds must be a number of seconds" in done.stderr and done.stderr.count("\n") == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_drill_list_shows_every_scenario_without_a_stack(tmp_path):
+    """`drill list --json` names the nine shipped scenarios with titles and their last result (none yet)."""
+    env = {"PATH": __import__("os").environ["PATH"], "TRADEOPS_STATE_DIR": str(tmp_path),
+           "TRADEOPS_RUNS_DIR": str(tmp_path / "runs")}
+    rows = json.loads(run_cli("drill", "list", "--json", env=env).stdout)
+    assert sorted(r["scenario"] for r in rows) == sorted(SCENARIOS)
+    assert all(r["title"] and r["last"] is None for r in rows)
