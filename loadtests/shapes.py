@@ -90,7 +90,11 @@ class Shape:
             return self.rate + (peak - self.rate) * math.pow(0.5, (t - self.ramp) / self.decay)
         if self.kind == "spike":
             return self.spike_rate if self.at <= t < self.at + self.length else self.rate
-        level = self.rate + self.step * math.floor(t / self.every)
+        return self._stair(math.floor(t / self.every))
+
+    def _stair(self, index: int) -> float:
+        """The target of the step shape's stair number ``index`` (0 first)."""
+        level = self.rate + self.step * index
         return min(level, self.peak) if self.peak is not None else level
 
     @property
@@ -118,12 +122,14 @@ class Shape:
             if end > ramp_end:
                 stages.append(Stage("decay", ramp_end, end, self._integral(ramp_end, end) / (end - ramp_end)))
             return stages
+        # Stairs by index, never by summing `every` (a sum drifts below k * every, and the stair it
+        # names would then be the one before).
         stairs: list[Stage] = []
-        start = 0.0
-        while start < end:
-            stop = min(end, start + self.every)
-            stairs.append(Stage(f"step {len(stairs) + 1}", start, stop, self.rate_at(start) or 0.0))
-            start = stop
+        index = 0
+        while index * self.every < end:
+            start, stop = index * self.every, min(end, (index + 1) * self.every)
+            stairs.append(Stage(f"step {index + 1}", start, stop, self._stair(index)))
+            index += 1
         return stairs
 
     def _integral(self, a: float, b: float) -> float:

@@ -69,6 +69,16 @@ def test_step_climbs_by_its_step_every_interval_and_never_passes_its_peak():
     assert [s.rate for s in shape.stages()] == [10, 20, 30, 35, 35]
 
 
+def test_stairs_of_a_non_round_length_each_name_their_own_level():
+    """Stairs 41.789 s long: each stage's rate is its own stair's (summing the lengths drifted below k x every
+    and named the stair before), so the total and the highest rate match the curve."""
+    shape = Shape("step", rate=8.504, step=0.275, every=41.789, peak=340.605, duration=415.316)
+    stages = shape.stages()
+    assert [round(s.rate, 3) for s in stages] == [round(8.504 + 0.275 * k, 3) for k in range(len(stages))]
+    assert all(shape.rate_at((s.start + s.end) / 2) == s.rate for s in stages)
+    assert shape.peak_rate == stages[-1].rate
+
+
 @settings(max_examples=25, deadline=None)
 @given(kind=st.sampled_from(["steady", "market-open", "spike", "step"]),
        rate=st.floats(0.5, 200), peak=st.floats(1, 400), duration=st.floats(5, 900),
