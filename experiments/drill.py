@@ -393,7 +393,7 @@ def _run(prep: Prepared, settings: Settings, progress: Callable[[Progress], None
     owed = _reimbursements(aws, set(accepted))
     figures = drillfigures.compute_figures(journal=journal, events=events, orders=orders, timeline=sampler.samples,
                                            counts={k: v for k, v in counts.items() if isinstance(v, int)},
-                                           reimbursements_owed=owed)
+                                           reimbursements_owed=owed, trickle=before.trickle)
     judgement = drillfigures.judge(figures, prep.tolerance, drillfigures.journal_findings(journal))
     window = drillfigures.fault_window(journal)
     drill_approvals = [a for r in journal.get("run") or [] if isinstance(r.get("output"), dict)

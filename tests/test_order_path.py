@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import run_cli
-from tests.orderflow import AlertInbox, Flow
+from tests.orderflow import AlertInbox, Flow, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -146,14 +146,16 @@ def test_worker_killed_mid_batch_loses_nothing(flow):
     state = json.loads((Path(flow.stack["state_dir"]) / "stack.json").read_text())
     victim = state["components"]["worker-1"]["pid"]
     thread, ids = _post_in_background(flow, prefix, 200, 0.05)
-    # A jump from a few ms to 400 ms first makes the primary suspect (in-flight watch) until its probes
-    # close the breaker again; kill once worker-1 reports orders in flight at the slow primary.
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        beat = flow.dynamodb.get_item(TableName="tradeops-heartbeats", Key={"worker_id": {"S": "worker-1"}})["Item"]
-        if int(beat["in_flight"]["N"]) > 0 and set(json.loads(beat["breakers"]["S"]).values()) == {"closed"}:
-            break
-        time.sleep(0.1)
+    # Kill once an order is recorded SUBMITTING by worker-1: its call to the slow primary (400 ms) is in flight.
+    # The orders themselves say so at once; a heartbeat could be a second stale, long enough for the call to end.
+    def in_flight_at_victim() -> bool:
+        for order_id in ids[-6:]:
+            order = flow.get(order_id)
+            if order["status"] == "SUBMITTING" and order["history"][-1].get("actor") == "worker-1":
+                return True
+        return False
+
+    wait_until("an order in flight at worker-1", in_flight_at_victim, timeout=30, every=0.02)
     os.kill(victim, signal.SIGKILL)
     thread.join()
     flow.fault("primary", "none")

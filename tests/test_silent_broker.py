@@ -12,13 +12,13 @@ import boto3
 import pytest
 
 from tests.conftest import run_cli
-from tests.orderflow import AlertInbox, Flow
+from tests.orderflow import AlertInbox, Flow, wait_until
 
 pytestmark = pytest.mark.slow
 
 
 class Poster:
-    """Posts orders at a steady rate in the background, noting when each was placed."""
+    """Posts orders at a steady rate in the background, noting when each was placed (the post was sent)."""
 
     def __init__(self, flow: Flow, prefix: str, rate: float) -> None:
         self.flow, self.prefix, self.every = flow, prefix, 1.0 / rate
@@ -29,8 +29,11 @@ class Poster:
     def _run(self) -> None:
         n, start = 0, time.monotonic()
         while not self._stop.is_set():
+            # The time the post was sent, not answered: an order posted before a fault whose answer came
+            # after it was enqueued before the fault and may rightly have filled at the primary.
+            sent = time.time()
             order = self.flow.post(self.flow.order_body(self.prefix, n))
-            self.placed[order["order_id"]] = time.time()
+            self.placed[order["order_id"]] = sent
             n += 1
             self._stop.wait(max(0.0, start + n * self.every - time.monotonic()))
 
@@ -81,13 +84,15 @@ def test_a_blackholed_primary_strands_at_most_four_orders(flow):
         flow.fault("primary", "blackhole")
         fault_at = time.time()
         time.sleep(4.0)
+        # At least 30 orders after the fault, however slowly a busy machine answers the posts.
+        wait_until("30 orders placed after the fault", lambda: len(poster.since(fault_at)) >= 30, timeout=30)
     after = poster.since(fault_at)
-    assert len(after) >= 30
     orders = settled(flow, after)
     doubtful = [i for i, o in orders.items() if in_doubt_at(o, "primary")]
     assert len(doubtful) <= 4, f"{len(doubtful)} orders placed after the fault were stranded at the primary"
-    assert all(o["status"] == "FILLED" and o["provider"] == "secondary"
-               for i, o in orders.items() if i not in doubtful)
+    elsewhere = {i: (o["status"], o.get("provider"), o["history"]) for i, o in orders.items()
+                 if i not in doubtful and not (o["status"] == "FILLED" and o["provider"] == "secondary")}
+    assert not elsewhere, f"orders placed after the fault not filled at the secondary: {elsewhere}"
     suspect = routing_events(flow, fault_at - 0.5, "broker_suspect")
     assert suspect and all(e["provider"] == "primary" for e in suspect)
     assert suspect[0]["oldest_call_ms"] > suspect[0]["threshold_ms"] >= 150 and "p99_ms" in suspect[0]
