@@ -15,12 +15,13 @@ from decimal import Decimal
 from typing import Any
 
 import matplotlib
+import matplotlib.dates
 
 matplotlib.use("Agg")  # no display; must precede pyplot
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 
-from tradeops.runtime.platform.clock import parse_iso  # noqa: E402
+from tradeops.runtime.platform.clock import parse_iso
 
 __all__ = ["exposure_chart", "queue_chart", "throughput_chart"]
 
@@ -138,7 +139,8 @@ def trend_chart(trend: Mapping[str, Sequence[Mapping[str, Any]]]) -> str | None:
         return None
     fig, ax = plt.subplots(figsize=(8, 3))
     for name, points in series.items():
-        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=name)
+        ax.plot([matplotlib.dates.date2num(p[0]) for p in points], [p[1] for p in points], marker="o", label=name)
+    ax.xaxis_date()
     ax.set_ylabel("time to recover (s)")
     ax.set_title("Time to recover per scenario")
     fig.autofmt_xdate()

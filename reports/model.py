@@ -65,8 +65,9 @@ FIGURE_LABELS: dict[str, tuple[str, str]] = {
     "exposure_alerts": ("exposure alerts", ""),
 }
 
-PEOPLE_ACTIONS = {"execution.started": "started the runbook", "step.started": "executed", "approval.approved": "approved",
-                  "approval.rejected": "rejected", "approval.withdrawn": "withdrew approval",
+PEOPLE_ACTIONS = {"execution.started": "started the runbook", "step.started": "executed",
+                  "approval.approved": "approved", "approval.rejected": "rejected",
+                  "approval.withdrawn": "withdrew approval",
                   "execution.aborted": "aborted"}
 """Audit record kinds that show a person acting, and how the report words each."""
 
@@ -448,9 +449,9 @@ def incident_evidence(*, history: Mapping[str, Any], orders: Sequence[Mapping[st
         "generated_at": generated_at, "generated_by": generated_by, "tradeops_version": version,
         "passed": not outside, "verdict": "within tolerance" if not outside else "outside tolerance",
         "service": dict(catalogue.get("service") or {}),
-        "tolerance": _tolerance(catalogue, results) + [
-            {"metric": "time outside tolerance", "statement": f"{tolerance_seconds:g} s from detection to recovery",
-             "figures": results[:2], "within": not outside}],
+        "tolerance": [*_tolerance(catalogue, results),
+                      {"metric": "time outside tolerance", "figures": results[:2], "within": not outside,
+                       "statement": f"{tolerance_seconds:g} s from detection to recovery"}],
         "scenario": {"name": "incident", "title": f"A real failover: {execution.get('runbook')}",
                      "description": f"Runbook {execution.get('runbook')} run by {execution.get('started_by') or '-'}; "
                                     f"its outcome: {verdict}.",

@@ -8,7 +8,7 @@ inline, the charts are inline SVG, and there is no script.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -68,7 +68,7 @@ def render_markdown(model: Mapping[str, Any]) -> str:
     return environment("md").get_template("report.md").render(m=model)
 
 
-def render_index(rows: list[Mapping[str, Any]], trend: Mapping[str, Any], chart: str | None) -> str:
+def render_index(rows: Sequence[Mapping[str, Any]], trend: Mapping[str, Any], chart: str | None) -> str:
     """``index.html``: every report, newest first, and the time-to-recover trend per scenario."""
     return environment("html").get_template("index.html").render(rows=rows, trend=trend, chart=chart)
 
