@@ -12,7 +12,15 @@ import typer
 from tradeops.commands.context import context
 from tradeops.commands.output import JsonOpt, err, out, print_json
 from tradeops.commands.report import moment
-from tradeops.reports.evidence import RETENTION_YEARS, pack, parse_s3_url, retain_until, upload, verify
+from tradeops.reports.evidence import (
+    RETENTION_YEARS,
+    pack,
+    parse_s3_url,
+    require_object_lock,
+    retain_until,
+    upload,
+    verify,
+)
 from tradeops.runtime.platform.clock import utcnow
 from tradeops.runtime.platform.errors import BadInput, CheckFailed
 
@@ -32,6 +40,7 @@ def pack_cmd(
                                                        "mode) until the retention date.")] = None,
     retain_years: Annotated[int, typer.Option(help="Years the uploaded pack cannot be deleted or overwritten.")]
     = RETENTION_YEARS,
+    chain: Annotated[str, typer.Option(help="Audit chain whose segment goes into the pack.")] = "audit",
     as_json: JsonOpt = False,
 ) -> None:
     """Bundle the period's drill runs and reports, the audit log segment and a manifest (SHA-256 of every file,
@@ -56,9 +65,11 @@ def pack_cmd(
         raise BadInput("--retain-years must be at least 1")
     ctx = context()
     ctx.announce(quiet=as_json)
+    if upload_to is not None:
+        require_object_lock(ctx.aws, upload_to)
     identity = ctx.identity()
     made = pack(ctx.settings, ctx.aws, since=start, until=end, out=out_file,
-                created_by=f"{identity.name} ({identity.source})")
+                created_by=f"{identity.name} ({identity.source})", chain=chain)
     stored = None
     if upload_to is not None:
         stored = upload(ctx.aws, made.path, upload_to, until=retain_until(utcnow(), retain_years),

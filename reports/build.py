@@ -28,7 +28,7 @@ from typing import Any
 import yaml
 
 from tradeops import __version__
-from tradeops.reports import charts, model
+from tradeops.reports import model
 from tradeops.reports.render import render_html, render_index, render_markdown, render_pdf
 from tradeops.runtime.platform.clock import iso
 from tradeops.runtime.platform.errors import BadInput, NotFound
@@ -114,6 +114,8 @@ def _thresholds(settings: Settings) -> dict[str, Decimal]:
 def drill_charts(evidence: Mapping[str, Any], timeline: Mapping[str, Any], started_at: str,
                  thresholds: Mapping[str, Decimal]) -> dict[str, str | None]:
     """The three charts of a drill report."""
+    from tradeops.reports import charts  # matplotlib takes most of a second to import: only when drawing
+
     milestones = {row["milestone"]: row["at"] for row in evidence.get("timeline") or [] if row.get("milestone")}
     fault = evidence.get("fault") or {}
     samples = timeline.get("samples") or []
@@ -244,6 +246,8 @@ def write_index(root: Path) -> Path:
     """``index.html`` in ``root``: every report and the time-to-recover trend per scenario."""
     rows = list_reports(root)
     trend = recovery_trend(rows)
+    from tradeops.reports import charts  # see drill_charts
+
     chart = charts.trend_chart(trend)
     root.mkdir(parents=True, exist_ok=True)
     path = root / "index.html"

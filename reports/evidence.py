@@ -28,7 +28,8 @@ from tradeops.runtime.platform.clock import iso, parse_iso
 from tradeops.runtime.platform.errors import BadInput, CheckFailed, NotFound
 from tradeops.runtime.platform.settings import Settings
 
-__all__ = ["RETENTION_YEARS", "PackResult", "Verified", "pack", "parse_s3_url", "retain_until", "upload", "verify"]
+__all__ = ["RETENTION_YEARS", "PackResult", "Verified", "pack", "parse_s3_url", "require_object_lock", "retain_until",
+           "upload", "verify"]
 
 RETENTION_YEARS = 6
 """How long packs are kept: the FCA's record-keeping period for operational resilience (SYSC 15A, PS21/3)."""
@@ -83,7 +84,8 @@ def _report_folders(root: Path, since: datetime, until: datetime) -> list[Path]:
     return sorted(f for f in found if not any(o != f and o in f.parents for o in found))
 
 
-def pack(settings: Settings, aws: Aws, *, since: datetime, until: datetime, out: Path, created_by: str) -> PackResult:
+def pack(settings: Settings, aws: Aws, *, since: datetime, until: datetime, out: Path, created_by: str,
+         chain: str = "audit") -> PackResult:
     """Writes the evidence pack of [since, until) to ``out`` (see the module docstring)."""
     if until <= since:
         raise BadInput("--until must be after --since")
@@ -93,7 +95,7 @@ def pack(settings: Settings, aws: Aws, *, since: datetime, until: datetime, out:
         raise BadInput(f"{out} exists; a pack is never overwritten: choose another --out")
     root = Path(settings.runs_dir)
     folders = _report_folders(root, since, until)
-    log = AuditLog(aws)
+    log = AuditLog(aws, chain=chain)
     verification = log.verify()
     if not verification.ok:
         raise CheckFailed(f"no pack made: {verification.summary()}")
@@ -184,28 +186,36 @@ def retain_until(now: datetime, years: int = RETENTION_YEARS) -> datetime:
         return now.replace(year=now.year + years, day=28)
 
 
-def upload(aws: Aws, path: Path, url: str, *, until: datetime, metadata: Mapping[str, str]) -> dict[str, Any]:
-    """Stores the pack at ``url`` under Object Lock in compliance mode until ``until``; the bucket must have been
-    created with Object Lock (README, "Evidence packs")."""
+def require_object_lock(aws: Aws, url: str) -> tuple[str, str]:
+    """The bucket and prefix of ``url`` once the bucket is known to have Object Lock; CheckFailed otherwise.
+    Checked before a pack is written, so a refused upload leaves nothing behind."""
     bucket, prefix = parse_s3_url(url)
-    key = f"{prefix}/{path.name}" if prefix else path.name
     s3 = aws.client("s3")
     with aws_errors(f"S3 bucket {bucket}"):
         try:
             config = s3.get_object_lock_configuration(Bucket=bucket).get("ObjectLockConfiguration") or {}
         except s3.exceptions.ClientError as exc:
             code = exc.response.get("Error", {}).get("Code")
-            if code in ("ObjectLockConfigurationNotFoundError", "NoSuchBucket"):
-                what = "does not exist" if code == "NoSuchBucket" else "has no Object Lock"
-                raise CheckFailed(f"bucket {bucket} {what}: "
-                                  "packs are only kept in a bucket created with Object Lock (README, "
-                                  "'Evidence packs')") from None
-            raise
-        if config.get("ObjectLockEnabled") != "Enabled":
-            raise CheckFailed(f"bucket {bucket} has no Object Lock enabled; packs cannot be kept there")
-        data = path.read_bytes()
-        answer = s3.put_object(Bucket=bucket, Key=key, Body=data, ObjectLockMode="COMPLIANCE",
-                               ObjectLockRetainUntilDate=until, ContentType="application/zip",
-                               ChecksumAlgorithm="SHA256", Metadata=dict(metadata))
+            if code not in ("ObjectLockConfigurationNotFoundError", "NoSuchBucket"):
+                raise
+            config = {"missing": code}
+    if config.get("missing") == "NoSuchBucket":
+        raise CheckFailed(f"bucket {bucket} does not exist (README, 'Evidence packs', says how to create it)")
+    if config.get("ObjectLockEnabled") != "Enabled":
+        raise CheckFailed(f"bucket {bucket} has no Object Lock: packs are only kept in a bucket created with "
+                          "Object Lock (README, 'Evidence packs')")
+    return bucket, prefix
+
+
+def upload(aws: Aws, path: Path, url: str, *, until: datetime, metadata: Mapping[str, str]) -> dict[str, Any]:
+    """Stores the pack at ``url`` under Object Lock in compliance mode until ``until``; the bucket must have been
+    created with Object Lock (README, "Evidence packs")."""
+    bucket, prefix = require_object_lock(aws, url)
+    key = f"{prefix}/{path.name}" if prefix else path.name
+    data = path.read_bytes()
+    with aws_errors(f"store the pack in S3 bucket {bucket}"):
+        answer = aws.client("s3").put_object(Bucket=bucket, Key=key, Body=data, ObjectLockMode="COMPLIANCE",
+                                             ObjectLockRetainUntilDate=until, ContentType="application/zip",
+                                             ChecksumAlgorithm="SHA256", Metadata=dict(metadata))
     return {"bucket": bucket, "key": key, "version_id": answer.get("VersionId"), "mode": "COMPLIANCE",
             "retain_until": iso(until), "sha256": hashlib.sha256(data).hexdigest()}
