@@ -29,8 +29,8 @@ __all__ = ["exposure_chart", "queue_chart", "throughput_chart"]
 matplotlib.rcParams.update({"svg.fonttype": "none", "font.size": 9, "axes.spines.top": False,
                             "axes.spines.right": False, "svg.hashsalt": "tradeops"})
 
-COLOURS = {"primary": "#1f77b4", "secondary": "#ff7f0e", "fault": "#d62728", "detect": "#9467bd",
-           "recover": "#2ca02c"}
+COLOURS = {"primary": "#1f77b4", "secondary": "#ff7f0e", "fault": "#d62728", "detected": "#9467bd",
+           "failed over": "#17becf", "recovered": "#2ca02c"}
 
 
 def _svg(fig: Figure) -> str:
@@ -57,7 +57,7 @@ def _marks(ax: Any, origin: datetime, fault: Mapping[str, Any], marks: Mapping[s
     for name, at in marks.items():
         x = _seconds(at, origin) if at else None
         if x is not None:
-            ax.axvline(x, color=COLOURS["detect" if name == "detected" else "recover"], linestyle="--",
+            ax.axvline(x, color=COLOURS.get(name, COLOURS["recovered"]), linestyle="--",
                        linewidth=1.2, label=name)
 
 

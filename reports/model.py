@@ -401,12 +401,20 @@ def incident_evidence(*, history: Mapping[str, Any], orders: Sequence[Mapping[st
     rows: list[dict[str, Any]] = []
     for record in timeline_records:
         kind = str(record.get("kind"))
-        milestone = {"execution.started": "runbook started", "execution.succeeded": "recovered",
-                     "execution.completed": "recovered", "execution.failed": "runbook failed"}.get(kind)
-        if kind.startswith("step.") and "toggle" in str(record.get("step_id") or "") and kind.endswith("succeeded"):
-            milestone = "failed over"
+        data = record.get("data") or {}
+        status = data.get("status") if isinstance(data, Mapping) else None
+        milestone = {"execution.started": "runbook started", "execution.aborted": "runbook aborted"}.get(kind)
+        if kind == "execution.finished":
+            milestone = "recovered" if status == "completed" else f"runbook ended {status}"
+        elif kind == "step.finished" and "toggle" in str(record.get("step_id") or "") and status == "succeeded":
+            milestone = "failed over"  # the switch of the active broker is the failover itself
+        if kind not in ("step.started", "step.finished", "execution.started", "execution.finished",
+                        "approval.approved", "approval.rejected", "approval.requested", "execution.aborted",
+                        "action.finished"):
+            continue
         rows.append({"at": record.get("at"), "milestone": milestone, "source": "audit",
-                     "detail": f"{kind} {record.get('step_id') or ''} by {record.get('actor') or '-'}"})
+                     "detail": f"{kind} {record.get('step_id') or ''} by {record.get('actor') or '-'}"
+                               + (f": {status}" if status else "")})
     opened = sorted((e for e in events if e.get("kind") in ("breaker_opened", "broker_suspect")),
                     key=lambda e: str(e.get("at")))
     if opened:
@@ -453,7 +461,7 @@ def incident_evidence(*, history: Mapping[str, Any], orders: Sequence[Mapping[st
                       {"metric": "time outside tolerance", "figures": results[:2], "within": not outside,
                        "statement": f"{tolerance_seconds:g} s from detection to recovery"}],
         "scenario": {"name": "incident", "title": f"A real failover: {execution.get('runbook')}",
-                     "description": f"Runbook {execution.get('runbook')} run by {execution.get('started_by') or '-'}; "
+                     "description": f"Runbook {execution.get('runbook')} run by {execution.get('executor') or '-'}; "
                                     f"its outcome: {verdict}.",
                      "plausible": "Not a test: a real disruption handled by operations.",
                      "test_type": "live incident", "environment": "production" , "assumptions": [],

@@ -434,3 +434,16 @@ def test_pack_and_upload_through_the_command_line(aws_settings, tmp_path):
     assert refused.returncode == 1 and "has no Object Lock" in refused.stderr and "Traceback" not in refused.stderr
     assert not (tmp_path / "ev2.zip").exists()
     assert subprocess.run(["tradeops", "evidence", "verify", str(out)], env=env, capture_output=True).returncode == 0
+
+
+def test_the_headless_browser_check_sees_a_failed_request(tmp_path):
+    """The Chromium harness the drill report's check uses records a page's failed request (so its "none failed"
+    means something)."""
+    from tests.browser import load_page
+
+    page_file = tmp_path / "page.html"
+    page_file.write_text('<!DOCTYPE html><html><body><img src="missing.png"><p>x</p></body></html>')
+    page = load_page(page_file, tmp_path / "shot.png", user_data_dir=tmp_path / "chromium", height=400)
+    assert page.loaded and len(page.requests) == 2
+    assert [f.get("errorText") for f in page.failed] == ["net::ERR_FILE_NOT_FOUND"]
+    assert (tmp_path / "shot.png").read_bytes().startswith(b"\x89PNG")
