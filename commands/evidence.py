@@ -11,18 +11,18 @@ import typer
 
 from tradeops.commands.context import context
 from tradeops.commands.output import JsonOpt, err, out, print_json
-from tradeops.commands.report import moment
+from tradeops.commands.report import SinceOpt, UntilOpt, period
 from tradeops.reports.evidence import (
     RETENTION_YEARS,
+    check_request,
     pack,
-    parse_s3_url,
     require_object_lock,
     retain_until,
     upload,
     verify,
 )
 from tradeops.runtime.platform.clock import utcnow
-from tradeops.runtime.platform.errors import BadInput, CheckFailed
+from tradeops.runtime.platform.errors import CheckFailed
 
 __all__ = ["evidence_app"]
 
@@ -32,9 +32,9 @@ evidence_app = typer.Typer(help="Evidence packs: runs, reports and the audit log
 
 @evidence_app.command("pack")
 def pack_cmd(
-    since: Annotated[str, typer.Option(metavar="DATE", help="Start of the period (YYYY-MM-DD or a UTC time).")],
+    since: SinceOpt,
     out_file: Annotated[Path, typer.Option("--out", metavar="FILE.zip", help="The pack to write (never overwritten).")],
-    until: Annotated[str | None, typer.Option(metavar="DATE", help="End of the period (default: now).")] = None,
+    until: UntilOpt = None,
     upload_to: Annotated[str | None, typer.Option("--upload", metavar="s3://BUCKET/PREFIX",
                                                   help="Also store the pack there under Object Lock (compliance "
                                                        "mode) until the retention date.")] = None,
@@ -51,18 +51,8 @@ def pack_cmd(
       tradeops evidence pack --since 2026-11-01 --until 2026-12-01 --out evidence-2026-11.zip
       tradeops evidence pack --since 2026-11-01 --out ev.zip --upload s3://tradeops-evidence-123456789012-eu-west-2/packs
     """
-    start = moment(since, "--since")
-    end = moment(until, "--until", default=utcnow())
-    if end <= start:
-        raise BadInput("--until must be after --since")
-    if out_file.suffix != ".zip":
-        raise BadInput(f"--out must name a .zip file, got {out_file}")
-    if out_file.exists():
-        raise BadInput(f"{out_file} exists; a pack is never overwritten: choose another --out")
-    if upload_to is not None:
-        parse_s3_url(upload_to)
-    if retain_years < 1:
-        raise BadInput("--retain-years must be at least 1")
+    start, end = period(since, until)
+    check_request(since=start, until=end, out=out_file, upload_to=upload_to, retain_years=retain_years)
     ctx = context()
     ctx.announce(quiet=as_json)
     if upload_to is not None:

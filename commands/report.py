@@ -19,7 +19,7 @@ from tradeops.runtime.platform.clock import iso, parse_duration, parse_iso, utcn
 from tradeops.runtime.platform.errors import BadInput, TradeopsError
 from tradeops.runtime.platform.settings import Settings, load_settings
 
-__all__ = ["moment", "report_app", "report_folder", "who"]
+__all__ = ["SinceOpt", "UntilOpt", "moment", "period", "report_app", "report_folder", "who"]
 
 report_app = typer.Typer(help="Scenario-testing, incident and period reports for the FCA (PS21/3, SYSC 15A).",
                          no_args_is_help=True)
@@ -41,6 +41,19 @@ def moment(value: str | None, what: str, *, default: datetime | None = None) -> 
         return parse_iso(value)
     except ValueError:
         raise BadInput(f"{what}: {value!r} is not a date (YYYY-MM-DD) or a UTC time (2026-11-26T09:00:00Z)") from None
+
+
+SinceOpt = Annotated[str, typer.Option(metavar="DATE", help="Start of the period (YYYY-MM-DD or a UTC time).")]
+UntilOpt = Annotated[str | None, typer.Option(metavar="DATE", help="End of the period (default: now).")]
+
+
+def period(since: str, until: str | None) -> tuple[datetime, datetime]:
+    """``--since`` and ``--until`` (default now) as UTC times; BadInput unless the period runs forwards."""
+    start = moment(since, "--since")
+    end = moment(until, "--until", default=utcnow())
+    if end <= start:
+        raise BadInput("--until must be after --since")
+    return start, end
 
 
 def who(settings: Settings) -> str:
@@ -201,8 +214,8 @@ def incident(
 
 @report_app.command("self-assessment")
 def self_assessment(
-    since: Annotated[str, typer.Option(metavar="DATE", help="Start of the period (YYYY-MM-DD or a UTC time).")],
-    until: Annotated[str | None, typer.Option(metavar="DATE", help="End of the period (default: now).")] = None,
+    since: SinceOpt,
+    until: UntilOpt = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Folder to write into (default: "
                                                               "<runs>/self-assessment-<date>).")] = None,
     as_json: JsonOpt = False,
@@ -217,10 +230,7 @@ def self_assessment(
     """
     from tradeops.reports.periodic_io import self_assessment as compile_assessment
 
-    start = moment(since, "--since")
-    end = moment(until, "--until", default=utcnow())
-    if end <= start:
-        raise BadInput("--until must be after --since")
+    start, end = period(since, until)
     settings = load_settings()
     folder = out_dir or Path(settings.runs_dir) / f"self-assessment-{end.date().isoformat()}"
     document, files = compile_assessment(settings, since=start, until=end, out=folder, generated_by=who(settings))
@@ -237,8 +247,8 @@ def self_assessment(
 
 @report_app.command("execution-quality")
 def execution_quality(
-    since: Annotated[str, typer.Option(metavar="DATE", help="Orders placed from (YYYY-MM-DD or a UTC time).")],
-    until: Annotated[str | None, typer.Option(metavar="DATE", help="Orders placed before (default: now).")] = None,
+    since: SinceOpt,
+    until: UntilOpt = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Also write execution-quality.json/.html/.md "
                                                               "into this folder.")] = None,
     as_json: JsonOpt = False,
@@ -252,10 +262,7 @@ def execution_quality(
     """
     from tradeops.reports.periodic_io import execution_quality as quality
 
-    start = moment(since, "--since")
-    end = moment(until, "--until", default=utcnow())
-    if end <= start:
-        raise BadInput("--until must be after --since")
+    start, end = period(since, until)
     ctx = context()
     identity = ctx.identity()
     document, files = quality(ctx.settings, ctx.aws, since=start, until=end, out=out_dir,

@@ -28,8 +28,8 @@ from tradeops.runtime.platform.clock import iso, parse_iso
 from tradeops.runtime.platform.errors import BadInput, CheckFailed, NotFound
 from tradeops.runtime.platform.settings import Settings
 
-__all__ = ["RETENTION_YEARS", "PackResult", "Verified", "pack", "parse_s3_url", "require_object_lock", "retain_until",
-           "upload", "verify"]
+__all__ = ["RETENTION_YEARS", "PackResult", "Verified", "check_request", "pack", "parse_s3_url", "require_object_lock",
+           "retain_until", "upload", "verify"]
 
 RETENTION_YEARS = 6
 """How long packs are kept: the FCA's record-keeping period for operational resilience (SYSC 15A, PS21/3)."""
@@ -84,15 +84,25 @@ def _report_folders(root: Path, since: datetime, until: datetime) -> list[Path]:
     return sorted(f for f in found if not any(o != f and o in f.parents for o in found))
 
 
-def pack(settings: Settings, aws: Aws, *, since: datetime, until: datetime, out: Path, created_by: str,
-         chain: str = "audit") -> PackResult:
-    """Writes the evidence pack of [since, until) to ``out`` (see the module docstring)."""
+def check_request(*, since: datetime, until: datetime, out: Path, upload_to: str | None = None,
+                  retain_years: int = RETENTION_YEARS) -> None:
+    """BadInput for a pack request that cannot be met, before anything is read or written."""
     if until <= since:
         raise BadInput("--until must be after --since")
     if out.suffix != ".zip":
         raise BadInput(f"--out must name a .zip file, got {out}")
     if out.exists():
         raise BadInput(f"{out} exists; a pack is never overwritten: choose another --out")
+    if upload_to is not None:
+        parse_s3_url(upload_to)
+    if retain_years < 1:
+        raise BadInput("--retain-years must be at least 1")
+
+
+def pack(settings: Settings, aws: Aws, *, since: datetime, until: datetime, out: Path, created_by: str,
+         chain: str = "audit") -> PackResult:
+    """Writes the evidence pack of [since, until) to ``out`` (see the module docstring)."""
+    check_request(since=since, until=until, out=out)
     root = Path(settings.runs_dir)
     folders = _report_folders(root, since, until)
     log = AuditLog(aws, chain=chain)

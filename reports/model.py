@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any, TypedDict
 
+from tradeops.experiments.drillfigures import FIGURES
 from tradeops.runtime.platform.clock import iso, parse_iso
 
 __all__ = [
@@ -47,22 +48,11 @@ SECTIONS = ("service", "tolerance", "scenario", "third_parties", "timeline", "re
 """Every section a report has, in the order it is shown (a test checks each one is rendered)."""
 
 FIGURE_LABELS: dict[str, tuple[str, str]] = {
-    "time_to_detect": ("time to detect", "s"),
-    "time_to_first_secondary_fill": ("time to first fill at the secondary", "s"),
+    **FIGURES,
+    # Where the report's reader needs more words than the drill's table: what "recover" and "double fill" mean.
     "time_to_99pct_secondary": ("time to recover: 99% of new orders at the secondary", "s"),
-    "time_back_on_primary": ("time back on the primary after it healed", "s"),
-    "orders_placed": ("orders placed", ""),
-    "orders_filled": ("orders filled", ""),
-    "orders_rejected": ("orders rejected", ""),
-    "orders_lost": ("orders lost", ""),
     "orders_filled_twice": ("orders filled twice (double fills)", ""),
-    "orders_dead_lettered": ("orders dead-lettered", ""),
-    "orders_pending": ("orders pending after the drain", ""),
-    "orders_in_doubt_unresolved": ("orders in doubt and unresolved", ""),
     "max_oldest_pending_seconds": ("longest wait of a pending order", "s"),
-    "max_exposure_gbp": ("maximum exposure", "GBP"),
-    "reimbursements_owed_gbp": ("reimbursements owed", "GBP"),
-    "exposure_alerts": ("exposure alerts", ""),
 }
 
 PEOPLE_ACTIONS = {"execution.started": "started the runbook", "step.started": "executed",
@@ -315,6 +305,13 @@ def headline(model: Mapping[str, Any]) -> dict[str, Any]:
             "max_exposure_gbp": figures.get("max_exposure_gbp")}
 
 
+def _finished(model: Evidence, secrets: Iterable[str]) -> Evidence:
+    """The model with its headline, every secret cut out."""
+    model["headline"] = headline(model)
+    redacted: Evidence = redact(model, secrets)
+    return redacted
+
+
 def _annotations(annotations: Mapping[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     return list(annotations.get("vulnerabilities") or []), list(annotations.get("lessons") or [])
 
@@ -374,9 +371,7 @@ def drill_evidence(*, result: Mapping[str, Any], journal: Mapping[str, Any], eve
         "raci": phase,
         "evidence": list(files),
     }
-    model["headline"] = headline(model)
-    redacted: Evidence = redact(model, secrets)
-    return redacted
+    return _finished(model, secrets)
 
 
 def _delay_bound(result: Mapping[str, Any]) -> float:
@@ -485,6 +480,4 @@ def incident_evidence(*, history: Mapping[str, Any], orders: Sequence[Mapping[st
         "raci": phase,
         "evidence": list(files),
     }
-    model["headline"] = headline(model)
-    redacted: Evidence = redact(model, secrets)
-    return redacted
+    return _finished(model, secrets)
