@@ -380,6 +380,19 @@ def _delay_bound(result: Mapping[str, Any]) -> float:
     return 2.0
 
 
+DETECT_KINDS = ("breaker_opened", "broker_suspect")
+
+
+def _episode_start(events: Sequence[Mapping[str, Any]], started: str) -> list[Mapping[str, Any]]:
+    """The detections of the outage the runbook answered, oldest first: those after the last time a breaker closed
+    before the runbook started (earlier openings in the window belong to an earlier, healed episode)."""
+    ordered = sorted(events, key=lambda e: str(e.get("at")))
+    before = [e for e in ordered if str(e.get("at")) <= started]
+    healed = max((str(e.get("at")) for e in before if e.get("kind") == "breaker_closed"), default="")
+    found = [e for e in before if e.get("kind") in DETECT_KINDS and str(e.get("at")) > healed]
+    return found or [e for e in ordered if e.get("kind") in DETECT_KINDS]
+
+
 def incident_evidence(*, history: Mapping[str, Any], orders: Sequence[Mapping[str, Any]],
                       events: Sequence[Mapping[str, Any]], reimbursements: Sequence[Mapping[str, Any]],
                       exposure: Sequence[Mapping[str, Any]], catalogue: Mapping[str, Any],
@@ -391,7 +404,8 @@ def incident_evidence(*, history: Mapping[str, Any], orders: Sequence[Mapping[st
     execution = dict(history.get("execution") or {})
     timeline_records = list(history.get("timeline") or [])
     execution_id = str(execution.get("execution_id"))
-    started, ended = execution.get("started_at"), execution.get("finished_at") or execution.get("updated_at")
+    started = execution.get("created_at") or execution.get("started_at")
+    ended = execution.get("finished_at") or execution.get("updated_at")
     _facts, phase = _phase(catalogue, "incident")
     rows: list[dict[str, Any]] = []
     for record in timeline_records:
@@ -410,17 +424,18 @@ def incident_evidence(*, history: Mapping[str, Any], orders: Sequence[Mapping[st
         rows.append({"at": record.get("at"), "milestone": milestone, "source": "audit",
                      "detail": f"{kind} {record.get('step_id') or ''} by {record.get('actor') or '-'}"
                                + (f": {status}" if status else "")})
-    opened = sorted((e for e in events if e.get("kind") in ("breaker_opened", "broker_suspect")),
-                    key=lambda e: str(e.get("at")))
+    opened = _episode_start(events, str(started or ""))
     if opened:
         first = opened[0]
         rows.append({"at": first.get("at"), "milestone": "detected", "source": "events",
                      "detail": f"{first.get('kind')} {first.get('provider')} at {first.get('source')}"})
     for event in events:
         if event is not (opened[0] if opened else None):
+            parts = [event.get("kind"), event.get("provider") or event.get("flag"), event.get("after"),
+                     f"({event.get('actor') or event.get('source')})" if event.get("actor") or event.get("source")
+                     else None]
             rows.append({"at": event.get("at"), "milestone": None, "source": "events",
-                         "detail": f"{event.get('kind')} {event.get('provider') or event.get('flag') or ''} "
-                                   f"{event.get('after') or ''} ({event.get('actor') or event.get('source') or ''})"})
+                         "detail": " ".join(str(p) for p in parts if p not in (None, ""))})
     rows = sorted((r for r in rows if r.get("at")), key=lambda r: str(r["at"]))
     exposures = [Decimal(str(s.get("total_exposure") or s.get("exposure_gbp") or 0)) for s in exposure]
     impact_figures: dict[str, Any] = {"orders_placed": len(orders),
@@ -428,7 +443,7 @@ def incident_evidence(*, history: Mapping[str, Any], orders: Sequence[Mapping[st
                                       "orders_lost": None, "orders_filled_twice":
                                           sum(1 for o in orders if o.get("double_execution"))}
     impact = customer_impact(impact_figures, orders, reimbursements, delayed_after=2.0, window=(started, ended))
-    detected_at = rows[0]["at"] if rows else started
+    detected_at = opened[0].get("at") if opened else started
     outage = None
     if _at(detected_at) and _at(ended):
         outage = round(((_at(ended) or datetime.min) - (_at(detected_at) or datetime.min)).total_seconds(), 3)

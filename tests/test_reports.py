@@ -447,3 +447,30 @@ def test_the_headless_browser_check_sees_a_failed_request(tmp_path):
     assert page.loaded and len(page.requests) == 2
     assert [f.get("errorText") for f in page.failed] == ["net::ERR_FILE_NOT_FOUND"]
     assert (tmp_path / "shot.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_an_incident_is_detected_at_the_outage_its_runbook_answered_not_an_earlier_healed_one():
+    """Breaker openings of an earlier, healed episode in the look-back window are not the incident's detection."""
+    from tradeops.reports.model import incident_evidence
+
+    events = [{"at": "2026-11-26T09:00:00.000Z", "kind": "breaker_opened", "provider": "primary", "source": "w1"},
+              {"at": "2026-11-26T09:01:00.000Z", "kind": "breaker_closed", "provider": "primary", "source": "w1"},
+              {"at": "2026-11-26T09:05:00.000Z", "kind": "breaker_opened", "provider": "primary", "source": "w2"}]
+    history = {"execution": {"execution_id": "failover-1", "runbook": "failover", "executor": "ops-alice",
+                             "created_at": "2026-11-26T09:06:00.000Z", "finished_at": "2026-11-26T09:10:00.000Z",
+                             "status": "completed"},
+               "timeline": [{"kind": "execution.started", "at": "2026-11-26T09:06:00.000Z", "actor": "ops-alice",
+                             "identity_source": "iam-user"},
+                            {"kind": "approval.approved", "at": "2026-11-26T09:07:00.000Z", "actor": "ops-bob",
+                             "identity_source": "iam-user", "step_id": "toggle-to-secondary"},
+                            {"kind": "execution.finished", "at": "2026-11-26T09:10:00.000Z", "actor": "ops-alice",
+                             "identity_source": "iam-user", "data": {"status": "completed"}}]}
+    from tradeops.reports.build import catalogue
+
+    model = incident_evidence(history=history, orders=[], events=events, reimbursements=[], exposure=[],
+                              catalogue=catalogue(), tolerance_seconds=1800, generated_at="2026-11-26T10:00:00.000Z",
+                              generated_by="t", version="0")
+    detected = next(r for r in model["timeline"] if r["milestone"] == "detected")
+    assert detected["at"] == "2026-11-26T09:05:00.000Z"
+    assert model["figures"]["incident_duration_seconds"] == 300.0 and model["passed"]
+    assert model["people"]["human_four_eyes"] and model["scenario"]["test_type"] == "live incident"
