@@ -441,7 +441,11 @@ def _run(prep: Prepared, settings: Settings, progress: Callable[[Progress], None
     _write(run_dir / "result.json", result)
     _record(settings, result)
     progress(Progress("report", f"writing the scenario-testing report into {run_dir}"))
-    build_run_report(run_dir, settings, generated_by=_who(settings))
+    try:
+        build_run_report(run_dir, settings, generated_by=_who(settings))
+    except Exception as exc:  # the drill's verdict stands without its report; `tradeops report build` retries
+        (run_dir / "report-error.txt").write_text(f"{type(exc).__name__}: {exc}\n", encoding="utf-8")
+        progress(Progress("report", f"the report was not built ({exc}); run `tradeops report build {run_dir}`"))
     return DrillResult(run_dir=run_dir, result=result)
 
 

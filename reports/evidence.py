@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import zipfile
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -131,6 +132,7 @@ def pack(settings: Settings, aws: Aws, *, since: datetime, until: datetime, out:
                   "chain_verified": verification.summary(), **segment_bounds(chosen)},
         "files": files,
     }
+    manifest["manifest_sha256"] = manifest_digest(manifest)
     manifest_bytes = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode("utf-8")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
@@ -141,6 +143,14 @@ def pack(settings: Settings, aws: Aws, *, since: datetime, until: datetime, out:
     os.replace(tmp, out)
     return PackResult(path=out, manifest=manifest, manifest_sha256=hashlib.sha256(manifest_bytes).hexdigest(),
                       runs=runs)
+
+
+def manifest_digest(manifest: Mapping[str, Any]) -> str:
+    """The manifest's own SHA-256: over its canonical JSON without this field. It catches an edit of the
+    manifest itself; the copy kept under Object Lock (and the digest printed when the pack was made) is what a
+    re-written manifest cannot match."""
+    body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode("utf-8")).hexdigest()
 
 
 def _record_at(record: StoredRecord) -> datetime:
@@ -154,9 +164,19 @@ def verify(path: Path) -> Verified:
     """Re-checks every digest of the pack and its audit segment's chain; ``problems`` names each file or record."""
     if not path.is_file():
         raise NotFound(f"{path}: no such pack")
+    problems: list[str] = []
+    contents: dict[str, bytes] = {}
     try:
         with zipfile.ZipFile(path) as zf:
-            contents = {info.filename: zf.read(info) for info in zf.infolist() if not info.is_dir()}
+            for info in zf.infolist():
+                if info.is_dir():
+                    continue
+                try:
+                    contents[info.filename] = zf.read(info)
+                except (zipfile.BadZipFile, zlib.error, EOFError):
+                    # A byte changed inside the stored data: the zip's own CRC (or inflate) catches it first.
+                    problems.append(f"{info.filename}: changed (its bytes no longer match the zip's CRC)")
+                    contents[info.filename] = b""
     except (zipfile.BadZipFile, OSError) as exc:
         raise CheckFailed(f"{path}: not a readable zip ({exc})") from None
     try:
@@ -165,8 +185,11 @@ def verify(path: Path) -> Verified:
         bounds = manifest["audit"]
     except (KeyError, ValueError, TypeError):
         raise CheckFailed(f"{path}: {MANIFEST} is missing or unreadable; this is not an intact evidence pack") from None
+    if manifest.get("manifest_sha256") != manifest_digest(manifest):
+        problems.append(f"{MANIFEST}: changed (its content no longer matches its own SHA-256)")
     actual = {name: hashlib.sha256(data).hexdigest() for name, data in contents.items()}
-    problems = check_files(listed, actual)
+    already = {p.split(":", 1)[0] for p in problems}
+    problems += [p for p in check_files(listed, actual) if p.split(":", 1)[0] not in already]
     try:
         segment = [StoredRecord(int(r["seq"]), str(r["body"]), str(r["sha256"]))
                    for r in json.loads(contents.get(SEGMENT, b"[]"))]

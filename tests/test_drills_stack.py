@@ -98,6 +98,7 @@ def test_every_scenario_passes_through_drill_run_with_a_complete_run_folder(stac
     assert result["passed"] and result["verdict"] == "passed" and result["run_dir"] == str(out)
     for name in RUN_FOLDER:
         assert (out / name).is_file(), name
+    assert not (out / "report-error.txt").exists(), (out / "report-error.txt").read_text()
     assert json.loads((out / "result.json").read_text()) == result
     RUNS[scenario] = out
     samples = json.loads((out / "timeline.json").read_text())["samples"]

@@ -320,7 +320,8 @@ def test_a_fresh_pack_verifies_and_its_manifest_says_what_when_and_who(packed, t
 
 
 def test_verify_names_the_file_after_one_byte_of_any_file_changes(packed, tmp_path):
-    """Flipping one byte of any one file of the pack (each in turn) fails verification naming that file."""
+    """Flipping one byte of any one file of the pack (each in turn, the manifest too, and a byte of the zip's own
+    stored data) fails verification naming that file."""
     from tradeops.reports.evidence import verify
 
     made, _settings, _aws = packed
@@ -337,6 +338,19 @@ def test_verify_names_the_file_after_one_byte_of_any_file_changes(packed, tmp_pa
         result = verify(tampered)
         assert not result.ok, path
         assert any(p.startswith(f"{path}: changed") for p in result.problems), (path, result.problems)
+    # The manifest itself: one byte of who made the pack.
+    _rewrite(made.path, tampered, lambda n, d: d.replace(b'"compliance-dana"', b'"compliance-dano"')
+             if n == "manifest.json" else d)
+    assert verify(tampered).problems == ["manifest.json: changed (its content no longer matches its own SHA-256)"]
+    # One byte of the zip file itself, inside a file's stored data: the zip's CRC names the file.
+    raw = bytearray(made.path.read_bytes())
+    with zipfile.ZipFile(made.path) as zf:
+        info = next(i for i in zf.infolist() if i.filename.endswith("/journal.json"))
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    raw[start + info.compress_size // 2] ^= 0x01
+    tampered.write_bytes(bytes(raw))
+    result = verify(tampered)
+    assert not result.ok and result.problems[0].startswith(f"{info.filename}: changed"), result.problems
     # And through the command: exit 1, naming the file on one line.
     target = next(p for p in files if p.endswith("/result.json"))
     _rewrite(made.path, tampered, lambda n, d: d.replace(b'"orders_lost": 0', b'"orders_lost": 1')
@@ -370,9 +384,12 @@ def test_verify_names_the_audit_record_removed_from_the_segment(packed, tmp_path
         segment = zf.read("audit/segment.json")
     import hashlib
 
+    from tradeops.reports.evidence import manifest_digest
+
     for f in manifest["files"]:
         if f["path"] == "audit/segment.json":
             f["sha256"] = hashlib.sha256(segment).hexdigest()
+    manifest["manifest_sha256"] = manifest_digest(manifest)
     forged = tmp_path / "forged.zip"
     _rewrite(tampered, forged, lambda n, d: json.dumps(manifest).encode() if n == "manifest.json" else d)
     assert verify(forged).problems == ["audit/segment.json: audit record 2 was removed"]
