@@ -1,4 +1,4 @@
-"""The report's charts: matplotlib (Agg backend, no display, no network) to inline SVG.
+"""The report's charts: matplotlib (no display, no pyplot, no network) to inline SVG.
 
 Three charts, where a person would rather look than read: orders filled per broker per second with
 the fault window shaded and detection and recovery marked; queue depth and the oldest order's age;
@@ -16,14 +16,15 @@ from typing import Any
 
 import matplotlib
 import matplotlib.dates
+from matplotlib.axes import Axes
 
-matplotlib.use("Agg")  # no display; must precede pyplot
-import matplotlib.pyplot as plt
+# Figures are made without pyplot: no display, no global figure registry to close, and less import time
+# (pyplot loads the interactive backends). Saving as SVG draws with matplotlib's own SVG backend.
 from matplotlib.figure import Figure
 
 from tradeops.runtime.platform.clock import parse_iso
 
-__all__ = ["exposure_chart", "queue_chart", "throughput_chart"]
+__all__ = ["exposure_chart", "queue_chart", "throughput_chart", "trend_chart"]
 
 # One style for every chart: the fonts are the system's (DejaVu ships with matplotlib), SVG text stays text.
 matplotlib.rcParams.update({"svg.fonttype": "none", "font.size": 9, "axes.spines.top": False,
@@ -33,10 +34,15 @@ COLOURS = {"primary": "#1f77b4", "secondary": "#ff7f0e", "fault": "#d62728", "de
            "failed over": "#17becf", "recovered": "#2ca02c"}
 
 
+def _figure() -> tuple[Figure, Axes]:
+    # The constrained layout makes room for the legends outside the axes in one drawing pass.
+    fig = Figure(figsize=(8, 3), layout="constrained")
+    return fig, fig.add_subplot()
+
+
 def _svg(fig: Figure) -> str:
     buf = io.StringIO()
-    fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
-    plt.close(fig)
+    fig.savefig(buf, format="svg", metadata={"Date": None})
     text = buf.getvalue()
     return text[text.index("<svg"):]
 
@@ -67,7 +73,7 @@ def throughput_chart(per_second: Sequence[Mapping[str, Any]], *, load_started: s
     if not per_second:
         return None
     origin = parse_iso(load_started)
-    fig, ax = plt.subplots(figsize=(8, 3))
+    fig, ax = _figure()
     seconds = [float(row.get("second", i)) for i, row in enumerate(per_second)]
     for provider in ("primary", "secondary"):
         ax.plot(seconds, [float((row.get("filled") or {}).get(provider, 0)) for row in per_second],
@@ -92,7 +98,7 @@ def queue_chart(samples: Sequence[Mapping[str, Any]], *, load_started: str, faul
     depth = [float(((s["queue"].get("queue") or {}).get("visible") or 0)
                    + ((s["queue"].get("queue") or {}).get("in_flight") or 0)) for s in rows]
     age = [float(s.get("oldest_pending_seconds") or 0) for s in rows]
-    fig, ax = plt.subplots(figsize=(8, 3))
+    fig, ax = _figure()
     ax.step(xs, depth, where="post", color=COLOURS["primary"], label="queue depth (messages)")
     ax.set_ylabel("messages")
     ax2 = ax.twinx()
@@ -115,7 +121,7 @@ def exposure_chart(samples: Sequence[Mapping[str, Any]], *, load_started: str, f
         return None
     origin = parse_iso(load_started)
     xs = [_seconds(s["at"], origin) or 0.0 for s in rows]
-    fig, ax = plt.subplots(figsize=(8, 3))
+    fig, ax = _figure()
     ax.plot(xs, [float(Decimal(str(s["exposure_gbp"]))) for s in rows], color=COLOURS["primary"],
             label="total exposure (GBP)")
     for (name, value), colour in zip(sorted(thresholds.items(), key=lambda kv: kv[1]), ("#bcbd22", "#d62728"),
@@ -137,7 +143,7 @@ def trend_chart(trend: Mapping[str, Sequence[Mapping[str, Any]]]) -> str | None:
     series = {k: v for k, v in series.items() if v}
     if not series:
         return None
-    fig, ax = plt.subplots(figsize=(8, 3))
+    fig, ax = _figure()
     for name, points in series.items():
         ax.plot([matplotlib.dates.date2num(p[0]) for p in points], [p[1] for p in points], marker="o", label=name)
     ax.xaxis_date()
