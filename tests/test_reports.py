@@ -268,14 +268,16 @@ def test_slippage_is_signed_worse_for_the_client_and_the_brokers_are_compared():
 
 
 # ---- evidence packs ------------------------------------------------------------------------------
-@pytest.fixture
-def packed(aws_settings, tmp_path):
-    """A pack of the fixture run and an audit chain of its own (five records, three in the period)."""
+@pytest.fixture(scope="module")
+def packed(aws_settings, tmp_path_factory):
+    """A pack of the fixture run and an audit chain of its own (five records, three in the period); the tests
+    tamper with copies of it, never the pack itself."""
     from tradeops.reports.build import build_run_report
     from tradeops.reports.evidence import pack
     from tradeops.runbooks.audit import AuditLog
     from tradeops.runtime.platform.aws import Aws
 
+    tmp_path = tmp_path_factory.mktemp("pack")
     settings = aws_settings.model_copy(update={"runs_dir": tmp_path / "runs"})
     folder = _run_folder(tmp_path)
     build_run_report(folder, settings, generated_by="t")
