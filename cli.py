@@ -19,6 +19,7 @@ from tradeops.commands import (
     doctor,
     drill,
     env,
+    evidence,
     exposure,
     flags,
     load,
@@ -26,6 +27,7 @@ from tradeops.commands import (
     orders,
     prices,
     reimbursements,
+    report,
     runbook,
     stack,
 )
@@ -90,6 +92,9 @@ app.command("env")(env.env)
 # Drills: Chaos Toolkit experiments under load, their schedule, and the newcomer's demo.
 app.add_typer(drill.drill_app, name="drill")
 app.command("demo")(drill.demo)
+# Reports for the FCA, and the evidence packs that keep them.
+app.add_typer(report.report_app, name="report")
+app.add_typer(evidence.evidence_app, name="evidence")
 
 
 def main() -> None:

@@ -103,6 +103,9 @@ def render_result(result: dict[str, Any], *, names: tuple[str, ...] = HEADLINE) 
     for failure in result["failures"]:
         out.print(f"  failed: {failure}", markup=False)
     out.print(f"run folder: {result['run_dir']}", markup=False)
+    report = Path(result["run_dir"]) / "report.html"
+    if report.is_file():
+        out.print(f"report: {report} (tradeops report build {result['run_dir']} --pdf for a PDF)", markup=False)
 
 
 def run_one(request: DrillRequest, settings: Settings, *, quiet: bool, as_json: bool) -> dict[str, Any]:

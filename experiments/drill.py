@@ -20,6 +20,8 @@ The run folder (``runs/<UTC time>-drill-<scenario>/`` unless ``out`` is given)::
     timeline.json    the metrics sampled each second, with orders/s per broker from the load
     events.json      the routing, order and exposure events of the drill window
     audit.json       the audit log records of runbook executions the drill ran
+    orders.json      the drill's orders as stored (status, broker, prices, history): for the report
+    evidence.json, report.html, report.md   the scenario-testing report (tradeops.reports.build)
     load/            the load run folder (summary.json, reconciliation.json, Locust's files)
 """
 
@@ -44,7 +46,9 @@ import yaml
 from tradeops.experiments import drillfigures
 from tradeops.experiments.load import LoadRequest, LoadResult, read_ids, run_load
 from tradeops.experiments.load import prepare as prepare_load
+from tradeops.reports.build import build_run_report
 from tradeops.runbooks.audit import AuditLog
+from tradeops.runbooks.identity import current_identity
 from tradeops.runtime.liability.ledger import Ledger
 from tradeops.runtime.liability.monitor import read_summary
 from tradeops.runtime.orderpath import ops
@@ -424,16 +428,39 @@ def _run(prep: Prepared, settings: Settings, progress: Callable[[Progress], None
                  "orders": counts},
         "stack": {"started_by_drill": started_stack, "state_dir": str(settings.state_dir)},
         "files": {"journal": "journal.json", "timeline": "timeline.json", "events": "events.json",
-                  "audit": "audit.json", "load_summary": "load/summary.json", "experiment": "experiment.yaml"},
+                  "audit": "audit.json", "load_summary": "load/summary.json", "experiment": "experiment.yaml",
+                  "orders": "orders.json", "evidence": "evidence.json", "report_html": "report.html",
+                  "report_md": "report.md"},
     }
     _write(run_dir / "timeline.json", {"samples": sampler.samples,
                                        "orders_per_second": _orders_per_second(load.summary)})
     (run_dir / "timeline.partial.jsonl").unlink(missing_ok=True)
     _write(run_dir / "events.json", events)
     _write(run_dir / "audit.json", audit)
+    _write(run_dir / "orders.json", [_order_fields(o) for o in orders.values()])
     _write(run_dir / "result.json", result)
     _record(settings, result)
+    progress(Progress("report", f"writing the scenario-testing report into {run_dir}"))
+    try:
+        build_run_report(run_dir, settings, generated_by=_who(settings))
+    except Exception as exc:  # the drill's verdict stands without its report; `tradeops report build` retries
+        (run_dir / "report-error.txt").write_text(f"{type(exc).__name__}: {exc}\n", encoding="utf-8")
+        progress(Progress("report", f"the report was not built ({exc}); run `tradeops report build {run_dir}`"))
     return DrillResult(run_dir=run_dir, result=result)
+
+
+def _who(settings: Settings) -> str:
+    who = current_identity(settings)
+    return f"tradeops drill run, as {who.name} ({who.source})"
+
+
+ORDER_FIELDS = ("order_id", "status", "provider", "symbol", "side", "quantity", "order_type", "quote_price",
+                "fill_price", "filled_quantity", "placed_at", "synthetic", "history", "double_execution")
+
+
+def _order_fields(order: Mapping[str, Any]) -> dict[str, Any]:
+    """What the report needs of an order (waits, broker, prices); nothing of the account."""
+    return {k: order[k] for k in ORDER_FIELDS if k in order}
 
 
 def _record(settings: Settings, result: Mapping[str, Any]) -> None:

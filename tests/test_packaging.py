@@ -25,7 +25,9 @@ SHIPPED = ("tradeops/deploy/template.yaml", "tradeops/runbooks/failover.yaml", "
            "tradeops/loadtests/locustfile.py", "tradeops/loadtests/scenario.schema.json",
            "tradeops/loadtests/scenarios/steady.yaml", "tradeops/loadtests/scenarios/market-open.yaml",
            "tradeops/loadtests/scenarios/spike.yaml", "tradeops/loadtests/scenarios/step.yaml",
-           "tradeops/experiments/load-summary.schema.json")
+           "tradeops/experiments/load-summary.schema.json", "tradeops/reports/service.yaml",
+           "tradeops/reports/templates/report.html", "tradeops/reports/templates/report.md",
+           "tradeops/reports/templates/_style.html", "tradeops/reports/templates/index.html")
 
 
 def _checkout_files() -> list[str]:

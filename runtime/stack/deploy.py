@@ -129,6 +129,33 @@ _FALLBACK_CREATORS = {
 }
 
 
+def _complete_bucket(aws: Aws, name: str, props: dict[str, Any]) -> None:
+    """Object Lock on a bucket the emulator created without it (its CloudFormation ignores the property).
+    PutObjectLockConfiguration on a new, versioned bucket is how AWS itself enables it after creation."""
+    lock = props.get("ObjectLockConfiguration") or {}
+    if not props.get("ObjectLockEnabled"):
+        return
+    s3 = aws.client("s3")
+    try:
+        if s3.get_object_lock_configuration(Bucket=name).get("ObjectLockConfiguration", {}).get("ObjectLockEnabled"):
+            return
+    except s3.exceptions.ClientError:
+        pass  # not configured yet
+    s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
+    config: dict[str, Any] = {"ObjectLockEnabled": "Enabled"}
+    if lock.get("Rule"):
+        retention = dict(lock["Rule"]["DefaultRetention"])
+        for key in ("Days", "Years"):
+            if key in retention:
+                retention[key] = int(retention[key])
+        config["Rule"] = {"DefaultRetention": retention}
+    s3.put_object_lock_configuration(Bucket=name, ObjectLockConfiguration=config)
+
+
+# Resource types the emulator's CloudFormation creates with some properties left out, and how to apply them.
+_COMPLETERS = {"AWS::S3::Bucket": _complete_bucket}
+
+
 def deploy_stack(aws: Aws, settings: Settings, *, timeout: float = 60.0) -> dict[str, str]:
     """Create the stack from the template and wait for it; return its outputs."""
     text, doc = load_template(settings.template)
@@ -161,6 +188,9 @@ def deploy_stack(aws: Aws, settings: Settings, *, timeout: float = 60.0) -> dict
         resolve = _Resolver(params, created, settings.region, account)
         for logical, resource in doc["Resources"].items():
             if created.get(logical):
+                completer = _COMPLETERS.get(resource["Type"])
+                if completer is not None:
+                    completer(aws, created[logical], resolve(resource.get("Properties", {})))
                 continue
             creator = _FALLBACK_CREATORS.get(resource["Type"])
             if creator is None:
