@@ -137,6 +137,7 @@ def test_a_page_sns_refuses_is_published_a_bounded_number_of_times_and_recorded_
     publisher.events.echo = False
     sent = publisher.page({"dedup_key": "k", "at": "2026-11-26T00:00:00.000Z"}, kind="exposure_breach",
                           subject="breach", stream="exposure", event="exposure_paged")
+    assert publisher.events.flush(timeout=5)
     assert sent is False
     assert aws.publishes == PUBLISH_ATTEMPTS
     assert '"sent": false' in aws.events[0]["Item"]["body"]["S"]

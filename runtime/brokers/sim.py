@@ -53,6 +53,7 @@ import h11
 from tradeops.runtime.brokers.book import Book, InvalidOrder
 from tradeops.runtime.brokers.faults import Fault, parse_fault
 from tradeops.runtime.brokers.wires import WIRES, HttpReply, HttpRequest
+from tradeops.runtime.platform.logs import FORMATS, configure
 
 __all__ = ["API_KEY_ENV", "Simulator", "main", "sim_command"]
 
@@ -292,7 +293,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--order-port", type=int, required=True)
     parser.add_argument("--control-port", type=int, required=True)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--log-format", choices=FORMATS, default=None,
+                        help="json (default; or TRADEOPS_LOG_FORMAT) or text for a terminal")
     args = parser.parse_args(argv)
+    configure(f"broker-{args.name}", fmt=args.log_format)
     api_key = os.environ.get(API_KEY_ENV) or None
     try:
         asyncio.run(_run(args, api_key))

@@ -44,7 +44,7 @@ class AlertPublisher:
     def __init__(self, aws: Aws, names: Names, *, source: str) -> None:
         self.aws = aws
         self.names = names
-        self.events = EventLog(aws, source=source, names=names, echo=True)
+        self.events = EventLog(aws, source=source, names=names, echo=True, background=True)
         self._topic: str | None = None
 
     def topic(self) -> str:

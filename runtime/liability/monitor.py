@@ -87,6 +87,8 @@ from tradeops.runtime.orderpath.states import PENDING
 from tradeops.runtime.platform.aws import Aws, aws_errors
 from tradeops.runtime.platform.clock import iso, utcnow
 from tradeops.runtime.platform.errors import BadInput, TradeopsError
+from tradeops.runtime.platform.logs import bound
+from tradeops.runtime.platform.metrics import publish
 from tradeops.runtime.platform.names import Names, names_for
 from tradeops.runtime.platform.retries import batch_get_all, batch_write_all, until_done
 from tradeops.runtime.platform.service import JsonHandler, service_main
@@ -296,7 +298,7 @@ class Monitor:
             self.book.add(pending)
         except BadInput as exc:
             self.counters["bad_orders"] += 1
-            log.warning("order %s cannot be tracked: %s", pending.order_id, exc)
+            log.warning("order %s cannot be tracked: %s", pending.order_id, exc, extra={"order_id": pending.order_id})
             self.pending.pop(pending.order_id, None)
             return []
         self.pending[pending.order_id] = pending
@@ -635,15 +637,14 @@ class Monitor:
             TableName=self.table, Item={"order_id": {"S": SUMMARY_KEY}, "body": {"S": summary},
                                         "updated_at": {"S": task["summary"]["updated_at"]}}))
         self._retrying("write checkpoints", lambda: self._batch_write(task["checkpoints"]))
-        try:
-            self.aws.cloudwatch.put_metric_data(
-                Namespace=self.names.metric_namespace,
-                MetricData=[{"MetricName": name, "Value": value, "Unit": unit, "Timestamp": task["at"]}
-                            for name, value, unit in task["metrics"]])
-        except Exception as exc:  # a lost metric point is not worth stalling the checkpoints
-            log.warning("metrics not published: %s", str(exc)[:200])
+        # An EMF log line (platform/metrics.py), not PutMetricData: no request, nothing to stall on.
+        publish(self.names.metric_namespace, task["metrics"], at=task["at"])
 
     def _ledger(self, order: dict[str, Any], fallback: datetime) -> None:
+        with bound(order_id=order.get("order_id")):  # every line about this fill names the order
+            self._ledger_entry(order, fallback)
+
+    def _ledger_entry(self, order: dict[str, Any], fallback: datetime) -> None:
         try:
             _, created = self._retrying(f"ledger entry for {order.get('order_id')}",
                                         lambda: self.ledger.record_fill(order, filled_at_fallback=fallback))
@@ -654,6 +655,8 @@ class Monitor:
             return
         with self.lock:
             self.counters["ledger_created" if created else "ledger_replayed"] += 1
+        log.info("ledger entry %s for filled order %s", "created" if created else "already there",
+                 order.get("order_id"))
 
     def _outbox_loop(self) -> None:
         failed = False
