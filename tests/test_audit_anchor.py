@@ -196,3 +196,29 @@ def test_the_stack_anchors_the_audit_chain_on_its_schedule(stack):
         assert time.monotonic() < deadline, f"no anchor covers record {appended['seq']}: {latest}"
         time.sleep(0.5)
     assert str(appended["seq"]) in latest["records"]
+
+
+def test_the_operator_role_may_only_read_and_append_audit_records(aws_settings):
+    """In the template, no operator statement grants UpdateItem/DeleteItem (or a wildcard) on the audit table;
+    its PutItem carries the ReturnValues condition; the anchor bucket is locked in compliance mode and the
+    role is denied deleting anchors."""
+    from tradeops.runtime.stack.deploy import load_template
+
+    _, doc = load_template(aws_settings.template)
+    statements = doc["Resources"]["OperatorRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+    audit_arn = {"Fn::GetAtt": ["AuditTable", "Arn"]}
+
+    def resources(st):
+        r = st["Resource"]
+        return r if isinstance(r, list) else [r]
+
+    on_audit = [st for st in statements if st["Effect"] == "Allow" and audit_arn in resources(st)]
+    actions = {a for st in on_audit for a in ([st["Action"]] if isinstance(st["Action"], str) else st["Action"])}
+    assert actions == {"dynamodb:GetItem", "dynamodb:Query", "dynamodb:PutItem"}
+    put = next(st for st in on_audit if st["Action"] == "dynamodb:PutItem")
+    assert put["Condition"] == {"StringEqualsIfExists": {"dynamodb:ReturnValues": "NONE"}}
+    bucket = doc["Resources"]["AuditAnchorBucket"]["Properties"]
+    assert bucket["ObjectLockEnabled"] is True
+    assert bucket["ObjectLockConfiguration"]["Rule"]["DefaultRetention"]["Mode"] == "COMPLIANCE"
+    denied = [st for st in statements if st["Effect"] == "Deny"]
+    assert denied and "s3:DeleteObjectVersion" in denied[0]["Action"]

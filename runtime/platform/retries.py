@@ -47,18 +47,25 @@ def _count(request: dict[str, Any], field: str | None = None) -> int:
     return sum(len(v[field] if field else v) for v in request.values())
 
 
+def _until_none_left(call: Callable[[dict[str, Any]], dict[str, Any]], request: dict[str, Any], *,
+                     attempts: int) -> None:
+    """``call(pending)`` returns what it left; call again until nothing is, at most ``attempts`` times."""
+    pending = request
+    for attempt in stamina.retry_context(on=Leftover, attempts=attempts, timeout=None,
+                                         wait_initial=0.05, wait_max=2.0, wait_jitter=0.1):
+        with attempt:
+            left = call(pending)
+            if left:
+                pending = left
+                raise Leftover(left)
+
+
 def batch_write_all(dynamodb: Any, request: dict[str, list[dict[str, Any]]], *,
                     attempts: int = BATCH_ATTEMPTS, what: str = "batch write") -> None:
     """``BatchWriteItem`` until nothing is left unprocessed, at most ``attempts`` times (AwsError after)."""
-    pending: dict[str, Any] = request
     try:
-        for attempt in stamina.retry_context(on=Leftover, attempts=attempts, timeout=None,
-                                             wait_initial=0.05, wait_max=2.0, wait_jitter=0.1):
-            with attempt:
-                left = dynamodb.batch_write_item(RequestItems=pending).get("UnprocessedItems") or {}
-                if left:
-                    pending = left
-                    raise Leftover(left)
+        _until_none_left(lambda pending: dynamodb.batch_write_item(RequestItems=pending).get("UnprocessedItems"),
+                         request, attempts=attempts)
     except Leftover as exc:
         raise AwsError(f"{what}: {_count(exc.request)} items still unprocessed after {attempts} attempts "
                        "(the table is throttling; try again later)") from None
@@ -67,19 +74,16 @@ def batch_write_all(dynamodb: Any, request: dict[str, list[dict[str, Any]]], *,
 def batch_get_all(dynamodb: Any, request: dict[str, dict[str, Any]], *,
                   attempts: int = BATCH_ATTEMPTS, what: str = "batch read") -> dict[str, list[dict[str, Any]]]:
     """``BatchGetItem`` until no key is left unprocessed, at most ``attempts`` times; the items by table."""
-    pending: dict[str, Any] = request
     found: dict[str, list[dict[str, Any]]] = {}
+
+    def get(pending: dict[str, Any]) -> dict[str, Any]:
+        got = dynamodb.batch_get_item(RequestItems=pending)
+        for table, items in got.get("Responses", {}).items():
+            found.setdefault(table, []).extend(items)
+        return got.get("UnprocessedKeys") or {}
+
     try:
-        for attempt in stamina.retry_context(on=Leftover, attempts=attempts, timeout=None,
-                                             wait_initial=0.05, wait_max=2.0, wait_jitter=0.1):
-            with attempt:
-                got = dynamodb.batch_get_item(RequestItems=pending)
-                for table, items in got.get("Responses", {}).items():
-                    found.setdefault(table, []).extend(items)
-                left = got.get("UnprocessedKeys") or {}
-                if left:
-                    pending = left
-                    raise Leftover(left)
+        _until_none_left(get, request, attempts=attempts)
     except Leftover as exc:
         raise AwsError(f"{what}: {_count(exc.request, 'Keys')} keys still unprocessed after {attempts} "
                        "attempts (the table is throttling; try again later)") from None
