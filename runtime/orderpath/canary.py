@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
-import sys
 import threading
 import time
 from decimal import Decimal
@@ -91,7 +90,7 @@ def _main(argv: list[str] | None = None) -> int:
     try:
         run_canary(load_settings(), stop)
     except TradeopsError as exc:
-        print(f"canary failed to start: {exc}", file=sys.stderr)
+        log.error("canary failed to start: %s", exc)
         return 2
     return 0
 

@@ -594,17 +594,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings()
     except TradeopsError as exc:
-        print(f"intake: {exc}", file=sys.stderr)
+        log.error("intake: %s", exc)
         return exc.exit_code
     # Settings maps TRADEOPS_INTAKE_TOKEN to intake_token (a settings file may also carry it).
     token = (settings.intake_token or "").strip()
     if not token:
-        print("intake: no token: set TRADEOPS_INTAKE_TOKEN", file=sys.stderr)
+        log.error("intake: no token: set TRADEOPS_INTAKE_TOKEN")
         return 2
     try:
         sock = socket.create_server((args.host, args.port))
     except OSError as exc:
-        print(f"intake: cannot listen on {args.host}:{args.port}: {exc.strerror}", file=sys.stderr)
+        log.error("intake: cannot listen on %s:%s: %s", args.host, args.port, exc.strerror)
         return 1
     app = create_app(settings, token=token)
     # Quiet: no access log; uvicorn's own SIGTERM/SIGINT handling gives a clean, graceful exit.

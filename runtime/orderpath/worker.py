@@ -34,7 +34,6 @@ import os
 import random
 import signal
 import socket
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -639,7 +638,7 @@ def _main(argv: list[str] | None = None) -> int:
         settings = load_settings()
         worker = Worker(settings, worker_id=args.id)
     except TradeopsError as exc:
-        print(f"worker failed to start: {exc}", file=sys.stderr)
+        log.error("worker failed to start: %s", exc)
         return 2
 
     def _stop(signum: int, _frame: Any) -> None:

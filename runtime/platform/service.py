@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
+import logging
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
 from typing import Any
@@ -51,8 +51,8 @@ def service_main(argv: list[str] | None, *, prog: str, label: str, description: 
     try:
         return serve(resolve_settings(), args.host, args.port)
     except TradeopsError as exc:
-        print(f"{label} failed: {exc}", file=sys.stderr)
+        logging.getLogger(f"tradeops.{label}").error("%s failed: %s", label, exc)
         return exc.exit_code
     except OSError as exc:
-        print(f"{label} failed: {exc}", file=sys.stderr)
+        logging.getLogger(f"tradeops.{label}").error("%s failed: %s", label, exc)
         return 1
