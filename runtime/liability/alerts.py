@@ -44,7 +44,9 @@ class AlertPublisher:
     def __init__(self, aws: Aws, names: Names, *, source: str) -> None:
         self.aws = aws
         self.names = names
-        self.events = EventLog(aws, source=source, names=names, echo=True, background=True)
+        # Inline, not in the background: a page's record must be durable when page() returns, because a
+        # restarted pager reads it to know what it already paged. Nothing here is on an order's path.
+        self.events = EventLog(aws, source=source, names=names, echo=True)
         self._topic: str | None = None
 
     def topic(self) -> str:
