@@ -89,8 +89,8 @@ def up(
     ] = None,
     log_format: Annotated[str | None, typer.Option(
         "--log-format", metavar="json|text",
-        help="How the stack's processes log: json lines (default; what `tradeops metrics` reads) or text "
-             "for reading at a terminal.")] = None,
+        help="How the stack's processes log: json lines (default) or text for reading at a terminal "
+             "(metric lines stay JSON either way).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Start the local stack (AWS emulator, brokers, runtime) and return once all of it is healthy.

@@ -48,6 +48,8 @@ def test_the_execution_id_is_bound_the_same_way_and_text_stays_readable():
         assert json.loads(_line(JsonFormatter("runbook"), "step done"))["execution_id"] == "ex-1"
         text = _line(TextFormatter("runbook"), "step done")
     assert text.endswith("runbook WARNING step done execution_id=ex-1") and not text.startswith("{")
+    emf = emf_record("Tradeops", [("BreakerOpen", 1.0, "None")])
+    assert json.loads(_line(TextFormatter("worker-1"), "metric", **emf))["_aws"], "EMF lines stay JSON"
 
 
 def test_the_log_format_comes_from_the_option_then_the_environment(monkeypatch):

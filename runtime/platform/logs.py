@@ -4,7 +4,8 @@ Each line is one JSON object: ``at`` (UTC, milliseconds, ``Z``: :func:`clock.iso
 ``component`` (intake, worker-1, monitor, ...), ``logger``, ``message``, and the ``order_id`` or
 ``execution_id`` bound to the code that logged it, plus any structured ``extra`` fields. That is
 what CloudWatch Logs Insights and the CloudWatch agent read in production; ``TRADEOPS_LOG_FORMAT=text``
-(``tradeops up --log-format text``) gives one readable line instead, for a terminal.
+(``tradeops up --log-format text``) gives one readable line instead, for a terminal; metric (EMF)
+lines stay JSON in either format, so CloudWatch and ``tradeops metrics`` read them all the same.
 
 Why a stdlib formatter and not structlog: every module already logs through ``logging`` (and so do
 uvicorn, botocore and stamina); one ``logging.Formatter`` turns all of them into JSON with no call
@@ -91,6 +92,8 @@ class TextFormatter(logging.Formatter):
         self.component = component
 
     def format(self, record: logging.LogRecord) -> str:
+        if hasattr(record, "_aws"):  # an EMF record stays JSON: it is a metric, whoever reads the log
+            return JsonFormatter(self.component).format(record)
         ids = " ".join(f"{k}={v}" for k, v in current_ids().items())
         text = (f"{iso(datetime.fromtimestamp(record.created, UTC))} {self.component} {record.levelname} "
                 f"{record.getMessage()}{' ' + ids if ids else ''}")
