@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import socket
 import threading
 import time
@@ -230,3 +231,11 @@ def test_tradeops_metrics_prints_the_stack_figures_as_json_and_prometheus(flow):
     assert prom.returncode == 0 and "# TYPE tradeops_total_exposure_gbp gauge" in prom.stdout
     both = run_cli("metrics", "--json", "--prometheus", env=env)
     assert both.returncode == 2 and "Traceback" not in both.stderr
+
+
+def test_up_refuses_an_unknown_log_format_before_starting_anything(tmp_path):
+    """`tradeops up --log-format yaml` exits 2 with one line naming the formats, and starts nothing."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRADEOPS_")}
+    result = run_cli("up", "--log-format", "yaml", env={**env, "TRADEOPS_STATE_DIR": str(tmp_path)})
+    assert result.returncode == 2 and "unknown log format 'yaml': use json or text" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "logs").exists()
