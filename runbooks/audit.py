@@ -454,6 +454,9 @@ class AuditLog:
 
     def verify(self, *, anchors: bool = True, store: AnchorStore | None = None) -> Verification:
         """The chain on its own (:func:`verify_chain`), then against every anchor (:func:`verify_anchors`)."""
+        # Anchors first: records only grow, so every anchor read now covers records the read below sees
+        # (read the other way round, an append and its anchor landing in between would look like a deletion).
+        anchored = (store or AnchorStore(self.aws)).all(self.chain) if anchors else []
         # An honest append writes its record, then moves the head: a head out of step with the
         # records read just before it is an append in flight, which a re-read settles.
         for _attempt in range(20):
@@ -465,7 +468,7 @@ class AuditLog:
         result = verify_chain(self.chain, records, head)
         if not result.ok or not anchors:
             return result
-        return verify_anchors(self.chain, records, (store or AnchorStore(self.aws)).all(self.chain))
+        return verify_anchors(self.chain, records, anchored)
 
 
 def _entry(item: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
