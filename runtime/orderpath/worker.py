@@ -490,7 +490,8 @@ class Worker:
             order_id = order["order_id"]
             if self._next_check.get(order_id, 0) > now:
                 continue
-            result = self._try_resolve(order, flags)
+            with bound(order_id=order_id):  # the router's and store's lines while resolving name the order
+                result = self._try_resolve(order, flags)
             attempts = int(order.get("attempts", 1))
             if result is None:
                 self._next_check[order_id] = now + min(2 ** min(attempts, 4), 10)
