@@ -23,6 +23,7 @@ from tradeops.commands import (
     exposure,
     flags,
     load,
+    metrics,
     operators,
     orders,
     prices,
@@ -76,6 +77,7 @@ app.command()(stack.up)
 app.command()(stack.status)
 app.command()(stack.down)
 app.command()(doctor.doctor)
+app.command("metrics")(metrics.metrics)
 # Operations: runbooks, the audit log, orders and flags.
 app.add_typer(runbook.runbook_app, name="runbook")
 app.add_typer(audit.audit_app, name="audit")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Annotated, Any
 
@@ -10,6 +11,7 @@ import typer
 from tradeops.commands.context import aws_chosen, context
 from tradeops.commands.output import Column, JsonOpt, human, out, print_json, print_table, when, yes_no
 from tradeops.runtime.orderpath.ops import runtime_status
+from tradeops.runtime.platform import logs
 from tradeops.runtime.platform.errors import BadInput, NoTarget, StackError
 from tradeops.runtime.platform.settings import load_settings
 from tradeops.runtime.platform.statefile import StackState, pid_alive, read_state
@@ -85,6 +87,10 @@ def up(
         typer.Option(metavar="NAME=PORT", help="Fix a port instead of a free one: aws=4566, primary=…, "
                                                "secondary=…, intake=…"),
     ] = None,
+    log_format: Annotated[str | None, typer.Option(
+        "--log-format", metavar="json|text",
+        help="How the stack's processes log: json lines (default) or text for reading at a terminal "
+             "(metric lines stay JSON either way).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Start the local stack (AWS emulator, brokers, runtime) and return once all of it is healthy.
@@ -94,7 +100,11 @@ def up(
     Example:
 
         tradeops up --workers 4 --port primary=8101
+        tradeops up --foreground --log-format text
     """
+    if log_format is not None:
+        # The supervisor hands its environment to every process it starts (platform/logs.py reads it).
+        os.environ["TRADEOPS_LOG_FORMAT"] = logs.log_format(log_format)
     settings = load_settings()
     ports = parse_ports(port or [])
     local = not (aws or aws_chosen())
@@ -176,6 +186,9 @@ def status(as_json: JsonOpt = False) -> None:
         if info.get("double_executions", {}).get("open"):
             out.print(f"[bold red]double executions[/]: {info['double_executions']['open']} open "
                       "(`tradeops orders duplicates`)")
+        if info.get("workers", {}).get("events_dropped"):
+            out.print(f"[bold yellow]events dropped[/]: {info['workers']['events_dropped']} (the workers' event "
+                      "queues were full; the orders were not delayed)")
         age = info["oldest_pending_age_seconds"]
         out.print(
             f"queue: {queues['queue']['visible']} waiting, {queues['queue']['in_flight']} in flight; "

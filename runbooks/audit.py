@@ -24,13 +24,28 @@ body (:meth:`AuditLog.timeline`), which reports any record whose attributes disa
 written by older code have the same shape and verify the same way.
 
 The audit log observes runs (``AuditObserver``); the engine never calls it from inside a step.
+
+**Anchors.** Everything above holds against someone who edits a record; it does not hold against
+someone who can *write* the table, who can rewrite a record, recompute the digest of it and of every
+later record, and move the head to match. So the head is also written outside the table, where no
+one can change it: an *anchor* (chain, seq, head digest, and the digest of every record since the
+previous anchor; when, by whom, why) is an object in an S3 bucket under Object Lock in compliance
+mode (``AuditAnchorBucket`` in the template), written at the end of every runbook execution (the
+observer) and on a schedule (:mod:`tradeops.runbooks.anchor`, a process of the stack).
+``verify`` checks the chain against *every* anchor (:func:`verify_anchors`): a rewrite changes the
+digest of the rewritten record and of every later one, so the first anchor after it disagrees, and it
+names the exact record (the anchor lists each record's digest). A forged extra anchor does not help
+the rewriter: the genuine ones cannot be removed. What no anchor covers: records appended after the
+last anchor, for at most one anchoring period.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import random
+import secrets
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -41,19 +56,23 @@ from typing import Any
 
 from tradeops.runtime.platform.aws import Aws, aws_errors, condition_failed
 from tradeops.runtime.platform.clock import iso
-from tradeops.runtime.platform.errors import AwsError
+from tradeops.runtime.platform.errors import AwsError, CheckFailed, TradeopsError
 from tradeops.runtime.platform.names import names_for
 
 __all__ = [
+    "ANCHOR_KINDS",
     "GENESIS",
     "QUERY_ATTRIBUTES",
+    "AnchorStore",
     "AuditLog",
     "AuditObserver",
     "StoredRecord",
     "Verification",
+    "anchor_body",
     "canonical_json",
     "digest",
     "query_attributes",
+    "verify_anchors",
     "verify_chain",
 ]
 
@@ -62,6 +81,11 @@ _APPEND_ATTEMPTS = 500
 _HEAD = 0
 # Display-only events the audit does not need (the decisions they show are recorded elsewhere).
 _NOT_AUDITED = frozenset({"approval.progress"})
+# The events that end (or pause) an execution: the chain head is anchored after each.
+ANCHOR_KINDS = frozenset({"execution.finished", "execution.stopped", "execution.aborted", "execution.interrupted"})
+_ANCHOR_RECORDS_MAX = 5000  # digests one anchor lists (beyond them it names the span, not the record)
+
+log = logging.getLogger("tradeops.audit")
 
 
 def _default(value: Any) -> Any:
@@ -121,10 +145,14 @@ class Verification:
     records: int
     broken_seq: int | None = None
     reason: str | None = None
+    anchors: int = 0  # anchors checked
+    last_good_anchor: int | None = None  # the seq of the last anchor the chain agrees with (0: none agrees)
 
     def summary(self) -> str:
         if self.ok:
-            return f"audit chain {self.chain!r}: {self.records} records, intact"
+            anchored = (f"; {self.anchors} anchors agree (the last at record {self.last_good_anchor})"
+                        if self.anchors else "; no anchor yet")
+            return f"audit chain {self.chain!r}: {self.records} records, intact{anchored}"
         return f"audit chain {self.chain!r} is broken at record {self.broken_seq}: {self.reason}"
 
 
@@ -171,6 +199,111 @@ def verify_chain(chain: str, records: Sequence[StoredRecord], head: tuple[int, s
     return Verification(chain, True, len(records))
 
 
+def anchor_body(chain: str, new: Sequence[StoredRecord], *, previous: tuple[int, str] | None, by: str,
+                reason: str, at: str) -> dict[str, Any]:
+    """The anchor of ``chain`` after ``new`` (the records since the ``previous`` anchor's (seq, digest)).
+
+    Pure. CheckFailed when the new records do not form a chain from the previous anchor: an anchor must
+    never bless a chain that is already broken.
+    """
+    ordered = sorted(new, key=lambda r: r.seq)
+    if not ordered:
+        raise CheckFailed(f"audit chain {chain!r}: nothing to anchor since record {previous[0] if previous else 0}")
+    expected, prev_sha = (previous[0] + 1, previous[1]) if previous else (1, GENESIS)
+    for rec in ordered:
+        try:
+            body = json.loads(rec.body)
+        except ValueError:
+            body = None
+        if (rec.seq != expected or not isinstance(body, dict) or digest(body) != rec.sha256
+                or body.get("prev_sha256") != prev_sha or body.get("seq") != rec.seq):
+            raise CheckFailed(f"audit chain {chain!r}: record {rec.seq} does not follow the last anchor's chain; "
+                              "not anchoring it (run `tradeops audit verify`)")
+        expected, prev_sha = rec.seq + 1, rec.sha256
+    listed = ordered[-_ANCHOR_RECORDS_MAX:]
+    return {"chain": chain, "seq": ordered[-1].seq, "head_sha256": ordered[-1].sha256,
+            "from_seq": listed[0].seq, "records": {str(r.seq): r.sha256 for r in listed},
+            "at": at, "by": by, "reason": reason}
+
+
+def verify_anchors(chain: str, records: Sequence[StoredRecord], anchors: Sequence[dict[str, Any]]) -> Verification:
+    """Check the records against every anchor (pure); name the first record that disagrees with one.
+
+    Anchors are checked oldest first (by seq); the records each lists must be in the chain with exactly
+    the digest anchored. The first mismatch names that record, the last anchor before it is the last good one.
+    """
+    by_seq = {r.seq: r.sha256 for r in records}
+    last = max(by_seq, default=0)
+    good = 0
+    for anchor in sorted(anchors, key=lambda a: (int(a["seq"]), str(a.get("at")))):
+        seq = int(anchor["seq"])
+        where = f"the anchor of record {seq} ({anchor.get('at')}, by {anchor.get('by')})"
+        if seq > last:
+            return Verification(chain, False, len(records), last + 1,
+                                f"deleted: {where} shows {seq} records, the chain has {last}",
+                                anchors=len(anchors), last_good_anchor=good)
+        listed = {int(k): v for k, v in (anchor.get("records") or {}).items()}
+        listed.setdefault(seq, anchor["head_sha256"])
+        for n in sorted(listed):
+            if by_seq.get(n) != listed[n]:
+                return Verification(chain, False, len(records), n,
+                                    f"rewritten: it is not the record {where} holds; the records and the head "
+                                    f"agree with each other, so the table was rewritten after record {good} "
+                                    "(the last good anchor)", anchors=len(anchors), last_good_anchor=good)
+        good = seq
+    return Verification(chain, True, len(records), anchors=len(anchors), last_good_anchor=good)
+
+
+class AnchorStore:
+    """The anchors of the audit chains: JSON objects in the Object Lock bucket, one per anchoring.
+
+    Keys are ``anchors/<chain>/<seq, 12 digits>-<at>-<token>.json``, so a listing is in seq order.
+    """
+
+    def __init__(self, aws: Aws, *, bucket: str | None = None) -> None:
+        self.aws = aws
+        self._bucket = bucket
+
+    @property
+    def bucket(self) -> str:
+        if self._bucket is None:
+            self._bucket = names_for(self.aws.settings).audit_anchor_bucket(self.aws.caller()["account"])
+        return self._bucket
+
+    def _keys(self, chain: str) -> list[str]:
+        s3, keys = self.aws.client("s3"), []
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": f"anchors/{chain}/"}
+        with aws_errors(f"list the audit anchors in {self.bucket}"):
+            while True:
+                page = s3.list_objects_v2(**kwargs)
+                keys += [o["Key"] for o in page.get("Contents", [])]
+                if not page.get("IsTruncated"):
+                    return sorted(keys)
+                kwargs["ContinuationToken"] = page["NextContinuationToken"]
+
+    def latest(self, chain: str) -> dict[str, Any] | None:
+        keys = self._keys(chain)
+        return self._get(keys[-1]) if keys else None
+
+    def all(self, chain: str) -> list[dict[str, Any]]:
+        return [self._get(key) for key in self._keys(chain)]
+
+    def _get(self, key: str) -> dict[str, Any]:
+        with aws_errors(f"read audit anchor {key}"):
+            body = self.aws.client("s3").get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        anchor: dict[str, Any] = json.loads(body)
+        return anchor
+
+    def put(self, anchor: dict[str, Any]) -> str:
+        """Write one anchor; the bucket's default retention (compliance mode) locks it."""
+        key = (f"anchors/{anchor['chain']}/{int(anchor['seq']):012d}-{anchor['at']}-{secrets.token_hex(4)}.json")
+        with aws_errors(f"write audit anchor {key}"):
+            # A checksum is required on every write to an Object Lock bucket.
+            self.aws.client("s3").put_object(Bucket=self.bucket, Key=key, Body=canonical_json(anchor).encode(),
+                                             ContentType="application/json", ChecksumAlgorithm="SHA256")
+        return key
+
+
 class AuditLog:
     """One audit chain in the audit table."""
 
@@ -199,13 +332,17 @@ class AuditLog:
         return int(items[0]["seq"]["N"]), items[0].get("sha256", {}).get("S", "")
 
     def _advance_head(self, seq: int, sha: str) -> None:
-        """Move the head to ``seq`` unless a later append has moved it further already."""
+        """Move the head to ``seq`` unless a later append has moved it further already.
+
+        A conditional PutItem, not UpdateItem: the operator role may only put audit items (template).
+        """
         try:
-            self.aws.dynamodb.update_item(
-                TableName=self.table, Key={"chain": {"S": self.chain}, "seq": {"N": str(_HEAD)}},
-                UpdateExpression="SET last_seq = :n, last_sha256 = :h",
+            self.aws.dynamodb.put_item(
+                TableName=self.table,
+                Item={"chain": {"S": self.chain}, "seq": {"N": str(_HEAD)}, "last_seq": {"N": str(seq)},
+                      "last_sha256": {"S": sha}},
                 ConditionExpression="attribute_not_exists(last_seq) OR last_seq < :n",
-                ExpressionAttributeValues={":n": {"N": str(seq)}, ":h": {"S": sha}})
+                ExpressionAttributeValues={":n": {"N": str(seq)}})
         except Exception as exc:
             if not condition_failed(exc):
                 with aws_errors("move the audit chain head"):
@@ -285,7 +422,41 @@ class AuditLog:
                 out.append(entry)
         return out, problems
 
-    def verify(self) -> Verification:
+    def _after(self, seq: int) -> list[StoredRecord]:
+        """The records after ``seq``, oldest first."""
+        kwargs: dict[str, Any] = {
+            "TableName": self.table, "ConsistentRead": True, "KeyConditionExpression": "#c = :c AND #s > :z",
+            "ExpressionAttributeNames": {"#c": "chain", "#s": "seq"},
+            "ExpressionAttributeValues": {":c": {"S": self.chain}, ":z": {"N": str(max(seq, _HEAD))}}}
+        out: list[StoredRecord] = []
+        while True:
+            with aws_errors("read the audit log"):
+                page = self.aws.dynamodb.query(**kwargs)
+            out += [StoredRecord(int(i["seq"]["N"]), i.get("body", {}).get("S", ""), i.get("sha256", {}).get("S", ""))
+                    for i in page.get("Items", [])]
+            if "LastEvaluatedKey" not in page:
+                return out
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def anchor(self, *, by: str, reason: str, store: AnchorStore | None = None) -> dict[str, Any] | None:
+        """Anchor the chain head outside the table (see the module doc); None when nothing is new since the
+        last anchor. CheckFailed when the records since the last anchor are already broken."""
+        store = store or AnchorStore(self.aws)
+        previous = store.latest(self.chain)
+        new = self._after(int(previous["seq"]) if previous else 0)
+        if not new:
+            return None
+        body = anchor_body(self.chain, new, previous=(int(previous["seq"]), previous["head_sha256"]) if previous
+                           else None, by=by, reason=reason, at=iso())
+        body["key"] = store.put(body)
+        log.info("audit chain %s anchored at record %d (%s)", self.chain, body["seq"], reason)
+        return body
+
+    def verify(self, *, anchors: bool = True, store: AnchorStore | None = None) -> Verification:
+        """The chain on its own (:func:`verify_chain`), then against every anchor (:func:`verify_anchors`)."""
+        # Anchors first: records only grow, so every anchor read now covers records the read below sees
+        # (read the other way round, an append and its anchor landing in between would look like a deletion).
+        anchored = (store or AnchorStore(self.aws)).all(self.chain) if anchors else []
         # An honest append writes its record, then moves the head: a head out of step with the
         # records read just before it is an append in flight, which a re-read settles.
         for _attempt in range(20):
@@ -294,7 +465,10 @@ class AuditLog:
             if head[0] == max((r.seq for r in records), default=0):
                 break
             time.sleep(0.05)
-        return verify_chain(self.chain, records, head)
+        result = verify_chain(self.chain, records, head)
+        if not result.ok or not anchors:
+            return result
+        return verify_anchors(self.chain, records, anchored)
 
 
 def _entry(item: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -319,3 +493,8 @@ class AuditObserver:
             return
         self.log.append(event.kind, execution_id=event.execution_id, step_id=event.step_id, actor=event.actor,
                         identity_source=event.identity_source, data=event.data)
+        if event.kind in ANCHOR_KINDS:
+            try:
+                self.log.anchor(by=event.actor or "runbook engine", reason=f"{event.kind} {event.execution_id}")
+            except TradeopsError as exc:  # the execution is over either way; the schedule anchors later
+                log.error("audit chain %s not anchored after %s: %s", self.log.chain, event.execution_id, exc)

@@ -40,6 +40,7 @@ from tradeops.runbooks.store import (
 from tradeops.runtime.platform.aws import Aws
 from tradeops.runtime.platform.clock import iso, parse_iso, utcnow
 from tradeops.runtime.platform.errors import BadInput, Interrupted, TradeopsError, reason_of
+from tradeops.runtime.platform.logs import bound
 from tradeops.runtime.platform.settings import Settings
 from tradeops.runtime.platform.text import human
 
@@ -168,6 +169,10 @@ class Runner:
     # -- the run --
 
     def run(self) -> Outcome:
+        with bound(execution_id=self.eid):  # every line logged while it runs names the execution
+            return self._run()
+
+    def _run(self) -> Outcome:
         records = self.store.steps(self.eid)
         acting = self.store.meta(self.eid).get("acting") or {}
         steps = self.runbook.steps

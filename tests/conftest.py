@@ -82,6 +82,7 @@ def stack_environment(state_dir: Path) -> dict[str, str]:
     env["TRADEOPS_QUEUE_VISIBILITY_SECONDS"] = "6"
     env["TRADEOPS_BROKER_READ_TIMEOUT"] = "1.0"
     env["TRADEOPS_CANARY_SECONDS"] = "0"  # canaries are tested on their own
+    env["TRADEOPS_AUDIT_ANCHOR_SECONDS"] = "2"  # the scheduled anchor shows within a test's patience
     # A broker's recovery pages after 10 s of health instead of 30 s, so that tests need not wait as long.
     env["TRADEOPS_PAGING_BROKER_RECOVERY_SECONDS"] = "10"
     return env

@@ -543,7 +543,8 @@ def test_process_refuses_to_start_without_a_token(aws_settings: Settings, tmp_pa
 
 def test_process_serves_quietly_and_exits_cleanly_on_sigterm(aws_settings: Settings, tmp_path: Path,
                                                               probe: Probe) -> None:
-    """The process serves orders with no per-request log lines and exits 0 on SIGTERM."""
+    """The process serves orders with no per-request log lines (health probes, reads: none; an accepted order: its
+    one JSON line naming it, issue 13) and exits 0 on SIGTERM."""
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "tradeops.runtime.orderpath.intake", "--host", "127.0.0.1",
                              "--port", str(port)],
@@ -570,7 +571,10 @@ def test_process_serves_quietly_and_exits_cleanly_on_sigterm(aws_settings: Setti
             proc.kill()
             proc.wait(5)
     assert proc.returncode == 0
-    assert out == "" and err == ""
+    assert out == ""
+    lines = [json.loads(line) for line in err.splitlines()]
+    assert [(line["component"], line["message"], line["order_id"]) for line in lines] == [
+        ("intake", "order accepted", order_id)]
 
 
 # --------------------------------------------------------------------------- ambiguity refused

@@ -8,7 +8,6 @@ import time
 from datetime import datetime
 from typing import Any
 
-import boto3
 import pytest
 
 from tests.conftest import run_cli
@@ -98,10 +97,9 @@ def test_a_blackholed_primary_strands_at_most_four_orders(flow):
     assert suspect[0]["oldest_call_ms"] > suspect[0]["threshold_ms"] >= 150 and "p99_ms" in suspect[0]
     status = json.loads(run_cli("status", "--json", env=flow.stack["env"]).stdout)
     assert "primary" in status["suspect"], "status shows the suspect broker and its evidence"
-    cloudwatch = boto3.client("cloudwatch", endpoint_url=flow.stack["aws_endpoint"], region_name="eu-west-2",
-                              aws_access_key_id="testing", aws_secret_access_key="testing")
-    metrics = cloudwatch.list_metrics(Namespace="Tradeops", MetricName="BrokerSuspect")["Metrics"]
-    assert any(d["Value"] == "primary" for m in metrics for d in m["Dimensions"]), "the metric drills sample"
+    # The workers publish BrokerSuspect as EMF lines in their logs (issue 13): `tradeops metrics` reads them back.
+    figures = json.loads(run_cli("metrics", "--json", "--name", "BrokerSuspect", env=flow.stack["env"]).stdout)
+    assert any(f["dimensions"].get("Provider") == "primary" for f in figures["figures"]), "the metric ops read"
 
     flow.fault("primary", "none")
     final = flow.wait_final(list(poster.placed), timeout=60)

@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import random
 import signal
@@ -53,6 +54,9 @@ import h11
 from tradeops.runtime.brokers.book import Book, InvalidOrder
 from tradeops.runtime.brokers.faults import Fault, parse_fault
 from tradeops.runtime.brokers.wires import WIRES, HttpReply, HttpRequest
+from tradeops.runtime.platform.logs import FORMATS, configure
+
+log = logging.getLogger("tradeops.sim")
 
 __all__ = ["API_KEY_ENV", "Simulator", "main", "sim_command"]
 
@@ -115,7 +119,7 @@ class _HttpServer:
                     try:
                         reply = await self._handler(request)
                     except Exception as exc:  # a simulator bug: say so in one line and keep serving
-                        print(f"sim: internal error on {request.method} {request.path}: {exc!r}", file=sys.stderr)
+                        log.error("sim: internal error on %s %s: %r", request.method, request.path, exc)
                         reply = HttpReply(500, {"error": {"code": "INTERNAL", "message": "internal error"}})
                 if reply is None or writer.is_closing():
                     break
@@ -292,16 +296,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--order-port", type=int, required=True)
     parser.add_argument("--control-port", type=int, required=True)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--log-format", choices=FORMATS, default=None,
+                        help="json (default; or TRADEOPS_LOG_FORMAT) or text for a terminal")
     args = parser.parse_args(argv)
+    configure(f"broker-{args.name}", fmt=args.log_format)
     api_key = os.environ.get(API_KEY_ENV) or None
     try:
         asyncio.run(_run(args, api_key))
     except KeyboardInterrupt:  # interrupted before the signal handlers were installed
         return 0
     except OSError as exc:
-        print(f"sim {args.name}: cannot listen on {args.host} "
-              f"(order port {args.order_port}, control port {args.control_port}): {exc.strerror or exc}",
-              file=sys.stderr)
+        log.error("sim %s: cannot listen on %s (order port %s, control port %s): %s", args.name, args.host,
+                  args.order_port, args.control_port, exc.strerror or exc)
         return 1
     return 0
 

@@ -18,17 +18,21 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from datetime import datetime
 from typing import Any
+
+import stamina
 
 from tradeops.runtime.platform.aws import Aws
 from tradeops.runtime.platform.events import EventLog
 from tradeops.runtime.platform.names import Names
 
-__all__ = ["DIGEST_OVER", "AlertPublisher"]
+__all__ = ["DIGEST_OVER", "PUBLISH_ATTEMPTS", "AlertPublisher"]
 
 log = logging.getLogger("tradeops.monitor")
+
+PUBLISH_ATTEMPTS = 2
+"""Publishes of one page (each already retried by botocore): a page is recorded as not sent after these."""
 
 DIGEST_OVER = 20
 """Per-order crossings of one threshold in one evaluation above which one digest record goes instead."""
@@ -40,6 +44,8 @@ class AlertPublisher:
     def __init__(self, aws: Aws, names: Names, *, source: str) -> None:
         self.aws = aws
         self.names = names
+        # Inline, not in the background: a page's record must be durable when page() returns, because a
+        # restarted pager reads it to know what it already paged. Nothing here is on an order's path.
         self.events = EventLog(aws, source=source, names=names, echo=True)
         self._topic: str | None = None
 
@@ -86,16 +92,17 @@ class AlertPublisher:
                 attributes[name] = {"DataType": "String", "StringValue": str(message[name])}
         body = {"kind": kind, **{k: v for k, v in message.items() if k != "kind"}}
         sent = False
-        for attempt in range(3):
-            try:
-                self.aws.sns.publish(TopicArn=self.topic(), Subject=subject[:99], MessageAttributes=attributes,
-                                     Message=json.dumps(body, sort_keys=True, default=str))
-                sent = True
-                break
-            except Exception as exc:
-                if attempt == 2:
-                    log.error("page not published (%s): %s", subject, str(exc)[:200])
-                time.sleep(0.2 * (attempt + 1))
+        try:
+            # botocore has already retried each publish (4 attempts, standard mode) on throttling and
+            # transient errors; one more jittered round covers a topic briefly unreachable, no more.
+            for attempt in stamina.retry_context(on=Exception, attempts=PUBLISH_ATTEMPTS, timeout=None,
+                                                 wait_initial=0.2, wait_max=1.0, wait_jitter=0.2):
+                with attempt:
+                    self.aws.sns.publish(TopicArn=self.topic(), Subject=subject[:99], MessageAttributes=attributes,
+                                         Message=json.dumps(body, sort_keys=True, default=str))
+            sent = True
+        except Exception as exc:
+            log.error("page not published after %d attempts (%s): %s", PUBLISH_ATTEMPTS, subject, str(exc)[:200])
         self.events.emit(event, stream=stream, page=kind, sent=sent, subject=subject[:99],
                          **{k: v for k, v in body.items() if k not in ("kind", "at")})
         return sent

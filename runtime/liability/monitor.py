@@ -87,7 +87,10 @@ from tradeops.runtime.orderpath.states import PENDING
 from tradeops.runtime.platform.aws import Aws, aws_errors
 from tradeops.runtime.platform.clock import iso, utcnow
 from tradeops.runtime.platform.errors import BadInput, TradeopsError
+from tradeops.runtime.platform.logs import bound
+from tradeops.runtime.platform.metrics import publish
 from tradeops.runtime.platform.names import Names, names_for
+from tradeops.runtime.platform.retries import batch_get_all, batch_write_all, until_done
 from tradeops.runtime.platform.service import JsonHandler, service_main
 from tradeops.runtime.platform.settings import Settings
 
@@ -217,13 +220,8 @@ class Monitor:
             request: dict[str, Any] = {self.table: {
                 "Keys": [{"order_id": {"S": k}} for k in keys[i:i + 100]], "ConsistentRead": True,
                 "ProjectionExpression": projection, "ExpressionAttributeNames": {"#k": "order_id"}}}
-            while request:
-                with aws_errors("read the exposure table"):
-                    got = self.aws.dynamodb.batch_get_item(RequestItems=request)
-                items += got.get("Responses", {}).get(self.table, [])
-                request = got.get("UnprocessedKeys") or {}
-                if request:
-                    time.sleep(0.05)
+            with aws_errors("read the exposure table"):
+                items += batch_get_all(self.aws.dynamodb, request, what="read the exposure table").get(self.table, [])
         return items
 
     def rebuild(self) -> None:
@@ -300,7 +298,7 @@ class Monitor:
             self.book.add(pending)
         except BadInput as exc:
             self.counters["bad_orders"] += 1
-            log.warning("order %s cannot be tracked: %s", pending.order_id, exc)
+            log.warning("order %s cannot be tracked: %s", pending.order_id, exc, extra={"order_id": pending.order_id})
             self.pending.pop(pending.order_id, None)
             return []
         self.pending[pending.order_id] = pending
@@ -610,33 +608,27 @@ class Monitor:
     # ---- writer --------------------------------------------------------------------------------
     def _batch_write(self, items: list[dict[str, Any]]) -> None:
         for i in range(0, len(items), 25):
-            request = {self.table: [{"PutRequest": {"Item": item}} for item in items[i:i + 25]]}
-            while request:
-                got = self.aws.dynamodb.batch_write_item(RequestItems=request)
-                request = got.get("UnprocessedItems") or {}
-                if request:
-                    time.sleep(0.05)
+            puts = [{"PutRequest": {"Item": item}} for item in items[i:i + 25]]
+            batch_write_all(self.aws.dynamodb, {self.table: puts}, what=f"write {self.table}")
 
     def _retrying(self, what: str, action: Callable[[], Any]) -> Any:
         """Retry an AWS write until it works (a checkpoint must not pass what it covers).
 
-        Once the monitor is stopping it does not retry (the stack may be going down with it): the
-        checkpoint then stays behind this write and the next start replays it.
+        Unbounded on purpose, but jittered and capped at 5 s between attempts (stamina). Once the
+        monitor is stopping it does not retry (the stack may be going down with it): the checkpoint
+        then stays behind this write and the next start replays it. Bad input is never retried.
         """
-        delay = 0.2
-        while True:
-            try:
-                return action()
-            except BadInput:
-                raise
-            except Exception as exc:
-                with self.lock:
-                    self.counters["write_errors"] += 1
-                if self.stop.is_set():
-                    raise
-                log.warning("%s failed, retrying: %s", what, str(exc)[:200])
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        def retry(exc: Exception) -> bool:
+            if isinstance(exc, BadInput):
+                return False
+            with self.lock:
+                self.counters["write_errors"] += 1
+            if self.stop.is_set():
+                return False
+            log.warning("%s failed, retrying: %s", what, str(exc)[:200])
+            return True
+
+        return until_done(action, retry=retry)
 
     def _write(self, task: dict[str, Any]) -> None:
         self._retrying("write maxima", lambda: self._batch_write(task["writes"]))
@@ -645,15 +637,14 @@ class Monitor:
             TableName=self.table, Item={"order_id": {"S": SUMMARY_KEY}, "body": {"S": summary},
                                         "updated_at": {"S": task["summary"]["updated_at"]}}))
         self._retrying("write checkpoints", lambda: self._batch_write(task["checkpoints"]))
-        try:
-            self.aws.cloudwatch.put_metric_data(
-                Namespace=self.names.metric_namespace,
-                MetricData=[{"MetricName": name, "Value": value, "Unit": unit, "Timestamp": task["at"]}
-                            for name, value, unit in task["metrics"]])
-        except Exception as exc:  # a lost metric point is not worth stalling the checkpoints
-            log.warning("metrics not published: %s", str(exc)[:200])
+        # An EMF log line (platform/metrics.py), not PutMetricData: no request, nothing to stall on.
+        publish(self.names.metric_namespace, task["metrics"], at=task["at"])
 
     def _ledger(self, order: dict[str, Any], fallback: datetime) -> None:
+        with bound(order_id=order.get("order_id")):  # every line about this fill names the order
+            self._ledger_entry(order, fallback)
+
+    def _ledger_entry(self, order: dict[str, Any], fallback: datetime) -> None:
         try:
             _, created = self._retrying(f"ledger entry for {order.get('order_id')}",
                                         lambda: self.ledger.record_fill(order, filled_at_fallback=fallback))
@@ -664,6 +655,8 @@ class Monitor:
             return
         with self.lock:
             self.counters["ledger_created" if created else "ledger_replayed"] += 1
+        log.info("ledger entry %s for filled order %s", "created" if created else "already there",
+                 order.get("order_id"))
 
     def _outbox_loop(self) -> None:
         failed = False

@@ -55,6 +55,7 @@ from tradeops.runtime.platform.aws import Aws
 from tradeops.runtime.platform.clock import iso, utcnow
 from tradeops.runtime.platform.errors import BadInput, TradeopsError
 from tradeops.runtime.platform.names import names_for
+from tradeops.runtime.platform.retries import put_records_all
 from tradeops.runtime.platform.service import JsonHandler, service_main
 from tradeops.runtime.platform.settings import Settings
 
@@ -260,26 +261,19 @@ class Publisher:
                 self.counters[key][provider] += n
 
     def put(self, ticks: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Put ticks on the stream (retrying failed records once); returns the ticks it accepted."""
+        """Put ticks on the stream (failed records retried, bounded: retries.put_records_all); the ticks accepted."""
         accepted: list[dict[str, Any]] = []
         for i in range(0, len(ticks), _PUT_LIMIT):
-            pending = ticks[i:i + _PUT_LIMIT]
-            for _attempt in range(2):
-                records = [{"Data": json.dumps(t, separators=(",", ":")).encode(), "PartitionKey": t["symbol"]}
-                           for t in pending]
-                try:
-                    answer = self.aws.kinesis.put_records(StreamName=self.stream, Records=records)
-                except Exception as exc:  # the feed keeps running while the stream is unreachable
-                    log.warning("put_records failed: %s", str(exc)[:200])
-                    break
-                failed: list[dict[str, Any]] = []
-                for tick, result in zip(pending, answer.get("Records", []), strict=False):
-                    (failed if result.get("ErrorCode") else accepted).append(tick)
-                pending = failed
-                if not pending:
-                    break
-            if pending:
-                self._count("put_failures", len(pending))
+            try:
+                ok, failed = put_records_all(self.aws.kinesis, self.stream, ticks[i:i + _PUT_LIMIT],
+                                             lambda t: json.dumps(t, separators=(",", ":")).encode(),
+                                             lambda t: t["symbol"])
+            except Exception as exc:  # the feed keeps running while the stream is unreachable
+                log.warning("put_records failed: %s", str(exc)[:200])
+                ok, failed = [], ticks[i:i + _PUT_LIMIT]
+            accepted += ok
+            if failed:
+                self._count("put_failures", len(failed))
         self._count("published", len(accepted))
         return accepted
 

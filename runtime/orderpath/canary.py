@@ -8,8 +8,8 @@ carry ``synthetic: true``, which the exposure and reimbursement code skip.
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
-import sys
 import threading
 import time
 from decimal import Decimal
@@ -23,7 +23,10 @@ from tradeops.runtime.orderpath.worker import broker_order
 from tradeops.runtime.platform.aws import Aws
 from tradeops.runtime.platform.errors import TradeopsError
 from tradeops.runtime.platform.events import EventLog
+from tradeops.runtime.platform.logs import FORMATS, configure
 from tradeops.runtime.platform.settings import Settings, load_settings
+
+log = logging.getLogger("tradeops.canary")
 
 __all__ = ["run_canary", "send_canary"]
 
@@ -53,10 +56,7 @@ def send_canary(store: OrderStore, events: EventLog, provider: Provider, *, salt
         except StaleOrder:
             pass
         result.update(ok=ex.status == "FILLED", latency_ms=round(latency_ms, 1), status=ex.status)
-        events.aws.cloudwatch.put_metric_data(
-            Namespace=events.names.metric_namespace,
-            MetricData=[{"MetricName": "CanaryLatencyMs", "Value": latency_ms,
-                         "Dimensions": [{"Name": "Provider", "Value": provider.name}]}])
+        events.metric("CanaryLatencyMs", latency_ms, unit="Milliseconds", dimensions={"Provider": provider.name})
     if not result["ok"]:
         events.emit("canary_failed", metric=("CanaryFailed", 1.0), dimensions={"Provider": provider.name},
                     provider=provider.name, order_id=order["order_id"], error=result.get("error"))
@@ -69,25 +69,28 @@ def run_canary(settings: Settings, stop: threading.Event) -> None:
         stop.wait()
         return
     aws = Aws(settings)
-    store, events = OrderStore(aws), EventLog(aws, source="canary")
+    store, events = OrderStore(aws), EventLog(aws, source="canary", background=True)
     providers = open_providers(settings, aws)
     while not stop.wait(settings.canary_seconds):
         for name in PROVIDERS:
             try:
                 send_canary(store, events, providers[name], salt=settings.name_prefix)
             except TradeopsError as exc:
-                sys.stderr.write(f"canary {name} failed: {exc}\n")
+                log.warning("canary %s failed: %s", name, exc, extra={"provider": name})
 
 
 def _main(argv: list[str] | None = None) -> int:
-    argparse.ArgumentParser(prog="python -m tradeops.runtime.orderpath.canary").parse_args(argv)
+    parser = argparse.ArgumentParser(prog="python -m tradeops.runtime.orderpath.canary")
+    parser.add_argument("--log-format", choices=FORMATS, default=None,
+                        help="json (default; or TRADEOPS_LOG_FORMAT) or text for a terminal")
+    configure("canary", fmt=parser.parse_args(argv).log_format)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
         run_canary(load_settings(), stop)
     except TradeopsError as exc:
-        print(f"canary failed to start: {exc}", file=sys.stderr)
+        log.error("canary failed to start: %s", exc)
         return 2
     return 0
 

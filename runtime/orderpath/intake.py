@@ -56,6 +56,7 @@ from tradeops.runtime.orderpath.orders import OrderRequest, OrderStore, new_orde
 from tradeops.runtime.platform.aws import Aws
 from tradeops.runtime.platform.clock import iso
 from tradeops.runtime.platform.errors import TradeopsError
+from tradeops.runtime.platform.logs import FORMATS, bound, configure
 from tradeops.runtime.platform.names import names_for
 from tradeops.runtime.platform.settings import Settings, load_settings
 
@@ -491,7 +492,10 @@ def create_app(settings: Settings, *, token: str, aws: Aws | None = None) -> Fas
     async def post_order(request: Request) -> JSONResponse:
         body = await _read_body(request, settings.intake_body_timeout)
         req = _parse_order(body)
-        order, created = await run_in_threadpool(intake.accept, req)
+        with bound(order_id=req.order_id):  # the worker thread runs in a copy of this context
+            order, created = await run_in_threadpool(intake.accept, req)
+            log.info("order accepted" if created else "order repeated (answered with the stored order)",
+                     extra={"order_id": order["order_id"], "status": order["status"]})
         headers = {"Location": f"/orders/{order['order_id']}"}
         return JSONResponse(order_json(order), status_code=202 if created else 200, headers=headers)
 
@@ -571,8 +575,9 @@ class _TimedH11Protocol(H11Protocol):
 def server_config(app: FastAPI, settings: Settings, **kwargs: Any) -> uvicorn.Config:
     """uvicorn's configuration for the intake: quiet, and with the head, body and idle timeouts set."""
     protocol = type("IntakeH11Protocol", (_TimedH11Protocol,), {"header_timeout": settings.intake_header_timeout})
-    return uvicorn.Config(app, access_log=False, log_level="warning", lifespan="off", server_header=False,
-                          http=protocol, timeout_keep_alive=settings.intake_idle_timeout, **kwargs)
+    # log_config=None: uvicorn's lines go through the process's one log configuration (platform/logs.py).
+    return uvicorn.Config(app, access_log=False, log_level="warning", log_config=None, lifespan="off",
+                          server_header=False, http=protocol, timeout_keep_alive=settings.intake_idle_timeout, **kwargs)
 
 
 # ---- the process ---------------------------------------------------------------------------------
@@ -582,23 +587,24 @@ def main(argv: list[str] | None = None) -> int:
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--log-format", choices=FORMATS, default=None,
+                        help="json (default; or TRADEOPS_LOG_FORMAT) or text for a terminal")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
-                        format="%(asctime)s intake %(levelname)s %(message)s")
+    configure("intake", fmt=args.log_format)
     try:
         settings = load_settings()
     except TradeopsError as exc:
-        print(f"intake: {exc}", file=sys.stderr)
+        log.error("intake: %s", exc)
         return exc.exit_code
     # Settings maps TRADEOPS_INTAKE_TOKEN to intake_token (a settings file may also carry it).
     token = (settings.intake_token or "").strip()
     if not token:
-        print("intake: no token: set TRADEOPS_INTAKE_TOKEN", file=sys.stderr)
+        log.error("intake: no token: set TRADEOPS_INTAKE_TOKEN")
         return 2
     try:
         sock = socket.create_server((args.host, args.port))
     except OSError as exc:
-        print(f"intake: cannot listen on {args.host}:{args.port}: {exc.strerror}", file=sys.stderr)
+        log.error("intake: cannot listen on %s:%s: %s", args.host, args.port, exc.strerror)
         return 1
     app = create_app(settings, token=token)
     # Quiet: no access log; uvicorn's own SIGTERM/SIGINT handling gives a clean, graceful exit.

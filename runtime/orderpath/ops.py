@@ -110,6 +110,8 @@ def fleet(aws: Aws, *, max_age: float | None = None) -> dict[str, Any]:
         "workers": workers,
         "in_flight": in_flight,
         "drained": in_flight == 0 and not any(w["taking"] for w in workers),
+        # Events the workers' bounded queues dropped rather than delay an order (platform/events.py).
+        "events_dropped": sum(int(w["counters"].get("events_dropped", 0)) for w in workers),
     }
 
 

@@ -29,11 +29,11 @@ import contextlib
 import hashlib
 import itertools
 import json
+import logging
 import os
 import random
 import signal
 import socket
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -58,8 +58,13 @@ from tradeops.runtime.platform.aws import Aws
 from tradeops.runtime.platform.clock import iso, utcnow
 from tradeops.runtime.platform.errors import TradeopsError
 from tradeops.runtime.platform.events import EventLog
+from tradeops.runtime.platform.logs import FORMATS, bound, configure
 from tradeops.runtime.platform.names import names_for
 from tradeops.runtime.platform.settings import Settings, load_settings
+
+log = logging.getLogger("tradeops.worker")
+# LogRecord attributes a fact may not overwrite (a fact named so is logged with a trailing _).
+_RESERVED = frozenset({"message", "msg", "args", "name", "levelname", "created", "module", "lineno"})
 
 __all__ = ["Worker", "account_ref", "broker_order"]
 
@@ -100,7 +105,8 @@ class Worker:
         self.aws = aws or Aws(settings, max_pool=64)
         self.names = names_for(settings)
         self.store = OrderStore(self.aws, self.names)
-        self.events = EventLog(self.aws, source=worker_id, names=self.names)
+        # In the background: a breaker transition inside a submit must cost the order no AWS request.
+        self.events = EventLog(self.aws, source=worker_id, names=self.names, background=True)
         self.flags = FlagCache(Flags(self.aws, self.names), settings.flag_refresh_seconds)
         self.router = router or Router(settings, open_providers(settings, self.aws), self.events)
         self.queue_url = self.aws.queue_url(self.names.order_queue)
@@ -141,6 +147,7 @@ class Worker:
             self.deletes.flush(everything=True)
             self._beat()
             self.router.stop()
+            self.events.flush(timeout=5)
 
     def poll_once(self) -> int:
         """One receive, its orders handed to the pool. Returns the number of messages received.
@@ -238,6 +245,13 @@ class Worker:
         return self.store.get_many(oid for m in messages if (oid := self._order_id(m)))
 
     def _safe_handle(self, message: dict[str, Any], orders: dict[str, dict[str, Any]]) -> Handled:
+        with bound(order_id=self._order_id(message)):  # every line while handling it names the order
+            handled = self._handle_logged(message, orders)
+            log.info("order handled: %s", handled.outcome,
+                     extra={"outcome": handled.outcome, "reason": handled.reason})
+            return handled
+
+    def _handle_logged(self, message: dict[str, Any], orders: dict[str, dict[str, Any]]) -> Handled:
         try:
             return self.handle(message, orders)
         except TradeopsError as exc:
@@ -476,7 +490,8 @@ class Worker:
             order_id = order["order_id"]
             if self._next_check.get(order_id, 0) > now:
                 continue
-            result = self._try_resolve(order, flags)
+            with bound(order_id=order_id):  # the router's and store's lines while resolving name the order
+                result = self._try_resolve(order, flags)
             attempts = int(order.get("attempts", 1))
             if result is None:
                 self._next_check[order_id] = now + min(2 ** min(attempts, 4), 10)
@@ -531,7 +546,10 @@ class Worker:
         now = _epoch()
         flags = self._last_flags
         with self._lock:
-            body = {"in_flight": self.in_flight, "taking": self.taking, "counters": dict(self.counters)}
+            counters = dict(self.counters)
+            body = {"in_flight": self.in_flight, "taking": self.taking, "counters": counters}
+        # The event queue's figures ride along: events dropped when the queue was full show in status.
+        counters.update({f"events_{k}": v for k, v in self.events.stats().items()})
         breakers = {name: snap["state"] for name, snap in self.router.snapshot().items()}
         item = {
             "worker_id": {"S": self.worker_id}, "host": {"S": socket.gethostname()}, "pid": {"N": str(os.getpid())},
@@ -547,8 +565,10 @@ class Worker:
             self.aws.dynamodb.put_item(TableName=self.names.heartbeats_table, Item=item)
 
     def _log(self, what: str, **facts: Any) -> None:
-        sys.stderr.write(json.dumps({"worker": self.worker_id, "at": iso(),
-                                     "what": what, **facts}, default=str) + "\n")
+        """One line (platform/logs.py); ``what`` names it, the facts ride along as fields."""
+        level = logging.INFO if what == "flags_seen" else logging.WARNING
+        fields = {k if k not in _RESERVED else f"{k}_": v for k, v in facts.items()}
+        log.log(level, what, extra={"what": what, **fields})
 
 
 class _DeleteBuffer:
@@ -611,12 +631,15 @@ class _DeleteBuffer:
 def _main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tradeops.runtime.orderpath.worker")
     parser.add_argument("--id", default=f"worker-{os.getpid()}")
+    parser.add_argument("--log-format", choices=FORMATS, default=None,
+                        help="json (default; or TRADEOPS_LOG_FORMAT) or text for a terminal")
     args = parser.parse_args(argv)
+    configure(args.id, fmt=args.log_format)
     try:
         settings = load_settings()
         worker = Worker(settings, worker_id=args.id)
     except TradeopsError as exc:
-        print(f"worker failed to start: {exc}", file=sys.stderr)
+        log.error("worker failed to start: %s", exc)
         return 2
 
     def _stop(signum: int, _frame: Any) -> None:

@@ -54,6 +54,10 @@ class Names:
     def audit_table(self) -> str:
         return f"{self.prefix}-audit"
 
+    def audit_anchor_bucket(self, account: str) -> str:
+        """The Object Lock bucket of the audit chain's anchors (S3 names are global: the account is in it)."""
+        return f"{self.prefix}-audit-anchors-{account}"
+
     @property
     def price_stream(self) -> str:
         return f"{self.prefix}-prices"

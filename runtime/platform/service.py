@@ -1,8 +1,9 @@
 """What the stack's small HTTP services (price feed, divergence monitor) share.
 
 - :func:`service_main`, the process entry point: each is ``python -m tradeops.runtime.<...> --host H
-  --port P``: parse, quiet the chatty libraries, load the settings (with the running stack's
-  addresses), serve until SIGTERM/SIGINT, and turn a failure into one line and an exit code.
+  --port P [--log-format json|text]``: parse, configure the one log format (:mod:`.logs`), load the
+  settings (with the running stack's addresses), serve until SIGTERM/SIGINT, and turn a failure into
+  one line and an exit code.
 - :class:`JsonHandler`, the request handler base: JSON answers, no log line per request.
 """
 
@@ -11,12 +12,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from tradeops.runtime.platform.errors import TradeopsError
+from tradeops.runtime.platform.logs import FORMATS, configure
 from tradeops.runtime.platform.settings import Settings
 from tradeops.runtime.platform.statefile import resolve_settings
 
@@ -43,15 +44,15 @@ def service_main(argv: list[str] | None, *, prog: str, label: str, description: 
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--log-format", choices=FORMATS, default=None,
+                        help="json (default; or TRADEOPS_LOG_FORMAT) or text for a terminal")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format=f"%(asctime)s {label} %(message)s")
-    for chatty in ("httpx", "httpcore", "botocore", "urllib3"):  # quiet: no line per request
-        logging.getLogger(chatty).setLevel(logging.WARNING)
+    configure(label, fmt=args.log_format)
     try:
         return serve(resolve_settings(), args.host, args.port)
     except TradeopsError as exc:
-        print(f"{label} failed: {exc}", file=sys.stderr)
+        logging.getLogger(f"tradeops.{label}").error("%s failed: %s", label, exc)
         return exc.exit_code
     except OSError as exc:
-        print(f"{label} failed: {exc}", file=sys.stderr)
+        logging.getLogger(f"tradeops.{label}").error("%s failed: %s", label, exc)
         return 1

@@ -161,6 +161,10 @@ class Settings(BaseSettings):
 
     # Canary orders: one synthetic order per broker every N seconds (0 = off).
     canary_seconds: float = Field(default=30.0, ge=0)
+    # The audit chain's head is anchored outside the table every N seconds when it has moved (0 = off;
+    # runbooks/anchor.py), besides at the end of every runbook execution. It bounds how long a record can
+    # sit unanchored.
+    audit_anchor_seconds: float = Field(default=300.0, ge=0)
 
     # Liability thresholds (GBP).
     threshold_order_pct: Decimal = Decimal("2")

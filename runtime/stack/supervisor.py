@@ -125,6 +125,7 @@ MODULES = {
     "prices": "tradeops.runtime.liability.prices",
     "monitor": "tradeops.runtime.liability.monitor",
     "canary": "tradeops.runtime.orderpath.canary",
+    "audit-anchor": "tradeops.runbooks.anchor",  # by name only: the runtime imports nothing of runbooks
     "worker": "tradeops.runtime.orderpath.worker",
     "supervisor": "tradeops.runtime.stack.supervisor",
 }
@@ -159,6 +160,8 @@ def _plan(ports: dict[str, int | None], *, workers: int) -> list[Component]:
     comps.append(_http_component("prices", free_port(), restart=True))
     comps.append(_http_component("monitor", free_port(), restart=True))
     comps.append(Component(name="canary", argv=_python("-m", MODULES["canary"]), health_url=None, restart=True))
+    comps.append(Component(name="audit-anchor", argv=_python("-m", MODULES["audit-anchor"]), health_url=None,
+                           restart=True))
     for n in range(1, workers + 1):
         comps.append(Component(name=f"worker-{n}", argv=_python("-m", MODULES["worker"], "--id", f"worker-{n}"),
                                health_url=None, restart=True, info={"worker_id": f"worker-{n}"}))
