@@ -82,6 +82,8 @@ def stack_environment(state_dir: Path) -> dict[str, str]:
     env["TRADEOPS_QUEUE_VISIBILITY_SECONDS"] = "6"
     env["TRADEOPS_BROKER_READ_TIMEOUT"] = "1.0"
     env["TRADEOPS_CANARY_SECONDS"] = "0"  # canaries are tested on their own
+    # Orders recorded but never queued are re-enqueued after 6 s instead of 30 s (the sweeper's test waits less).
+    env["TRADEOPS_SWEEP_AGE_SECONDS"] = "6"
     # A broker's recovery pages after 10 s of health instead of 30 s, so that tests need not wait as long.
     env["TRADEOPS_PAGING_BROKER_RECOVERY_SECONDS"] = "10"
     return env

@@ -4,7 +4,8 @@
 ``GET /orders/{order_id}`` shows it; ``GET /health`` says whether the orders table is reachable.
 Checks run in a fixed order — token, size, JSON, order rules — and nothing is written or
 enqueued for any 4xx. An order that is recorded but cannot be enqueued is withdrawn again and
-the caller gets a 503 to retry, so no ACCEPTED order waits for a message that will never come.
+the caller gets a 503 to retry. An order the intake could not withdraw (or recorded just before it
+died) is re-enqueued by the workers' sweeper (:mod:`.sweep`), so no ACCEPTED order waits for ever.
 
 The intake refuses ambiguity: a body with the same key twice (at any depth) answers 400 naming
 the key, because a gateway, a risk check or a log viewer that reads the first occurrence would see
@@ -46,7 +47,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -56,6 +57,7 @@ from tradeops.runtime.orderpath.orders import OrderRequest, OrderStore, new_orde
 from tradeops.runtime.platform.aws import Aws
 from tradeops.runtime.platform.clock import iso
 from tradeops.runtime.platform.errors import TradeopsError
+from tradeops.runtime.platform.faults import fault_point
 from tradeops.runtime.platform.names import names_for
 from tradeops.runtime.platform.settings import Settings, load_settings
 
@@ -242,6 +244,9 @@ class OrderOut(BaseModel):
     updated_at: str
     provider: str | None = None
     fill_price: str | None = None
+    swept_at: str | None = Field(default=None, description="When the workers' sweeper last re-enqueued it "
+                                                           "(recorded but never queued).")
+    sweeps: int | None = Field(default=None, description="How many times the sweeper re-enqueued it.")
     history: list[HistoryEntry]
 
 
@@ -306,6 +311,7 @@ class _Intake:
         self.aws = aws
         self.names = names_for(settings)
         self.store = OrderStore(aws, self.names)
+        self.state_dir = settings.state_dir  # where a test arms a fault point (runtime/platform/faults.py)
         self._lock = threading.Lock()
         self._queue_url: str | None = None
         self._health: tuple[float, str | None] | None = None
@@ -331,6 +337,8 @@ class _Intake:
                                      f"{', '.join(differs)}; use a new order_id for a new order",
                                 fields=[{"field": f, "reason": "differs from the stored order"} for f in differs])
             return stored, False
+        # A test hook: a crash here leaves the order recorded and never enqueued (the workers' sweeper's case).
+        fault_point(self.state_dir, "intake.after_put")
         try:
             with _aws_or_503("order not queued (retry)"):
                 self.aws.sqs.send_message(QueueUrl=self.queue_url(),

@@ -159,6 +159,10 @@ class Settings(BaseSettings):
     # Deciding a double execution (`tradeops orders unwind`) needs two people above this notional (GBP).
     unwind_dual_approval: Decimal = Field(default=Decimal("10000"), ge=0)
 
+    # The sweeper (runtime/orderpath/sweep.py, run by every worker): an ACCEPTED order untouched this long
+    # has probably lost its message (the intake died between the put and the send) and is re-enqueued.
+    sweep_age_seconds: float = Field(default=30.0, gt=0)
+
     # Canary orders: one synthetic order per broker every N seconds (0 = off).
     canary_seconds: float = Field(default=30.0, ge=0)
 

@@ -153,7 +153,9 @@ def _plan(ports: dict[str, int | None], *, workers: int) -> list[Component]:
             info={"provider": name, "wire": wire, "url": url, "control": control,
                   "ports": [order_port, control_port]},
         ))
-    comps.append(_http_component("intake", ports.get("intake") or free_port()))
+    # The intake comes back on the same port if it dies: orders it recorded but never enqueued are the
+    # workers' sweeper's to finish, the platform's retries need somewhere to land.
+    comps.append(_http_component("intake", ports.get("intake") or free_port(), restart=True))
     comps.append(_http_component("prices", free_port(), restart=True))
     comps.append(_http_component("monitor", free_port(), restart=True))
     comps.append(Component(name="canary", argv=_python("-m", MODULES["canary"]), health_url=None, restart=True))
