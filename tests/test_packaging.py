@@ -25,7 +25,7 @@ SHIPPED = ("tradeops/deploy/template.yaml", "tradeops/runbooks/failover.yaml", "
            "tradeops/loadtests/locustfile.py", "tradeops/loadtests/scenario.schema.json",
            "tradeops/loadtests/scenarios/steady.yaml", "tradeops/loadtests/scenarios/market-open.yaml",
            "tradeops/loadtests/scenarios/spike.yaml", "tradeops/loadtests/scenarios/step.yaml",
-           "tradeops/experiments/load-summary.schema.json")
+           "tradeops/experiments/load-summary.schema.json", "tradeops/runtime/platform/universe.csv")
 
 
 def _checkout_files() -> list[str]:

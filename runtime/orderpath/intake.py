@@ -257,8 +257,13 @@ class HealthOut(BaseModel):
     """AWS requests this process has sent, by ``service.Operation`` (load runs read it per order)."""
 
 
-def _request_schema() -> dict[str, Any]:
+def _request_schema(universe: frozenset[str] | None) -> dict[str, Any]:
     schema = OrderRequest.model_json_schema()
+    if universe is not None:
+        # The symbols this intake accepts, listed where clients (and generators) read the body's rules.
+        schema["properties"]["symbol"]["enum"] = sorted(universe)
+        schema["properties"]["symbol"]["description"] = ("A symbol of the tradable universe (anything else "
+                                                         "answers 400).")
     # The LIMIT/limit_price rule, stated in the document too so clients (and generators) see it.
     schema["if"] = {"properties": {"order_type": {"const": "LIMIT"}}, "required": ["order_type"]}
     schema["then"] = {"required": ["limit_price"], "properties": {"limit_price": {"not": {"type": "null"}}}}
@@ -444,6 +449,8 @@ def create_app(settings: Settings, *, token: str, aws: Aws | None = None) -> Fas
         raise ValueError("the intake API needs a non-empty token")
     expected = token.encode("utf-8")
     intake = _Intake(settings, aws or Aws(settings))
+    # An order outside the universe has no price: the monitor could not measure what its wait costs.
+    universe = None if settings.allow_unpriced_symbols else frozenset(settings.symbol_list)
     bearer = HTTPBearer(auto_error=False, description="The intake token (TRADEOPS_INTAKE_TOKEN).")
 
     def require_token(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
@@ -487,18 +494,24 @@ def create_app(settings: Settings, *, token: str, aws: Aws | None = None) -> Fas
             200: _doc(OrderOut, "An order with this order_id already exists; nothing new was queued."),
             409: _doc(ValidationErrorOut, "This order_id names an order with a different payload (the fields "
                                           "that differ are listed); nothing was written."),
-            400: _doc(ErrorOut, "The body is not a JSON object, or a key appears twice (named in the error)."),
+            400: _doc(ErrorOut, "The body is not a JSON object, a key appears twice (named in the error), or "
+                                "the symbol is outside the tradable universe (named; `fields` lists `symbol`). "
+                                "Operators may allow unpriced symbols (TRADEOPS_ALLOW_UNPRICED_SYMBOLS)."),
             408: _doc(ErrorOut, "The body did not arrive within the body timeout."),
             413: _doc(ErrorOut, f"The body is larger than {MAX_BODY_BYTES} bytes."),
             422: _doc(ValidationErrorOut, "The order breaks a rule; one entry per failing field."),
             **_AUTH_RESPONSES,
         },
         openapi_extra={"requestBody": {"required": True,
-                                       "content": {"application/json": {"schema": _request_schema()}}}},
+                                       "content": {"application/json": {"schema": _request_schema(universe)}}}},
     )
     async def post_order(request: Request) -> JSONResponse:
         body = await _read_body(request, settings.intake_body_timeout)
         req = _parse_order(body)
+        if universe is not None and req.symbol not in universe:
+            raise _ApiError(400, f"unknown symbol {req.symbol!r}: not in the tradable universe (nothing prices it, so "
+                                 "its exposure could not be measured); `tradeops prices show` lists the symbols",
+                            fields=[{"field": "symbol", "reason": "not in the tradable universe"}])
         order, created = await run_in_threadpool(intake.accept, req)
         headers = {"Location": f"/orders/{order['order_id']}"}
         return JSONResponse(order_json(order), status_code=202 if created else 200, headers=headers)

@@ -191,14 +191,7 @@ class OrderStore:
             "KeyConditionExpression": expr, "ExpressionAttributeNames": {"#s": "status"},
             "ExpressionAttributeValues": values,
         }
-        with aws_errors(f"query {status} orders"):
-            while True:
-                page = self.aws.dynamodb.query(**kwargs)
-                for item in page.get("Items", []):
-                    yield from_item(item)
-                if "LastEvaluatedKey" not in page:
-                    return
-                kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        yield from self._query(kwargs, f"query {status} orders")
 
     def by_watch(self, watch: str) -> Iterator[dict[str, Any]]:
         """Orders under one watch, through the sparse watch index (``void``: declared void and not yet
@@ -208,14 +201,7 @@ class OrderStore:
             "KeyConditionExpression": "#w = :w", "ExpressionAttributeNames": {"#w": "watch"},
             "ExpressionAttributeValues": {":w": {"S": watch}},
         }
-        with aws_errors(f"query orders under watch {watch}"):
-            while True:
-                page = self.aws.dynamodb.query(**kwargs)
-                for item in page.get("Items", []):
-                    yield from_item(item)
-                if "LastEvaluatedKey" not in page:
-                    return
-                kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        yield from self._query(kwargs, f"query orders under watch {watch}")
 
     def accepted_untouched_since(self, cutoff: datetime) -> Iterator[dict[str, Any]]:
         """ACCEPTED orders not changed since ``cutoff``: the sweeper's candidates (:mod:`.sweep`).
@@ -230,7 +216,11 @@ class OrderStore:
             "ExpressionAttributeNames": {"#s": "status", "#u": "updated_at"},
             "ExpressionAttributeValues": {":s": {"S": ACCEPTED}, ":cutoff": {"S": iso(cutoff)}},
         }
-        with aws_errors("query ACCEPTED orders"):
+        yield from self._query(kwargs, "query ACCEPTED orders")
+
+    def _query(self, kwargs: dict[str, Any], what: str) -> Iterator[dict[str, Any]]:
+        """Every order a Query returns, page after page; AWS trouble is an AwsError naming ``what``."""
+        with aws_errors(what):
             while True:
                 page = self.aws.dynamodb.query(**kwargs)
                 for item in page.get("Items", []):
