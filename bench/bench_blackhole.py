@@ -39,8 +39,12 @@ import httpx
 
 from tradeops.runtime.platform.settings import load_settings
 from tradeops.runtime.platform.statefile import read_state
+from tradeops.runtime.platform.universe import shipped_universe
 from tradeops.runtime.stack import supervisor
 from tradeops.runtime.stack.supervisor import stop_process
+
+# The orders' symbols: twenty of the shipped universe, each quoted at its start price.
+SYMBOLS = [(i.ticker, str(i.start_price)) for i in shipped_universe()[:20]]
 
 FINAL = {"FILLED", "REJECTED", "CANCELLED", "DEAD_LETTERED"}
 
@@ -92,8 +96,9 @@ class Bench:
         start, n = time.monotonic(), 0
         with ThreadPoolExecutor(32) as pool:
             def post(i: int) -> None:
-                body = {"order_id": f"{prefix}-{i}", "account_id": f"acc-{i % 50}", "symbol": f"SYM{i % 20}",
-                        "side": "BUY", "quantity": 1 + i % 5, "quote_price": "100.00"}
+                symbol, quote = SYMBOLS[i % len(SYMBOLS)]
+                body = {"order_id": f"{prefix}-{i}", "account_id": f"acc-{i % 50}", "symbol": symbol,
+                        "side": "BUY", "quantity": 1 + i % 5, "quote_price": quote}
                 r = self.http.post(f"{self.state['intake']}/orders", json=body, headers=self.headers)
                 if r.status_code == 202:
                     placed[body["order_id"]] = time.time()

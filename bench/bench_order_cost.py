@@ -32,7 +32,11 @@ from tradeops.runtime.platform.aws import Aws, RequestCounter
 from tradeops.runtime.platform.names import names_for
 from tradeops.runtime.platform.settings import load_settings
 from tradeops.runtime.platform.statefile import resolve_settings
+from tradeops.runtime.platform.universe import shipped_universe
 from tradeops.runtime.stack import supervisor
+
+# The orders' symbols: twenty of the shipped universe, each quoted at its start price.
+SYMBOLS = [(i.ticker, str(i.start_price)) for i in shipped_universe()[:20]]
 
 WRITES = {"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems"}
 
@@ -61,8 +65,8 @@ def post_steady(client: TestClient, token: str, prefix: str, orders: int, rate: 
     ids = []
     start = time.monotonic()
     for n in range(orders):
-        body = {"order_id": f"{prefix}-{n}", "account_id": f"acc-{n % 50}", "symbol": f"SYM{n % 20}",
-                "side": "BUY", "quantity": 1 + n % 5, "quote_price": "100.00"}
+        body = {"order_id": f"{prefix}-{n}", "account_id": f"acc-{n % 50}", "symbol": SYMBOLS[n % len(SYMBOLS)][0],
+                "side": "BUY", "quantity": 1 + n % 5, "quote_price": SYMBOLS[n % len(SYMBOLS)][1]}
         r = client.post("/orders", json=body, headers={"Authorization": f"Bearer {token}"})
         assert r.status_code == 202, r.text
         ids.append(body["order_id"])

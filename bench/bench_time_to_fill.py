@@ -43,7 +43,11 @@ from tradeops.runtime.platform.aws import Aws
 from tradeops.runtime.platform.clock import parse_iso
 from tradeops.runtime.platform.settings import load_settings
 from tradeops.runtime.platform.statefile import resolve_settings
+from tradeops.runtime.platform.universe import shipped_universe
 from tradeops.runtime.stack import supervisor
+
+# The orders' symbols: twenty of the shipped universe, each quoted at its start price.
+SYMBOLS = [(i.ticker, str(i.start_price)) for i in shipped_universe()[:20]]
 
 LINGER_SECONDS = 0.150  # the worker's default before this change (TRADEOPS_WORKER_LINGER_MS=150)
 
@@ -96,8 +100,8 @@ def post_steady(intake: str, token: str, prefix: str, count: int, rate: float) -
     start = time.monotonic()
     with httpx.Client(timeout=10) as http, ThreadPoolExecutor(8) as pool:
         def post(n: int) -> None:
-            body = {"order_id": f"{prefix}-{n}", "account_id": f"acc-{n % 50}", "symbol": f"SYM{n % 20}",
-                    "side": "BUY", "quantity": 1 + n % 5, "quote_price": "100.00"}
+            body = {"order_id": f"{prefix}-{n}", "account_id": f"acc-{n % 50}", "symbol": SYMBOLS[n % len(SYMBOLS)][0],
+                    "side": "BUY", "quantity": 1 + n % 5, "quote_price": SYMBOLS[n % len(SYMBOLS)][1]}
             r = http.post(f"{intake}/orders", json=body, headers=headers)
             assert r.status_code == 202, r.text
         futures = []

@@ -51,6 +51,17 @@ def render_exposure(summary: dict[str, Any], *, top: int = 20) -> Group:
         f" · oldest pending {summary['oldest_pending_seconds']:.1f}s",
     )
     parts: list[Any] = [headline]
+    # Orders it cannot price are an unknown, never a zero: say so next to the total they are not in.
+    for key, what, meaning, style in (
+            ("unpriced", "have no price at all", "their exposure is unknown, not in the total", "bold red"),
+            ("stale_price", "are priced from a tick older than {after:.0f}s", "their exposure rests on an old price",
+             "yellow")):
+        figures = summary.get(key) or {}
+        if figures.get("orders"):
+            parts.append(Text(f"{key.replace('_', ' ')}: {figures['orders']} pending orders "
+                              + what.format(after=figures.get("after_seconds") or 0)
+                              + f" (notional £{figures['notional']} GBP at quote, oldest waiting "
+                              f"{figures['oldest_seconds']:.0f}s): {meaning}", style=style))
     if summary.get("stale"):
         parts.append(Text(f"warning: this summary is {summary['age_seconds']:.0f}s old; "
                           "is the divergence monitor running?", style="yellow"))
@@ -94,7 +105,18 @@ def exposure(
     refreshes: Annotated[int, typer.Option(hidden=True, help="Stop --watch after this many refreshes (tests).")]
     = 0,
 ) -> None:
-    """The live liability picture: total exposure, worst orders, thresholds and which are breached."""
+    """The live liability picture: total exposure, worst orders, thresholds and which are breached.
+
+    Pending orders it cannot price are counted apart, never as zero exposure: `unpriced` (their symbol has
+    no price) and `stale_price` (its last price is older than TRADEOPS_PRICE_STALE_SECONDS), each with
+    the count, the oldest wait and the notional at quote; thresholds unpriced_amount and stale_amount
+    alert on them like the exposure thresholds.
+
+    Examples:
+
+        tradeops exposure
+        tradeops exposure --json | jq .unpriced
+    """
     if watch and as_json:
         raise BadInput("--watch and --json do not combine (use --json in a loop for scripts)")
     aws = context().aws

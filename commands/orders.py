@@ -173,7 +173,7 @@ def unwind_command(
     (TRADEOPS_UNWIND_DUAL_APPROVAL, default £10,000) two different people must make the same
     decision; the first one's is recorded and waits for the second.
 
-    Example: `tradeops orders unwind ord-123 --reason "sold 10 SYM1 at 101.20 on the desk"`.
+    Example: `tradeops orders unwind ord-123 --reason "sold 10 VOD.L at 0.7250 on the desk"`.
     """
     ctx = context()
     ctx.announce(quiet=as_json)

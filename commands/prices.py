@@ -57,7 +57,7 @@ def prices_show(as_json: JsonOpt = False) -> None:
 
 @prices_app.command("spike")
 def prices_spike(
-    symbol: Annotated[str, typer.Argument(metavar="SYMBOL", help="A symbol the feed publishes, e.g. SYM3.")],
+    symbol: Annotated[str, typer.Argument(metavar="SYMBOL", help="A symbol the feed publishes, e.g. VOD.L.")],
     pct: Annotated[str, typer.Option("--pct", metavar="PERCENT", help="Move in percent of the current price "
                                                                       "(negative: down).")],
     over: Annotated[str, typer.Option("--over", metavar="DURATION", help="Over how long, e.g. 10s, 500ms, 2m "
@@ -68,7 +68,7 @@ def prices_spike(
 
     Example:
 
-        tradeops prices spike SYM3 --pct -5 --over 10s
+        tradeops prices spike VOD.L --pct -5 --over 10s
     """
     try:
         pct_value = Decimal(pct)

@@ -196,6 +196,9 @@ def status(as_json: JsonOpt = False) -> None:
         )
         counts = ", ".join(f"{k} {v}" for k, v in info["orders"].items() if v)
         out.print(f"orders: {counts or 'none'}")
+        swept = info.get("swept", {}).get("last_hour", 0)
+        out.print(f"swept: {swept} order{'' if swept == 1 else 's'} re-enqueued in the last hour "
+                  "(recorded but never queued)", markup=False)
     if not all(info["components"].values()):
         raise typer.Exit(1)
 

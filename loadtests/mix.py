@@ -72,7 +72,9 @@ class Mix:
         """The symbols to trade: the fixed ones, else the feed's, else one placeholder."""
         if self.symbols:
             return list(self.symbols)
-        return list(quotes) or ["SYM0"]
+        # One symbol of the platform's default universe (runtime/platform/universe.csv; loadtests may not
+        # import the runtime): an order for a symbol outside the universe would be refused with a 400.
+        return list(quotes) or ["VOD.L"]
 
     def chooser(self, quotes: Mapping[str, Decimal]) -> SymbolChooser:
         """A popularity-weighted chooser over :meth:`universe` (build once per quote refresh)."""

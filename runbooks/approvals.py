@@ -45,7 +45,9 @@ __all__ = [
     "break_glass_refusal",
     "check_new_decision",
     "evaluate",
+    "identity_key",
     "is_drill_identity",
+    "roles_held",
 ]
 
 Choice = Literal["approve", "reject"]
@@ -54,6 +56,25 @@ DRILL_SOURCE = "drill"
 """The identity source of a drill's automated executor and approvers (never a person's)."""
 DRILL_PREFIX = "drill-"
 """Roster names of drill identities start with this, so no person can be one by name either."""
+
+
+def identity_key(identity: str) -> str:
+    """The form identities are compared in: ``Alice``, ``alice`` and `` alice `` are one person.
+
+    IAM user names are unique regardless of case, and a name typed into TRADEOPS_OPERATOR or an operators
+    file is easily cased differently; comparing exactly would let one person count twice (or hold no role).
+    Reimbursement approvers are compared the same way (``runtime/liability/reimbursement.py``).
+    """
+    return identity.strip().casefold()
+
+
+def roles_held(roles_of: Mapping[str, frozenset[str]], identity: str) -> frozenset[str]:
+    """The roles ``identity`` holds in ``roles_of``, whatever the case of either name."""
+    exact = roles_of.get(identity)
+    if exact is not None:
+        return exact
+    key = identity_key(identity)
+    return next((held for name, held in roles_of.items() if identity_key(name) == key), frozenset())
 
 
 @dataclass(frozen=True)
@@ -107,7 +128,7 @@ class Approval:
         return cls(execution_id=ctx.execution_id, step_id=ctx.step_id, runbook_sha256=ctx.runbook_sha256,
                    identity=identity, identity_source=identity_source, decision=decision,
                    binding=binding_of(ctx.execution_id, ctx.step_id, ctx.runbook_sha256, identity, decision),
-                   roles=tuple(sorted(ctx.roles_of.get(identity, frozenset()))), reason=reason, at=at)
+                   roles=tuple(sorted(roles_held(ctx.roles_of, identity))), reason=reason, at=at)
 
 
 @dataclass(frozen=True)
@@ -144,9 +165,9 @@ def _why_not_allowed(rule: ApprovalRule, ctx: ApprovalContext, identity: str, so
     if not ctx.drill and is_drill_identity(identity, source):
         return (f"{identity} is a drill identity: its approvals count only in a drill's own execution, "
                 "never as human four-eyes")
-    if identity in ctx.executors:
+    if identity_key(identity) in {identity_key(e) for e in ctx.executors}:
         return f"{identity} is executing this run and cannot approve its own step"
-    held = ctx.roles_of.get(identity, frozenset())
+    held = roles_held(ctx.roles_of, identity)
     if not held & set(rule.roles):
         has = ", ".join(sorted(held)) or "no role"
         return f"{identity} has {has}; approving needs one of {', '.join(rule.roles)}"
@@ -160,7 +181,7 @@ def check_new_decision(rule: ApprovalRule, ctx: ApprovalContext, identity: str, 
     if why:
         raise Refused(f"refused: {why}")
     for a in existing:
-        if a.identity == identity:
+        if identity_key(a.identity) == identity_key(identity):
             did = "withdrawn an approval of" if a.withdrawn_at else (
                 "approved" if a.decision == "approve" else "rejected")
             raise Refused(f"refused: {identity} has already {did} step {ctx.step_id} of {ctx.execution_id}; "
@@ -175,15 +196,15 @@ def evaluate(rule: ApprovalRule, ctx: ApprovalContext, approvals: Sequence[Appro
     seen: set[str] = set()
     for a in sorted(approvals, key=lambda a: (a.at, a.identity)):
         why = _why_not_bound(ctx, a) or _why_not_allowed(rule, ctx, a.identity, a.identity_source)
-        if why is None and a.identity in seen:
+        if why is None and identity_key(a.identity) in seen:
             why = f"{a.identity} has already decided; one identity counts once"
         if why is None and a.withdrawn_at:
-            seen.add(a.identity)
+            seen.add(identity_key(a.identity))
             why = f"{a.identity} withdrew their approval"
         if why is not None:
             refused.append((a.identity, why))
             continue
-        seen.add(a.identity)
+        seen.add(identity_key(a.identity))
         if a.decision == "reject":
             rejected.append((a.identity, a.reason))
         else:

@@ -28,7 +28,8 @@ break-glass (a direct change that skips four-eyes, always audited and alerted)::
     break_glass: [ops-manager]
 
 An entry the rules above could never produce (a session ARN, whose name a caller chooses; a role
-ARN) is refused as ambiguous, and so is the same identity listed twice. The file only *seeds* or
+ARN) is refused as ambiguous, and so is the same identity listed twice. Identities compare ignoring
+case and surrounding spaces (``Bob`` is ``bob``), in the file and in every role lookup. The file only *seeds* or
 *proposes* the shared roster (:mod:`tradeops.runbooks.roster`); decisions use the shared one.
 """
 
@@ -45,6 +46,7 @@ from typing import Any
 
 import yaml
 
+from tradeops.runbooks.approvals import identity_key, roles_held
 from tradeops.runtime.platform import yamlfiles
 from tradeops.runtime.platform.aws import Aws
 from tradeops.runtime.platform.errors import BadInput, ConfigError, Refused
@@ -138,7 +140,8 @@ class Operators:
         return hashlib.sha256(_canonical(self.roles, self.break_glass).encode("utf-8")).hexdigest()
 
     def roles_of(self, identity: str) -> frozenset[str]:
-        return self.roles.get(identity, frozenset())
+        """The roles ``identity`` holds; names compare case-insensitively (``approvals.identity_key``)."""
+        return roles_held(self.roles, identity)
 
     def holders(self, roles: Iterable[str]) -> list[str]:
         """Identities holding at least one of ``roles``."""
@@ -211,16 +214,19 @@ def parse_operators(text: str, source: str) -> Operators:
         raise ConfigError(f"{source}:{lines.get('#' + unknown[0], 1)}: unknown key {unknown[0]!r} "
                           "(an operators file has operators and break_glass)")
     roles: dict[str, frozenset[str]] = {}
-    seen: dict[str, str] = {}
+    seen: dict[str, tuple[str, int]] = {}
     assert isinstance(node, yaml.MappingNode)
     entries = next(v for k, v in node.value if k.value == "operators")
     assert isinstance(entries, yaml.MappingNode)
     for key_node, _ in entries.value:
         name = str(key_node.value)
         line = key_node.start_mark.line + 1
-        if name.lower() in seen:
-            raise ConfigError(f"{source}:{line}: operator {name!r} is listed twice (first as {seen[name.lower()]!r})")
-        seen[name.lower()] = name
+        key = identity_key(name)
+        if key in seen:
+            first, first_line = seen[key]
+            raise ConfigError(f"{source}:{line}: operator {name!r} is listed twice (first as {first!r} "
+                              f"on line {first_line}; identities compare ignoring case and spaces)")
+        seen[key] = (name, line)
         why = _why_ambiguous(name)
         if why:
             raise ConfigError(f"{source}:{line}: operator {name!r} refused: {why}")

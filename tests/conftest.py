@@ -83,6 +83,12 @@ def stack_environment(state_dir: Path) -> dict[str, str]:
     env["TRADEOPS_BROKER_READ_TIMEOUT"] = "1.0"
     env["TRADEOPS_CANARY_SECONDS"] = "0"  # canaries are tested on their own
     env["TRADEOPS_AUDIT_ANCHOR_SECONDS"] = "2"  # the scheduled anchor shows within a test's patience
+    # Orders recorded but never queued are re-enqueued after 6 s instead of 30 s (the sweeper's test waits less).
+    env["TRADEOPS_SWEEP_AGE_SECONDS"] = "6"
+    # The test stack's intake accepts symbols outside the universe, so that the monitor's reporting of orders it
+    # cannot price can be seen end to end (tests/test_universe_stack.py); the default refusal (400) is tested
+    # against the intake itself (tests/test_intake.py).
+    env["TRADEOPS_ALLOW_UNPRICED_SYMBOLS"] = "true"
     # A broker's recovery pages after 10 s of health instead of 30 s, so that tests need not wait as long.
     env["TRADEOPS_PAGING_BROKER_RECOVERY_SECONDS"] = "10"
     return env

@@ -18,8 +18,12 @@ from tradeops.runbooks.identity import Operators
 from tradeops.runbooks.testing import install_roster
 from tradeops.runtime.platform.aws import Aws
 from tradeops.runtime.platform.settings import load_settings
+from tradeops.runtime.platform.universe import start_price
 
 FINAL = {"FILLED", "REJECTED", "CANCELLED", "DEAD_LETTERED"}
+# The symbols the order-path tests trade, quoted at their start price (the walks stay near it); the liability
+# and paging modules move other symbols of the universe.
+ORDERFLOW_SYMBOLS = ("VOD.L", "BARC.L", "LLOY.L", "HSBA.L", "BP.L")
 
 
 def wait_until(what: str, check: Any, timeout: float, every: float = 0.1) -> Any:
@@ -103,8 +107,10 @@ class Flow:
 
     # ---- orders -------------------------------------------------------------------------------
     def order_body(self, prefix: str, n: int, **extra: Any) -> dict[str, Any]:
-        return {"order_id": f"{prefix}-{n}", "account_id": f"acc-{n % 17}", "symbol": f"SYM{n % 5}",
-                "side": "BUY" if n % 2 else "SELL", "quantity": 1 + n % 9, "quote_price": "100.00", **extra}
+        symbol = ORDERFLOW_SYMBOLS[n % len(ORDERFLOW_SYMBOLS)]
+        return {"order_id": f"{prefix}-{n}", "account_id": f"acc-{n % 17}", "symbol": symbol,
+                "side": "BUY" if n % 2 else "SELL", "quantity": 1 + n % 9,
+                "quote_price": str(start_price(symbol)), **extra}
 
     def post(self, body: dict[str, Any]) -> dict[str, Any]:
         r = self.http.post(f"{self.stack['intake']}/orders", json=body, headers=self.headers)

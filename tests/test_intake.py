@@ -664,3 +664,34 @@ def test_an_idle_keep_alive_connection_is_closed(strict: LiveServer) -> None:
         started = time.monotonic()
         closed, answer = _closed_within(sock, 5)
         assert answer.startswith(b"HTTP/1.1 200") and closed and time.monotonic() - started < 3
+
+
+# --------------------------------------------------------------------------- the tradable universe
+
+def test_order_for_a_symbol_outside_the_universe_is_400_naming_it_and_nothing_written(
+        client: httpx.Client, probe: Probe) -> None:
+    """A symbol the feed does not price answers 400 naming it (field `symbol`); nothing is recorded or queued."""
+    before = probe.snapshot()
+    response = client.post("/orders", json=order_body(new_id(probe), symbol="NOPE.L"), headers=AUTH)
+    assert response.status_code == 400, response.text
+    body = response.json()
+    assert "unknown symbol 'NOPE.L'" in body["error"] and "tradable universe" in body["error"]
+    assert body["fields"] == [{"field": "symbol", "reason": "not in the tradable universe"}]
+    assert probe.snapshot() == before
+
+
+def test_unpriced_symbols_are_accepted_when_the_operator_allows_them(aws_settings: Settings, probe: Probe) -> None:
+    """With allow_unpriced_symbols a symbol outside the universe is recorded and queued (202), and a configured
+    universe (TRADEOPS_SYMBOLS) replaces the shipped one."""
+    allowing = aws_settings.model_copy(update={"allow_unpriced_symbols": True})
+    narrow = aws_settings.model_copy(update={"symbols": "ZZZ.L"})
+    with LiveServer(create_app(allowing, token=TOKEN)) as server, httpx.Client(base_url=server.url) as http:
+        order_id = new_id(probe)
+        answer = http.post("/orders", json=order_body(order_id, symbol="NOPE.L"), headers=AUTH)
+        assert answer.status_code == 202, answer.text
+        assert probe.take_messages(order_id) == [{"order_id": order_id}]
+    with LiveServer(create_app(narrow, token=TOKEN)) as server, httpx.Client(base_url=server.url) as http:
+        assert http.post("/orders", json=order_body(new_id(probe)), headers=AUTH).status_code == 400
+        order_id = new_id(probe)
+        assert http.post("/orders", json=order_body(order_id, symbol="ZZZ.L"), headers=AUTH).status_code == 202
+        assert len(probe.take_messages(order_id)) == 1

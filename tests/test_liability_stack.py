@@ -1,11 +1,11 @@
 """Liability management on the whole local stack: price feed, divergence monitor, alerts, ledger.
 
 One scenario, in order (later tests build on the earlier ones' state): the order queue is paused
-and 500 customer orders wait over the 50 symbols; scripted moves and malformed ticks go onto the
-price stream; the monitor's exposure is checked against what this module computes itself from the
-ticks it reads from the Kinesis stream; the monitor is killed and restarted; the queue resumes and
-every fill's ledger entry is checked against the formula; the fill events are replayed; approvals
-run through the commands.
+and 500 customer orders wait over the whole universe (the shipped LSE tickers); scripted moves and
+malformed ticks go onto the price stream; the monitor's exposure is checked against what this module
+computes itself from the ticks it reads from the Kinesis stream; the monitor is killed and restarted;
+the queue resumes and every fill's ledger entry is checked against the formula; the fill events are
+replayed; approvals run through the commands.
 
 The feed and the monitor are the stack's own components (started and restarted by its
 supervisor). The stack is shared with other modules: order ids are unique, flags are restored, and no
@@ -39,14 +39,16 @@ from tests.orderflow import wait_until as _wait
 from tradeops.runtime.liability.monitor import ORDERS_CHECKPOINT_KEY
 from tradeops.runtime.liability.prices import BATCH_SECONDS, Feed, parse_spike
 from tradeops.runtime.platform.errors import BadInput
+from tradeops.runtime.platform.universe import shipped_universe
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parent.parent
 N_ORDERS = 500
-SPIKE = "SYM17"  # the +5% move of the exposure and alert checks (other modules trade SYM0..SYM4)
-FILL_SPIKE = "SYM23"  # moved before the resume, so its waiting orders fill at a worse price
-BAD_TICK_SYMBOL = "SYM31"
+# Symbols no other module trades (tests/orderflow.py trades ORDERFLOW_SYMBOLS), priced near 100 GBP.
+SPIKE = "LSEG.L"  # the +5% move of the exposure and alert checks
+FILL_SPIKE = "NXT.L"  # moved before the resume, so its waiting orders fill at a worse price
+BAD_TICK_SYMBOL = "REL.L"
 ORDER_PCT, ORDER_AMOUNT = Decimal(2), Decimal(500)  # the default thresholds the stack runs with
 AUTO_APPROVE, DUAL_APPROVAL = Decimal(50), Decimal(1000)
 PENNY = Decimal("0.01")
@@ -253,6 +255,7 @@ class Scenario:
     orders: dict[str, Order] = field(default_factory=dict)
     alerts: list[dict[str, Any]] = field(default_factory=list)
     saved: dict[str, Any] = field(default_factory=dict)
+    big_medium: tuple[str, str] = ("", "")  # FILL_SPIKE's first two BUYs: made large enough to need approvers
 
     def batch_get(self, table: str, ids: list[str]) -> dict[str, dict[str, Any]]:
         found: dict[str, dict[str, Any]] = {}
@@ -414,26 +417,33 @@ def test_price_feed_control_api_refuses_bad_moves(scenario: Scenario):
     health = http.get(f"{url}/health").json()
     assert health["ok"] and health["published"] > 0 and health["put_failures"] == 0
     assert set(http.get(f"{url}/prices").json()["prices"]) == scenario.universe
-    assert len(scenario.universe) == 50
+    assert scenario.universe == {i.ticker for i in shipped_universe()}
     bad = scenario.cli("prices", "spike", "NOPE", "--pct", "5")
     assert bad.returncode == 2 and bad.stderr.startswith("error: unknown symbol")
 
 
 def test_paused_orders_are_tracked_with_exact_exposure(scenario: Scenario):
-    """500 orders waiting in a paused queue over 50 symbols are tracked, each at the exposure the ticks give."""
+    """500 orders waiting in a paused queue over the whole universe are tracked, each at the exposure the ticks
+    give."""
     flow, parts = scenario.flow, scenario.parts
     flow.flag("processing", "paused")
     time.sleep(1.5)  # workers see the flag within flag_refresh_seconds and stop taking messages
     prices = parts.http.get(f"{parts.prices_url}/prices").json()["prices"]
-    symbols = sorted(scenario.universe, key=lambda s: int(s[3:]))
+    symbols = sorted(scenario.universe)
+
+    def side(n: int) -> str:
+        return "BUY" if (n // len(symbols)) % 2 == 0 else "SELL"
+
+    big, medium = [n for n in range(N_ORDERS) if symbols[n % len(symbols)] == FILL_SPIKE and side(n) == "BUY"][:2]
+    scenario.big_medium = (f"{scenario.prefix}-{big}", f"{scenario.prefix}-{medium}")
 
     def body(n: int) -> dict[str, Any]:
         symbol = symbols[n % len(symbols)]
         quantity = 1 + (n * 7) % 13
-        if symbol == FILL_SPIKE and n in (23, 123):  # big enough to need one and two approvers after the move
-            quantity = 1000 if n == 23 else 30
+        if n in (big, medium):  # big enough to need one and two approvers after the move
+            quantity = 1000 if n == big else 30
         return {"order_id": f"{scenario.prefix}-{n}", "account_id": f"acc-{n % 23}", "symbol": symbol,
-                "side": "BUY" if (n // len(symbols)) % 2 == 0 else "SELL", "quantity": quantity,
+                "side": side(n), "quantity": quantity,
                 "quote_price": prices[symbol]}  # what the customer was shown: the feed's price now
 
     with ThreadPoolExecutor(32) as pool:
@@ -441,7 +451,7 @@ def test_paused_orders_are_tracked_with_exact_exposure(scenario: Scenario):
     items = scenario.batch_get("tradeops-orders", [f"{scenario.prefix}-{n}" for n in range(N_ORDERS)])
     assert {_de.deserialize(i["status"]) for i in items.values()} == {"ACCEPTED"}
     scenario.orders = {oid: order_of(item) for oid, item in items.items()}
-    assert len({o.symbol for o in scenario.orders.values()}) == 50
+    assert {o.symbol for o in scenario.orders.values()} == set(symbols)
     _wait("the monitor to track all our orders", lambda: all(
         o in parts.snapshot(prefix=scenario.prefix)["orders"] for o in scenario.orders), 30, every=0.3)
     scenario.check_exposure(parts.snapshot(orders="all"))
@@ -585,7 +595,9 @@ def test_exposure_command_shows_the_live_picture(scenario: Scenario):
     summary = _wait("the summary to include our orders", published, 10, every=0.5)
     assert summary["currency"] == "GBP" and len(summary["worst"]) <= 20
     assert {t["name"] for t in summary["thresholds"]} == {"order_pct", "order_amount", "total_amount",
-                                                          "oldest_age_seconds"}
+                                                          "oldest_age_seconds", "unpriced_amount", "stale_amount"}
+    # Every order of the scenario has a fresh price: none is unpriced or priced stale.
+    assert summary["unpriced"]["orders"] == 0 and summary["stale_price"]["orders"] == 0
     assert {"order_id", "symbol", "side", "quote_price", "price", "divergence_pct", "exposure",
             "waited_seconds"} <= set(summary["worst"][0])
     shown = scenario.cli("exposure", "--top", "5")
@@ -660,7 +672,7 @@ def test_after_resume_every_fill_has_its_ledger_entry(scenario: Scenario):
     for oid, item in filled.items():
         order = scenario.orders[oid]
         assert _de.deserialize(item["fill_price"]) in {p for p, _ in published[order.symbol]}, oid
-    big, medium = f"{scenario.prefix}-23", f"{scenario.prefix}-123"
+    big, medium = scenario.big_medium
     # A delayed order really fills at a different price: the moved symbol's waiting BUYs paid the move.
     assert _de.deserialize(entries[big]["amount"]) > DUAL_APPROVAL
     assert AUTO_APPROVE < _de.deserialize(entries[medium]["amount"]) <= DUAL_APPROVAL
@@ -706,7 +718,7 @@ def test_replayed_fill_events_create_no_second_entry(scenario: Scenario):
 def test_approvals_enforce_limits_and_distinct_approvers(scenario: Scenario):
     """On the real entries: no finance role, the requester, or a repeated approver are refused (exit 2);
     one approver settles a single-approval entry, two distinct ones a dual-approval entry."""
-    big, medium = f"{scenario.prefix}-23", f"{scenario.prefix}-123"
+    big, medium = scenario.big_medium
     refused = [
         scenario.cli("reimbursements", "approve", medium, operator="hank"),              # not finance
         scenario.cli("reimbursements", "approve", medium, operator="tradeops-monitor"),  # the requester

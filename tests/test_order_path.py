@@ -284,3 +284,50 @@ def test_flag_change_from_the_cli_is_an_event_with_the_actor(flow):
     assert any(e["flag"] == "trickle" and e["after"] == "0.25" and e["actor"] == "ops-carol" for e in events)
     bad = run_cli("flags", "set", "active", "tertiary", env=env)
     assert bad.returncode == 2 and "active" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_order_whose_intake_died_between_put_and_send_fills_exactly_once(flow):
+    """The intake killed right after recording an order, before its message: the supervisor restarts it, the
+    workers' sweeper re-enqueues the order, and it fills exactly once within the sweep age plus a few seconds;
+    `status` counts the sweep."""
+    import httpx
+
+    from tradeops.runtime.orderpath.sweep import sweep_interval
+    from tradeops.runtime.platform.faults import arm
+
+    age = float(flow.stack["env"]["TRADEOPS_SWEEP_AGE_SECONDS"])
+    state_dir = Path(flow.stack["state_dir"])
+    intake_pid = lambda: json.loads((state_dir / "stack.json").read_text())["components"]["intake"]["pid"]  # noqa: E731
+    before = intake_pid()
+    body = flow.order_body(flow.unique("swept"), 1)
+    arm(state_dir, "intake.after_put")
+    posted = time.monotonic()
+    with pytest.raises(httpx.TransportError):  # the intake died mid-request: the connection drops
+        flow.http.post(f"{flow.stack['intake']}/orders", json=body, headers=flow.headers)
+    wait_until("the supervisor to restart the intake", lambda: intake_pid() != before, 30, every=0.2)
+    wait_until("the restarted intake to answer", lambda: _answers(flow), 30, every=0.2)
+    assert not (state_dir / "faults" / "intake.after_put").exists(), "the fault point fires once"
+    orders = flow.wait_final([body["order_id"]], timeout=age + 1.25 * sweep_interval(age) + 15)
+    took = time.monotonic() - posted
+    flow.reconcile(orders)
+    order = orders[body["order_id"]]
+    assert order["sweeps"] == 1, order["history"]
+    assert any(h["status"] == "ACCEPTED" and "swept" in (h.get("note") or "") for h in order["history"])
+    assert took <= age + 1.25 * sweep_interval(age) + 6, f"filled {took:.1f}s after the post"
+    events = flow.dynamodb.query(TableName="tradeops-events", KeyConditionExpression="#s = :s",
+                                 ExpressionAttributeNames={"#s": "stream"},
+                                 ExpressionAttributeValues={":s": {"S": "orders"}})["Items"]
+    swept = [json.loads(e["body"]["S"]) for e in events if e["kind"]["S"] == "order_swept"]
+    assert [e["order_id"] for e in swept if e["order_id"] == body["order_id"]] == [body["order_id"]]
+    status = run_cli("status", "--json", env=flow.stack["env"])
+    assert json.loads(status.stdout)["swept"]["last_hour"] >= 1, status.stdout
+    assert "re-enqueued in the last hour" in run_cli("status", env=flow.stack["env"]).stdout
+
+
+def _answers(flow: Flow) -> bool:
+    import httpx
+
+    try:
+        return flow.http.get(f"{flow.stack['intake']}/health").status_code == 200
+    except httpx.HTTPError:
+        return False

@@ -27,7 +27,8 @@ SHIPPED = ("tradeops/deploy/template.yaml", "tradeops/runbooks/failover.yaml", "
            "tradeops/loadtests/scenarios/spike.yaml", "tradeops/loadtests/scenarios/step.yaml",
            "tradeops/experiments/load-summary.schema.json", "tradeops/reports/service.yaml",
            "tradeops/reports/templates/report.html", "tradeops/reports/templates/report.md",
-           "tradeops/reports/templates/_style.html", "tradeops/reports/templates/index.html")
+           "tradeops/reports/templates/_style.html", "tradeops/reports/templates/index.html",
+           "tradeops/runtime/platform/universe.csv")
 
 
 def _checkout_files() -> list[str]:

@@ -72,7 +72,7 @@ def held_order(flow):
         time.sleep(1.0)
     flow.flag("processing", "paused")
     time.sleep(1.5)
-    symbol = "SYM44"
+    symbol = "SSE.L"
     feed = Feed(flow, symbol)
     body = {"order_id": flow.unique("paged"), "account_id": "acc-page", "symbol": symbol, "side": "BUY",
             "quantity": 10, "quote_price": str(feed.current)}

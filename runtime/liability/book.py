@@ -16,6 +16,13 @@ Rounding rule
     values. A percentage is a division and cannot always be exact: it is correctly rounded to 28
     significant digits (and to 4 decimal places in :meth:`ExposureBook.snapshot`).
 
+Orders the book cannot price
+    An order whose symbol has never ticked has no exposure the book can know: it is *unpriced*, and
+    reported as such (count, oldest wait, notional at its quote), never as an exposure of 0. An order
+    whose symbol's latest tick is older than a staleness limit is valued at that old price and also
+    reported *stale* (:meth:`ExposureBook.unknown_prices`); thresholds on the notional of either
+    alert like the exposure thresholds (:class:`LiabilityWatch`).
+
 Current and maximum exposure
     An order's *current* exposure is its exposure at the latest tick of its symbol; the book's
     total is the sum of current exposures, so it falls again when the market comes back. Its
@@ -69,6 +76,7 @@ __all__ = [
     "ThresholdWatch",
     "Tick",
     "TickResult",
+    "UnknownPrices",
     "adverse_exposure",
     "adverse_pct",
     "parse_tick",
@@ -250,6 +258,23 @@ class OrderExposure:
     def adverse_pct(self) -> Decimal:
         """Current adverse move in percent (computed on access: the division is the costly part)."""
         return _ZERO if self.price is None else adverse_pct(self.side, self.quote_price, self.price)
+
+
+@dataclass(frozen=True)
+class UnknownPrices:
+    """Pending orders of one kind the book cannot value at a current price (unpriced, or stale).
+
+    ``notional`` is the exact sum of quote x quantity (GBP): what the orders are worth at the price the
+    customers were shown, the scale of what is unknown. ``oldest`` is the longest wait among them.
+    """
+
+    orders: int = 0
+    oldest: timedelta | None = None
+    notional: Decimal = Decimal(0)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"orders": self.orders, "notional": str(round_exposure(self.notional)),
+                "oldest_seconds": None if self.oldest is None else round(self.oldest.total_seconds(), 3)}
 
 
 class _Entry:
@@ -759,6 +784,34 @@ class ExposureBook:
             heapq.heappop(heap)
         return None
 
+    def unknown_prices(self, now: datetime, stale_after: timedelta) -> tuple[UnknownPrices, UnknownPrices]:
+        """(unpriced, stale) at ``now``: the pending orders whose symbol has never ticked, and those whose
+        symbol's latest tick is older than ``stale_after``. O(symbols + orders in such symbols)."""
+        now_us = _micros(now, "now")
+        stale_us = now_us - stale_after // _MICROSECOND
+        found: dict[bool, list[int]] = {True: [0, 0, now_us], False: [0, 0, now_us]}  # count, notional, oldest
+        for sym in self._symbols.values():
+            if sym.at is None:
+                unpriced = True
+            elif _micros(sym.at, "at") < stale_us:
+                unpriced = False
+            else:
+                continue
+            tally = found[unpriced]
+            for entries in (sym.buys, sym.sells, sym.waiting.values()):
+                for entry in entries:
+                    tally[0] += 1
+                    tally[1] += entry.q * entry.qty
+                    tally[2] = min(tally[2], entry.placed_us)
+
+        def _figures(tally: list[int]) -> UnknownPrices:
+            if not tally[0]:
+                return UnknownPrices()
+            return UnknownPrices(orders=tally[0], oldest=timedelta(microseconds=max(0, now_us - tally[2])),
+                                 notional=_unscaled(tally[1], self._places_total))
+
+        return _figures(found[True]), _figures(found[False])
+
     def _view(self, entry: _Entry) -> OrderExposure:
         sym = self._symbols[entry.order.symbol]
         price, at = (sym.price_dec, sym.at) if entry.active else (None, None)
@@ -897,19 +950,24 @@ class KeyedThresholdWatch:
 
 
 class LiabilityWatch:
-    """The four liability thresholds of the settings, fed from an ExposureBook and its tick results.
+    """The liability thresholds of the settings, fed from an ExposureBook and its tick results.
 
     Names of the alerts: ``order_pct`` and ``order_amount`` (keyed by order_id), ``total_amount``,
-    ``oldest_age_seconds``.
+    ``oldest_age_seconds``, ``unpriced_amount`` and ``stale_amount`` (notional at quote of the orders
+    the book cannot price, or prices from a tick older than ``stale_after``).
     """
 
     def __init__(
-        self, *, order_pct: Decimal, order_amount: Decimal, total_amount: Decimal, oldest_age_seconds: float
+        self, *, order_pct: Decimal, order_amount: Decimal, total_amount: Decimal, oldest_age_seconds: float,
+        unpriced_amount: Decimal = Decimal(0), stale_amount: Decimal = Decimal(0), stale_after_seconds: float = 30.0,
     ) -> None:
         self.order_pct = KeyedThresholdWatch("order_pct", order_pct)
         self.order_amount = KeyedThresholdWatch("order_amount", order_amount)
         self.total_amount = ThresholdWatch("total_amount", total_amount)
         self.oldest_age = ThresholdWatch("oldest_age_seconds", oldest_age_seconds)
+        self.unpriced_amount = ThresholdWatch("unpriced_amount", unpriced_amount)
+        self.stale_amount = ThresholdWatch("stale_amount", stale_amount)
+        self.stale_after = timedelta(seconds=stale_after_seconds)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LiabilityWatch:
@@ -918,6 +976,9 @@ class LiabilityWatch:
             order_amount=settings.threshold_order_amount,
             total_amount=settings.threshold_total_amount,
             oldest_age_seconds=settings.threshold_oldest_age_seconds,
+            unpriced_amount=settings.threshold_unpriced_amount,
+            stale_amount=settings.threshold_stale_amount,
+            stale_after_seconds=settings.price_stale_seconds,
         )
 
     def on_orders(self, items: Iterable[OrderExposure], at: datetime) -> list[Alert]:
@@ -942,12 +1003,21 @@ class LiabilityWatch:
             alerts.append(alert)
         return alerts
 
-    def on_book(self, book: ExposureBook, now: datetime) -> list[Alert]:
-        """Alerts from the periodic check: total and oldest age (age grows with no tick at all)."""
+    def unknown(self, book: ExposureBook, now: datetime) -> tuple[UnknownPrices, UnknownPrices]:
+        """(unpriced, stale) orders of ``book`` at ``now``, by this watch's staleness limit."""
+        return book.unknown_prices(now, self.stale_after)
+
+    def on_book(self, book: ExposureBook, now: datetime,
+                unknown: tuple[UnknownPrices, UnknownPrices] | None = None) -> list[Alert]:
+        """Alerts from the periodic check: total, oldest age (age grows with no tick at all) and the notional
+        of the orders it cannot price or prices stale (``unknown``: :meth:`unknown`, computed when not given)."""
         age = book.oldest_pending(now)
+        unpriced, stale = unknown if unknown is not None else self.unknown(book, now)
         alerts = [
             self.total_amount.observe(book.total_exposure(), now),
             self.oldest_age.observe(age if age is not None else timedelta(0), now),
+            self.unpriced_amount.observe(unpriced.notional, now),
+            self.stale_amount.observe(stale.notional, now),
         ]
         return [a for a in alerts if a is not None]
 

@@ -74,6 +74,7 @@ from tradeops.runtime.liability.book import (
     LiabilityWatch,
     OrderExposure,
     PendingOrder,
+    UnknownPrices,
     parse_tick,
     round_exposure,
 )
@@ -118,7 +119,8 @@ PRICE_LOOKBACK_SECONDS = 300
 WORST = 20
 SNAPSHOT_ORDER_LIMIT = 20_000
 _PCT_PLACES = Decimal("0.0001")
-_UNITS = {"order_pct": "%", "order_amount": "GBP", "total_amount": "GBP", "oldest_age_seconds": "s"}
+_UNITS = {"order_pct": "%", "order_amount": "GBP", "total_amount": "GBP", "oldest_age_seconds": "s",
+          "unpriced_amount": "GBP", "stale_amount": "GBP"}
 
 
 def _page_subject(facts: dict[str, Any]) -> str:
@@ -440,6 +442,9 @@ class Monitor:
         else:
             facts.update(total_exposure=str(round_exposure(self.book.total_exposure())),
                          pending_orders=len(self.pending), currency="GBP")
+            if alert.name in ("unpriced_amount", "stale_amount"):
+                unpriced, stale = self.watch.unknown(self.book, alert.at)
+                facts["orders"] = (unpriced if alert.name == "unpriced_amount" else stale).orders
         return facts
 
     def _gate(self, alerts: Iterable[Alert]) -> None:
@@ -496,7 +501,8 @@ class Monitor:
         """Become ready: restore the paging state of breaches that had paged, and feed it what is breached now
         (a breach that had paged goes on silently, or pages its recovery if it is over; a new one pages by
         the rules)."""
-        self.watch.on_book(self.book, now)
+        unknown = self.watch.unknown(self.book, now)
+        self.watch.on_book(self.book, now, unknown)
         self.ready = True
         stamp = now.timestamp()
         self.paging.restore(self._saved_paging, stamp)
@@ -505,7 +511,7 @@ class Monitor:
             views = [v for key in sorted(keyed.breached) if (v := self.book.get(key)) is not None]
             self._pages += self.paging.groups[keyed.name].observe_many(
                 [(v.order_id, value_of(v)) for v in views], stamp, transitions=0)
-        self._pages += self.paging.on_book(self.book, stamp, now)
+        self._pages += self.paging.on_book(self.book, stamp, now, unknown)
         self._gate([])
 
     # ---- reporting -----------------------------------------------------------------------------
@@ -513,10 +519,13 @@ class Monitor:
         restored = self.restored_max.get(order_id)
         return peak if restored is None or peak >= restored else restored
 
-    def summary(self, now: datetime | None = None, *, orders: str | None = None) -> dict[str, Any]:
-        """The live picture (call with the lock held): totals, thresholds, worst orders, counters."""
+    def summary(self, now: datetime | None = None, *, orders: str | None = None,
+                unknown: tuple[UnknownPrices, UnknownPrices] | None = None) -> dict[str, Any]:
+        """The live picture (call with the lock held): totals, thresholds, worst orders, counters, and the
+        pending orders it cannot price (``unpriced``) or prices from a stale tick (``stale_price``)."""
         now = now or utcnow()
         snap = self.book.snapshot(now)
+        unpriced, stale = unknown if unknown is not None else self.watch.unknown(self.book, now)
         worst = self.book.worst(WORST)
         top_exposure = round_exposure(worst[0].exposure) if worst else Decimal("0.00")
         rows = []
@@ -541,6 +550,12 @@ class Monitor:
              "value": str(snap["total_exposure"]), "breached": w.total_amount.above},
             {"name": "oldest_age_seconds", "limit": str(w.oldest_age.threshold), "unit": "s",
              "value": str(round(snap.get("oldest_pending_seconds", 0.0), 1)), "breached": w.oldest_age.above},
+            {"name": "unpriced_amount", "limit": str(w.unpriced_amount.threshold), "unit": "GBP",
+             "value": str(round_exposure(unpriced.notional)), "breached": w.unpriced_amount.above,
+             "orders_breached": unpriced.orders},
+            {"name": "stale_amount", "limit": str(w.stale_amount.threshold), "unit": "GBP",
+             "value": str(round_exposure(stale.notional)), "breached": w.stale_amount.above,
+             "orders_breached": stale.orders},
         ]
         body: dict[str, Any] = {
             "updated_at": iso(now), "started_at": iso(self.started_at), "pid": os.getpid(), "ready": self.ready,
@@ -550,6 +565,10 @@ class Monitor:
             "max_divergence_pct": str(snap["max_divergence_pct"]),
             "oldest_pending_seconds": round(snap.get("oldest_pending_seconds", 0.0), 3),
             "pending_orders": snap["pending_orders"], "exposed_orders": snap["exposed_orders"],
+            # Not zeros: orders whose exposure is unknown (no price at all) or rests on an old price. Notional
+            # at the quote; `stale` (below) is about this summary's own age, hence `stale_price`.
+            "unpriced": unpriced.as_json(),
+            "stale_price": {**stale.as_json(), "after_seconds": self.watch.stale_after.total_seconds()},
             "thresholds": thresholds, "worst": rows, "double_executions": self._doubles_summary(),
             # What the pager (not the figures) is doing: idle, pending (held down) or firing (paged).
             "paging": {name: {"state": g.state, "began_at": None if g.began_at is None else iso(
@@ -581,11 +600,12 @@ class Monitor:
                 self.written_max[view.order_id] = peak
                 writes.append(_exposure_item(view, peak, stamp))
         writes = list({w["order_id"]["S"]: w for w in writes}.values())  # a batch may not repeat a key
-        crossings = self.watch.on_book(self.book, now)
+        unknown = self.watch.unknown(self.book, now)
+        crossings = self.watch.on_book(self.book, now, unknown)
         if self.ready:
-            self._pages += self.paging.on_book(self.book, now.timestamp(), now)
+            self._pages += self.paging.on_book(self.book, now.timestamp(), now, unknown)
         self._gate(crossings)
-        summary = self.summary(now)
+        summary = self.summary(now, unknown=unknown)
         checkpoints = []
         for shard, seq in self.positions["prices"].items():
             prices = {s: [p, at] for s, (p, at, sh) in self.last_tick.items() if sh == shard}

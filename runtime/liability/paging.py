@@ -43,7 +43,7 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
 
-from tradeops.runtime.liability.book import BREACH, Alert, ExposureBook, OrderExposure, TickResult
+from tradeops.runtime.liability.book import BREACH, Alert, ExposureBook, OrderExposure, TickResult, UnknownPrices
 from tradeops.runtime.platform.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -181,7 +181,8 @@ class PagingGroup:
             if not was and value > rules.threshold:
                 self._enter(key, value, now)
                 counted = 1
-            elif was and value < rules.threshold - rules.margin:
+            # A threshold of 0 ("any is too many": unpriced orders) cannot be undershot: back to 0 is the recovery.
+            elif was and (value < rules.threshold - rules.margin or value <= rules.threshold == 0):
                 self._leave(key, now)
                 counted = 1
             elif was:
@@ -274,11 +275,11 @@ class PagingGroup:
 
 
 KEYED = ("order_pct", "order_amount")
-UNKEYED = ("total_amount", "oldest_age_seconds")
+UNKEYED = ("total_amount", "oldest_age_seconds", "unpriced_amount", "stale_amount")
 
 
 class ExposurePaging:
-    """The four liability thresholds' paging, fed from the book and the raw crossings of :class:`.book.LiabilityWatch`.
+    """The liability thresholds' paging, fed from the book and the raw crossings of :class:`.book.LiabilityWatch`.
 
     A per-order group learns of a new breach from the watch's BREACH crossing, and then follows the
     order's value on every change while it is breached (so it sees it fall below the margin).
@@ -295,7 +296,9 @@ class ExposurePaging:
     def from_settings(cls, settings: Settings) -> ExposurePaging:
         thresholds = {"order_pct": settings.threshold_order_pct, "order_amount": settings.threshold_order_amount,
                       "total_amount": settings.threshold_total_amount,
-                      "oldest_age_seconds": Decimal(str(settings.threshold_oldest_age_seconds))}
+                      "oldest_age_seconds": Decimal(str(settings.threshold_oldest_age_seconds)),
+                      "unpriced_amount": settings.threshold_unpriced_amount,
+                      "stale_amount": settings.threshold_stale_amount}
         return cls({name: PagingRules.exposure(value, settings) for name, value in thresholds.items()})
 
     def on_orders(self, items: Iterable[OrderExposure], crossings: Iterable[Alert], now: float) -> list[Page]:
@@ -317,12 +320,17 @@ class ExposurePaging:
         pages = self.on_orders(result.changed, crossings, now)
         return pages + self.groups["total_amount"].observe(None, result.total_exposure, now)
 
-    def on_book(self, book: ExposureBook, now: float, at: Any) -> list[Page]:
-        """The periodic look (total, oldest age: age grows with no tick at all) and every group's timers.
+    def on_book(self, book: ExposureBook, now: float, at: Any,
+                unknown: tuple[UnknownPrices, UnknownPrices] | None = None) -> list[Page]:
+        """The periodic look (total, oldest age: age grows with no tick at all; with ``unknown``, the notional
+        of the orders the book cannot price and of those priced stale) and every group's timers.
         ``at`` is ``now`` as the book's datetime."""
         age = book.oldest_pending(at) or timedelta(0)
         pages = self.groups["total_amount"].observe(None, book.total_exposure(), now)
         pages += self.groups["oldest_age_seconds"].observe(None, Decimal(str(age.total_seconds())), now)
+        if unknown is not None:
+            pages += self.groups["unpriced_amount"].observe(None, unknown[0].notional, now)
+            pages += self.groups["stale_amount"].observe(None, unknown[1].notional, now)
         return pages + self.tick(now)
 
     def on_order_left(self, order_id: str, now: float) -> list[Page]:

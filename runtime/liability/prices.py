@@ -3,7 +3,7 @@
 Run as ``python -m tradeops.runtime.liability.prices --host 127.0.0.1 --port P`` (``tradeops up`` starts it).
 
 Ticks
-    One JSON record per tick, ``{"symbol": "SYM3", "price": "101.25", "at": "...Z", "seq": 17}``
+    One JSON record per tick, ``{"symbol": "VOD.L", "price": "0.72", "at": "...Z", "seq": 17}``
     (price a decimal string with 2 places, GBP; ``at`` UTC; ``seq`` counts that symbol's ticks
     since the publisher started), put with PutRecords, partition key = symbol, so every tick of a
     symbol lands on one shard in order. This is exactly what :func:`tradeops.runtime.liability.book.parse_tick`
@@ -14,8 +14,11 @@ Rate
     every symbol of ``settings.symbol_list`` once, so the stream and the brokers know every price
     from the start; after that the symbols take turns (round robin) so that the feed as a whole
     publishes ``settings.price_ticks_per_second`` ticks a second (0 stops the walks). Each walk
-    starts between 95.00 and 105.00 and moves -0.10..+0.10 per tick, seeded per symbol from
-    ``settings.price_seed``, so a run is reproducible. A restarted feed resumes from the prices the
+    starts at the symbol's price in the shipped universe (:mod:`tradeops.runtime.platform.universe`;
+    a ticker it does not list starts between 95.00 and 105.00) and moves by -0.1 %..+0.1 % per tick,
+    seeded per symbol from ``settings.price_seed``, so a run is reproducible. The walk itself is exact;
+    what is published is it to the penny (the brokers deal in pennies), so a cheap share's price
+    moves by a penny now and then, as a real one moves by its tick size. A restarted feed resumes from the prices the
     brokers hold (the last ones it published), so that its restart is not a market move.
 
 Scripted moves (``POST /spike``)
@@ -58,6 +61,7 @@ from tradeops.runtime.platform.names import names_for
 from tradeops.runtime.platform.retries import put_records_all
 from tradeops.runtime.platform.service import JsonHandler, service_main
 from tradeops.runtime.platform.settings import Settings
+from tradeops.runtime.platform.universe import start_price
 
 __all__ = [
     "BATCH_SECONDS",
@@ -78,6 +82,8 @@ FULL_PUSH_SECONDS = 5.0
 MAX_PCT = Decimal(1000)
 MAX_OVER_SECONDS = Decimal(3600)
 _CENT = Decimal("0.01")
+_STEP = Decimal("0.0001")  # one step of a walk: 0.01 % of its level; a tick moves -10..+10 steps
+_LEVEL = Decimal("0.000001")  # the walk's own precision (what is published is rounded to the penny)
 _PUT_LIMIT = 500  # records per PutRecords call
 
 
@@ -150,11 +156,16 @@ class Feed:
         self._rngs: dict[str, random.Random] = {}
         self._prices: dict[str, Decimal] = {}
         self._seq: dict[str, int] = dict.fromkeys(self.symbols, 0)
+        self._levels: dict[str, Decimal] = {}  # each walk's exact level; _prices holds it to the penny
         for symbol in self.symbols:
             # Seeded per symbol, so a symbol's path does not depend on the others.
             rng = random.Random(f"{seed}:{symbol}")
             self._rngs[symbol] = rng
-            self._prices[symbol] = Decimal(10_000 + rng.randint(-500, 500)) * _CENT
+            start = start_price(symbol)
+            if start is None:
+                start = Decimal(10_000 + rng.randint(-500, 500)) * _CENT
+            self._prices[symbol] = max(_CENT, start.quantize(_CENT, rounding=ROUND_HALF_EVEN))
+            self._levels[symbol] = start
         self._spikes: dict[str, Spike] = {}
         self._cursor = 0
         self._carry = 0.0
@@ -176,7 +187,7 @@ class Feed:
                 except InvalidOperation:
                     continue
                 if price.is_finite() and price > 0:
-                    self._prices[symbol] = price
+                    self._prices[symbol] = self._levels[symbol] = price
                     resumed += 1
         return resumed
 
@@ -220,12 +231,16 @@ class Feed:
                 spike = self._spikes.get(symbol)
                 if spike is not None:
                     price, done = spike.price(now)
+                    self._levels[symbol] = price  # the walk resumes from where the move left it
                     if done:
                         del self._spikes[symbol]
                 elif opening:
                     price = self._prices[symbol]  # the opening tick publishes the start price
                 else:
-                    price = max(_CENT, self._prices[symbol] + self._rngs[symbol].randint(-10, 10) * _CENT)
+                    level = self._levels[symbol]
+                    level = max(_CENT, (level * (1 + _STEP * self._rngs[symbol].randint(-10, 10))).quantize(_LEVEL))
+                    self._levels[symbol] = level
+                    price = max(_CENT, level.quantize(_CENT, rounding=ROUND_HALF_EVEN))
                 self._prices[symbol] = price
                 self._seq[symbol] += 1
                 ticks.append({"symbol": symbol, "price": str(price), "at": stamp, "seq": self._seq[symbol]})

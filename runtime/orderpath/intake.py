@@ -4,7 +4,8 @@
 ``GET /orders/{order_id}`` shows it; ``GET /health`` says whether the orders table is reachable.
 Checks run in a fixed order — token, size, JSON, order rules — and nothing is written or
 enqueued for any 4xx. An order that is recorded but cannot be enqueued is withdrawn again and
-the caller gets a 503 to retry, so no ACCEPTED order waits for a message that will never come.
+the caller gets a 503 to retry. An order the intake could not withdraw (or recorded just before it
+died) is re-enqueued by the workers' sweeper (:mod:`.sweep`), so no ACCEPTED order waits for ever.
 
 The intake refuses ambiguity: a body with the same key twice (at any depth) answers 400 naming
 the key, because a gateway, a risk check or a log viewer that reads the first occurrence would see
@@ -46,7 +47,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -56,6 +57,7 @@ from tradeops.runtime.orderpath.orders import OrderRequest, OrderStore, new_orde
 from tradeops.runtime.platform.aws import Aws
 from tradeops.runtime.platform.clock import iso
 from tradeops.runtime.platform.errors import TradeopsError
+from tradeops.runtime.platform.faults import fault_point
 from tradeops.runtime.platform.logs import FORMATS, bound, configure
 from tradeops.runtime.platform.names import names_for
 from tradeops.runtime.platform.settings import Settings, load_settings
@@ -243,6 +245,9 @@ class OrderOut(BaseModel):
     updated_at: str
     provider: str | None = None
     fill_price: str | None = None
+    swept_at: str | None = Field(default=None, description="When the workers' sweeper last re-enqueued it "
+                                                           "(recorded but never queued).")
+    sweeps: int | None = Field(default=None, description="How many times the sweeper re-enqueued it.")
     history: list[HistoryEntry]
 
 
@@ -253,8 +258,13 @@ class HealthOut(BaseModel):
     """AWS requests this process has sent, by ``service.Operation`` (load runs read it per order)."""
 
 
-def _request_schema() -> dict[str, Any]:
+def _request_schema(universe: frozenset[str] | None) -> dict[str, Any]:
     schema = OrderRequest.model_json_schema()
+    if universe is not None:
+        # The symbols this intake accepts, listed where clients (and generators) read the body's rules.
+        schema["properties"]["symbol"]["enum"] = sorted(universe)
+        schema["properties"]["symbol"]["description"] = ("A symbol of the tradable universe (anything else "
+                                                         "answers 400).")
     # The LIMIT/limit_price rule, stated in the document too so clients (and generators) see it.
     schema["if"] = {"properties": {"order_type": {"const": "LIMIT"}}, "required": ["order_type"]}
     schema["then"] = {"required": ["limit_price"], "properties": {"limit_price": {"not": {"type": "null"}}}}
@@ -307,6 +317,7 @@ class _Intake:
         self.aws = aws
         self.names = names_for(settings)
         self.store = OrderStore(aws, self.names)
+        self.state_dir = settings.state_dir  # where a test arms a fault point (runtime/platform/faults.py)
         self._lock = threading.Lock()
         self._queue_url: str | None = None
         self._health: tuple[float, str | None] | None = None
@@ -332,6 +343,8 @@ class _Intake:
                                      f"{', '.join(differs)}; use a new order_id for a new order",
                                 fields=[{"field": f, "reason": "differs from the stored order"} for f in differs])
             return stored, False
+        # A test hook: a crash here leaves the order recorded and never enqueued (the workers' sweeper's case).
+        fault_point(self.state_dir, "intake.after_put")
         try:
             with _aws_or_503("order not queued (retry)"):
                 self.aws.sqs.send_message(QueueUrl=self.queue_url(),
@@ -437,6 +450,8 @@ def create_app(settings: Settings, *, token: str, aws: Aws | None = None) -> Fas
         raise ValueError("the intake API needs a non-empty token")
     expected = token.encode("utf-8")
     intake = _Intake(settings, aws or Aws(settings))
+    # An order outside the universe has no price: the monitor could not measure what its wait costs.
+    universe = None if settings.allow_unpriced_symbols else frozenset(settings.symbol_list)
     bearer = HTTPBearer(auto_error=False, description="The intake token (TRADEOPS_INTAKE_TOKEN).")
 
     def require_token(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
@@ -480,18 +495,24 @@ def create_app(settings: Settings, *, token: str, aws: Aws | None = None) -> Fas
             200: _doc(OrderOut, "An order with this order_id already exists; nothing new was queued."),
             409: _doc(ValidationErrorOut, "This order_id names an order with a different payload (the fields "
                                           "that differ are listed); nothing was written."),
-            400: _doc(ErrorOut, "The body is not a JSON object, or a key appears twice (named in the error)."),
+            400: _doc(ErrorOut, "The body is not a JSON object, a key appears twice (named in the error), or "
+                                "the symbol is outside the tradable universe (named; `fields` lists `symbol`). "
+                                "Operators may allow unpriced symbols (TRADEOPS_ALLOW_UNPRICED_SYMBOLS)."),
             408: _doc(ErrorOut, "The body did not arrive within the body timeout."),
             413: _doc(ErrorOut, f"The body is larger than {MAX_BODY_BYTES} bytes."),
             422: _doc(ValidationErrorOut, "The order breaks a rule; one entry per failing field."),
             **_AUTH_RESPONSES,
         },
         openapi_extra={"requestBody": {"required": True,
-                                       "content": {"application/json": {"schema": _request_schema()}}}},
+                                       "content": {"application/json": {"schema": _request_schema(universe)}}}},
     )
     async def post_order(request: Request) -> JSONResponse:
         body = await _read_body(request, settings.intake_body_timeout)
         req = _parse_order(body)
+        if universe is not None and req.symbol not in universe:
+            raise _ApiError(400, f"unknown symbol {req.symbol!r}: not in the tradable universe (nothing prices it, so "
+                                 "its exposure could not be measured); `tradeops prices show` lists the symbols",
+                            fields=[{"field": "symbol", "reason": "not in the tradable universe"}])
         with bound(order_id=req.order_id):  # the worker thread runs in a copy of this context
             order, created = await run_in_threadpool(intake.accept, req)
             log.info("order accepted" if created else "order repeated (answered with the stored order)",

@@ -10,7 +10,7 @@ import contextlib
 import json
 import time
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -45,6 +45,7 @@ __all__ = [
     "reconcile_orders",
     "resolve_in_flight",
     "runtime_status",
+    "swept_recently",
     "void_in_flight",
 ]
 
@@ -276,6 +277,30 @@ def oldest_pending_age(aws: Aws) -> float | None:
     return None if oldest is None else max(0.0, (utcnow() - oldest).total_seconds())
 
 
+SWEPT_WINDOW_SECONDS = 3600
+
+
+def swept_recently(aws: Aws, *, seconds: int = SWEPT_WINDOW_SECONDS) -> int:
+    """Orders the workers' sweeper re-enqueued in the last ``seconds`` (``order_swept`` events; a figure
+    that survives worker restarts, unlike their counters). Counted by DynamoDB, no event bodies read."""
+    names = names_for(aws.settings)
+    since = utcnow() - timedelta(seconds=seconds)
+    kwargs: dict[str, Any] = {
+        "TableName": names.events_table, "Select": "COUNT",
+        "KeyConditionExpression": "#s = :s AND at_id >= :a", "FilterExpression": "#k = :k",
+        "ExpressionAttributeNames": {"#s": "stream", "#k": "kind"},
+        "ExpressionAttributeValues": {":s": {"S": "orders"}, ":a": {"S": iso(since)}, ":k": {"S": "order_swept"}},
+    }
+    total = 0
+    with aws_errors("count swept orders"):
+        while True:
+            page = aws.dynamodb.query(**kwargs)
+            total += page.get("Count", 0)
+            if "LastEvaluatedKey" not in page:
+                return total
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
 def queue_figures(aws: Aws) -> dict[str, Any]:
     names = names_for(aws.settings)
     figures: dict[str, Any] = {}
@@ -363,6 +388,7 @@ def runtime_status(aws: Aws) -> dict[str, Any]:
     return {
         "suspect": suspect,
         "double_executions": {"open": sum(1 for _ in OrderStore(aws).by_watch(WATCH_OPEN))},
+        "swept": {"last_hour": swept_recently(aws)},
         "routing": {
             "mode": flags.mode,
             "active": flags.active,

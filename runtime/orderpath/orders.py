@@ -134,7 +134,7 @@ def from_item(item: dict[str, Any]) -> dict[str, Any]:
 
 def _as_order(order: dict[str, Any]) -> dict[str, Any]:
     """Deserialised attributes as an order: the whole-number fields as int (the rest as DynamoDB gives them)."""
-    for key in ("quantity", "version", "attempts", "filled_quantity"):
+    for key in ("quantity", "version", "attempts", "filled_quantity", "sweeps"):
         if isinstance(order.get(key), Decimal):
             order[key] = int(order[key])
     return order
@@ -191,14 +191,7 @@ class OrderStore:
             "KeyConditionExpression": expr, "ExpressionAttributeNames": {"#s": "status"},
             "ExpressionAttributeValues": values,
         }
-        with aws_errors(f"query {status} orders"):
-            while True:
-                page = self.aws.dynamodb.query(**kwargs)
-                for item in page.get("Items", []):
-                    yield from_item(item)
-                if "LastEvaluatedKey" not in page:
-                    return
-                kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        yield from self._query(kwargs, f"query {status} orders")
 
     def by_watch(self, watch: str) -> Iterator[dict[str, Any]]:
         """Orders under one watch, through the sparse watch index (``void``: declared void and not yet
@@ -208,7 +201,26 @@ class OrderStore:
             "KeyConditionExpression": "#w = :w", "ExpressionAttributeNames": {"#w": "watch"},
             "ExpressionAttributeValues": {":w": {"S": watch}},
         }
-        with aws_errors(f"query orders under watch {watch}"):
+        yield from self._query(kwargs, f"query orders under watch {watch}")
+
+    def accepted_untouched_since(self, cutoff: datetime) -> Iterator[dict[str, Any]]:
+        """ACCEPTED orders not changed since ``cutoff``: the sweeper's candidates (:mod:`.sweep`).
+
+        One query of the ACCEPTED partition of the status index (on a busy table it holds only the orders
+        not yet claimed, never the filled ones); the filter only trims what comes back (timestamps are
+        fixed-width ISO strings, so they compare as text).
+        """
+        kwargs: dict[str, Any] = {
+            "TableName": self.table, "IndexName": self.names.status_symbol_index,
+            "KeyConditionExpression": "#s = :s", "FilterExpression": "#u < :cutoff",
+            "ExpressionAttributeNames": {"#s": "status", "#u": "updated_at"},
+            "ExpressionAttributeValues": {":s": {"S": ACCEPTED}, ":cutoff": {"S": iso(cutoff)}},
+        }
+        yield from self._query(kwargs, "query ACCEPTED orders")
+
+    def _query(self, kwargs: dict[str, Any], what: str) -> Iterator[dict[str, Any]]:
+        """Every order a Query returns, page after page; AWS trouble is an AwsError naming ``what``."""
+        with aws_errors(what):
             while True:
                 page = self.aws.dynamodb.query(**kwargs)
                 for item in page.get("Items", []):
@@ -255,20 +267,55 @@ class OrderStore:
     def withdraw_unsent(self, order_id: str) -> bool:
         """Delete an order that was recorded but never enqueued (intake's undo when SendMessage fails).
 
-        Conditional on ``version = 1`` and ACCEPTED, so an order a worker already took (the message
-        may have been sent after all) is left alone. Returns True when the item was deleted.
+        Conditional on ``version = 1``, ACCEPTED and never swept, so an order a worker already took (the
+        message may have been sent after all) or the sweeper re-enqueued meanwhile is left alone. Returns
+        True when the item was deleted.
         """
         try:
             self.aws.dynamodb.delete_item(
                 TableName=self.table, Key={"order_id": {"S": order_id}},
-                ConditionExpression="#v = :one AND #s = :accepted",
-                ExpressionAttributeNames={"#v": "version", "#s": "status"},
+                ConditionExpression="#v = :one AND #s = :accepted AND attribute_not_exists(#w)",
+                ExpressionAttributeNames={"#v": "version", "#s": "status", "#w": "swept_at"},
                 ExpressionAttributeValues={":one": {"N": "1"}, ":accepted": {"S": "ACCEPTED"}},
             )
         except Exception as exc:
             if condition_failed(exc):
                 return False
             with aws_errors(f"withdraw order {order_id}"):
+                raise
+        return True
+
+    def mark_swept(self, order: dict[str, Any], *, actor: str, now: datetime | None = None) -> bool:
+        """Claim the right to re-enqueue an ACCEPTED order (the sweeper's), once per sweep period.
+
+        One conditional write: the order is still ACCEPTED at the version read, and nobody swept it since
+        it was read (``swept_at`` unchanged), so of several workers sweeping at once exactly one sends the
+        message. It records ``swept_at``, counts ``sweeps`` and adds a history entry, but leaves ``version``
+        alone: a worker claiming the order at the same moment (its message came after all) must not lose
+        its claim to a bookkeeping write. Returns False when another writer got there first.
+        """
+        now = now or utcnow()
+        entry = {"at": iso(now), "status": ACCEPTED, "actor": actor, "note": "swept: no message seen; re-enqueued"}
+        names = {"#s": "status", "#v": "version", "#w": "swept_at", "#n": "sweeps", "#h": "history"}
+        values: dict[str, Any] = {":accepted": {"S": ACCEPTED}, ":v": {"N": str(order["version"])},
+                                  ":now": {"S": iso(now)}, ":zero": {"N": "0"}, ":one": {"N": "1"},
+                                  ":entry": _ser.serialize([entry])}
+        condition = "#s = :accepted AND #v = :v AND "
+        if order.get("swept_at"):
+            condition += "#w = :prev"
+            values[":prev"] = {"S": str(order["swept_at"])}
+        else:
+            condition += "attribute_not_exists(#w)"
+        try:
+            self.aws.dynamodb.update_item(
+                TableName=self.table, Key={"order_id": {"S": order["order_id"]}},
+                UpdateExpression="SET #w = :now, #n = if_not_exists(#n, :zero) + :one, #h = list_append(#h, :entry)",
+                ConditionExpression=condition, ExpressionAttributeNames=names, ExpressionAttributeValues=values,
+            )
+        except Exception as exc:
+            if condition_failed(exc):
+                return False
+            with aws_errors(f"mark order {order['order_id']} swept"):
                 raise
         return True
 

@@ -1,8 +1,8 @@
 """The order worker: SQS in, broker out, exactly-once state in DynamoDB.
 
 One process runs one receive loop (batched long polls), a thread pool that handles orders
-(``worker_concurrency`` at once), a heartbeat, the broker health monitor, an in-doubt resolver and
-the void watch (:mod:`.voids`).
+(``worker_concurrency`` at once), a heartbeat, the broker health monitor, an in-doubt resolver, the
+void watch (:mod:`.voids`) and the sweeper for orders that never got a message (:mod:`.sweep`).
 
 Latency first: the loop never waits for a batch to fill. It receives again as soon as the last
 batch is handled, so batches come from the backlog (what arrived meanwhile, up to 10, as many as
@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tradeops.runtime.orderpath.flags import FlagCache, Flags, FlagValues
-from tradeops.runtime.orderpath.messages import parse_order_message
+from tradeops.runtime.orderpath.messages import order_message, parse_order_message
 from tradeops.runtime.orderpath.orders import OrderStore, StaleOrder
 from tradeops.runtime.orderpath.providers import (
     BrokerCallError,
@@ -53,6 +53,7 @@ from tradeops.runtime.orderpath.providers import (
 )
 from tradeops.runtime.orderpath.router import Router, open_providers
 from tradeops.runtime.orderpath.states import FINAL, IN_DOUBT
+from tradeops.runtime.orderpath.sweep import due_for_sweep, last_touched, sweep_interval, sweep_wait
 from tradeops.runtime.orderpath.voids import VoidWatch
 from tradeops.runtime.platform.aws import Aws
 from tradeops.runtime.platform.clock import iso, utcnow
@@ -123,7 +124,7 @@ class Worker:
         self.in_flight = 0
         self.taking = False
         self.counters: dict[str, int] = {"received": 0, "filled": 0, "rejected": 0, "in_doubt": 0,
-                                         "retried": 0, "poison": 0, "resolved": 0}
+                                         "retried": 0, "poison": 0, "resolved": 0, "swept": 0}
         self._next_check: dict[str, float] = {}
         self._last_flags: FlagValues | None = None
         self.salt = settings.name_prefix
@@ -134,6 +135,7 @@ class Worker:
         threads = [threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True),
                    threading.Thread(target=self._resolver_loop, name="resolver", daemon=True),
                    threading.Thread(target=self._void_watch_loop, name="void-watch", daemon=True),
+                   threading.Thread(target=self._sweeper_loop, name="sweeper", daemon=True),
                    threading.Thread(target=self.deletes.run, args=(self.stop_event,), name="deleter",
                                     daemon=True)]
         for thread in threads:
@@ -529,6 +531,49 @@ class Worker:
         finally:
             with self._lock:
                 self.in_flight -= 1
+
+    def _sweeper_loop(self) -> None:
+        """Re-enqueue ACCEPTED orders that have waited too long for a message (:mod:`.sweep`).
+
+        Every worker runs one, with no leader: the mark that grants a re-enqueue is a conditional write
+        (:meth:`OrderStore.mark_swept`), so two sweepers finding the same order send one message, and even
+        two messages would be harmless because the claim is conditional too. A thread of the workers rather
+        than a process of its own because the workers already run wherever orders are processed (here and
+        on AWS), with the queue, the table and the flags at hand: nothing new to deploy, supervise or page on.
+        """
+        every = sweep_interval(self.settings.sweep_age_seconds)
+        while not self.stop_event.wait(every + random.uniform(0, every / 4)):
+            try:
+                self.sweep_unsent()
+            except Exception as exc:  # keep sweeping on the next round
+                self._log("sweep_failed", error=str(exc)[:200])
+
+    def sweep_unsent(self, *, limit: int = 100) -> list[str]:
+        """One pass: re-enqueue the ACCEPTED orders due for a sweep; returns their ids.
+
+        Nothing is swept while processing is paused: orders are meant to wait then, and those that lost
+        their message are found once processing runs again.
+        """
+        if self._flags().processing != "running":
+            return []
+        now = utcnow()
+        age = self.settings.sweep_age_seconds
+        candidates = {o["order_id"]: o for o in self.store.accepted_untouched_since(now - sweep_wait(age, 0))}
+        swept = []
+        for order_id in due_for_sweep(candidates.values(), now=now, age=age, limit=limit):
+            if self.stop_event.is_set():
+                break
+            order = candidates[order_id]
+            if not self.store.mark_swept(order, actor=self.worker_id, now=now):
+                continue  # another worker swept it, or it moved on: either way it has its message
+            self.aws.sqs.send_message(QueueUrl=self.queue_url, MessageBody=order_message(order_id))
+            swept.append(order_id)
+            with self._lock:
+                self.counters["swept"] += 1
+            self.events.emit("order_swept", stream="orders", order_id=order_id,
+                             waited_seconds=round((now - last_touched(order)).total_seconds(), 3),
+                             sweeps=int(order.get("sweeps") or 0) + 1)
+        return swept
 
     def _void_watch_loop(self) -> None:
         """Ask brokers that answer again about the orders declared void there (double executions)."""

@@ -159,6 +159,10 @@ class Settings(BaseSettings):
     # Deciding a double execution (`tradeops orders unwind`) needs two people above this notional (GBP).
     unwind_dual_approval: Decimal = Field(default=Decimal("10000"), ge=0)
 
+    # The sweeper (runtime/orderpath/sweep.py, run by every worker): an ACCEPTED order untouched this long
+    # has probably lost its message (the intake died between the put and the send) and is re-enqueued.
+    sweep_age_seconds: float = Field(default=30.0, gt=0)
+
     # Canary orders: one synthetic order per broker every N seconds (0 = off).
     canary_seconds: float = Field(default=30.0, ge=0)
     # The audit chain's head is anchored outside the table every N seconds when it has moved (0 = off;
@@ -171,6 +175,10 @@ class Settings(BaseSettings):
     threshold_order_amount: Decimal = Decimal("500")
     threshold_total_amount: Decimal = Decimal("10000")
     threshold_oldest_age_seconds: float = 60.0
+    # Held orders the monitor cannot price (symbol never priced) or prices only from a stale tick: their
+    # notional at the quote, GBP. Above it is a breach like any other (0: any such order alerts).
+    threshold_unpriced_amount: Decimal = Field(default=Decimal("0"), ge=0)
+    threshold_stale_amount: Decimal = Field(default=Decimal("0"), ge=0)
     # Paging (runtime/liability/paging.py): what reaches the alert topic. The exact figures (exposure,
     # when a threshold was crossed) are never delayed; only the messages to people are damped.
     # A breach ends only below the threshold minus paging_margin_pct of it; it pages once it has lasted
@@ -197,15 +205,27 @@ class Settings(BaseSettings):
     # Price feed.
     price_ticks_per_second: float = Field(default=20.0, ge=0)
     price_seed: int = 7
-    # The symbol universe the feed publishes and the monitor accepts (comma-separated in the environment).
-    symbols: str = ",".join(f"SYM{n}" for n in range(50))
+    # The tradable universe the feed publishes, the intake accepts and the monitor prices (comma-separated
+    # tickers; empty: the shipped LSE universe, runtime/platform/universe.csv).
+    symbols: str = ""
+    # Let the intake accept a symbol outside the universe (the monitor then reports such held orders as
+    # `unpriced`, never as zero exposure). Off: the intake answers 400 naming the symbol.
+    allow_unpriced_symbols: bool = False
+    # A pending order whose symbol's last price is older than this is reported `stale_price` by the monitor.
+    price_stale_seconds: float = Field(default=30.0, gt=0)
     prices_url: str | None = None  # the price publisher's control address (filled in from the stack state)
     primary_control_url: str | None = None
     secondary_control_url: str | None = None
 
     @property
     def symbol_list(self) -> list[str]:
-        return [s.strip() for s in self.symbols.split(",") if s.strip()]
+        """The tradable universe's tickers: ``symbols``, or the shipped universe when it is empty."""
+        configured = [s.strip() for s in self.symbols.split(",") if s.strip()]
+        if configured:
+            return list(dict.fromkeys(configured))
+        from tradeops.runtime.platform.universe import shipped_universe  # it reads a package file: on demand
+
+        return [i.ticker for i in shipped_universe()]
 
     @field_validator("param_prefix")
     @classmethod

@@ -154,8 +154,8 @@ def _plan(ports: dict[str, int | None], *, workers: int) -> list[Component]:
             info={"provider": name, "wire": wire, "url": url, "control": control,
                   "ports": [order_port, control_port]},
         ))
-    # Restarted like the rest: an intake that dies between its write and its send leaves work for the sweeper,
-    # not an outage (in production its service manager does the same).
+    # The intake comes back on the same port if it dies: orders it recorded but never enqueued are the
+    # workers' sweeper's to finish, the platform's retries need somewhere to land.
     comps.append(_http_component("intake", ports.get("intake") or free_port(), restart=True))
     comps.append(_http_component("prices", free_port(), restart=True))
     comps.append(_http_component("monitor", free_port(), restart=True))
