@@ -122,25 +122,6 @@ def _create_alarm(aws: Aws, props: dict[str, Any]) -> str:
     return args["AlarmName"]
 
 
-def _lock_bucket(aws: Aws, bucket: str, props: dict[str, Any]) -> None:
-    """Apply a bucket's Object Lock the emulator's CloudFormation ignored (it creates the bucket without it).
-
-    Real AWS allows this on an empty bucket with versioning enabled, which a new stack's bucket is.
-    """
-    rule = props.get("ObjectLockConfiguration", {}).get("Rule", {}).get("DefaultRetention", {})
-    s3 = aws.client("s3")
-    try:
-        if s3.get_object_lock_configuration(Bucket=bucket)["ObjectLockConfiguration"].get("Rule"):
-            return
-    except Exception as exc:  # not configured yet: the emulator answers an error, as S3 does
-        if "ObjectLockConfigurationNotFound" not in str(exc):
-            raise
-    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
-    s3.put_object_lock_configuration(Bucket=bucket, ObjectLockConfiguration={
-        "ObjectLockEnabled": "Enabled",
-        "Rule": {"DefaultRetention": {"Mode": rule.get("Mode", "COMPLIANCE"), "Days": int(rule.get("Days", 1))}}})
-
-
 # Resource types the emulator's CloudFormation skips, and how to create them instead.
 _FALLBACK_CREATORS = {
     "AWS::SecretsManager::Secret": _create_secret,
@@ -218,8 +199,4 @@ def deploy_stack(aws: Aws, settings: Settings, *, timeout: float = 60.0) -> dict
                                  " emulator and tradeops has no fallback for that type")
             created[logical] = creator(aws, resolve(resource.get("Properties", {})))
             resolve.values[logical] = created[logical]
-        for logical, resource in doc["Resources"].items():
-            props = resource.get("Properties", {})
-            if resource["Type"] == "AWS::S3::Bucket" and props.get("ObjectLockEnabled"):
-                _lock_bucket(aws, created[logical], resolve(props))
         return {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
