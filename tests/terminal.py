@@ -10,6 +10,7 @@ import select
 import struct
 import subprocess
 import termios
+import threading
 import time
 from pathlib import Path
 
@@ -26,6 +27,16 @@ class Terminal:
                                      stderr=subprocess.PIPE, cwd=cwd)
         os.close(side)
         self.output = b""
+        # stderr is drained all along: a process whose stderr pipe fills (64 KiB of log lines) blocks on its
+        # next write and never exits, whatever the test waits for.
+        self._err = bytearray()
+        self._err_reader = threading.Thread(target=self._drain_stderr, daemon=True)
+        self._err_reader.start()
+
+    def _drain_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        for chunk in iter(lambda: self.proc.stderr.read1(65536), b""):  # type: ignore[union-attr]
+            self._err += chunk
 
     def read_until(self, text: str, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
@@ -55,7 +66,8 @@ class Terminal:
         while self._read(0.1) and self.proc.poll() is not None:
             pass
         code = self.proc.wait(5)
-        err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+        self._err_reader.join(5)
+        err = self._err.decode(errors="replace")
         os.close(self.main)
         shown = _STYLING.sub("", self.output.decode(errors="replace")).replace("\r\n", "\n")
         return code, shown, err

@@ -117,7 +117,7 @@ def test_failover_then_failback_with_two_approvers(flow, tmp_path):
 def _incident_report_of(execution: str, env: dict, during: list[str], tmp_path) -> None:
     """`tradeops report incident` on the failover just run: the timeline, the executor and the two human approvers
     with their identity source (human four-eyes, nothing automated), the orders of the window, and the verdict."""
-    done = run_cli("report", "incident", execution, "--json",
+    done = run_cli("report", "incident", execution, "--json", "--lookback", "2m",
                    env=dict(env, TRADEOPS_OPERATOR="compliance-dana", TRADEOPS_RUNS_DIR=str(tmp_path / "runs")))
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     built = json.loads(done.stdout)
@@ -140,7 +140,12 @@ def _incident_report_of(execution: str, env: dict, during: list[str], tmp_path) 
     assert milestones.index("runbook started") < milestones.index("failed over") < milestones.index("recovered")
     assert evidence["customer_impact"]["orders_placed"] >= len(during)
     assert evidence["customer_impact"]["longest_wait_seconds"] is not None
-    assert evidence["results"][0]["tolerance"] == "<= 1800" and evidence["verdict"] == "within tolerance"
+    # This failover's own figures are within tolerance; the verdict follows every row, including figures of
+    # other orders in the window (the session stack is shared: another test's double execution may fall in it).
+    duration = evidence["results"][0]
+    assert duration["tolerance"] == "<= 1800" and duration["passed"] is True
+    outside = [r for r in evidence["results"] if r["passed"] is False]
+    assert evidence["verdict"] == ("outside tolerance" if outside else "within tolerance"), evidence["results"]
     html = (folder / "report.html").read_text()
     assert "ops-bob" in html and "risk-carol" in html and "Human four-eyes: <strong>yes</strong>" in html
     assert {"execution.json", "events.json", "orders.json"} <= {f["path"] for f in evidence["evidence"]}

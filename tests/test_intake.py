@@ -680,6 +680,15 @@ def test_order_for_a_symbol_outside_the_universe_is_400_naming_it_and_nothing_wr
     assert probe.snapshot() == before
 
 
+def test_a_synthetic_order_needs_no_priced_symbol(client: httpx.Client, probe: Probe) -> None:
+    """A synthetic order (the runbooks' and drills' canary) is never exposure: a symbol outside the universe is
+    accepted (202) for it, on an intake that refuses the same symbol for a customer order."""
+    order_id = new_id(probe)
+    response = client.post("/orders", json=order_body(order_id, symbol="CANARY", synthetic=True), headers=AUTH)
+    assert response.status_code == 202, response.text
+    assert probe.take_messages(order_id) == [{"order_id": order_id}]
+
+
 def test_unpriced_symbols_are_accepted_when_the_operator_allows_them(aws_settings: Settings, probe: Probe) -> None:
     """With allow_unpriced_symbols a symbol outside the universe is recorded and queued (202), and a configured
     universe (TRADEOPS_SYMBOLS) replaces the shipped one."""

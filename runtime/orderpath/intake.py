@@ -263,8 +263,9 @@ def _request_schema(universe: frozenset[str] | None) -> dict[str, Any]:
     if universe is not None:
         # The symbols this intake accepts, listed where clients (and generators) read the body's rules.
         schema["properties"]["symbol"]["enum"] = sorted(universe)
-        schema["properties"]["symbol"]["description"] = ("A symbol of the tradable universe (anything else "
-                                                         "answers 400).")
+        schema["properties"]["symbol"]["description"] = (
+            "A symbol of the tradable universe (anything else answers 400). A synthetic order (a canary) is "
+            "never exposure and may name any symbol.")
     # The LIMIT/limit_price rule, stated in the document too so clients (and generators) see it.
     schema["if"] = {"properties": {"order_type": {"const": "LIMIT"}}, "required": ["order_type"]}
     schema["then"] = {"required": ["limit_price"], "properties": {"limit_price": {"not": {"type": "null"}}}}
@@ -509,7 +510,8 @@ def create_app(settings: Settings, *, token: str, aws: Aws | None = None) -> Fas
     async def post_order(request: Request) -> JSONResponse:
         body = await _read_body(request, settings.intake_body_timeout)
         req = _parse_order(body)
-        if universe is not None and req.symbol not in universe:
+        # Synthetic (canary, drill-probe) orders are never exposure, so they need no price: any symbol goes.
+        if universe is not None and req.symbol not in universe and not req.synthetic:
             raise _ApiError(400, f"unknown symbol {req.symbol!r}: not in the tradable universe (nothing prices it, so "
                                  "its exposure could not be measured); `tradeops prices show` lists the symbols",
                             fields=[{"field": "symbol", "reason": "not in the tradable universe"}])

@@ -11,9 +11,8 @@ Points: ``intake.after_put`` (the order is recorded, its message not yet sent).
 
 from __future__ import annotations
 
-import json
+import logging
 import os
-import sys
 from pathlib import Path
 
 from tradeops.runtime.platform.clock import iso
@@ -44,6 +43,7 @@ def fault_point(state_dir: Path, name: str) -> None:
         _armed(state_dir, name).unlink()
     except FileNotFoundError:
         return
-    sys.stderr.write(json.dumps({"at": iso(), "fault_point": name, "exit": FAULT_EXIT}) + "\n")
-    sys.stderr.flush()
+    # Through the process's one log configuration (a JSON line like every other); its handlers flush per line.
+    logging.getLogger("tradeops.faults").critical("fault point %s fired: exiting %d", name, FAULT_EXIT,
+                                                  extra={"fault_point": name, "exit": FAULT_EXIT})
     os._exit(FAULT_EXIT)
