@@ -7,6 +7,7 @@ import os
 import pty
 import re
 import select
+import signal
 import struct
 import subprocess
 import termios
@@ -23,7 +24,10 @@ class Terminal:
     def __init__(self, argv: list[str], env: dict[str, str], *, cwd: Path | str | None = None, cols: int = 120) -> None:
         self.main, side = pty.openpty()
         fcntl.ioctl(side, termios.TIOCSWINSZ, struct.pack("HHHH", 40, cols, 0, 0))
-        self.proc = subprocess.Popen(argv, env={**env, "COLUMNS": str(cols)}, stdin=side, stdout=side,
+        # PYTHONFAULTHANDLER: a process that will not exit is sent SIGABRT by finish(), and then writes every
+        # thread's stack to stderr, so a hang names where it hangs.
+        self.proc = subprocess.Popen(argv, env={**env, "COLUMNS": str(cols), "PYTHONFAULTHANDLER": "1"},
+                                     stdin=side, stdout=side,
                                      stderr=subprocess.PIPE, cwd=cwd)
         os.close(side)
         self.output = b""
@@ -65,6 +69,12 @@ class Terminal:
             self._read(0.1)
         while self._read(0.1) and self.proc.poll() is not None:
             pass
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGABRT)
+            self.proc.wait(10)
+            self._err_reader.join(5)
+            threads = self._err.decode(errors="replace")
+            raise AssertionError(f"still running after {timeout:.0f} s; its threads:\n{threads}")
         code = self.proc.wait(5)
         self._err_reader.join(5)
         err = self._err.decode(errors="replace")
