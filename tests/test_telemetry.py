@@ -239,3 +239,24 @@ def test_up_refuses_an_unknown_log_format_before_starting_anything(tmp_path):
     result = run_cli("up", "--log-format", "yaml", env={**env, "TRADEOPS_STATE_DIR": str(tmp_path)})
     assert result.returncode == 2 and "unknown log format 'yaml': use json or text" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "logs").exists()
+
+
+def test_the_operator_role_may_put_metrics_in_tradeops_namespace_only(aws_settings):
+    """The CLI's inline metrics (PutMetricData from the operator's own session) are allowed by the template,
+    and only into tradeops's namespace; the stack's process roles have no PutMetricData (they log EMF)."""
+    from tradeops.runtime.platform.names import names_for
+    from tradeops.runtime.stack.deploy import load_template
+
+    _, doc = load_template(aws_settings.template)
+
+    def puts(role: str) -> list[dict]:
+        statements = [st for policy in doc["Resources"][role]["Properties"]["Policies"]
+                      for st in policy["PolicyDocument"]["Statement"]]
+        return [st for st in statements if st["Effect"] == "Allow" and "cloudwatch:PutMetricData" in
+                ([st["Action"]] if isinstance(st["Action"], str) else st["Action"])]
+
+    operator = puts("OperatorRole")
+    assert len(operator) == 1
+    namespace = names_for(aws_settings).metric_namespace
+    assert operator[0]["Condition"] == {"StringEquals": {"cloudwatch:namespace": namespace}}
+    assert puts("WorkerRole") == [] and puts("MonitorRole") == []
