@@ -135,7 +135,10 @@ def growth(sampler: Sampler, warmup: float) -> list[dict[str, Any]]:
     rows = []
     for key, samples in sorted(sampler.samples.items()):
         warm = [s for s in samples if s["t"] - sampler.first_seen[key] >= warmup]
-        row: dict[str, Any] = {"process": key, "start": samples[0], "end": samples[-1], "samples": len(samples)}
+        row: dict[str, Any] = {"process": key, "start": samples[0], "end": samples[-1], "samples": len(samples),
+                               # the whole series, so a one-time step (a client built late) can be told from a trend
+                               "series": [[round(s["t"] - sampler.first_seen[key], 1), s["rss_kib"], s["fds"]]
+                                          for s in samples]}
         if len(warm) >= 2:
             row["rss_growth"] = round(warm[-1]["rss_kib"] / warm[0]["rss_kib"] - 1, 3)
             row["fds_growth"] = warm[-1]["fds"] - warm[0]["fds"]

@@ -1,9 +1,11 @@
 """The audit chain's scheduled anchor: a small process of the stack (``tradeops up`` starts it).
 
-Every ``audit_anchor_seconds`` it anchors each audit chain's head outside the table
-(:meth:`tradeops.runbooks.audit.AuditLog.anchor`) when records were appended since the last anchor.
-Runbook executions anchor at their end anyway; this bounds how long records appended by anything
-else (or by an execution that died before its end) stay unanchored. Run it as
+At its start, and then every ``audit_anchor_seconds``, it anchors each audit chain's head outside the
+table (:meth:`tradeops.runbooks.audit.AuditLog.anchor`) when records were appended since the last
+anchor. Runbook executions anchor at their end anyway; this bounds how long records appended by
+anything else (or by an execution that died before its end) stay unanchored. The round at start
+covers records appended while no anchorer ran (the stack was down), and builds the process's AWS
+clients while it starts rather than minutes later. Run it as
 ``python -m tradeops.runbooks.anchor [--chain audit] [--log-format json|text]``.
 """
 
@@ -41,14 +43,16 @@ def anchor_once(aws: Aws, chains: list[str], store: AnchorStore | None = None) -
 
 
 def run_anchoring(settings: Settings, stop: threading.Event, chains: list[str]) -> None:
-    """Anchor every ``audit_anchor_seconds`` until ``stop`` (returns at once when the period is 0)."""
+    """Anchor at once, then every ``audit_anchor_seconds``, until ``stop`` (a period of 0 turns it off)."""
     if settings.audit_anchor_seconds <= 0:
         stop.wait()
         return
     aws = Aws(settings)
     store = AnchorStore(aws)
-    while not stop.wait(settings.audit_anchor_seconds):
+    while True:
         anchor_once(aws, chains, store)
+        if stop.wait(settings.audit_anchor_seconds):
+            return
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tradeops.runbooks import engine
-from tradeops.runbooks.anchor import BY, anchor_once
+from tradeops.runbooks.anchor import BY, anchor_once, run_anchoring
 from tradeops.runbooks.audit import (
     GENESIS,
     AnchorStore,
@@ -155,6 +156,28 @@ def test_the_scheduled_anchorer_anchors_only_chains_that_moved(aws_settings):
     assert anchor_once(log.aws, [log.chain]) == 1
     latest = AnchorStore(log.aws).latest(log.chain)
     assert (latest["seq"], latest["by"], latest["reason"]) == (2, BY, "schedule")
+    assert anchor_once(log.aws, [log.chain]) == 0
+
+
+def test_the_anchorer_anchors_what_was_appended_before_it_started_without_waiting_a_period(aws_settings):
+    """Records appended while no anchorer ran (the stack was down) are anchored when it starts, not one
+    period (5 min by default) later; with nothing new, the start writes nothing."""
+    log = _fresh(aws_settings, records=3)
+    stop = threading.Event()
+    runner = threading.Thread(target=run_anchoring,
+                              args=(aws_settings.model_copy(update={"audit_anchor_seconds": 300.0}), stop, [log.chain]))
+    runner.start()
+    try:
+        store = AnchorStore(log.aws)
+        deadline = time.monotonic() + 15
+        while (latest := store.latest(log.chain)) is None:
+            assert time.monotonic() < deadline, "the anchorer wrote nothing at its start"
+            time.sleep(0.2)
+        assert (latest["seq"], latest["by"]) == (3, BY)
+    finally:
+        stop.set()
+        runner.join(timeout=10)
+    assert not runner.is_alive(), "the anchorer did not stop when asked"
     assert anchor_once(log.aws, [log.chain]) == 0
 
 
