@@ -161,7 +161,7 @@ def test_the_scheduled_anchorer_anchors_only_chains_that_moved(aws_settings):
 
 def test_the_anchorer_anchors_what_was_appended_before_it_started_without_waiting_a_period(aws_settings):
     """Records appended while no anchorer ran (the stack was down) are anchored when it starts, not one
-    period (5 min by default) later; with nothing new, the start writes nothing."""
+    period (5 min by default) later; once they are anchored, a further round writes nothing."""
     log = _fresh(aws_settings, records=3)
     stop = threading.Event()
     runner = threading.Thread(target=run_anchoring,
