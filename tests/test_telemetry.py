@@ -24,6 +24,7 @@ from tradeops.runtime.platform.logs import JsonFormatter, TextFormatter, bound, 
 from tradeops.runtime.platform.metrics import emf_record, latest_figures, prometheus_text
 from tradeops.runtime.platform.names import names_for
 from tradeops.runtime.platform.settings import Settings
+from tradeops.runtime.stack.deploy import load_template
 
 
 # ---- logs --------------------------------------------------------------------------------------
@@ -244,9 +245,6 @@ def test_up_refuses_an_unknown_log_format_before_starting_anything(tmp_path):
 def test_the_operator_role_may_put_metrics_in_tradeops_namespace_only(aws_settings):
     """The CLI's inline metrics (PutMetricData from the operator's own session) are allowed by the template,
     and only into tradeops's namespace; the stack's process roles have no PutMetricData (they log EMF)."""
-    from tradeops.runtime.platform.names import names_for
-    from tradeops.runtime.stack.deploy import load_template
-
     _, doc = load_template(aws_settings.template)
 
     def puts(role: str) -> list[dict]:
