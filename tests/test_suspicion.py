@@ -52,6 +52,15 @@ def test_a_broker_silent_past_the_threshold_is_always_suspect(latencies, sent, e
     verdict = judge([sent, *[min(o, now) for o in others]], last, latencies, now, CONFIG)
     assert verdict.suspect
     assert verdict.oldest_age_ms is not None and verdict.oldest_age_ms > verdict.threshold_ms == limit
+    facts = verdict.evidence()
+    assert facts["oldest_call_ms"] > facts["threshold_ms"], "the published evidence must read as a breach"
+
+
+def test_evidence_of_a_call_just_past_the_threshold_still_reads_as_past_it():
+    """Rounding to 0.1 ms never turns 150.04 > 150 into the self-contradicting 150.0 > 150.0."""
+    verdict = judge([0.0], None, [30.0] * 10, 0.15004, CONFIG)
+    assert verdict.suspect
+    assert verdict.evidence()["oldest_call_ms"] == 150.1 and verdict.evidence()["threshold_ms"] == 150.0
 
 
 @given(latencies=history, starts=st.lists(moment, min_size=1, max_size=8), now=moment)

@@ -84,11 +84,16 @@ class Verdict:
     outstanding: int  # calls in flight, answered-since or not
 
     def evidence(self) -> dict[str, Any]:
-        """The verdict as event facts (milliseconds rounded to 0.1)."""
-        def ms(value: float | None) -> float | None:
-            return None if value is None else round(value, 1)
+        """The verdict as event facts, in milliseconds to 0.1.
 
-        return {"oldest_call_ms": ms(self.oldest_age_ms), "threshold_ms": ms(self.threshold_ms),
+        The call's age is rounded up and the threshold down, so the evidence of a suspect broker always
+        reads "older than the threshold": a call 150.04 ms old against a 150 ms threshold is published
+        as 150.1 > 150.0, never as 150.0 > 150.0.
+        """
+        def ms(value: float | None, to: Any = round) -> float | None:
+            return None if value is None else to(value * 10) / 10
+
+        return {"oldest_call_ms": ms(self.oldest_age_ms, math.ceil), "threshold_ms": ms(self.threshold_ms, math.floor),
                 "p99_ms": ms(self.p99_ms), "outstanding": self.outstanding}
 
 
