@@ -150,6 +150,10 @@ def test_up_then_down_leaves_no_process(tmp_path):
         time.sleep(0.1)
     assert not [p for p in pids if _alive(p)]
     assert not (tmp_path / "state" / "stack.json").exists()
+    # `down` stops the callers while what they call still answers: no component's last words are
+    # connection errors against an emulator or a broker that had already gone.
+    for log in (tmp_path / "state" / "logs").glob("*.log"):
+        assert "Could not connect" not in log.read_text(), f"{log.name} outlived a service it calls"
 
 
 def test_port_in_use_fails_up_naming_the_component(tmp_path):

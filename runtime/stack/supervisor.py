@@ -35,7 +35,7 @@ from tradeops.runtime.platform.settings import Settings, load_settings
 from tradeops.runtime.platform.statefile import clear_state, pid_alive, read_state, write_state
 from tradeops.runtime.stack.deploy import deploy_stack
 
-__all__ = ["Component", "free_port", "launch", "log_tail", "run_supervisor", "stop", "stop_process"]
+__all__ = ["Component", "free_port", "launch", "log_tail", "run_supervisor", "stop", "stop_process", "stop_processes"]
 
 HOST = "127.0.0.1"
 _PR_SET_PDEATHSIG = 1
@@ -103,14 +103,28 @@ class Component:
 
 def stop_process(proc: subprocess.Popen, grace: float = 5.0) -> int:
     """SIGTERM, then SIGKILL if it has not exited within ``grace`` seconds; its exit code."""
-    if proc.poll() is None:
-        proc.terminate()
+    stop_processes([proc], grace)
+    return proc.returncode
+
+
+def stop_processes(procs: list[subprocess.Popen], grace: float = 5.0) -> None:
+    """SIGTERM to all of ``procs`` at once, then SIGKILL whichever has not exited within ``grace`` seconds."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    deadline = time.monotonic() + grace
+    for proc in procs:
         try:
-            proc.wait(grace)
+            proc.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-    return proc.returncode
+
+
+# What the other components call. They stop last, once every caller has stopped: a worker finishing
+# its last order can still record it, and no component's last act is a burst of connection errors,
+# opened breakers and unpublished events against an emulator that has already gone.
+SERVICES = frozenset({"aws", "broker-primary", "broker-secondary", "prices"})
 
 
 def _python(*args: str) -> list[str]:
@@ -308,9 +322,11 @@ class Supervisor:
                     self.state["components"][comp.name]["restarts"] = comp.restarts
                     self._save()
 
-    def stop_all(self) -> None:
-        for comp in reversed(self.components):
-            comp.stop()
+    def stop_all(self, grace: float = 5.0) -> None:
+        """Stop the callers together, then the services they call together (see :data:`SERVICES`)."""
+        for tier in (False, True):
+            stop_processes([c.proc for c in self.components if c.proc is not None and (c.name in SERVICES) == tier],
+                           grace)
 
 
 def _heartbeat_check(aws: Aws, names: Any, worker_id: str, every: float) -> Callable[[], bool]:
@@ -418,9 +434,13 @@ class StackAlreadyUp(StackError):
         self.state = state
 
 
-def _kill_group(pgid: int, grace: float = 10.0) -> None:
+def _kill_group(pgid: int, grace: float = 10.0, first: int | None = None) -> None:
+    """SIGTERM to process ``first`` (else the whole group); SIGKILL to the group if any of it outlives ``grace``."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGTERM)
+        if first is None:
+            os.killpg(pgid, signal.SIGTERM)
+        else:
+            os.kill(first, signal.SIGTERM)
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
         try:
@@ -439,7 +459,9 @@ def stop(settings: Settings) -> dict[str, Any] | None:
         return None
     pgid = state.get("pgid")
     if pgid and pid_alive(state.get("supervisor_pid")):
-        _kill_group(int(pgid))
+        # The supervisor stops its components in order (callers, then services; 5 s grace each); the
+        # whole group is killed only if it has not finished by then.
+        _kill_group(int(pgid), grace=15.0, first=int(state["supervisor_pid"]))
     elif pgid:
         # The supervisor is gone; make sure nothing of its group survived it.
         _kill_group(int(pgid), grace=2.0)
