@@ -22,8 +22,8 @@ import httpx
 import pytest
 import uvicorn
 
-from tradeops.runtime.orderpath.intake import MAX_BODY_BYTES, create_app, order_json, server_config
-from tradeops.runtime.orderpath.orders import OrderStore
+from tradeops.runtime.orderpath.intake import MAX_BODY_BYTES, create_app, server_config
+from tradeops.runtime.orderpath.orders import OrderStore, order_json
 from tradeops.runtime.platform.aws import Aws
 from tradeops.runtime.platform.names import names_for
 from tradeops.runtime.platform.settings import Settings

@@ -36,8 +36,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import date, datetime
-from decimal import Context, Decimal
+from decimal import Decimal
 from typing import Annotated, Any
 
 import botocore.exceptions
@@ -53,50 +52,24 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from tradeops.runtime.orderpath.messages import order_message
-from tradeops.runtime.orderpath.orders import OrderRequest, OrderStore, new_order, payload_differences
+from tradeops.runtime.orderpath.orders import OrderRequest, OrderStore, new_order, order_json, payload_differences
 from tradeops.runtime.platform.aws import Aws
-from tradeops.runtime.platform.clock import iso
 from tradeops.runtime.platform.errors import TradeopsError
 from tradeops.runtime.platform.faults import fault_point
 from tradeops.runtime.platform.logs import FORMATS, bound, configure
 from tradeops.runtime.platform.names import names_for
 from tradeops.runtime.platform.settings import Settings, load_settings
 
-__all__ = ["MAX_BODY_BYTES", "create_app", "main", "order_json", "server_config", "validation_fields"]
+__all__ = ["MAX_BODY_BYTES", "create_app", "main", "server_config", "validation_fields"]
 
 MAX_BODY_BYTES = 16 * 1024
 HEALTH_CACHE_SECONDS = 1.0
-_EXACT = Context(prec=100)  # wider than any DynamoDB number (38 digits): never rounds
 
 log = logging.getLogger("tradeops.intake")
 
 # The shape OrderRequest enforces on order_id: an id outside it cannot exist, so GET answers 404
 # without sending DynamoDB a key it might reject.
 _ORDER_ID = TypeAdapter(Annotated[str, OrderRequest.model_fields["order_id"]])
-
-
-# ---- the order as JSON ---------------------------------------------------------------------------
-def _plain(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        # Normalised so the 202 answer and a later GET agree: DynamoDB drops trailing zeros itself.
-        text = format(value.normalize(_EXACT), "f")
-        return "0" if text in ("-0", "0") else text
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, (set, frozenset)):
-        return sorted(_plain(v) for v in value)
-    if isinstance(value, datetime):
-        return iso(value)
-    if isinstance(value, date):
-        return value.isoformat()
-    return value
-
-
-def order_json(order: dict[str, Any]) -> dict[str, Any]:
-    """An order (as OrderStore returns it) as JSON-ready data: money as strings, never floats."""
-    return _plain(order)
 
 
 # ---- validation errors as the caller reads them ----------------------------------------------------

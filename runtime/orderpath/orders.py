@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Iterator
-from datetime import UTC, datetime
-from decimal import Decimal
+from datetime import UTC, date, datetime
+from decimal import Context, Decimal
 from typing import Any, Literal
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
@@ -32,12 +32,37 @@ __all__ = [
     "OrderStore",
     "from_item",
     "new_order",
+    "order_json",
     "payload_differences",
 ]
 
 
 _ser = TypeSerializer()
 _de = TypeDeserializer()
+_EXACT = Context(prec=100)  # wider than any DynamoDB number (38 digits): never rounds
+
+
+def order_json(order: dict[str, Any]) -> dict[str, Any]:
+    """An order (as OrderStore returns it) as JSON-ready data: money as strings, never floats."""
+    return _plain(order)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        # Normalised so the 202 answer and a later GET agree: DynamoDB drops trailing zeros itself.
+        text = format(value.normalize(_EXACT), "f")
+        return "0" if text in ("-0", "0") else text
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (set, frozenset)):
+        return sorted(_plain(v) for v in value)
+    if isinstance(value, datetime):
+        return iso(value)
+    if isinstance(value, date):
+        return value.isoformat()
+    return value
 
 
 class OrderRequest(BaseModel):
