@@ -214,7 +214,9 @@ def test_the_drill_report_loads_in_headless_chromium_with_no_failed_requests(pri
 @pytest.mark.slow
 def test_an_impossibly_tight_tolerance_exits_1_and_names_the_figure(stack, flow, tmp_path):
     """--tolerance "time_to_detect<=0.001": exit 1, one line on stderr naming the figure and what was measured."""
-    done = _drill(stack["env"], tmp_path / "tight", "failback", *SHORT, "--tolerance", "time_to_detect<=0.001")
+    # The shortest drill that measures a detection: a 2 s blackhole, 3 s of recovery (no figure needs more).
+    done = _drill(stack["env"], tmp_path / "tight", "primary-blackhole", "--rate", "5", "--duration", "2s",
+                  "--recover", "3s", "--drain", "30s", "--tolerance", "time_to_detect<=0.001")
     assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-2000:]
     assert "time to detect (time_to_detect)" in done.stderr and "tolerance <= 0.001" in done.stderr
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
