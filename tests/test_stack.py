@@ -194,6 +194,32 @@ def test_invalid_setting_is_bad_input(tmp_path):
     assert "breaker_window" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_down_stops_a_foreground_stack_and_spares_the_script_that_started_it(tmp_path):
+    """A script without job control runs `up --foreground &` (the stack shares the script's process group);
+    `down` stops every component of the stack and signals nothing else of that group."""
+    env = _fresh_env(tmp_path)
+    env["TRADEOPS_NAME_PREFIX"] = "script"
+    env["TRADEOPS_PARAM_PREFIX"] = "/script"
+    script = subprocess.Popen(["bash", "-c", "tradeops up --foreground --workers 1 >/dev/null 2>&1 & wait; sleep 300"],
+                              env=env, start_new_session=True)
+    try:
+        state_file = tmp_path / "state" / "stack.json"
+        deadline = time.monotonic() + 120
+        state: dict = {}
+        while time.monotonic() < deadline and state.get("status") != "ready":
+            time.sleep(0.2)
+            state = json.loads(state_file.read_text()) if state_file.exists() else {}
+        assert state.get("status") == "ready" and state["pgid"] == script.pid != state["supervisor_pid"]
+        pids = [state["supervisor_pid"]] + [c["pid"] for c in state["components"].values()]
+        stopped = run_cli("down", "--json", env=env, timeout=60)
+        assert stopped.returncode == 0 and json.loads(stopped.stdout)["stopped"] is True
+        assert not [p for p in pids if _alive(p)]
+        assert script.poll() is None, "down signalled the script that started the stack"
+    finally:
+        os.killpg(script.pid, signal.SIGKILL)
+        script.wait()
+
+
 def test_foreground_up_stops_everything_on_ctrl_c(tmp_path):
     """`up --foreground` stays attached; Ctrl-C (SIGINT to its process group) stops every component, exit 0."""
     env = _fresh_env(tmp_path)

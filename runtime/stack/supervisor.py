@@ -434,13 +434,14 @@ class StackAlreadyUp(StackError):
         self.state = state
 
 
-def _kill_group(pgid: int, grace: float = 10.0, first: int | None = None) -> None:
-    """SIGTERM to process ``first`` (else the whole group); SIGKILL to the group if any of it outlives ``grace``."""
+def _kill_group(pgid: int, grace: float = 10.0) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        if first is None:
-            os.killpg(pgid, signal.SIGTERM)
-        else:
-            os.kill(first, signal.SIGTERM)
+        os.killpg(pgid, signal.SIGTERM)
+    _reap_group(pgid, grace)
+
+
+def _reap_group(pgid: int, grace: float) -> None:
+    """Wait up to ``grace`` seconds for process group ``pgid`` to be gone, then SIGKILL what is left of it."""
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
         try:
@@ -452,19 +453,41 @@ def _kill_group(pgid: int, grace: float = 10.0, first: int | None = None) -> Non
         os.killpg(pgid, signal.SIGKILL)
 
 
+def _reap_pids(pids: list[int], grace: float) -> None:
+    """Wait up to ``grace`` seconds for ``pids`` to exit, then SIGKILL the ones still alive."""
+    deadline = time.monotonic() + grace
+    while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+
+
 def stop(settings: Settings) -> dict[str, Any] | None:
-    """Stop the stack (the supervisor's whole process group). Returns the state it had, or None."""
+    """Stop the stack. Returns the state it had, or None.
+
+    Only the supervisor is signalled: it stops its components in order (callers, then services; 5 s
+    of grace each). Whatever of the stack outlives 15 s is killed. A detached stack (``up``) is its
+    own process group and is killed as one. A foreground one (``up --foreground``) shares its group
+    with whoever started it, a shell script for one, so only its own recorded processes are killed.
+    """
     state = read_state(settings.state_file)
     if not state:
         return None
-    pgid = state.get("pgid")
-    if pgid and pid_alive(state.get("supervisor_pid")):
-        # The supervisor stops its components in order (callers, then services; 5 s grace each); the
-        # whole group is killed only if it has not finished by then.
-        _kill_group(int(pgid), grace=15.0, first=int(state["supervisor_pid"]))
-    elif pgid:
-        # The supervisor is gone; make sure nothing of its group survived it.
-        _kill_group(int(pgid), grace=2.0)
+    pgid, supervisor_pid = int(state.get("pgid") or 0), int(state.get("supervisor_pid") or 0)
+    own_group = bool(pgid) and pgid == supervisor_pid
+    pids = [int(p) for p in [supervisor_pid, *(c.get("pid") for c in state.get("components", {}).values())] if p]
+    if pid_alive(supervisor_pid):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(supervisor_pid, signal.SIGTERM)
+        if own_group:
+            _reap_group(pgid, 15.0)
+        else:
+            _reap_pids(pids, 15.0)
+    elif own_group:
+        # The supervisor is gone; make sure nothing of its group survived it. (A foreground stack's
+        # components die with their supervisor: each has a parent-death signal.)
+        _kill_group(pgid, grace=2.0)
     clear_state(settings.state_file)
     return state
 
