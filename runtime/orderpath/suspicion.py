@@ -29,7 +29,7 @@ import itertools
 import math
 import threading
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -90,7 +90,7 @@ class Verdict:
         reads "older than the threshold": a call 150.04 ms old against a 150 ms threshold is published
         as 150.1 > 150.0, never as 150.0 > 150.0.
         """
-        def ms(value: float | None, to: Any = round) -> float | None:
+        def ms(value: float | None, to: Callable[[float], int] = round) -> float | None:
             return None if value is None else to(value * 10) / 10
 
         return {"oldest_call_ms": ms(self.oldest_age_ms, math.ceil), "threshold_ms": ms(self.threshold_ms, math.floor),

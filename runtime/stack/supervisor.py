@@ -35,7 +35,7 @@ from tradeops.runtime.platform.settings import Settings, load_settings
 from tradeops.runtime.platform.statefile import clear_state, pid_alive, read_state, write_state
 from tradeops.runtime.stack.deploy import deploy_stack
 
-__all__ = ["Component", "free_port", "launch", "log_tail", "run_supervisor", "stop", "stop_process", "stop_processes"]
+__all__ = ["Component", "free_port", "launch", "log_tail", "run_supervisor", "stop", "stop_process"]
 
 HOST = "127.0.0.1"
 _PR_SET_PDEATHSIG = 1
@@ -95,10 +95,6 @@ class Component:
             return httpx.get(self.health_url, timeout=timeout).status_code < 500
         except httpx.HTTPError:
             return False
-
-    def stop(self, grace: float = 5.0) -> None:
-        if self.proc is not None:
-            stop_process(self.proc, grace)
 
 
 def stop_process(proc: subprocess.Popen, grace: float = 5.0) -> int:
@@ -458,7 +454,7 @@ def _reap_pids(pids: list[int], grace: float) -> None:
     deadline = time.monotonic() + grace
     while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.1)
-    for pid in pids:
+    for pid in filter(pid_alive, pids):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)
 
