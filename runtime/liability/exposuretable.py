@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tradeops.runtime.liability.orderexposure import OrderExposure
 from tradeops.runtime.platform.aws import Aws, aws_errors
 from tradeops.runtime.platform.names import Names, names_for
 from tradeops.runtime.platform.retries import batch_get_all, batch_write_all
+
+if TYPE_CHECKING:  # only for annotations: `tradeops exposure` reads the summary without the book's code
+    from tradeops.runtime.liability.orderexposure import OrderExposure
 
 __all__ = [
     "ALERTS_KEY",
