@@ -31,7 +31,9 @@ import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from tradeops.runtime.liability.book import ExposureBook, PendingOrder, adverse_exposure
+from tradeops.runtime.liability.arithmetic import adverse_exposure
+from tradeops.runtime.liability.exposurebook import ExposureBook
+from tradeops.runtime.liability.orderexposure import PendingOrder
 
 T0 = datetime(2026, 11, 25, 14, 0, tzinfo=UTC)
 SYMBOLS = 5_000

@@ -52,8 +52,8 @@ from typing import Any
 import httpx
 
 from tradeops.experiments.load import read_ids
+from tradeops.runtime.liability.exposuretable import read_summary
 from tradeops.runtime.liability.ledger import Ledger
-from tradeops.runtime.liability.monitor import read_summary
 from tradeops.runtime.liability.reimbursement import compensation
 from tradeops.runtime.orderpath.orders import OrderStore
 from tradeops.runtime.platform.aws import Aws

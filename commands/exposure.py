@@ -15,7 +15,7 @@ from rich.text import Text
 
 from tradeops.commands.context import context
 from tradeops.commands.output import JsonOpt, out, print_json, when
-from tradeops.runtime.liability.monitor import read_summary
+from tradeops.runtime.liability.exposuretable import read_summary
 from tradeops.runtime.platform.aws import Aws
 from tradeops.runtime.platform.clock import utcnow
 from tradeops.runtime.platform.errors import BadInput, StackError

@@ -183,7 +183,7 @@ def oldest_pending_below(seconds: float, configuration: dict[str, Any] | None = 
 def exposure(configuration: dict[str, Any] | None = None, secrets: dict[str, Any] | None = None) -> dict[str, Any]:
     """The divergence monitor's last summary: ``total_exposure`` (GBP, a string), ``pending_orders``,
     ``oldest_pending_seconds``, ``max_divergence_pct``, thresholds; ``{}`` before the monitor's first."""
-    from tradeops.runtime.liability.monitor import read_summary
+    from tradeops.runtime.liability.exposuretable import read_summary
 
     return read_summary(_aws(configuration)) or {}
 

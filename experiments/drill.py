@@ -49,8 +49,8 @@ from tradeops.experiments.load import prepare as prepare_load
 from tradeops.reports.build import build_run_report
 from tradeops.runbooks.audit import AuditLog
 from tradeops.runbooks.identity import current_identity
+from tradeops.runtime.liability.exposuretable import read_summary
 from tradeops.runtime.liability.ledger import Ledger
-from tradeops.runtime.liability.monitor import read_summary
 from tradeops.runtime.orderpath import ops
 from tradeops.runtime.orderpath.flags import Flags
 from tradeops.runtime.orderpath.orders import OrderStore

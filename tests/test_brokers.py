@@ -24,9 +24,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tradeops.runtime.brokers.book import Book, make_order
 from tradeops.runtime.brokers.control import SimControl
 from tradeops.runtime.brokers.faults import Fault, parse_fault
+from tradeops.runtime.brokers.orderbook import Book, make_order
 from tradeops.runtime.brokers.sim import API_KEY_ENV, sim_command
 from tradeops.runtime.brokers.wires import WIRES, HttpRequest
 from tradeops.runtime.orderpath.providers import (

@@ -36,7 +36,7 @@ from boto3.dynamodb.types import TypeDeserializer
 
 from tests.orderflow import Flow
 from tests.orderflow import wait_until as _wait
-from tradeops.runtime.liability.monitor import ORDERS_CHECKPOINT_KEY
+from tradeops.runtime.liability.exposuretable import ORDERS_CHECKPOINT_KEY
 from tradeops.runtime.liability.prices import BATCH_SECONDS, Feed, parse_spike
 from tradeops.runtime.platform.errors import BadInput
 from tradeops.runtime.platform.universe import shipped_universe
@@ -106,7 +106,7 @@ class Components:
 
 
 def tick_of(data: bytes, universe: frozenset[str]) -> tuple[str, Decimal, datetime] | None:
-    """A tick as this module reads it independently of tradeops.runtime.liability.book: None when malformed."""
+    """A tick as this module reads it independently of tradeops.runtime.liability.ticks: None when malformed."""
     try:
         doc = json.loads(data)
     except ValueError:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from datetime import datetime, timedelta
 
 import pytest
 
 from tradeops.runtime.liability.alerts import AlertPublisher
 from tradeops.runtime.liability.pager import FleetPager
 from tradeops.runtime.platform.aws import Aws
+from tradeops.runtime.platform.clock import utcnow
 from tradeops.runtime.platform.events import EventLog
 from tradeops.runtime.platform.names import names_for
 
@@ -37,7 +39,7 @@ def inbox(aws_settings):
     aws.sqs.delete_queue(QueueUrl=url)
 
 
-def _pager(settings, now: list[float]) -> FleetPager:
+def _pager(settings, now: list[datetime]) -> FleetPager:
     aws = Aws(settings)
     names = names_for(settings)
     return FleetPager(aws, names, settings, AlertPublisher(aws, names, source="test-pager"), clock=lambda: now[0])
@@ -48,7 +50,7 @@ def test_workers_events_page_once_for_the_fleet_and_a_restart_neither_repeats_no
     the same events pages nothing again; once both have closed and the recovery hold passed, one recovery."""
     settings = aws_settings.model_copy(update={"paging_broker_recovery_seconds": 1.0})
     provider = f"broker-{uuid.uuid4().hex[:6]}"  # a name no other test's events use
-    now = [time.time()]
+    now = [utcnow()]
     for source in ("worker-a", "worker-b"):
         EventLog(Aws(settings), source=source, echo=False).emit(
             "breaker_opened", provider=provider, from_state="closed", to_state="open", reason="failure rate 5/5")
@@ -70,7 +72,7 @@ def test_workers_events_page_once_for_the_fleet_and_a_restart_neither_repeats_no
             "breaker_closed", provider=provider, from_state="half_open", to_state="closed", reason="2 probes")
     again.poll()
     assert mine() == ["broker_unhealthy"]
-    now[0] += 1.5
+    now[0] += timedelta(seconds=1.5)
     again.poll()
     assert mine() == ["broker_unhealthy", "broker_recovered"]
     pages = [m for m in inbox() if m.get("provider") == provider]

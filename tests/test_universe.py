@@ -9,9 +9,11 @@ from decimal import Decimal
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tradeops.runtime.liability.book import BREACH, RECOVERY, ExposureBook, LiabilityWatch, PendingOrder
+from tradeops.runtime.liability.exposurebook import ExposureBook
+from tradeops.runtime.liability.orderexposure import PendingOrder
 from tradeops.runtime.liability.paging import ExposurePaging
 from tradeops.runtime.liability.prices import Feed
+from tradeops.runtime.liability.watches import BREACH, RECOVERY, LiabilityWatch
 from tradeops.runtime.platform.settings import load_settings
 from tradeops.runtime.platform.universe import shipped_universe, start_price
 
@@ -130,8 +132,8 @@ def test_unknown_figures_are_exact_sums_over_the_orders_of_unpriced_and_stale_sy
 def test_unpriced_and_stale_notional_cross_their_thresholds_like_exposure():
     """The watch raises a breach when any order is unpriced (threshold 0) and a recovery when none is left;
     the stale threshold likewise."""
-    watch = LiabilityWatch(order_pct=Decimal(2), order_amount=Decimal(500), total_amount=Decimal(10000),
-                           oldest_age_seconds=3600, unpriced_amount=Decimal(0), stale_amount=Decimal(100),
+    watch = LiabilityWatch({"order_pct": Decimal(2), "order_amount": Decimal(500), "total_amount": Decimal(10000),
+                            "oldest_age_seconds": 3600, "unpriced_amount": Decimal(0), "stale_amount": Decimal(100)},
                            stale_after_seconds=30)
     book = ExposureBook(price_places=2)
     assert watch.on_book(book, T0) == []
@@ -159,7 +161,7 @@ def test_an_unpriced_order_pages_after_the_hold_down_and_its_recovery_pages_once
 
     def look(at: float) -> list[str]:
         moment = T0 + timedelta(seconds=at)
-        return [p.kind for p in paging.on_book(book, moment.timestamp(), moment, watch.unknown(book, moment))
+        return [p.kind for p in paging.on_book(book, moment, watch.unknown(book, moment))
                 if p.group == "unpriced_amount"]
 
     assert look(0) == [] and paging.groups["unpriced_amount"].state == "pending"

@@ -6,7 +6,7 @@ Run as ``python -m tradeops.runtime.brokers.sim --name primary --wire alpha --ho
 SIGTERM or SIGINT stops it cleanly (exit 0, both ports closed). It prints nothing while it
 runs; a port it cannot bind is one line on stderr and exit 1.
 
-The order rules are in ``book``, the wire formats (and their exact shapes) in ``wires``, the
+The order rules are in ``orderbook``, the wire formats (and their exact shapes) in ``wires``, the
 fault vocabulary in ``faults``. This module moves bytes and applies faults.
 
 Control surface (same for both wires, always reachable, even while the order port is down):
@@ -51,8 +51,8 @@ from urllib.parse import unquote, urlsplit
 
 import h11
 
-from tradeops.runtime.brokers.book import Book, InvalidOrder
 from tradeops.runtime.brokers.faults import Fault, parse_fault
+from tradeops.runtime.brokers.orderbook import Book, InvalidOrder
 from tradeops.runtime.brokers.wires import WIRES, HttpReply, HttpRequest
 from tradeops.runtime.platform.logs import FORMATS, configure
 

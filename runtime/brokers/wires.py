@@ -49,7 +49,15 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
-from tradeops.runtime.brokers.book import CANCELLED, FILLED, Book, InvalidOrder, OrderRecord, check_order_id, make_order
+from tradeops.runtime.brokers.orderbook import (
+    CANCELLED,
+    FILLED,
+    Book,
+    InvalidOrder,
+    OrderRecord,
+    check_order_id,
+    make_order,
+)
 
 __all__ = ["WIRES", "AlphaWire", "BetaWire", "HttpReply", "HttpRequest", "Wire"]
 

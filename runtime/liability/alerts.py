@@ -12,22 +12,32 @@ paging is damped):
   can collapse repeats), and an event recording when it went out and when its breach began
   (``exposure_paged`` on stream ``exposure``, ``broker_paged`` on stream ``routing``): a drill
   reports both times from there.
+
+The monitor decides under its lock and hands both kinds to :class:`AlertSender`, its alert thread,
+so a slow topic never holds up the streams.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import queue
+import threading
+from collections import Counter
 from datetime import datetime
 from typing import Any
 
 import stamina
 
+from tradeops.runtime.liability.exposuretable import ExposureTable
+from tradeops.runtime.liability.facts import page_subject
 from tradeops.runtime.platform.aws import Aws
+from tradeops.runtime.platform.clock import iso, utcnow
 from tradeops.runtime.platform.events import EventLog
 from tradeops.runtime.platform.names import Names
 
-__all__ = ["DIGEST_OVER", "PUBLISH_ATTEMPTS", "AlertPublisher"]
+__all__ = ["DIGEST_OVER", "PUBLISH_ATTEMPTS", "AlertPublisher", "AlertSender"]
 
 log = logging.getLogger("tradeops.monitor")
 
@@ -106,3 +116,51 @@ class AlertPublisher:
         self.events.emit(event, stream=stream, page=kind, sent=sent, subject=subject[:99],
                          **{k: v for k, v in body.items() if k not in ("kind", "at")})
         return sent
+
+
+class AlertSender:
+    """The monitor's alert thread: records the crossings and sends the pages it is handed, in order.
+
+    After each batch of pages it saves the exposure paging state (``#alerts``) the monitor handed
+    with them, so a restarted monitor neither repeats nor forgets a page.
+    """
+
+    def __init__(self, publisher: AlertPublisher, table: ExposureTable, *, lock: threading.RLock,
+                 counters: Counter[str]) -> None:
+        self.publisher = publisher
+        self.table = table
+        self.lock = lock
+        self.counters = counters  # shared with the monitor, under its lock
+        self._queue: queue.Queue[tuple[str, list[dict[str, Any]], dict[str, Any]] | None] = queue.Queue()
+
+    def crossings(self, facts: list[dict[str, Any]]) -> None:
+        """Record these crossings (:func:`.facts.crossing_facts`)."""
+        self._queue.put(("crossings", facts, {}))
+
+    def pages(self, facts: list[dict[str, Any]], paging_state: dict[str, Any]) -> None:
+        """Send these pages (:func:`.facts.page_facts`), then save ``paging_state``."""
+        self._queue.put(("pages", facts, paging_state))
+
+    def close(self) -> None:
+        """Stop after what was handed so far."""
+        self._queue.put(None)
+
+    def run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            what, facts, paging_state = item
+            try:
+                if what == "crossings":
+                    self.publisher.record_crossings(facts)
+                    continue
+                sent = sum(self.publisher.page(f, kind=f"exposure_{f['kind']}", stream="exposure",
+                                               event="exposure_paged", subject=page_subject(f)) for f in facts)
+            except Exception as exc:  # this thread must outlive any one bad alert
+                log.error("alerts not published: %s", str(exc)[:200])
+                continue
+            with self.lock:
+                self.counters["alert_messages"] += sent
+            with contextlib.suppress(Exception):
+                self.table.put_paging_state(paging_state, iso(utcnow()))

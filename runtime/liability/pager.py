@@ -21,15 +21,14 @@ import contextlib
 import json
 import logging
 import threading
-import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from tradeops.runtime.liability.alerts import AlertPublisher
-from tradeops.runtime.liability.paging import BrokerPaging, Page
+from tradeops.runtime.liability.paging import BrokerPaging, Page, epoch_seconds, from_epoch
 from tradeops.runtime.platform.aws import Aws, aws_errors
-from tradeops.runtime.platform.clock import iso, parse_iso
+from tradeops.runtime.platform.clock import iso, parse_iso, utcnow
 from tradeops.runtime.platform.names import Names
 from tradeops.runtime.platform.settings import Settings
 
@@ -44,20 +43,20 @@ _OVERLAP = timedelta(seconds=5)  # workers' clocks and writes are not in order: 
 
 
 def _stamp(epoch: float) -> str:
-    return iso(datetime.fromtimestamp(epoch, UTC))
+    return iso(from_epoch(epoch))
 
 
 class FleetPager:
     """Follows the routing events and pages about brokers (see the module docstring)."""
 
     def __init__(self, aws: Aws, names: Names, settings: Settings, publisher: AlertPublisher, *,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], datetime] = utcnow) -> None:
         self.aws = aws
         self.names = names
         self.publisher = publisher
         self.clock = clock
         self.paging = BrokerPaging.from_settings(settings)
-        self._cursor = datetime.fromtimestamp(clock() - LOOKBACK_SECONDS, UTC)
+        self._cursor = clock() - timedelta(seconds=LOOKBACK_SECONDS)
         self._seen: dict[str, datetime] = {}
         self.pages_sent = 0
 
@@ -68,7 +67,7 @@ class FleetPager:
                                               Key={"order_id": {"S": PAGER_KEY}}, ConsistentRead=True).get("Item")
         if item:
             saved = json.loads(item["paging"]["S"])
-            self.paging.restore(saved, self.clock())
+            self.paging.restore(saved, epoch_seconds(self.clock()))
             # Resume after the last event it acted on: one read twice would count its transition twice.
             if saved.get("cursor"):
                 self._cursor = parse_iso(saved["cursor"])
@@ -104,11 +103,11 @@ class FleetPager:
 
     def poll(self) -> int:
         """One look: new events in, due pages out. Returns the number of pages sent."""
-        now = self.clock()
+        now = epoch_seconds(self.clock())  # the paging state's time (see paging.py)
         pages: list[Page] = []
         events = self._read()
         for event in events:
-            pages += self.paging.on_event(event, parse_iso(event["at"]).timestamp(), now)
+            pages += self.paging.on_event(event, epoch_seconds(parse_iso(event["at"])), now)
         pages += self.paging.tick(now)
         sent = sum(self._send(page, now) for page in pages)
         if events or pages:

@@ -30,20 +30,29 @@ Properties (tests/test_paging.py): a breach sustained past the hold-down pages e
 oscillation within the margin pages at most once per repeat interval; a recovery is only ever
 paged after a breach.
 
-:class:`ExposurePaging` feeds the four liability thresholds from the book (:mod:`.book`);
-:class:`BrokerPaging` feeds one group per broker from the fleet's routing events (any worker's
-breaker open, or its in-flight watch suspecting the broker, makes the broker unhealthy).
+:class:`ExposurePaging` feeds one group per liability threshold (:class:`.watches.Threshold`) from the
+exposure book (:mod:`.exposurebook`); :class:`BrokerPaging` feeds one group per broker from the
+fleet's routing events (any worker's breaker open, or its in-flight watch suspecting the broker,
+makes the broker unhealthy).
+
+Time
+    A group counts in seconds since the epoch (floats: its hold-downs and windows are float
+    settings). :class:`ExposurePaging` takes the clock's datetimes
+    (:func:`tradeops.runtime.platform.clock.utcnow`), like the book it is fed from, and converts
+    them once (:func:`epoch_seconds`); :func:`from_epoch` turns a page's times back.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
 
-from tradeops.runtime.liability.book import BREACH, Alert, ExposureBook, OrderExposure, TickResult, UnknownPrices
+from tradeops.runtime.liability.exposurebook import ExposureBook, TickResult
+from tradeops.runtime.liability.orderexposure import OrderExposure, UnknownPrices
+from tradeops.runtime.liability.watches import BREACH, Alert, Threshold, book_figures, limits_from, order_figure
 from tradeops.runtime.platform.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -51,19 +60,29 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BREAKER_KINDS",
-    "KEYED",
-    "UNKEYED",
     "BrokerPaging",
     "ExposurePaging",
     "Page",
     "PageKind",
     "PagingGroup",
     "PagingRules",
+    "epoch_seconds",
+    "from_epoch",
 ]
 
 PageKind = Literal["breach", "update", "repeat", "recovery"]
 Key = str | None
 _EPS = 1e-6  # seconds: a time difference this close to a limit has reached it (float subtraction)
+
+
+def epoch_seconds(at: datetime) -> float:
+    """A moment as a group counts time: seconds since the epoch."""
+    return at.timestamp()
+
+
+def from_epoch(seconds: float) -> datetime:
+    """A group's (or a page's) time as the clock's UTC datetime."""
+    return datetime.fromtimestamp(seconds, UTC)
 
 
 @dataclass(frozen=True)
@@ -274,78 +293,77 @@ class PagingGroup:
 # --------------------------------------------------------------------------------------- exposure
 
 
-KEYED = ("order_pct", "order_amount")
-UNKEYED = ("total_amount", "oldest_age_seconds", "unpriced_amount", "stale_amount")
-
-
 class ExposurePaging:
-    """The liability thresholds' paging, fed from the book and the raw crossings of :class:`.book.LiabilityWatch`.
+    """The liability thresholds' paging, fed from the book and the raw crossings of :class:`.watches.LiabilityWatch`.
 
     A per-order group learns of a new breach from the watch's BREACH crossing, and then follows the
     order's value on every change while it is breached (so it sees it fall below the margin).
+    Times are the clock's datetimes (see the module docstring).
     """
 
     def __init__(self, rules: Mapping[str, PagingRules]) -> None:
-        missing = set(KEYED + UNKEYED) - set(rules)
+        missing = [t.value for t in Threshold if t not in rules]
         if missing:
-            raise ConfigError(f"paging rules missing for {', '.join(sorted(missing))}")
-        self.groups = {name: PagingGroup(name, rules[name], dedup_key=f"tradeops/exposure/{name}")
-                       for name in KEYED + UNKEYED}
+            raise ConfigError(f"paging rules missing for {', '.join(missing)}")
+        self.groups: dict[str, PagingGroup] = {t: PagingGroup(t, rules[t], dedup_key=f"tradeops/exposure/{t}")
+                                               for t in Threshold}
+        self._per_order = [(t, self.groups[t]) for t in Threshold if t.per_order]
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ExposurePaging:
-        thresholds = {"order_pct": settings.threshold_order_pct, "order_amount": settings.threshold_order_amount,
-                      "total_amount": settings.threshold_total_amount,
-                      "oldest_age_seconds": Decimal(str(settings.threshold_oldest_age_seconds)),
-                      "unpriced_amount": settings.threshold_unpriced_amount,
-                      "stale_amount": settings.threshold_stale_amount}
-        return cls({name: PagingRules.exposure(value, settings) for name, value in thresholds.items()})
+        return cls({t: PagingRules.exposure(limit, settings) for t, limit in limits_from(settings).items()})
 
-    def on_orders(self, items: Iterable[OrderExposure], crossings: Iterable[Alert], now: float) -> list[Page]:
+    def on_orders(self, items: Iterable[OrderExposure], crossings: Iterable[Alert], now: datetime) -> list[Page]:
         """Per-order values that changed (a tick's ``changed``) and the watch's crossings among them."""
-        values: dict[str, dict[Key, Decimal]] = {name: {} for name in KEYED}
+        values: dict[str, dict[Key, Decimal]] = {t: {} for t, _ in self._per_order}
         for alert in crossings:
-            if alert.kind == BREACH and alert.key is not None and alert.value is not None and alert.name in KEYED:
+            if alert.kind == BREACH and alert.key is not None and alert.value is not None and alert.name in values:
                 values[alert.name][alert.key] = alert.value
-        pct, amount = self.groups["order_pct"], self.groups["order_amount"]
         for item in items:
-            if pct.tracking(item.order_id):
-                values["order_pct"][item.order_id] = item.adverse_pct
-            if amount.tracking(item.order_id):
-                values["order_amount"][item.order_id] = item.exposure
-        return [p for name in KEYED if values[name]
-                for p in self.groups[name].observe_many(values[name].items(), now)]
+            for threshold, group in self._per_order:
+                if group.tracking(item.order_id):
+                    values[threshold][item.order_id] = order_figure(threshold, item)
+        at = epoch_seconds(now)
+        return [p for t, group in self._per_order if values[t] for p in group.observe_many(values[t].items(), at)]
 
-    def on_tick(self, result: TickResult, crossings: Iterable[Alert], now: float) -> list[Page]:
+    def on_tick(self, result: TickResult, crossings: Iterable[Alert], now: datetime) -> list[Page]:
         pages = self.on_orders(result.changed, crossings, now)
-        return pages + self.groups["total_amount"].observe(None, result.total_exposure, now)
+        return pages + self.groups[Threshold.TOTAL_AMOUNT].observe(None, result.total_exposure, epoch_seconds(now))
 
-    def on_book(self, book: ExposureBook, now: float, at: Any,
-                unknown: tuple[UnknownPrices, UnknownPrices] | None = None) -> list[Page]:
-        """The periodic look (total, oldest age: age grows with no tick at all; with ``unknown``, the notional
-        of the orders the book cannot price and of those priced stale) and every group's timers.
-        ``at`` is ``now`` as the book's datetime."""
-        age = book.oldest_pending(at) or timedelta(0)
-        pages = self.groups["total_amount"].observe(None, book.total_exposure(), now)
-        pages += self.groups["oldest_age_seconds"].observe(None, Decimal(str(age.total_seconds())), now)
-        if unknown is not None:
-            pages += self.groups["unpriced_amount"].observe(None, unknown[0].notional, now)
-            pages += self.groups["stale_amount"].observe(None, unknown[1].notional, now)
+    def on_book(self, book: ExposureBook, now: datetime, unknown: tuple[UnknownPrices, UnknownPrices]) -> list[Page]:
+        """The periodic look: every whole-book threshold (:func:`.watches.book_figures`: the age grows with no
+        tick at all; ``unknown`` is the book's (unpriced, stale) orders) and every group's timers."""
+        at = epoch_seconds(now)
+        pages = []
+        for threshold, figure in book_figures(book, now, unknown).items():
+            # A duration in its float seconds' shortest form, as pages have always shown it.
+            value = Decimal(str(figure.total_seconds())) if isinstance(figure, timedelta) else figure
+            pages += self.groups[threshold].observe(None, value, at)
         return pages + self.tick(now)
 
-    def on_order_left(self, order_id: str, now: float) -> list[Page]:
-        return [p for name in KEYED for p in self.groups[name].forget(order_id, now)]
+    def on_order_left(self, order_id: str, now: datetime) -> list[Page]:
+        return [p for _, group in self._per_order for p in group.forget(order_id, epoch_seconds(now))]
 
-    def tick(self, now: float) -> list[Page]:
-        return [p for group in self.groups.values() for p in group.tick(now)]
+    def tick(self, now: datetime) -> list[Page]:
+        at = epoch_seconds(now)
+        return [p for group in self.groups.values() for p in group.tick(at)]
 
     def snapshot(self) -> dict[str, Any]:
         return {name: snap for name, group in self.groups.items() if (snap := group.snapshot()) is not None}
 
-    def restore(self, saved: Mapping[str, Any], now: float) -> None:
+    def restore(self, saved: Mapping[str, Any], now: datetime) -> None:
         for name, state in saved.items():
             if name in self.groups and isinstance(state, Mapping):
-                self.groups[name].restore(state, now)
+                self.groups[name].restore(state, epoch_seconds(now))
+
+    def resume(self, saved: Mapping[str, Any], breached: Mapping[str, Iterable[tuple[str, Decimal]]],
+               now: datetime) -> list[Page]:
+        """After a restart: restore the firing episodes ``saved`` (:meth:`snapshot`), and feed each per-order
+        group the keys ``breached`` now. One that had paged goes on silently (or pages its recovery once
+        the recovery hold has passed); a new one pages by the rules."""
+        self.restore(saved, now)
+        at = epoch_seconds(now)
+        return [p for t, group in self._per_order for p in group.observe_many(breached.get(t, ()), at, transitions=0)]
 
 
 # --------------------------------------------------------------------------------------- brokers

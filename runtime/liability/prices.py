@@ -6,7 +6,7 @@ Ticks
     One JSON record per tick, ``{"symbol": "VOD.L", "price": "0.72", "at": "...Z", "seq": 17}``
     (price a decimal string with 2 places, GBP; ``at`` UTC; ``seq`` counts that symbol's ticks
     since the publisher started), put with PutRecords, partition key = symbol, so every tick of a
-    symbol lands on one shard in order. This is exactly what :func:`tradeops.runtime.liability.book.parse_tick`
+    symbol lands on one shard in order. This is exactly what :func:`tradeops.runtime.liability.ticks.parse_tick`
     reads.
 
 Rate

@@ -1,7 +1,7 @@
 """Reimbursing customers for delay: the amount and the approval rules. Pure, no I/O.
 
 When an order that waited fills at a worse price than the customer was shown, the customer is
-made whole: ``amount`` = adverse difference x quantity (see :mod:`tradeops.runtime.liability.book` for the
+made whole: ``amount`` = adverse difference x quantity (see :mod:`tradeops.runtime.liability.arithmetic` for the
 formula), computed exactly and rounded to the penny with ROUND_UP — in the customer's favour.
 
 Approval (money leaving the firm follows four-eyes rules):
@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import ROUND_UP, Decimal
 
-from tradeops.runtime.liability.book import adverse_exposure
+from tradeops.runtime.liability.arithmetic import adverse_exposure
 from tradeops.runtime.platform.errors import BadInput
 
 __all__ = [

@@ -1,32 +1,20 @@
-"""Divergence exposure: the formula as a table, the book against a Decimal model, thresholds, ticks."""
+"""The exposure book: pending orders, the book by example, and the book against a Decimal model."""
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal as D
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
-from tradeops.runtime.liability.book import (
-    BREACH,
-    RECOVERY,
-    BadTick,
-    ExposureBook,
-    KeyedThresholdWatch,
-    LiabilityWatch,
-    PendingOrder,
-    ThresholdWatch,
-    adverse_exposure,
-    adverse_pct,
-    parse_tick,
-    round_exposure,
-)
+from tradeops.runtime.liability.arithmetic import NumberProblem, adverse_exposure, adverse_pct
+from tradeops.runtime.liability.exposurebook import ExposureBook
+from tradeops.runtime.liability.orderexposure import PendingOrder
+from tradeops.runtime.liability.ticks import BadTick, TickProblem
 from tradeops.runtime.platform.errors import BadInput
-from tradeops.runtime.platform.settings import load_settings
 
 T0 = datetime(2026, 11, 25, 14, 0, tzinfo=UTC)
 
@@ -40,79 +28,7 @@ def order(order_id: str = "o1", symbol: str = "VOD.L", side: str = "BUY", quanti
     return PendingOrder(order_id, symbol, side, quantity, D(quote), at(placed), synthetic=synthetic)
 
 
-# --------------------------------------------------------------------------- the formula
-
-
-@pytest.mark.parametrize(
-    ("side", "quote", "price", "quantity", "exposure", "pct"),
-    [
-        ("BUY", "100", "101", 10, "10", "1"),  # buyer pays more: adverse
-        ("BUY", "100", "99", 10, "0", "0"),  # buyer pays less: not adverse
-        ("BUY", "100", "100.00", 10, "0", "0"),  # equal: nothing
-        ("SELL", "100", "99", 10, "10", "1"),  # seller gets less: adverse
-        ("SELL", "100", "101", 10, "0", "0"),  # seller gets more: not adverse
-        ("SELL", "100", "100", 10, "0", "0"),
-        ("BUY", "101.25", "101.2501", 3, "0.0003", "0.00009876543209876543209876543210"),
-        ("SELL", "250", "200", D("0.5"), "25", "20"),  # fractional shares
-        ("BUY", "0.0001", "0.0002", 1_000_000, "100", "100"),
-    ],
-)
-def test_adverse_exposure_and_pct_table(side, quote, price, quantity, exposure, pct):
-    """Exposure is the adverse difference times quantity, exact; the move is that difference over the quote."""
-    assert adverse_exposure(side, D(quote), D(price), quantity) == D(exposure)
-    assert adverse_pct(side, D(quote), D(price)) == D(pct)
-
-
-@pytest.mark.parametrize(
-    ("exact", "reported"),
-    [("0.005", "0.01"), ("0.004999", "0.00"), ("0.025", "0.03"), ("12.344", "12.34"), ("0", "0.00")],
-)
-def test_exposure_rounds_half_up_only_when_reported(exact, reported):
-    """round_exposure rounds to the penny half up (0.025 -> 0.03, not banker's 0.02)."""
-    assert round_exposure(D(exact)) == D(reported)
-    assert str(round_exposure(D(exact))) == reported
-
-
-def test_exposure_is_not_rounded_before_reporting():
-    """A sub-penny exposure stays exact in the formula; rounding happens only at the edge."""
-    assert adverse_exposure("BUY", D("1.000"), D("1.001"), 3) == D("0.003")
-
-
-@pytest.mark.parametrize(
-    ("side", "quote", "price", "quantity"),
-    [
-        ("HOLD", D(1), D(1), 1),
-        ("buy", D(1), D(1), 1),
-        ("BUY", D(0), D(1), 1),
-        ("BUY", D(1), D(-1), 1),
-        ("BUY", D(1), D("NaN"), 1),
-        ("BUY", D(1), D("Infinity"), 1),
-        ("BUY", D(1), 1.5, 1),
-        ("BUY", D(1), D(2), 0),
-        ("BUY", D(1), D(2), -3),
-        ("BUY", D(1), D(2), True),
-    ],
-)
-def test_formula_refuses_bad_input(side, quote, price, quantity):
-    """Unknown sides, non-positive or non-finite amounts and floats are refused, not computed."""
-    with pytest.raises(BadInput):
-        adverse_exposure(side, quote, price, quantity)
-
-
-prices = st.builds(lambda c, k: D(c).scaleb(-k), st.integers(1, 5_000_000), st.integers(0, 6))
-quantities = st.one_of(st.integers(1, 10_000), st.builds(lambda c, k: D(c).scaleb(-k), st.integers(1, 10**6),
-                                                          st.integers(0, 3)))
-sides = st.sampled_from(["BUY", "SELL"])
-
-
-@given(sides, prices, prices, quantities)
-def test_exposure_is_never_negative_and_adverse_iff_move_is(side, quote, price, quantity):
-    """Exposure is never negative, and is positive exactly when the adverse move is."""
-    exposure = adverse_exposure(side, quote, price, quantity)
-    assert exposure >= 0
-    assert (exposure > 0) == (adverse_pct(side, quote, price) > 0)
-    worse = price > quote if side == "BUY" else price < quote
-    assert (exposure > 0) == worse
+# --------------------------------------------------------------------------- pending orders
 
 
 @pytest.mark.parametrize(
@@ -394,24 +310,34 @@ def test_finer_prices_and_quantities_rescale_without_changing_values():
     assert book.total_exposure() == book.get("a").exposure + book.get("b").exposure
 
 
-@pytest.mark.parametrize("price", [D(0), D(-1), D("NaN"), D("Infinity"), 1.5, D("1E+20"), D("1.0000000000001")])
-def test_on_tick_refuses_bad_prices(price):
-    """on_tick refuses non-positive, non-finite, float, absurdly large or over-precise prices."""
+@pytest.mark.parametrize(("price", "kind"), [
+    (D(0), NumberProblem.NOT_POSITIVE), (D(-1), NumberProblem.NOT_POSITIVE), (D("NaN"), NumberProblem.NAN),
+    (D("Infinity"), NumberProblem.INFINITE), (1.5, NumberProblem.NOT_A_NUMBER),
+    (D("1E+20"), NumberProblem.OUT_OF_RANGE), (D("1.0000000000001"), NumberProblem.TOO_PRECISE),
+])
+def test_on_tick_refuses_bad_prices(price, kind):
+    """on_tick refuses non-positive, non-finite, float, absurdly large or over-precise prices, naming which."""
     book = ExposureBook()
     book.add(order())
-    with pytest.raises(BadTick):
+    with pytest.raises(BadTick) as caught:
         book.on_tick("VOD.L", price, at(1))
+    assert caught.value.kind is kind
     assert book.total_exposure() == 0
 
 
 def test_on_tick_refuses_naive_time():
     """A tick time without a time zone is refused."""
-    with pytest.raises(BadTick):
+    with pytest.raises(BadTick) as caught:
         ExposureBook().on_tick("VOD.L", D(1), datetime(2026, 1, 1))
+    assert caught.value.kind is TickProblem.BAD_TIME
 
 
 # --------------------------------------------------------------------------- the book, against a model
 
+prices = st.builds(lambda c, k: D(c).scaleb(-k), st.integers(1, 5_000_000), st.integers(0, 6))
+quantities = st.one_of(st.integers(1, 10_000), st.builds(lambda c, k: D(c).scaleb(-k), st.integers(1, 10**6),
+                                                          st.integers(0, 3)))
+sides = st.sampled_from(["BUY", "SELL"])
 SYMBOLS = ["A", "B"]
 ORDER_IDS = [f"o{i}" for i in range(8)]
 book_prices = st.one_of(st.sampled_from([D("100"), D("100.00"), D("101.5"), D("98.25")]), prices)
@@ -531,142 +457,3 @@ def test_book_agrees_with_decimal_model():
     """Any sequence of add/remove/tick keeps totals, per-order values, maxima and the max move exact."""
     run_state_machine_as_test(BookModel, settings=settings(max_examples=200, stateful_step_count=40,
                                                            deadline=None))
-
-
-# --------------------------------------------------------------------------- thresholds
-
-
-def test_threshold_watch_alerts_once_per_crossing():
-    """One breach on crossing above, silence while above, one recovery at or below the threshold."""
-    watch = ThresholdWatch("total_amount", D(5))
-    alerts = [watch.observe(D(v), at(i)) for i, v in enumerate([1, 5, 6, 9, 5, 2, 7])]
-    assert [(a.kind, a.value, a.at) if a else None for a in alerts] == [
-        None, None, (BREACH, D(6), at(2)), None, (RECOVERY, D(5), at(4)), None, (BREACH, D(7), at(6)),
-    ]
-
-
-def test_threshold_watch_accepts_float_threshold_and_time_values():
-    """A float threshold (seconds) is read as its decimal form; timedeltas are compared in seconds."""
-    watch = ThresholdWatch("oldest_age_seconds", 60.0)
-    assert watch.observe(timedelta(seconds=60), at(0)) is None
-    alert = watch.observe(timedelta(seconds=60, microseconds=1), at(1))
-    assert alert.kind == BREACH and alert.value == D("60.000001") and alert.threshold == D(60)
-
-
-@pytest.mark.parametrize("value", [D("NaN"), float("inf"), "3", None, True])
-def test_threshold_watch_refuses_non_numbers(value):
-    """A NaN, infinite or non-numeric value is refused rather than silently compared."""
-    with pytest.raises(BadInput):
-        ThresholdWatch("x", 1).observe(value, at(0))
-
-
-@given(st.lists(st.integers(-5, 15), max_size=60), st.integers(0, 10))
-def test_threshold_watch_never_breaches_twice_without_recovery(values, threshold):
-    """Alerts alternate breach, recovery, breach...; each one agrees with the side of the threshold."""
-    watch = ThresholdWatch("x", threshold)
-    kinds = []
-    for i, v in enumerate(values):
-        alert = watch.observe(v, at(i))
-        if alert:
-            kinds.append(alert.kind)
-            assert (alert.kind == BREACH) == (v > threshold)
-        assert watch.above == (v > threshold)
-    assert kinds == [BREACH, RECOVERY] * (len(kinds) // 2) + [BREACH] * (len(kinds) % 2)
-
-
-def test_keyed_watch_keeps_keys_apart_and_forgets():
-    """Each key crosses on its own; forgetting a breached key closes it with one recovery."""
-    watch = KeyedThresholdWatch("order_amount", D(500))
-    assert watch.observe("a", D(600), at(0)).kind == BREACH
-    assert watch.observe("b", D(400), at(0)) is None
-    assert watch.observe("a", D(700), at(1)) is None
-    assert watch.breached == {"a"}
-    closed = watch.forget("a", at(2))
-    assert (closed.kind, closed.key, closed.value) == (RECOVERY, "a", None)
-    assert watch.forget("a", at(3)) is None and watch.forget("b", at(3)) is None
-    assert watch.breached == frozenset()
-
-
-def test_liability_watch_from_settings_follows_book():
-    """The settings' thresholds raise per-order, total and age alerts from book results, and close them."""
-    cfg = load_settings(threshold_order_amount=D(50), threshold_order_pct=D(2), threshold_total_amount=D(80),
-                        threshold_oldest_age_seconds=30.0)
-    watch = LiabilityWatch.from_settings(cfg)
-    book = ExposureBook()
-    book.add(order("a", quote="100", quantity=20))
-    book.add(order("b", quote="100", quantity=10))
-    alerts = watch.on_tick(book.on_tick("VOD.L", D("103"), at(1)))  # a: 60 (3 %), b: 30 (3 %), total 90
-    assert sorted((a.name, a.kind, a.key) for a in alerts) == [
-        ("order_amount", BREACH, "a"),
-        ("order_pct", BREACH, "a"),
-        ("order_pct", BREACH, "b"),
-        ("total_amount", BREACH, None),
-    ]
-    assert watch.on_tick(book.on_tick("VOD.L", D("103"), at(2))) == []
-    book.remove("a")
-    left = watch.on_order_left("a", at(3))
-    assert sorted((a.name, a.kind) for a in left) == [("order_amount", RECOVERY), ("order_pct", RECOVERY)]
-    book.on_tick("VOD.L", D("110"), at(4))  # b: 100 (10 %)
-    (b,) = book.take_changes()
-    assert [(a.name, a.key) for a in watch.on_orders([b], at(4))] == [("order_amount", "b")]
-    book.on_tick("VOD.L", D("103"), at(5))
-    periodic = watch.on_book(book, at(31))
-    assert sorted((a.name, a.kind) for a in periodic) == [("oldest_age_seconds", BREACH), ("total_amount", RECOVERY)]
-
-
-# --------------------------------------------------------------------------- ticks
-
-GOOD = {"symbol": "VOD.L", "price": "101.25", "at": "2026-11-25T14:00:00.123Z", "seq": 17}
-
-
-def test_parse_tick_reads_bytes_text_and_dicts():
-    """A well-formed tick parses from bytes, text or a dict, with an exact price and a UTC time."""
-    expected = parse_tick(GOOD)
-    assert parse_tick(json.dumps(GOOD)) == parse_tick(json.dumps(GOOD).encode()) == expected
-    assert expected.price == D("101.25") and expected.seq == 17
-    assert expected.at == datetime(2026, 11, 25, 14, 0, 0, 123000, tzinfo=UTC)
-
-
-def test_parse_tick_reads_json_numbers_exactly_and_converts_offsets():
-    """A JSON number price is read as a Decimal, not a float; an offset time becomes UTC."""
-    tick = parse_tick(b'{"symbol": "VOD.L", "price": 101.1, "at": "2026-11-25T15:00:00+01:00"}', {"VOD.L"})
-    assert str(tick.price) == "101.1" and tick.seq is None
-    assert tick.at == datetime(2026, 11, 25, 14, 0, tzinfo=UTC) and tick.at.tzinfo is UTC
-
-
-@pytest.mark.parametrize(
-    ("raw", "reason"),
-    [
-        (b"\xff\xfe", "not JSON"),
-        ("{not json", "not JSON"),
-        ("[1, 2]", "not a JSON object"),
-        ({**GOOD, "symbol": None}, "missing symbol"),
-        ({k: v for k, v in GOOD.items() if k != "symbol"}, "missing symbol"),
-        ({**GOOD, "symbol": "  "}, "non-empty string"),
-        ({**GOOD, "symbol": "ZZZ.L"}, "unknown symbol"),
-        ({k: v for k, v in GOOD.items() if k != "price"}, "missing price"),
-        ({**GOOD, "price": "abc"}, "not a number"),
-        ({**GOOD, "price": True}, "not a number"),
-        ({**GOOD, "price": [1]}, "not a number"),
-        ({**GOOD, "price": "NaN"}, "NaN"),
-        ('{"symbol": "VOD.L", "price": NaN, "at": "2026-11-25T14:00:00Z"}', "NaN"),
-        ({**GOOD, "price": "-Infinity"}, "infinite"),
-        ('{"symbol": "VOD.L", "price": Infinity, "at": "2026-11-25T14:00:00Z"}', "infinite"),
-        ({**GOOD, "price": "-1"}, "positive"),
-        ({**GOOD, "price": "0"}, "positive"),
-        ({**GOOD, "price": "1e999999"}, "out of range"),
-        ({**GOOD, "price": "1.0000000000001"}, "decimal places"),
-        ({k: v for k, v in GOOD.items() if k != "at"}, "missing timestamp"),
-        ({**GOOD, "at": "yesterday"}, "bad timestamp"),
-        ({**GOOD, "at": 1764079200}, "bad timestamp"),
-        ({**GOOD, "at": "2026-11-25T14:00:00"}, "no time zone"),
-        ({**GOOD, "seq": -1}, "seq"),
-        ({**GOOD, "seq": "17"}, "seq"),
-    ],
-)
-def test_parse_tick_refuses_malformed_ticks(raw, reason):
-    """Each malformed tick is refused with a BadTick whose reason names the problem."""
-    with pytest.raises(BadTick) as caught:
-        parse_tick(raw, known_symbols={"VOD.L"})
-    assert reason in caught.value.reason
-    assert isinstance(caught.value, BadInput) and caught.value.exit_code == 2
