@@ -25,8 +25,8 @@ from tradeops.runtime.platform.aws import Aws, aws_errors
 from tradeops.runtime.platform.errors import ConfigError, StackError
 from tradeops.runtime.platform.settings import Settings
 
-__all__ = ["deploy_runtime_stack", "deploy_stack", "load_template", "runtime_parameters", "runtime_stack_name",
-           "runtime_template", "template_parameters"]
+__all__ = ["BASE_OUTPUTS_FOR_RUNTIME", "deploy_runtime_stack", "deploy_stack", "load_template", "parse_template",
+           "runtime_parameters", "runtime_stack_name", "runtime_template", "stack_outputs", "template_parameters"]
 
 
 class _CfnLoader(yaml.SafeLoader):
@@ -55,13 +55,18 @@ def load_template(path: Path) -> tuple[str, dict[str, Any]]:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read template {path}: {exc.strerror}") from None
+    return text, parse_template(text, str(path))
+
+
+def parse_template(text: str, where: str = "the template") -> dict[str, Any]:
+    """A template's parsed form (YAML or JSON, short-form tags kept as {"Fn::X": value})."""
     try:
         doc = yaml.load(text, Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass with tag constructors
     except yaml.YAMLError as exc:
-        raise ConfigError(f"template {path} is not valid YAML: {exc}") from None
+        raise ConfigError(f"template {where} is not valid YAML: {exc}") from None
     if not isinstance(doc, dict) or "Resources" not in doc:
-        raise ConfigError(f"template {path} has no Resources section")
-    return text, doc
+        raise ConfigError(f"template {where} has no Resources section")
+    return doc
 
 
 def template_parameters(settings: Settings) -> dict[str, str]:
@@ -86,10 +91,18 @@ def runtime_stack_name(base_stack: str) -> str:
     return f"{base_stack}-runtime"
 
 
-def runtime_parameters(settings: Settings) -> dict[str, str]:
-    """The runtime template's parameters that follow from the settings (the rest are the network and image)."""
-    return {"BaseStackName": settings.stack_name, "NamePrefix": settings.name_prefix,
-            "ParamPrefix": settings.param_prefix}
+# The base stack's outputs the runtime template takes as parameters of the same names.
+BASE_OUTPUTS_FOR_RUNTIME = ("WorkerRoleArn", "MonitorRoleArn", "OrderQueueName")
+
+
+def runtime_parameters(settings: Settings, base_outputs: dict[str, str]) -> dict[str, str]:
+    """The runtime template's parameters that follow from the settings and the base stack's outputs (the rest
+    are the image, the network and the certificate)."""
+    missing = [k for k in BASE_OUTPUTS_FOR_RUNTIME if not base_outputs.get(k)]
+    if missing:
+        raise StackError(f"the base stack has no output {', '.join(missing)}: deploy the base template first")
+    return {"NamePrefix": settings.name_prefix, "ParamPrefix": settings.param_prefix,
+            **{k: base_outputs[k] for k in BASE_OUTPUTS_FOR_RUNTIME}}
 
 
 # What `!GetAtt X.Attr` (or `${X.Attr}` in a Sub) gives, by resource type, for the resources this module
@@ -102,15 +115,14 @@ _ATTRIBUTES: dict[tuple[str, str], Any] = {
 
 
 class _Resolver:
-    """Resolves the intrinsic functions the skipped and completed resources use (Ref, Sub, GetAtt, ImportValue)."""
+    """Resolves the intrinsic functions the skipped and completed resources use (Ref, Sub, GetAtt)."""
 
     def __init__(self, params: dict[str, Any], physical: dict[str, str], region: str, account: str, *,
-                 types: dict[str, str], exports: dict[str, str]) -> None:
+                 types: dict[str, str]) -> None:
         self.values = {**params, "AWS::Region": region, "AWS::AccountId": account,
                        "AWS::Partition": "aws", **physical}
         self.account = account
         self.types = types
-        self.exports = exports
 
     def attribute(self, logical: str, attr: str) -> str:
         convert = _ATTRIBUTES.get((self.types.get(logical, ""), attr))
@@ -140,11 +152,6 @@ class _Resolver:
             return self._sub(value["Fn::Sub"])
         if set(value) == {"Fn::GetAtt"}:
             return self.attribute(*value["Fn::GetAtt"])
-        if set(value) == {"Fn::ImportValue"}:
-            name = self(value["Fn::ImportValue"])
-            if name not in self.exports:
-                raise StackError(f"template: no export named {name} (deploy the base template first)")
-            return self.exports[name]
         return {k: self(v) for k, v in value.items()}
 
 
@@ -306,12 +313,20 @@ def deploy_stack(aws: Aws, settings: Settings, *, timeout: float = 60.0) -> dict
                    timeout=timeout)
 
 
+def stack_outputs(aws: Aws, stack_name: str) -> dict[str, str]:
+    """A deployed stack's outputs."""
+    with aws_errors(f"read the outputs of stack {stack_name}"):
+        stack = aws.client("cloudformation").describe_stacks(StackName=stack_name)["Stacks"][0]
+    return {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+
+
 def deploy_runtime_stack(aws: Aws, settings: Settings, parameters: dict[str, str], *,
                          timeout: float = 60.0) -> dict[str, str]:
-    """Create the runtime stack (``parameters``: the image, network and certificate) after the base stack;
-    return its outputs."""
+    """Create the runtime stack (``parameters``: the image, network and certificate) after the base stack,
+    whose outputs it takes; return its outputs."""
+    base = stack_outputs(aws, settings.stack_name)
     return _deploy(aws, runtime_template(), runtime_stack_name(settings.stack_name),
-                   {**runtime_parameters(settings), **parameters}, settings.region, timeout=timeout)
+                   {**runtime_parameters(settings, base), **parameters}, settings.region, timeout=timeout)
 
 
 def _parameter_values(doc: dict[str, Any], given: dict[str, str]) -> dict[str, Any]:
@@ -355,8 +370,7 @@ def _deploy(aws: Aws, template: Path, stack_name: str, params: dict[str, str], r
                     if s.get("LogicalResourceId")}
         created = {k: v for k, v in physical.items() if v}
         account = aws.client("sts").get_caller_identity()["Account"]
-        exports = {e["Name"]: e.get("Value", "") for e in cfn.list_exports().get("Exports", [])}
-        resolve = _Resolver(_parameter_values(doc, params), created, region, account, exports=exports,
+        resolve = _Resolver(_parameter_values(doc, params), created, region, account,
                             types={k: v["Type"] for k, v in doc["Resources"].items()})
         for logical, resource in doc["Resources"].items():
             if created.get(logical):
