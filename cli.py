@@ -16,6 +16,7 @@ import typer
 from tradeops import __version__
 from tradeops.commands import (
     audit,
+    deploy,
     doctor,
     drill,
     env,
@@ -78,6 +79,7 @@ app.command()(stack.status)
 app.command()(stack.down)
 app.command()(doctor.doctor)
 app.command("metrics")(metrics.metrics)
+app.command("deploy")(deploy.deploy)
 # Operations: runbooks, the audit log, orders and flags.
 app.add_typer(runbook.runbook_app, name="runbook")
 app.add_typer(audit.audit_app, name="audit")

@@ -91,6 +91,9 @@ def stack_environment(state_dir: Path) -> dict[str, str]:
     env["TRADEOPS_ALLOW_UNPRICED_SYMBOLS"] = "true"
     # A broker's recovery pages after 10 s of health instead of 30 s, so that tests need not wait as long.
     env["TRADEOPS_PAGING_BROKER_RECOVERY_SECONDS"] = "10"
+    # Every process of the stack and every command run against it records its AWS calls (once per shape), which
+    # tests/test_aws_permissions.py checks against the template's roles.
+    env["TRADEOPS_AWS_CALL_LOG"] = str(state_dir / "aws-calls.jsonl")
     return env
 
 

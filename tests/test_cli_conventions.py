@@ -34,7 +34,7 @@ from tradeops.runtime.platform.aws import Aws
 CHANGING = [("up",), ("down",), ("flags", "set"), ("runbook", "run"), ("runbook", "resume"), ("runbook", "approve"),
             ("runbook", "reject"), ("runbook", "withdraw"), ("runbook", "abort"), ("orders", "declare-void"),
             ("operators", "apply"), ("reimbursements", "approve"), ("reimbursements", "reject"),
-            ("reimbursements", "export"), ("prices", "spike")]
+            ("reimbursements", "export"), ("prices", "spike"), ("deploy",)]
 
 
 def _commands(group=None, path=()):

@@ -15,6 +15,7 @@ import boto3
 import botocore.config
 import botocore.exceptions
 
+from tradeops.runtime.platform import calllog
 from tradeops.runtime.platform.errors import AwsError, StackError, TradeopsError
 from tradeops.runtime.platform.settings import Settings
 
@@ -158,6 +159,7 @@ class Aws:
         self._account: str | None = None
         self.counter = counter or PROCESS_REQUESTS
         self._session.events.register("before-send", self.counter.count)
+        calllog.install(self._session)  # TRADEOPS_AWS_CALL_LOG: which calls this process makes (tests of the roles)
         self._config = botocore.config.Config(
             region_name=settings.region,
             retries={"max_attempts": 4, "mode": "standard"},

@@ -1,15 +1,21 @@
-"""Deploy ``deploy/template.yaml`` into an AWS endpoint (the local stack's emulator).
+"""Deploy ``deploy/template.yaml`` and ``deploy/runtime.yaml`` into an AWS endpoint (the local stack's emulator).
 
 The emulator's CloudFormation creates most resource types and silently skips a few (it
-leaves them without a physical id). Those are created here from the template's own
-properties, so the template stays the single list of resources.
+leaves them without a physical id): those are created here from the template's own
+properties. A few more it creates with properties left out (Object Lock on a bucket,
+point-in-time recovery on a table, the roles, network and load balancer of an ECS task
+definition and service): those are applied here after the stack is created. Either way the
+template stays the single list of resources. Real AWS needs none of this: ``tradeops deploy``
+sends the same templates to CloudFormation as change sets (:mod:`.changesets`).
 """
 
 from __future__ import annotations
 
+import re
 import secrets
 import string
 import time
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +25,8 @@ from tradeops.runtime.platform.aws import Aws, aws_errors
 from tradeops.runtime.platform.errors import ConfigError, StackError
 from tradeops.runtime.platform.settings import Settings
 
-__all__ = ["deploy_stack", "load_template", "template_parameters"]
+__all__ = ["BASE_OUTPUTS_FOR_RUNTIME", "deploy_runtime_stack", "deploy_stack", "load_template", "parse_template",
+           "runtime_parameters", "runtime_stack_name", "runtime_template", "stack_outputs", "template_parameters"]
 
 
 class _CfnLoader(yaml.SafeLoader):
@@ -48,16 +55,22 @@ def load_template(path: Path) -> tuple[str, dict[str, Any]]:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read template {path}: {exc.strerror}") from None
+    return text, parse_template(text, str(path))
+
+
+def parse_template(text: str, where: str = "the template") -> dict[str, Any]:
+    """A template's parsed form (YAML or JSON, short-form tags kept as {"Fn::X": value})."""
     try:
         doc = yaml.load(text, Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass with tag constructors
     except yaml.YAMLError as exc:
-        raise ConfigError(f"template {path} is not valid YAML: {exc}") from None
+        raise ConfigError(f"template {where} is not valid YAML: {exc}") from None
     if not isinstance(doc, dict) or "Resources" not in doc:
-        raise ConfigError(f"template {path} has no Resources section")
-    return text, doc
+        raise ConfigError(f"template {where} has no Resources section")
+    return doc
 
 
 def template_parameters(settings: Settings) -> dict[str, str]:
+    """The base template's parameters from the settings (code and template name resources alike)."""
     return {
         "NamePrefix": settings.name_prefix,
         "ParamPrefix": settings.param_prefix,
@@ -68,12 +81,65 @@ def template_parameters(settings: Settings) -> dict[str, str]:
     }
 
 
-class _Resolver:
-    """Resolves the intrinsic functions the skipped resources use (Ref, Sub, GetAtt)."""
+def runtime_template() -> Path:
+    """``deploy/runtime.yaml`` as shipped in the package (beside the base template)."""
+    return Path(str(files("tradeops").joinpath("deploy", "runtime.yaml")))
 
-    def __init__(self, params: dict[str, str], physical: dict[str, str], region: str, account: str) -> None:
+
+def runtime_stack_name(base_stack: str) -> str:
+    """The runtime stack beside base stack ``base_stack``: one name derived from the other, never two to keep."""
+    return f"{base_stack}-runtime"
+
+
+# The base stack's outputs the runtime template takes as parameters of the same names.
+BASE_OUTPUTS_FOR_RUNTIME = ("WorkerRoleArn", "MonitorRoleArn", "OrderQueueName")
+
+
+def runtime_parameters(settings: Settings, base_outputs: dict[str, str]) -> dict[str, str]:
+    """The runtime template's parameters that follow from the settings and the base stack's outputs (the rest
+    are the image, the network and the certificate)."""
+    missing = [k for k in BASE_OUTPUTS_FOR_RUNTIME if not base_outputs.get(k)]
+    if missing:
+        raise StackError(f"the base stack has no output {', '.join(missing)}: deploy the base template first")
+    return {"NamePrefix": settings.name_prefix, "ParamPrefix": settings.param_prefix,
+            **{k: base_outputs[k] for k in BASE_OUTPUTS_FOR_RUNTIME}}
+
+
+# What `!GetAtt X.Attr` (or `${X.Attr}` in a Sub) gives, by resource type, for the resources this module
+# creates or completes: from the physical id (and the account).
+_ATTRIBUTES: dict[tuple[str, str], Any] = {
+    ("AWS::SQS::Queue", "QueueName"): lambda physical, account: physical.rstrip("/").rsplit("/", 1)[-1],
+    ("AWS::ECS::Service", "Name"): lambda physical, account: physical.rsplit("/", 1)[-1],
+    ("AWS::IAM::Role", "Arn"): lambda physical, account: f"arn:aws:iam::{account}:role/{physical}",
+}
+
+
+class _Resolver:
+    """Resolves the intrinsic functions the skipped and completed resources use (Ref, Sub, GetAtt)."""
+
+    def __init__(self, params: dict[str, Any], physical: dict[str, str], region: str, account: str, *,
+                 types: dict[str, str]) -> None:
         self.values = {**params, "AWS::Region": region, "AWS::AccountId": account,
                        "AWS::Partition": "aws", **physical}
+        self.account = account
+        self.types = types
+
+    def attribute(self, logical: str, attr: str) -> str:
+        convert = _ATTRIBUTES.get((self.types.get(logical, ""), attr))
+        if convert is None or logical not in self.values:
+            raise StackError(f"template: GetAtt {logical}.{attr} cannot be resolved for a resource"
+                             " the emulator skipped")
+        return str(convert(self.values[logical], self.account))
+
+    def _sub(self, text: str) -> str:
+        def one(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name in self.values:
+                return str(self.values[name])
+            if "." in name:
+                return self.attribute(*name.split(".", 1))
+            raise StackError(f"template: ${{{name}}} names no parameter or resource")
+        return re.sub(r"\$\{([^}!]+)\}", one, text)
 
     def __call__(self, value: Any) -> Any:
         if isinstance(value, list):
@@ -83,17 +149,34 @@ class _Resolver:
         if set(value) == {"Ref"}:
             return self.values[value["Ref"]]
         if set(value) == {"Fn::Sub"}:
-            text = value["Fn::Sub"]
-            for key, val in self.values.items():
-                text = text.replace("${" + key + "}", str(val))
-            return text
+            return self._sub(value["Fn::Sub"])
         if set(value) == {"Fn::GetAtt"}:
-            logical, attr = value["Fn::GetAtt"]
-            if attr == "QueueName":
-                return self.values[logical].rstrip("/").rsplit("/", 1)[-1]
-            raise StackError(f"template: GetAtt {logical}.{attr} cannot be resolved for a resource"
-                             " the emulator skipped")
+            return self.attribute(*value["Fn::GetAtt"])
         return {k: self(v) for k, v in value.items()}
+
+
+def _typed(aws: Aws, service: str, operation: str, args: dict[str, Any]) -> dict[str, Any]:
+    """``args`` with each value of the type the API's model says: a template's numbers arrive as strings
+    (`!Ref` of a Number parameter is a string), and botocore refuses a string where it wants a number."""
+    shape = aws.client(service).meta.service_model.operation_model(operation).input_shape
+    return _coerce(shape, args)
+
+
+def _coerce(shape: Any, value: Any) -> Any:
+    kind = shape.type_name
+    if kind == "structure" and isinstance(value, dict):
+        return {k: _coerce(shape.members[k], v) if k in shape.members else v for k, v in value.items()}
+    if kind == "list" and isinstance(value, list):
+        return [_coerce(shape.member, v) for v in value]
+    if kind == "map" and isinstance(value, dict):
+        return {k: _coerce(shape.value, v) for k, v in value.items()}
+    if kind in ("integer", "long") and isinstance(value, str):
+        return int(value)
+    if kind in ("double", "float") and isinstance(value, str):
+        return float(value)
+    if kind == "boolean" and isinstance(value, str):
+        return value.lower() == "true"
+    return value
 
 
 def _create_secret(aws: Aws, props: dict[str, Any]) -> str:
@@ -114,63 +197,165 @@ def _create_alarm(aws: Aws, props: dict[str, Any]) -> str:
     keys = ("AlarmName", "AlarmDescription", "Namespace", "MetricName", "Statistic", "Period",
             "EvaluationPeriods", "Threshold", "ComparisonOperator", "TreatMissingData",
             "AlarmActions", "OKActions", "Dimensions")
-    args = {k: props[k] for k in keys if k in props}
-    for k in ("Period", "EvaluationPeriods"):
-        args[k] = int(args[k])
-    args["Threshold"] = float(args["Threshold"])
+    args = _typed(aws, "cloudwatch", "PutMetricAlarm", {k: props[k] for k in keys if k in props})
     aws.cloudwatch.put_metric_alarm(**args)
     return args["AlarmName"]
 
 
-# Resource types the emulator's CloudFormation skips, and how to create them instead.
+def _create_scalable_target(aws: Aws, props: dict[str, Any]) -> str:
+    keys = ("ServiceNamespace", "ResourceId", "ScalableDimension", "MinCapacity", "MaxCapacity", "RoleARN")
+    args = _typed(aws, "application-autoscaling", "RegisterScalableTarget",
+                  {k: props[k] for k in keys if k in props})
+    aws.client("application-autoscaling").register_scalable_target(**args)
+    # CloudFormation's physical id of a scalable target, which `!Ref` gives its policies' ScalingTargetId.
+    return f"{args['ResourceId']}|{args['ScalableDimension']}|{args['ServiceNamespace']}"
+
+
+def _create_scaling_policy(aws: Aws, props: dict[str, Any]) -> str:
+    resource_id, dimension, namespace = props["ScalingTargetId"].split("|")
+    keys = ("PolicyName", "PolicyType", "TargetTrackingScalingPolicyConfiguration",
+            "StepScalingPolicyConfiguration")
+    args = _typed(aws, "application-autoscaling", "PutScalingPolicy",
+                  {"ServiceNamespace": namespace, "ResourceId": resource_id, "ScalableDimension": dimension,
+                   **{k: props[k] for k in keys if k in props}})
+    return aws.client("application-autoscaling").put_scaling_policy(**args)["PolicyARN"]
+
+
+# Resource types the emulator's CloudFormation skips, and how to create them instead. Each returns the
+# physical id CloudFormation would give (what `!Ref` of it resolves to).
 _FALLBACK_CREATORS = {
     "AWS::SecretsManager::Secret": _create_secret,
     "AWS::CloudWatch::Alarm": _create_alarm,
+    "AWS::ApplicationAutoScaling::ScalableTarget": _create_scalable_target,
+    "AWS::ApplicationAutoScaling::ScalingPolicy": _create_scaling_policy,
 }
 
 
-def _complete_bucket(aws: Aws, name: str, props: dict[str, Any]) -> None:
+def _complete_bucket(aws: Aws, name: str, props: dict[str, Any]) -> str:
     """Object Lock on a bucket the emulator created without it (its CloudFormation ignores the property).
     PutObjectLockConfiguration on a new, versioned bucket is how AWS itself enables it after creation."""
     lock = props.get("ObjectLockConfiguration") or {}
     if not props.get("ObjectLockEnabled"):
-        return
+        return name
     s3 = aws.client("s3")
     try:
         if s3.get_object_lock_configuration(Bucket=name).get("ObjectLockConfiguration", {}).get("ObjectLockEnabled"):
-            return
+            return name
     except s3.exceptions.ClientError:
         pass  # not configured yet
     s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
     config: dict[str, Any] = {"ObjectLockEnabled": "Enabled"}
     if lock.get("Rule"):
-        retention = dict(lock["Rule"]["DefaultRetention"])
-        for key in ("Days", "Years"):
-            if key in retention:
-                retention[key] = int(retention[key])
-        config["Rule"] = {"DefaultRetention": retention}
-    s3.put_object_lock_configuration(Bucket=name, ObjectLockConfiguration=config)
+        config["Rule"] = {"DefaultRetention": lock["Rule"]["DefaultRetention"]}
+    s3.put_object_lock_configuration(
+        Bucket=name, **_typed(aws, "s3", "PutObjectLockConfiguration", {"ObjectLockConfiguration": config}))
+    return name
+
+
+def _complete_table(aws: Aws, name: str, props: dict[str, Any]) -> str:
+    """Point-in-time recovery on a table the emulator created without it."""
+    if (props.get("PointInTimeRecoverySpecification") or {}).get("PointInTimeRecoveryEnabled"):
+        aws.dynamodb.update_continuous_backups(
+            TableName=name, PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True})
+    return name
+
+
+def _camel(value: Any, *, verbatim: bool = False) -> Any:
+    """A CloudFormation property (PascalCase keys) as the ECS API spells it (camelCase); the keys of an
+    ``Options`` map (awslogs-group, ...) are the log driver's own and stay as they are."""
+    if isinstance(value, list):
+        return [_camel(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    if verbatim:
+        return dict(value)
+    return {k[:1].lower() + k[1:]: _camel(v, verbatim=k == "Options") for k, v in value.items()}
+
+
+def _complete_task_definition(aws: Aws, arn: str, props: dict[str, Any]) -> str:
+    """The emulator registers a task definition with its containers only: roles, network mode, Fargate
+    and size dropped. Registered again here with all of them; the incomplete revision is retired."""
+    ecs = aws.client("ecs")
+    keys = ("Family", "ContainerDefinitions", "RequiresCompatibilities", "NetworkMode", "Cpu", "Memory",
+            "TaskRoleArn", "ExecutionRoleArn", "RuntimePlatform")
+    args = _typed(aws, "ecs", "RegisterTaskDefinition", _camel({k: props[k] for k in keys if k in props}))
+    registered = ecs.register_task_definition(**args)["taskDefinition"]["taskDefinitionArn"]
+    ecs.deregister_task_definition(taskDefinition=arn)
+    return registered
+
+
+def _complete_service(aws: Aws, arn: str, props: dict[str, Any]) -> str:
+    """The emulator creates a service with its name, task definition and count only (EC2, no network, no
+    load balancer). Created again here with the template's properties, under the same name and ARN."""
+    ecs = aws.client("ecs")
+    cluster = props["Cluster"]
+    keys = ("ServiceName", "TaskDefinition", "LaunchType", "DesiredCount", "NetworkConfiguration",
+            "LoadBalancers", "PropagateTags", "DeploymentConfiguration", "HealthCheckGracePeriodSeconds")
+    args = _typed(aws, "ecs", "CreateService", _camel({k: props[k] for k in keys if k in props}))
+    args["serviceName"] = arn.rsplit("/", 1)[-1]
+    ecs.delete_service(cluster=cluster, service=args["serviceName"], force=True)
+    return ecs.create_service(cluster=cluster, **args)["service"]["serviceArn"]
 
 
 # Resource types the emulator's CloudFormation creates with some properties left out, and how to apply them.
-_COMPLETERS = {"AWS::S3::Bucket": _complete_bucket}
+# Each returns the resource's physical id afterwards (a task definition's new revision).
+_COMPLETERS = {
+    "AWS::S3::Bucket": _complete_bucket,
+    "AWS::DynamoDB::Table": _complete_table,
+    "AWS::ECS::TaskDefinition": _complete_task_definition,
+    "AWS::ECS::Service": _complete_service,
+}
 
 
 def deploy_stack(aws: Aws, settings: Settings, *, timeout: float = 60.0) -> dict[str, str]:
-    """Create the stack from the template and wait for it; return its outputs."""
-    text, doc = load_template(settings.template)
-    params = template_parameters(settings)
+    """Create the base stack from its template and wait for it; return its outputs."""
+    return _deploy(aws, settings.template, settings.stack_name, template_parameters(settings), settings.region,
+                   timeout=timeout)
+
+
+def stack_outputs(aws: Aws, stack_name: str) -> dict[str, str]:
+    """A deployed stack's outputs."""
+    with aws_errors(f"read the outputs of stack {stack_name}"):
+        stack = aws.client("cloudformation").describe_stacks(StackName=stack_name)["Stacks"][0]
+    return {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+
+
+def deploy_runtime_stack(aws: Aws, settings: Settings, parameters: dict[str, str], *,
+                         timeout: float = 60.0) -> dict[str, str]:
+    """Create the runtime stack (``parameters``: the image, network and certificate) after the base stack,
+    whose outputs it takes; return its outputs."""
+    base = stack_outputs(aws, settings.stack_name)
+    return _deploy(aws, runtime_template(), runtime_stack_name(settings.stack_name),
+                   {**runtime_parameters(settings, base), **parameters}, settings.region, timeout=timeout)
+
+
+def _parameter_values(doc: dict[str, Any], given: dict[str, str]) -> dict[str, Any]:
+    """What `!Ref` of each parameter gives: its value or default, a list for a list-typed parameter."""
+    values: dict[str, Any] = {}
+    for name, spec in doc.get("Parameters", {}).items():
+        if name not in given and "Default" not in spec:
+            continue
+        value = str(given.get(name, spec.get("Default")))
+        kind = str(spec.get("Type", "String"))
+        values[name] = value.split(",") if kind.startswith("List<") or kind == "CommaDelimitedList" else value
+    return values
+
+
+def _deploy(aws: Aws, template: Path, stack_name: str, params: dict[str, str], region: str, *,
+            timeout: float) -> dict[str, str]:
+    text, doc = load_template(template)
     cfn = aws.client("cloudformation")
     with aws_errors("deploy template"):
         cfn.create_stack(
-            StackName=settings.stack_name,
+            StackName=stack_name,
             TemplateBody=text,
             Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in params.items()],
-            Capabilities=["CAPABILITY_NAMED_IAM"],  # the operator role is named (runbooks/identity.py)
+            # The operator role is named (runbooks/identity.py); the runtime's execution role is not.
+            Capabilities=["CAPABILITY_NAMED_IAM"],
         )
         deadline = time.monotonic() + timeout
         while True:
-            stack = cfn.describe_stacks(StackName=settings.stack_name)["Stacks"][0]
+            stack = cfn.describe_stacks(StackName=stack_name)["Stacks"][0]
             status = stack["StackStatus"]
             if status == "CREATE_COMPLETE":
                 break
@@ -180,18 +365,19 @@ def deploy_stack(aws: Aws, settings: Settings, *, timeout: float = 60.0) -> dict
             if time.monotonic() > deadline:
                 raise StackError(f"template did not deploy within {timeout:.0f}s (status {status})")
             time.sleep(0.2)
-        summaries = cfn.list_stack_resources(StackName=settings.stack_name)["StackResourceSummaries"]
+        summaries = cfn.list_stack_resources(StackName=stack_name)["StackResourceSummaries"]
         physical = {s["LogicalResourceId"]: s.get("PhysicalResourceId", "") for s in summaries
                     if s.get("LogicalResourceId")}
         created = {k: v for k, v in physical.items() if v}
         account = aws.client("sts").get_caller_identity()["Account"]
-        defaults = {k: str(v["Default"]) for k, v in doc.get("Parameters", {}).items() if "Default" in v}
-        resolve = _Resolver({**defaults, **params}, created, settings.region, account)
+        resolve = _Resolver(_parameter_values(doc, params), created, region, account,
+                            types={k: v["Type"] for k, v in doc["Resources"].items()})
         for logical, resource in doc["Resources"].items():
             if created.get(logical):
                 completer = _COMPLETERS.get(resource["Type"])
                 if completer is not None:
-                    completer(aws, created[logical], resolve(resource.get("Properties", {})))
+                    created[logical] = completer(aws, created[logical], resolve(resource.get("Properties", {})))
+                    resolve.values[logical] = created[logical]
                 continue
             creator = _FALLBACK_CREATORS.get(resource["Type"])
             if creator is None:
