@@ -34,6 +34,7 @@ from tradeops.runtime.platform.names import names_for
 from tradeops.runtime.platform.settings import Settings, load_settings
 from tradeops.runtime.platform.statefile import clear_state, pid_alive, read_state, write_state
 from tradeops.runtime.stack.deploy import deploy_stack
+from tradeops.runtime.stack.health import heartbeat_check
 
 __all__ = ["Component", "free_port", "launch", "log_tail", "run_supervisor", "stop", "stop_process"]
 
@@ -257,8 +258,8 @@ class Supervisor:
             if provider and keys.get(provider):
                 comp.env["TRADEOPS_SIM_API_KEY"] = keys[provider]
             if comp.name.startswith("worker-"):
-                comp.heartbeat = _heartbeat_check(Aws(self.settings), names_for(self.settings),
-                                                  comp.info["worker_id"], self.settings.heartbeat_seconds)
+                comp.heartbeat = heartbeat_check(Aws(self.settings), names_for(self.settings).heartbeats_table,
+                                                 comp.info["worker_id"], self.settings.heartbeat_seconds)
             self._start(comp, base_env, timeout=30)
             if provider:
                 broker = {k: comp.info[k] for k in ("url", "control", "wire")}
@@ -323,18 +324,6 @@ class Supervisor:
         for tier in (False, True):
             stop_processes([c.proc for c in self.components if c.proc is not None and (c.name in SERVICES) == tier],
                            grace)
-
-
-def _heartbeat_check(aws: Aws, names: Any, worker_id: str, every: float) -> Callable[[], bool]:
-    """A worker is healthy while its heartbeat is fresh (three intervals)."""
-    def check() -> bool:
-        try:
-            item = aws.dynamodb.get_item(TableName=names.heartbeats_table,
-                                         Key={"worker_id": {"S": worker_id}}).get("Item")
-        except Exception:
-            return False
-        return bool(item) and time.time() - float(item["at_epoch"]["N"]) < 3 * every + 1
-    return check
 
 
 def log_tail(path: Path, lines: int = 1) -> str:
