@@ -152,6 +152,7 @@ def test_up_aws_starts_no_simulator_and_status_says_which_are_real(aws_real, rea
     assert up.returncode == 0, up.stdout + up.stderr
     try:
         assert "real " + real_brokers["primary"].info["url"] in up.stdout
+        assert f"real kinesis:{PREFIX}-prices" in up.stdout and "simulated" not in up.stdout
         status = run_cli("status", "--json", env=env, timeout=60)
         assert status.returncode == 0, status.stdout + status.stderr
         info = json.loads(status.stdout)
@@ -162,8 +163,6 @@ def test_up_aws_starts_no_simulator_and_status_says_which_are_real(aws_real, rea
                                              "wire": comp.info["wire"]}
         assert info["sources"]["prices"] == {"simulated": False, "endpoint": f"kinesis:{PREFIX}-prices",
                                              "stream": f"{PREFIX}-prices"}
-        text = run_cli("status", env=env, timeout=60)
-        assert f"real kinesis:{PREFIX}-prices" in text.stdout and "simulated" not in text.stdout
         flow = Flow({"intake": info["intake"], "state_dir": env["TRADEOPS_STATE_DIR"], "aws_endpoint": None,
                      "region": aws_real.region})
         order = flow.post(flow.order_body("realsrc", 1))
