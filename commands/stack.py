@@ -16,7 +16,7 @@ from tradeops.runtime.platform.errors import BadInput, NoTarget, StackError
 from tradeops.runtime.platform.settings import load_settings
 from tradeops.runtime.platform.statefile import StackState, pid_alive, read_state
 from tradeops.runtime.stack import supervisor
-from tradeops.runtime.stack.status import full_status
+from tradeops.runtime.stack.status import full_status, sources
 
 __all__ = ["down", "status", "up"]
 
@@ -34,13 +34,20 @@ def parse_ports(items: list[str]) -> dict[str, int | None]:
     return ports
 
 
-def render_state(state: StackState) -> None:
-    """Where each component of a stack listens."""
+def render_state(state: StackState, found: dict[str, dict[str, Any]]) -> None:
+    """Where each component of a stack listens, and each broker and the price feed: real or simulated, and where."""
     rows: list[tuple[str, str]] = []
     if state.get("aws_endpoint"):
         rows.append(("aws", f"{state['aws_endpoint']} (region {state.get('region')})"))
-    for name, broker in sorted(state.get("brokers", {}).items()):
-        rows.append((f"broker {name}", f"{broker['url']}  control {broker['control']}  ({broker['wire']})"))
+    for name, source in found.items():
+        where = f"{'simulated' if source['simulated'] else 'real'} {source['endpoint'] or '(no endpoint set here)'}"
+        if source.get("control"):
+            where += f"  control {source['control']}"
+        if source.get("wire"):
+            where += f"  ({source['wire']})"
+        elif source["simulated"]:
+            where += f"  onto {source['stream']}"
+        rows.append((name if name == "prices" else f"broker {name}", where))
     if state.get("intake"):
         rows.append(("intake", state["intake"]))
     print_table([Column("component"), Column("where", ident=True)], rows)
@@ -81,7 +88,14 @@ class _Progress:
 def up(
     workers: Annotated[int, typer.Option(min=1, max=32, help="Worker processes on the order queue.")] = 2,
     foreground: Annotated[bool, typer.Option(help="Stay attached; Ctrl-C stops everything.")] = False,
-    aws: Annotated[bool, typer.Option("--aws", help="Use real AWS (boto3 credential chain), no emulator.")] = False,
+    aws: Annotated[bool, typer.Option("--aws", help="Use real AWS (boto3 credential chain), no emulator, and the "
+                                                    "real brokers and price feed.")] = False,
+    sim_brokers: Annotated[bool, typer.Option(
+        "--sim-brokers", help="With --aws: start the simulated brokers instead of using the real ones (a sandbox). "
+                              "The local stack always simulates them.")] = False,
+    sim_prices: Annotated[bool, typer.Option(
+        "--sim-prices", help="With --aws: start the simulated price feed, which writes onto the price stream (a "
+                             "sandbox). The local stack always simulates it.")] = False,
     port: Annotated[
         list[str] | None,
         typer.Option(metavar="NAME=PORT", help="Fix a port instead of a free one: aws=4566, primary=…, "
@@ -95,12 +109,15 @@ def up(
 ) -> None:
     """Start the local stack (AWS emulator, brokers, runtime) and return once all of it is healthy.
 
-    Shows each component as it becomes healthy.
+    Shows each component as it becomes healthy. With --aws no emulator starts, and the brokers
+    (TRADEOPS_PRIMARY_URL, TRADEOPS_SECONDARY_URL; keys in Secrets Manager) and the price feed are
+    real unless --sim-brokers / --sim-prices ask for the simulators.
 
     Example:
 
         tradeops up --workers 4 --port primary=8101
         tradeops up --foreground --log-format text
+        tradeops up --aws --sim-brokers --sim-prices
     """
     if log_format is not None:
         # The supervisor hands its environment to every process it starts (platform/logs.py reads it).
@@ -108,6 +125,7 @@ def up(
     settings = load_settings()
     ports = parse_ports(port or [])
     local = not (aws or aws_chosen())
+    simulate = supervisor.Simulated(brokers=sim_brokers, prices=sim_prices)
     if foreground:
         state = read_state(settings.state_file)
         if state and pid_alive(state.get("supervisor_pid")):
@@ -117,14 +135,16 @@ def up(
 
         def ready(state: dict[str, Any]) -> None:
             out.print("[bold green]stack is up[/] (Ctrl-C stops it)")
-            render_state(state)
+            render_state(state, sources(settings, state))
 
-        code = supervisor.run_supervisor(settings, workers=workers, local=local, ports=ports, on_ready=ready)
+        code = supervisor.run_supervisor(settings, workers=workers, local=local, ports=ports, simulate=simulate,
+                                         on_ready=ready)
         out.print("stack stopped" if code == 0 else "stack failed")
         raise typer.Exit(code)
     try:
         with _Progress(quiet=as_json) as progress:
-            state = supervisor.launch(settings, workers=workers, local=local, ports=ports, on_progress=progress)
+            state = supervisor.launch(settings, workers=workers, local=local, ports=ports, simulate=simulate,
+                                      on_progress=progress)
     except supervisor.StackAlreadyUp as exc:
         if as_json:
             print_json({**exc.state, "already_up": True})
@@ -132,10 +152,10 @@ def up(
             out.print(str(exc), markup=False)
         return
     if as_json:
-        print_json({**state, "state_file": str(settings.state_file)})
+        print_json({**state, "state_file": str(settings.state_file), "sources": sources(settings, state)})
         return
     out.print("[bold green]stack is up[/]")
-    render_state(state)
+    render_state(state, sources(settings, state))
     out.print(f"state: {settings.state_file}   logs: {state.get('log_dir')}", markup=False)
 
 
@@ -158,6 +178,7 @@ def status(as_json: JsonOpt = False) -> None:
     if ctx.target.kind == "aws" and not (state and pid_alive(state.get("supervisor_pid"))):
         info: dict[str, Any] = {"target": ctx.target_json(), **runtime_status(ctx.aws)}
         info["components"] = {}
+        info["sources"] = sources(ctx.settings)
     else:
         info = full_status(ctx.settings)
         info["target"] = ctx.target_json()
@@ -165,8 +186,8 @@ def status(as_json: JsonOpt = False) -> None:
         print_json(info)
     else:
         out.print(f"target: {ctx.target_text()}", markup=False)
+        render_state(info, info["sources"])
         if info["components"]:
-            render_state(info)
             print_table([Column("component", ident=True), Column("healthy"), Column("detail")],
                         [(name, yes_no(ok), _detail(info["details"][name]))
                          for name, ok in info["components"].items()])

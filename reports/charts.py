@@ -14,15 +14,19 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-import matplotlib
-import matplotlib.dates
-from matplotlib.axes import Axes
-
-# Figures are made without pyplot: no display, no global figure registry to close, and less import time
-# (pyplot loads the interactive backends). Saving as SVG draws with matplotlib's own SVG backend.
-from matplotlib.figure import Figure
-
 from tradeops.runtime.platform.clock import parse_iso
+from tradeops.runtime.platform.errors import OperationFailed
+
+try:
+    import matplotlib
+    import matplotlib.dates
+    from matplotlib.axes import Axes
+
+    # Figures are made without pyplot: no display, no global figure registry to close, and less import time
+    # (pyplot loads the interactive backends). Saving as SVG draws with matplotlib's own SVG backend.
+    from matplotlib.figure import Figure
+except ModuleNotFoundError as exc:  # an extra (the runtime's image leaves it out): one line, not a traceback
+    raise OperationFailed(f"charts need {exc.name}, not installed: pip install 'tradeops[reports]'") from None
 
 __all__ = ["exposure_chart", "queue_chart", "throughput_chart", "trend_chart"]
 

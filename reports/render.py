@@ -14,6 +14,7 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
+from tradeops.runtime.platform.errors import OperationFailed
 from tradeops.runtime.platform.settings import package_file
 
 __all__ = ["environment", "render_html", "render_index", "render_markdown", "render_pdf"]
@@ -75,7 +76,10 @@ def render_index(rows: Sequence[Mapping[str, Any]], trend: Mapping[str, Any], ch
 
 def render_pdf(html: str) -> bytes:
     """The HTML as PDF through WeasyPrint. Nothing is fetched: the page is self-contained."""
-    from weasyprint import HTML  # imported here: it takes a second and only `--pdf` needs it
+    try:
+        from weasyprint import HTML  # imported here: it takes a second and only `--pdf` needs it
+    except ModuleNotFoundError as exc:  # an extra (the runtime's image leaves it out): one line, not a traceback
+        raise OperationFailed(f"PDF needs {exc.name}, not installed: pip install 'tradeops[reports]'") from None
 
     def no_fetch(url: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
         raise ValueError(f"reports fetch nothing ({url})")

@@ -37,12 +37,16 @@ def _client(stack: dict, service: str):
 
 
 def test_status_json_names_every_address(stack):
-    """`status --json` gives the AWS endpoint, region, both brokers' order and control URLs, intake and health."""
+    """`status --json` gives the AWS endpoint, region, both brokers' order and control URLs, intake and health, and
+    says the local stack's brokers and price feed are simulated."""
     assert stack["aws_endpoint"].startswith("http://127.0.0.1:")
     assert stack["region"] == "eu-west-2"
     for provider in ("primary", "secondary"):
         assert stack["brokers"][provider]["url"].startswith("http://127.0.0.1:")
         assert stack["brokers"][provider]["control"].startswith("http://127.0.0.1:")
+        assert stack["sources"][provider]["simulated"] is True
+        assert stack["sources"][provider]["endpoint"] == stack["brokers"][provider]["url"]
+    assert stack["sources"]["prices"] == {"simulated": True, "endpoint": stack["prices"], "stream": "tradeops-prices"}
     assert stack["intake"].startswith("http://127.0.0.1:")
     assert stack["components"] and all(stack["components"].values()), stack["components"]
 

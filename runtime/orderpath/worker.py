@@ -60,7 +60,7 @@ from tradeops.runtime.platform.clock import iso, utcnow
 from tradeops.runtime.platform.errors import TradeopsError
 from tradeops.runtime.platform.events import EventLog
 from tradeops.runtime.platform.logs import FORMATS, bound, configure
-from tradeops.runtime.platform.names import names_for
+from tradeops.runtime.platform.names import names_for, worker_id
 from tradeops.runtime.platform.settings import Settings, load_settings
 
 log = logging.getLogger("tradeops.worker")
@@ -675,7 +675,7 @@ class _DeleteBuffer:
 
 def _main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tradeops.runtime.orderpath.worker")
-    parser.add_argument("--id", default=f"worker-{os.getpid()}")
+    parser.add_argument("--id", default=worker_id(socket.gethostname(), os.getpid()))
     parser.add_argument("--log-format", choices=FORMATS, default=None,
                         help="json (default; or TRADEOPS_LOG_FORMAT) or text for a terminal")
     args = parser.parse_args(argv)

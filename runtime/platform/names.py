@@ -10,7 +10,17 @@ from dataclasses import dataclass
 
 from tradeops.runtime.platform.settings import Settings
 
-__all__ = ["Names", "names_for"]
+__all__ = ["Names", "names_for", "worker_id"]
+
+
+def worker_id(host: str, pid: int) -> str:
+    """A worker's id when its command line names none: unique per container (its host name) and process.
+
+    Every container's main process is pid 1, so the pid alone would give every task of a service the
+    same id, and their heartbeats (the fleet's in-flight counts a runbook drains on) would overwrite
+    each other.
+    """
+    return f"worker-{host}-{pid}"
 
 
 @dataclass(frozen=True)

@@ -13,12 +13,14 @@ import httpx
 
 from tradeops.runtime.orderpath.ops import fleet, runtime_status
 from tradeops.runtime.orderpath.providers import BrokerCallError, make_provider
+from tradeops.runtime.orderpath.routing import PROVIDERS
 from tradeops.runtime.platform.aws import Aws
 from tradeops.runtime.platform.errors import StackError
+from tradeops.runtime.platform.names import names_for
 from tradeops.runtime.platform.settings import Settings
 from tradeops.runtime.platform.statefile import StackState, pid_alive, read_state
 
-__all__ = ["aws_requests", "full_status", "stack_exports", "stack_status"]
+__all__ = ["aws_requests", "full_status", "sources", "stack_exports", "stack_status"]
 
 
 def _http_ok(url: str | None, timeout: float) -> bool:
@@ -38,6 +40,29 @@ def _broker_answers(provider: str, wire: str, url: str, timeout: float) -> bool:
         except BrokerCallError:
             return False
     return True
+
+
+def sources(settings: Settings, state: StackState | None = None) -> dict[str, dict[str, Any]]:
+    """Where orders and prices go and come from: each broker and the price feed, real or simulated, with its endpoint.
+
+    From the running stack's state when there is one; otherwise (AWS with the runtime elsewhere, on ECS) from
+    the settings, where real brokers are configured. A real feed's endpoint is the price stream it writes to.
+    """
+    stream = (state or {}).get("price_stream") or names_for(settings).price_stream
+    found: dict[str, dict[str, Any]] = {}
+    for provider in PROVIDERS:
+        broker = (state or {}).get("brokers", {}).get(provider)
+        if broker is None:
+            found[provider] = {"simulated": False, "endpoint": settings.broker_url(provider),
+                               "wire": settings.broker_wire(provider)}
+        else:  # a state written before brokers could be real held only simulated ones
+            found[provider] = {"simulated": bool(broker.get("simulated", True)), "endpoint": broker["url"],
+                               "wire": broker["wire"]}
+            if broker.get("control"):
+                found[provider]["control"] = broker["control"]
+    feed = (state or {}).get("prices")
+    found["prices"] = {"simulated": bool(feed), "endpoint": feed or f"kinesis:{stream}", "stream": stream}
+    return found
 
 
 def stack_status(settings: Settings, *, timeout: float = 1.0) -> StackState:
@@ -71,6 +96,7 @@ def stack_status(settings: Settings, *, timeout: float = 1.0) -> StackState:
         "brokers": state.get("brokers", {}),
         "intake": state.get("intake"),
         "prices": state.get("prices"),
+        "sources": sources(settings, state),
         "components": components,
         "details": details,
         "log_dir": state.get("log_dir"),

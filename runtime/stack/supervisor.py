@@ -5,6 +5,12 @@ supervisor starts the AWS emulator, deploys ``deploy/`` into it, then starts the
 the runtime processes, and writes the stack state file once every component answers its
 health check. All children share the supervisor's process group and die with it
 (PR_SET_PDEATHSIG), so `tradeops down` (which signals the group) leaves no orphan.
+
+On AWS (``--aws``) no emulator starts, and the brokers and the price feed are real: the brokers' endpoints
+come from the settings and their keys from Secrets Manager (:func:`check_real_brokers` proves both
+before anything starts), and the prices are whatever the firm's feed puts on the price stream. A
+sandbox that wants the simulators there asks for them (:class:`Simulated`, ``--sim-brokers``,
+``--sim-prices``); the state file records which is which, and `tradeops status` shows it.
 """
 
 from __future__ import annotations
@@ -27,15 +33,19 @@ from typing import Any
 
 import httpx
 
-from tradeops.runtime.platform.aws import Aws
+from tradeops.runtime.orderpath.providers import make_provider
+from tradeops.runtime.orderpath.routing import PROVIDERS
+from tradeops.runtime.platform.aws import Aws, aws_errors, error_code
 from tradeops.runtime.platform.clock import iso
-from tradeops.runtime.platform.errors import StackError, TradeopsError
+from tradeops.runtime.platform.errors import ConfigError, StackError, TradeopsError
 from tradeops.runtime.platform.names import names_for
 from tradeops.runtime.platform.settings import Settings, load_settings
 from tradeops.runtime.platform.statefile import clear_state, pid_alive, read_state, write_state
 from tradeops.runtime.stack.deploy import deploy_stack
+from tradeops.runtime.stack.health import heartbeat_check
 
-__all__ = ["Component", "free_port", "launch", "log_tail", "run_supervisor", "stop", "stop_process"]
+__all__ = ["Component", "Simulated", "check_real_brokers", "free_port", "launch", "log_tail", "run_supervisor", "stop",
+           "stop_process"]
 
 HOST = "127.0.0.1"
 _PR_SET_PDEATHSIG = 1
@@ -148,10 +158,53 @@ def _http_component(name: str, port: int, *, restart: bool = False) -> Component
                      health_url=f"{url}/health", restart=restart, info={"url": url, "ports": [port]})
 
 
-def _plan(ports: dict[str, int | None], *, workers: int) -> list[Component]:
-    """Every component after the AWS emulator, in start order."""
+@dataclass(frozen=True)
+class Simulated:
+    """What the stack simulates. The local stack simulates both; on AWS only what a sandbox asks for."""
+
+    brokers: bool = True
+    prices: bool = True
+
+    def flags(self) -> list[str]:
+        """The supervisor's command-line options that say so."""
+        return [flag for flag, on in (("--sim-brokers", self.brokers), ("--sim-prices", self.prices)) if on]
+
+
+def check_real_brokers(settings: Settings, aws: Aws) -> None:
+    """Each real broker has an endpoint its adapter accepts and an API key; ConfigError (exit 2) names what is missing.
+
+    The key is a setting or the broker's secret in Secrets Manager (the template creates both secrets; the firm
+    puts each broker's key in it). Read here with the same call the workers make, so a key nobody can read stops
+    `up` before anything starts rather than every worker at its start.
+    """
+    names = names_for(settings)
+    for provider in PROVIDERS:
+        env = f"TRADEOPS_{provider.upper()}"
+        url = settings.broker_url(provider)
+        if not url:
+            raise ConfigError(f"no endpoint for the {provider} broker: set {env}_URL (and {env}_WIRE), "
+                              "or run simulated brokers with --sim-brokers")
+        make_provider(provider, settings.broker_wire(provider), url, api_key=None, connect_timeout=1,
+                      read_timeout=1).close()  # an unknown wire or a URL that is not http(s) is a ConfigError
+        if getattr(settings, f"{provider}_api_key"):
+            continue
+        secret = names.broker_secret(provider)
+        with aws_errors(f"read the {provider} broker's key"):
+            try:
+                key = aws.secrets.get_secret_value(SecretId=secret).get("SecretString")
+            except Exception as exc:  # only "no such secret" is bad input; aws_errors words the rest
+                if error_code(exc) != "ResourceNotFoundException":
+                    raise
+                key = None
+        if not key:
+            raise ConfigError(f"no API key for the {provider} broker: no secret {secret} in Secrets Manager (deploy "
+                              f"the template and put the broker's key in it), or set {env}_API_KEY")
+
+
+def _plan(ports: dict[str, int | None], *, workers: int, simulate: Simulated = Simulated()) -> list[Component]:
+    """Every component after the AWS emulator, in start order (no simulator that ``simulate`` leaves out)."""
     comps: list[Component] = []
-    for name, wire, seed in (("primary", "alpha", 1), ("secondary", "beta", 2)):
+    for name, wire, seed in (("primary", "alpha", 1), ("secondary", "beta", 2)) if simulate.brokers else ():
         order_port = ports.get(name) or free_port()
         control_port = free_port()
         url, control = f"http://{HOST}:{order_port}", f"http://{HOST}:{control_port}"
@@ -161,13 +214,14 @@ def _plan(ports: dict[str, int | None], *, workers: int) -> list[Component]:
                          "--order-port", str(order_port), "--control-port", str(control_port),
                          "--seed", str(seed)),
             health_url=f"{control}/_sim/health",
-            info={"provider": name, "wire": wire, "url": url, "control": control,
+            info={"provider": name, "wire": wire, "url": url, "control": control, "simulated": True,
                   "ports": [order_port, control_port]},
         ))
     # The intake comes back on the same port if it dies: orders it recorded but never enqueued are the
     # workers' sweeper's to finish, the platform's retries need somewhere to land.
     comps.append(_http_component("intake", ports.get("intake") or free_port(), restart=True))
-    comps.append(_http_component("prices", free_port(), restart=True))
+    if simulate.prices:
+        comps.append(_http_component("prices", free_port(), restart=True))
     comps.append(_http_component("monitor", free_port(), restart=True))
     comps.append(Component(name="canary", argv=_python("-m", MODULES["canary"]), health_url=None, restart=True))
     comps.append(Component(name="audit-anchor", argv=_python("-m", MODULES["audit-anchor"]), health_url=None,
@@ -181,11 +235,13 @@ def _plan(ports: dict[str, int | None], *, workers: int) -> list[Component]:
 class Supervisor:
     """Starts, watches and stops the components; owns the state file while it runs."""
 
-    def __init__(self, settings: Settings, *, workers: int, local: bool, ports: dict[str, int | None]):
+    def __init__(self, settings: Settings, *, workers: int, local: bool, ports: dict[str, int | None],
+                 simulate: Simulated = Simulated()):
         self.settings = settings
         self.workers = workers
         self.local = local
         self.ports = ports
+        self.simulate = simulate
         self.components: list[Component] = []
         self.stopping = threading.Event()
         self.log_dir = settings.state_dir / "logs"
@@ -220,9 +276,12 @@ class Supervisor:
             "region": self.settings.region, "name_prefix": self.settings.name_prefix,
             "param_prefix": self.settings.param_prefix, "log_dir": str(self.log_dir),
             "aws_endpoint": None, "brokers": {}, "intake": None, "components": {},
+            "price_stream": names_for(self.settings).price_stream,
         }
         self._save()
-        base_env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_ENDPOINT_URL")}
+        # The emulator's endpoint reaches the children as TRADEOPS_AWS_ENDPOINT_URL; on AWS, boto3's own
+        # AWS_ENDPOINT_URL (a VPC endpoint, or an emulator standing in for AWS) is the operator's choice and stays.
+        base_env = {k: v for k, v in os.environ.items() if not (self.local and k.startswith("AWS_ENDPOINT_URL"))}
         base_env["PYTHONUNBUFFERED"] = "1"
         if self.local:
             port = self.ports.get("aws") or free_port()
@@ -250,18 +309,24 @@ class Supervisor:
         base_env["TRADEOPS_INTAKE_TOKEN"] = token
         keys = self._broker_keys()
         self._base_env = base_env
-        for comp in _plan(self.ports, workers=self.workers):
+        if not self.simulate.brokers:
+            for real in PROVIDERS:  # checked before the start (check_real_brokers)
+                url, wire = str(self.settings.broker_url(real)), self.settings.broker_wire(real)
+                self.state["brokers"][real] = {"url": url, "wire": wire, "control": None, "simulated": False}
+                base_env[f"TRADEOPS_{real.upper()}_URL"] = url
+                base_env[f"TRADEOPS_{real.upper()}_WIRE"] = wire
+        for comp in _plan(self.ports, workers=self.workers, simulate=self.simulate):
             if "ports" in comp.info:
                 _check_port_free(comp.name, comp.info["ports"][0])
             provider = comp.info.get("provider")
             if provider and keys.get(provider):
                 comp.env["TRADEOPS_SIM_API_KEY"] = keys[provider]
             if comp.name.startswith("worker-"):
-                comp.heartbeat = _heartbeat_check(Aws(self.settings), names_for(self.settings),
-                                                  comp.info["worker_id"], self.settings.heartbeat_seconds)
+                comp.heartbeat = heartbeat_check(Aws(self.settings), names_for(self.settings).heartbeats_table,
+                                                 comp.info["worker_id"], self.settings.heartbeat_seconds)
             self._start(comp, base_env, timeout=30)
             if provider:
-                broker = {k: comp.info[k] for k in ("url", "control", "wire")}
+                broker = {k: comp.info[k] for k in ("url", "control", "wire", "simulated")}
                 self.state["brokers"][provider] = broker
                 base_env[f"TRADEOPS_{provider.upper()}_URL"] = broker["url"]
                 base_env[f"TRADEOPS_{provider.upper()}_WIRE"] = broker["wire"]
@@ -325,18 +390,6 @@ class Supervisor:
                            grace)
 
 
-def _heartbeat_check(aws: Aws, names: Any, worker_id: str, every: float) -> Callable[[], bool]:
-    """A worker is healthy while its heartbeat is fresh (three intervals)."""
-    def check() -> bool:
-        try:
-            item = aws.dynamodb.get_item(TableName=names.heartbeats_table,
-                                         Key={"worker_id": {"S": worker_id}}).get("Item")
-        except Exception:
-            return False
-        return bool(item) and time.time() - float(item["at_epoch"]["N"]) < 3 * every + 1
-    return check
-
-
 def log_tail(path: Path, lines: int = 1) -> str:
     """The last ``lines`` lines of a log file joined into one (at most 300 characters), for an error line."""
     try:
@@ -346,11 +399,21 @@ def log_tail(path: Path, lines: int = 1) -> str:
     return " | ".join(text[-lines:])[-300:]
 
 
+def check_sources(settings: Settings, *, local: bool, simulate: Simulated) -> None:
+    """Before anything starts: on AWS, real brokers need their endpoints and keys (ConfigError, exit 2)."""
+    if not local and not simulate.brokers:
+        check_real_brokers(settings, Aws(settings))
+
+
 def run_supervisor(settings: Settings, *, workers: int = 2, local: bool = True,
-                   ports: dict[str, int | None] | None = None,
+                   ports: dict[str, int | None] | None = None, simulate: Simulated = Simulated(),
                    on_ready: Callable[[dict[str, Any]], None] | None = None) -> int:
-    """Run the stack in this process until SIGTERM/SIGINT. Returns the exit code."""
-    sup = Supervisor(settings, workers=workers, local=local, ports=ports or {})
+    """Run the stack in this process until SIGTERM/SIGINT. Returns the exit code.
+
+    Raises ConfigError before anything starts when real brokers lack an endpoint or a key."""
+    simulate = simulate if not local else Simulated()
+    check_sources(settings, local=local, simulate=simulate)
+    sup = Supervisor(settings, workers=workers, local=local, ports=ports or {}, simulate=simulate)
 
     def _on_signal(signum: int, _frame: Any) -> None:
         sup.stopping.set()
@@ -376,19 +439,23 @@ def run_supervisor(settings: Settings, *, workers: int = 2, local: bool = True,
 
 
 def launch(settings: Settings, *, workers: int, local: bool, ports: dict[str, int | None],
-           timeout: float = 90.0, on_progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+           simulate: Simulated = Simulated(), timeout: float = 90.0,
+           on_progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Start the supervisor detached and wait until the stack is ready (or failed).
 
     ``on_progress(state)`` is called whenever the state file changes while it starts (a component
-    started or became healthy), so the caller can show progress component by component."""
+    started or became healthy), so the caller can show progress component by component. On AWS,
+    ``simulate`` says which simulators to start; real brokers are checked before anything starts."""
     state = read_state(settings.state_file)
     if state and pid_alive(state.get("supervisor_pid")):
         raise StackAlreadyUp(state)
+    simulate = simulate if not local else Simulated()
+    check_sources(settings, local=local, simulate=simulate)
     clear_state(settings.state_file)
     settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     argv = _python("-m", MODULES["supervisor"], "--workers", str(workers))
     if not local:
-        argv.append("--aws")
+        argv += ["--aws", *simulate.flags()]
     for name, port in ports.items():
         if port:
             argv += ["--port", f"{name}={port}"]
@@ -492,6 +559,8 @@ def _main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tradeops.runtime.stack.supervisor")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--aws", action="store_true", help="use real AWS instead of the emulator")
+    parser.add_argument("--sim-brokers", action="store_true", help="with --aws: simulated brokers, not the real ones")
+    parser.add_argument("--sim-prices", action="store_true", help="with --aws: the simulated price feed")
     parser.add_argument("--port", action="append", default=[], metavar="NAME=PORT")
     args = parser.parse_args(argv)
     ports: dict[str, int | None] = {}
@@ -500,10 +569,11 @@ def _main(argv: list[str] | None = None) -> int:
         ports[name] = int(value)
     try:
         settings = load_settings()
+        return run_supervisor(settings, workers=args.workers, local=not args.aws, ports=ports,
+                              simulate=Simulated(brokers=args.sim_brokers, prices=args.sim_prices))
     except TradeopsError as exc:
         print(f"stack failed: {exc}", file=sys.stderr)
-        return 2
-    return run_supervisor(settings, workers=args.workers, local=not args.aws, ports=ports)
+        return exc.exit_code
 
 
 if __name__ == "__main__":
