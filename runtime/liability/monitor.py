@@ -16,8 +16,9 @@ What it keeps (the arithmetic is :mod:`tradeops.runtime.liability.book`'s; this 
   ``ExposureBook.on_tick``; the liability thresholds are evaluated on every tick's changes, so a
   crossing is never missed: each is recorded as an event the moment it happens (the exact timeline).
   Whether it pages a person is :mod:`.paging`'s decision (hysteresis, hold-down, grouping, repeats).
-- **Open double executions** (orders under ``watch = double:open``, :mod:`tradeops.runtime.orderpath.doubles`):
-  the extra fill's notional and the price move since, in the summary (``tradeops exposure``).
+- **Open double executions** (orders under ``watch = double:open``,
+  :mod:`tradeops.runtime.orderpath.double_executions`): the extra fill's notional and the price move
+  since, in the summary (``tradeops exposure``).
 - About once a second (``FLUSH_SECONDS``), on a writer thread so ticks keep flowing: the orders
   whose *maximum* exposure rose are written to the exposure table (BatchWriteItem), the live
   summary to the reserved item ``#summary`` (read by ``tradeops exposure``), the CloudWatch metrics
@@ -82,7 +83,7 @@ from tradeops.runtime.liability.ledger import Ledger
 from tradeops.runtime.liability.pager import FleetPager
 from tradeops.runtime.liability.paging import KEYED, ExposurePaging, Page
 from tradeops.runtime.liability.streams import DynamoStreamFollower, KinesisFollower
-from tradeops.runtime.orderpath.doubles import WATCH_OPEN, money_at_risk
+from tradeops.runtime.orderpath.double_executions import WATCH_OPEN, money_at_risk
 from tradeops.runtime.orderpath.orders import OrderStore, from_item
 from tradeops.runtime.orderpath.states import PENDING
 from tradeops.runtime.platform.aws import Aws, aws_errors

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 
 from tradeops.runtime.brokers.control import SimControl
-from tradeops.runtime.orderpath.doubles import OPEN, UNWOUND, WATCH_OPEN, WATCH_VOID, WRITTEN_OFF, watch_of
+from tradeops.runtime.orderpath.double_executions import OPEN, UNWOUND, WATCH_OPEN, WATCH_VOID, WRITTEN_OFF, watch_of
 from tradeops.runtime.orderpath.flags import Flags
 from tradeops.runtime.orderpath.messages import order_message
 from tradeops.runtime.orderpath.orders import OrderStore, StaleOrder
