@@ -32,7 +32,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from tradeops.runtime.orderpath.ops import oldest_pending_age, queue_figures
+from tradeops.runtime.orderpath.figures import oldest_pending_age, queue_figures
 from tradeops.runtime.platform.aws import Aws
 from tradeops.runtime.platform.clock import parse_iso
 from tradeops.runtime.platform.names import names_for

@@ -24,8 +24,9 @@ from tradeops.commands.output import (
 from tradeops.commands.runbook import run_guided
 from tradeops.runbooks import breakglass
 from tradeops.runbooks.unwind import UNWIND_ROLES, unwind
-from tradeops.runtime.orderpath.doubles import UNWOUND, WRITTEN_OFF
-from tradeops.runtime.orderpath.ops import double_executions, in_flight_orders
+from tradeops.runtime.orderpath.double_executions import UNWOUND, WRITTEN_OFF
+from tradeops.runtime.orderpath.figures import double_executions
+from tradeops.runtime.orderpath.inflight import in_flight_orders
 from tradeops.runtime.orderpath.orders import OrderStore, order_json
 from tradeops.runtime.platform.errors import BadInput
 

@@ -10,7 +10,7 @@ import typer
 
 from tradeops.commands.context import aws_chosen, context
 from tradeops.commands.output import Column, JsonOpt, human, out, print_json, print_table, when, yes_no
-from tradeops.runtime.orderpath.ops import runtime_status
+from tradeops.runtime.orderpath.figures import runtime_status
 from tradeops.runtime.platform import logs
 from tradeops.runtime.platform.errors import BadInput, NoTarget, StackError
 from tradeops.runtime.platform.settings import load_settings

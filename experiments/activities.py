@@ -31,7 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from tradeops.runtime.brokers.control import SimControl
-from tradeops.runtime.orderpath import ops
+from tradeops.runtime.orderpath import figures, heartbeats, inflight
+from tradeops.runtime.orderpath.canary import intake_canary
+from tradeops.runtime.orderpath.fills import broker_fills, reconcile_orders
 from tradeops.runtime.orderpath.flags import Flags
 from tradeops.runtime.orderpath.orders import OrderStore
 from tradeops.runtime.orderpath.routing import PROVIDERS
@@ -109,7 +111,7 @@ def broker_health(provider: str, configuration: dict[str, Any] | None = None,
 
     Example: ``{func: broker_health, arguments: {provider: primary}}``."""
     settings = _settings(configuration)
-    return ops.broker_health(settings, Aws(settings), provider)
+    return inflight.broker_health(settings, Aws(settings), provider)
 
 
 def broker_healthy(provider: str, configuration: dict[str, Any] | None = None,
@@ -132,7 +134,7 @@ def breaker_states(configuration: dict[str, Any] | None = None,
     (``closed`` < ``half_open`` < ``open``)."""
     rank = {"closed": 0, "half_open": 1, "open": 2}
     worst: dict[str, str] = {}
-    for worker in ops.fleet(_aws(configuration))["workers"]:
+    for worker in heartbeats.fleet(_aws(configuration))["workers"]:
         for provider, state in worker["breakers"].items():
             if rank.get(state, 0) >= rank.get(worst.get(provider, "closed"), 0):
                 worst[provider] = state
@@ -142,7 +144,7 @@ def breaker_states(configuration: dict[str, Any] | None = None,
 def breakers_closed(configuration: dict[str, Any] | None = None, secrets: dict[str, Any] | None = None) -> bool:
     """True when at least one worker is live and every live worker has every breaker closed, and no
     worker suspects a broker (tolerance: ``true``)."""
-    fleet = ops.fleet(_aws(configuration))
+    fleet = heartbeats.fleet(_aws(configuration))
     return bool(fleet["workers"]) and all(
         set(w["breakers"].values()) <= {"closed"} and not w["suspect"] for w in fleet["workers"])
 
@@ -164,13 +166,13 @@ def queue_depth(configuration: dict[str, Any] | None = None, secrets: dict[str, 
     """The order queue and dead-letter queue: ``{"queue": {"visible", "in_flight"}, "dlq": {...},
     "oldest_pending_age_seconds"}``."""
     aws = _aws(configuration)
-    return {**ops.queue_figures(aws), "oldest_pending_age_seconds": ops.oldest_pending_age(aws)}
+    return {**figures.queue_figures(aws), "oldest_pending_age_seconds": figures.oldest_pending_age(aws)}
 
 
 def oldest_pending_age(configuration: dict[str, Any] | None = None,
                        secrets: dict[str, Any] | None = None) -> float:
     """Seconds since the oldest pending customer order was placed (0 when none is pending)."""
-    return ops.oldest_pending_age(_aws(configuration)) or 0.0
+    return figures.oldest_pending_age(_aws(configuration)) or 0.0
 
 
 def oldest_pending_below(seconds: float, configuration: dict[str, Any] | None = None,
@@ -208,14 +210,14 @@ def orders_filling(timeout: float = 10.0, configuration: dict[str, Any] | None =
     Synthetic orders are never customer exposure or reimbursements (the canary's kind)."""
     settings = _settings(configuration)
     try:
-        ops.canary(settings, timeout=float(timeout), symbol="DRILL")
+        intake_canary(settings, timeout=float(timeout), symbol="DRILL")
     except TradeopsError:  # the intake refused it, or it did not fill in time
         return False
     return True
 
 
 def _fills(settings: Settings) -> dict[str, list[dict[str, Any]]]:
-    fills = ops.broker_fills(settings)
+    fills = broker_fills(settings)
     if fills is None:
         raise OperationFailed("the brokers' fill ledgers cannot be read (not simulated brokers)")
     return fills
@@ -236,7 +238,7 @@ def fills_reconciled(prefix: str = "", configuration: dict[str, Any] | None = No
     settings = _settings(configuration)
     fills = _fills(settings)
     ids = sorted({f["order_id"] for p in fills for f in fills[p] if f["order_id"].startswith(prefix)})
-    recon, _ = ops.reconcile_orders(settings, Aws(settings), ids, fills=None)
+    recon, _ = reconcile_orders(settings, Aws(settings), ids, fills=None)
     return {"fills": len(ids), **{k: recon.counts.get(k, 0) for k in ("filled_twice", "wrong_broker",
                                                                      "unrecorded_fill")}}
 

@@ -51,7 +51,8 @@ from tradeops.runbooks.audit import AuditLog
 from tradeops.runbooks.identity import current_identity
 from tradeops.runtime.liability.exposuretable import read_summary
 from tradeops.runtime.liability.ledger import Ledger
-from tradeops.runtime.orderpath import ops
+from tradeops.runtime.orderpath import heartbeats
+from tradeops.runtime.orderpath.figures import queue_figures
 from tradeops.runtime.orderpath.flags import Flags
 from tradeops.runtime.orderpath.orders import OrderStore
 from tradeops.runtime.platform.aws import Aws
@@ -237,7 +238,7 @@ class _Sampler(threading.Thread):
     def sample(self) -> dict[str, Any]:
         row: dict[str, Any] = {"at": iso()}
         try:
-            fleet = ops.fleet(self.aws)
+            fleet = heartbeats.fleet(self.aws)
             row["workers"] = {w["worker_id"]: {"in_flight": w["in_flight"], "breakers": w["breakers"],
                                                "suspect": sorted(w["suspect"]),
                                                "filled": w["counters"].get("filled")} for w in fleet["workers"]}
@@ -245,7 +246,7 @@ class _Sampler(threading.Thread):
             flags = Flags(self.aws).read()
             row["flags"] = {"mode": flags.mode, "active": flags.active, "trickle": flags.trickle,
                             "processing": flags.processing}
-            row["queue"] = ops.queue_figures(self.aws)
+            row["queue"] = queue_figures(self.aws)
             summary = read_summary(self.aws) or {}
             row["exposure_gbp"] = summary.get("total_exposure")
             row["oldest_pending_seconds"] = summary.get("oldest_pending_seconds")

@@ -45,7 +45,8 @@ from typing import Any
 from tradeops.experiments.loadreport import HttpFigures, aws_per_order, build_summary, http_figures
 from tradeops.loadtests.scenario import Scenario, ScenarioError, load_scenario, new_run_id
 from tradeops.loadtests.thresholds import BUILT_IN, Threshold, ThresholdError, merge, parse_threshold
-from tradeops.runtime.orderpath.ops import fleet, reconcile_orders
+from tradeops.runtime.orderpath.fills import reconcile_orders
+from tradeops.runtime.orderpath.heartbeats import fleet
 from tradeops.runtime.orderpath.orders import OrderStore
 from tradeops.runtime.orderpath.routing import PROVIDERS
 from tradeops.runtime.orderpath.states import PENDING

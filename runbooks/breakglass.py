@@ -18,7 +18,7 @@ from typing import Any
 from tradeops.runbooks.approvals import break_glass_refusal
 from tradeops.runbooks.audit import AuditLog
 from tradeops.runbooks.identity import Identity, Operators
-from tradeops.runtime.orderpath import ops
+from tradeops.runtime.orderpath import inflight
 from tradeops.runtime.orderpath.flags import Flags, validate_flag
 from tradeops.runtime.platform.aws import Aws
 from tradeops.runtime.platform.errors import Refused
@@ -74,7 +74,7 @@ def declare_void(aws: Aws, *, identity: Identity, roster: Operators, provider: s
     authorize(identity, roster, reason)
     _record(aws, "break_glass.declare_void", identity, roster, {"provider": provider, "reason": reason,
                                                                   "target": target})
-    result = ops.void_in_flight(aws, provider, actor=identity.name, reason=f"{reason} (break-glass)")
+    result = inflight.void_in_flight(aws, provider, actor=identity.name, reason=f"{reason} (break-glass)")
     _alert(aws, identity, f"declared {len(result['released'])} order(s) void at {provider}",
            {"provider": provider, "reason": reason, "released": len(result["released"]),
             "settled": len(result["settled"]), "target": target})

@@ -14,7 +14,7 @@ from typing import Any
 from tradeops.runbooks.audit import AuditLog
 from tradeops.runbooks.identity import current_identity, load_operators, operators_path
 from tradeops.runbooks.roster import Roster
-from tradeops.runtime.orderpath import ops
+from tradeops.runtime.orderpath import figures, inflight
 from tradeops.runtime.orderpath.flags import Flags
 from tradeops.runtime.platform.aws import Aws
 from tradeops.runtime.platform.clock import utcnow
@@ -113,7 +113,7 @@ def diagnose(settings: Settings, *, aws_target: bool = False) -> list[Finding]:
     def brokers() -> Finding:
         bad = []
         for provider in ("primary", "secondary"):
-            health = ops.broker_health(settings, aws, provider)
+            health = inflight.broker_health(settings, aws, provider)
             if not health["healthy"]:
                 bad.append(f"{provider}: {health['error']}")
         if bad:
@@ -134,7 +134,7 @@ def diagnose(settings: Settings, *, aws_target: bool = False) -> list[Finding]:
     findings.append(_run("flags", flags))
 
     def dead_letters() -> Finding:
-        depth = ops.queue_figures(aws)["dlq"]["visible"]
+        depth = figures.queue_figures(aws)["dlq"]["visible"]
         if depth:
             return Finding("dead letters", False, f"{depth} message(s) in the dead-letter queue",
                            "inspect them (each is an order that failed repeatedly) and redrive or reject")

@@ -1,7 +1,8 @@
 """The built-in probes and actions runbooks can name.
 
 Each is a thin call into the runtime: :mod:`tradeops.runtime.orderpath.flags` for the flags,
-:mod:`tradeops.runtime.orderpath.ops` for the fleet, the brokers and the orders.
+:mod:`tradeops.runtime.orderpath.heartbeats` for the fleet, :mod:`~tradeops.runtime.orderpath.inflight` for
+the brokers and the orders in flight there, :mod:`~tradeops.runtime.orderpath.figures` for the queue.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from typing import Any
 
 from tradeops.runbooks.registry import OperationContext, Reading, action, probe
 from tradeops.runbooks.roster import Roster
-from tradeops.runtime.orderpath import ops
+from tradeops.runtime.orderpath import alert_topic, figures, heartbeats, inflight
+from tradeops.runtime.orderpath.canary import intake_canary
 from tradeops.runtime.orderpath.flags import Flags
 from tradeops.runtime.platform.errors import CheckFailed, OperationFailed
 
@@ -29,7 +31,7 @@ def _flags(ctx: OperationContext) -> Flags:
 @probe("broker_healthy", args={"provider": _PROVIDER},
        description="Whether the broker's order API answers its health check now.")
 def broker_healthy(ctx: OperationContext, provider: str) -> Reading:
-    health = ops.broker_health(ctx.settings, ctx.aws, provider)
+    health = inflight.broker_health(ctx.settings, ctx.aws, provider)
     return Reading(bool(health.get("healthy")),
                    {"latency_ms": health.get("latency_ms"), "error": health.get("error")})
 
@@ -43,7 +45,7 @@ def broker_healthy_for(ctx: OperationContext, provider: str, seconds: float) -> 
     interval = min(1.0, max(float(seconds) / 5, 0.05))
     samples = 0
     while True:
-        health = ops.broker_health(ctx.settings, ctx.aws, provider)
+        health = inflight.broker_health(ctx.settings, ctx.aws, provider)
         samples += 1
         if not health.get("healthy"):
             # One failed sample is enough: "sustained" health means no sample failed.
@@ -70,7 +72,7 @@ def active_broker(ctx: OperationContext) -> str:
 
 @probe("workers_drained", description="Whether no worker holds an order in flight (from their heartbeats).")
 def workers_drained(ctx: OperationContext) -> Reading:
-    fleet = ops.fleet(ctx.aws)
+    fleet = heartbeats.fleet(ctx.aws)
     return Reading(bool(fleet.get("drained")),
                    {"workers": len(fleet.get("workers", [])), "in_flight": fleet.get("in_flight")})
 
@@ -78,13 +80,13 @@ def workers_drained(ctx: OperationContext) -> Reading:
 @probe("in_flight_at", args={"provider": _PROVIDER},
        description="How many orders are SUBMITTING or IN_DOUBT at the broker.")
 def in_flight_at(ctx: OperationContext, provider: str) -> Reading:
-    orders = ops.in_flight_orders(ctx.aws, provider)
+    orders = inflight.in_flight_orders(ctx.aws, provider)
     return Reading(len(orders), {"order_ids": [o.get("order_id") for o in orders[:20]]})
 
 
 @probe("oldest_pending_age_seconds", description="Age in seconds of the oldest order not yet final (0 if none).")
 def oldest_pending_age_seconds(ctx: OperationContext) -> float:
-    age = ops.oldest_pending_age(ctx.aws)
+    age = figures.oldest_pending_age(ctx.aws)
     return round(float(age), 3) if age is not None else 0.0
 
 
@@ -123,7 +125,7 @@ def set_routing_mode(ctx: OperationContext, mode: str) -> dict[str, Any]:
         description="Ask the broker about every order in flight there and settle the ones it answers for.",
         idempotent=True)  # asking again only settles what is still open
 def resolve_in_flight(ctx: OperationContext, provider: str) -> dict[str, Any]:
-    result = ops.resolve_in_flight(ctx.settings, ctx.aws, provider)
+    result = inflight.resolve_in_flight(ctx.settings, ctx.aws, provider)
     return {"resolved": list(result.get("resolved", [])), "in_doubt": list(result.get("in_doubt", []))}
 
 
@@ -131,7 +133,7 @@ def resolve_in_flight(ctx: OperationContext, provider: str) -> dict[str, Any]:
         description="Declare the broker's in-flight orders void so they may go to the other broker.")
 def declare_void(ctx: OperationContext, provider: str, reason: str) -> dict[str, Any]:
     approvers = ", ".join(ctx.approvers) or "none"
-    result = ops.void_in_flight(
+    result = inflight.void_in_flight(
         ctx.aws, provider, actor=ctx.actor or "runbook",
         reason=f"{reason} (execution {ctx.execution_id}, step {ctx.step_id}, approved by {approvers})",
         execution_id=ctx.execution_id)
@@ -169,7 +171,7 @@ def apply_roster(ctx: OperationContext, proposal: str) -> dict[str, Any]:
         idempotent=True)  # a repeated notice is harmless; a missing one is not
 def notify(ctx: OperationContext, subject: str, message: str, audience: list[str]) -> dict[str, Any]:
     body = f"To: {', '.join(audience)}\n\n{message}\n\n(runbook execution {ctx.execution_id}, by {ctx.actor})"
-    message_id = ops.notify(ctx.aws, subject, body)
+    message_id = alert_topic.notify(ctx.aws, subject, body)
     return {"message_id": message_id, "audience": list(audience)}
 
 
@@ -178,7 +180,7 @@ def notify(ctx: OperationContext, subject: str, message: str, audience: list[str
         description="Post a synthetic order and require it to fill at the expected broker within the timeout.",
         idempotent=True)  # a second synthetic order touches no customer
 def canary(ctx: OperationContext, expect_provider: str, timeout: float) -> dict[str, Any]:
-    result = ops.canary(ctx.settings, expect_provider=expect_provider, timeout=float(timeout))
+    result = intake_canary(ctx.settings, expect_provider=expect_provider, timeout=float(timeout))
     if result.get("status") != "FILLED":
         raise CheckFailed(f"canary order {result.get('order_id')} is {result.get('status')} after "
                           f"{result.get('seconds')} s, not FILLED")

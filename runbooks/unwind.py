@@ -1,6 +1,6 @@
 """Deciding a double execution: unwound or written off, with four-eyes above a notional.
 
-A double execution (:mod:`tradeops.runtime.orderpath.doubles`) stays ``open`` until people decide
+A double execution (:mod:`tradeops.runtime.orderpath.double_executions`) stays ``open`` until people decide
 what was done with the extra position: ``unwound`` (closed out) or ``written_off`` (accepted as a
 loss). ``tradeops orders unwind ID --reason ...`` records one person's decision. The rules are the
 runbooks' four-eyes rules (:mod:`.approvals`), not a rule set of their own:
@@ -25,7 +25,7 @@ from decimal import Decimal
 from typing import Any
 
 from tradeops.runbooks.approvals import Approval, ApprovalContext, ApprovalRule, check_new_decision, evaluate
-from tradeops.runtime.orderpath.doubles import DECISIONS, OPEN, watch_of
+from tradeops.runtime.orderpath.double_executions import DECISIONS, OPEN, watch_of
 from tradeops.runtime.orderpath.orders import OrderStore, StaleOrder
 from tradeops.runtime.platform.aws import Aws
 from tradeops.runtime.platform.clock import iso, utcnow

@@ -1,4 +1,4 @@
-"""The routing decision: manual/auto tables, flag parsing, and properties over generated orders."""
+"""The routing decision: manual/auto tables, the flag values it reads, and properties over generated orders."""
 
 from __future__ import annotations
 
@@ -9,15 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tradeops.runtime.orderpath.routing import (
-    PROVIDERS,
-    choose_provider,
-    other,
-    parse_active,
-    parse_mode,
-    parse_trickle,
-    trickle_bucket,
-)
+from tradeops.runtime.orderpath.flags import validate_flag
+from tradeops.runtime.orderpath.routing import MODES, PROVIDERS, choose_provider, other, trickle_bucket
+from tradeops.runtime.platform.errors import BadInput
 
 # Trickle 0.0 puts no order in the standby share and 1.0 puts every order in it, so the tables
 # below are exact whatever the order_id hashes to.
@@ -162,48 +156,53 @@ def test_choose_provider_rejects_unknown_values_by_name(kwargs, message):
         choose_provider(**args)
 
 
+# The flags routing reads are parsed where an operator sets them (flags.validate_flag); the workers'
+# reads fall back to safe values for anything that would not pass it.
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [("0", 0.0), ("0.05", 0.05), (" 0.5\n", 0.5), ("1", 1.0), ("1.0", 1.0), ("5e-2", 0.05)],
 )
-def test_parse_trickle_accepts_shares_between_0_and_1(text, expected):
-    """parse_trickle reads a share in [0, 1], ignoring surrounding whitespace."""
-    assert parse_trickle(text) == expected
+def test_the_trickle_flag_accepts_shares_between_0_and_1(text, expected):
+    """The trickle flag takes a share in [0, 1], ignoring surrounding whitespace."""
+    assert float(validate_flag("trickle", text)) == expected
 
 
 @pytest.mark.parametrize("text", ["", " ", "5%", "abc", "1.01", "-0.1", "nan", "inf", "-inf", "0,05"])
-def test_parse_trickle_rejects_anything_else(text):
-    """parse_trickle raises ValueError for text that is not a share in [0, 1]."""
-    with pytest.raises(ValueError, match="routing trickle"):
-        parse_trickle(text)
+def test_the_trickle_flag_refuses_anything_else(text):
+    """The trickle flag refuses text that is not a share in [0, 1], naming the flag."""
+    with pytest.raises(BadInput, match="flag trickle"):
+        validate_flag("trickle", text)
 
 
 @pytest.mark.parametrize(("text", "expected"), [("manual", "manual"), ("auto", "auto"), (" Auto\n", "auto")])
-def test_parse_mode_accepts_the_two_modes(text, expected):
-    """parse_mode reads manual or auto, ignoring surrounding whitespace and case."""
-    assert parse_mode(text) == expected
+def test_the_mode_flag_accepts_the_two_modes(text, expected):
+    """The mode flag takes manual or auto, ignoring surrounding whitespace and case."""
+    assert validate_flag("mode", text) == expected
+    assert expected in MODES
 
 
 @pytest.mark.parametrize("text", ["", "automatic", "active-active", "paused", "primary"])
-def test_parse_mode_rejects_anything_else(text):
-    """parse_mode raises ValueError naming the unknown mode."""
-    with pytest.raises(ValueError, match=f"unknown routing mode {text!r}"):
-        parse_mode(text)
+def test_the_mode_flag_refuses_anything_else(text):
+    """The mode flag refuses an unknown mode, naming the value."""
+    with pytest.raises(BadInput, match=f"flag mode must be one of manual, auto, not {text.strip().lower()!r}"):
+        validate_flag("mode", text)
 
 
 @pytest.mark.parametrize(
     ("text", "expected"), [("primary", "primary"), ("secondary", "secondary"), (" SECONDARY ", "secondary")]
 )
-def test_parse_active_accepts_the_two_brokers(text, expected):
-    """parse_active reads primary or secondary, ignoring surrounding whitespace and case."""
-    assert parse_active(text) == expected
+def test_the_active_flag_accepts_the_two_brokers(text, expected):
+    """The active flag takes primary or secondary, ignoring surrounding whitespace and case."""
+    assert validate_flag("active", text) == expected
 
 
 @pytest.mark.parametrize("text", ["", "a", "broker-a", "auto", "primary,secondary"])
-def test_parse_active_rejects_anything_else(text):
-    """parse_active raises ValueError naming the unknown broker."""
-    with pytest.raises(ValueError, match="unknown active provider"):
-        parse_active(text)
+def test_the_active_flag_refuses_anything_else(text):
+    """The active flag refuses anything but the two brokers, naming the flag."""
+    with pytest.raises(BadInput, match="flag active must be one of primary, secondary"):
+        validate_flag("active", text)
 
 
 # --------------------------------------------------------------------------- trickle bucket

@@ -24,7 +24,7 @@ from tradeops.runbooks.audit import AuditLog
 from tradeops.runbooks.identity import Identity, Operators
 from tradeops.runbooks.testing import ScriptedApprover, install_roster, write_operators
 from tradeops.runtime.brokers.sim import API_KEY_ENV, sim_command
-from tradeops.runtime.orderpath import ops
+from tradeops.runtime.orderpath import inflight
 from tradeops.runtime.orderpath.flags import Flags
 from tradeops.runtime.orderpath.orders import OrderRequest, OrderStore, new_order
 from tradeops.runtime.orderpath.providers import BrokerOrder, make_provider
@@ -201,7 +201,7 @@ def _in_doubt(stage, *, at_the_broker: bool) -> str:
 def test_declare_void_asks_the_broker_once_more_and_settles_what_it_answers_for(stage):
     """Right before releasing each order the broker is asked again: a fill it now reports is recorded, not voided."""
     filled, unknown = _in_doubt(stage, at_the_broker=True), _in_doubt(stage, at_the_broker=False)
-    result = ops.void_in_flight(stage["aws"], "primary", actor="alice", reason="test")
+    result = inflight.void_in_flight(stage["aws"], "primary", actor="alice", reason="test")
     assert filled in result["settled"] and filled not in result["released"]
     assert unknown in result["released"]
     store = OrderStore(stage["aws"])

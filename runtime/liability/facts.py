@@ -17,7 +17,7 @@ from tradeops.runtime.liability.exposurebook import ExposureBook
 from tradeops.runtime.liability.orderexposure import OrderExposure, UnknownPrices
 from tradeops.runtime.liability.paging import ExposurePaging, Page, from_epoch
 from tradeops.runtime.liability.watches import PER_ORDER, UNITS, Alert, LiabilityWatch, Threshold
-from tradeops.runtime.orderpath.doubles import money_at_risk
+from tradeops.runtime.orderpath.double_executions import money_at_risk
 from tradeops.runtime.platform.clock import iso
 
 __all__ = ["WORST", "crossing_facts", "doubles_summary", "figures", "page_facts", "page_subject", "threshold_rows"]

@@ -17,8 +17,9 @@ What it keeps (the arithmetic is :mod:`.arithmetic`'s, the book :mod:`.exposureb
   every tick's changes, so a crossing is never missed: each is recorded as an event the moment it
   happens (the exact timeline). Whether it pages a person is :mod:`.paging`'s decision
   (hysteresis, hold-down, grouping, repeats).
-- **Open double executions** (orders under ``watch = double:open``, :mod:`tradeops.runtime.orderpath.doubles`):
-  the extra fill's notional and the price move since, in the summary (``tradeops exposure``).
+- **Open double executions** (orders under ``watch = double:open``,
+  :mod:`tradeops.runtime.orderpath.double_executions`): the extra fill's notional and the price move
+  since, in the summary (``tradeops exposure``).
 - About once a second (``FLUSH_SECONDS``) the checks no event triggers (:func:`.checks.periodic`),
   then a flush: the orders whose *maximum* exposure rose, the live summary (:mod:`.facts`), the
   CloudWatch metrics TotalExposureGbp, MaxDivergencePct, OldestPendingOrderAgeSeconds and
@@ -79,7 +80,7 @@ from tradeops.runtime.liability.streams import DynamoStreamFollower, KinesisFoll
 from tradeops.runtime.liability.ticks import BadTick, TickProblem, parse_tick
 from tradeops.runtime.liability.watches import Alert, LiabilityWatch
 from tradeops.runtime.liability.writer import Flush, Writer
-from tradeops.runtime.orderpath.doubles import WATCH_OPEN
+from tradeops.runtime.orderpath.double_executions import WATCH_OPEN
 from tradeops.runtime.orderpath.orders import OrderStore, from_item
 from tradeops.runtime.orderpath.states import PENDING
 from tradeops.runtime.platform.aws import Aws, aws_errors

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from tradeops.runtime.orderpath.routing import MODES, PROVIDERS
 from tradeops.runtime.platform.aws import Aws, aws_errors
 from tradeops.runtime.platform.errors import BadInput, OperationFailed
 from tradeops.runtime.platform.events import EventLog
@@ -20,10 +21,9 @@ from tradeops.runtime.platform.names import Names, names_for
 __all__ = ["FLAGS", "FlagCache", "FlagValues", "Flags", "validate_flag"]
 
 PROCESSING = ("running", "paused")
-MODES = ("manual", "auto")
-ACTIVE = ("primary", "secondary")
-# flag name → allowed values (None = validated by a function below)
-FLAGS: dict[str, tuple[str, ...] | None] = {"processing": PROCESSING, "mode": MODES, "active": ACTIVE, "trickle": None}
+# flag name → allowed values (None = validated by a function below); the routing values are routing's own
+FLAGS: dict[str, tuple[str, ...] | None] = {"processing": PROCESSING, "mode": MODES, "active": PROVIDERS,
+                                            "trickle": None}
 
 
 def validate_flag(name: str, value: str) -> str:
@@ -87,7 +87,7 @@ class Flags:
         return FlagValues(
             processing=values["processing"] if values["processing"] in PROCESSING else "paused",
             mode=values["mode"] if values["mode"] in MODES else "manual",
-            active=values["active"] if values["active"] in ACTIVE else "primary",
+            active=values["active"] if values["active"] in PROVIDERS else "primary",
             trickle=trickle,
             read_at=time.monotonic(),
         )

@@ -21,6 +21,7 @@ from typing import Any, Literal
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from tradeops.runtime.orderpath.answers import Decision
 from tradeops.runtime.orderpath.states import ACCEPTED, STATES, check_transition
 from tradeops.runtime.platform.aws import Aws, aws_errors, condition_failed
 from tradeops.runtime.platform.clock import iso, utcnow
@@ -364,6 +365,14 @@ class OrderStore:
         check_transition(order["status"], status)
         return self._write(order, status, actor=actor, set_fields=set_fields, remove_fields=remove_fields,
                            note=note, now=now, count_attempt=count_attempt)
+
+    def apply(self, order: dict[str, Any], decision: Decision, *, actor: str) -> dict[str, Any]:
+        """Write a decided move (:mod:`.answers`) like :meth:`transition`; ``order`` as it is when
+        the decision writes nothing."""
+        if decision.status is None:
+            return order
+        return self.transition(order, decision.status, actor=actor, note=decision.note,
+                               set_fields=dict(decision.set_fields), remove_fields=decision.remove_fields)
 
     def annotate(
         self,

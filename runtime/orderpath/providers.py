@@ -20,7 +20,9 @@ be sent to the other broker (docs/architecture.md, "Exactly once across a broker
                                  ``status``/``cancel`` says the broker does not hold it
 
 For ``status``, ``cancel`` and ``health`` any of these errors simply means "no answer": only a
-returned value (None, CANCELLED, REJECTED) says the broker does not hold a fill.
+returned value (None, CANCELLED, REJECTED) says the broker does not hold a fill. :func:`ask` makes
+one call and turns what it came back with, error or record, into an answer (:mod:`.answers`, which
+also decides what that answer does to the order).
 
 httpx's exceptions are translated in one place, ``_map_httpx_errors``; each wire classifies its
 unsuccessful answers through ``_refusal``. The API key lives only inside an ``httpx.Auth`` whose
@@ -31,7 +33,7 @@ from __future__ import annotations
 
 import ssl
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -42,6 +44,7 @@ from urllib.parse import quote
 
 import httpx
 
+from tradeops.runtime.orderpath.answers import Answer, Call, Execution, Reply, reply_of
 from tradeops.runtime.platform.errors import BadInput, ConfigError, ProviderError
 
 __all__ = [
@@ -51,12 +54,12 @@ __all__ = [
     "BetaProvider",
     "BrokerCallError",
     "BrokerOrder",
-    "Execution",
     "NotAccepted",
     "NotConnected",
     "NotReceived",
     "OutcomeUnknown",
     "Provider",
+    "ask",
     "make_provider",
 ]
 
@@ -84,21 +87,6 @@ class BrokerOrder:
             raise BadInput(f"order {self.order_id}: order_type must be MARKET or LIMIT, not {self.order_type!r}")
         if (self.limit_price is None) != (self.order_type == "MARKET"):
             raise BadInput(f"order {self.order_id}: a limit price is required for LIMIT orders and only for them")
-
-
-@dataclass(frozen=True)
-class Execution:
-    """A broker's answer about one order. ``quantity`` is the filled quantity (0 unless FILLED);
-    ``at`` is when the broker filled, rejected or cancelled it (None if it did not say)."""
-
-    order_id: str
-    provider: str
-    status: str  # FILLED | REJECTED | CANCELLED
-    price: Decimal | None
-    quantity: int
-    broker_ref: str | None
-    at: datetime | None
-    reason: str | None
 
 
 class Provider(Protocol):
@@ -161,6 +149,25 @@ class AuthFailed(NotAccepted):
 
 class OutcomeUnknown(BrokerCallError):
     """The request may have reached the broker; only its status or a cancel can settle it."""
+
+
+def ask(call: Call, provider: str, send: Callable[[], Execution | None]) -> Reply:
+    """Make one ``call`` to ``provider`` (``send``) and say what it came back with.
+
+    The one place a failed call becomes an answer: only a submit fails with proof that the broker
+    does not hold the order (not received, not accepted); a status query or a cancel that fails is
+    no answer, so the outcome stays unknown.
+    """
+    try:
+        execution = send()
+    except BrokerCallError as exc:
+        answer = Answer.OUTCOME_UNKNOWN
+        if call is Call.SUBMIT and isinstance(exc, NotReceived):
+            answer = Answer.NOT_RECEIVED
+        elif call is Call.SUBMIT and isinstance(exc, NotAccepted):
+            answer = Answer.NOT_ACCEPTED
+        return Reply(call, provider, answer, error=str(exc))
+    return reply_of(call, provider, execution)
 
 
 def _subject(order_id: str | None) -> str:

@@ -4,7 +4,7 @@ Load runs and drills end with the same question: of the orders the intake said i
 each one now, and does every broker agree? :func:`reconcile` takes plain values — the ids the
 intake answered 2xx for, the ids whose answer never came, the orders as read from the orders
 table, and each broker's fills — and returns counts with the offending order ids. The reads are
-done by :func:`tradeops.runtime.orderpath.ops.reconcile_orders`.
+done by :func:`tradeops.runtime.orderpath.fills.reconcile_orders`.
 
 Every accepted order lands in exactly one outcome:
 

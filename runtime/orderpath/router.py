@@ -19,15 +19,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from tradeops.runtime.orderpath.answers import Execution
 from tradeops.runtime.orderpath.breaker import BreakerConfig, CircuitBreaker, Transition
-from tradeops.runtime.orderpath.providers import (
-    BrokerCallError,
-    BrokerOrder,
-    Execution,
-    NotConnected,
-    Provider,
-    make_provider,
-)
+from tradeops.runtime.orderpath.providers import BrokerCallError, BrokerOrder, NotConnected, Provider, make_provider
 from tradeops.runtime.orderpath.routing import PROVIDERS, choose_provider
 from tradeops.runtime.orderpath.suspicion import CallWatch, SuspicionConfig, Verdict
 from tradeops.runtime.platform.aws import Aws, aws_errors

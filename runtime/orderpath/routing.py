@@ -1,12 +1,12 @@
 """Which broker an order goes to: a pure decision over the control flags and broker health.
 
-The worker reads the flags from SSM (``/tradeops/routing/mode``, ``active``, ``trickle``),
-parses them with ``parse_mode`` / ``parse_active`` / ``parse_trickle``, asks its breakers
-which brokers are healthy, and calls ``choose_provider`` once per order. ``None`` means "no
-broker may take this order now": the worker leaves it on the queue and tries again later.
+The worker reads the flags from SSM (``/tradeops/routing/mode``, ``active``, ``trickle``;
+:mod:`.flags` reads them and falls back to safe values for garbage), asks its breakers which
+brokers are healthy, and calls ``choose_provider`` once per order. ``None`` means "no broker may
+take this order now": the worker leaves it on the queue and tries again later.
 
-Flag values come from a parameter store an operator can edit by hand, so every input is
-checked and anything unknown raises ``ValueError`` naming the bad value.
+The flags come from a parameter store an operator can edit by hand, so ``choose_provider`` checks
+every input again and raises ``ValueError`` naming a bad value rather than route on it.
 """
 
 from __future__ import annotations
@@ -20,9 +20,6 @@ __all__ = [
     "PROVIDERS",
     "choose_provider",
     "other",
-    "parse_active",
-    "parse_mode",
-    "parse_trickle",
     "trickle_bucket",
 ]
 
@@ -47,31 +44,6 @@ def trickle_bucket(order_id: str) -> float:
     # A hash, not random(): a redelivered order must make the same choice on whichever worker takes it.
     digest = hashlib.sha256(order_id.encode("utf-8")).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
-
-
-def parse_trickle(text: str) -> float:
-    """Parse the ``routing/trickle`` flag: a share between 0 and 1 (``"0.05"`` keeps 5% on the standby)."""
-    try:
-        value = float(text.strip())
-    except (AttributeError, ValueError):
-        raise ValueError(f"routing trickle {text!r} is not a number between 0 and 1") from None
-    if not (math.isfinite(value) and 0.0 <= value <= 1.0):
-        raise ValueError(f"routing trickle {text!r} must be between 0 and 1")
-    return value
-
-
-def parse_mode(text: str) -> str:
-    """Parse the ``routing/mode`` flag: ``manual`` or ``auto`` (surrounding space and case ignored)."""
-    value = text.strip().lower() if isinstance(text, str) else text
-    if value not in MODES:
-        raise ValueError(f"unknown routing mode {text!r}: expected one of {', '.join(MODES)}")
-    return value
-
-
-def parse_active(text: str) -> str:
-    """Parse the ``routing/active`` flag: ``primary`` or ``secondary`` (space and case ignored)."""
-    value = text.strip().lower() if isinstance(text, str) else text
-    return _check_provider(value, "active provider")
 
 
 def choose_provider(

@@ -18,7 +18,7 @@ state the exactly-once rule does not know (the rule itself: :mod:`.orders`).
 
 from __future__ import annotations
 
-from typing import Final, Literal
+from typing import Final
 
 __all__ = [
     "ACCEPTED",
@@ -33,11 +33,8 @@ __all__ = [
     "SUBMITTING",
     "TRANSITIONS",
     "IllegalTransition",
-    "OrderState",
     "check_transition",
 ]
-
-OrderState = Literal["ACCEPTED", "SUBMITTING", "IN_DOUBT", "FILLED", "REJECTED", "CANCELLED", "DEAD_LETTERED"]
 
 ACCEPTED: Final = "ACCEPTED"
 SUBMITTING: Final = "SUBMITTING"

@@ -1,10 +1,11 @@
 """The void watch: after a void, ask the broker again, and catch every double execution.
 
-An order declared void at a broker (``ops.declare_void``) carries ``watch = "void"`` (a sparse
-index of the orders table) and ``void_declared.provider``. Each worker runs :meth:`VoidWatch.sweep`
-every ``void_watch_seconds``; for a broker whose last health probe was answered (it answers
-again), it asks that broker about each watched order that is final now, one status query each
-(a batch of at most ``limit`` per sweep), and records what it means (:mod:`.doubles`):
+An order declared void at a broker (:func:`.inflight.void_in_flight`) carries ``watch = "void"`` (a
+sparse index of the orders table) and ``void_declared.provider``. Each worker runs
+:meth:`VoidWatch.sweep` every ``void_watch_seconds``; for a broker whose last health probe was
+answered (it answers again), it asks that broker about each watched order that is final now, one
+status query each (a batch of at most ``limit`` per sweep), and records what it means
+(:mod:`.double_executions`):
 
 - **clean**: the broker does not hold a fill. A broker that says "not found" is first told to
   cancel the id (a tombstone), so a copy of the order still on its way can never fill there
@@ -21,9 +22,10 @@ import time
 from collections import Counter
 from typing import Any
 
-from tradeops.runtime.orderpath.doubles import WATCH_OPEN, WATCH_VOID, BrokerAnswer, classify, double_record
+from tradeops.runtime.orderpath.answers import Execution
+from tradeops.runtime.orderpath.double_executions import WATCH_OPEN, WATCH_VOID, BrokerAnswer, classify, double_record
 from tradeops.runtime.orderpath.orders import OrderStore, StaleOrder
-from tradeops.runtime.orderpath.providers import BrokerCallError, Execution
+from tradeops.runtime.orderpath.providers import BrokerCallError
 from tradeops.runtime.orderpath.router import Router
 from tradeops.runtime.orderpath.states import PENDING
 from tradeops.runtime.platform.clock import iso, utcnow

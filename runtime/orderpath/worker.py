@@ -1,8 +1,10 @@
 """The order worker: SQS in, broker out, exactly-once state in DynamoDB.
 
 One process runs one receive loop (batched long polls), a thread pool that handles orders
-(``worker_concurrency`` at once), a heartbeat, the broker health monitor, an in-doubt resolver, the
-void watch (:mod:`.voids`) and the sweeper for orders that never got a message (:mod:`.sweep`).
+(``worker_concurrency`` at once), a heartbeat (:mod:`.heartbeats`), the broker health monitor, an
+in-doubt resolver, the void watch (:mod:`.voids`) and the sweeper for orders that never got a
+message (:mod:`.sweep`). What each broker answer does to an order is decided in one place,
+:func:`.answers.decide`; this module makes the calls and writes what it decides.
 
 Latency first: the loop never waits for a batch to fill. It receives again as soon as the last
 batch is handled, so batches come from the backlog (what arrived meanwhile, up to 10, as many as
@@ -10,16 +12,12 @@ there are free threads), and a batch that is not handled within ``worker_batch_w
 order stuck on a silent broker until the read timeout) does not hold up the orders behind it.
 What a linger used to save on receives at low rates is saved on deletes instead: a handled
 message's order is already final, so its delete can wait a little and go out with others
-(``worker_delete_flush_ms``) without any customer waiting for it.
+(``worker_delete_flush_ms``) without any customer waiting for it. What happens to each message
+after handling (done, retry, poison) is :mod:`.settling`'s.
 
 Any number of these processes may share the queue: every state change is a conditional write
 on the order's version, and a claim carries a lease that expires if its worker dies — the next
 worker then asks the broker named in the order before doing anything.
-
-Outcome of one message (what happens to it after handling):
-    done       the order reached a final state, or is parked IN_DOUBT for the resolver: delete
-    retry      the order could not be placed now (no broker usable, paused, lost a race): back off
-    poison     the message is not an order we can process: back off until SQS dead-letters it
 """
 
 from __future__ import annotations
@@ -28,7 +26,6 @@ import argparse
 import contextlib
 import hashlib
 import itertools
-import json
 import logging
 import os
 import random
@@ -36,27 +33,31 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
+from tradeops.runtime.orderpath.answers import Call, Decision, Execution, decide, lease_left, park, release
 from tradeops.runtime.orderpath.flags import FlagCache, Flags, FlagValues
+from tradeops.runtime.orderpath.heartbeats import heartbeat_item
 from tradeops.runtime.orderpath.messages import order_message, parse_order_message
 from tradeops.runtime.orderpath.orders import OrderStore, StaleOrder
-from tradeops.runtime.orderpath.providers import (
-    BrokerCallError,
-    BrokerOrder,
-    Execution,
-    NotAccepted,
-    NotReceived,
-    OutcomeUnknown,
-)
+from tradeops.runtime.orderpath.providers import BrokerOrder, ask
 from tradeops.runtime.orderpath.router import Router, open_providers
-from tradeops.runtime.orderpath.states import FINAL, IN_DOUBT
+from tradeops.runtime.orderpath.settling import DONE, POISON, RETRY, Handled, Settler
+from tradeops.runtime.orderpath.states import (
+    ACCEPTED,
+    FILLED,
+    FINAL,
+    IN_DOUBT,
+    REJECTED,
+    SUBMITTING,
+)
 from tradeops.runtime.orderpath.sweep import due_for_sweep, last_touched, sweep_interval, sweep_wait
 from tradeops.runtime.orderpath.voids import VoidWatch
 from tradeops.runtime.platform.aws import Aws
-from tradeops.runtime.platform.clock import iso, utcnow
+from tradeops.runtime.platform.clock import utcnow
 from tradeops.runtime.platform.errors import TradeopsError
 from tradeops.runtime.platform.events import EventLog
 from tradeops.runtime.platform.logs import FORMATS, bound, configure
@@ -69,16 +70,11 @@ _RESERVED = frozenset({"message", "msg", "args", "name", "levelname", "created",
 
 __all__ = ["Worker", "account_ref", "broker_order"]
 
-DONE, RETRY, POISON = "done", "retry", "poison"
 RESOLVER_IDLE_SECONDS = 5.0  # the resolver's wait after a round with nothing in doubt (see _resolver_loop)
 
 
-@dataclass
-class Handled:
-    outcome: str
-    reason: str = ""
-    delay: int | None = None  # seconds before the message is visible again (retry/poison)
-    availability: bool = False  # retry because no broker could take it (not the message's fault)
+# What each write of an answer's decision counts as, in the heartbeat's counters.
+_COUNTED = {FILLED: "filled", REJECTED: "rejected", IN_DOUBT: "in_doubt", ACCEPTED: "retried"}
 
 
 def account_ref(account_id: str, salt: str) -> str:
@@ -90,10 +86,6 @@ def broker_order(order: dict[str, Any], salt: str) -> BrokerOrder:
     return BrokerOrder(order_id=order["order_id"], symbol=order["symbol"], side=order["side"],
                        quantity=int(order["quantity"]), order_type=order["order_type"],
                        limit_price=order.get("limit_price"), account_ref=account_ref(order["account_id"], salt))
-
-
-def _epoch() -> float:
-    return time.time()
 
 
 class Worker:
@@ -117,8 +109,10 @@ class Worker:
         self.stop_event = threading.Event()
         self._resolve_soon = threading.Event()  # set when this worker parks an order IN_DOUBT
         self.resolver_looked_at = 0  # orders the resolver's last round looked at
-        self.deletes = _DeleteBuffer(self.aws, self.queue_url, settings.worker_delete_flush_ms / 1000,
-                                     log=self._log)
+        self.settler = Settler(self.aws, self.queue_url, store=self.store, events=self.events, actor=worker_id,
+                               max_receive_count=settings.max_receive_count,
+                               delete_within=settings.worker_delete_flush_ms / 1000, log=self._log)
+        self.deletes = self.settler.deletes
         self.voids = VoidWatch(self.store, self.router, self.events, actor=worker_id)
         self._lock = threading.Lock()
         self.in_flight = 0
@@ -132,12 +126,19 @@ class Worker:
     # ---- the loops ---------------------------------------------------------------------------
     def run(self) -> None:
         self.router.start_monitor()
-        threads = [threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True),
-                   threading.Thread(target=self._resolver_loop, name="resolver", daemon=True),
-                   threading.Thread(target=self._void_watch_loop, name="void-watch", daemon=True),
-                   threading.Thread(target=self._sweeper_loop, name="sweeper", daemon=True),
-                   threading.Thread(target=self.deletes.run, args=(self.stop_event,), name="deleter",
-                                    daemon=True)]
+        sweep_every = sweep_interval(self.settings.sweep_age_seconds)
+        threads = [
+            threading.Thread(target=self._repeat, name="heartbeat", daemon=True,
+                             args=(lambda: self.settings.heartbeat_seconds, self._beat, "heartbeat_failed")),
+            threading.Thread(target=self._resolver_loop, name="resolver", daemon=True),
+            # Ask brokers that answer again about the orders declared void there (double executions).
+            threading.Thread(target=self._repeat, name="void-watch", daemon=True,
+                             args=(lambda: self.settings.void_watch_seconds + random.uniform(0, 0.2),
+                                   self.voids.sweep, "void_watch_failed")),
+            threading.Thread(target=self._repeat, name="sweeper", daemon=True,
+                             args=(lambda: sweep_every + random.uniform(0, sweep_every / 4), self.sweep_unsent,
+                                   "sweep_failed")),
+            threading.Thread(target=self.deletes.run, args=(self.stop_event,), name="deleter", daemon=True)]
         for thread in threads:
             thread.start()
         try:
@@ -237,6 +238,11 @@ class Worker:
         self._last_flags = flags
         return flags
 
+    def _choose(self, order: dict[str, Any], flags: FlagValues, *, exclude: set[str] | None = None) -> str | None:
+        """The broker routing sends ``order`` to now (None: none may take it)."""
+        return self.router.choose(order["order_id"], mode=flags.mode, active=flags.active, trickle=flags.trickle,
+                                  exclude=exclude or ())
+
     # ---- messages ----------------------------------------------------------------------------
     @staticmethod
     def _order_id(message: dict[str, Any]) -> str | None:
@@ -275,10 +281,10 @@ class Worker:
             # Final: a duplicate delivery. IN_DOUBT: parked, the resolver owns it.
             return Handled(DONE)
         flags = self._flags()
-        if status == "SUBMITTING":
-            if order.get("lease_until", 0) > _epoch():
-                return Handled(RETRY, "another worker holds the order", delay=max(1, int(order["lease_until"]
-                                                                                         - _epoch()) + 1))
+        if status == SUBMITTING:
+            held_for = lease_left(order, utcnow().timestamp())
+            if held_for > 0:
+                return Handled(RETRY, "another worker holds the order", delay=max(1, int(held_for) + 1))
             # Its worker died mid-call: take it over, then ask the broker it went to.
             try:
                 order = self._claim(order, order["provider"], note="lease expired; taken over")
@@ -286,174 +292,119 @@ class Worker:
                 return Handled(RETRY, "lost the take-over race", delay=1)
             return self._recover(order, flags, from_queue=True)
         # ACCEPTED
-        target = self.router.choose(order_id, mode=flags.mode, active=flags.active, trickle=flags.trickle)
+        target = self._choose(order, flags)
         if target is None:
-            return Handled(RETRY, "no broker can take orders now", delay=2, availability=True)
+            return Handled(RETRY, "no broker can take orders now", delay=2, no_broker=True)
         try:
             order = self._claim(order, target)
         except StaleOrder:
             return Handled(RETRY, "another worker claimed it", delay=1)
-        return self._place(order, target, flags)
+        return self._place(order, flags)
 
     # ---- state changes -----------------------------------------------------------------------
-    def _claim(self, order: dict[str, Any], provider: str, *, note: str | None = None) -> dict[str, Any]:
+    def _claim(self, order: dict[str, Any], provider: str, *, note: str = "") -> dict[str, Any]:
         """Write-ahead: record the broker (and our lease) before anything is sent to it."""
-        lease = _epoch() + self.settings.worker_lease_seconds
-        return self.store.transition(order, "SUBMITTING", actor=self.worker_id, count_attempt=True, note=note,
+        lease = utcnow().timestamp() + self.settings.worker_lease_seconds
+        return self.store.transition(order, SUBMITTING, actor=self.worker_id, count_attempt=True, note=note,
                                      set_fields={"provider": provider, "lease_owner": self.worker_id,
                                                  "lease_until": int(lease) + 1})
 
-    def _finalise(self, order: dict[str, Any], ex: Execution) -> Handled:
-        if ex.status == "FILLED":
-            fields = {"fill_price": ex.price, "filled_quantity": ex.quantity, "provider": ex.provider,
-                      "broker_ref": ex.broker_ref,
-                      "filled_at": iso(ex.at or utcnow())}
-            status, counter = "FILLED", "filled"
-        else:
-            fields = {"reject_reason": ex.reason or ex.status.lower(), "provider": ex.provider}
-            status, counter = "REJECTED", "rejected"
-        try:
-            self.store.transition(order, status, actor=self.worker_id,
-                                  set_fields={k: v for k, v in fields.items() if v is not None},
-                                  remove_fields=("lease_owner", "lease_until", "next_check_at"))
-        except StaleOrder:
-            # Someone moved the order while we held it (our lease ran out): they will ask the same
-            # broker, which deduplicates on order_id, so the outcome is the same either way.
-            return Handled(DONE)
+    def _write(self, order: dict[str, Any], decision: Decision) -> None:
+        """Write a decided move (raises StaleOrder if the order changed since it was read) and count it."""
+        if decision.status is None:
+            return
+        self.store.apply(order, decision, actor=self.worker_id)
         with self._lock:
-            self.counters[counter] += 1
-        return Handled(DONE)
+            self.counters[_COUNTED[decision.status]] += 1
 
-    def _park_in_doubt(self, order: dict[str, Any], reason: str) -> Handled:
-        with contextlib.suppress(StaleOrder):
-            self.store.transition(order, "IN_DOUBT", actor=self.worker_id, note=reason[:300],
-                                  remove_fields=("lease_owner", "lease_until"))
-            with self._lock:
-                self.counters["in_doubt"] += 1
-        self._resolve_soon.set()  # the resolver looks again on its next round, idle or not
-        return Handled(DONE)
+    def _apply(self, order: dict[str, Any], decision: Decision, *, resolved: bool = False) -> Handled:
+        """Write what an answer decided (the outcome, or IN_DOUBT): either way this message is done with.
 
-    def _release(self, order: dict[str, Any], reason: str, *, availability: bool = True) -> Handled:
-        """Back to ACCEPTED: no broker holds it (each one we tried proved it did not)."""
-        try:
-            self.store.transition(order, "ACCEPTED", actor=self.worker_id, note=reason[:300],
-                                  remove_fields=("provider", "lease_owner", "lease_until"))
-        except StaleOrder:
-            return Handled(RETRY, "order changed while releasing", delay=1)
-        with self._lock:
-            self.counters["retried"] += 1
-        return Handled(RETRY, reason, delay=2, availability=availability)
-
-    # ---- talking to brokers ------------------------------------------------------------------
-    def _place(self, order: dict[str, Any], target: str, flags: FlagValues) -> Handled:
-        """Send a claimed order to ``target``; on a proven non-receipt, fail over (auto mode only)."""
-        tried: set[str] = set()
-        while True:
-            try:
-                ex = self.router.submit(target, broker_order(order, self.salt))
-            except (NotReceived, NotAccepted) as exc:
-                tried.add(target)
-                alt = None
-                if flags.mode == "auto":
-                    alt = self.router.choose(order["order_id"], mode=flags.mode, active=flags.active,
-                                             trickle=flags.trickle, exclude=tried)
-                if alt is None:
-                    return self._release(order, f"{target} did not take it: {exc}")
-                try:
-                    order = self._claim(order, alt, note=f"{target} did not take it ({type(exc).__name__})")
-                except StaleOrder:
-                    return Handled(RETRY, "order changed during fail-over", delay=1)
-                target = alt
-                continue
-            except OutcomeUnknown as exc:
-                # It may be at the broker: never send it elsewhere until that broker says it is not.
-                return self._park_in_doubt(order, f"{target}: {exc}")
-            if ex.status == "CANCELLED":
-                # The broker refuses this id (we cancelled it there earlier): treat as not accepted.
-                tried.add(target)
-                return self._release(order, f"{target} holds a cancellation for this order")
-            return self._finalise(order, ex)
-
-    def _recover(self, order: dict[str, Any], flags: FlagValues, *, from_queue: bool) -> Handled:
-        """Settle an order whose outcome at ``order['provider']`` is unknown, by asking that broker."""
-        held_at = order["provider"]
-        try:
-            ex = self.router.status(held_at, order["order_id"])
-        except BrokerCallError as exc:
-            return self._park_in_doubt(order, f"{held_at} did not answer a status query: {exc}")
-        if ex is not None and ex.status in ("FILLED", "REJECTED"):
+        ``resolved``: the answer was to a status query (counted apart: the resolver's and take-overs' work).
+        """
+        if decision.parks:
+            self._resolve_soon.set()  # the resolver looks again on its next round, idle or not
+        if resolved and decision.settles:
             with self._lock:
                 self.counters["resolved"] += 1
-            return self._finalise(order, ex)
-        # The broker does not hold it.
-        target = None
-        if flags.processing == "running":
-            target = self.router.choose(order["order_id"], mode=flags.mode, active=flags.active,
-                                        trickle=flags.trickle)
-        if target is None or target != held_at:
-            # Make sure a late copy can never fill there before the order goes anywhere else.
-            try:
-                cancelled = self.router.cancel(held_at, order["order_id"])
-            except BrokerCallError as exc:
-                return self._park_in_doubt(order, f"{held_at} did not answer a cancel: {exc}")
-            if cancelled is not None and cancelled.status == "FILLED":
-                return self._finalise(order, cancelled)
-        if target is None:
-            if from_queue:
-                return self._release(order, f"{held_at} does not hold it; no broker can take it now")
-            return self._park_in_doubt(order, f"{held_at} does not hold it; waiting for a broker")
+        with contextlib.suppress(StaleOrder):
+            # Someone moved the order while we held it (our lease ran out): they will ask the same
+            # broker, which deduplicates on order_id, so the outcome is the same either way.
+            self._write(order, decision)
+        return Handled(DONE)
+
+    def _release(self, order: dict[str, Any], note: str) -> Handled:
+        """Back to ACCEPTED: no broker holds it (each one asked proved it did not), and none can take it now."""
         try:
-            order = self._claim(order, target, note=f"{held_at} confirmed it does not hold the order")
+            self._write(order, release(note))
+        except StaleOrder:
+            return Handled(RETRY, "order changed while releasing", delay=1)
+        return Handled(RETRY, note, delay=2, no_broker=True)
+
+    # ---- talking to brokers ------------------------------------------------------------------
+    def _ask(self, call: Call, order: dict[str, Any]) -> Decision:
+        """Make one call about ``order`` to the broker named in it, and decide what the answer does to it."""
+        held_at, order_id = order["provider"], order["order_id"]
+        send: Callable[[], Execution | None]
+        if call is Call.SUBMIT:
+            send = partial(self.router.submit, held_at, broker_order(order, self.salt))
+        elif call is Call.STATUS:
+            send = partial(self.router.status, held_at, order_id)
+        else:
+            send = partial(self.router.cancel, held_at, order_id)
+        return decide(order, ask(call, held_at, send), now=utcnow())
+
+    def _place(self, order: dict[str, Any], flags: FlagValues) -> Handled:
+        """Send a claimed order to its broker; when a broker proves it did not take it, fail over (auto mode only)."""
+        tried: set[str] = set()
+        while True:
+            decision = self._ask(Call.SUBMIT, order)
+            if not decision.may_send_elsewhere:
+                return self._apply(order, decision)
+            tried.add(order["provider"])
+            alt = self._choose(order, flags, exclude=tried) if flags.mode == "auto" else None
+            if alt is None:
+                return self._release(order, decision.note)
+            try:
+                order = self._claim(order, alt, note=decision.note)
+            except StaleOrder:
+                return Handled(RETRY, "order changed during fail-over", delay=1)
+
+    def _recover(self, order: dict[str, Any], flags: FlagValues, *, from_queue: bool) -> Handled:
+        """Settle a claimed order whose outcome at its broker is unknown, by asking that broker."""
+        decision = self._ask(Call.STATUS, order)
+        if not decision.may_send_elsewhere:
+            return self._apply(order, decision, resolved=True)
+        target = self._choose(order, flags) if flags.processing == "running" else None
+        return self._move_on(order, decision, target, flags, release=from_queue)
+
+    def _move_on(self, order: dict[str, Any], decision: Decision, target: str | None, flags: FlagValues, *,
+                 release: bool) -> Handled:
+        """The order's broker proved it does not hold it (``decision``): send it to ``target``.
+
+        With no ``target`` (no broker can take it now) it is released to ACCEPTED when ``release``
+        (its message brings it back), else it waits IN_DOUBT for the resolver.
+        """
+        if decision.cancel_first and target != order["provider"]:
+            # Make sure a late copy can never fill there before the order goes anywhere else.
+            cancelled = self._ask(Call.CANCEL, order)
+            if not cancelled.may_send_elsewhere:
+                return self._apply(order, cancelled)  # it filled after all, or the cancel went unanswered
+        if target is None:
+            if release:
+                return self._release(order, f"{decision.note}; no broker can take it now")
+            return self._apply(order, park(f"{decision.note}; waiting for a broker"))
+        try:
+            order = self._claim(order, target, note=decision.note)
         except StaleOrder:
             return Handled(RETRY, "order changed during recovery", delay=1)
-        return self._place(order, target, flags)
+        return self._place(order, flags)
 
     # ---- after a batch -----------------------------------------------------------------------
     def _settle(self, messages: list[dict[str, Any]], results: list[Handled]) -> None:
-        deletes, delays, resend = [], [], []
-        for i, (message, result) in enumerate(zip(messages, results, strict=True)):
-            receives = int(message.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
-            if result.outcome == DONE:
-                deletes.append({"Id": str(i), "ReceiptHandle": message["ReceiptHandle"]})
-                continue
-            if result.outcome == POISON:
-                with self._lock:
-                    self.counters["poison"] += 1
-                if receives >= self.settings.max_receive_count:
-                    self._dead_letter(message, result.reason, receives)
-            elif result.availability and receives >= self.settings.max_receive_count - 1:
-                # Waiting for a broker is not the message's fault: start its receive count afresh
-                # rather than let a long outage dead-letter good orders.
-                resend.append((i, message, result))
-                continue
-            delay = result.delay if result.delay is not None else min(2 ** receives, 30)
-            delays.append({"Id": str(i), "ReceiptHandle": message["ReceiptHandle"],
-                           "VisibilityTimeout": int(delay + random.uniform(0, 1))})
-        for _i, message, result in resend:
-            try:
-                self.aws.sqs.send_message(QueueUrl=self.queue_url, MessageBody=message["Body"],
-                                          DelaySeconds=min(result.delay or 2, 900))
-                deletes.append({"Id": str(_i), "ReceiptHandle": message["ReceiptHandle"]})
-            except Exception as exc:  # keep the original; it will come back after its visibility timeout
-                self._log("resend_failed", error=str(exc)[:200])
-        self.deletes.add([d["ReceiptHandle"] for d in deletes])
-        with contextlib.suppress(Exception):
-            for chunk in (delays[i:i + 10] for i in range(0, len(delays), 10)):
-                self.aws.sqs.change_message_visibility_batch(QueueUrl=self.queue_url, Entries=chunk)
-
-    def _dead_letter(self, message: dict[str, Any], reason: str, receives: int) -> None:
-        """Last receive before SQS moves it to the DLQ: mark the order (if there is one) and say why."""
-        order_id = self._order_id(message)
-        why = f"dead-lettered after {receives} receives: {reason}"
-        if order_id:
-            order = self.store.get(order_id)
-            if order is not None and order["status"] not in FINAL:
-                with contextlib.suppress(StaleOrder):
-                    self.store.transition(order, "DEAD_LETTERED", actor=self.worker_id, note=why[:300],
-                                          set_fields={"dead_letter_reason": why[:300]},
-                                          remove_fields=("lease_owner", "lease_until"))
-        self.events.emit("dead_letter", stream="orders", metric=("DeadLettered", 1.0),
-                         order_id=order_id, message_id=message.get("MessageId"), reason=why)
+        poison = self.settler.settle(messages, results)
+        with self._lock:
+            self.counters["poison"] += poison
 
     # ---- background loops --------------------------------------------------------------------
     def _resolver_loop(self) -> None:
@@ -478,14 +429,14 @@ class Worker:
 
     def resolve_in_doubt(self, *, limit: int = 50) -> int:
         flags = self._flags()
-        now = _epoch()
+        now = utcnow().timestamp()
         settled = 0
         # SUBMITTING orders whose lease ran out have lost their worker; if their message is gone
         # too (a resolver's claim has none), nobody else will ever look at them.
-        stranded = (o for o in self.store.by_status("SUBMITTING")
-                    if o.get("lease_until", 0) + self.settings.queue_visibility_seconds < now)
+        stranded = (o for o in self.store.by_status(SUBMITTING)
+                    if lease_left(o, now) + self.settings.queue_visibility_seconds < 0)
         self.resolver_looked_at = 0
-        for order in itertools.chain(self.store.by_status("IN_DOUBT"), stranded):
+        for order in itertools.chain(self.store.by_status(IN_DOUBT), stranded):
             if settled >= limit or self.stop_event.is_set():
                 break
             self.resolver_looked_at += 1
@@ -503,56 +454,40 @@ class Worker:
         return settled
 
     def _try_resolve(self, order: dict[str, Any], flags: FlagValues) -> Handled | None:
-        """One attempt; None when nothing changed (the broker did not answer). Writes only on change."""
-        held_at = order.get("provider")
-        if not held_at:
+        """One attempt; None when nothing changed. Writes only what it learns: the outcome, or that the
+        broker does not hold the order and another one can take it now (an unanswered query leaves
+        the order as it is: parking it IN_DOUBT again would tell nobody anything)."""
+        if not order.get("provider"):
             return None
-        try:
-            ex = self.router.status(held_at, order["order_id"])
-        except BrokerCallError:
-            return None
-        if ex is not None and ex.status in ("FILLED", "REJECTED"):
-            with self._lock:
-                self.counters["resolved"] += 1
-            return self._finalise(order, ex)
-        if flags.processing != "running":
-            return None
-        target = self.router.choose(order["order_id"], mode=flags.mode, active=flags.active, trickle=flags.trickle)
+        decision = self._ask(Call.STATUS, order)
+        if decision.settles:
+            return self._apply(order, decision, resolved=True)
+        movable = decision.may_send_elsewhere and flags.processing == "running"
+        target = self._choose(order, flags) if movable else None
         if target is None:
             return None
         try:
-            order = self._claim(order, held_at, note="resolver: broker does not hold it")
+            order = self._claim(order, order["provider"], note=f"resolver: {decision.note}")
         except StaleOrder:
             return None
         with self._lock:
             self.in_flight += 1
         try:
-            return self._recover(order, flags, from_queue=False)
+            return self._move_on(order, decision, target, flags, release=False)
         finally:
             with self._lock:
                 self.in_flight -= 1
 
-    def _sweeper_loop(self) -> None:
-        """Re-enqueue ACCEPTED orders that have waited too long for a message (:mod:`.sweep`).
-
-        Every worker runs one, with no leader: the mark that grants a re-enqueue is a conditional write
-        (:meth:`OrderStore.mark_swept`), so two sweepers finding the same order send one message, and even
-        two messages would be harmless because the claim is conditional too. A thread of the workers rather
-        than a process of its own because the workers already run wherever orders are processed (here and
-        on AWS), with the queue, the table and the flags at hand: nothing new to deploy, supervise or page on.
-        """
-        every = sweep_interval(self.settings.sweep_age_seconds)
-        while not self.stop_event.wait(every + random.uniform(0, every / 4)):
-            try:
-                self.sweep_unsent()
-            except Exception as exc:  # keep sweeping on the next round
-                self._log("sweep_failed", error=str(exc)[:200])
-
     def sweep_unsent(self, *, limit: int = 100) -> list[str]:
-        """One pass: re-enqueue the ACCEPTED orders due for a sweep; returns their ids.
+        """One pass: re-enqueue the ACCEPTED orders due for a sweep (:mod:`.sweep`); returns their ids.
 
         Nothing is swept while processing is paused: orders are meant to wait then, and those that lost
-        their message are found once processing runs again.
+        their message are found once processing runs again. Every worker sweeps, with no leader: the mark
+        that grants a re-enqueue is a conditional write (:meth:`OrderStore.mark_swept`), so two sweepers
+        finding the same order send one message, and even two messages would be harmless because the claim
+        is conditional too. A thread of the workers rather than a process of its own because the workers
+        already run wherever orders are processed (here and on AWS), with the queue, the table and the flags
+        at hand: nothing new to deploy, supervise or page on.
         """
         if self._flags().processing != "running":
             return []
@@ -575,37 +510,26 @@ class Worker:
                              sweeps=int(order.get("sweeps") or 0) + 1)
         return swept
 
-    def _void_watch_loop(self) -> None:
-        """Ask brokers that answer again about the orders declared void there (double executions)."""
-        while not self.stop_event.wait(self.settings.void_watch_seconds + random.uniform(0, 0.2)):
+    def _repeat(self, every: Callable[[], float], job: Callable[[], object], failed: str) -> None:
+        """Run ``job`` every ``every()`` seconds until the worker stops; a failed round is logged as ``failed``."""
+        while not self.stop_event.wait(every()):
             try:
-                self.voids.sweep()
-            except Exception as exc:  # keep watching on the next round
-                self._log("void_watch_failed", error=str(exc)[:200])
-
-    def _heartbeat_loop(self) -> None:
-        while not self.stop_event.wait(self.settings.heartbeat_seconds):
-            self._beat()
+                job()
+            except Exception as exc:  # keep going on the next round
+                self._log(failed, error=str(exc)[:200])
 
     def _beat(self) -> None:
-        now = _epoch()
         flags = self._last_flags
         with self._lock:
             counters = dict(self.counters)
-            body = {"in_flight": self.in_flight, "taking": self.taking, "counters": counters}
+            in_flight, taking = self.in_flight, self.taking
         # The event queue's figures ride along: events dropped when the queue was full show in status.
         counters.update({f"events_{k}": v for k, v in self.events.stats().items()})
-        breakers = {name: snap["state"] for name, snap in self.router.snapshot().items()}
-        item = {
-            "worker_id": {"S": self.worker_id}, "host": {"S": socket.gethostname()}, "pid": {"N": str(os.getpid())},
-            "at_epoch": {"N": f"{now:.3f}"}, "expires_at": {"N": str(int(now) + 3600)},
-            "in_flight": {"N": str(body["in_flight"])}, "taking": {"BOOL": body["taking"]},
-            "processing": {"S": flags.processing if flags else "unknown"},
-            "breakers": {"S": json.dumps(breakers)}, "probes": {"S": json.dumps(self.router.last_probe)},
-            "suspect": {"S": json.dumps(self.router.suspects())},
-            "counters": {"S": json.dumps(body["counters"])},
-            "aws_requests": {"S": json.dumps(self.aws.counter.snapshot())},
-        }
+        item = heartbeat_item(self.worker_id, at=utcnow().timestamp(), in_flight=in_flight, taking=taking,
+                              processing=flags.processing if flags else "unknown",
+                              breakers={name: snap["state"] for name, snap in self.router.snapshot().items()},
+                              probes=self.router.last_probe, suspect=self.router.suspects(), counters=counters,
+                              aws_requests=self.aws.counter.snapshot())
         with contextlib.suppress(Exception):
             self.aws.dynamodb.put_item(TableName=self.names.heartbeats_table, Item=item)
 
@@ -614,63 +538,6 @@ class Worker:
         level = logging.INFO if what == "flags_seen" else logging.WARNING
         fields = {k if k not in _RESERVED else f"{k}_": v for k, v in facts.items()}
         log.log(level, what, extra={"what": what, **fields})
-
-
-class _DeleteBuffer:
-    """Deletes of handled messages, sent in batches of up to 10 and never later than ``max_wait`` seconds.
-
-    Only messages whose order is final or parked (outcome ``done``) come here, so holding a delete
-    back costs no order any time; it must only go out well within the visibility timeout, which
-    ``max_wait`` (under a second) does. A delete that fails leaves the message to come back after
-    its visibility timeout, and handling it again is a no-op (the order is final).
-    """
-
-    def __init__(self, aws: Aws, queue_url: str, max_wait: float, *, log: Any) -> None:
-        self.aws = aws
-        self.queue_url = queue_url
-        self.max_wait = max_wait
-        self._log = log
-        self._cond = threading.Condition()
-        self._pending: list[tuple[str, float]] = []  # (receipt handle, when it was handed in)
-        self.requests = 0
-
-    def add(self, receipts: list[str]) -> None:
-        if not receipts:
-            return
-        with self._cond:
-            now = time.monotonic()
-            self._pending += [(r, now) for r in receipts]
-            self._cond.notify()
-        if self.max_wait <= 0:
-            self.flush(everything=True)
-        else:
-            self.flush(everything=False)  # full batches of 10 go at once
-
-    def flush(self, *, everything: bool) -> None:
-        """Send full batches of 10; with ``everything`` the remainder too."""
-        with self._cond:
-            take = len(self._pending) if everything else len(self._pending) // 10 * 10
-            batch, self._pending = self._pending[:take], self._pending[take:]
-        for i in range(0, len(batch), 10):
-            entries = [{"Id": str(n), "ReceiptHandle": r} for n, (r, _) in enumerate(batch[i:i + 10])]
-            try:
-                self.aws.sqs.delete_message_batch(QueueUrl=self.queue_url, Entries=entries)
-                self.requests += 1
-            except Exception as exc:  # the messages come back after their visibility timeout: harmless
-                self._log("delete_failed", error=str(exc)[:200])
-
-    def run(self, stop: threading.Event) -> None:
-        """Flush what has waited ``max_wait`` (until ``stop``; the worker flushes the rest itself)."""
-        while not stop.is_set():
-            with self._cond:
-                if not self._pending:
-                    self._cond.wait(0.5)
-                    continue
-                due = self._pending[0][1] + self.max_wait - time.monotonic()
-                if due > 0:
-                    self._cond.wait(due)
-                    continue
-            self.flush(everything=True)
 
 
 def _main(argv: list[str] | None = None) -> int:

@@ -11,7 +11,8 @@ from typing import Any
 
 import httpx
 
-from tradeops.runtime.orderpath.ops import fleet, runtime_status
+from tradeops.runtime.orderpath.figures import runtime_status
+from tradeops.runtime.orderpath.heartbeats import fleet
 from tradeops.runtime.orderpath.providers import BrokerCallError, make_provider
 from tradeops.runtime.orderpath.routing import PROVIDERS
 from tradeops.runtime.platform.aws import Aws

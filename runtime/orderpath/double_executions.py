@@ -1,10 +1,10 @@
 """Double executions after a void: what a broker's answer about a voided order means. Pure, no I/O.
 
-Declaring a broker's in-flight orders void (``ops.declare_void``) is an operator accepting that
-the broker will never fill them, so they may go to the other broker. If the broker did fill one
-after all (it answered too late, then went down), the firm now holds the order twice. Each
-voided order stays under watch at the broker it was voided at; once that broker answers again,
-the void watch (:mod:`.voids`) asks it about the order and :func:`classify` says what it means:
+Declaring a broker's in-flight orders void (:func:`.inflight.void_in_flight`) is an operator
+accepting that the broker will never fill them, so they may go to the other broker. If the broker
+did fill one after all (it answered too late, then went down), the firm now holds the order twice.
+Each voided order stays under watch at the broker it was voided at; once that broker answers
+again, the void watch (:mod:`.voids`) asks it about the order and :func:`classify` says what it means:
 
 - ``pending``: the order is not final yet (it may still go back to that broker, which would
   simply return its first result): ask again later;

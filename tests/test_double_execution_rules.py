@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tradeops.runbooks.unwind import decide
-from tradeops.runtime.orderpath.doubles import (
+from tradeops.runtime.orderpath.double_executions import (
     OPEN,
     UNWOUND,
     WRITTEN_OFF,
