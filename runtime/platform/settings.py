@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 from decimal import Decimal
-from importlib.resources import files
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,16 +18,9 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from tradeops.runtime.platform.errors import ConfigError
+from tradeops.runtime.platform.packagedata import package_file
 
-__all__ = ["Settings", "load_settings", "package_file"]
-
-
-def package_file(*parts: str) -> Path:
-    """A file shipped inside the installed ``tradeops`` package (template, runbooks, schemas, ...).
-
-    Found through importlib.resources, so it works from a wheel as well as from a checkout.
-    """
-    return Path(str(files("tradeops").joinpath(*parts)))
+__all__ = ["Settings", "load_settings"]
 
 
 def _default_state_dir() -> Path:
