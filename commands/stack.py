@@ -10,13 +10,11 @@ import typer
 
 from tradeops.commands.context import aws_chosen, context
 from tradeops.commands.output import Column, JsonOpt, human, out, print_json, print_table, when, yes_no
-from tradeops.runtime.orderpath.ops import runtime_status
-from tradeops.runtime.platform import logs
 from tradeops.runtime.platform.errors import BadInput, NoTarget, StackError
-from tradeops.runtime.platform.settings import load_settings
 from tradeops.runtime.platform.statefile import StackState, pid_alive, read_state
-from tradeops.runtime.stack import supervisor
-from tradeops.runtime.stack.status import full_status
+
+# The supervisor, the runtime figures and the health checks bring boto3 and httpx: each command imports
+# what it runs, so `tradeops status` with no stack up answers before any of them is loaded.
 
 __all__ = ["down", "status", "up"]
 
@@ -102,6 +100,10 @@ def up(
         tradeops up --workers 4 --port primary=8101
         tradeops up --foreground --log-format text
     """
+    from tradeops.runtime.platform import logs
+    from tradeops.runtime.platform.settings import load_settings
+    from tradeops.runtime.stack import supervisor
+
     if log_format is not None:
         # The supervisor hands its environment to every process it starts (platform/logs.py reads it).
         os.environ["TRADEOPS_LOG_FORMAT"] = logs.log_format(log_format)
@@ -154,6 +156,9 @@ def status(as_json: JsonOpt = False) -> None:
         ctx = context()
     except NoTarget:
         raise StackError("the stack is not up (run `tradeops up`), and no AWS target was chosen (--aws)") from None
+    from tradeops.runtime.orderpath.ops import runtime_status
+    from tradeops.runtime.stack.status import full_status
+
     state = read_state(ctx.settings.state_file)
     if ctx.target.kind == "aws" and not (state and pid_alive(state.get("supervisor_pid"))):
         info: dict[str, Any] = {"target": ctx.target_json(), **runtime_status(ctx.aws)}
@@ -210,6 +215,9 @@ def down(as_json: JsonOpt = False) -> None:
 
         tradeops down
     """
+    from tradeops.runtime.platform.settings import load_settings
+    from tradeops.runtime.stack import supervisor
+
     state = supervisor.stop(load_settings())
     if as_json:
         print_json({"stopped": bool(state), "started_at": (state or {}).get("started_at")})

@@ -62,9 +62,8 @@ from tradeops.runtime.platform.errors import BadInput, OperationFailed, Tradeops
 from tradeops.runtime.platform.events import read_events
 from tradeops.runtime.platform.packagedata import package_file
 from tradeops.runtime.platform.settings import Settings
-from tradeops.runtime.platform.statefile import pid_alive, read_state, resolve_settings
+from tradeops.runtime.platform.statefile import pid_alive, read_state, resolve_settings, stack_exports
 from tradeops.runtime.stack import supervisor
-from tradeops.runtime.stack.status import stack_exports
 
 __all__ = ["DrillRequest", "DrillResult", "Prepared", "ReportBuilder", "describe", "history", "prepare", "run_drill",
            "scenarios"]

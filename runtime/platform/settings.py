@@ -13,7 +13,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -45,6 +44,8 @@ class _YamlSource(PydanticBaseSettingsSource):
             if self.required:
                 raise ConfigError(f"settings file {self.path} (TRADEOPS_CONFIG) does not exist")
             return {}
+        import yaml  # every command loads the settings; few have a settings file to read
+
         try:
             data = yaml.safe_load(self.path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as exc:
