@@ -1,6 +1,7 @@
-"""`tradeops drill run|list|due` and `tradeops drill schedule ...`: chaos drills under load.
+"""`tradeops drill run|list|due`, `tradeops drill schedule ...` and `tradeops demo`: chaos drills under load.
 
-The work is in tradeops.experiments.drill (the runner) and tradeops.experiments.schedule (the rules)."""
+The work is in tradeops.experiments.drill (the runner, handed the report builder of tradeops.reports
+from here) and tradeops.experiments.schedule (the rules)."""
 
 from __future__ import annotations
 

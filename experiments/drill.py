@@ -2,9 +2,8 @@
 
 ``tradeops drill run`` and ``tradeops demo`` are thin shells over :func:`run_drill`; they pass in the
 report builder (:func:`tradeops.reports.build.build_run_report`), so drills and reports stay
-independent of each other. Everything is
-checked before anything starts (:func:`prepare`: scenario, tolerance, durations, run folder), so
-bad input changes nothing. Then:
+independent of each other. Everything is checked before anything starts (:func:`prepare`: scenario,
+tolerance, durations, run folder), so bad input changes nothing. Then:
 
 1. the stack is reused, or started (and stopped at the end) when none is up;
 2. the scenario's load starts (:func:`tradeops.experiments.load.run_load`: Locust in its own process);

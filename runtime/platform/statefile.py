@@ -1,7 +1,8 @@
 """The local stack's state file: what `tradeops up` started and where, and the exports that point tools at it.
 
 The supervisor (:mod:`tradeops.runtime.stack.supervisor`) writes it; every command and service
-reads it to find the stack without flags (:func:`resolve_settings`).
+reads it to find the stack without flags (:func:`resolve_target` for a command,
+:func:`resolve_settings` for a service).
 """
 
 from __future__ import annotations
