@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import importlib
 import sys
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Iterator, Mapping, MutableMapping
 from typing import Annotated, Any
 
 import typer
@@ -81,10 +81,13 @@ def build_command(name: str) -> Any:
 
 
 class _LazyCommands(MutableMapping[str, Any]):
-    """The root's commands: every name known at once, each command built the first time it is looked up."""
+    """The root's commands: every name known at once, each command built the first time it is looked up.
 
-    def __init__(self) -> None:
-        self._built: dict[str, Any] = {}
+    Commands typer built already (one mounted with ``app.command()`` or ``app.add_typer()``) are kept
+    and listed after those of :data:`COMMANDS`."""
+
+    def __init__(self, built: Mapping[str, Any]) -> None:
+        self._built = dict(built)
 
     def __getitem__(self, name: str) -> Any:
         if name not in self._built:
@@ -94,16 +97,17 @@ class _LazyCommands(MutableMapping[str, Any]):
         return self._built[name]
 
     def __setitem__(self, name: str, command: Any) -> None:
-        raise TypeError(f"the root's commands are listed in tradeops.cli.COMMANDS, not added ({name})")
+        self._built[name] = command
 
     def __delitem__(self, name: str) -> None:
-        raise TypeError(f"the root's commands are listed in tradeops.cli.COMMANDS ({name})")
+        raise TypeError(f"the root's commands are not removed ({name})")
 
     def __iter__(self) -> Iterator[str]:
-        return iter(COMMANDS)
+        yield from COMMANDS
+        yield from (name for name in self._built if name not in COMMANDS)
 
     def __len__(self) -> int:
-        return len(COMMANDS)
+        return len(COMMANDS.keys() | self._built.keys())
 
 
 class _Root(TyperGroup):
@@ -111,7 +115,7 @@ class _Root(TyperGroup):
 
     def __init__(self, **attrs: Any) -> None:
         super().__init__(**attrs)
-        self.commands = _LazyCommands()
+        self.commands = _LazyCommands(self.commands)
 
 
 app = typer.Typer(
