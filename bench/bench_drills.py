@@ -11,7 +11,7 @@ trickle 0), posts orders to the intake API over HTTP at the rate, and after 4 s 
 for 8 s: ``down`` (connection refused: the primary-outage drill) or ``blackhole`` (accepts
 connections, never answers: primary-blackhole). Then it heals it and keeps posting for 12 s.
 
-The figures are the drills' own (:func:`tradeops.experiments.drillfigures.compute_figures`, from
+The figures are the drills' own (:func:`tradeops.drillresult.figures.compute_figures`, from
 the routing events and the orders' histories): time to detect (fault to the first
 ``breaker_opened``/``broker_suspect`` of the primary), time to the first fill at the secondary,
 time to 99 % of new orders at the secondary, and time back on the primary after the heal (90 % of
@@ -37,7 +37,7 @@ from typing import Any
 # Run as a script, so bench/ is on the path: the same intake poster, flags and broker controls.
 from bench_blackhole import Bench
 
-from tradeops.experiments.drillfigures import compute_figures
+from tradeops.drillresult.figures import compute_figures
 from tradeops.runtime.orderpath.orders import OrderStore
 from tradeops.runtime.platform.aws import Aws
 from tradeops.runtime.platform.clock import iso

@@ -8,12 +8,18 @@ Commands that change something print their target first (:meth:`Context.announce
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from tradeops.commands.output import out
-from tradeops.runbooks.identity import Identity, Operators, current_identity
-from tradeops.runbooks.roster import Roster
-from tradeops.runtime.platform.aws import Aws
-from tradeops.runtime.platform.settings import Settings, load_settings
-from tradeops.runtime.platform.statefile import Target, resolve_target
+
+if TYPE_CHECKING:
+    from tradeops.runbooks.identity import Identity, Operators
+    from tradeops.runtime.platform.aws import Aws
+    from tradeops.runtime.platform.settings import Settings
+    from tradeops.runtime.platform.statefile import Target
+
+# Every command imports this module, and most need only part of it: boto3 (Aws), the roster and
+# pydantic-settings are imported where they are used (see tradeops.cli on start-up time).
 
 __all__ = ["Context", "aws_chosen", "choose_aws", "context"]
 
@@ -44,6 +50,8 @@ class Context:
     @property
     def aws(self) -> Aws:
         if self._aws is None:
+            from tradeops.runtime.platform.aws import Aws
+
             self._aws = Aws(self.settings)
         return self._aws
 
@@ -68,14 +76,21 @@ class Context:
 
     def identity(self) -> Identity:
         """Who runs this command (the person behind STS on AWS; TRADEOPS_OPERATOR or the OS user locally)."""
+        from tradeops.runbooks.identity import current_identity
+
         return current_identity(self.settings, self.aws)
 
     def operators(self) -> Operators:
         """The shared roster (identity → roles): never a file of the caller's own."""
+        from tradeops.runbooks.roster import Roster
+
         return Roster(self.aws).require()
 
 
 def context() -> Context:
     """The context of the command being run; NoTarget (exit 1) when it has nothing to act on."""
+    from tradeops.runtime.platform.settings import load_settings
+    from tradeops.runtime.platform.statefile import resolve_target
+
     settings, target = resolve_target(load_settings(), aws=aws_chosen())
     return Context(settings, target)

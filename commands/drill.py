@@ -1,6 +1,7 @@
-"""`tradeops drill run|list|due` and `tradeops drill schedule ...`: chaos drills under load.
+"""`tradeops drill run|list|due`, `tradeops drill schedule ...` and `tradeops demo`: chaos drills under load.
 
-The work is in tradeops.experiments.drill (the runner) and tradeops.experiments.schedule (the rules)."""
+The work is in tradeops.experiments.drill (the runner, handed the report builder of tradeops.reports
+from here) and tradeops.experiments.schedule (the rules)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ import typer
 from rich.table import Table
 
 from tradeops.commands.output import JsonOpt, err, out, print_json
+from tradeops.drillresult.figures import FIGURES
 from tradeops.experiments.drill import DrillRequest, Progress, describe, history, prepare, run_drill, scenarios
-from tradeops.experiments.drillfigures import FIGURES
 from tradeops.runtime.platform.clock import parse_duration
 from tradeops.runtime.platform.errors import BadInput, CheckFailed
 from tradeops.runtime.platform.settings import Settings, load_settings
@@ -57,6 +58,13 @@ def _seconds(value: str | None, what: str) -> float | None:
         return parse_duration(value)
     except (BadInput, ValueError):
         raise BadInput(f"{what}: {value!r} is not a duration like 10s or 1m") from None
+
+
+def _build_report(run_dir: Path, settings: Settings, generated_by: str) -> None:
+    """The drill's report builder: the command layer sees both drills and reports, which do not see each other."""
+    from tradeops.reports.build import build_run_report  # Jinja2 and the chart code: only once a drill has run
+
+    build_run_report(run_dir, settings, generated_by=generated_by)
 
 
 class _Progress:
@@ -113,7 +121,7 @@ def run_one(request: DrillRequest, settings: Settings, *, quiet: bool, as_json: 
     prepared = prepare(request, settings)
     if not quiet:
         err.print(f"drill {prepared.name}: run folder {prepared.run_dir}", markup=False)
-    done = run_drill(request, settings, on_progress=_Progress(quiet), prepared=prepared)
+    done = run_drill(request, settings, build_report=_build_report, on_progress=_Progress(quiet), prepared=prepared)
     if as_json:
         print_json(done.result)
     else:
@@ -353,7 +361,8 @@ def demo(
     request = DrillRequest(scenario="primary-outage", rate=rate, duration=5.0, recover=10.0)
     settings = load_settings()
     prepared = prepare(request, settings)
-    done = run_drill(request, settings, on_progress=_Progress(as_json), prepared=prepared)
+    done = run_drill(request, settings, build_report=_build_report, on_progress=_Progress(as_json),
+                     prepared=prepared)
     if as_json:
         print_json(done.result)
     else:

@@ -9,7 +9,7 @@ import typer
 
 from tradeops.commands.output import JsonOpt, out, print_json
 from tradeops.runtime.platform.settings import load_settings
-from tradeops.runtime.stack.status import stack_exports
+from tradeops.runtime.platform.statefile import stack_exports
 
 __all__ = ["env"]
 

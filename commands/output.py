@@ -22,7 +22,6 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from tradeops.runtime.platform.clock import iso, parse_iso
 from tradeops.runtime.platform.errors import CheckFailed, Refused
@@ -114,6 +113,8 @@ def print_table(columns: Sequence[Column], rows: Sequence[Sequence[Any]], *, con
                 # An id longer than the line folds onto the next line rather than being cut.
                 console.print(f"[bold]{escape(c.name.rjust(label))}[/]: {escape(v)}", overflow="fold")
         return
+    from rich.table import Table  # only a terminal wide enough draws one; every command imports this module
+
     table = Table(header_style="bold", title=title)
     for c in columns:
         table.add_column(c.name, justify=c.justify, no_wrap=c.ident, overflow="fold")  # type: ignore[arg-type]

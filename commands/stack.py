@@ -10,13 +10,11 @@ import typer
 
 from tradeops.commands.context import aws_chosen, context
 from tradeops.commands.output import Column, JsonOpt, human, out, print_json, print_table, when, yes_no
-from tradeops.runtime.orderpath.figures import runtime_status
-from tradeops.runtime.platform import logs
 from tradeops.runtime.platform.errors import BadInput, NoTarget, StackError
-from tradeops.runtime.platform.settings import load_settings
 from tradeops.runtime.platform.statefile import StackState, pid_alive, read_state
-from tradeops.runtime.stack import supervisor
-from tradeops.runtime.stack.status import full_status, sources
+
+# The supervisor, the runtime figures and the health checks bring boto3 and httpx: each command imports
+# what it runs, so `tradeops status` with no stack up answers before any of them is loaded.
 
 __all__ = ["down", "status", "up"]
 
@@ -119,6 +117,11 @@ def up(
         tradeops up --foreground --log-format text
         tradeops up --aws --sim-brokers --sim-prices
     """
+    from tradeops.runtime.platform import logs
+    from tradeops.runtime.platform.settings import load_settings
+    from tradeops.runtime.stack import supervisor
+    from tradeops.runtime.stack.status import sources
+
     if log_format is not None:
         # The supervisor hands its environment to every process it starts (platform/logs.py reads it).
         os.environ["TRADEOPS_LOG_FORMAT"] = logs.log_format(log_format)
@@ -174,6 +177,9 @@ def status(as_json: JsonOpt = False) -> None:
         ctx = context()
     except NoTarget:
         raise StackError("the stack is not up (run `tradeops up`), and no AWS target was chosen (--aws)") from None
+    from tradeops.runtime.orderpath.figures import runtime_status
+    from tradeops.runtime.stack.status import full_status, sources
+
     state = read_state(ctx.settings.state_file)
     if ctx.target.kind == "aws" and not (state and pid_alive(state.get("supervisor_pid"))):
         info: dict[str, Any] = {"target": ctx.target_json(), **runtime_status(ctx.aws)}
@@ -231,6 +237,9 @@ def down(as_json: JsonOpt = False) -> None:
 
         tradeops down
     """
+    from tradeops.runtime.platform.settings import load_settings
+    from tradeops.runtime.stack import supervisor
+
     state = supervisor.stop(load_settings())
     if as_json:
         print_json({"stopped": bool(state), "started_at": (state or {}).get("started_at")})

@@ -6,7 +6,7 @@ experiment names it with ``provider: {type: python, module: tradeops.experiments
 func: NAME, arguments: {...}}``. They find the stack the way every tradeops command does: the
 stack state file in ``TRADEOPS_STATE_DIR`` (``eval "$(tradeops env)"`` exports it), or the
 configuration key ``tradeops_state_dir``. ``chaos discover tradeops`` lists them
-(:func:`discover`); docs/drills.md shows how to write a new experiment from them.
+(:func:`discover`); README.md ("Drills") says how to write a new experiment from them.
 
 AWS control-plane faults and probes (the SSM routing flags) are not here: experiments use
 chaostoolkit-aws's own ``chaosaws.ssm.actions.put_parameter`` for those, pointed at the stack by

@@ -1,16 +1,18 @@
 """One drill: load, a Chaos Toolkit experiment, a metrics timeline, reconciliation, figures and a verdict.
 
-``tradeops drill run`` and ``tradeops demo`` are thin shells over :func:`run_drill`. Everything is
-checked before anything starts (:func:`prepare`: scenario, tolerance, durations, run folder), so
-bad input changes nothing. Then:
+``tradeops drill run`` and ``tradeops demo`` are thin shells over :func:`run_drill`; they pass in the
+report builder (:func:`tradeops.reports.build.build_run_report`), so drills and reports stay
+independent of each other. Everything is checked before anything starts (:func:`prepare`: scenario,
+tolerance, durations, run folder), so bad input changes nothing. Then:
 
 1. the stack is reused, or started (and stopped at the end) when none is up;
 2. the scenario's load starts (:func:`tradeops.experiments.load.run_load`: Locust in its own process);
 3. ``chaos run`` runs the experiment in its own process, writing its journal into the run folder;
    meanwhile a sampler records the metrics timeline once a second from what the stack publishes;
 4. the load stops, its orders drain and are reconciled against both brokers' fill ledgers;
-5. :mod:`tradeops.experiments.drillfigures` turns the journal, events, orders and timeline into the
-   figures and the verdict, which never comes from ``chaos run``'s exit code.
+5. :mod:`tradeops.drillresult.figures` turns the journal, events, orders and timeline into the
+   figures and the verdict, which never comes from ``chaos run``'s exit code;
+6. the report builder writes the run's report into the run folder.
 
 The run folder (``runs/<UTC time>-drill-<scenario>/`` unless ``out`` is given)::
 
@@ -21,7 +23,7 @@ The run folder (``runs/<UTC time>-drill-<scenario>/`` unless ``out`` is given)::
     events.json      the routing, order and exposure events of the drill window
     audit.json       the audit log records of runbook executions the drill ran
     orders.json      the drill's orders as stored (status, broker, prices, history): for the report
-    evidence.json, report.html, report.md   the scenario-testing report (tradeops.reports.build)
+    evidence.json, report.html, report.md   the scenario-testing report (from the report builder)
     load/            the load run folder (summary.json, reconciliation.json, Locust's files)
 """
 
@@ -43,10 +45,9 @@ from typing import Any
 
 import yaml
 
-from tradeops.experiments import drillfigures
+from tradeops.drillresult import figures as drillfigures
 from tradeops.experiments.load import LoadRequest, LoadResult, read_ids, run_load
 from tradeops.experiments.load import prepare as prepare_load
-from tradeops.reports.build import build_run_report
 from tradeops.runbooks.audit import AuditLog
 from tradeops.runbooks.identity import current_identity
 from tradeops.runtime.liability.exposuretable import read_summary
@@ -59,17 +60,21 @@ from tradeops.runtime.platform.aws import Aws
 from tradeops.runtime.platform.clock import iso, utcnow
 from tradeops.runtime.platform.errors import BadInput, OperationFailed, TradeopsError, reason_of
 from tradeops.runtime.platform.events import read_events
-from tradeops.runtime.platform.settings import Settings, package_file
-from tradeops.runtime.platform.statefile import pid_alive, read_state, resolve_settings
+from tradeops.runtime.platform.packagedata import package_file
+from tradeops.runtime.platform.settings import Settings
+from tradeops.runtime.platform.statefile import pid_alive, read_state, resolve_settings, stack_exports
 from tradeops.runtime.stack import supervisor
-from tradeops.runtime.stack.status import stack_exports
 
-__all__ = ["DrillRequest", "DrillResult", "Prepared", "describe", "history", "prepare", "run_drill", "scenarios"]
+__all__ = ["DrillRequest", "DrillResult", "Prepared", "ReportBuilder", "describe", "history", "prepare", "run_drill",
+           "scenarios"]
 
 EXTENSION = "tradeops"
 HISTORY = "drill-history.jsonl"
 CHAOS_GRACE = 120.0
 """How long ``chaos run`` may take beyond the experiment's own pauses before it is stopped."""
+
+ReportBuilder = Callable[[Path, Settings, str], object]
+"""Writes a run folder's report: ``(run folder, the stack's settings, who generated it)``."""
 
 
 @dataclass(frozen=True)
@@ -327,18 +332,19 @@ def _write(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
-def run_drill(request: DrillRequest, settings: Settings, *,
+def run_drill(request: DrillRequest, settings: Settings, *, build_report: ReportBuilder,
               on_progress: Callable[[Progress], None] | None = None, prepared: Prepared | None = None) -> DrillResult:
-    """Run one drill end to end and write its run folder; see the module docstring."""
+    """Run one drill end to end and write its run folder, the report last; see the module docstring."""
     progress = on_progress or (lambda p: None)
     prep = prepared or prepare(request, settings)
     prep.run_dir.mkdir(parents=True, exist_ok=True)
     with _stack(settings, request.workers, progress) as started_stack:
         settings = resolve_settings(settings)
-        return _run(prep, settings, progress, started_stack)
+        return _run(prep, settings, progress, started_stack, build_report)
 
 
-def _run(prep: Prepared, settings: Settings, progress: Callable[[Progress], None], started_stack: bool) -> DrillResult:
+def _run(prep: Prepared, settings: Settings, progress: Callable[[Progress], None], started_stack: bool,
+         build_report: ReportBuilder) -> DrillResult:
     aws = Aws(settings)
     run_dir = prep.run_dir
     before = Flags(aws).read()
@@ -443,7 +449,7 @@ def _run(prep: Prepared, settings: Settings, progress: Callable[[Progress], None
     _record(settings, result)
     progress(Progress("report", f"writing the scenario-testing report into {run_dir}"))
     try:
-        build_run_report(run_dir, settings, generated_by=_who(settings))
+        build_report(run_dir, settings, _who(settings))
     except Exception as exc:  # the drill's verdict stands without its report; `tradeops report build` retries
         (run_dir / "report-error.txt").write_text(f"{type(exc).__name__}: {exc}\n", encoding="utf-8")
         progress(Progress("report", f"the report was not built ({exc}); run `tradeops report build {run_dir}`"))

@@ -52,7 +52,8 @@ from tradeops.runtime.orderpath.routing import PROVIDERS
 from tradeops.runtime.orderpath.states import PENDING
 from tradeops.runtime.platform.aws import Aws
 from tradeops.runtime.platform.errors import BadInput, OperationFailed, StackError, TradeopsError, reason_of
-from tradeops.runtime.platform.settings import Settings, package_file
+from tradeops.runtime.platform.packagedata import package_file
+from tradeops.runtime.platform.settings import Settings
 from tradeops.runtime.platform.statefile import read_state
 from tradeops.runtime.stack import status as stack_status
 from tradeops.runtime.stack.supervisor import free_port, log_tail, stop_process

@@ -32,7 +32,8 @@ from tradeops.reports import model
 from tradeops.reports.render import render_html, render_index, render_markdown, render_pdf
 from tradeops.runtime.platform.clock import iso
 from tradeops.runtime.platform.errors import BadInput, NotFound
-from tradeops.runtime.platform.settings import Settings, package_file
+from tradeops.runtime.platform.packagedata import package_file
+from tradeops.runtime.platform.settings import Settings
 
 __all__ = [
     "OUTPUTS",

@@ -1,8 +1,9 @@
 """The report's charts: matplotlib (no display, no pyplot, no network) to inline SVG.
 
-Three charts, where a person would rather look than read: orders filled per broker per second with
-the fault window shaded and detection and recovery marked; queue depth and the oldest order's age;
-and total exposure against its thresholds. Each function takes plain values and returns the SVG
+Three charts in a drill's report, where a person would rather look than read: orders filled per
+broker per second with the fault window shaded and detection and recovery marked; queue depth and
+the oldest order's age; and total exposure against its thresholds. The index of reports has a
+fourth: each scenario's time to recover, run after run. Each function takes plain values and returns the SVG
 text (``<svg ...>...</svg>``), or None when the run recorded nothing to draw.
 """
 

@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any, TypedDict
 
-from tradeops.experiments.drillfigures import FIGURES
+from tradeops.drillresult.figures import FIGURES
 from tradeops.runtime.platform.clock import iso, parse_iso
 
 __all__ = [

@@ -15,7 +15,7 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from tradeops.runtime.platform.errors import OperationFailed
-from tradeops.runtime.platform.settings import package_file
+from tradeops.runtime.platform.packagedata import package_file
 
 __all__ = ["environment", "render_html", "render_index", "render_markdown", "render_pdf"]
 

@@ -28,7 +28,7 @@ from tradeops.runbooks import registry
 from tradeops.runbooks.identity import Operators
 from tradeops.runtime.platform import yamlfiles
 from tradeops.runtime.platform.errors import BadInput, NotFound
-from tradeops.runtime.platform.settings import package_file
+from tradeops.runtime.platform.packagedata import package_file
 
 __all__ = [
     "BUILTIN_PARAMS",

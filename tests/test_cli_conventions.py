@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 import uuid
 from decimal import Decimal
@@ -94,6 +95,58 @@ def test_version_and_shell_completion():
     result = CliRunner().invoke(app, ["--version"])
     assert result.exit_code == 0 and result.output.strip() == f"tradeops {__version__}"
     assert "--install-completion" in _help()
+
+
+# ---- start-up -------------------------------------------------------------------------------------
+
+# Every `tradeops` call pays what the CLI imports before its command runs (bench/README.md, "CLI start-up").
+HEAVY = {"boto3", "botocore", "matplotlib", "jinja2", "weasyprint", "locust", "gevent"}
+
+_RUN_AND_LIST = """
+import json, sys
+args = json.loads(sys.argv[1])
+if args is None:
+    import tradeops.cli
+else:
+    sys.argv = ["tradeops", *args]
+    from tradeops.cli import main
+    try:
+        main()
+    except SystemExit:
+        pass
+print(json.dumps(sorted({m.split(".")[0] for m in sys.modules})))
+"""
+
+
+def _imported(tmp_path, args: list[str] | None) -> set[str]:
+    """The top-level packages a fresh interpreter holds after importing the CLI (args None) or running
+    `tradeops ARGS` with no stack up and no settings file."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRADEOPS_", "AWS_"))}
+    env["TRADEOPS_STATE_DIR"] = str(tmp_path)
+    done = subprocess.run([sys.executable, "-c", _RUN_AND_LIST, json.dumps(args)], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip(), done.stderr
+    return set(json.loads(done.stdout.splitlines()[-1]))
+
+
+def test_importing_the_cli_imports_no_heavy_library(tmp_path):
+    """`import tradeops.cli` imports neither boto3, botocore, matplotlib, Jinja2, WeasyPrint, Locust nor gevent."""
+    assert _imported(tmp_path, None) & HEAVY == set()
+
+
+def test_version_and_status_without_a_stack_import_no_heavy_library(tmp_path):
+    """`tradeops --version` and `tradeops status --json` with no stack up import none of those, nor httpx or PyYAML."""
+    for args in (["--version"], ["status", "--json"]):
+        assert _imported(tmp_path, args) & (HEAVY | {"httpx", "yaml"}) == set(), args
+
+
+def test_every_command_builds_and_none_imports_locust(tmp_path):
+    """Every command the root lists imports and builds (as --help does), and none pulls in Locust or gevent."""
+    code = ("import sys; from tradeops.cli import COMMANDS, build_command; "
+            "[build_command(name) for name in COMMANDS]; "
+            "print([m for m in ('locust', 'gevent') if m in sys.modules])")
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
 
 
 # ---- tables ---------------------------------------------------------------------------------------

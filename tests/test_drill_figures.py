@@ -1,4 +1,4 @@
-"""A drill's figures and verdict from journal, events, orders and timeline (experiments.drillfigures, pure)."""
+"""A drill's figures and verdict from journal, events, orders and timeline (drillresult.figures, pure)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tradeops.experiments.drillfigures import (
+from tradeops.drillresult.figures import (
     compute_figures,
     fault_window,
     journal_findings,

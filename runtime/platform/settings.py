@@ -10,25 +10,16 @@ from __future__ import annotations
 
 import os
 from decimal import Decimal
-from importlib.resources import files
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from tradeops.runtime.platform.errors import ConfigError
+from tradeops.runtime.platform.packagedata import package_file
 
-__all__ = ["Settings", "load_settings", "package_file"]
-
-
-def package_file(*parts: str) -> Path:
-    """A file shipped inside the installed ``tradeops`` package (template, runbooks, schemas, ...).
-
-    Found through importlib.resources, so it works from a wheel as well as from a checkout.
-    """
-    return Path(str(files("tradeops").joinpath(*parts)))
+__all__ = ["Settings", "load_settings"]
 
 
 def _default_state_dir() -> Path:
@@ -53,6 +44,8 @@ class _YamlSource(PydanticBaseSettingsSource):
             if self.required:
                 raise ConfigError(f"settings file {self.path} (TRADEOPS_CONFIG) does not exist")
             return {}
+        import yaml  # every command loads the settings; few have a settings file to read
+
         try:
             data = yaml.safe_load(self.path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as exc:

@@ -1,7 +1,8 @@
-"""The local stack's state file: what `tradeops up` started and where.
+"""The local stack's state file: what `tradeops up` started and where, and the exports that point tools at it.
 
 The supervisor (:mod:`tradeops.runtime.stack.supervisor`) writes it; every command and service
-reads it to find the stack without flags (:func:`resolve_settings`).
+reads it to find the stack without flags (:func:`resolve_target` for a command,
+:func:`resolve_settings` for a service).
 """
 
 from __future__ import annotations
@@ -14,13 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import boto3
-
 from tradeops.runtime.platform.errors import NoTarget, StackError
 from tradeops.runtime.platform.settings import Settings, load_settings
 
 __all__ = ["StackState", "Target", "clear_state", "pid_alive", "read_state", "resolve_settings", "resolve_target",
-           "write_state"]
+           "stack_exports", "write_state"]
 
 StackState = dict[str, Any]
 
@@ -98,6 +97,8 @@ def _aws_region(settings: Settings) -> str:
     # TRADEOPS_REGION wins; else boto3's own resolution (AWS_REGION, AWS_DEFAULT_REGION, the profile).
     if "region" in settings.model_fields_set:
         return settings.region
+    import boto3  # every command reads this module; only a command bound for AWS needs boto3
+
     return boto3.session.Session().region_name or settings.region
 
 
@@ -161,3 +162,25 @@ def _fill(settings: Settings, state: StackState) -> Settings:
         except OSError:
             pass
     return settings.model_copy(update=update) if update else settings
+
+
+def stack_exports(settings: Settings) -> dict[str, str]:
+    """Environment variables that point standard tools (locust, chaos, the aws CLI) at the running local stack."""
+    state = read_state(settings.state_file)
+    if not state or state.get("status") != "ready" or not pid_alive(state.get("supervisor_pid")):
+        raise StackError("the stack is not up (run `tradeops up`)")
+    exports = {"TRADEOPS_STATE_DIR": str(settings.state_dir.resolve())}
+    if state.get("intake"):
+        exports["TRADEOPS_INTAKE_URL"] = state["intake"]
+    if state.get("intake_token_file"):
+        exports["TRADEOPS_INTAKE_TOKEN_FILE"] = state["intake_token_file"]
+    if state.get("prices"):
+        exports["TRADEOPS_PRICES_URL"] = state["prices"]
+    region = state.get("region") or settings.region
+    exports.update({"AWS_REGION": region, "AWS_DEFAULT_REGION": region})
+    if state.get("local") and state.get("aws_endpoint"):
+        # The emulator: boto3 (chaostoolkit-aws) and the aws CLI honour AWS_ENDPOINT_URL; it takes
+        # any credentials, and fixed dummy ones keep real ones from being sent to it.
+        exports.update({"AWS_ENDPOINT_URL": state["aws_endpoint"], "AWS_ACCESS_KEY_ID": "testing",
+                        "AWS_SECRET_ACCESS_KEY": "testing"})
+    return exports

@@ -14,7 +14,7 @@ from decimal import Decimal, InvalidOperation
 from functools import cache
 
 from tradeops.runtime.platform.errors import ConfigError
-from tradeops.runtime.platform.settings import package_file
+from tradeops.runtime.platform.packagedata import package_file
 
 __all__ = ["Instrument", "shipped_universe", "start_price"]
 

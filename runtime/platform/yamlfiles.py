@@ -1,4 +1,4 @@
-"""YAML that people write (runbooks, the operators file, settings), read so that a hostile file costs nothing.
+"""YAML that people write (runbooks, the operators file), read so that a hostile file costs nothing.
 
 PyYAML's own loaders expand aliases, and anything that walks the composed node graph follows them:
 a few hundred bytes of nested aliases become gigabytes, and a self-referencing alias

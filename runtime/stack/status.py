@@ -21,7 +21,7 @@ from tradeops.runtime.platform.names import names_for
 from tradeops.runtime.platform.settings import Settings
 from tradeops.runtime.platform.statefile import StackState, pid_alive, read_state
 
-__all__ = ["aws_requests", "full_status", "sources", "stack_exports", "stack_status"]
+__all__ = ["aws_requests", "full_status", "sources", "stack_status"]
 
 
 def _http_ok(url: str | None, timeout: float) -> bool:
@@ -143,25 +143,3 @@ def aws_requests(settings: Settings, *, timeout: float = 2.0) -> tuple[dict[str,
     for worker in fleet(Aws(settings))["workers"]:
         counts[worker["worker_id"]] = {str(k): int(v) for k, v in worker["aws_requests"].items()}
     return counts, unreadable
-
-
-def stack_exports(settings: Settings) -> dict[str, str]:
-    """Environment variables that point standard tools (locust, chaos, the aws CLI) at the running local stack."""
-    state = read_state(settings.state_file)
-    if not state or state.get("status") != "ready" or not pid_alive(state.get("supervisor_pid")):
-        raise StackError("the stack is not up (run `tradeops up`)")
-    exports = {"TRADEOPS_STATE_DIR": str(settings.state_dir.resolve())}
-    if state.get("intake"):
-        exports["TRADEOPS_INTAKE_URL"] = state["intake"]
-    if state.get("intake_token_file"):
-        exports["TRADEOPS_INTAKE_TOKEN_FILE"] = state["intake_token_file"]
-    if state.get("prices"):
-        exports["TRADEOPS_PRICES_URL"] = state["prices"]
-    region = state.get("region") or settings.region
-    exports.update({"AWS_REGION": region, "AWS_DEFAULT_REGION": region})
-    if state.get("local") and state.get("aws_endpoint"):
-        # The emulator: boto3 (chaostoolkit-aws) and the aws CLI honour AWS_ENDPOINT_URL; it takes
-        # any credentials, and fixed dummy ones keep real ones from being sent to it.
-        exports.update({"AWS_ENDPOINT_URL": state["aws_endpoint"], "AWS_ACCESS_KEY_ID": "testing",
-                        "AWS_SECRET_ACCESS_KEY": "testing"})
-    return exports

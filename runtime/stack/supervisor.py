@@ -1,10 +1,16 @@
 """The embedded local stack: a supervisor that starts every component on 127.0.0.1.
 
-`tradeops up` launches ``python -m tradeops.runtime.stack.supervisor`` as a detached session leader; that
-supervisor starts the AWS emulator, deploys ``deploy/`` into it, then starts the brokers and
-the runtime processes, and writes the stack state file once every component answers its
-health check. All children share the supervisor's process group and die with it
-(PR_SET_PDEATHSIG), so `tradeops down` (which signals the group) leaves no orphan.
+`tradeops up` launches ``python -m tradeops.runtime.stack.supervisor`` as a detached session leader
+(`up --foreground` runs it inside the `tradeops` process, in its caller's process group); the
+supervisor starts the AWS emulator, deploys ``deploy/`` into it, then starts the brokers and the
+runtime processes, and writes the stack state file once every component answers its health check.
+Every component gets a parent-death signal (PR_SET_PDEATHSIG), so none outlives its supervisor.
+
+`tradeops down` (:func:`stop`) signals the supervisor alone. The supervisor stops the callers first
+(intake, monitor, canary, audit anchorer, workers) while what they call still answers, then the
+services they call (:data:`SERVICES`: emulator, brokers, price feed), each tier with 5 s of grace.
+Whatever of the stack is still alive 15 s after the signal is killed: the whole process group of a
+detached stack, only the recorded processes of a foreground one (its group is its caller's).
 
 On AWS (``--aws``) no emulator starts, and the brokers and the price feed are real: the brokers' endpoints
 come from the settings and their keys from Secrets Manager (:func:`check_real_brokers` proves both
@@ -498,6 +504,7 @@ class StackAlreadyUp(StackError):
 
 
 def _kill_group(pgid: int, grace: float = 10.0) -> None:
+    """SIGTERM to the whole process group ``pgid``, then :func:`_reap_group`."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGTERM)
     _reap_group(pgid, grace)

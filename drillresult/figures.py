@@ -1,10 +1,11 @@
 """A drill's figures and verdict, from what was recorded. Pure.
 
-The drill runner (:mod:`tradeops.experiments.drill`) records; this module judges. Inputs are plain
-values: the Chaos Toolkit journal, the events of the drill window, the drill's orders as stored
-(with their ``history``), the metrics timeline the runner sampled, and the load's reconciliation
-counts. Out come the figures of ``result.json`` and pass or fail per figure against the scenario's
-impact tolerance. Nothing here reads a clock: every time comes from the records.
+The drill runner (:mod:`tradeops.experiments.drill`) records; this module judges, and the reports
+(:mod:`tradeops.reports.model`) word its :data:`FIGURES`. Inputs are plain values: the Chaos Toolkit
+journal, the events of the drill window, the drill's orders as stored (with their ``history``), the
+metrics timeline the runner sampled, and the load's reconciliation counts. Out come the figures of
+``result.json`` and pass or fail per figure against the scenario's impact tolerance. Nothing here
+reads a clock: every time comes from the records.
 
 Times:
 
