@@ -481,6 +481,68 @@ def test_pack_and_upload_through_the_command_line(aws_settings, tmp_path):
     assert subprocess.run(["tradeops", "evidence", "verify", str(out)], env=env, capture_output=True).returncode == 0
 
 
+def _recomputed(made, tmp_path: Path) -> tuple[Path, str]:
+    """A copy of the pack with one file edited and its manifest recomputed to match it (the file's digest and the
+    manifest's own): what someone who can write the pack can make."""
+    import hashlib
+
+    from tradeops.reports.evidence import manifest_digest
+
+    target = next(f["path"] for f in made.manifest["files"] if f["path"].endswith("/result.json"))
+    with zipfile.ZipFile(made.path) as zf:
+        manifest = json.loads(zf.read("manifest.json"))
+        edited = zf.read(target).replace(b'"orders_lost": 0', b'"orders_lost": 1')
+    for f in manifest["files"]:
+        if f["path"] == target:
+            f.update(sha256=hashlib.sha256(edited).hexdigest(), bytes=len(edited))
+    manifest["manifest_sha256"] = manifest_digest(manifest)
+    forged = tmp_path / "recomputed.zip"
+    _rewrite(made.path, forged, lambda n, d: edited if n == target else (
+        (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode() if n == "manifest.json" else d))
+    return forged, target
+
+
+def test_a_pack_whose_manifest_was_recomputed_fails_against_the_digest_and_the_locked_copy(packed, tmp_path):
+    """A pack with an edited file and a manifest recomputed to match passes the check against its own manifest, and
+    fails `evidence verify --expect` (the manifest digest printed when it was made) and `--against` the copy kept
+    under Object Lock, naming the manifest and the file; the pack as made passes both. A copy that is not locked is
+    no reference (exit 1), and a malformed digest or URL is bad input (exit 2)."""
+    from tradeops.reports.evidence import retain_until, upload, verify
+    from tradeops.runtime.platform.aws import Aws
+
+    made, settings, aws = packed
+    forged, target = _recomputed(made, tmp_path)
+    assert verify(forged).ok  # its own manifest cannot tell
+    s3 = aws.client("s3")
+    bucket = next(b["Name"] for b in s3.list_buckets()["Buckets"] if b["Name"].startswith("ut-evidence-"))
+    stored = upload(aws, made.path, f"s3://{bucket}/ref-{uuid.uuid4().hex[:6]}",
+                    until=retain_until(datetime.now(UTC).replace(microsecond=0)), metadata={})
+    locked = f"s3://{bucket}/{stored['key']}"
+    env = _env(tmp_path, TRADEOPS_AWS_ENDPOINT_URL=settings.aws_endpoint_url, TRADEOPS_NAME_PREFIX="ut",
+               TRADEOPS_PARAM_PREFIX="/ut")
+    expected = run_cli("evidence", "verify", str(forged), "--expect", made.manifest_sha256, env=env)
+    assert expected.returncode == 1 and "Traceback" not in expected.stderr
+    assert "manifest.json: its SHA-256 is" in expected.stderr and f"not the expected {made.manifest_sha256[:16]}" \
+        in expected.stderr
+    against = run_cli("evidence", "verify", str(forged), "--against", locked, "--json", env=env)
+    assert against.returncode == 1, against.stdout + against.stderr
+    problems = json.loads(against.stdout)["problems"]
+    assert problems[0].startswith(f"{target}: differs from the copy at {locked}"), problems
+    good = run_cli("evidence", "verify", str(made.path), "--expect", made.manifest_sha256, "--against", locked, env=env)
+    assert good.returncode == 0, good.stderr
+    assert "checked against its manifest, the expected digest, the locked copy at" in good.stdout
+    plain = f"ut-plain-{uuid.uuid4().hex[:6]}"
+    s3 = Aws(settings).client("s3")
+    s3.create_bucket(Bucket=plain, CreateBucketConfiguration={"LocationConstraint": settings.region})
+    s3.put_object(Bucket=plain, Key="pack.zip", Body=made.path.read_bytes())
+    unlocked = run_cli("evidence", "verify", str(made.path), "--against", f"s3://{plain}/pack.zip", env=env)
+    assert unlocked.returncode == 1 and "is not under Object Lock in compliance mode" in unlocked.stderr
+    for flag, value, needle in (("--expect", "abc", "--expect must be a SHA-256"),
+                                ("--against", f"s3://{bucket}", "--against must be s3://BUCKET/KEY")):
+        bad = run_cli("evidence", "verify", str(made.path), flag, value, env=env)
+        assert bad.returncode == 2 and needle in bad.stderr and bad.stderr.count("\n") == 1
+
+
 def test_the_headless_browser_check_sees_a_failed_request(tmp_path):
     """The Chromium harness the drill report's check uses records a page's failed request (so its "none failed"
     means something)."""
