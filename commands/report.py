@@ -551,6 +551,7 @@ def testing_plan(
 def check_data(
     folder: Annotated[Path | None, typer.Argument(metavar="[DIR]", help="A folder of data files to check (default: "
                                                   "the shipped ones).")] = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Check the reports' data files against their schemas and rules: one line naming the file, line and field
     of the first problem (exit 2), or nothing wrong.
@@ -565,4 +566,7 @@ def check_data(
 
     _text, template = load_template(load_settings().template)
     load_catalogue(folder, resources=template_resources(template))
+    if as_json:
+        print_json({"checked": list(DATA_FILES.values()), "folder": str(folder) if folder else None, "ok": True})
+        return
     out.print(f"{', '.join(DATA_FILES.values())}: checked, nothing wrong", markup=False)
