@@ -200,7 +200,8 @@ def test_the_drill_report_loads_in_headless_chromium_with_no_failed_requests(pri
     from tests.browser import load_page
 
     shot = tmp_path / "report.png"
-    page = load_page(primary_outage_run / "report.html", shot, user_data_dir=tmp_path / "chromium")
+    # The executive summary and the tolerance come first now: the timeline's chart is further down the page.
+    page = load_page(primary_outage_run / "report.html", shot, user_data_dir=tmp_path / "chromium", height=6000)
     assert page.loaded
     assert page.requests == [(primary_outage_run / "report.html").resolve().as_uri()]
     assert not page.failed and not page.bad_status and not page.console_errors
