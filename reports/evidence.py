@@ -191,10 +191,11 @@ def _unzip(data: bytes | Path, what: str) -> tuple[dict[str, bytes], list[str]]:
 def _manifest(contents: Mapping[str, bytes], what: str) -> dict[str, Any]:
     try:
         manifest = json.loads(contents[MANIFEST])
-        manifest["files"], manifest["audit"]
-    except (KeyError, ValueError, TypeError):
-        raise CheckFailed(f"{what}: {MANIFEST} is missing or unreadable; this is not an intact evidence pack") from None
-    return dict(manifest)
+    except (KeyError, ValueError):
+        manifest = None
+    if not isinstance(manifest, dict) or "files" not in manifest or "audit" not in manifest:
+        raise CheckFailed(f"{what}: {MANIFEST} is missing or unreadable; this is not an intact evidence pack")
+    return manifest
 
 
 def verify(path: Path, *, expect: str | None = None, reference: tuple[str, bytes] | None = None) -> Verified:
