@@ -1,6 +1,7 @@
 """`tradeops evidence pack|verify`: tamper-evident evidence packs, kept six years under S3 Object Lock.
 
-The work is in tradeops.reports.evidence (zip, manifest, upload) and tradeops.reports.manifest (the checks)."""
+The work is in tradeops.reports.evidence (zip, manifest, upload) and tradeops.reports.manifest (the checks),
+imported inside the command bodies (the AWS SDK is not for `tradeops --version` to pay)."""
 
 from __future__ import annotations
 
@@ -12,15 +13,6 @@ import typer
 from tradeops.commands.context import context
 from tradeops.commands.output import JsonOpt, err, out, print_json
 from tradeops.commands.report import SinceOpt, UntilOpt, period
-from tradeops.reports.evidence import (
-    RETENTION_YEARS,
-    check_request,
-    pack,
-    require_object_lock,
-    retain_until,
-    upload,
-    verify,
-)
 from tradeops.runtime.platform.clock import utcnow
 from tradeops.runtime.platform.errors import CheckFailed
 
@@ -39,7 +31,7 @@ def pack_cmd(
                                                   help="Also store the pack there under Object Lock (compliance "
                                                        "mode) until the retention date.")] = None,
     retain_years: Annotated[int, typer.Option(help="Years the uploaded pack cannot be deleted or overwritten.")]
-    = RETENTION_YEARS,
+    = 6,
     chain: Annotated[str, typer.Option(help="Audit chain whose segment goes into the pack.")] = "audit",
     as_json: JsonOpt = False,
 ) -> None:
@@ -51,6 +43,8 @@ def pack_cmd(
       tradeops evidence pack --since 2026-11-01 --until 2026-12-01 --out evidence-2026-11.zip
       tradeops evidence pack --since 2026-11-01 --out ev.zip --upload s3://tradeops-evidence-123456789012-eu-west-2/packs
     """
+    from tradeops.reports.evidence import check_request, pack, require_object_lock, retain_until, upload
+
     start, end = period(since, until)
     check_request(since=start, until=end, out=out_file, upload_to=upload_to, retain_years=retain_years)
     ctx = context()
@@ -81,27 +75,45 @@ def pack_cmd(
 @evidence_app.command("verify")
 def verify_cmd(
     pack_file: Annotated[Path, typer.Argument(metavar="FILE.zip", help="The evidence pack.")],
+    expect: Annotated[str | None, typer.Option(metavar="DIGEST", help="The pack's SHA-256 as recorded elsewhere "
+                                               "(the manifest SHA-256 `evidence pack` printed, or the zip's).")]
+    = None,
+    against: Annotated[str | None, typer.Option(metavar="s3://BUCKET/KEY", help="The copy kept under Object Lock "
+                                                "(`evidence pack --upload`): every file must match it.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Re-check every file's SHA-256 against the manifest and the audit segment's hash chain; exit 1 naming each
-    file that changed and each audit record removed or edited.
+    """Re-check every file's SHA-256 against the manifest and the audit segment's hash chain, and, since whoever
+    edits a file can recompute the manifest too, against a reference held elsewhere: --expect the digest printed
+    when the pack was made, --against the copy under Object Lock. Exit 1 naming each file that changed, each audit
+    record removed or edited, and each difference from the reference.
 
     Examples:
 
       tradeops evidence verify evidence-2026-11.zip
-      tradeops evidence verify evidence-2026-11.zip --json
+      tradeops evidence verify evidence-2026-11.zip --expect 3f1c...e9 --json
+      tradeops evidence verify evidence-2026-11.zip --against s3://tradeops-evidence-123456789012-eu-west-2/packs/evidence-2026-11.zip
     """
-    result = verify(pack_file)
+    from tradeops.reports.evidence import fetch_reference, parse_s3_object, verify
+
+    reference, lock = None, None
+    if against is not None:
+        parse_s3_object(against)  # bad input before any AWS client exists
+        where, data, lock = fetch_reference(context().aws, against, now=utcnow())
+        reference = (where, data)
+    result = verify(pack_file, expect=expect, reference=reference)
     manifest = result.manifest
     if as_json:
         print_json({"pack": str(pack_file), "ok": result.ok, "problems": result.problems,
                     "files": len(manifest.get("files") or []), "audit": manifest.get("audit"),
-                    "created_at": manifest.get("created_at"), "created_by": manifest.get("created_by")})
+                    "created_at": manifest.get("created_at"), "created_by": manifest.get("created_by"),
+                    "expected": expect, "against": {"url": against, **lock} if lock else None})
     elif result.ok:
         audit = manifest["audit"]
+        checked = "".join([", the expected digest" if expect else "", f", the locked copy at {against}" if against
+                           else ""])
         out.print(f"{pack_file}: intact ({len(manifest['files'])} files, audit records {audit['first_seq']}.."
-                  f"{audit['last_seq']}, made {manifest.get('created_at')} by {manifest.get('created_by')})",
-                  markup=False)
+                  f"{audit['last_seq']}, made {manifest.get('created_at')} by {manifest.get('created_by')}; "
+                  f"checked against its manifest{checked})", markup=False)
     else:
         for problem in result.problems[1:]:
             err.print(f"  {problem}", markup=False)

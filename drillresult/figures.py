@@ -53,21 +53,22 @@ FAULT_FUNCS = frozenset({"inject_fault", "kill_worker"})
 HEAL_FUNCS = frozenset({"clear_fault", "clear_faults"})
 DETECT_KINDS = frozenset({"breaker_opened", "broker_suspect"})
 
-# figure name → (label a person reads, unit)
+# figure name → (label a person reads, unit): the one label of each figure, in the drill's table and its report
 FIGURES: dict[str, tuple[str, str]] = {
     "time_to_detect": ("time to detect", "s"),
     "time_to_first_secondary_fill": ("time to first fill at the secondary", "s"),
-    "time_to_99pct_secondary": ("time to 99% of new orders at the secondary", "s"),
+    "time_to_99pct_secondary": ("time to fail over: 99% of new orders at the secondary", "s"),
     "time_back_on_primary": ("time back on the primary after it healed", "s"),
     "orders_placed": ("orders placed", ""),
     "orders_filled": ("orders filled", ""),
     "orders_rejected": ("orders rejected", ""),
     "orders_lost": ("orders lost", ""),
-    "orders_filled_twice": ("orders filled twice", ""),
+    "orders_filled_twice": ("orders filled twice (double fills)", ""),
     "orders_dead_lettered": ("orders dead-lettered", ""),
     "orders_pending": ("orders pending after the drain", ""),
     "orders_in_doubt_unresolved": ("orders in doubt and unresolved", ""),
-    "max_oldest_pending_seconds": ("maximum oldest-order age", "s"),
+    # Sampled once a second: a lower bound of the longest wait, so never called a wait.
+    "max_oldest_pending_seconds": ("oldest pending order's age at a sample (peak)", "s"),
     "max_exposure_gbp": ("maximum exposure", "GBP"),
     "reimbursements_owed_gbp": ("reimbursements owed", "GBP"),
     "exposure_alerts": ("exposure alerts", ""),

@@ -1,9 +1,10 @@
 """The report's charts: matplotlib (no display, no pyplot, no network) to inline SVG.
 
 Three charts in a drill's report, where a person would rather look than read: orders filled per
-broker per second with the fault window shaded and detection and recovery marked; queue depth and
-the oldest order's age; and total exposure against its thresholds. The index of reports has a
-fourth: each scenario's time to recover, run after run. Each function takes plain values and returns the SVG
+broker per second with the fault window shaded and detection, failover and the return to the primary
+marked; queue depth and the oldest order's age; and total exposure on a scale that shows it, its
+thresholds drawn only when they fall near the data (otherwise named as above the scale). The index of
+reports has a fourth: each scenario's time to fail over, run after run. Each function takes plain values and returns the SVG
 text (``<svg ...>...</svg>``), or None when the run recorded nothing to draw.
 """
 
@@ -36,7 +37,7 @@ matplotlib.rcParams.update({"svg.fonttype": "none", "font.size": 9, "axes.spines
                             "axes.spines.right": False, "svg.hashsalt": "tradeops"})
 
 COLOURS = {"primary": "#1f77b4", "secondary": "#ff7f0e", "fault": "#d62728", "detected": "#9467bd",
-           "failed over": "#17becf", "recovered": "#2ca02c"}
+           "failed over": "#17becf", "back on the primary": "#2ca02c"}
 
 
 def _figure() -> tuple[Figure, Axes]:
@@ -68,7 +69,7 @@ def _marks(ax: Any, origin: datetime, fault: Mapping[str, Any], marks: Mapping[s
     for name, at in marks.items():
         x = _seconds(at, origin) if at else None
         if x is not None:
-            ax.axvline(x, color=COLOURS.get(name, COLOURS["recovered"]), linestyle="--",
+            ax.axvline(x, color=COLOURS.get(name, COLOURS["back on the primary"]), linestyle="--",
                        linewidth=1.2, label=name)
 
 
@@ -120,30 +121,43 @@ def queue_chart(samples: Sequence[Mapping[str, Any]], *, load_started: str, faul
 
 def exposure_chart(samples: Sequence[Mapping[str, Any]], *, load_started: str, fault: Mapping[str, Any],
                    thresholds: Mapping[str, Decimal]) -> str | None:
-    """Total exposure (GBP) over time against the alert thresholds."""
+    """Total exposure (GBP) over time, on a scale that shows it: a threshold is drawn when it is within twice the
+    peak, and otherwise named in the title as above the scale (a £10,000 line over a £0 series hides the series)."""
     rows = [s for s in samples if s.get("exposure_gbp") is not None]
     if not rows:
         return None
     origin = parse_iso(load_started)
     xs = [_seconds(s["at"], origin) or 0.0 for s in rows]
+    values = [Decimal(str(s["exposure_gbp"])) for s in rows]
+    peak = max(values)
+    reach = max(peak * 2, Decimal("1"))
+    top = max(peak * Decimal("1.2"), Decimal("1"))
     fig, ax = _figure()
-    ax.plot(xs, [float(Decimal(str(s["exposure_gbp"]))) for s in rows], color=COLOURS["primary"],
-            label="total exposure (GBP)")
+    ax.plot(xs, [float(v) for v in values], color=COLOURS["primary"], label="total exposure (GBP)")
+    above: list[str] = []
     for (name, value), colour in zip(sorted(thresholds.items(), key=lambda kv: kv[1]), ("#bcbd22", "#d62728"),
                                      strict=False):
-        ax.axhline(float(value), color=colour, linestyle="-.", linewidth=1, label=f"{name} £{value}")
+        if value <= reach:
+            ax.axhline(float(value), color=colour, linestyle="-.", linewidth=1, label=f"{name} £{value:,.2f}")
+            top = max(top, value * Decimal("1.1"))
+        else:
+            above.append(f"{name} £{value:,.2f}")
+    ax.set_ylim(0, float(top))
     _marks(ax, origin, fault, {})
     ax.set_xlabel("seconds since the load started")
     ax.set_ylabel("GBP")
-    ax.set_title("Total exposure against its thresholds")
+    title = f"Total exposure (peak £{peak:,.2f})"
+    if above:
+        title += f"; above this scale, not drawn: {', '.join(above)}"
+    ax.set_title(title, fontsize=9)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     return _svg(fig)
 
 
 def trend_chart(trend: Mapping[str, Sequence[Mapping[str, Any]]]) -> str | None:
-    """Time to recover per scenario over time (one line per scenario)."""
-    series = {name: [(parse_iso(str(p["at"])), float(p["time_to_recover"])) for p in points
-                     if p.get("time_to_recover") is not None and p.get("at")]
+    """Time to fail over per scenario over time (one line per scenario)."""
+    series = {name: [(parse_iso(str(p["at"])), float(p["time_to_fail_over"])) for p in points
+                     if p.get("time_to_fail_over") is not None and p.get("at")]
               for name, points in trend.items()}
     series = {k: v for k, v in series.items() if v}
     if not series:
@@ -152,8 +166,8 @@ def trend_chart(trend: Mapping[str, Sequence[Mapping[str, Any]]]) -> str | None:
     for name, points in series.items():
         ax.plot([matplotlib.dates.date2num(p[0]) for p in points], [p[1] for p in points], marker="o", label=name)
     ax.xaxis_date()
-    ax.set_ylabel("time to recover (s)")
-    ax.set_title("Time to recover per scenario")
+    ax.set_ylabel("time to fail over (s)")
+    ax.set_title("Time to fail over per scenario")
     fig.autofmt_xdate()
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     return _svg(fig)

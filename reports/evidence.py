@@ -6,13 +6,20 @@ verified whole first: a pack is never made from a broken chain. ``verify`` re-re
 re-checks every digest and the audit segment's chain. ``upload`` stores a pack in a bucket created
 with Object Lock, in compliance mode with a retention date: until that date nobody, root included,
 can delete or overwrite that version.
+
+A pack checks itself only against its own manifest, and whoever edits a file can recompute the
+manifest too. So ``verify`` also takes a reference held elsewhere: ``expect``, the manifest's SHA-256
+printed when the pack was made (or the zip's own), and ``reference``, the copy kept under Object Lock
+(:func:`fetch_reference` refuses a copy that is not locked in compliance mode: it would prove nothing).
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
+import re
 import zipfile
 import zlib
 from collections.abc import Mapping
@@ -22,18 +29,20 @@ from pathlib import Path
 from typing import Any
 
 from tradeops import __version__
-from tradeops.reports.manifest import MANIFEST, SEGMENT, check_files, check_segment, segment_bounds
+from tradeops.reports.manifest import MANIFEST, SEGMENT, check_files, check_reference, check_segment, segment_bounds
 from tradeops.runbooks.audit import AuditLog, StoredRecord
 from tradeops.runtime.platform.aws import Aws, aws_errors
 from tradeops.runtime.platform.clock import iso, parse_iso
 from tradeops.runtime.platform.errors import BadInput, CheckFailed, NotFound
 from tradeops.runtime.platform.settings import Settings
 
-__all__ = ["RETENTION_YEARS", "PackResult", "Verified", "check_request", "pack", "parse_s3_url", "require_object_lock",
-           "retain_until", "upload", "verify"]
+__all__ = ["RETENTION_YEARS", "PackResult", "Verified", "check_request", "fetch_reference", "pack", "parse_s3_object",
+           "parse_s3_url", "require_object_lock", "retain_until", "upload", "verify"]
 
 RETENTION_YEARS = 6
-"""How long packs are kept: the FCA's record-keeping period for operational resilience (SYSC 15A, PS21/3)."""
+"""How long packs are kept: at least the six years SYSC 15A.6.2R asks for each version of the self-assessment's
+records, which the packs and self-assessment versions are."""
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 @dataclass(frozen=True)
@@ -160,14 +169,11 @@ def _record_at(record: StoredRecord) -> datetime:
         return datetime.min.replace(tzinfo=UTC)
 
 
-def verify(path: Path) -> Verified:
-    """Re-checks every digest of the pack and its audit segment's chain; ``problems`` names each file or record."""
-    if not path.is_file():
-        raise NotFound(f"{path}: no such pack")
+def _unzip(data: bytes | Path, what: str) -> tuple[dict[str, bytes], list[str]]:
     problems: list[str] = []
     contents: dict[str, bytes] = {}
     try:
-        with zipfile.ZipFile(path) as zf:
+        with zipfile.ZipFile(io.BytesIO(data) if isinstance(data, bytes) else data) as zf:
             for info in zf.infolist():
                 if info.is_dir():
                     continue
@@ -178,13 +184,31 @@ def verify(path: Path) -> Verified:
                     problems.append(f"{info.filename}: changed (its bytes no longer match the zip's CRC)")
                     contents[info.filename] = b""
     except (zipfile.BadZipFile, OSError) as exc:
-        raise CheckFailed(f"{path}: not a readable zip ({exc})") from None
+        raise CheckFailed(f"{what}: not a readable zip ({exc})") from None
+    return contents, problems
+
+
+def _manifest(contents: Mapping[str, bytes], what: str) -> dict[str, Any]:
     try:
         manifest = json.loads(contents[MANIFEST])
-        listed = manifest["files"]
-        bounds = manifest["audit"]
-    except (KeyError, ValueError, TypeError):
-        raise CheckFailed(f"{path}: {MANIFEST} is missing or unreadable; this is not an intact evidence pack") from None
+    except (KeyError, ValueError):
+        manifest = None
+    if not isinstance(manifest, dict) or "files" not in manifest or "audit" not in manifest:
+        raise CheckFailed(f"{what}: {MANIFEST} is missing or unreadable; this is not an intact evidence pack")
+    return manifest
+
+
+def verify(path: Path, *, expect: str | None = None, reference: tuple[str, bytes] | None = None) -> Verified:
+    """Re-checks every digest of the pack and its audit segment's chain, and the pack against ``expect`` (a
+    SHA-256 held elsewhere) and ``reference`` (where, and the bytes of the copy kept there); ``problems`` names
+    each file or record."""
+    if not path.is_file():
+        raise NotFound(f"{path}: no such pack")
+    if expect is not None and not _SHA256.match(expect.strip().lower()):
+        raise BadInput(f"--expect must be a SHA-256 (64 hex digits), got {expect!r}")
+    contents, problems = _unzip(path, str(path))
+    manifest = _manifest(contents, str(path))
+    listed, bounds = manifest["files"], manifest["audit"]
     if manifest.get("manifest_sha256") != manifest_digest(manifest):
         problems.append(f"{MANIFEST}: changed (its content no longer matches its own SHA-256)")
     actual = {name: hashlib.sha256(data).hexdigest() for name, data in contents.items()}
@@ -197,6 +221,17 @@ def verify(path: Path) -> Verified:
         segment = []
         problems.append(f"{SEGMENT}: unreadable")
     problems += check_segment(str(bounds.get("chain", "audit")), segment, bounds)
+    if expect is not None:
+        wanted = expect.strip().lower()
+        held = {hashlib.sha256(contents.get(MANIFEST, b"")).hexdigest(), hashlib.sha256(path.read_bytes()).hexdigest()}
+        if wanted not in held:
+            problems.append(f"{MANIFEST}: its SHA-256 is {min(held)[:16]}…, not the expected {wanted[:16]}…: the pack "
+                            "is not the one that digest was taken of (its manifest was rewritten)")
+    if reference is not None:
+        where, data = reference
+        theirs, broken = _unzip(data, where)
+        problems += [f"the copy at {where}: {p}" for p in broken]
+        problems += check_reference(manifest, _manifest(theirs, where), where)
     return Verified(path=path, ok=not problems, problems=problems, manifest=manifest)
 
 
@@ -209,6 +244,33 @@ def parse_s3_url(url: str) -> tuple[str, str]:
     if not bucket:
         raise BadInput(f"--upload must be s3://BUCKET/PREFIX, got {url!r}")
     return bucket, prefix.strip("/")
+
+
+def parse_s3_object(url: str) -> tuple[str, str]:
+    """``s3://bucket/key`` → (bucket, key); BadInput unless both are there."""
+    bucket, _, key = url[5:].partition("/") if url.startswith("s3://") else ("", "", "")
+    if not bucket or not key.strip("/"):
+        raise BadInput(f"--against must be s3://BUCKET/KEY (the pack's key in the bucket), got {url!r}")
+    return bucket, key
+
+
+def fetch_reference(aws: Aws, url: str, *, now: datetime) -> tuple[str, bytes, dict[str, Any]]:
+    """The copy at ``url`` and its lock; CheckFailed when it is not under Object Lock in compliance mode until a
+    date after ``now`` (an unlocked copy can be replaced as easily as the pack: it would prove nothing)."""
+    bucket, key = parse_s3_object(url)
+    s3 = aws.client("s3")
+    with aws_errors(f"read s3://{bucket}/{key}"):
+        try:
+            answer = s3.get_object(Bucket=bucket, Key=key)
+        except s3.exceptions.NoSuchKey:
+            raise NotFound(f"s3://{bucket}/{key}: no such object") from None
+        data = answer["Body"].read()
+    mode, until = answer.get("ObjectLockMode"), answer.get("ObjectLockRetainUntilDate")
+    if mode != "COMPLIANCE" or until is None or until <= now:
+        raise CheckFailed(f"s3://{bucket}/{key} is not under Object Lock in compliance mode (mode {mode or 'none'}, "
+                          f"until {iso(until) if until else 'none'}): it is no reference")
+    lock = {"mode": mode, "retain_until": iso(until), "version_id": answer.get("VersionId")}
+    return f"s3://{bucket}/{key}", data, lock
 
 
 def retain_until(now: datetime, years: int = RETENTION_YEARS) -> datetime:

@@ -11,7 +11,7 @@ and closes when it finished. Written to ``<runs>/incidents/<execution_id>/``.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -19,7 +19,8 @@ from typing import Any
 
 from tradeops import __version__
 from tradeops.reports import model
-from tradeops.reports.build import ANNOTATIONS, BuiltReport, catalogue, known_secrets, write_report
+from tradeops.reports.build import ANNOTATIONS, BuiltReport, catalogue, known_secrets, thresholds, write_report
+from tradeops.reports.signoff import Signature
 from tradeops.runbooks.engine import execution_history
 from tradeops.runtime.liability.ledger import Ledger
 from tradeops.runtime.orderpath.orders import OrderStore
@@ -61,8 +62,11 @@ def _money(values: Iterable[Any]) -> list[Decimal]:
 
 
 def build_incident_report(settings: Settings, aws: Aws, execution_id: str, *, generated_by: str,
-                          lookback: timedelta = DEFAULT_LOOKBACK, pdf: bool = False) -> BuiltReport:
-    """The incident report of one runbook execution (see the module docstring)."""
+                          lookback: timedelta = DEFAULT_LOOKBACK, pdf: bool = False,
+                          signatures: Sequence[Signature] | None = None, data_dir: Path | None = None) -> BuiltReport:
+    """The incident report of one runbook execution (see the module docstring); ``signatures`` are its
+    sign-offs as the audit log holds them."""
+    facts = catalogue(data_dir)  # checked first: a bad data file writes nothing
     history = execution_history(settings, execution_id, aws=aws)  # NotFound for an unknown id
     meta = history["execution"]
     started = parse_iso(str(meta.get("created_at")))
@@ -92,9 +96,10 @@ def build_incident_report(settings: Settings, aws: Aws, execution_id: str, *, ge
         annotations = {}
     evidence = model.incident_evidence(
         history=history, orders=orders, events=events, reimbursements=reimbursements,
-        exposure=[{"total_exposure": str(p)} for p in peaks], catalogue=catalogue(),
+        exposure=[{"total_exposure": str(p)} for p in peaks], catalogue=facts,
         tolerance_seconds=tolerance_seconds, generated_at=iso(), generated_by=generated_by, version=__version__,
-        files=_digests(folder), annotations=annotations, secrets=known_secrets(settings))
+        files=_digests(folder), annotations=annotations, thresholds=thresholds(settings), signatures=signatures,
+        secrets=known_secrets(settings))
     files = write_report(folder, evidence, {}, pdf=pdf)
     return BuiltReport(folder=folder, files=files, evidence=evidence)
 

@@ -6,7 +6,9 @@ other file, the audit segment's bounds and the chain head when the pack was made
 version, when and by whom. :mod:`tradeops.reports.evidence` reads and writes zips; this module only
 compares: :func:`check_files` names every file that changed, went missing or was slipped in, and
 :func:`check_segment` walks the audit segment's hash chain and names a removed, edited or reordered
-record, against the bounds the manifest recorded.
+record, against the bounds the manifest recorded. :func:`check_reference` compares a pack's manifest with the
+manifest of a copy held elsewhere (the one kept under Object Lock when the pack was uploaded), which is
+what catches a pack whose files were edited and whose manifest was then recomputed to match them.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 
 from tradeops.runbooks.audit import StoredRecord, digest
 
-__all__ = ["MANIFEST", "SEGMENT", "check_files", "check_segment", "segment_bounds"]
+__all__ = ["MANIFEST", "SEGMENT", "check_files", "check_reference", "check_segment", "segment_bounds"]
 
 MANIFEST = "manifest.json"
 SEGMENT = "audit/segment.json"
@@ -84,4 +86,24 @@ def check_segment(chain: str, records: Sequence[StoredRecord], bounds: Mapping[s
     last = by_seq.get(int(bounds["last_seq"]))
     if last is not None and bounds.get("last_sha256") and last.sha256 != bounds["last_sha256"]:
         problems.append(f"{SEGMENT}: the last record's digest differs from the manifest's")
+    return problems
+
+
+def check_reference(manifest: Mapping[str, Any], reference: Mapping[str, Any], where: str) -> list[str]:
+    """Problems between a pack's manifest and the manifest of its reference copy (``where``): every file whose
+    digest differs, is missing or was added, and any other field of the manifest that differs; [] if none."""
+    problems: list[str] = []
+    mine = {str(f["path"]): str(f["sha256"]) for f in manifest.get("files") or []}
+    theirs = {str(f["path"]): str(f["sha256"]) for f in reference.get("files") or []}
+    for path in sorted(set(mine) | set(theirs)):
+        if path not in mine:
+            problems.append(f"{path}: in the copy at {where}, missing from this pack")
+        elif path not in theirs:
+            problems.append(f"{path}: not in the copy at {where} (added after the pack was made)")
+        elif mine[path] != theirs[path]:
+            problems.append(f"{path}: differs from the copy at {where} (SHA-256 {mine[path][:16]}…, "
+                            f"the copy's {theirs[path][:16]}…)")
+    for key in sorted((set(manifest) | set(reference)) - {"files", "manifest_sha256"}):
+        if manifest.get(key) != reference.get(key):
+            problems.append(f"{MANIFEST}: {key} differs from the copy at {where}")
     return problems

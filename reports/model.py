@@ -6,15 +6,22 @@ plain values to the functions here; they return the model as plain JSON-ready da
 by :mod:`tradeops.reports.render`. Nothing here reads a clock, a file or AWS: ``generated_at`` and
 every time come in as arguments, so the same inputs always give the same model.
 
-Sections follow SYSC 15A.5/15A.6: the important business service; the impact tolerance by time,
-customers and money; the scenario (severe but plausible, test type, assumptions); the third parties;
-the timeline (fault injected, detected, failed over, healed, recovered); results against tolerance;
-customer impact; the people who executed and approved each step (an automated drill approval is
-never shown as human four-eyes); vulnerabilities; lessons; the RACI of the phase exercised; and the
-evidence appendix (every file of the run with its SHA-256).
+Every figure is computed once, into ``figures`` (:mod:`tradeops.reports.measures`: label, unit, value,
+the text every format shows, and what it was measured from); every section refers to those records.
 
-Secrets never enter the model: :func:`redact` runs over it last, so a bearer token or broker key
-planted in a journal or an audit record cannot reach a report.
+Sections (:data:`SECTIONS`, in the order shown) follow SYSC 15A.5 and SYSC 15A.6.1R: an executive
+summary (the service, the scenario, the verdict per tolerance metric, open vulnerabilities, the
+sign-off state); the important business service and why it is important; the impact tolerance,
+each metric measured as stated and judged with its headroom; the engineering targets and the RTO,
+apart; the scenario (severe but plausible, test type, assumptions); the third parties; the timeline
+(fault injected, detected, failed over, healed, back on the primary); customer impact; the people who
+executed and approved each step (an automated drill approval is never shown as human four-eyes);
+vulnerabilities; lessons; the RACI of the phase exercised; the sign-off; and the evidence appendix
+(every file of the run with its SHA-256).
+
+Secrets never enter the model: :func:`redact` runs over it, so a bearer token or broker key planted
+in a journal or an audit record cannot reach a report. The document's digest (what a sign-off binds,
+:func:`tradeops.reports.signoff.document_digest`) is taken after that, over what is saved.
 """
 
 from __future__ import annotations
@@ -22,10 +29,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any, TypedDict
 
 from tradeops.drillresult.figures import FIGURES
+from tradeops.reports import measures
+from tradeops.reports.signoff import DRAFT, Policy, Signature, document_digest, standing
+from tradeops.runtime.orderpath.states import FINAL
 from tradeops.runtime.platform.clock import iso, parse_iso
 
 __all__ = [
@@ -33,27 +43,21 @@ __all__ = [
     "SECTIONS",
     "Evidence",
     "FileDigest",
-    "customer_impact",
+    "document_id",
     "drill_evidence",
     "headline",
     "incident_evidence",
+    "plan_entry",
     "redact",
+    "signoff_of",
     "timeline_of_drill",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
-SECTIONS = ("service", "tolerance", "scenario", "third_parties", "timeline", "results", "customer_impact",
-            "people", "vulnerabilities", "lessons", "raci", "evidence")
+SECTIONS = ("summary", "service", "tolerance", "results", "scenario", "third_parties", "timeline",
+            "customer_impact", "people", "vulnerabilities", "lessons", "raci", "signoff", "evidence")
 """Every section a report has, in the order it is shown (a test checks each one is rendered)."""
-
-FIGURE_LABELS: dict[str, tuple[str, str]] = {
-    **FIGURES,
-    # Where the report's reader needs more words than the drill's table: what "recover" and "double fill" mean.
-    "time_to_99pct_secondary": ("time to recover: 99% of new orders at the secondary", "s"),
-    "orders_filled_twice": ("orders filled twice (double fills)", ""),
-    "max_oldest_pending_seconds": ("longest wait of a pending order", "s"),
-}
 
 PEOPLE_ACTIONS = {"execution.started": "started the runbook", "step.started": "executed",
                   "approval.approved": "approved", "approval.rejected": "rejected",
@@ -61,8 +65,14 @@ PEOPLE_ACTIONS = {"execution.started": "started the runbook", "step.started": "e
                   "execution.aborted": "aborted"}
 """Audit record kinds that show a person acting, and how the report words each."""
 
-RECOVERY_FIGURE = "time_to_99pct_secondary"
-"""What the index trends as "time to recover": from the fault until new orders flow again."""
+FAILOVER_FIGURE = "time_to_99pct_secondary"
+"""What the index trends as "time to fail over": from the fault until new orders flow at the secondary."""
+
+MONEY_FIGURES = ("max_exposure_gbp", "reimbursements_owed_gbp", "reimbursements_approved_gbp")
+OWED_NOTE = ("Exposure is the adverse price move of orders still waiting, sampled each second; reimbursements "
+             "are owed for each fill at a worse price than the quote the customer was shown. An order that "
+             "waits less than a second is rarely seen by a sample, yet may be owed money: the two measure "
+             "different things and both are shown.")
 
 
 class FileDigest(TypedDict):
@@ -81,23 +91,29 @@ class Evidence(TypedDict, total=False):
     generated_at: str
     generated_by: str
     tradeops_version: str
-    verdict: str  # "within tolerance" / "outside tolerance"
-    passed: bool
+    verdict: str  # "within tolerance" / "outside tolerance" / "not judged in full"
+    verdict_text: str
+    passed: bool | None  # the impact tolerance's verdict (None: not judged in full)
+    drill_passed: bool  # a drill's own verdict: its engineering targets and its journal
+    summary: dict[str, Any]
     service: dict[str, Any]
+    figures: dict[str, dict[str, Any]]
     tolerance: list[dict[str, Any]]
+    engineering: dict[str, Any]
+    results: list[dict[str, Any]]
     scenario: dict[str, Any]
     third_parties: list[dict[str, Any]]
     timeline: list[dict[str, Any]]
-    results: list[dict[str, Any]]
-    figures: dict[str, Any]
     customer_impact: dict[str, Any]
     people: dict[str, Any]
     vulnerabilities: list[dict[str, Any]]
     lessons: list[dict[str, Any]]
     raci: dict[str, Any]
+    signoff: dict[str, Any]
     evidence: list[FileDigest]
     fault: dict[str, Any]
     headline: dict[str, Any]
+    document: dict[str, Any]
 
 
 # ---- secrets ---------------------------------------------------------------------------------------
@@ -146,19 +162,9 @@ def _plus(start: str | None, seconds: Any) -> str | None:
     return iso(when + timedelta(seconds=float(seconds)))
 
 
-def _money(value: Any) -> str | None:
-    if value is None:
-        return None
-    try:
-        return str(Decimal(str(value)).quantize(Decimal("0.01")))
-    except (InvalidOperation, ValueError):
-        return None
-
-
-def _result_row(name: str, measured: Any, tolerance: str | None, passed: bool | None) -> dict[str, Any]:
-    label, unit = FIGURE_LABELS.get(name, (name.replace("_", " "), ""))
-    return {"figure": name, "label": label, "unit": unit, "measured": measured, "tolerance": tolerance,
-            "passed": passed}
+def _result_row(record: Mapping[str, Any], tolerance: str | None, passed: bool | None) -> dict[str, Any]:
+    return {"figure": record["name"], "label": record["label"], "unit": record["unit"], "measured": record["value"],
+            "tolerance": tolerance, "passed": passed}
 
 
 def _phase(catalogue: Mapping[str, Any], scenario: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -169,11 +175,101 @@ def _phase(catalogue: Mapping[str, Any], scenario: str) -> tuple[dict[str, Any],
     return facts, {"phase": phase_name, **phase}
 
 
+def plan_entry(catalogue: Mapping[str, Any], scenario: str) -> dict[str, Any] | None:
+    """The testing plan's entry for a drill scenario (by its experiment), or None when the plan has none."""
+    for entry in (catalogue.get("testing_plan") or {}).get("scenarios") or []:
+        if entry.get("experiment") == scenario or entry.get("name") == scenario:
+            return dict(entry)
+    return None
+
+
+_LABEL = re.compile(r"^\s*severe but plausible\s*:\s*", re.I)
+
+
+def _description(text: Any) -> str:
+    """The experiment's description without its leading "Severe but plausible:" label: the report says why the
+    scenario is severe but plausible once, from the testing plan."""
+    cleaned = _LABEL.sub("", str(text or "").strip())
+    return cleaned[:1].upper() + cleaned[1:]
+
+
+def document_id(kind: str, ident: str) -> str:
+    """The id a sign-off names a report by: ``drill:<run id>``, ``incident:<execution id>``."""
+    return f"{kind}:{ident}"
+
+
+def _tolerance_items(catalogue: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    return {str(t.get("metric")): dict(t) for t in catalogue.get("impact_tolerance") or []}
+
+
+def _time_limit(catalogue: Mapping[str, Any]) -> float:
+    limit = (_tolerance_items(catalogue).get("time") or {}).get("limit")
+    return float(limit) if limit is not None else 1800.0
+
+
+def _judged_tolerance(catalogue: Mapping[str, Any], figures: Mapping[str, Mapping[str, Any]],
+                      judgements: Mapping[str, measures.Judgement]) -> list[dict[str, Any]]:
+    measured = {"time": ["longest_wait_seconds"], "customers affected": ["orders_affected"],
+                "money at risk": list(MONEY_FIGURES)}
+    rows: list[dict[str, Any]] = []
+    for metric, item in _tolerance_items(catalogue).items():
+        names = [n for n in measured.get(metric, [str(item.get("measure"))]) if n in figures]
+        measure = str(item.get("measure") or (names[0] if names else ""))
+        rows.append({"metric": metric, "statement": item.get("statement"), "justification": item.get("justification"),
+                     "measure": measure, "definition": measures.DEFINITIONS.get(measure, ""), "figures": names,
+                     **judgements[metric].as_dict()})
+    return rows
+
+
+def _judge(catalogue: Mapping[str, Any], figures: Mapping[str, Mapping[str, Any]], *,
+           thresholds: Mapping[str, Decimal], approvals_recorded: bool) -> dict[str, measures.Judgement]:
+    items = _tolerance_items(catalogue)
+    limit_orders = (items.get("customers affected") or {}).get("limit")
+    money_limit = (items.get("money at risk") or {}).get("limit")
+    threshold = Decimal(str(money_limit)) if money_limit is not None else thresholds.get("alert threshold")
+    judgements = {
+        "time": measures.judge_time(figures["longest_wait_seconds"]["value"], _time_limit(catalogue)),
+        "customers affected": measures.judge_orders(figures["orders_affected"]["value"],
+                                                    int(limit_orders) if limit_orders is not None else 0),
+        "money at risk": measures.judge_money(exposure=figures["max_exposure_gbp"]["value"], threshold=threshold,
+                                              owed=figures["reimbursements_owed_gbp"]["value"],
+                                              approved=figures["reimbursements_approved_gbp"]["value"],
+                                              approvals_recorded=approvals_recorded),
+    }
+    return {metric: judgements[metric] for metric in items if metric in judgements}
+
+
+def _rto(phase: Mapping[str, Any], figures: Mapping[str, Mapping[str, Any]], measured_by: str) -> dict[str, Any]:
+    """The recovery time objective of the phase exercised, judged against the figure that measures it."""
+    rto = dict(phase.get("rto") or {})
+    seconds = rto.get("seconds")
+    value = (figures.get(measured_by) or {}).get("value")
+    within = None if seconds is None or value is None else float(value) <= float(seconds)
+    why = ("the RTO of this phase has no number: it depends on the broker's own recovery" if seconds is None else
+           "not measured in this run" if value is None else "")
+    return {"statement": rto.get("statement"), "seconds": seconds,
+            "limit": measures.duration_text(float(seconds)) if seconds is not None else None,
+            "figure": measured_by, "within": within, "reason": why}
+
+
+def _summary(model: Mapping[str, Any]) -> dict[str, Any]:
+    open_ = [v for v in model.get("vulnerabilities") or [] if v.get("status") != "closed"]
+    scenario = model.get("scenario") or {}
+    return {"service": (model.get("service") or {}).get("name"), "scenario": scenario.get("title"),
+            "scenario_name": scenario.get("name"), "test_type": scenario.get("test_type"),
+            "verdict": model.get("verdict"), "verdict_text": model.get("verdict_text"),
+            "tolerance": [{"metric": t["metric"], "verdict": t["verdict"], "within": t["within"],
+                           "figure": (t["figures"] or [None])[0], "limit": t["limit"], "headroom": t["headroom"],
+                           "reason": t["reason"]} for t in model.get("tolerance") or []],
+            "vulnerabilities_open": len(open_),
+            "vulnerabilities_open_high": sum(1 for v in open_ if v.get("severity") in ("high", "critical"))}
+
+
 # ---- sections --------------------------------------------------------------------------------------
 def timeline_of_drill(result: Mapping[str, Any], events: Sequence[Mapping[str, Any]],
                       audit: Sequence[Mapping[str, Any]], journal: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The drill's timeline: its milestones (fault injected, detected, failed over, healed, recovered) and
-    every journal activity, routing event and audit record, oldest first."""
+    """The drill's timeline: its milestones (fault injected, detected, failed over, healed, back on the primary)
+    and every journal activity, routing event and audit record, oldest first."""
     fault = result.get("fault") or {}
     figures = result.get("figures") or {}
     start, healed = fault.get("started_at"), fault.get("healed_at")
@@ -188,15 +284,15 @@ def timeline_of_drill(result: Mapping[str, Any], events: Sequence[Mapping[str, A
     if detected:
         rows.append({"at": detected.get("at"), "milestone": "detected", "source": "events",
                      "detail": f"{detected.get('kind')} at {detected.get('source')}: {detected.get('reason') or ''}"})
-    failed_over = _plus(start, figures.get(RECOVERY_FIGURE))
+    failed_over = _plus(start, figures.get(FAILOVER_FIGURE))
     if failed_over:
         rows.append({"at": failed_over, "milestone": "failed over", "source": "orders",
                      "detail": "99% of new orders went to the secondary from here"})
     if healed:
         rows.append({"at": healed, "milestone": "fault healed", "source": "journal", "detail": "the fault was cleared"})
-    recovered = _plus(healed, figures.get("time_back_on_primary"))
-    if recovered:
-        rows.append({"at": recovered, "milestone": "recovered", "source": "orders",
+    back = _plus(healed, figures.get("time_back_on_primary"))
+    if back:
+        rows.append({"at": back, "milestone": "back on the primary", "source": "orders",
                      "detail": "new orders back on the primary"})
     for run in journal.get("run") or []:
         activity = run.get("activity") or {}
@@ -217,40 +313,15 @@ def timeline_of_drill(result: Mapping[str, Any], events: Sequence[Mapping[str, A
     return sorted((r for r in rows if r.get("at")), key=lambda r: str(r["at"]))
 
 
-def customer_impact(figures: Mapping[str, Any], orders: Sequence[Mapping[str, Any]],
-                    reimbursements: Sequence[Mapping[str, Any]], *, delayed_after: float,
-                    window: tuple[str | None, str | None] = (None, None)) -> dict[str, Any]:
-    """Orders delayed (waited longer than ``delayed_after`` seconds to fill, or placed in the fault window and not
-    filled), the longest wait, exposure, and reimbursements owed and approved."""
-    waits: list[float] = []
-    delayed = 0
-    for order in orders:
-        history = order.get("history") or []
-        accepted = next((_at(h.get("at")) for h in history if h.get("status") == "ACCEPTED"), None)
-        final = next((_at(h.get("at")) for h in history if h.get("status") in ("FILLED", "REJECTED")), None)
-        if accepted and final:
-            wait = (final - accepted).total_seconds()
-            waits.append(wait)
-            if wait > delayed_after:
-                delayed += 1
-    owed = sum((Decimal(str(r.get("amount") or 0)) for r in reimbursements), Decimal("0"))
-    approved = sum((Decimal(str(r.get("amount") or 0)) for r in reimbursements
-                    if str(r.get("status", "")).lower() in ("approved", "paid")), Decimal("0"))
-    longest = max(waits) if waits else figures.get("max_oldest_pending_seconds")
-    return {
-        "orders_placed": figures.get("orders_placed", len(orders) or None),
-        "orders_delayed": delayed if orders else None,
-        "delayed_after_seconds": delayed_after,
-        "longest_wait_seconds": round(float(longest), 3) if longest is not None else None,
-        "orders_lost": figures.get("orders_lost"),
-        "orders_filled_twice": figures.get("orders_filled_twice"),
-        "max_exposure_gbp": _money(figures.get("max_exposure_gbp")),
-        "reimbursements_owed_gbp": _money(figures.get("reimbursements_owed_gbp")) if not reimbursements
-        else _money(owed),
-        "reimbursements_approved_gbp": _money(approved),
-        "reimbursements": len(reimbursements),
-        "fault_window": {"from": window[0], "until": window[1]},
-    }
+def _customer_impact(figures: Mapping[str, Mapping[str, Any]], *, reimbursements: int | None,
+                     window: tuple[str | None, str | None]) -> dict[str, Any]:
+    """Customer impact: the figures' values (the same records every section shows), the fault window, and why
+    owed and exposure differ."""
+    names = ("orders_placed", "orders_affected", "orders_delayed", "longest_wait_seconds", "orders_lost",
+             "orders_filled_twice", *MONEY_FIGURES)
+    return {**{n: figures[n]["value"] for n in names}, "figures": list(names),
+            "delayed_after_seconds": measures.DELAYED_AFTER_SECONDS, "reimbursements": reimbursements,
+            "fault_window": {"from": window[0], "until": window[1]}, "note": OWED_NOTE}
 
 
 def _people(audit: Sequence[Mapping[str, Any]], drill_approvals: Sequence[Mapping[str, Any]], *,
@@ -285,30 +356,52 @@ def _people(audit: Sequence[Mapping[str, Any]], drill_approvals: Sequence[Mappin
                     "Approvals are decisions of the named people, checked against the roster."}
 
 
-def _tolerance(catalogue: Mapping[str, Any], results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    by_name = {r["figure"]: r for r in results}
-    out: list[dict[str, Any]] = []
-    for item in catalogue.get("impact_tolerance") or []:
-        rows = [by_name[f] for f in item.get("figures") or [] if f in by_name]
-        judged = [r for r in rows if r.get("passed") is not None]
-        out.append({"metric": item.get("metric"), "statement": item.get("statement"), "figures": rows,
-                    "within": all(r["passed"] for r in judged) if judged else None})
+def _third_parties(catalogue: Mapping[str, Any], *, engagement: str, filled: Mapping[str, Any],
+                   faulted: str | None) -> list[dict[str, Any]]:
+    out = []
+    for p in catalogue.get("third_parties") or []:
+        provider = p.get("provider")
+        out.append({"provider": provider, "kind": p.get("kind"), "role": p.get("role"),
+                    "engagement": (p.get("engagement") or {}).get(engagement),
+                    "orders_filled": filled.get(provider) if p.get("kind") == "broker" else None,
+                    "faulted": None if faulted is None and engagement == "incident" else provider == faulted,
+                    "contract": dict(p.get("contract") or {}), "sandbox": dict(p.get("sandbox") or {}),
+                    "substitution": dict(p.get("substitution") or {})})
     return out
 
 
 def headline(model: Mapping[str, Any]) -> dict[str, Any]:
     """The figures the index shows for one report."""
     figures = model.get("figures") or {}
-    return {"time_to_detect": figures.get("time_to_detect"), "time_to_recover": figures.get(RECOVERY_FIGURE),
-            "orders_placed": figures.get("orders_placed"), "orders_lost": figures.get("orders_lost"),
-            "orders_filled_twice": figures.get("orders_filled_twice"),
-            "max_exposure_gbp": figures.get("max_exposure_gbp")}
+
+    def value(name: str) -> Any:
+        return (figures.get(name) or {}).get("value")
+
+    return {"time_to_detect": value("time_to_detect"), "time_to_fail_over": value(FAILOVER_FIGURE),
+            "longest_wait_seconds": value("longest_wait_seconds"), "orders_placed": value("orders_placed"),
+            "orders_lost": value("orders_lost"), "orders_filled_twice": value("orders_filled_twice"),
+            "max_exposure_gbp": value("max_exposure_gbp")}
 
 
-def _finished(model: Evidence, secrets: Iterable[str]) -> Evidence:
-    """The model with its headline, every secret cut out."""
+def signoff_of(model: Mapping[str, Any], catalogue: Mapping[str, Any],
+               signatures: Sequence[Signature] | None) -> dict[str, Any]:
+    """Where the document stands; when the signatures were not read (no stack or AWS target at hand), a draft
+    that says so."""
+    digest = document_digest(model)
+    if signatures is None:
+        return {"state": DRAFT, "sha256": digest, "signatures": [], "void": [], "read": False}
+    return standing(Policy.from_catalogue(catalogue), digest, signatures)
+
+
+def _finished(model: Evidence, catalogue: Mapping[str, Any], secrets: Iterable[str],
+              signatures: Sequence[Signature] | None) -> Evidence:
+    """The model with its headline and summary, every secret cut out, its digest and its sign-off state."""
     model["headline"] = headline(model)
+    model["summary"] = _summary(model)
     redacted: Evidence = redact(model, secrets)
+    redacted["document"] = {"id": document_id(redacted["kind"], redacted["id"]), "sha256": document_digest(redacted)}
+    # The sign-off stands beside the document, never in it: what a signature binds cannot depend on it.
+    redacted["signoff"] = signoff_of(redacted, catalogue, signatures)
     return redacted
 
 
@@ -316,20 +409,46 @@ def _annotations(annotations: Mapping[str, Any]) -> tuple[list[dict[str, Any]], 
     return list(annotations.get("vulnerabilities") or []), list(annotations.get("lessons") or [])
 
 
+def _drill_figures(result: Mapping[str, Any], orders: Sequence[Mapping[str, Any]], load_summary: Mapping[str, Any],
+                   limit_seconds: float) -> dict[str, dict[str, Any]]:
+    measured = dict(result.get("figures") or {})
+    began, ended = _at(result.get("started_at")), _at(result.get("ended_at"))
+    span = (ended - began).total_seconds() if began and ended else None
+    waits = measures.waits_of_run(orders, placed=measured.get("orders_placed"), filled=measured.get("orders_filled"),
+                                  rejected=measured.get("orders_rejected"),
+                                  time_to_fill=load_summary.get("time_to_fill"), ended_at=result.get("ended_at"),
+                                  limit_seconds=limit_seconds, span_seconds=span)
+    figures = {name: measures.figure(name, measured.get(name), "result.json: measured by the drill")
+               for name in FIGURES}
+    affected, counted = measures.affected_orders(measured, waits.over_limit)
+    figures["longest_wait_seconds"] = measures.figure("longest_wait_seconds", waits.longest, waits.source)
+    figures["orders_delayed"] = measures.figure("orders_delayed", waits.delayed, waits.delayed_source)
+    figures["orders_affected"] = measures.figure("orders_affected", affected, counted)
+    figures["reimbursements_approved_gbp"] = measures.figure(
+        "reimbursements_approved_gbp", None, "a drill does not record them: its customers are simulated and finance "
+                                             "decides nothing for them")
+    return figures
+
+
 def drill_evidence(*, result: Mapping[str, Any], journal: Mapping[str, Any], events: Sequence[Mapping[str, Any]],
                    audit: Sequence[Mapping[str, Any]], orders: Sequence[Mapping[str, Any]],
                    files: Sequence[FileDigest], annotations: Mapping[str, Any], catalogue: Mapping[str, Any],
                    environment: str, generated_at: str, generated_by: str, version: str,
-                   secrets: Iterable[str] = ()) -> Evidence:
+                   load_summary: Mapping[str, Any] | None = None, thresholds: Mapping[str, Decimal] | None = None,
+                   signatures: Sequence[Signature] | None = None, secrets: Iterable[str] = ()) -> Evidence:
     """The evidence model of one drill run, from its run folder's contents."""
     scenario_name = str(result.get("scenario"))
     facts, phase = _phase(catalogue, scenario_name)
-    figures = dict(result.get("figures") or {})
+    plan = plan_entry(catalogue, scenario_name)
+    figures = _drill_figures(result, orders, load_summary or {}, _time_limit(catalogue))
     checks = {c["figure"]: c for c in result.get("checks") or []}
-    results = [_result_row(name, figures.get(name), (checks.get(name) or {}).get("tolerance"),
-                           (checks.get(name) or {}).get("passed")) for name in FIGURE_LABELS]
-    results += [_result_row(name, c.get("measured"), c.get("tolerance"), c.get("passed"))
-                for name, c in checks.items() if name not in FIGURE_LABELS]
+    results = [_result_row(figures[name], (checks.get(name) or {}).get("tolerance"),
+                           (checks.get(name) or {}).get("passed")) for name in FIGURES]
+    results += [{"figure": name, "label": c.get("label") or name, "unit": "", "measured": c.get("measured"),
+                 "tolerance": c.get("tolerance"), "passed": c.get("passed")}
+                for name, c in checks.items() if name not in FIGURES]
+    judgements = _judge(catalogue, figures, thresholds=thresholds or {}, approvals_recorded=False)
+    verdict, passed, verdict_text = measures.overall_verdict(judgements)
     fault = dict(result.get("fault") or {})
     load = dict(result.get("load") or {})
     by_provider = (load.get("orders") or {}).get("by_provider") or {}
@@ -339,14 +458,20 @@ def drill_evidence(*, result: Mapping[str, Any], journal: Mapping[str, Any], eve
         "schema_version": SCHEMA_VERSION, "kind": "drill", "id": str(result.get("run_id") or scenario_name),
         "title": f"Scenario test: {result.get('title') or scenario_name}",
         "generated_at": generated_at, "generated_by": generated_by, "tradeops_version": version,
-        "passed": bool(result.get("passed")),
-        "verdict": "within tolerance" if result.get("passed") else "outside tolerance",
+        "verdict": verdict, "verdict_text": verdict_text, "passed": passed,
+        "drill_passed": bool(result.get("passed")),
         "service": dict(catalogue.get("service") or {}),
-        "tolerance": _tolerance(catalogue, results),
+        "figures": figures,
+        "tolerance": _judged_tolerance(catalogue, figures, judgements),
+        "engineering": {"targets": [{"figure": name, "tolerance": c.get("tolerance"), "passed": c.get("passed")}
+                                    for name, c in checks.items()],
+                        "drill_passed": bool(result.get("passed")), "failures": list(result.get("failures") or []),
+                        "rto": _rto(phase, figures, FAILOVER_FIGURE)},
+        "results": results,
         "scenario": {
             "name": scenario_name, "title": result.get("title"),
-            "description": str((journal.get("experiment") or {}).get("description") or "").strip(),
-            "plausible": facts.get("plausible"),
+            "description": _description((journal.get("experiment") or {}).get("description")),
+            "plausible": (plan or {}).get("rationale"), "plan": plan,
             "test_type": "simulation" if environment == "local" else "live systems",
             "environment": environment,
             "assumptions": list(facts.get("assumptions") or []),
@@ -355,29 +480,19 @@ def drill_evidence(*, result: Mapping[str, Any], journal: Mapping[str, Any], eve
             "journal": result.get("journal") or {},
             "stop_conditions": result.get("stop_conditions") or {},
         },
-        "third_parties": [{"provider": p.get("provider"), "role": p.get("role"),
-                           "engagement": p.get("engagement_drill"), "orders_filled": by_provider.get(p.get("provider")),
-                           "faulted": p.get("provider") == fault.get("provider")}
-                          for p in catalogue.get("third_parties") or []],
+        "third_parties": _third_parties(catalogue, engagement="drill", filled=by_provider,
+                                        faulted=fault.get("provider")),
         "timeline": timeline_of_drill(result, events, audit, journal),
-        "results": results,
-        "figures": figures,
         "fault": fault,
-        "customer_impact": customer_impact(figures, orders, [], delayed_after=_delay_bound(result),
-                                           window=(fault.get("started_at"), fault.get("healed_at"))),
+        "customer_impact": _customer_impact(figures, reimbursements=None,
+                                            window=(fault.get("started_at"), fault.get("healed_at"))),
         "people": _people(audit, approvals, drill=True),
         "vulnerabilities": vulnerabilities,
         "lessons": lessons,
         "raci": phase,
         "evidence": list(files),
     }
-    return _finished(model, secrets)
-
-
-def _delay_bound(result: Mapping[str, Any]) -> float:
-    """An order counts as delayed when it took longer than 2 s from acceptance to its outcome: ten times a
-    normal fill on the local stack, well inside what a customer notices."""
-    return 2.0
+    return _finished(model, catalogue, secrets, signatures)
 
 
 DETECT_KINDS = ("breaker_opened", "broker_suspect")
@@ -393,14 +508,52 @@ def _episode_start(events: Sequence[Mapping[str, Any]], started: str) -> list[Ma
     return found or [e for e in ordered if e.get("kind") in DETECT_KINDS]
 
 
+def _incident_figures(orders: Sequence[Mapping[str, Any]], reimbursements: Sequence[Mapping[str, Any]],
+                      exposure: Sequence[Mapping[str, Any]], *, outage: float | None, ended: str | None,
+                      limit_seconds: float) -> dict[str, dict[str, Any]]:
+    waits = measures.waits_of_run(orders, placed=None, filled=None, rejected=None, time_to_fill=None,
+                                  ended_at=ended, limit_seconds=limit_seconds)
+    exposures = [Decimal(str(s.get("total_exposure") or s.get("exposure_gbp") or 0)) for s in exposure]
+    owed = sum((Decimal(str(r.get("amount") or 0)) for r in reimbursements), Decimal("0"))
+    approved = sum((Decimal(str(r.get("amount") or 0)) for r in reimbursements
+                    if str(r.get("status", "")).lower() in ("approved", "paid")), Decimal("0"))
+    window = f"the {len(orders)} customer orders placed in the incident's window"
+    counts = {"orders_placed": len(orders), "orders_lost": None,
+              "orders_filled_twice": sum(1 for o in orders if o.get("double_execution")),
+              "orders_dead_lettered": sum(1 for o in orders if o.get("status") == "DEAD_LETTERED"),
+              "orders_pending": sum(1 for o in orders if o.get("status") not in FINAL)}
+    affected, counted = measures.affected_orders(counts, waits.over_limit)
+    figures = {
+        "incident_duration_seconds": measures.figure("incident_duration_seconds", outage,
+                                                     "the routing events and the runbook's audit timeline"),
+        "longest_wait_seconds": measures.figure("longest_wait_seconds", waits.longest, waits.source),
+        "orders_delayed": measures.figure("orders_delayed", waits.delayed, waits.delayed_source),
+        "orders_affected": measures.figure("orders_affected", affected,
+                                           counted + " (an incident's lost orders are not reconciled: the intake's "
+                                                     "answers are not recorded)"),
+        "max_exposure_gbp": measures.figure("max_exposure_gbp", str(max(exposures)) if exposures else None,
+                                            "the exposure events of the window"),
+        "reimbursements_owed_gbp": measures.figure("reimbursements_owed_gbp", owed,
+                                                   f"the ledger's {len(reimbursements)} entries for those orders"),
+        "reimbursements_approved_gbp": measures.figure("reimbursements_approved_gbp", approved,
+                                                       "the ledger entries approved or paid"),
+    }
+    for name, value in counts.items():
+        figures[name] = measures.figure(name, value, window if value is not None else
+                                        "the intake's answers are not recorded for an incident")
+    return figures
+
+
 def incident_evidence(*, history: Mapping[str, Any], orders: Sequence[Mapping[str, Any]],
                       events: Sequence[Mapping[str, Any]], reimbursements: Sequence[Mapping[str, Any]],
                       exposure: Sequence[Mapping[str, Any]], catalogue: Mapping[str, Any],
                       tolerance_seconds: float, generated_at: str, generated_by: str, version: str,
                       files: Sequence[FileDigest] = (), annotations: Mapping[str, Any] | None = None,
-                      secrets: Iterable[str] = ()) -> Evidence:
+                      thresholds: Mapping[str, Decimal] | None = None,
+                      signatures: Sequence[Signature] | None = None, secrets: Iterable[str] = ()) -> Evidence:
     """The evidence model of a real failover: a runbook execution, its audit timeline, and the orders,
-    routing events, exposure samples and reimbursements of its window."""
+    routing events, exposure samples and reimbursements of its window. ``tolerance_seconds`` is the runbook's
+    own bound on the outage (its RTO); the impact tolerance is the catalogue's."""
     execution = dict(history.get("execution") or {})
     timeline_records = list(history.get("timeline") or [])
     execution_id = str(execution.get("execution_id"))
@@ -437,62 +590,58 @@ def incident_evidence(*, history: Mapping[str, Any], orders: Sequence[Mapping[st
             rows.append({"at": event.get("at"), "milestone": None, "source": "events",
                          "detail": " ".join(str(p) for p in parts if p not in (None, ""))})
     rows = sorted((r for r in rows if r.get("at")), key=lambda r: str(r["at"]))
-    exposures = [Decimal(str(s.get("total_exposure") or s.get("exposure_gbp") or 0)) for s in exposure]
-    impact_figures: dict[str, Any] = {"orders_placed": len(orders),
-                                      "max_exposure_gbp": str(max(exposures)) if exposures else None,
-                                      "orders_lost": None, "orders_filled_twice":
-                                          sum(1 for o in orders if o.get("double_execution"))}
-    impact = customer_impact(impact_figures, orders, reimbursements, delayed_after=2.0, window=(started, ended))
     detected_at = opened[0].get("at") if opened else started
     outage = None
     if _at(detected_at) and _at(ended):
         outage = round(((_at(ended) or datetime.min) - (_at(detected_at) or datetime.min)).total_seconds(), 3)
-    longest = impact.get("longest_wait_seconds")
+    figures = _incident_figures(orders, reimbursements, exposure, outage=outage, ended=ended,
+                                limit_seconds=_time_limit(catalogue))
+    longest = figures["longest_wait_seconds"]["value"]
     results = [
-        _result_row("incident_duration_seconds", outage, f"<= {tolerance_seconds:g}",
+        _result_row(figures["incident_duration_seconds"], f"<= {tolerance_seconds:g}",
                     None if outage is None else outage <= tolerance_seconds),
-        _result_row("longest_wait_seconds", longest, f"<= {tolerance_seconds:g}",
+        _result_row(figures["longest_wait_seconds"], f"<= {tolerance_seconds:g}",
                     None if longest is None else longest <= tolerance_seconds),
-        _result_row("orders_filled_twice", impact_figures["orders_filled_twice"], "== 0",
-                    impact_figures["orders_filled_twice"] == 0),
+        _result_row(figures["orders_filled_twice"], "== 0", figures["orders_filled_twice"]["value"] == 0),
     ]
-    results[0]["label"], results[0]["unit"] = "time from detection to the runbook's end", "s"
-    results[1]["label"], results[1]["unit"] = "longest wait of an order", "s"
+    judgements = _judge(catalogue, figures, thresholds=thresholds or {}, approvals_recorded=True)
+    verdict, passed, verdict_text = measures.overall_verdict(judgements)
     outside = [r["label"] for r in results if r["passed"] is False]
     vulnerabilities, lessons = _annotations(annotations or {})
-    verdict = execution.get("status") or execution.get("verdict")
+    runbook_verdict = execution.get("status") or execution.get("verdict")
     model: Evidence = {
         "schema_version": SCHEMA_VERSION, "kind": "incident", "id": execution_id,
         "title": f"Incident report: {execution.get('runbook') or 'runbook'} execution {execution_id}",
         "generated_at": generated_at, "generated_by": generated_by, "tradeops_version": version,
-        "passed": not outside, "verdict": "within tolerance" if not outside else "outside tolerance",
+        "verdict": verdict, "verdict_text": verdict_text, "passed": passed,
         "service": dict(catalogue.get("service") or {}),
-        "tolerance": [*_tolerance(catalogue, results),
-                      {"metric": "time outside tolerance", "figures": results[:2], "within": not outside,
-                       "statement": f"{tolerance_seconds:g} s from detection to recovery"}],
+        "figures": figures,
+        "tolerance": _judged_tolerance(catalogue, figures, judgements),
+        "engineering": {"targets": [{"figure": r["figure"], "tolerance": r["tolerance"], "passed": r["passed"]}
+                                    for r in results],
+                        "rto": {**_rto(phase, figures, "incident_duration_seconds"),
+                                "runbook_bound": f"{tolerance_seconds:g} s"}},
+        "results": results,
         "scenario": {"name": "incident", "title": f"A real failover: {execution.get('runbook')}",
                      "description": f"Runbook {execution.get('runbook')} run by {execution.get('executor') or '-'}; "
-                                    f"its outcome: {verdict}.",
-                     "plausible": "Not a test: a real disruption handled by operations.",
-                     "test_type": "live incident", "environment": "production" , "assumptions": [],
+                                    f"its outcome: {runbook_verdict}.",
+                     "plausible": "Not a test: a real disruption handled by operations.", "plan": None,
+                     "test_type": "live incident", "environment": "production", "assumptions": [],
                      "params": execution.get("params") or {}, "started_at": started, "ended_at": ended,
                      "outside_tolerance": outside},
-        "third_parties": [{"provider": p.get("provider"), "role": p.get("role"),
-                           "engagement": p.get("engagement_incident"),
-                           "orders_filled": sum(1 for o in orders if o.get("provider") == p.get("provider")
-                                                and o.get("status") == "FILLED"), "faulted": None}
-                          for p in catalogue.get("third_parties") or []],
+        "third_parties": _third_parties(
+            catalogue, engagement="incident", faulted=None,
+            filled={p.get("provider"): sum(1 for o in orders if o.get("provider") == p.get("provider")
+                                           and o.get("status") == "FILLED")
+                    for p in catalogue.get("third_parties") or []}),
         "timeline": rows,
-        "results": results,
-        "figures": {"incident_duration_seconds": outage, "longest_wait_seconds": longest,
-                    **impact_figures},
         "fault": {"started_at": detected_at, "healed_at": ended, "provider": opened[0].get("provider") if opened
                   else None},
-        "customer_impact": impact,
+        "customer_impact": _customer_impact(figures, reimbursements=len(reimbursements), window=(started, ended)),
         "people": _people(timeline_records, [], drill=False),
         "vulnerabilities": vulnerabilities,
         "lessons": lessons,
         "raci": phase,
         "evidence": list(files),
     }
-    return _finished(model, secrets)
+    return _finished(model, catalogue, secrets, signatures)

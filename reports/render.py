@@ -9,11 +9,12 @@ inline, the charts are inline SVG, and there is no script.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from markupsafe import Markup, escape
 
+from tradeops.reports.measures import shown
 from tradeops.runtime.platform.errors import OperationFailed
 from tradeops.runtime.platform.packagedata import package_file
 
@@ -21,23 +22,26 @@ __all__ = ["environment", "render_html", "render_index", "render_markdown", "ren
 
 
 def _figure(value: Any, unit: str = "") -> str:
-    """A measured value as a person reads it: seconds to the millisecond, money in pounds, none as 'not measured'."""
-    if value is None:
-        return "not measured"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if unit == "s":
-        return f"{float(value):.3f} s"
-    if unit == "GBP":
-        try:
-            return f"£{Decimal(str(value)):,.2f}"
-        except InvalidOperation:
-            return str(value)
-    return str(value)
+    """A value as a person reads it (the index and period reports; a report's figures carry their own text)."""
+    return shown(value, unit)
+
+
+def _fig_html(figures: Mapping[str, Mapping[str, Any]], name: str) -> Markup:
+    """A report's figure in HTML: its one text, marked with its name (a test compares every occurrence)."""
+    record = figures.get(name) or {}
+    return Markup('<span class="figure" data-figure="{}">{}</span>').format(name, record.get("shown", "not measured"))
+
+
+def _fig_md(figures: Mapping[str, Mapping[str, Any]], name: str) -> str:
+    return str((figures.get(name) or {}).get("shown", "not measured"))
 
 
 def _verdict(passed: Any) -> str:
     return "not judged" if passed is None else ("pass" if passed else "FAIL")
+
+
+def _yes(value: Any) -> str:
+    return "yes" if value else "no"
 
 
 def _md(value: Any) -> str:
@@ -54,7 +58,8 @@ def environment(kind: str) -> Environment:
         env = Environment(loader=FileSystemLoader(str(package_file("reports", "templates"))),
                           autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False),
                           undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
-        env.filters.update(figure=_figure, verdict=_verdict, md=_md)
+        env.filters.update(figure=_figure, verdict=_verdict, md=_md, yes=_yes)
+        env.globals.update(fig=_fig_html if kind == "html" else _fig_md, escape=escape)
         _ENV[kind] = env
     return _ENV[kind]
 
@@ -70,7 +75,7 @@ def render_markdown(model: Mapping[str, Any]) -> str:
 
 
 def render_index(rows: Sequence[Mapping[str, Any]], trend: Mapping[str, Any], chart: str | None) -> str:
-    """``index.html``: every report, newest first, and the time-to-recover trend per scenario."""
+    """``index.html``: every report, newest first, and the time-to-fail-over trend per scenario."""
     return environment("html").get_template("index.html").render(rows=rows, trend=trend, chart=chart)
 
 

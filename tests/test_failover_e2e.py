@@ -140,12 +140,18 @@ def _incident_report_of(execution: str, env: dict, during: list[str], tmp_path) 
     assert milestones.index("runbook started") < milestones.index("failed over") < milestones.index("recovered")
     assert evidence["customer_impact"]["orders_placed"] >= len(during)
     assert evidence["customer_impact"]["longest_wait_seconds"] is not None
-    # This failover's own figures are within tolerance; the verdict follows every row, including figures of
+    # This failover's own figures are within tolerance; the verdict follows every metric, including figures of
     # other orders in the window (the session stack is shared: another test's double execution may fall in it).
     duration = evidence["results"][0]
     assert duration["tolerance"] == "<= 1800" and duration["passed"] is True
     outside = [r for r in evidence["results"] if r["passed"] is False]
-    assert evidence["verdict"] == ("outside tolerance" if outside else "within tolerance"), evidence["results"]
+    verdicts = {t["metric"]: t["verdict"] for t in evidence["tolerance"]}
+    assert verdicts["time"] == "within tolerance", evidence["tolerance"]
+    if outside:
+        assert evidence["verdict"] == "outside tolerance", evidence["results"]
+    expected = ("outside tolerance" if "outside tolerance" in verdicts.values() else "within tolerance"
+                if set(verdicts.values()) == {"within tolerance"} else "not judged in full")
+    assert evidence["verdict"] == expected, evidence["tolerance"]
     html = (folder / "report.html").read_text()
     assert "ops-bob" in html and "risk-carol" in html and "Human four-eyes: <strong>yes</strong>" in html
     assert {"execution.json", "events.json", "orders.json"} <= {f["path"] for f in evidence["evidence"]}

@@ -27,6 +27,7 @@ SHIPPED = ("tradeops/deploy/template.yaml", "tradeops/runbooks/failover.yaml", "
            "tradeops/loadtests/scenarios/steady.yaml", "tradeops/loadtests/scenarios/market-open.yaml",
            "tradeops/loadtests/scenarios/spike.yaml", "tradeops/loadtests/scenarios/step.yaml",
            "tradeops/experiments/load-summary.schema.json", "tradeops/reports/service.yaml",
+           "tradeops/reports/service.schema.json", "tradeops/reports/testing-plan.yaml", "tradeops/reports/rules.yaml",
            "tradeops/reports/templates/report.html", "tradeops/reports/templates/report.md",
            "tradeops/reports/templates/_style.html", "tradeops/reports/templates/index.html",
            "tradeops/runtime/platform/universe.csv")
