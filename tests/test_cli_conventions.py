@@ -16,7 +16,7 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from tests.terminal import Terminal
+from tests.support.terminal import Terminal
 from tradeops import __version__
 from tradeops.cli import app
 from tradeops.commands.output import Column, print_table
@@ -305,7 +305,7 @@ def test_a_missing_order_is_exit_1_and_times_have_one_format(env):
     assert "False" not in shown.stdout and "True" not in shown.stdout
 
 
-def test_down_json_with_nothing_up(tmp_path):
+def test_down_json_with_nothing_up(processes, tmp_path):
     """`down --json` says whether it stopped anything (nothing up is not an error)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRADEOPS_")}
     env["TRADEOPS_STATE_DIR"] = str(tmp_path)

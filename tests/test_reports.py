@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, run_cli
+from tests.support.stack import REPO, run_cli
 
 FIXTURE = REPO / "tests" / "data" / "drill-primary-outage"
 SECRETS = {"intake_token": "tok-INTAKE-5f1c2e9a7b", "primary_api_key": "pk-PRIMARY-83d0c4e1aa",
@@ -45,7 +45,7 @@ def _settings(tmp_path: Path, **kw):
     return load_settings(state_dir=tmp_path / "state", runs_dir=tmp_path / "runs", **kw)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # its tests are in two tiers: built once
 def built(tmp_path_factory):
     """One report built (with its PDF) from the fixture run folder, with secrets planted where they could leak:
     the settings, the environment, the journal, the events and the audit excerpt."""
@@ -176,7 +176,7 @@ def test_reports_never_contain_secrets(built, tmp_path):
     assert "[redacted]" in (built.folder / "evidence.json").read_text()  # it was there to leak
 
 
-def test_index_lists_reports_with_headline_and_recovery_trend(built):
+def test_index_lists_reports_with_headline_and_recovery_trend(processes, built):
     """`report list --json` shows date, scenario, result and headline figures; index.html has the time-to-recover
     trend per scenario."""
     runs = built.folder.parent
@@ -200,7 +200,7 @@ def test_index_lists_reports_with_headline_and_recovery_trend(built):
         shutil.rmtree(second)
 
 
-def test_annotate_records_vulnerabilities_and_lessons_and_rejects_bad_dates(tmp_path):
+def test_annotate_records_vulnerabilities_and_lessons_and_rejects_bad_dates(processes, tmp_path):
     """`report annotate` adds a vulnerability with owner and due date and rebuilds the report; a bad date exits 2
     with one line and writes nothing; lessons and closed vulnerabilities reach the report and the self-assessment,
     which lists the resources the service maps to."""
@@ -235,7 +235,7 @@ def test_annotate_records_vulnerabilities_and_lessons_and_rejects_bad_dates(tmp_
     assert "EvidenceBucket" in document["resources"] and "OrdersTable" in document["resources"]
 
 
-def test_report_commands_reject_bad_input_with_one_line(tmp_path):
+def test_report_commands_reject_bad_input_with_one_line(processes, tmp_path):
     """An unknown run folder, a bad --since and a non-zip --out exit 2 with one line, no stack needed."""
     env = _env(tmp_path)
     for args, needle in ((("report", "build", "no-such-run"), "no run folder 'no-such-run'"),
@@ -455,10 +455,10 @@ def test_pack_and_upload_through_the_command_line(aws_settings, tmp_path):
     assert subprocess.run(["tradeops", "evidence", "verify", str(out)], env=env, capture_output=True).returncode == 0
 
 
-def test_the_headless_browser_check_sees_a_failed_request(tmp_path):
+def test_the_headless_browser_check_sees_a_failed_request(processes, tmp_path):
     """The Chromium harness the drill report's check uses records a page's failed request (so its "none failed"
     means something)."""
-    from tests.browser import load_page
+    from tests.support.browser import load_page
 
     page_file = tmp_path / "page.html"
     page_file.write_text('<!DOCTYPE html><html><body><img src="missing.png"><p>x</p></body></html>')
