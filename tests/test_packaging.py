@@ -112,10 +112,12 @@ def test_a_wheel_installed_outside_the_checkout_runs_the_stack(own_drill, wheel:
     25 minutes. What that skips is checked instead: every requirement of the wheel's metadata, with the [local]
     extra, is satisfied by what the venv imports."""
     env_dir = tmp_path / "venv"
-    venv.EnvBuilder(with_pip=True).create(env_dir)
+    # No pip of its own (ensurepip costs seconds): this environment's pip installs into it (`--python`).
+    venv.EnvBuilder(with_pip=False).create(env_dir)
     python, tradeops = env_dir / "bin" / "python", env_dir / "bin" / "tradeops"
-    installed = subprocess.run([str(python), "-m", "pip", "install", "--disable-pip-version-check", "-q",
-                                "--no-deps", str(wheel)], capture_output=True, text=True, timeout=300)
+    installed = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install",
+                                "--disable-pip-version-check", "-q", "--no-deps", str(wheel)],
+                               capture_output=True, text=True, timeout=300)
     assert installed.returncode == 0, installed.stdout + installed.stderr
     purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                              capture_output=True, text=True, check=True).stdout.strip()
