@@ -71,25 +71,29 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         LAST_USE.plan(session.items, STOPPED_AFTER_LAST_USE)
 
 
+# A unit-tier test starts nothing in any of its phases, its fixtures' setup and teardown (whatever their scope)
+# included: each phase runs under the guard (tests/support/tiers.py), and the test fails naming what it started.
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    with StartsNothing.around(item):
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    with StartsNothing.around(item):
+        return (yield)
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
     try:
-        return (yield)
+        with StartsNothing.around(item):
+            result = yield
+        StartsNothing.check(item)
+        return result
     finally:
         LAST_USE.after(item)
-
-
-@pytest.fixture(autouse=True)
-def _unit_tier_starts_nothing(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """In a unit-tier test, starting a process or opening a socket fails the test."""
-    if request.node.get_closest_marker("unit") is None:
-        yield
-        return
-    guard = StartsNothing(request.node.nodeid)
-    guard.install(monkeypatch)
-    yield
-    monkeypatch.undo()
-    guard.check()
 
 
 @pytest.fixture(scope="session")

@@ -45,8 +45,9 @@ def _settings(tmp_path: Path, **kw):
     return load_settings(state_dir=tmp_path / "state", runs_dir=tmp_path / "runs", **kw)
 
 
-@pytest.fixture(scope="session")  # its tests are in two tiers: built once
-def built(tmp_path_factory):
+# Session-wide: built once. `processes`: WeasyPrint finds its libraries through ctypes, which runs ldconfig and gcc.
+@pytest.fixture(scope="session")
+def built(processes, tmp_path_factory):
     """One report built (with its PDF) from the fixture run folder, with secrets planted where they could leak:
     the settings, the environment, the journal, the events and the audit excerpt."""
     from tradeops.reports.build import build_run_report

@@ -14,6 +14,13 @@ import socket
 import subprocess
 import sys
 
+import pytest
+
+
+@pytest.fixture(scope="module")
+def started_for_the_module():
+    subprocess.run(["true"])
+
 
 def test_pure():
     assert sorted([3, 1, 2]) == [1, 2, 3]
@@ -46,6 +53,10 @@ def test_starts_a_process_from_a_thread():
     thread.join()
 
 
+def test_uses_a_fixture_that_starts_a_process(started_for_the_module):
+    pass
+
+
 def test_declares_the_processes_it_starts(processes):
     subprocess.run([sys.executable, "-c", "pass"], check=True)
 '''
@@ -60,14 +71,15 @@ def suite(pytester: pytest.Pytester) -> pytest.Pytester:
 
 
 def test_a_unit_test_that_starts_a_process_or_opens_a_socket_fails_saying_why(suite: pytest.Pytester):
-    """In the unit tier, a subprocess, a new socket or a connection fails the test (also when the test swallows
-    the refusal, or starts the process from another thread) with a message naming the tier; a pure test passes."""
+    """In the unit tier, a subprocess, a new socket or a connection fails the test, also from a fixture of any
+    scope, a swallowed refusal or another thread, with a message naming the tier; a pure test passes."""
     result = suite.runpytest_inprocess("-m", "unit", "-ra", "-p", "no:cacheprovider")
     # The thread's test counts once as passed (its own code ran through) and once as an error (at its teardown).
-    result.assert_outcomes(passed=2, failed=4, errors=1, deselected=1)
+    result.assert_outcomes(passed=2, failed=4, errors=2, deselected=1)
     failed = {report.nodeid.split("::")[-1]: str(report.longrepr) for report in result.reprec.getfailures()}
     assert failed.keys() == {"test_starts_a_process", "test_opens_a_socket", "test_connects",
-                             "test_swallows_what_it_was_refused", "test_starts_a_process_from_a_thread"}
+                             "test_swallows_what_it_was_refused", "test_starts_a_process_from_a_thread",
+                             "test_uses_a_fixture_that_starts_a_process"}
     for name, why in failed.items():
         assert f"test_samples.py::{name} is in the unit tier but " in why, why
         assert "request the fixture that starts what it needs" in why
@@ -79,7 +91,7 @@ def test_a_test_that_requests_the_fixture_for_what_it_starts_is_in_that_tier_and
                                                                                      suite: pytest.Pytester):
     """`processes` puts a test in the emulator tier, where starting processes is what it is for."""
     result = suite.runpytest_inprocess("-m", "emulator", "-p", "no:cacheprovider")
-    result.assert_outcomes(passed=1, deselected=6)
+    result.assert_outcomes(passed=1, deselected=7)
 
 
 def test_a_test_that_marks_its_own_tier_fails_the_collection(pytester: pytest.Pytester):

@@ -20,8 +20,8 @@ import os
 import socket
 import subprocess
 import threading
-from collections.abc import Callable, Iterable
-from contextlib import ExitStack
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import pytest
@@ -72,6 +72,9 @@ def in_tier_order(items: list[pytest.Item], *, first_in_tier: Callable[[pytest.I
     return [item for _, item in sorted(enumerate(items), key=key)]
 
 
+GUARD = pytest.StashKey["StartsNothing"]()
+
+
 class StartsNothing:
     """Makes starting a process or opening a socket fail the unit-tier test that does it.
 
@@ -79,6 +82,25 @@ class StartsNothing:
     remembered and fails the test when it ends. A socket pair (asyncio's wake-up pipe) is not a socket anyone
     can reach, and stays allowed.
     """
+
+    @classmethod
+    @contextmanager
+    def around(cls, item: pytest.Item) -> Iterator[None]:
+        """One phase of ``item`` (setup, call or teardown) under the guard, if ``item`` is in the unit tier."""
+        if item.get_closest_marker("unit") is None:
+            yield
+            return
+        guard = item.stash.setdefault(GUARD, cls(item.nodeid))
+        with pytest.MonkeyPatch.context() as patch:
+            guard.install(patch)
+            yield
+
+    @staticmethod
+    def check(item: pytest.Item) -> None:
+        """Fail ``item`` if a refusal happened where it could not see it (another thread)."""
+        guard = item.stash.get(GUARD, None)
+        if guard is not None and guard.elsewhere:
+            pytest.fail(guard.elsewhere[0], pytrace=False)
 
     HINT = ("a unit-tier test starts no process and opens no socket; request the fixture that starts what it "
             "needs (moto_endpoint, processes, shared_stack, ...: see docs/testing.md)")
@@ -117,11 +139,6 @@ class StartsNothing:
         monkeypatch.setattr(socket.socket, "__init__", socket_init)
         for name in ("connect", "connect_ex", "bind"):
             monkeypatch.setattr(socket.socket, name, refusing(f"called socket.{name}"))
-
-    def check(self) -> None:
-        """Fail the test if a refusal happened where the test could not see it (another thread)."""
-        if self.elsewhere:
-            pytest.fail(self.elsewhere[0], pytrace=False)
 
 
 class LastUse:
