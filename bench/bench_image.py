@@ -24,8 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the checkout's tests/ helpers
 
-from tests.conftest import stack_environment
-from tests.image import (
+from tests.support.image import (
     base_image,
     build,
     inspect_image,
@@ -35,6 +34,7 @@ from tests.image import (
     run_detached,
     wait_healthy,
 )
+from tests.support.stack import stack_environment
 from tradeops.runtime.platform.settings import load_settings
 from tradeops.runtime.platform.statefile import resolve_settings
 from tradeops.runtime.stack import supervisor

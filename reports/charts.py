@@ -4,8 +4,8 @@ Three charts in a drill's report, where a person would rather look than read: or
 broker per second with the fault window shaded and detection, failover and the return to the primary
 marked; queue depth and the oldest order's age; and total exposure on a scale that shows it, its
 thresholds drawn only when they fall near the data (otherwise named as above the scale). The index of
-reports has a fourth: each scenario's time to fail over, run after run. Each function takes plain values and returns the SVG
-text (``<svg ...>...</svg>``), or None when the run recorded nothing to draw.
+reports has a fourth: each scenario's time to fail over, run after run. Each function takes plain
+values and returns the SVG text (``<svg ...>...</svg>``), or None when the run recorded nothing to draw.
 """
 
 from __future__ import annotations

@@ -207,9 +207,9 @@ def test_records_written_by_older_code_still_verify(aws_settings):
     assert {"execution_id", "step_id", "kind", "actor", "at"} <= set(new) and log.verify().ok
 
 
-def test_concurrent_writers_on_the_running_stack(stack):
+def test_concurrent_writers_on_the_running_stack(shared_stack):
     """8 writers x 15 appends against the running local stack leave 120 records in one chain that verifies."""
-    settings = load_settings(aws_endpoint_url=stack["aws_endpoint"], region=stack["region"],
-                             state_dir=Path(stack["state_dir"]))
+    settings = load_settings(aws_endpoint_url=shared_stack["aws_endpoint"], region=shared_stack["region"],
+                             state_dir=Path(shared_stack["state_dir"]))
     result = _eight_writers(settings).verify()
     assert result.ok and result.records == 120

@@ -204,10 +204,10 @@ def test_every_runbook_execution_ends_with_an_anchor(aws_settings, tmp_path):
     assert outcome.execution_id in anchor["reason"]
 
 
-def test_the_stack_anchors_the_audit_chain_on_its_schedule(stack):
+def test_the_stack_anchors_the_audit_chain_on_its_schedule(shared_stack):
     """The stack's audit-anchor process anchors a record appended to the audit chain within its period (2 s in
     tests)."""
-    settings = resolve_settings(load_settings(state_dir=Path(stack["state_dir"])))
+    settings = resolve_settings(load_settings(state_dir=Path(shared_stack["state_dir"])))
     log = AuditLog(Aws(settings))
     appended = log.append("test.scheduled-anchor", actor="test", data={"n": uuid.uuid4().hex})
     store = AnchorStore(log.aws)

@@ -18,7 +18,7 @@ from typing import Any
 
 from moto.iam.access_control import IAMPolicy, PermissionResult
 
-from tests.conftest import run_cli
+from tests.support.stack import run_cli
 from tradeops.runtime.platform.aws import Aws
 from tradeops.runtime.platform.settings import load_settings
 from tradeops.runtime.platform.statefile import read_state
@@ -190,13 +190,13 @@ def _role_of(who: str) -> str | None:
     return ROLES.get(who)  # None: the local stack's own launcher (deploy, health checks), not a role on AWS
 
 
-def test_every_call_the_cli_and_the_components_make_is_allowed_to_their_role(stack, tmp_path):
+def test_every_call_the_cli_and_the_components_make_is_allowed_to_their_role(shared_stack, tmp_path):
     """Run the operator commands against the session stack, then evaluate every AWS call recorded on it (these
     commands, any other test's, and the stack's components') against the statements of the role that makes it on
     AWS: the CLI under OperatorRole, worker/intake/canary under WorkerRole, monitor/anchorer/feed under
     MonitorRole. The roster's history and the evidence pack's upload are among them."""
-    env = stack["env"]
-    endpoint = read_state(Path(stack["state_dir"]) / "stack.json")["aws_endpoint"]
+    env = shared_stack["env"]
+    endpoint = read_state(Path(shared_stack["state_dir"]) / "stack.json")["aws_endpoint"]
     aws = Aws(load_settings(aws_endpoint_url=endpoint))
     account = _Account(aws, "tradeops")
     today = datetime.now(UTC).date()

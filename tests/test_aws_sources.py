@@ -18,8 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import run_cli, stack_environment
-from tests.orderflow import Flow
+from tests.support.orderflow import Flow
+from tests.support.stack import run_cli, stack_environment
 from tradeops.runtime.brokers.sim import API_KEY_ENV, sim_command
 from tradeops.runtime.platform.aws import Aws
 from tradeops.runtime.platform.errors import ConfigError
@@ -33,7 +33,7 @@ PREFIX = "realsrc"
 SIMULATORS = {"broker-primary", "broker-secondary", "prices"}
 
 
-def test_the_plan_leaves_out_what_is_not_simulated():
+def test_the_plan_leaves_out_what_is_not_simulated(processes):
     """The local stack's plan has both brokers and the feed; on AWS only the simulators asked for are in it."""
     every = {c.name for c in _plan({}, workers=1)}
     assert SIMULATORS <= every

@@ -3,31 +3,28 @@
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import signal
 import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from itertools import pairwise
-from pathlib import Path
 
 import httpx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.support.brokers import API_KEY, Broker, broker_pair, start_broker, stop_broker, wait_healthy
+from tests.support.stack import REPO
 from tradeops.runtime.brokers.control import SimControl
 from tradeops.runtime.brokers.faults import Fault, parse_fault
 from tradeops.runtime.brokers.orderbook import Book, make_order
-from tradeops.runtime.brokers.sim import API_KEY_ENV, sim_command
+from tradeops.runtime.brokers.sim import sim_command
 from tradeops.runtime.brokers.wires import WIRES, HttpRequest
 from tradeops.runtime.orderpath.providers import (
     AuthFailed,
@@ -40,10 +37,7 @@ from tradeops.runtime.orderpath.providers import (
     make_provider,
 )
 from tradeops.runtime.platform.errors import BadInput, ConfigError, StackError
-from tradeops.runtime.stack.supervisor import stop_process
 
-ROOT = Path(__file__).resolve().parent.parent
-API_KEY = "sim-" + secrets.token_hex(12)
 READ_TIMEOUT = 0.3
 
 
@@ -58,70 +52,9 @@ def _refused(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) != 0
 
 
-@dataclass
-class Broker:
-    name: str
-    wire: str
-    order_port: int
-    control_port: int
-    proc: subprocess.Popen
-    log: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.order_port}"
-
-    @property
-    def control_url(self) -> str:
-        return f"http://127.0.0.1:{self.control_port}"
-
-
-def _start(name: str, wire: str, seed: int, log_dir: Path) -> Broker:
-    order_port, control_port = _free_port(), _free_port()
-    log = log_dir / f"{name}.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            sim_command(name=name, wire=wire, host="127.0.0.1", order_port=order_port,
-                        control_port=control_port, seed=seed),
-            cwd=ROOT, env={**os.environ, API_KEY_ENV: API_KEY}, stdout=out, stderr=subprocess.STDOUT,
-        )
-    return Broker(name, wire, order_port, control_port, proc, log)
-
-
-def _wait_healthy(broker: Broker, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert broker.proc.poll() is None, f"{broker.name} exited: {broker.log.read_text()}"
-        try:
-            if httpx.get(f"{broker.control_url}/_sim/health", timeout=0.5).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    raise AssertionError(f"{broker.name} not healthy within {timeout}s")
-
-
-def _stop(broker: Broker) -> None:
-    stop_process(broker.proc, 5)
-
-
-@contextmanager
-def broker_pair(log_dir: Path) -> Iterator[dict[str, Broker]]:
-    """Both simulated brokers (primary alpha, secondary beta) as real HTTP servers, for a module's tests."""
-    started: list[Broker] = []
-    try:
-        for name, wire, seed in (("primary", "alpha", 1), ("secondary", "beta", 2)):
-            started.append(_start(name, wire, seed, log_dir))
-        for broker in started:
-            _wait_healthy(broker)
-        yield {broker.name: broker for broker in started}
-    finally:
-        for broker in started:
-            _stop(broker)
-
-
 @pytest.fixture(scope="module")
-def brokers(tmp_path_factory):
+def brokers(processes, tmp_path_factory):
+    """Both simulated brokers, started once for this module's tests."""
     with broker_pair(tmp_path_factory.mktemp("sim-logs")) as pair:
         yield pair
 
@@ -564,11 +497,11 @@ def test_sustains_hundreds_of_orders_per_second_from_concurrent_clients(provider
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_signal_stops_the_broker_cleanly_and_quietly(tmp_path, signum):
+def test_signal_stops_the_broker_cleanly_and_quietly(processes, tmp_path, signum):
     """SIGTERM/SIGINT: exit 0, both ports closed, nothing printed (and never the key)."""
-    broker = _start("lifecycle", "beta", 9, tmp_path)
+    broker = start_broker("lifecycle", "beta", 9, tmp_path)
     try:
-        _wait_healthy(broker)
+        wait_healthy(broker)
         with _adapter(broker) as adapter:
             assert adapter.submit(_order()).status == "FILLED"
         broker.proc.send_signal(signum)
@@ -576,10 +509,10 @@ def test_signal_stops_the_broker_cleanly_and_quietly(tmp_path, signum):
         assert _refused(broker.order_port) and _refused(broker.control_port)
         assert broker.log.read_text() == ""
     finally:
-        _stop(broker)
+        stop_broker(broker)
 
 
-def test_busy_port_is_one_line_and_exit_1(tmp_path):
+def test_busy_port_is_one_line_and_exit_1(processes, tmp_path):
     """A port already taken makes the broker exit 1 with one line on stderr, not a traceback."""
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -587,7 +520,7 @@ def test_busy_port_is_one_line_and_exit_1(tmp_path):
         port = taken.getsockname()[1]
         proc = subprocess.run(sim_command(name="x", wire="alpha", host="127.0.0.1", order_port=port,
                                           control_port=_free_port(), seed=1),
-                              cwd=ROOT, capture_output=True, text=True, timeout=10)
+                              cwd=REPO, capture_output=True, text=True, timeout=10)
     assert proc.returncode == 1 and proc.stdout == ""
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
 

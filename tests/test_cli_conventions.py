@@ -17,7 +17,7 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from tests.terminal import Terminal
+from tests.support.terminal import Terminal
 from tradeops import __version__
 from tradeops.cli import app
 from tradeops.commands.output import Column, print_table
@@ -129,18 +129,18 @@ def _imported(tmp_path, args: list[str] | None) -> set[str]:
     return set(json.loads(done.stdout.splitlines()[-1]))
 
 
-def test_importing_the_cli_imports_no_heavy_library(tmp_path):
+def test_importing_the_cli_imports_no_heavy_library(processes, tmp_path):
     """`import tradeops.cli` imports neither boto3, botocore, matplotlib, Jinja2, WeasyPrint, Locust nor gevent."""
     assert _imported(tmp_path, None) & HEAVY == set()
 
 
-def test_version_and_status_without_a_stack_import_no_heavy_library(tmp_path):
+def test_version_and_status_without_a_stack_import_no_heavy_library(processes, tmp_path):
     """`tradeops --version` and `tradeops status --json` with no stack up import none of those, nor httpx or PyYAML."""
     for args in (["--version"], ["status", "--json"]):
         assert _imported(tmp_path, args) & (HEAVY | {"httpx", "yaml"}) == set(), args
 
 
-def test_every_command_builds_and_none_imports_locust(tmp_path):
+def test_every_command_builds_and_none_imports_locust(processes, tmp_path):
     """Every command the root lists imports and builds (as --help does), and none pulls in Locust or gevent."""
     code = ("import sys; from tradeops.cli import COMMANDS, build_command; "
             "[build_command(name) for name in COMMANDS]; "
@@ -358,7 +358,7 @@ def test_a_missing_order_is_exit_1_and_times_have_one_format(env):
     assert "False" not in shown.stdout and "True" not in shown.stdout
 
 
-def test_down_json_with_nothing_up(tmp_path):
+def test_down_json_with_nothing_up(processes, tmp_path):
     """`down --json` says whether it stopped anything (nothing up is not an error)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRADEOPS_")}
     env["TRADEOPS_STATE_DIR"] = str(tmp_path)

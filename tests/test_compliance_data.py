@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO, run_cli
+from tests.support.stack import REPO, run_cli
 
 FIXTURE = REPO / "tests" / "data" / "drill-primary-outage"
 
@@ -63,8 +63,8 @@ def _edit(path: Path, change) -> None:
      "parties[0].contract: unknown field 'sla'"),
 ], ids=["plan-missing", "plan-unknown", "mapping-missing-field", "mapping-missing-category", "comms-owner",
         "contract-unknown"])
-def test_a_data_file_with_a_missing_or_unknown_field_is_refused_with_one_line_naming_it(tmp_path, name, change,
-                                                                                         expected):
+def test_a_data_file_with_a_missing_or_unknown_field_is_refused_with_one_line_naming_it(processes, tmp_path, name,
+                                                                                         change, expected):
     """`report check-data DIR` exits 2 with one line naming the file, its line and the field."""
     data = _copy_data(tmp_path)
     _edit(data / name, change)
@@ -74,7 +74,7 @@ def test_a_data_file_with_a_missing_or_unknown_field_is_refused_with_one_line_na
     assert f"{data / name}:" in done.stderr and expected in done.stderr, done.stderr
 
 
-def test_a_bad_data_file_writes_nothing(tmp_path):
+def test_a_bad_data_file_writes_nothing(processes, tmp_path):
     """With a testing plan missing a field, `report build --data`, `report self-assessment --data` and `report
     testing-plan --write-schedule` exit 2 with one line and write nothing: no report, no version, no schedule."""
     data = _copy_data(tmp_path)
@@ -138,7 +138,7 @@ def test_coverage_counts_each_planned_scenario_against_the_runs_of_the_period():
     assert cov["unplanned"] == ["my-own"] and cov["executed_scenarios"] == 2 and cov["automated"] == 9
 
 
-def test_the_testing_plan_makes_the_drill_schedule(tmp_path):
+def test_the_testing_plan_makes_the_drill_schedule(processes, tmp_path):
     """`report testing-plan --write-schedule FILE` adds an entry per scheduled scenario, which `drill schedule list`
     reads; writing it again is refused (exit 2) and leaves the file as it was."""
     env = _env(tmp_path)

@@ -11,9 +11,7 @@ import os
 import re
 from pathlib import Path
 
-import pytest
-
-from tests.conftest import run_cli
+from tests.support.stack import run_cli
 
 
 def _processes_using(state_dir: Path) -> list[int]:
@@ -31,8 +29,7 @@ def _processes_using(state_dir: Path) -> list[int]:
     return found
 
 
-@pytest.mark.slow
-def test_demo_starts_a_stack_runs_primary_outage_prints_the_headline_and_stops_what_it_started(tmp_path):
+def test_demo_starts_a_stack_runs_primary_outage_prints_the_headline_and_stops_what_it_started(own_drill, tmp_path):
     """With no stack up, `tradeops demo` starts one, runs primary-outage under load, prints the verdict, time to
     detect and recover, orders lost and filled twice and the run folder, exits 0, and leaves nothing running."""
     state = tmp_path / "state"

@@ -7,13 +7,9 @@ import time
 from decimal import Decimal
 from typing import Any
 
-import pytest
-
-from tests.conftest import run_cli
-from tests.orderflow import AlertInbox, Flow
-from tests.orderflow import wait_until as _wait
-
-pytestmark = pytest.mark.slow
+from tests.support.orderflow import AlertInbox, Flow
+from tests.support.orderflow import wait_until as _wait
+from tests.support.stack import run_cli
 
 
 def _void(flow: Flow, operator: str) -> list[str]:

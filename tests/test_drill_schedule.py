@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.conftest import run_cli
+from tests.support.stack import run_cli
 from tradeops.experiments.schedule import (
     LONDON_MARKET_HOURS,
     ScheduleError,
@@ -90,7 +90,7 @@ def test_a_bad_entry_is_refused_naming_the_field(doc, needle):
         parse_window({"name": "w", "start": "17:00", "end": "08:00"})
 
 
-def test_schedule_commands_add_list_export_and_remove(tmp_path):
+def test_schedule_commands_add_list_export_and_remove(processes, tmp_path):
     """add writes the YAML file; list shows the next run; export prints a crontab and EventBridge JSON; remove."""
     env = {"PATH": os.environ["PATH"], "TRADEOPS_STATE_DIR": str(tmp_path / "state")}
     path = str(tmp_path / "drills.yaml")

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, run_cli, running_stack, stack_environment
+from tests.support.orderflow import Flow, fresh_flow
+from tests.support.stack import REPO, run_cli, running_stack, stack_environment
 
 RUN_FOLDER = ("result.json", "journal.json", "timeline.json", "events.json", "audit.json", "experiment.yaml",
               "load/summary.json", "load/reconciliation.json", "orders.json", "evidence.json", "report.html",
@@ -25,20 +26,25 @@ SHORT = ("--rate", "5", "--duration", "3s", "--recover", "8s", "--drain", "30s")
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory):
+def drill_stack(tmp_path_factory: pytest.TempPathFactory):
     """A local stack of the drill tests' own: drills place hundreds of orders and flip every flag."""
     env = stack_environment(tmp_path_factory.mktemp("drill-stack"))
     with running_stack(env) as info:
         yield info
 
 
-@pytest.fixture(scope="module")
-def drill_roster(stack):
-    """Drill identities in the stack's roster (the manual-failover runbooks need approvers)."""
-    from tests.orderflow import Flow
+@pytest.fixture
+def flow(drill_stack):
+    """A Flow on the drill stack, with routing flags and broker faults reset before and after the test."""
+    with fresh_flow(drill_stack) as f:
+        yield f
 
-    Flow(stack).roster({"drill-executor": ["duty-engineer"], "drill-ops-manager": ["ops-manager"],
-                        "drill-risk": ["risk"]})
+
+@pytest.fixture(scope="module")
+def drill_roster(drill_stack):
+    """Drill identities in the stack's roster (the manual-failover runbooks need approvers)."""
+    Flow(drill_stack).roster({"drill-executor": ["duty-engineer"], "drill-ops-manager": ["ops-manager"],
+                              "drill-risk": ["risk"]})
 
 
 def _drill(env: dict[str, str], out: Path, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
@@ -54,8 +60,7 @@ def _state(flow) -> dict:
     return {"faults": faults, "flags": flags}
 
 
-@pytest.mark.slow
-def test_plain_chaos_run_of_primary_outage_meets_the_hypothesis_before_and_after(stack, flow, tmp_path):
+def test_plain_chaos_run_of_primary_outage_meets_the_hypothesis_before_and_after(drill_stack, flow, tmp_path):
     """eval "$(tradeops env)" && chaos run experiments/primary-outage.yaml: the journal shows the steady state met
     before and after, every activity and rollback succeeded, and the flags are back as they were."""
     before = _state(flow)
@@ -64,7 +69,7 @@ def test_plain_chaos_run_of_primary_outage_meets_the_hypothesis_before_and_after
     command = ('eval "$(tradeops env)" && chaos --no-version-check run --var fault_seconds:float=3 '
                "--var recover_seconds:float=6 --journal-path " + str(journal)
                + " " + str(REPO / "experiments" / "primary-outage.yaml"))
-    done = subprocess.run(["bash", "-c", command], env=stack["env"], cwd=tmp_path, capture_output=True, text=True,
+    done = subprocess.run(["bash", "-c", command], env=drill_stack["env"], cwd=tmp_path, capture_output=True, text=True,
                           timeout=180)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     j = json.loads(journal.read_text())
@@ -84,15 +89,14 @@ SCENARIOS = ["primary-outage", "primary-blackhole", "primary-latency", "primary-
              "worker-crash", "manual-failover", "failback", "price-shock"]
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("scenario", SCENARIOS)
-def test_every_scenario_passes_through_drill_run_with_a_complete_run_folder(stack, flow, drill_roster, tmp_path,
+def test_every_scenario_passes_through_drill_run_with_a_complete_run_folder(drill_stack, flow, drill_roster, tmp_path,
                                                                            scenario):
     """`tradeops drill run SCENARIO` exits 0 with the verdict passed; the run folder holds the journal, load summary,
     timeline (sampled at least once a second), events, audit excerpt and result.json (run_dir set)."""
     before = _state(flow)
     out = tmp_path / scenario
-    done = _drill(stack["env"], out, scenario, *SHORT, *EXTRA.get(scenario, ()))
+    done = _drill(drill_stack["env"], out, scenario, *SHORT, *EXTRA.get(scenario, ()))
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     result = json.loads(done.stdout)
     assert result["passed"] and result["verdict"] == "passed" and result["run_dir"] == str(out)
@@ -129,17 +133,16 @@ def test_every_scenario_passes_through_drill_run_with_a_complete_run_folder(stac
 
 
 @pytest.fixture(scope="module")
-def primary_outage_run(stack, drill_roster, tmp_path_factory) -> Path:
+def primary_outage_run(drill_stack, drill_roster, tmp_path_factory) -> Path:
     """The primary-outage run folder the parametrised test left (a drill of its own only when run alone)."""
     if "primary-outage" not in RUNS:
         out = tmp_path_factory.mktemp("report-drill") / "primary-outage"
-        done = _drill(stack["env"], out, "primary-outage", *SHORT, *EXTRA["primary-outage"])
+        done = _drill(drill_stack["env"], out, "primary-outage", *SHORT, *EXTRA["primary-outage"])
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
         RUNS["primary-outage"] = out
     return RUNS["primary-outage"]
 
 
-@pytest.mark.slow
 def test_the_drill_writes_its_report_with_every_section_and_the_runs_figures(primary_outage_run):
     """The primary-outage drill wrote report.html, report.md and evidence.json: every section, and the figures of
     its result.json (detect, recover, lost, double fills, max exposure) in each; no secret of the stack in any."""
@@ -190,14 +193,13 @@ def _strings(value, key=""):
         yield key, value
 
 
-@pytest.mark.slow
 def test_the_drill_report_loads_in_headless_chromium_with_no_failed_requests(primary_outage_run, tmp_path):
     """Debian's Chromium loads report.html with no request but the page itself and none failed; the screenshot shows
     the throughput chart with the fault window shaded (its colour is on screen)."""
     import numpy
     from PIL import Image
 
-    from tests.browser import load_page
+    from tests.support.browser import load_page
 
     shot = tmp_path / "report.png"
     # The executive summary and the tolerance come first now: the timeline's chart is further down the page.
@@ -213,11 +215,10 @@ def test_the_drill_report_loads_in_headless_chromium_with_no_failed_requests(pri
     print(f"screenshot: {shot}")
 
 
-@pytest.mark.slow
-def test_an_impossibly_tight_tolerance_exits_1_and_names_the_figure(stack, flow, tmp_path):
+def test_an_impossibly_tight_tolerance_exits_1_and_names_the_figure(drill_stack, flow, tmp_path):
     """--tolerance "time_to_detect<=0.001": exit 1, one line on stderr naming the figure and what was measured."""
     # The shortest drill that measures a detection: a 2 s blackhole, 3 s of recovery (no figure needs more).
-    done = _drill(stack["env"], tmp_path / "tight", "primary-blackhole", "--rate", "5", "--duration", "2s",
+    done = _drill(drill_stack["env"], tmp_path / "tight", "primary-blackhole", "--rate", "5", "--duration", "2s",
                   "--recover", "3s", "--drain", "30s", "--tolerance", "time_to_detect<=0.001")
     assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-2000:]
     assert "time to detect (time_to_detect)" in done.stderr and "tolerance <= 0.001" in done.stderr
@@ -228,13 +229,12 @@ def test_an_impossibly_tight_tolerance_exits_1_and_names_the_figure(stack, flow,
     assert not check["passed"] and check["measured"] is not None and check["measured"] > 0.001
 
 
-@pytest.mark.slow
-def test_a_stop_condition_that_trips_aborts_the_method_runs_the_rollbacks_and_restores_everything(stack, flow,
+def test_a_stop_condition_that_trips_aborts_the_method_runs_the_rollbacks_and_restores_everything(drill_stack, flow,
                                                                                                   tmp_path):
     """Both brokers down with a 2 s oldest-pending stop condition: the safeguard interrupts the method before the
     heal, the rollbacks run and succeed, the drill fails saying so, and brokers and flags are as they were."""
     before = _state(flow)
-    done = _drill(stack["env"], tmp_path / "stopped", "both-down", "--rate", "5", "--duration", "20s",
+    done = _drill(drill_stack["env"], tmp_path / "stopped", "both-down", "--rate", "5", "--duration", "20s",
                   "--stop-oldest-pending", "2s", "--drain", "30s")
     assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-2000:]
     assert "the experiment ended interrupted" in done.stderr
@@ -248,7 +248,7 @@ def test_a_stop_condition_that_trips_aborts_the_method_runs_the_rollbacks_and_re
     assert result["figures"]["orders_lost"] == 0
 
 
-def test_bad_drill_input_exits_2_with_one_line_and_writes_nothing(tmp_path):
+def test_bad_drill_input_exits_2_with_one_line_and_writes_nothing(processes, tmp_path):
     """An unknown scenario, figure or duration: exit 2, one line, no run folder, even with no stack up."""
     env = {"PATH": __import__("os").environ["PATH"], "TRADEOPS_STATE_DIR": str(tmp_path / "state")}
     for args, needle in ((("no-such",), "unknown scenario 'no-such'"),
@@ -261,7 +261,7 @@ def test_bad_drill_input_exits_2_with_one_line_and_writes_nothing(tmp_path):
         assert not out.exists()
 
 
-def test_an_experiment_with_a_bad_activity_budget_exits_2_naming_it(tmp_path):
+def test_an_experiment_with_a_bad_activity_budget_exits_2_naming_it(processes, tmp_path):
     """An experiment file whose tradeops extension gives a negative activity_seconds: exit 2, one line, no run."""
     import yaml
 
@@ -276,7 +276,7 @@ def test_an_experiment_with_a_bad_activity_budget_exits_2_naming_it(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-def test_drill_list_shows_every_scenario_without_a_stack(tmp_path):
+def test_drill_list_shows_every_scenario_without_a_stack(processes, tmp_path):
     """`drill list --json` names the nine shipped scenarios with titles and their last result (none yet)."""
     env = {"PATH": __import__("os").environ["PATH"], "TRADEOPS_STATE_DIR": str(tmp_path),
            "TRADEOPS_RUNS_DIR": str(tmp_path / "runs")}

@@ -7,13 +7,8 @@ import subprocess
 import threading
 import time
 
-import pytest
-
-from tests.conftest import run_cli
-from tests.orderflow import Flow
-
-pytestmark = pytest.mark.slow
-
+from tests.support.orderflow import Flow
+from tests.support.stack import run_cli
 
 ROSTER = {"ops-alice": ["duty-engineer"], "ops-bob": ["ops-manager"], "risk-carol": ["risk"]}
 

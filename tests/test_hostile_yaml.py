@@ -59,7 +59,7 @@ def test_hostile_runbooks_are_refused_in_under_a_second(tmp_path, name):
 @pytest.mark.parametrize("command", [("runbook", "validate"), ("runbook", "show"), ("runbook", "plan"),
                                      ("runbook", "run", "--yes")])
 @pytest.mark.parametrize("name", ["alias bomb", "self alias"])
-def test_every_runbook_command_refuses_them_with_exit_2(tmp_path, command, name):
+def test_every_runbook_command_refuses_them_with_exit_2(processes, tmp_path, command, name):
     """validate, show, plan and run each answer a hostile runbook with one line and exit 2, no traceback."""
     text, why = HOSTILE[name]
     path = tmp_path / "rb.yaml"
@@ -78,7 +78,7 @@ def test_every_runbook_command_refuses_them_with_exit_2(tmp_path, command, name)
 
 
 @pytest.mark.parametrize("name", sorted(HOSTILE))
-def test_hostile_operators_files_are_refused(tmp_path, name):
+def test_hostile_operators_files_are_refused(processes, tmp_path, name):
     """An operators file with aliases, deep nesting or too many bytes is a ConfigError (exit 2) naming its line,
     in under 1 s; so is `tradeops operators diff FILE`."""
     text, _ = HOSTILE[name]

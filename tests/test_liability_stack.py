@@ -34,14 +34,12 @@ import httpx
 import pytest
 from boto3.dynamodb.types import TypeDeserializer
 
-from tests.orderflow import Flow
-from tests.orderflow import wait_until as _wait
+from tests.support.orderflow import Flow
+from tests.support.orderflow import wait_until as _wait
 from tradeops.runtime.liability.exposuretable import ORDERS_CHECKPOINT_KEY
 from tradeops.runtime.liability.prices import BATCH_SECONDS, Feed, parse_spike
 from tradeops.runtime.platform.errors import BadInput
 from tradeops.runtime.platform.universe import shipped_universe
-
-pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parent.parent
 N_ORDERS = 500
@@ -324,24 +322,24 @@ class Scenario:
 
 
 @pytest.fixture(scope="module")
-def scenario(stack: dict[str, Any]) -> Any:
-    flow = Flow(stack)
+def scenario(shared_stack: dict[str, Any]) -> Any:
+    flow = Flow(shared_stack)
     flow.reset()
-    parts = Components(stack)
-    kw = dict(endpoint_url=stack["aws_endpoint"], region_name=stack["region"], aws_access_key_id="testing",
-              aws_secret_access_key="testing")
+    parts = Components(shared_stack)
+    kw = dict(endpoint_url=shared_stack["aws_endpoint"], region_name=shared_stack["region"],
+              aws_access_key_id="testing", aws_secret_access_key="testing")
     aws = {name: boto3.client(name, **kw) for name in ("kinesis", "dynamodb", "sqs", "sns", "sts")}
     # Our own subscriber on the alert topic, to count what reaches a human.
     queue_url = aws["sqs"].create_queue(QueueName=f"liability-alerts-{uuid.uuid4().hex[:8]}")["QueueUrl"]
     queue_arn = aws["sqs"].get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
         "Attributes"]["QueueArn"]
     account = aws["sts"].get_caller_identity()["Account"]
-    topic = f"arn:aws:sns:{stack['region']}:{account}:tradeops-alerts"
+    topic = f"arn:aws:sns:{shared_stack['region']}:{account}:tradeops-alerts"
     subscription = aws["sns"].subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn)["SubscriptionArn"]
     flow.roster({"fiona": ["finance"], "gary": ["finance"], "hank": ["ops-manager"], "tradeops-monitor": ["finance"]})
     universe = frozenset(parts.http.get(f"{parts.prices_url}/prices").json()["prices"])
     tape = Tape(aws["kinesis"], "tradeops-prices", universe)
-    sc = Scenario(stack, flow, parts, tape, aws, universe, flow.unique("liab"), queue_url)
+    sc = Scenario(shared_stack, flow, parts, tape, aws, universe, flow.unique("liab"), queue_url)
     sc.saved["began"] = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     try:
         yield sc

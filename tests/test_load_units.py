@@ -366,7 +366,7 @@ def test_each_stair_is_judged_and_the_ceiling_is_the_last_sustained_one():
     assert sum(b["filled"]["primary"] for b in buckets) == 600
 
 
-def test_gevent_never_enters_the_runtime_or_the_cli():
+def test_gevent_never_enters_the_runtime_or_the_cli(processes):
     """Importing the CLI, the runner and the load package's pure modules pulls in neither gevent nor Locust."""
     code = ("import sys, tradeops.cli, tradeops.experiments.load, tradeops.loadtests.scenario; "
             "bad = [m for m in ('gevent', 'locust') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")

@@ -54,7 +54,7 @@ def test_exact_duplicate_key_is_refused_with_its_line():
         parse_operators("operators:\n  bob: [ops-manager]\n  bob: [risk]\n", "ops.yaml")
 
 
-def test_duplicate_identity_in_the_cli_is_one_line_and_exit_2(tmp_path: Path):
+def test_duplicate_identity_in_the_cli_is_one_line_and_exit_2(processes, tmp_path: Path):
     """`tradeops operators diff FILE` with a repeated identity exits 2 with one line naming file and line."""
     path = tmp_path / "operators.yaml"
     path.write_text("operators:\n  alice: [duty-engineer]\n  ALICE: [risk]\n", encoding="utf-8")

@@ -12,11 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli
-from tests.orderflow import AlertInbox, Flow, wait_until
+from tests.support.orderflow import AlertInbox, Flow, wait_until
+from tests.support.stack import run_cli
 from tradeops.runtime.platform.clock import parse_iso
-
-pytestmark = pytest.mark.slow
 
 
 def _post_in_background(flow: Flow, prefix: str, count: int, every: float) -> tuple[threading.Thread, list[str]]:

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.support.stack import REPO
+
 SHIPPED = ("tradeops/deploy/template.yaml", "tradeops/runbooks/failover.yaml", "tradeops/runbooks/failback.yaml",
            "tradeops/runbooks/schema.json", "tradeops/runbooks/operators.example.yaml",
            "tradeops/loadtests/locustfile.py", "tradeops/loadtests/scenario.schema.json",
@@ -55,8 +56,8 @@ def test_every_package_folder_is_listed_in_pyproject():
     assert listed == found
 
 
-@pytest.fixture(scope="module")
-def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+@pytest.fixture(scope="session")  # its tests are in two tiers: built once
+def wheel(processes, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A wheel built from a copy of the checkout's files (nothing else of this machine goes in)."""
     src = tmp_path_factory.mktemp("src")
     for rel in _checkout_files():
@@ -71,7 +72,6 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.mark.slow
 def test_the_wheel_holds_one_top_level_name_and_the_shipped_files(wheel: Path):
     """Every file of the wheel is under tradeops/ or its dist-info; template, runbooks, schemas, the locustfile
     and the load scenarios ship."""
@@ -104,8 +104,7 @@ print(json.dumps(unmet))
 """
 
 
-@pytest.mark.slow
-def test_a_wheel_installed_outside_the_checkout_runs_the_stack(wheel: Path, tmp_path: Path):
+def test_a_wheel_installed_outside_the_checkout_runs_the_stack(own_drill, wheel: Path, tmp_path: Path):
     """Fresh venv, the wheel installed (not editable), then --version, up, status --json, a short load run and down
     from a temp dir.
 
@@ -114,10 +113,12 @@ def test_a_wheel_installed_outside_the_checkout_runs_the_stack(wheel: Path, tmp_
     25 minutes. What that skips is checked instead: every requirement of the wheel's metadata, with the [local]
     extra, is satisfied by what the venv imports."""
     env_dir = tmp_path / "venv"
-    venv.EnvBuilder(with_pip=True).create(env_dir)
+    # No pip of its own (ensurepip costs seconds): this environment's pip installs into it (`--python`).
+    venv.EnvBuilder(with_pip=False).create(env_dir)
     python, tradeops = env_dir / "bin" / "python", env_dir / "bin" / "tradeops"
-    installed = subprocess.run([str(python), "-m", "pip", "install", "--disable-pip-version-check", "-q",
-                                "--no-deps", str(wheel)], capture_output=True, text=True, timeout=300)
+    installed = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install",
+                                "--disable-pip-version-check", "-q", "--no-deps", str(wheel)],
+                               capture_output=True, text=True, timeout=300)
     assert installed.returncode == 0, installed.stdout + installed.stderr
     purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                              capture_output=True, text=True, check=True).stdout.strip()

@@ -13,11 +13,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import run_cli
-from tests.orderflow import AlertInbox, Flow
+from tests.support.orderflow import AlertInbox, Flow
+from tests.support.stack import run_cli
 from tradeops.runtime.liability.monitor import FLUSH_SECONDS
-
-pytestmark = pytest.mark.slow
 
 HOLD_DOWN = 2.0  # the shipped default the test stack runs with
 RECOVERY_HOLD = 10.0

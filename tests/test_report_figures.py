@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.support.stack import REPO
 
 FIXTURE = REPO / "tests" / "data" / "drill-primary-outage"
 RUN = "20261126T155151Z-drill-primary-outage"
@@ -156,13 +156,14 @@ def test_the_tolerance_is_measured_as_stated_beside_the_engineering_targets_and_
     assert "Customer order execution" in summary and "(simulation)" in summary
 
 
-def test_the_html_loads_with_no_failed_request_and_the_first_screen_holds_the_executive_summary(report, tmp_path):
+def test_the_html_loads_with_no_failed_request_and_the_first_screen_holds_the_executive_summary(processes, report,
+                                                                                              tmp_path):
     """Headless Chromium loads report.html fetching nothing else; on a 1200x900 first screen both frame lines of
     the executive summary (#1b4f72, above and below it) are visible, so the whole summary is."""
     import numpy
     from PIL import Image
 
-    from tests.browser import load_page
+    from tests.support.browser import load_page
 
     shot = tmp_path / "first-screen.png"
     page = load_page(report / "report.html", shot, user_data_dir=tmp_path / "chromium", width=1200, height=900)

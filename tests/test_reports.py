@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, run_cli
+from tests.support.stack import REPO, run_cli
 
 FIXTURE = REPO / "tests" / "data" / "drill-primary-outage"
 SECRETS = {"intake_token": "tok-INTAKE-5f1c2e9a7b", "primary_api_key": "pk-PRIMARY-83d0c4e1aa",
@@ -45,8 +45,9 @@ def _settings(tmp_path: Path, **kw):
     return load_settings(state_dir=tmp_path / "state", runs_dir=tmp_path / "runs", **kw)
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory):
+# Session-wide: built once. `processes`: WeasyPrint finds its libraries through ctypes, which runs ldconfig and gcc.
+@pytest.fixture(scope="session")
+def built(processes, tmp_path_factory):
     """One report built (with its PDF) from the fixture run folder, with secrets planted where they could leak:
     the settings, the environment, the journal, the events and the audit excerpt."""
     from tradeops.reports.build import build_run_report
@@ -183,7 +184,7 @@ def test_reports_never_contain_secrets(built, tmp_path):
     assert "[redacted]" in (built.folder / "evidence.json").read_text()  # it was there to leak
 
 
-def test_index_lists_reports_with_headline_and_recovery_trend(built):
+def test_index_lists_reports_with_headline_and_recovery_trend(processes, built):
     """`report list --json` shows date, scenario, verdict, sign-off and headline figures; index.html has the
     time-to-fail-over trend per scenario."""
     runs = built.folder.parent
@@ -214,7 +215,7 @@ VULNERABILITY = ("--vulnerability", "half-open probes reopen the breaker twice",
                  "--owner", "sre-team", "--why-due", "one release cycle: the canary probe exists already")
 
 
-def test_annotate_records_vulnerabilities_and_lessons_and_rejects_bad_dates(tmp_path):
+def test_annotate_records_vulnerabilities_and_lessons_and_rejects_bad_dates(processes, tmp_path):
     """`report annotate` adds a vulnerability with its severity, metric at risk, mapped resource, remedy, owner, due
     date and why, and rebuilds the report; a bad date exits 2 with one line and writes nothing; lessons and a
     vulnerability closed on a later run's evidence reach the report and the self-assessment, which lists the
@@ -261,7 +262,7 @@ def test_annotate_records_vulnerabilities_and_lessons_and_rejects_bad_dates(tmp_
     assert "EvidenceBucket" in document["resources"] and "OrdersTable" in document["resources"]
 
 
-def test_report_commands_reject_bad_input_with_one_line(tmp_path):
+def test_report_commands_reject_bad_input_with_one_line(processes, tmp_path):
     """An unknown run folder, a bad --since and a non-zip --out exit 2 with one line, no stack needed."""
     env = _env(tmp_path)
     for args, needle in ((("report", "build", "no-such-run"), "no run folder 'no-such-run'"),
@@ -543,10 +544,10 @@ def test_a_pack_whose_manifest_was_recomputed_fails_against_the_digest_and_the_l
         assert bad.returncode == 2 and needle in bad.stderr and bad.stderr.count("\n") == 1
 
 
-def test_the_headless_browser_check_sees_a_failed_request(tmp_path):
+def test_the_headless_browser_check_sees_a_failed_request(processes, tmp_path):
     """The Chromium harness the drill report's check uses records a page's failed request (so its "none failed"
     means something)."""
-    from tests.browser import load_page
+    from tests.support.browser import load_page
 
     page_file = tmp_path / "page.html"
     page_file.write_text('<!DOCTYPE html><html><body><img src="missing.png"><p>x</p></body></html>')

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.conftest import REPO
+from tests.support.stack import REPO
 
 SCANNED = (".py", ".yaml", ".yml", ".json", ".html", ".md", ".toml", ".txt", ".cfg", ".sh", "")
 
@@ -26,7 +26,7 @@ def _rules():
     return parse_rules(yaml.safe_load((REPO / "reports" / "rules.yaml").read_text()))
 
 
-def test_every_rule_cited_in_templates_data_code_and_docs_is_one_of_the_list():
+def test_every_rule_cited_in_templates_data_code_and_docs_is_one_of_the_list(processes):
     """Every SYSC/COBS/PS reference in every file of the project (templates, data, code, docs, the deploy template,
     tests) is a rule of reports/rules.yaml, each with its own short title and where it was checked; a citation of
     a paragraph the rule does not have fails too."""

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.terminal import Terminal
+from tests.support.terminal import Terminal
 from tradeops.runbooks import engine, registry
 from tradeops.runbooks.audit import AuditLog
 from tradeops.runbooks.identity import Identity

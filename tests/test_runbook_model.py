@@ -142,7 +142,7 @@ def test_yaml_syntax_error_names_its_line(tmp_path):
     assert len(issues) == 1 and ":12: not valid YAML" in issues[0]
 
 
-def test_validate_command_lists_every_issue_and_exits_2(tmp_path, operators):
+def test_validate_command_lists_every_issue_and_exits_2(processes, tmp_path, operators):
     """`runbook validate` prints file:line: reason per problem and exits 2; valid files print ok."""
     bad = tmp_path / "bad.yaml"
     bad.write_text(GOOD.replace("count: 2", "count: 9").replace("id: toggle", "id: paused"), encoding="utf-8")

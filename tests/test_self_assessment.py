@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.support.stack import REPO
 
 FIXTURE = REPO / "tests" / "data" / "drill-primary-outage"
 FIRST, SECOND = "20261126T155151Z-drill-primary-outage", "20261203T020000Z-drill-primary-outage"

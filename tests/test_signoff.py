@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.conftest import REPO
+from tests.support.stack import REPO
 
 FIXTURE = REPO / "tests" / "data" / "drill-primary-outage"
 POLICY_ROLES = {"reviewer_roles": ["compliance", "risk"], "approver_roles": ["smf24", "board-delegate"]}

@@ -8,12 +8,8 @@ import time
 from datetime import datetime
 from typing import Any
 
-import pytest
-
-from tests.conftest import run_cli
-from tests.orderflow import AlertInbox, Flow, wait_until
-
-pytestmark = pytest.mark.slow
+from tests.support.orderflow import AlertInbox, Flow, wait_until
+from tests.support.stack import run_cli
 
 
 class Poster:

@@ -14,9 +14,7 @@ import boto3
 import httpx
 import pytest
 
-from tests.conftest import run_cli
-
-pytestmark = pytest.mark.slow
+from tests.support.stack import run_cli
 
 
 def _alive(pid: int) -> bool:
@@ -36,52 +34,54 @@ def _client(stack: dict, service: str):
                         aws_access_key_id="testing", aws_secret_access_key="testing")
 
 
-def test_status_json_names_every_address(stack):
+def test_status_json_names_every_address(shared_stack):
     """`status --json` gives the AWS endpoint, region, both brokers' order and control URLs, intake and health, and
     says the local stack's brokers and price feed are simulated."""
-    assert stack["aws_endpoint"].startswith("http://127.0.0.1:")
-    assert stack["region"] == "eu-west-2"
+    assert shared_stack["aws_endpoint"].startswith("http://127.0.0.1:")
+    assert shared_stack["region"] == "eu-west-2"
     for provider in ("primary", "secondary"):
-        assert stack["brokers"][provider]["url"].startswith("http://127.0.0.1:")
-        assert stack["brokers"][provider]["control"].startswith("http://127.0.0.1:")
-        assert stack["sources"][provider]["simulated"] is True
-        assert stack["sources"][provider]["endpoint"] == stack["brokers"][provider]["url"]
-    assert stack["sources"]["prices"] == {"simulated": True, "endpoint": stack["prices"], "stream": "tradeops-prices"}
-    assert stack["intake"].startswith("http://127.0.0.1:")
-    assert stack["components"] and all(stack["components"].values()), stack["components"]
+        assert shared_stack["brokers"][provider]["url"].startswith("http://127.0.0.1:")
+        assert shared_stack["brokers"][provider]["control"].startswith("http://127.0.0.1:")
+        assert shared_stack["sources"][provider]["simulated"] is True
+        assert shared_stack["sources"][provider]["endpoint"] == shared_stack["brokers"][provider]["url"]
+    assert shared_stack["sources"]["prices"] == {"simulated": True, "endpoint": shared_stack["prices"],
+                                                 "stream": "tradeops-prices"}
+    assert shared_stack["intake"].startswith("http://127.0.0.1:")
+    assert shared_stack["components"] and all(shared_stack["components"].values()), shared_stack["components"]
 
 
-def test_template_resources_exist_in_the_emulator(stack):
+def test_template_resources_exist_in_the_emulator(shared_stack):
     """boto3 at the stack's endpoint finds the queue with its DLQ redrive, the tables, the stream, the flags and the
     alert and approvers' topics, and the orders table's two indexes (by status, by watch)."""
-    sqs = _client(stack, "sqs")
+    sqs = _client(shared_stack, "sqs")
     url = sqs.get_queue_url(QueueName="tradeops-orders")["QueueUrl"]
     attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
     redrive = json.loads(attrs["RedrivePolicy"])
     assert redrive["deadLetterTargetArn"].endswith(":tradeops-orders-dlq")
     assert int(redrive["maxReceiveCount"]) == 5
     assert attrs.get("KmsMasterKeyId")
-    tables = set(_client(stack, "dynamodb").list_tables()["TableNames"])
+    tables = set(_client(shared_stack, "dynamodb").list_tables()["TableNames"])
     assert {"tradeops-orders", "tradeops-exposure", "tradeops-reimbursements", "tradeops-executions",
             "tradeops-heartbeats", "tradeops-audit", "tradeops-events"} <= tables
-    index = _client(stack, "dynamodb").describe_table(TableName="tradeops-orders")["Table"]["GlobalSecondaryIndexes"]
+    index = _client(shared_stack, "dynamodb").describe_table(TableName="tradeops-orders")["Table"][
+        "GlobalSecondaryIndexes"]
     assert sorted(i["IndexName"] for i in index) == ["status-symbol-index", "watch-index"]
-    assert "tradeops-prices" in _client(stack, "kinesis").list_streams()["StreamNames"]
-    params = _client(stack, "ssm").get_parameters_by_path(Path="/tradeops", Recursive=True)["Parameters"]
+    assert "tradeops-prices" in _client(shared_stack, "kinesis").list_streams()["StreamNames"]
+    params = _client(shared_stack, "ssm").get_parameters_by_path(Path="/tradeops", Recursive=True)["Parameters"]
     assert {p["Name"]: p["Value"] for p in params if "/roster/" not in p["Name"]} == {
         "/tradeops/processing": "running", "/tradeops/routing/mode": "manual",
         "/tradeops/routing/active": "primary", "/tradeops/routing/trickle": "0.05"}
-    secrets = {s["Name"] for s in _client(stack, "secretsmanager").list_secrets()["SecretList"]}
+    secrets = {s["Name"] for s in _client(shared_stack, "secretsmanager").list_secrets()["SecretList"]}
     assert {"tradeops/broker/primary", "tradeops/broker/secondary"} <= secrets
-    topics = {t["TopicArn"].rsplit(":", 1)[-1] for t in _client(stack, "sns").list_topics()["Topics"]}
+    topics = {t["TopicArn"].rsplit(":", 1)[-1] for t in _client(shared_stack, "sns").list_topics()["Topics"]}
     assert {"tradeops-alerts", "tradeops-approvals"} <= topics
-    alarms = {a["AlarmName"] for a in _client(stack, "cloudwatch").describe_alarms()["MetricAlarms"]}
+    alarms = {a["AlarmName"] for a in _client(shared_stack, "cloudwatch").describe_alarms()["MetricAlarms"]}
     assert "tradeops-breaker-open" in alarms
 
 
-def test_fault_down_closes_the_order_port_but_not_control(stack):
+def test_fault_down_closes_the_order_port_but_not_control(shared_stack):
     """Mode `down` makes the primary's order API refuse connections while its control stays up; `none` restores."""
-    primary = stack["brokers"]["primary"]
+    primary = shared_stack["brokers"]["primary"]
     assert httpx.post(f"{primary['control']}/_sim/fault", json={"mode": "down"}).status_code == 200
     try:
         with pytest.raises(httpx.ConnectError):
@@ -92,14 +92,14 @@ def test_fault_down_closes_the_order_port_but_not_control(stack):
     assert httpx.get(f"{primary['url']}/v1/health", timeout=2).status_code in (200, 401)
 
 
-def test_up_twice_says_already_up(stack):
+def test_up_twice_says_already_up(shared_stack):
     """A second `up` finds the running stack, says so and changes nothing."""
-    second = run_cli("up", env=stack["env"])
+    second = run_cli("up", env=shared_stack["env"])
     assert second.returncode == 0
     assert "already up" in second.stdout
 
 
-def test_unknown_command_is_a_usage_error():
+def test_unknown_command_is_a_usage_error(processes):
     """An unknown command or option exits 2 with typer's usage message."""
     assert run_cli("frobnicate", env=dict(os.environ)).returncode == 2
     assert run_cli("up", "--no-such-option", env=dict(os.environ)).returncode == 2
@@ -111,14 +111,14 @@ def _fresh_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
-def test_down_with_nothing_up_exits_zero(tmp_path):
+def test_down_with_nothing_up_exits_zero(processes, tmp_path):
     """`down` with no stack is not an error."""
     result = run_cli("down", env=_fresh_env(tmp_path))
     assert result.returncode == 0
     assert "no stack" in result.stdout
 
 
-def test_status_without_stack_is_one_line_error(tmp_path):
+def test_status_without_stack_is_one_line_error(processes, tmp_path):
     """`status` with no stack exits 1 with one line and no traceback."""
     result = run_cli("status", env=_fresh_env(tmp_path))
     assert result.returncode == 1
@@ -126,7 +126,7 @@ def test_status_without_stack_is_one_line_error(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_up_then_down_leaves_no_process(tmp_path):
+def test_up_then_down_leaves_no_process(own_stack, tmp_path):
     """A separate `up` (showing each component as it becomes ready), `status --json` and `down --json` cycle:
     afterwards none of the stack's processes is alive."""
     env = _fresh_env(tmp_path)
@@ -160,7 +160,7 @@ def test_up_then_down_leaves_no_process(tmp_path):
         assert "Could not connect" not in log.read_text(), f"{log.name} outlived a service it calls"
 
 
-def test_port_in_use_fails_up_naming_the_component(tmp_path):
+def test_port_in_use_fails_up_naming_the_component(own_stack, tmp_path):
     """`up` with a fixed port that is taken exits 1 naming the component and the port, and leaves nothing running."""
     env = _fresh_env(tmp_path)
     with socket.socket() as taken:
@@ -176,7 +176,7 @@ def test_port_in_use_fails_up_naming_the_component(tmp_path):
     assert leftovers == []
 
 
-def test_template_that_fails_to_deploy_stops_everything(tmp_path):
+def test_template_that_fails_to_deploy_stops_everything(own_stack, tmp_path):
     """A template the emulator refuses makes `up` exit 1 with the reason and leaves nothing running."""
     bad = tmp_path / "bad.yaml"
     bad.write_text("Resources:\n  Q:\n    Type: AWS::SQS::Queue\n    Properties:\n      DelaySeconds: not-a-number\n")
@@ -189,7 +189,7 @@ def test_template_that_fails_to_deploy_stops_everything(tmp_path):
     assert not (tmp_path / "state" / "stack.json").exists()
 
 
-def test_invalid_setting_is_bad_input(tmp_path):
+def test_invalid_setting_is_bad_input(processes, tmp_path):
     """A malformed TRADEOPS_ setting is reported in one line with exit code 2."""
     env = _fresh_env(tmp_path)
     env["TRADEOPS_BREAKER_WINDOW"] = "many"
@@ -198,7 +198,7 @@ def test_invalid_setting_is_bad_input(tmp_path):
     assert "breaker_window" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_down_stops_a_foreground_stack_and_spares_the_script_that_started_it(tmp_path):
+def test_down_stops_a_foreground_stack_and_spares_the_script_that_started_it(own_stack, tmp_path):
     """A script without job control runs `up --foreground &` (the stack shares the script's process group);
     `down` stops every component of the stack and signals nothing else of that group."""
     env = _fresh_env(tmp_path)
@@ -224,7 +224,7 @@ def test_down_stops_a_foreground_stack_and_spares_the_script_that_started_it(tmp
         script.wait()
 
 
-def test_foreground_up_stops_everything_on_ctrl_c(tmp_path):
+def test_foreground_up_stops_everything_on_ctrl_c(own_stack, tmp_path):
     """`up --foreground` stays attached; Ctrl-C (SIGINT to its process group) stops every component, exit 0."""
     env = _fresh_env(tmp_path)
     env["TRADEOPS_NAME_PREFIX"] = "fg"

@@ -8,12 +8,9 @@ import time
 import uuid
 
 import boto3
-import pytest
 
-from tests.conftest import run_cli
-from tests.orderflow import Flow
-
-pytestmark = pytest.mark.slow
+from tests.support.orderflow import Flow
+from tests.support.stack import run_cli
 
 FOUR_EYES = """\
 name: four-eyes-notice
@@ -92,13 +89,14 @@ def test_a_four_eyes_step_tells_the_approvers_on_their_topic(flow, tmp_path):
     assert mine[0]["Subject"] == "tradeops: approval needed: four-eyes-notice / toggle-to-secondary"
 
 
-def test_status_shows_the_target(stack):
+def test_status_shows_the_target(shared_stack):
     """`status` names the target (the local stack's endpoint) in its output and its JSON."""
-    shown = run_cli("status", env=stack["env"])
-    assert shown.stdout.splitlines()[0] == f"target: the local stack at {stack['aws_endpoint']} (region eu-west-2)"
+    shown = run_cli("status", env=shared_stack["env"])
+    endpoint = shared_stack["aws_endpoint"]
+    assert shown.stdout.splitlines()[0] == f"target: the local stack at {endpoint} (region eu-west-2)"
     assert "healthy" in shown.stdout and "True" not in shown.stdout
-    info = json.loads(run_cli("status", "--json", env=stack["env"]).stdout)
-    assert info["target"]["kind"] == "local" and info["target"]["endpoint"] == stack["aws_endpoint"]
+    info = json.loads(run_cli("status", "--json", env=shared_stack["env"]).stdout)
+    assert info["target"]["kind"] == "local" and info["target"]["endpoint"] == shared_stack["aws_endpoint"]
 
 
 def test_doctor_checks_everything_and_exits_1_on_any_problem(flow):

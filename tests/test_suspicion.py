@@ -14,7 +14,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from tests.test_brokers import API_KEY, broker_pair
+from tests.support.brokers import API_KEY, broker_pair
 from tradeops.runtime.orderpath.providers import BrokerOrder, NotAccepted, NotConnected, OutcomeUnknown, make_provider
 from tradeops.runtime.orderpath.router import Router
 from tradeops.runtime.orderpath.suspicion import CallWatch, SuspicionConfig, judge, p99, threshold_ms
@@ -146,7 +146,7 @@ def test_the_ceiling_defaults_to_the_read_timeout():
 
 
 @pytest.fixture(scope="module")
-def brokers(tmp_path_factory):
+def brokers(processes, tmp_path_factory):
     """Both simulated brokers as real HTTP servers."""
     with broker_pair(tmp_path_factory.mktemp("suspicion-sims")) as pair:
         yield pair

@@ -115,7 +115,7 @@ def test_the_intake_does_not_withdraw_an_order_the_sweeper_re_enqueued(aws_setti
     assert store.get(order["order_id"]) is not None
 
 
-def test_an_armed_fault_point_kills_the_process_once(tmp_path):
+def test_an_armed_fault_point_kills_the_process_once(processes, tmp_path):
     """An armed fault point exits the process with FAULT_EXIT and disarms itself; unarmed, it does nothing."""
     code = ("import sys; from pathlib import Path; from tradeops.runtime.platform.faults import fault_point; "
             f"fault_point(Path({str(tmp_path)!r}), 'intake.after_put'); sys.exit(0)")

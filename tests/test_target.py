@@ -45,7 +45,7 @@ class Trap:
 
 
 @pytest.fixture
-def trap() -> Iterator[Trap]:
+def trap(processes) -> Iterator[Trap]:
     t = Trap()
     yield t
     t.close()

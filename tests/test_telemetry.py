@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.support.stack import run_cli
 from tradeops.runtime.orderpath.providers import BrokerOrder, NotReceived, make_provider
 from tradeops.runtime.orderpath.router import Router
 from tradeops.runtime.platform.aws import Aws
@@ -234,7 +234,7 @@ def test_tradeops_metrics_prints_the_stack_figures_as_json_and_prometheus(flow):
     assert both.returncode == 2 and "Traceback" not in both.stderr
 
 
-def test_up_refuses_an_unknown_log_format_before_starting_anything(tmp_path):
+def test_up_refuses_an_unknown_log_format_before_starting_anything(processes, tmp_path):
     """`tradeops up --log-format yaml` exits 2 with one line naming the formats, and starts nothing."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRADEOPS_")}
     result = run_cli("up", "--log-format", "yaml", env={**env, "TRADEOPS_STATE_DIR": str(tmp_path)})

@@ -8,12 +8,8 @@ import time
 from decimal import Decimal
 from typing import Any
 
-import pytest
-
-from tests.conftest import run_cli
-from tests.orderflow import wait_until
-
-pytestmark = pytest.mark.slow
+from tests.support.orderflow import wait_until
+from tests.support.stack import run_cli
 
 
 def _exposure(env: dict[str, str]) -> dict[str, Any]:

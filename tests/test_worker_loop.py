@@ -10,7 +10,7 @@ from decimal import Decimal
 import httpx
 import pytest
 
-from tests.test_brokers import API_KEY, broker_pair
+from tests.support.brokers import API_KEY, broker_pair
 from tradeops.runtime.orderpath.messages import order_message
 from tradeops.runtime.orderpath.orders import OrderRequest, OrderStore, new_order
 from tradeops.runtime.orderpath.providers import make_provider
@@ -20,7 +20,7 @@ from tradeops.runtime.platform.aws import Aws
 
 
 @pytest.fixture(scope="module")
-def brokers(tmp_path_factory):
+def brokers(processes, tmp_path_factory):
     """Both simulated brokers as real HTTP servers."""
     with broker_pair(tmp_path_factory.mktemp("worker-loop-sims")) as pair:
         yield pair

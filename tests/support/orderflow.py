@@ -6,7 +6,9 @@ import json
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -162,6 +164,15 @@ class Flow:
 
     def unique(self, name: str) -> str:
         return f"{name}-{uuid.uuid4().hex[:8]}"
+
+
+@contextmanager
+def fresh_flow(stack: dict[str, Any]) -> Iterator[Flow]:
+    """A Flow on ``stack``, with routing flags and broker faults reset before and after (what a test changed)."""
+    flow = Flow(stack)
+    flow.reset()
+    yield flow
+    flow.reset()
 
 
 class AlertInbox:

@@ -1,0 +1,8 @@
+"""Helpers the test modules share: nothing here is a test, and no test module imports another.
+
+- ``stack``: the repository root, `tradeops` as an operator runs it, a whole local stack started and stopped;
+- ``brokers``: both simulated brokers as real HTTP servers;
+- ``orderflow``: orders posted and followed on a running stack, and the alerts that reach a human;
+- ``terminal``: `tradeops` at a pseudo-terminal; ``browser``: a headless Chromium;
+- ``tiers``: which tier a test is in, from the fixtures it requests, and the guard of the unit tier.
+"""

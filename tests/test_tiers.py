@@ -1,0 +1,126 @@
+"""The suite's tiers: each test's comes from its fixtures, the tiers add up to the suite, and the unit tier
+starts nothing (tests/support/tiers.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support.stack import REPO
+from tests.support.tiers import COLLECTED_TIERS, TIERS, tier_of
+
+# Run against this suite's own conftest, in a session of their own (pytester's, in this process).
+SAMPLES = '''
+import socket
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def started_for_the_module():
+    subprocess.run(["true"])
+
+
+def test_pure():
+    assert sorted([3, 1, 2]) == [1, 2, 3]
+
+
+def test_starts_a_process():
+    subprocess.run([sys.executable, "-c", "pass"])
+
+
+def test_opens_a_socket():
+    with socket.socket():
+        pass
+
+
+def test_connects():
+    socket.create_connection(("127.0.0.1", 9), timeout=1)
+
+
+def test_swallows_what_it_was_refused():
+    try:
+        subprocess.run(["true"])
+    except Exception:
+        pass
+
+
+def test_starts_a_process_from_a_thread():
+    import threading
+    thread = threading.Thread(target=subprocess.run, args=(["true"],))
+    thread.start()
+    thread.join()
+
+
+def test_uses_a_fixture_that_starts_a_process(started_for_the_module):
+    pass
+
+
+def test_declares_the_processes_it_starts(processes):
+    subprocess.run([sys.executable, "-c", "pass"], check=True)
+'''
+
+
+@pytest.fixture
+def suite(pytester: pytest.Pytester) -> pytest.Pytester:
+    """A scratch suite with this suite's conftest."""
+    pytester.makeconftest((REPO / "tests" / "conftest.py").read_text(encoding="utf-8"))
+    pytester.makepyfile(test_samples=SAMPLES)
+    return pytester
+
+
+def test_a_unit_test_that_starts_a_process_or_opens_a_socket_fails_saying_why(suite: pytest.Pytester):
+    """In the unit tier, a subprocess, a new socket or a connection fails the test, also from a fixture of any
+    scope, a swallowed refusal or another thread, with a message naming the tier; a pure test passes."""
+    result = suite.runpytest_inprocess("-m", "unit", "-ra", "-p", "no:cacheprovider")
+    # The thread's test counts once as passed (its own code ran through) and once as an error (at its teardown).
+    result.assert_outcomes(passed=2, failed=4, errors=2, deselected=1)
+    failed = {report.nodeid.split("::")[-1]: str(report.longrepr) for report in result.reprec.getfailures()}
+    assert failed.keys() == {"test_starts_a_process", "test_opens_a_socket", "test_connects",
+                             "test_swallows_what_it_was_refused", "test_starts_a_process_from_a_thread",
+                             "test_uses_a_fixture_that_starts_a_process"}
+    for name, why in failed.items():
+        assert f"test_samples.py::{name} is in the unit tier but " in why, why
+        assert "request the fixture that starts what it needs" in why
+    assert "started a process" in failed["test_starts_a_process_from_a_thread"]
+    assert "opened a socket" in failed["test_connects"]
+
+
+def test_a_test_that_requests_the_fixture_for_what_it_starts_is_in_that_tier_and_may(processes,
+                                                                                     suite: pytest.Pytester):
+    """`processes` puts a test in the emulator tier, where starting processes is what it is for."""
+    result = suite.runpytest_inprocess("-m", "emulator", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, deselected=7)
+
+
+def test_a_test_that_marks_its_own_tier_fails_the_collection(pytester: pytest.Pytester):
+    """Tiers come from fixtures only: a tier mark written on a test stops the collection, naming the test."""
+    pytester.makeconftest((REPO / "tests" / "conftest.py").read_text(encoding="utf-8"))
+    pytester.makepyfile(test_marked='''
+import pytest
+
+
+@pytest.mark.stack
+def test_claims_a_tier():
+    pass
+''')
+    result = pytester.runpytest_inprocess("--collect-only", "-p", "no:cacheprovider")
+    assert result.ret != 0
+    result.stderr.fnmatch_lines(["*every test has exactly one tier*", "*test_marked.py::test_claims_a_tier: *"])
+
+
+def test_the_tier_is_the_highest_of_the_fixtures_requested():
+    """No tier fixture: unit; otherwise the highest of those requested, whatever else is requested."""
+    assert tier_of(["tmp_path", "monkeypatch"]) == "unit"
+    assert tier_of(["aws_settings", "moto_endpoint", "tmp_path"]) == "emulator"
+    assert tier_of(["processes", "flow", "shared_stack", "shared_stack_env"]) == "stack"
+    assert tier_of(["drill_stack", "moto_endpoint", "own_stack"]) == "drill"
+
+
+def test_every_collected_test_is_in_exactly_one_tier_and_the_tiers_add_up_to_the_suite(request):
+    """Every test this session collected (before `-m` chose among them) has exactly one tier mark, so that
+    `-m unit`, `-m emulator`, `-m stack` and `-m drill` (CI's steps) together run exactly the whole suite."""
+    collected = request.config.stash[COLLECTED_TIERS]
+    assert collected and all(len(tiers) == 1 and tiers[0] in TIERS for tiers in collected.values()), [
+        (nodeid, tiers) for nodeid, tiers in collected.items() if len(tiers) != 1][:10]
