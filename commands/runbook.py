@@ -29,8 +29,10 @@ from tradeops.runbooks import engine, registry
 from tradeops.runbooks.events import Event
 from tradeops.runbooks.expectations import describe_expect
 from tradeops.runbooks.identity import load_operators, operators_path
-from tradeops.runbooks.model import check_runbook, load_runbook, parse_param_overrides, shipped_runbooks
+from tradeops.runbooks.loader import shipped_runbooks, step_kind
+from tradeops.runbooks.params import parse_param_overrides
 from tradeops.runbooks.runner import TIMED_OUT
+from tradeops.runbooks.validation import check_runbook, load_runbook
 from tradeops.runtime.platform.clock import parse_iso, utcnow
 from tradeops.runtime.platform.errors import BadInput, CheckFailed, OperationFailed, Refused
 from tradeops.runtime.platform.settings import load_settings
@@ -212,7 +214,7 @@ def show(name: Annotated[str, typer.Argument(metavar="NAME", help="Runbook name 
         out.print(f"  --param {pname}=… ({spec['type']}, default {human(spec.get('default', 'required'))}): "
                   f"{escape(spec.get('description', ''))}")
     for i, step in enumerate(rb.steps, 1):
-        kind = next(k for k in ("check", "action", "manual") if k in step)
+        kind = step_kind(step)
         what = step[kind] if kind == "manual" else (step[kind].get("probe") or step[kind].get("name"))
         extras = []
         if "approval" in step:

@@ -43,23 +43,22 @@ from tradeops.runbooks.audit import AuditLog, AuditObserver
 from tradeops.runbooks.events import ApprovalHook, ApprovalWait, Confirm, Event, Observer, Outcome
 from tradeops.runbooks.expectations import describe_expect, expectation_met
 from tradeops.runbooks.identity import Identity, Operators, current_identity
-from tradeops.runbooks.model import (
+from tradeops.runbooks.loader import (
     Runbook,
     RunbookInvalid,
-    check_runbook,
-    load_runbook,
     read_runbook_text,
-    render,
-    resolve_params,
     resolve_path,
     runbook_dir,
+    sha256_text,
+    step_kind,
 )
-from tradeops.runbooks.model import sha256_text as _sha256_text
+from tradeops.runbooks.params import render, resolve_params
 from tradeops.runbooks.planning import check_roles, plan_verdict
 from tradeops.runbooks.registry import OperationContext, Reading
 from tradeops.runbooks.roster import Roster
 from tradeops.runbooks.runner import Runner
 from tradeops.runbooks.store import FINAL_STATUSES, LEASE_SECONDS, ExecutionStore, Lease, decisions_of
+from tradeops.runbooks.validation import check_runbook, load_runbook
 from tradeops.runtime.platform import yamlfiles
 from tradeops.runtime.platform.aws import Aws
 from tradeops.runtime.platform.clock import iso, parse_iso, utcnow
@@ -192,7 +191,7 @@ def _load_execution_runbook(meta: Mapping[str, Any], operators: Operators | None
     """The runbook file of an execution, refused unless it is the exact text the execution started with."""
     path = resolve_path(meta["runbook_ref"])
     text = read_runbook_text(path)
-    if _sha256_text(text) != meta["runbook_sha256"]:
+    if sha256_text(text) != meta["runbook_sha256"]:
         raise BadInput(f"runbook {meta['runbook']} ({path}) was edited after execution {meta['execution_id']} "
                        f"started (SHA-256 differs); refused. Restore it, or abort and start a new run")
     runbook, issues = check_runbook(path, text, operators=operators, params=meta.get("params"))
@@ -280,7 +279,7 @@ def abort_execution(settings: Settings, execution_id: str, *, aws: Aws | None = 
         doc = yamlfiles.load(before["runbook_text"], f"runbook of execution {execution_id}")
         # The stored text, not the file: rolling back must work even if the file is gone or changed.
         runbook = Runbook(path=Path(str(before["runbook_ref"])), text=before["runbook_text"],
-                          sha256=before["runbook_sha256"], doc=doc, lines={})
+                          sha256=before["runbook_sha256"], doc=doc)
         runner = Runner(settings=settings, aws=aws, store=store, runbook=runbook, meta=dict(before),
                          identity=identity, operators=operators, observers=obs, assume_yes=True, confirm=None,
                          on_approval_wait=None, poll_seconds=1.0, approval_timeout=None, lease=None)
@@ -295,7 +294,7 @@ def _execution_step(meta: Mapping[str, Any], step_id: str) -> tuple[int, dict[st
     """The stored runbook of an execution (checked against its digest), and one of its steps by id."""
     execution_id = meta["execution_id"]
     text = meta.get("runbook_text", "")
-    if _sha256_text(text) != meta.get("runbook_sha256"):
+    if sha256_text(text) != meta.get("runbook_sha256"):
         raise Refused(f"execution {execution_id}: the runbook text it stores does not match its SHA-256; refused")
     doc = yamlfiles.load(text, f"runbook of execution {execution_id}")
     steps = {s["id"]: (i, s) for i, s in enumerate(doc.get("steps", []))}
@@ -429,7 +428,7 @@ def plan_runbook(settings: Settings, ref: str, *, aws: Aws | None = None, params
     for step in checked.steps:
         entry: dict[str, Any] = {"id": step["id"], "title": step["title"], "if_not_met":
                                  (step.get("precondition") or {}).get("if_not_met", "fail"),
-                                 "kind": next(k for k in ("check", "action", "manual") if k in step),
+                                 "kind": step_kind(step),
                                  "runs": bool(render(step.get("when", True), values)), "checks": []}
         for what in ("precondition", "check", "verify"):
             if what not in step:

@@ -12,7 +12,7 @@ import time
 from typing import TYPE_CHECKING
 
 from tradeops.runbooks import registry
-from tradeops.runbooks.model import render
+from tradeops.runbooks.params import render
 from tradeops.runtime.platform.clock import iso
 from tradeops.runtime.platform.errors import reason_of
 

@@ -24,9 +24,9 @@ from tradeops.runbooks.approvals import DRILL_SOURCE, ApprovalContext, ApprovalR
 from tradeops.runbooks.events import ApprovalHook, ApprovalWait, Confirm, Event, Observer, Outcome
 from tradeops.runbooks.expectations import describe_expect, expectation_met
 from tradeops.runbooks.identity import Identity, Operators
-from tradeops.runbooks.model import Runbook, render, resolve_path
-from tradeops.runbooks.model import sha256_text as _sha256_text
+from tradeops.runbooks.loader import Runbook, resolve_path, sha256_text, step_kind
 from tradeops.runbooks.notices import publish_approval_request
+from tradeops.runbooks.params import render
 from tradeops.runbooks.registry import OperationContext, Reading
 from tradeops.runbooks.rollback import rollback
 from tradeops.runbooks.store import (
@@ -110,7 +110,7 @@ class Runner:
             text = resolve_path(self.meta["runbook_ref"]).read_text(encoding="utf-8")
         except (OSError, TradeopsError):
             text = ""
-        if _sha256_text(text) != self.meta["runbook_sha256"]:
+        if sha256_text(text) != self.meta["runbook_sha256"]:
             raise BadInput(f"runbook {self.meta['runbook']} was edited after execution {self.eid} started "
                            f"(SHA-256 {self.meta['runbook_sha256'][:12]}… no longer matches); refused. Restore it, "
                            "or abort and start a new run")
@@ -242,7 +242,7 @@ class Runner:
     def run_step(self, index: int, step: dict[str, Any], rec: dict[str, Any]) -> None:
         sid = step["id"]
         started = time.monotonic()
-        rec.update(step_id=sid, title=step["title"], kind=next(k for k in ("check", "action", "manual") if k in step),
+        rec.update(step_id=sid, title=step["title"], kind=step_kind(step),
                    status="running", start=rec.get("start") or iso(), attempts=int(rec.get("attempts", 0)) + 1,
                    error=None)
         rec.setdefault("output", {})
