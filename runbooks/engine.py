@@ -27,9 +27,9 @@ import socket
 import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
+from tradeops.runbooks import eventkinds as ev
 from tradeops.runbooks import registry
 from tradeops.runbooks.approvals import (
     DRILL_SOURCE,
@@ -55,8 +55,11 @@ from tradeops.runbooks.loader import (
 from tradeops.runbooks.params import render, resolve_params
 from tradeops.runbooks.planning import check_roles, plan_verdict
 from tradeops.runbooks.registry import OperationContext, Reading
+from tradeops.runbooks.rollback import Undo
+from tradeops.runbooks.rollback import rollback as steps_rollback
 from tradeops.runbooks.roster import Roster
 from tradeops.runbooks.runner import Runner
+from tradeops.runbooks.states import ABORTED
 from tradeops.runbooks.store import FINAL_STATUSES, LEASE_SECONDS, ExecutionStore, Lease, decisions_of
 from tradeops.runbooks.validation import check_runbook, load_runbook
 from tradeops.runtime.platform import yamlfiles
@@ -113,6 +116,11 @@ def _aws(settings: Settings, aws: Aws | None) -> Aws:
 def _observers(aws: Aws, audit_chain: str, extra: Iterable[Observer]) -> list[Observer]:
     # The audit goes first: if it cannot record, nothing else happens (fail closed).
     return [AuditObserver(AuditLog(aws, chain=audit_chain)), *extra]
+
+
+def _tell(observers: Iterable[Observer], event: Event) -> None:
+    for observer in observers:
+        observer.notify(event)
 
 
 def _roster(aws: Aws, operators: Operators | None) -> Operators:
@@ -259,11 +267,9 @@ def abort_execution(settings: Settings, execution_id: str, *, aws: Aws | None = 
                                                "updated_at": iso()})
     chain = before.get("audit_chain", "audit")
     obs = _observers(aws, chain, observers)
-    event = Event("execution.aborted", execution_id, before.get("current_step"), identity.name, identity.source,
-                  {"reason": reason, "rollback": rollback, "previous_status": before.get("status")})
-    for o in obs:
-        o.notify(event)
-    result = {"execution_id": execution_id, "status": "aborted", "previous_status": before.get("status"),
+    _tell(obs, Event(ev.EXECUTION_ABORTED, execution_id, before.get("current_step"), identity.name, identity.source,
+                     {"reason": reason, "rollback": rollback, "previous_status": before.get("status")}))
+    result = {"execution_id": execution_id, "status": ABORTED, "previous_status": before.get("status"),
               "rolled_back": False}
     if not rollback:
         return result
@@ -276,14 +282,18 @@ def abort_execution(settings: Settings, execution_id: str, *, aws: Aws | None = 
         return result
     lease = Lease(store, execution_id, token).start()
     try:
-        doc = yamlfiles.load(before["runbook_text"], f"runbook of execution {execution_id}")
         # The stored text, not the file: rolling back must work even if the file is gone or changed.
-        runbook = Runbook(path=Path(str(before["runbook_ref"])), text=before["runbook_text"],
-                          sha256=before["runbook_sha256"], doc=doc)
-        runner = Runner(settings=settings, aws=aws, store=store, runbook=runbook, meta=dict(before),
-                         identity=identity, operators=operators, observers=obs, assume_yes=True, confirm=None,
-                         on_approval_wait=None, poll_seconds=1.0, approval_timeout=None, lease=None)
-        runner.rollback(len(runbook.steps) - 1, f"aborted by {identity.name}: {reason or 'no reason given'}")
+        doc = yamlfiles.load(before["runbook_text"], f"runbook of execution {execution_id}")
+
+        def publish(kind: str, step_id: str | None = None, /, **data: Any) -> None:
+            _tell(obs, Event(kind, execution_id, step_id, identity.name, identity.source, data))
+
+        def context(step_id: str) -> OperationContext:
+            return OperationContext(settings=settings, aws=aws, execution_id=execution_id, step_id=step_id,
+                                    actor=identity.name)
+
+        undo = Undo(execution_id, list(doc["steps"]), dict(before.get("params") or {}), context, publish)
+        steps_rollback(store, undo, len(undo.steps) - 1, f"aborted by {identity.name}: {reason or 'no reason given'}")
     finally:
         lease.stop()
     result["rolled_back"] = True

@@ -28,7 +28,7 @@ from tradeops.runbooks.loader import Runbook, resolve_path, sha256_text, step_ki
 from tradeops.runbooks.notices import publish_approval_request
 from tradeops.runbooks.params import render
 from tradeops.runbooks.registry import OperationContext, Reading
-from tradeops.runbooks.rollback import rollback
+from tradeops.runbooks.rollback import Undo, rollback
 from tradeops.runbooks.store import (
     FINAL_STATUSES,
     DecisionsChanged,
@@ -478,7 +478,7 @@ class Runner:
 
     def rollback(self, upto: int, reason: str) -> None:
         """Undo the completed actions of steps 0..upto, newest first, each recorded."""
-        rollback(self, upto, reason)
+        rollback(self.store, Undo(self.eid, self.runbook.steps, self.params, self.ctx, self.publish), upto, reason)
 
 
 def _args_text(args: Mapping[str, Any]) -> str:
