@@ -39,6 +39,7 @@ __all__ = [
     "BREAK_GLASS_FLAG_SET",
     "CHECK_EVALUATED",
     "ENDS",
+    "EVENTS",
     "EXECUTION_ABORTED",
     "EXECUTION_FINISHED",
     "EXECUTION_INTERRUPTED",
@@ -97,6 +98,9 @@ ENDS: Final[frozenset[str]] = frozenset({EXECUTION_FINISHED, EXECUTION_STOPPED, 
 BREAK_GLASS_FLAG_SET: Final = "break_glass.flag_set"
 BREAK_GLASS_DECLARE_VOID: Final = "break_glass.declare_void"
 ROSTER_SEEDED: Final = "roster.seeded"
-OTHER_RECORDS: Final[tuple[str, ...]] = (BREAK_GLASS_FLAG_SET, BREAK_GLASS_DECLARE_VOID, ROSTER_SEEDED)
+EVENTS: Final = "events"
+"""One audit record holding several events of one execution in the order they happened: what a run did
+between two checkpoints (:mod:`tradeops.runbooks.audit`). Timelines show it as those events."""
+OTHER_RECORDS: Final[tuple[str, ...]] = (BREAK_GLASS_FLAG_SET, BREAK_GLASS_DECLARE_VOID, ROSTER_SEEDED, EVENTS)
 """Audit records no run publishes as an event: a flag changed or orders declared void by hand, the first
-roster."""
+roster, and a run's events written together."""

@@ -1,4 +1,4 @@
-"""The runbook statuses and phases as data: the tables and the resume branches the runner takes."""
+"""The runbook statuses and phases as data: the tables, the resume branches the runner takes, and Changes."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import itertools
 import pytest
 
 from tradeops.runbooks import states as s
+from tradeops.runbooks.changes import Changes
 from tradeops.runbooks.states import IllegalTransition
 
 TABLES = {"execution": (s.EXECUTION_STATUSES, s.EXECUTION_TRANSITIONS, s.check_execution_move),
@@ -86,3 +87,28 @@ def test_every_resume_path_is_a_path_in_the_table(start):
     for path in RESUME_PATHS[start]:
         for current, new in itertools.pairwise(path):
             s.check_phase_move(current, new)
+
+
+def test_changes_refuse_a_move_not_in_the_table_and_keep_nothing():
+    """Keeping a record that moves a finished step back to acting raises, and nothing is kept to be written."""
+    done = {"status": s.SUCCEEDED, "phase": s.DONE}
+    changes = Changes("e-1", s.COMPLETED, {0: done}, epoch=1)
+    with pytest.raises(IllegalTransition, match="succeeded is final"):
+        changes.step(0, {"status": s.RUNNING, "phase": s.ACTING})
+    with pytest.raises(IllegalTransition, match="completed is final"):
+        changes.set(status=s.RUNNING)
+    assert not changes and changes.attributes() == {}
+
+
+def test_changes_check_every_move_between_two_writes():
+    """A step kept several times before a write is checked at each move, not only from the last write to the
+    last record; what is written is its last record, with where it belongs."""
+    changes = Changes("e-1", s.RUNNING, {}, epoch=3)
+    changes.step(2, {"status": s.RUNNING, "phase": s.PENDING, "n": 1.0})
+    changes.step(2, {"status": s.SUCCEEDED, "phase": s.DONE, "n": 2.5})
+    assert changes.attributes() == {"step#0002": {"status": s.SUCCEEDED, "phase": s.DONE, "n": 2.5,
+                                                  "execution_id": "e-1", "item": "step#0002", "index": 2,
+                                                  "lease_epoch": 3}}
+    fresh = Changes("e-1", s.RUNNING, {}, epoch=3)
+    with pytest.raises(IllegalTransition, match="pending to succeeded"):
+        fresh.step(2, {"status": s.SUCCEEDED, "phase": s.DONE})  # never through running: refused
