@@ -83,7 +83,7 @@ def main() -> int:
             aws_endpoint_url=endpoint, name_prefix="bench", param_prefix="/bench", stack_name="bench",
             state_dir=work / "state", primary_url=f"http://127.0.0.1:{dead_port}", primary_api_key=KEY,
             secondary_url=f"http://127.0.0.1:{order_port}", secondary_api_key=KEY,
-            operator="bench-executor", operators_file=operators.path)
+            operator="bench-executor", operators_file=work / "operators.yaml")
         aws = Aws(settings)
         deploy_stack(aws, settings)
         flags = Flags(aws)
