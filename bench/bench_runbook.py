@@ -13,7 +13,7 @@ counted runs, on two stacks:
 - **loaded**: a private local stack (``tradeops up``: emulator, both brokers, intake, 2 workers,
   monitor, price feed, canary, anchorer), routing manual, and ``tradeops load run steady --rate 20``
   in its own process the whole time. Before each run the primary is healed and active until the
-  orders fill again without a backlog (the oldest pending order under 2 s), then faulted ``down``
+  orders fill again without a backlog (the oldest pending order under 5 s), then faulted ``down``
   (connection refused) and the failover starts at once, as an operator answering the outage would:
   every run pauses and drains live workers, switches them, resumes them and waits for the backlog.
 
@@ -51,6 +51,7 @@ from tradeops.runtime.brokers.control import SimControl
 from tradeops.runtime.brokers.sim import API_KEY_ENV, sim_command
 from tradeops.runtime.orderpath import ops
 from tradeops.runtime.orderpath.flags import Flags
+from tradeops.runtime.orderpath.orders import OrderStore
 from tradeops.runtime.platform.aws import Aws, RequestCounter
 from tradeops.runtime.platform.settings import Settings, load_settings
 from tradeops.runtime.platform.statefile import read_state, resolve_target
@@ -65,6 +66,8 @@ PARAMS = {"verify_canary": "false"}
 # Event kinds spelled here, not imported: the same file runs against checkouts older than their names.
 STEP_STARTED = "step.started"
 START, END = "(start)", "(end)"
+SETTLED_SECONDS = 5.0
+"""Before a loaded run, the oldest pending order must be younger than this: orders flow, no backlog."""
 
 
 class StepMeter:
@@ -93,6 +96,16 @@ class StepMeter:
         return self.by_step
 
 
+def pending_orders(aws: Aws, shown: int = 10) -> str:
+    """The oldest orders still pending, with where they are: what a failover that did not complete left."""
+    store = OrderStore(aws)
+    pending = sorted((o for status in ("ACCEPTED", "SUBMITTING", "IN_DOUBT") for o in store.by_status(status)),
+                     key=lambda o: str(o.get("placed_at")))
+    lines = [f"  {o.get('order_id')} {o.get('status')} at {o.get('provider')} placed {o.get('placed_at')}: "
+             f"{(o.get('history') or [{}])[-1]}" for o in pending[:shown]]
+    return f"{len(pending)} orders pending, the oldest:\n" + "\n".join(lines)
+
+
 def by_service(counts: dict[str, int]) -> dict[str, int]:
     out: dict[str, int] = {}
     for key, n in counts.items():
@@ -116,7 +129,7 @@ def one_run(settings: Settings, aws: Aws, operators: Operators, approver: Script
     elapsed = time.perf_counter() - start
     steps = meter.finish()
     if not outcome.ok:
-        raise SystemExit(f"failover did not complete: {outcome.status}: {outcome.reason}")
+        raise SystemExit(f"failover did not complete: {outcome.status}: {outcome.reason}\n{pending_orders(aws)}")
     after = aws.counter.snapshot()
     return {"seconds": elapsed, "requests": {k: n - before.get(k, 0) for k, n in after.items() if n - before.get(k, 0)},
             "steps": steps, "durations": {r["step_id"]: float(r.get("duration") or 0.0) for r in outcome.steps}}
@@ -191,7 +204,7 @@ def idle(runs: int) -> dict[str, Any]:
             stop_process(proc, 10)
 
 
-def settle(aws: Aws, primary: SimControl, timeout: float = 120.0) -> None:
+def settle(aws: Aws, primary: SimControl, timeout: float = 240.0) -> None:
     """The primary healthy and active until orders fill without a backlog; then the primary goes down."""
     primary.set_fault("none")
     flags = Flags(aws)
@@ -201,11 +214,12 @@ def settle(aws: Aws, primary: SimControl, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         age = ops.oldest_pending_age(aws)
-        if age is not None and float(age) < 2.0:
+        if age is not None and float(age) < SETTLED_SECONDS:
             break
         time.sleep(0.5)
     else:
-        raise SystemExit(f"the stack did not settle within {timeout:.0f} s (oldest pending order {age} s)")
+        raise SystemExit(f"the stack did not settle within {timeout:.0f} s (oldest pending order {age} s)\n"
+                         f"{pending_orders(aws)}")
     primary.set_fault("down")
 
 
