@@ -42,13 +42,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench_failover import KEY, _wait_http
+from bench_failover import ROLES, failover_stage
 
 from tradeops.runbooks import engine
 from tradeops.runbooks.identity import Identity, Operators
-from tradeops.runbooks.testing import ScriptedApprover, install_roster, write_operators
+from tradeops.runbooks.testing import ScriptedApprover, install_roster
 from tradeops.runtime.brokers.control import SimControl
-from tradeops.runtime.brokers.sim import API_KEY_ENV, sim_command
 from tradeops.runtime.orderpath import ops
 from tradeops.runtime.orderpath.flags import Flags
 from tradeops.runtime.orderpath.orders import OrderStore
@@ -56,10 +55,7 @@ from tradeops.runtime.platform.aws import Aws, RequestCounter
 from tradeops.runtime.platform.settings import Settings, load_settings
 from tradeops.runtime.platform.statefile import read_state, resolve_target
 from tradeops.runtime.stack import supervisor
-from tradeops.runtime.stack.deploy import deploy_stack
-from tradeops.runtime.stack.supervisor import free_port, stop_process
 
-ROLES = {"bench-executor": ["duty-engineer"], "bench-ops-manager": ["ops-manager"], "bench-risk": ["risk"]}
 EXECUTOR = Identity("bench-executor", "bench")
 APPROVERS = [Identity("bench-ops-manager", "bench"), Identity("bench-risk", "bench")]
 PARAMS = {"verify_canary": "false"}
@@ -174,34 +170,8 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
 
 def idle(runs: int) -> dict[str, Any]:
     """The failover on a quiet emulator with the secondary broker only (no workers, no load)."""
-    procs: list[subprocess.Popen] = []
-    try:
-        aws_port = free_port()
-        moto = subprocess.Popen([sys.executable, "-m", "tradeops.runtime.stack.emulator", "-H", "127.0.0.1",
-                                 "-p", str(aws_port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        procs.append(moto)
-        endpoint = f"http://127.0.0.1:{aws_port}"
-        _wait_http(f"{endpoint}/moto-api/", moto, "moto server")
-        order_port, control_port, dead_port = free_port(), free_port(), free_port()
-        sim = subprocess.Popen(sim_command(name="secondary", wire="beta", host="127.0.0.1", order_port=order_port,
-                                           control_port=control_port, seed=1),
-                               env={**os.environ, API_KEY_ENV: KEY}, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-        procs.append(sim)
-        _wait_http(f"http://127.0.0.1:{control_port}/_sim/health", sim, "secondary broker")
-        work = Path(tempfile.mkdtemp(prefix="bench-runbook-"))
-        operators = write_operators(work / "operators.yaml", ROLES)
-        settings = load_settings(
-            aws_endpoint_url=endpoint, name_prefix="bench", param_prefix="/bench", stack_name="bench",
-            state_dir=work / "state", primary_url=f"http://127.0.0.1:{dead_port}", primary_api_key=KEY,
-            secondary_url=f"http://127.0.0.1:{order_port}", secondary_api_key=KEY,
-            operator=EXECUTOR.name, operators_file=work / "operators.yaml")
-        aws = Aws(settings, counter=RequestCounter())
-        deploy_stack(aws, settings)
+    with failover_stage("bench-runbook-", RequestCounter()) as (settings, aws, operators):
         return measure(runs, settings, aws, operators)
-    finally:
-        for proc in reversed(procs):
-            stop_process(proc, 10)
 
 
 def settle(aws: Aws, primary: SimControl, timeout: float = 240.0) -> None:
