@@ -19,17 +19,16 @@ while customer harm is inside the limit, and a False ends the method and runs th
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from tradeops.experiments import loadproc
+from tradeops.experiments.loadproc import LOAD_OUT_ENV, LOAD_RATE_ENV
 from tradeops.runtime.brokers.control import SimControl
 from tradeops.runtime.orderpath import figures, heartbeats, inflight
 from tradeops.runtime.orderpath.canary import intake_canary
@@ -56,6 +55,7 @@ __all__ = [
     "kill_worker",
     "move_prices",
     "no_order_filled_twice",
+    "nothing_lost",
     "oldest_pending_age",
     "oldest_pending_below",
     "orders_by_state",
@@ -335,43 +335,66 @@ def run_runbook(runbook: str, params: dict[str, Any] | None = None, executor: st
     return run_unattended(settings, runbook, params=params or {}, executor=executor, approvers=approvers or [])
 
 
-def _load_pidfile(settings: Settings) -> Path:
-    return settings.state_dir / "drill-load.json"
-
-
 def start_load(scenario: str = "steady", rate: float = 5.0, duration: str = "60s", out: str | None = None,
                configuration: dict[str, Any] | None = None, secrets: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Start ``tradeops load run`` in the background (Locust in its own process); answers ``{"pid", "run_dir"}``.
+    """Start ``tradeops load run`` in the background (Locust in its own process) and answer once it is placing
+    orders: ``{"run_id", "pid", "run_dir", "started_at"}``. Every order of the run carries ``run_id``;
+    :func:`stop_load` and :func:`nothing_lost` take it.
 
-    :func:`stop_load` stops it early. For plain ``chaos run``; ``tradeops drill run`` starts its own load."""
+    Under ``tradeops drill run`` this is the drill's one load: the drill starts none of its own, has it write
+    into the drill's run folder (``load/``, from ``TRADEOPS_DRILL_LOAD_OUT``), reads its summary, and the
+    drill's ``--rate`` (``TRADEOPS_DRILL_LOAD_RATE``) replaces ``rate``.
+    Example: ``{func: start_load, arguments: {scenario: steady, rate: 5, duration: 60s}}``."""
     settings = _settings(configuration)
-    pidfile = _load_pidfile(settings)
-    run_dir = Path(out or settings.runs_dir / f"chaos-load-{int(time.time())}").resolve()
-    argv = [sys.executable, "-m", "tradeops.cli", "load", "run", scenario, "--rate", str(rate), "--duration",
-            str(duration), "--out", str(run_dir), "--quiet", "--json"]
-    env = {**os.environ, "TRADEOPS_STATE_DIR": str(settings.state_dir)}
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
-    with open(run_dir.parent / f"{run_dir.name}.out", "wb") as log:
-        proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
-    pidfile.write_text(json.dumps({"pid": proc.pid, "run_dir": str(run_dir)}), encoding="utf-8")
-    return {"pid": proc.pid, "run_dir": str(run_dir)}
+    folder = os.environ.get(LOAD_OUT_ENV) or out or settings.runs_dir / f"{_stamp()}-load-{scenario}"
+    load = loadproc.start(settings, scenario=scenario, rate=float(os.environ.get(LOAD_RATE_ENV) or rate),
+                          duration=str(duration), out=Path(folder))
+    return load.as_dict()
 
 
-def stop_load(configuration: dict[str, Any] | None = None, secrets: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Stop the load :func:`start_load` started (Locust finishes and writes its summary)."""
+def _experiment_load(settings: Settings, run_id: str | None) -> loadproc.BackgroundLoad | None:
+    return loadproc.find(settings, run_id) if run_id else loadproc.started_here(settings)
+
+
+def stop_load(run_id: str | None = None, timeout: float = 120.0, configuration: dict[str, Any] | None = None,
+              secrets: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Stop the load :func:`start_load` started (``run_id``; left out, the last one this experiment started) and
+    answer its summary once written: Locust stops placing orders, the run's orders drain and are reconciled,
+    then ``{"run_id", "run_dir", "stopped", "passed", "breached", "orders"}`` (``orders``: placed, filled,
+    rejected, pending, dead_lettered, lost, filled_twice, ...; None where they cannot be reconciled).
+    ``stopped`` is false when the load had already ended by itself, or when the experiment started none (then
+    every other value is None: a rollback after a method that failed before ``start_load`` has nothing to stop).
+    Waits up to ``timeout`` seconds."""
     settings = _settings(configuration)
-    pidfile = _load_pidfile(settings)
-    try:
-        info = json.loads(pidfile.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {"stopped": False, "reason": "no load was started"}
-    try:
-        os.kill(int(info["pid"]), signal.SIGINT)
-    except ProcessLookupError:
-        pass
-    pidfile.unlink(missing_ok=True)
-    return {"stopped": True, **info}
+    load = _experiment_load(settings, run_id)
+    if load is None:
+        return {"run_id": None, "run_dir": None, "stopped": False, "passed": None, "breached": None, "orders": None}
+    stopped = loadproc.stop(load)
+    summary = loadproc.wait_summary(load, float(timeout))
+    return {"run_id": load.run_id, "run_dir": str(load.run_dir), "stopped": stopped, "passed": summary["passed"],
+            "breached": summary["breached"], "orders": summary.get("orders")}
+
+
+def nothing_lost(run_id: str | None = None, timeout: float = 120.0, configuration: dict[str, Any] | None = None,
+                 secrets: dict[str, Any] | None = None) -> bool:
+    """True when no order of the load run ``run_id`` was lost (left out: the last load this experiment started):
+    every order the intake took is in the orders table, and none claims a fill no broker holds (tolerance:
+    ``true``). It waits up to ``timeout`` seconds for that run's summary, which the load writes after its drain,
+    so stop the load first (:func:`stop_load`). Before the experiment has started a load it answers True:
+    nothing has been placed, so nothing can be lost (the hypothesis is checked before the method too).
+    Raises, never answers True, when the run's orders could not be reconciled (not the local stack)."""
+    load = _experiment_load(_settings(configuration), run_id)
+    if load is None:
+        return True
+    orders = loadproc.wait_summary(load, float(timeout)).get("orders")
+    if orders is None:
+        raise OperationFailed(f"load run {load.run_id}: its orders were not reconciled, so nothing lost cannot "
+                              "be checked")
+    return int(orders.get("lost", 0)) == 0
+
+
+def _stamp() -> str:
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
 
 
 # ---- discovery ------------------------------------------------------------------------------------

@@ -46,6 +46,7 @@ from typing import Any
 import yaml
 
 from tradeops.drillresult import figures as drillfigures
+from tradeops.experiments import loadproc
 from tradeops.experiments.load import LoadRequest, LoadResult, read_ids, run_load
 from tradeops.experiments.load import prepare as prepare_load
 from tradeops.runbooks.audit import AuditLog
@@ -271,6 +272,99 @@ class _Sampler(threading.Thread):
                 self.halt.wait(max(0.0, self.every - (time.monotonic() - started)))
 
 
+# ---- the load -----------------------------------------------------------------------------------
+LOAD_FUNCS = frozenset({"start_load"})
+ACTIVITIES_MODULE = "tradeops.experiments.activities"
+
+
+def starts_own_load(experiment: Mapping[str, Any]) -> bool:
+    """Whether the experiment starts its own load (``start_load`` anywhere in it): then that is the drill's load."""
+    hypothesis = experiment.get("steady-state-hypothesis") or {}
+    activities = [*(hypothesis.get("probes") or []), *(experiment.get("method") or []),
+                  *(experiment.get("rollbacks") or [])]
+    return any((a.get("provider") or {}).get("module") == ACTIVITIES_MODULE
+               and (a.get("provider") or {}).get("func") in LOAD_FUNCS for a in activities if isinstance(a, Mapping))
+
+
+class _DrillLoad:
+    """The scenario's load, run by the drill in a thread for as long as the experiment runs."""
+
+    started_by = "drill"
+
+    def __init__(self, prep: Prepared, settings: Settings, config: Mapping[str, Any]) -> None:
+        self.prep = prep
+        # The load outlives the experiment; the drill stops it when chaos is done.
+        cap = _method_seconds(prep.experiment, config) + prep.activity_seconds + CHAOS_GRACE
+        self.request = LoadRequest(scenario=str(prep.load.get("scenario", "steady")),
+                                   params={"rate": str(prep.load.get("rate", 5)), "duration": f"{cap:.0f}s"},
+                                   out=prep.run_dir / "load", drain=prep.request.drain)
+        self.settings = settings
+        self.load_prep = prepare_load(self.request, settings)
+        self.drain = self.load_prep.drain
+        self.environment: dict[str, str] = {}
+        self.halt = threading.Event()
+        self.box: dict[str, Any] = {}
+        self.thread = threading.Thread(target=self._load, name="drill-load", daemon=True)
+
+    def _load(self) -> None:
+        try:
+            self.box["result"] = run_load(self.request, self.settings, prepared=self.load_prep, stop=self.halt)
+        except BaseException as exc:  # reported after the experiment
+            self.box["error"] = exc
+
+    def start(self, progress: Callable[[Progress], None]) -> None:
+        progress(Progress("load", f"{self.request.scenario} at {self.request.params['rate']}/s"))
+        self.thread.start()
+        marker = self.prep.run_dir / "load" / "orders" / "run.json"
+        deadline = time.monotonic() + 60
+        while not marker.exists() and self.thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.2)
+
+    def finish(self) -> LoadResult | BaseException:
+        self.halt.set()
+        self.thread.join()
+        return self.box.get("error") or self.box["result"]
+
+    def rate(self, load: LoadResult) -> Any:
+        return self.prep.load.get("rate")
+
+
+class _ExperimentLoad:
+    """The load the experiment starts itself (``start_load``), into the drill's load folder: the drill starts
+    none, stops this one when the experiment is done if the experiment did not, and reads its summary."""
+
+    started_by = "experiment"
+    SUMMARY_GRACE = 90.0
+    """How long reconciling may take beyond the drain."""
+
+    def __init__(self, prep: Prepared, settings: Settings) -> None:
+        self.folder = prep.run_dir / "load"
+        self.settings = settings
+        self.drain = prep.request.drain if prep.request.drain is not None else 30.0
+        # To start_load in the chaos process: the environment, since chaos hands an activity only the configuration
+        # keys its experiment declares.
+        self.environment = {loadproc.LOAD_OUT_ENV: str(self.folder)}
+        if prep.request.rate is not None:
+            self.environment[loadproc.LOAD_RATE_ENV] = f"{prep.request.rate:g}"
+
+    def start(self, progress: Callable[[Progress], None]) -> None:
+        progress(Progress("load", "the experiment starts its own load (start_load)"))
+
+    def finish(self) -> LoadResult | BaseException:
+        load = loadproc.find_in(self.settings, self.folder)
+        if load is None:
+            return OperationFailed("the experiment names start_load but started no load; see its journal")
+        loadproc.stop(load)
+        try:
+            summary = loadproc.wait_summary(load, self.drain + self.SUMMARY_GRACE)
+        except TradeopsError as exc:
+            return exc
+        return LoadResult(run_dir=load.run_dir, summary=summary)
+
+    def rate(self, load: LoadResult) -> Any:
+        return load.summary["rates"]["target"]
+
+
 # ---- the run ------------------------------------------------------------------------------------
 def _method_seconds(experiment: Mapping[str, Any], config: Mapping[str, Any]) -> float:
     """The experiment's pauses, with ``${var}`` read from ``config`` (a bound for the chaos process)."""
@@ -285,13 +379,14 @@ def _method_seconds(experiment: Mapping[str, Any], config: Mapping[str, Any]) ->
     return total
 
 
-def _chaos(prep: Prepared, settings: Settings, config: dict[str, Any]) -> int:
+def _chaos(prep: Prepared, settings: Settings, config: dict[str, Any],
+           environment: Mapping[str, str] | None = None) -> int:
     """``chaos run`` in its own process; returns its exit code (read for nothing but the log)."""
     run_dir = prep.run_dir
     (run_dir / "experiment.yaml").write_text(yaml.safe_dump(prep.experiment, sort_keys=False), encoding="utf-8")
     (run_dir / "vars.json").write_text(json.dumps({"configuration": config}, indent=2, default=str) + "\n",
                                        encoding="utf-8")
-    env = {**os.environ, **stack_exports(settings), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, **stack_exports(settings), **(environment or {}), "PYTHONUNBUFFERED": "1"}
     argv = [sys.executable, "-m", "chaostoolkit", "--log-file", str(run_dir / "chaostoolkit.log"), "--no-version-check",
             "run", "--journal-path", str(run_dir / "journal.json"), "--var-file", str(run_dir / "vars.json"),
             str(run_dir / "experiment.yaml")]
@@ -351,43 +446,25 @@ def _run(prep: Prepared, settings: Settings, progress: Callable[[Progress], None
     config = {**prep.configuration, "tradeops_state_dir": str(settings.state_dir.resolve()),
               "param_prefix": settings.param_prefix, "restore_mode": before.mode, "restore_active": before.active,
               "restore_processing": before.processing}
-    # The load outlives the experiment; the drill stops it when chaos is done.
-    cap = _method_seconds(prep.experiment, config) + prep.activity_seconds + CHAOS_GRACE
-    load_request = LoadRequest(scenario=str(prep.load.get("scenario", "steady")),
-                               params={"rate": str(prep.load.get("rate", 5)), "duration": f"{cap:.0f}s"},
-                               out=run_dir / "load", drain=prep.request.drain)
-    load_prep = prepare_load(load_request, settings)
-    stop_load = threading.Event()
-    load_box: dict[str, Any] = {}
-
-    def _load() -> None:
-        try:
-            load_box["result"] = run_load(load_request, settings, prepared=load_prep, stop=stop_load)
-        except BaseException as exc:  # reported after the experiment
-            load_box["error"] = exc
-
+    if starts_own_load(prep.experiment):
+        runner: _DrillLoad | _ExperimentLoad = _ExperimentLoad(prep, settings)
+    else:
+        runner = _DrillLoad(prep, settings, config)
     started_at = utcnow()
     sampler = _Sampler(settings, run_dir / "timeline.partial.jsonl")
     sampler.start()
-    progress(Progress("load", f"{load_request.scenario} at {load_request.params['rate']}/s"))
-    loader = threading.Thread(target=_load, name="drill-load", daemon=True)
-    loader.start()
-    marker = run_dir / "load" / "orders" / "run.json"
-    deadline = time.monotonic() + 60
-    while not marker.exists() and loader.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.2)
+    runner.start(progress)
     try:
         progress(Progress("chaos", f"chaos run {prep.path.name}"))
-        chaos_code = _chaos(prep, settings, config)
+        chaos_code = _chaos(prep, settings, config, runner.environment)
     finally:
-        stop_load.set()
         progress(Progress("drain", "stopping the load; draining and reconciling its orders"))
-        loader.join()
+        outcome = runner.finish()
         sampler.halt.set()
         sampler.join(5)
-    if "error" in load_box:
-        raise load_box["error"]
-    load: LoadResult = load_box["result"]
+    if isinstance(outcome, BaseException):
+        raise outcome
+    load: LoadResult = outcome
     ended_at = utcnow()
     try:
         journal = json.loads((run_dir / "journal.json").read_text(encoding="utf-8"))
@@ -431,7 +508,8 @@ def _run(prep: Prepared, settings: Settings, progress: Callable[[Progress], None
                             "exposure_gbp": config.get("stop_exposure_gbp"),
                             "oldest_pending_seconds": config.get("stop_oldest_pending_seconds")},
         "drill_approvals": {"automated_in_drill": True, "human_four_eyes": False, "approvals": drill_approvals},
-        "load": {"scenario": load_request.scenario, "rate": prep.load.get("rate"), "run_dir": str(load.run_dir),
+        "load": {"scenario": load.summary["scenario"]["name"], "rate": runner.rate(load),
+                 "run_id": load.summary["run_id"], "started_by": runner.started_by, "run_dir": str(load.run_dir),
                  "orders": counts},
         "stack": {"started_by_drill": started_stack, "state_dir": str(settings.state_dir)},
         "files": {"journal": "journal.json", "timeline": "timeline.json", "events": "events.json",
