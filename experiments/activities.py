@@ -5,8 +5,8 @@ Toolkit extensions do (chaostoolkit-aws's ``chaosaws/ec2/probes.py`` is the mode
 experiment names it with ``provider: {type: python, module: tradeops.experiments.activities,
 func: NAME, arguments: {...}}``. They find the stack the way every tradeops command does: the
 stack state file in ``TRADEOPS_STATE_DIR`` (``eval "$(tradeops env)"`` exports it), or the
-configuration key ``tradeops_state_dir``. ``chaos discover tradeops`` lists them
-(:func:`discover`); README.md ("Drills") says how to write a new experiment from them.
+configuration key ``tradeops_state_dir``. ``chaos discover tradeops --no-install`` lists them
+(:func:`discover`); docs/drills.md says how to write a new experiment from them, and what each returns.
 
 AWS control-plane faults and probes (the SSM routing flags) are not here: experiments use
 chaostoolkit-aws's own ``chaosaws.ssm.actions.put_parameter`` for those, pointed at the stack by
@@ -21,7 +21,10 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
+import types
+import typing
 from collections import Counter
 from decimal import Decimal
 from pathlib import Path
@@ -72,8 +75,8 @@ __all__ = [
 ]
 
 ACTIONS = frozenset({"inject_fault", "clear_fault", "clear_faults", "pause_processing", "resume_processing",
-                     "kill_worker", "move_prices", "run_runbook", "start_load", "stop_load",
-                     "wait_for_breakers_closed"})
+                     "kill_worker", "move_prices", "run_runbook", "start_load", "stop_load"})
+"""The activities that change something; every other one is a probe (discovery types them so)."""
 FAULT_MODES = ("none", "down", "error", "latency", "blackhole", "fill_after_timeout")
 ACTOR = "drill"
 
@@ -151,8 +154,9 @@ def breakers_closed(configuration: dict[str, Any] | None = None, secrets: dict[s
 
 def wait_for_breakers_closed(timeout: float = 30.0, configuration: dict[str, Any] | None = None,
                              secrets: dict[str, Any] | None = None) -> bool:
-    """Wait up to ``timeout`` seconds for :func:`breakers_closed`; its last answer. A rollback uses it so
-    that the next drill starts from a healed fleet."""
+    """A probe: :func:`breakers_closed`, asked again every half second for up to ``timeout`` seconds until it is
+    True; its last answer (tolerance: ``true``). The shipped experiments' hypotheses use it, so that a drill
+    starts, and ends, only with a healed fleet."""
     deadline = time.monotonic() + float(timeout)
     while True:
         if breakers_closed(configuration):
@@ -398,19 +402,49 @@ def _stamp() -> str:
 
 
 # ---- discovery ------------------------------------------------------------------------------------
+def _portable(annotation: Any) -> str:
+    """An annotation in chaoslib's portable type names (``number``, ``mapping``, ...). Optional (``X | None``)
+    is ``X``; a union of several is its first member, as an experiment usually writes it."""
+    from chaoslib.discovery.discover import portable_type_name
+
+    if typing.get_origin(annotation) in (types.UnionType, typing.Union):
+        members = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return _portable(members[0]) if members else "null"
+    return str(portable_type_name(typing.get_origin(annotation) or annotation))
+
+
+def typed_activities() -> list[dict[str, Any]]:
+    """This module's probes and actions as chaoslib discovers them, each argument and return value typed.
+
+    chaoslib reads the signatures as written, and this module's annotations are strings (``from __future__
+    import annotations``) that it types ``object``; they are resolved here first."""
+    from chaoslib.discovery.discover import discover_activities
+
+    module = sys.modules[__name__]
+    found = []
+    for activity in discover_activities(__name__, "probe"):
+        if activity["name"] == "discover":
+            continue
+        hints = typing.get_type_hints(getattr(module, activity["name"]))
+        if activity["name"] in ACTIONS:
+            activity["type"] = "action"
+        for argument in activity["arguments"]:
+            argument["type"] = _portable(hints[argument["name"]])
+        activity["return_type"] = _portable(hints["return"])
+        found.append(activity)
+    return found
+
+
 def discover(discover_system: bool = True) -> dict[str, Any]:
-    """What ``chaos discover tradeops`` reports: this module's probes and actions with their arguments."""
-    from chaoslib.discovery.discover import discover_activities, initialize_discovery_result
+    """What ``chaos discover tradeops --no-install`` reports: every probe and action of this module, each argument
+    with its type and default, and each return type (:func:`typed_activities`); with ``discover_system``, the
+    running local stack's addresses."""
+    from chaoslib.discovery.discover import initialize_discovery_result
 
     from tradeops import __version__
 
     discovery = initialize_discovery_result("tradeops", __version__, "tradeops")
-    for activity in discover_activities("tradeops.experiments.activities", "probe"):
-        if activity["name"] == "discover":
-            continue
-        if activity["name"] in ACTIONS:
-            activity["type"] = "action"
-        discovery["activities"].append(activity)
+    discovery["activities"] = typed_activities()
     if discover_system and (state := read_state(load_settings().state_file)):
         discovery["system"] = {"stack": {k: state.get(k) for k in ("intake", "aws_endpoint", "region", "brokers")}}
     return discovery
