@@ -16,7 +16,7 @@ from tradeops.commands.output import JsonOpt, err, out, print_json
 from tradeops.drillresult.figures import FIGURES
 from tradeops.experiments.drill import DrillRequest, Progress, describe, history, prepare, run_drill, scenarios
 from tradeops.runtime.platform.clock import parse_duration
-from tradeops.runtime.platform.errors import BadInput, CheckFailed
+from tradeops.runtime.platform.errors import BadInput, CheckFailed, OperationFailed
 from tradeops.runtime.platform.settings import Settings, load_settings
 
 __all__ = ["drill_app", "render_result", "run_one"]
@@ -266,11 +266,19 @@ def schedule_list(schedule: ScheduleOpt = DEFAULT_SCHEDULE, as_json: JsonOpt = F
 @schedule_app.command("export")
 def schedule_export(
     format_: Annotated[str, typer.Option("--format", help="cron (a crontab) or eventbridge (EventBridge "
-                                                          "Scheduler schedules as JSON).")] = "cron",
+                                                          "Scheduler CreateSchedule requests as JSON).")] = "cron",
     schedule: ScheduleOpt = DEFAULT_SCHEDULE,
+    stack_name: Annotated[str | None, typer.Option("--stack", metavar="NAME",
+                                                   help="eventbridge: the base stack whose runtime stack "
+                                                        "(NAME-runtime) runs the drills (default: the stack_name "
+                                                        "setting).")] = None,
 ) -> None:
-    """Print what to install on your own scheduler. Example: tradeops drill schedule export --format cron | crontab -"""
-    from tradeops.experiments.schedule import cron_line, eventbridge_rule
+    """Print what to install on your own scheduler. Example: tradeops drill schedule export --format cron | crontab -
+
+    eventbridge reads the scheduled-drill target (an ECS task of the drill image, and the role Scheduler starts it
+    with) from the deployed runtime stack: tradeops --aws drill schedule export --format eventbridge. It refuses
+    an entry that would fire inside a blackout window within a year: nothing refuses it when it fires."""
+    from tradeops.experiments.schedule import cron_line
     from tradeops.experiments.schedulefile import load_schedule
 
     if format_ not in ("cron", "eventbridge"):
@@ -278,14 +286,35 @@ def schedule_export(
     current = load_schedule(schedule)
     path = str(schedule.resolve())
     if format_ == "eventbridge":
-        print_json({"schedules": [eventbridge_rule(e, ["tradeops", "drill", "due", "--schedule", path, "--entry",
-                                                       e.name]) for e in current.entries]})
+        print_json({"schedules": _eventbridge_schedules(current, stack_name)})
         return
     lines = ["# tradeops drill schedule (generated; `tradeops drill due` applies the blackout windows)"]
     for entry in current.entries:
         lines += [f"CRON_TZ={entry.timezone}",
                   cron_line(entry, f"tradeops drill due --schedule {path} --entry {entry.name} --quiet")]
     out.print("\n".join(lines), markup=False, highlight=False, soft_wrap=True)
+
+
+def _eventbridge_schedules(current: Any, stack_name: str | None) -> list[dict[str, Any]]:
+    """Each entry as a CreateSchedule request, aimed at the runtime stack's drill task; blackouts refused first."""
+    from tradeops.commands.context import context
+    from tradeops.experiments.schedule import ScheduleError, blackout_firing, drill_target, eventbridge_schedule
+    from tradeops.runtime.platform.clock import iso, utcnow
+    from tradeops.runtime.stack.deploy import runtime_stack_name, stack_outputs
+
+    now = utcnow()
+    for entry in current.entries:
+        clash = blackout_firing(entry, current.windows, now)
+        if clash is not None:
+            raise BadInput(f"entry {entry.name}: '{entry.cron}' ({entry.timezone}) fires at {iso(clash[0])}, inside "
+                           f"the blackout window {clash[1].name}; EventBridge would run it there")
+    ctx = context()
+    stack = runtime_stack_name(stack_name or ctx.settings.stack_name)
+    try:
+        target = drill_target(stack_outputs(ctx.aws, stack), stack)
+    except ScheduleError as exc:
+        raise OperationFailed(str(exc)) from None
+    return [eventbridge_schedule(entry, target) for entry in current.entries]
 
 
 @drill_app.command("due")

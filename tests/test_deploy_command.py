@@ -25,6 +25,7 @@ from tradeops.runtime.stack.deploy import deploy_stack, load_template
 
 REPO = Path(__file__).resolve().parent.parent
 IMAGE = "123456789012.dkr.ecr.eu-west-2.amazonaws.com/tradeops:0.1.0"
+DRILL_IMAGE = "123456789012.dkr.ecr.eu-west-2.amazonaws.com/tradeops-drill:0.1.0"
 CERT = "arn:aws:acm:eu-west-2:123456789012:certificate/1a2b3c4d-0000-1111-2222-333344445555"
 NETWORK = ["--vpc", "vpc-0abc12345def67890", "--subnet", "subnet-0aaa1111bbbb2222c",
            "--subnet", "subnet-0ddd3333eeee4444f", "--security-group", "sg-0123456789abcdef0",
@@ -83,6 +84,7 @@ BAD = {
                                              "is not an ACM certificate ARN"),
     "a security group id that is not one": (_with("--security-group", "sg_1"), "is not a security group id"),
     "an image that is not a URI": ([*NETWORK, "--image", "tradeops latest"], "is not an image URI"),
+    "a drill image that is not a URI": ([*NETWORK, "--drill-image", "tradeops:drills"], "is not an image URI"),
     "a stack name AWS refuses": ([*NETWORK, "--stack-name", "1-stack"], "is not one CloudFormation accepts"),
     "a stack name too long for its runtime stack": ([*NETWORK, "--stack-name", "s" * 121],
                                                     "is not one CloudFormation accepts"),
@@ -125,6 +127,7 @@ def test_the_local_checks_are_the_runtime_templates_own_patterns():
     CloudFormation accepts."""
     params = load_template(REPO / "deploy" / "runtime.yaml")[1]["Parameters"]
     assert params["Image"]["AllowedPattern"] == changesets.IMAGE_URI
+    assert params["DrillImage"]["AllowedPattern"] == f"^$|{changesets.IMAGE_URI}"  # empty: no scheduled drills
     assert params["CertificateArn"]["AllowedPattern"] == changesets.CERTIFICATE_ARN
 
 
@@ -166,11 +169,12 @@ def _base_deployed(prefix: str, endpoint: str) -> None:
 
 def test_a_first_release_creates_the_runtime_and_a_second_has_nothing_to_change(on_moto, moto_endpoint, capsys):
     """With the base deployed, a first release finds nothing to change in it, shows the runtime's change set (every
-    resource added) and creates the runtime stack from the base's outputs; the same release again changes nothing
-    and says so, leaving no change set behind."""
+    resource added, the scheduled-drill task of its drill image among them) and creates the runtime stack from the
+    base's outputs; the same release again changes nothing and says so, leaving no change set behind."""
     prefix, args, cfn = on_moto
     _base_deployed(prefix, moto_endpoint)
-    code, out, err = _tradeops(capsys, "deploy", "--aws", "--image", IMAGE, *args, "--yes", "--json")
+    code, out, err = _tradeops(capsys, "deploy", "--aws", "--image", IMAGE, "--drill-image", DRILL_IMAGE, *args,
+                               "--yes", "--json")
     assert code == 0, err
     doc = json.loads(out)
     base, runtime = doc["stacks"]
@@ -184,7 +188,9 @@ def test_a_first_release_creates_the_runtime_and_a_second_has_nothing_to_change(
     parameters = {p["ParameterKey"]: p["ParameterValue"]
                   for p in cfn.describe_stacks(StackName=f"{prefix}-runtime")["Stacks"][0]["Parameters"]}
     assert parameters["WorkerRoleArn"] == base["outputs"]["WorkerRoleArn"] and parameters["Image"] == IMAGE
-    code, out, err = _tradeops(capsys, "deploy", "--aws", "--image", IMAGE, *args)
+    assert parameters["DrillImage"] == DRILL_IMAGE
+    assert {"DrillTaskDefinition", "DrillSchedulerRole"} <= {c["logical_id"] for c in runtime["changes"]}
+    code, out, err = _tradeops(capsys, "deploy", "--aws", "--image", IMAGE, "--drill-image", DRILL_IMAGE, *args)
     assert code == 0, err
     assert out.strip().endswith("nothing to change") and "no changes" in out
     assert _open_change_sets(cfn, prefix) == []
