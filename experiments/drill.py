@@ -57,6 +57,8 @@ from tradeops.runtime.orderpath import heartbeats
 from tradeops.runtime.orderpath.figures import queue_figures
 from tradeops.runtime.orderpath.flags import Flags
 from tradeops.runtime.orderpath.orders import OrderStore
+from tradeops.runtime.orderpath.routing import PROVIDERS
+from tradeops.runtime.orderpath.states import IN_DOUBT
 from tradeops.runtime.platform.aws import Aws
 from tradeops.runtime.platform.clock import iso, utcnow
 from tradeops.runtime.platform.errors import BadInput, OperationFailed, TradeopsError, reason_of
@@ -119,8 +121,11 @@ class DrillResult:
 
 @dataclass(frozen=True)
 class Progress:
+    """A phase of the drill starting; ``seconds``: about how long it lasts (None: not known)."""
+
     phase: str
     detail: str
+    seconds: float | None = None
 
 
 def scenarios() -> list[str]:
@@ -233,11 +238,13 @@ def _stack(settings: Settings, workers: int, progress: Callable[[Progress], None
 class _Sampler(threading.Thread):
     """Samples what the stack publishes once a second into ``samples`` (and ``timeline.partial.jsonl``)."""
 
-    def __init__(self, settings: Settings, path: Path, every: float = 1.0) -> None:
+    def __init__(self, settings: Settings, path: Path, every: float = 1.0,
+                 on_sample: Callable[[dict[str, Any]], None] | None = None) -> None:
         super().__init__(name="drill-sampler", daemon=True)
         self.aws = Aws(settings)
         self.path = path
         self.every = every
+        self.on_sample = on_sample
         self.samples: list[dict[str, Any]] = []
         self.halt = threading.Event()
 
@@ -247,7 +254,9 @@ class _Sampler(threading.Thread):
             fleet = heartbeats.fleet(self.aws)
             row["workers"] = {w["worker_id"]: {"in_flight": w["in_flight"], "breakers": w["breakers"],
                                                "suspect": sorted(w["suspect"]),
-                                               "filled": w["counters"].get("filled")} for w in fleet["workers"]}
+                                               "filled": w["counters"].get("filled"),
+                                               "filled_at": {p: w["counters"].get(f"filled_{p}", 0)
+                                                             for p in PROVIDERS}} for w in fleet["workers"]}
             row["in_flight"] = fleet["in_flight"]
             flags = Flags(self.aws).read()
             row["flags"] = {"mode": flags.mode, "active": flags.active, "trickle": flags.trickle,
@@ -257,6 +266,7 @@ class _Sampler(threading.Thread):
             row["exposure_gbp"] = summary.get("total_exposure")
             row["oldest_pending_seconds"] = summary.get("oldest_pending_seconds")
             row["pending_orders"] = summary.get("pending_orders")
+            row["in_doubt"] = OrderStore(self.aws).count_status(IN_DOUBT)
         except TradeopsError as exc:
             row["error"] = reason_of(exc)
         return row
@@ -269,6 +279,8 @@ class _Sampler(threading.Thread):
                 self.samples.append(row)
                 fh.write(json.dumps(row, default=str) + "\n")
                 fh.flush()
+                if self.on_sample is not None:
+                    self.on_sample(row)
                 self.halt.wait(max(0.0, self.every - (time.monotonic() - started)))
 
 
@@ -428,18 +440,21 @@ def _write(path: Path, data: Any) -> None:
 
 
 def run_drill(request: DrillRequest, settings: Settings, *, build_report: ReportBuilder,
-              on_progress: Callable[[Progress], None] | None = None, prepared: Prepared | None = None) -> DrillResult:
-    """Run one drill end to end and write its run folder, the report last; see the module docstring."""
+              on_progress: Callable[[Progress], None] | None = None, prepared: Prepared | None = None,
+              on_sample: Callable[[dict[str, Any]], None] | None = None) -> DrillResult:
+    """Run one drill end to end and write its run folder, the report last; see the module docstring.
+
+    ``on_progress`` hears each phase start, ``on_sample`` each row of the metrics timeline (once a second)."""
     progress = on_progress or (lambda p: None)
     prep = prepared or prepare(request, settings)
     prep.run_dir.mkdir(parents=True, exist_ok=True)
     with _stack(settings, request.workers, progress) as started_stack:
         settings = resolve_settings(settings)
-        return _run(prep, settings, progress, started_stack, build_report)
+        return _run(prep, settings, progress, started_stack, build_report, on_sample)
 
 
 def _run(prep: Prepared, settings: Settings, progress: Callable[[Progress], None], started_stack: bool,
-         build_report: ReportBuilder) -> DrillResult:
+         build_report: ReportBuilder, on_sample: Callable[[dict[str, Any]], None] | None = None) -> DrillResult:
     aws = Aws(settings)
     run_dir = prep.run_dir
     before = Flags(aws).read()
@@ -451,14 +466,15 @@ def _run(prep: Prepared, settings: Settings, progress: Callable[[Progress], None
     else:
         runner = _DrillLoad(prep, settings, config)
     started_at = utcnow()
-    sampler = _Sampler(settings, run_dir / "timeline.partial.jsonl")
+    sampler = _Sampler(settings, run_dir / "timeline.partial.jsonl", on_sample=on_sample)
     sampler.start()
     runner.start(progress)
     try:
-        progress(Progress("chaos", f"chaos run {prep.path.name}"))
+        progress(Progress("chaos", f"chaos run {prep.path.name}",
+                          seconds=_method_seconds(prep.experiment, config) + prep.activity_seconds))
         chaos_code = _chaos(prep, settings, config, runner.environment)
     finally:
-        progress(Progress("drain", "stopping the load; draining and reconciling its orders"))
+        progress(Progress("drain", "stopping the load; draining and reconciling its orders", seconds=runner.drain))
         outcome = runner.finish()
         sampler.halt.set()
         sampler.join(5)
