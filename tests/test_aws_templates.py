@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from cfnlint.api import ManualArgs, lint_file
 
+from tests.support.commandline import run_main
 from tradeops.runtime.platform.aws import Aws
 from tradeops.runtime.platform.settings import Settings
 from tradeops.runtime.stack.deploy import deploy_runtime_stack, load_template, runtime_stack_name, runtime_template
@@ -202,24 +203,6 @@ def test_runtime_stack_is_named_after_its_base_and_ships_in_the_package():
     assert runtime_template().read_text(encoding="utf-8") == RUNTIME.read_text(encoding="utf-8")
 
 
-def _tradeops(capsys, *args: str) -> tuple[int, str, str]:
-    """The `tradeops` entry point run in this process, as the console script runs it."""
-    import sys
-
-    from tradeops.cli import main
-
-    argv, sys.argv = sys.argv, ["tradeops", *args]
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    finally:
-        sys.argv = argv
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
 def _valid(service: str, operation: str, params: dict) -> str:
     """botocore's own parameter validation of a request against the service's model ("" when valid)."""
     import botocore.session
@@ -252,7 +235,7 @@ def test_the_eventbridge_export_runs_the_runtime_stacks_drill_task_with_its_sche
     schedule.write_text(yaml.safe_dump({"drills": [{"name": "nightly", "scenario": "primary-outage",
                                                     "cron": "0 2 * * 1-5", "timezone": "Europe/London",
                                                     "rate": 5}]}))
-    code, out, err = _tradeops(capsys, "--aws", "drill", "schedule", "export", "--format", "eventbridge",
+    code, out, err = run_main(capsys, "--aws", "drill", "schedule", "export", "--format", "eventbridge",
                                "--schedule", str(schedule))
     assert code == 0, err
     (request,) = json.loads(out)["schedules"]
@@ -277,7 +260,7 @@ def test_the_eventbridge_export_runs_the_runtime_stacks_drill_task_with_its_sche
 
     schedule.write_text(yaml.safe_dump({"drills": [{"name": "daytime", "scenario": "primary-outage",
                                                     "cron": "0 9 * * 1-5", "timezone": "Europe/London"}]}))
-    code, out, err = _tradeops(capsys, "--aws", "drill", "schedule", "export", "--format", "eventbridge",
+    code, out, err = run_main(capsys, "--aws", "drill", "schedule", "export", "--format", "eventbridge",
                                "--schedule", str(schedule))
     assert code == 2 and "inside the blackout window London market hours" in err and out == ""
     assert len(err.strip().splitlines()) == 1

@@ -1,7 +1,9 @@
-"""`tradeops` command lines parsed as the CLI parses them, down to the command they name, running nothing."""
+"""`tradeops` command lines: parsed as the CLI parses them, down to the command they name, running nothing; or
+run in this process through the console script's own entry point."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,3 +21,20 @@ def parse(argv: Sequence[str]) -> Any:
         name, command, args = command.resolve_command(ctx, [*ctx._protected_args, *ctx.args])
         ctx = command.make_context(name, args, parent=ctx)
     return ctx
+
+
+def run_main(capsys: Any, *args: str) -> tuple[int, str, str]:
+    """Run the `tradeops` entry point in this process (the same main() the console script runs) with ``args``;
+    its exit code and what it printed (``capsys``: pytest's capture fixture)."""
+    from tradeops.cli import main
+
+    argv, sys.argv = sys.argv, ["tradeops", *args]
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        sys.argv = argv
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
