@@ -35,6 +35,9 @@ from typing import Any, TypedDict
 from tradeops.drillresult.figures import FIGURES
 from tradeops.reports import measures
 from tradeops.reports.signoff import DRAFT, Policy, Signature, document_digest, standing
+from tradeops.runbooks import eventkinds as ev
+from tradeops.runbooks.catalogue import SET_ACTIVE_BROKER
+from tradeops.runbooks.states import COMPLETED, SUCCEEDED
 from tradeops.runtime.orderpath.states import FINAL
 from tradeops.runtime.platform.clock import iso, parse_iso
 
@@ -59,10 +62,10 @@ SECTIONS = ("summary", "service", "tolerance", "results", "scenario", "third_par
             "customer_impact", "people", "vulnerabilities", "lessons", "raci", "signoff", "evidence")
 """Every section a report has, in the order it is shown (a test checks each one is rendered)."""
 
-PEOPLE_ACTIONS = {"execution.started": "started the runbook", "step.started": "executed",
-                  "approval.approved": "approved", "approval.rejected": "rejected",
-                  "approval.withdrawn": "withdrew approval",
-                  "execution.aborted": "aborted"}
+PEOPLE_ACTIONS = {ev.EXECUTION_STARTED: "started the runbook", ev.STEP_STARTED: "executed",
+                  ev.APPROVAL_APPROVED: "approved", ev.APPROVAL_REJECTED: "rejected",
+                  ev.APPROVAL_WITHDRAWN: "withdrew approval",
+                  ev.EXECUTION_ABORTED: "aborted"}
 """Audit record kinds that show a person acting, and how the report words each."""
 
 FAILOVER_FIGURE = "time_to_99pct_secondary"
@@ -544,6 +547,14 @@ def _incident_figures(orders: Sequence[Mapping[str, Any]], reimbursements: Seque
     return figures
 
 
+def _switched_broker(data: Any) -> bool:
+    """Whether a finished step's record shows its action moved order execution to the other broker."""
+    action = ((data.get("output") or {}).get("action") or {}) if isinstance(data, Mapping) else {}
+    moved = action.get("output") or {}
+    return bool(action.get("action") == SET_ACTIVE_BROKER and isinstance(moved, Mapping)
+                and moved.get("previous") != moved.get("value"))
+
+
 def incident_evidence(*, history: Mapping[str, Any], orders: Sequence[Mapping[str, Any]],
                       events: Sequence[Mapping[str, Any]], reimbursements: Sequence[Mapping[str, Any]],
                       exposure: Sequence[Mapping[str, Any]], catalogue: Mapping[str, Any],
@@ -565,14 +576,14 @@ def incident_evidence(*, history: Mapping[str, Any], orders: Sequence[Mapping[st
         kind = str(record.get("kind"))
         data = record.get("data") or {}
         status = data.get("status") if isinstance(data, Mapping) else None
-        milestone = {"execution.started": "runbook started", "execution.aborted": "runbook aborted"}.get(kind)
-        if kind == "execution.finished":
-            milestone = "recovered" if status == "completed" else f"runbook ended {status}"
-        elif kind == "step.finished" and "toggle" in str(record.get("step_id") or "") and status == "succeeded":
+        milestone = {ev.EXECUTION_STARTED: "runbook started", ev.EXECUTION_ABORTED: "runbook aborted"}.get(kind)
+        if kind == ev.EXECUTION_FINISHED:
+            milestone = "recovered" if status == COMPLETED else f"runbook ended {status}"
+        elif kind == ev.STEP_FINISHED and status == SUCCEEDED and _switched_broker(data):
             milestone = "failed over"  # the switch of the active broker is the failover itself
-        if kind not in ("step.started", "step.finished", "execution.started", "execution.finished",
-                        "approval.approved", "approval.rejected", "approval.requested", "execution.aborted",
-                        "action.finished"):
+        if kind not in (ev.STEP_STARTED, ev.STEP_FINISHED, ev.EXECUTION_STARTED, ev.EXECUTION_FINISHED,
+                        ev.APPROVAL_APPROVED, ev.APPROVAL_REJECTED, ev.APPROVAL_REQUESTED, ev.EXECUTION_ABORTED,
+                        ev.ACTION_FINISHED):
             continue
         rows.append({"at": record.get("at"), "milestone": milestone, "source": "audit",
                      "detail": f"{kind} {record.get('step_id') or ''} by {record.get('actor') or '-'}"

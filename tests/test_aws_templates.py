@@ -115,7 +115,8 @@ def runtime(aws_settings):
     network = {"Image": "123456789012.dkr.ecr.eu-west-2.amazonaws.com/tradeops:0.1.0", "DrillImage": DRILL_IMAGE,
                "VpcId": vpc,
                "PrivateSubnetIds": ",".join(subnets), "ServiceSecurityGroupIds": group,
-               "LoadBalancerSecurityGroupIds": group, "CertificateArn": certificate, "WorkerMaxTasks": "8"}
+               "LoadBalancerSecurityGroupIds": group, "CertificateArn": certificate, "WorkerMaxTasks": "8",
+               "PrimaryBrokerUrl": "https://primary.broker.example", "SecondaryBrokerUrl": "https://secondary.example"}
     deploy_runtime_stack(aws, aws_settings, network)
     cfn = aws.client("cloudformation")
     base = {o["OutputKey"]: o["OutputValue"]

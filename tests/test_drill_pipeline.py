@@ -105,8 +105,9 @@ def _drill_line(lines: list[str]) -> list[str]:
 
 
 def test_the_github_workflow_deploys_then_drills_staging_and_fails_on_a_failed_verdict():
-    """The workflow's steps deploy, then run a short drill with --junit (a command line the CLI takes), with nothing
-    that swallows its exit code; the JUnit reporter reads that same file even after a failure, and fails too."""
+    """The workflow's steps deploy (with every setting a release needs in the job's environment), then run a short
+    drill with --junit (a command line the CLI takes), with nothing that swallows its exit code; the JUnit
+    reporter reads that same file even after a failure, and fails too."""
     workflow = yaml.safe_load((PIPELINE / "github-actions.yml").read_text())
     (job,) = workflow["jobs"].values()
     steps = job["steps"]
@@ -123,6 +124,10 @@ def test_the_github_workflow_deploys_then_drills_staging_and_fails_on_a_failed_v
     report = next(s for s in steps if "junit-report" in s.get("uses", ""))
     assert report["with"]["report_paths"] == junit and report["if"] == "${{ !cancelled() }}"
     assert report["with"]["fail_on_failure"] is True
+    # What `tradeops deploy` refuses to release without: the network, the certificate and the brokers.
+    assert {f"TRADEOPS_{name}" for name in ("DEPLOY_VPC", "DEPLOY_SUBNETS", "DEPLOY_SECURITY_GROUPS",
+                                            "DEPLOY_LB_SECURITY_GROUPS", "DEPLOY_CERTIFICATE", "PRIMARY_URL",
+                                            "PRIMARY_WIRE", "SECONDARY_URL", "SECONDARY_WIRE")} <= set(job["env"])
     assert workflow["permissions"]["id-token"] == "write"  # OIDC, no stored AWS keys
     assert workflow["concurrency"]["cancel-in-progress"] is False
 
