@@ -51,7 +51,6 @@ from tradeops.runbooks import engine
 from tradeops.runbooks.identity import Identity, Operators
 from tradeops.runbooks.testing import ScriptedApprover, install_roster
 from tradeops.runtime.brokers.control import SimControl
-from tradeops.runtime.orderpath import ops
 from tradeops.runtime.orderpath.flags import Flags
 from tradeops.runtime.orderpath.orders import OrderStore
 from tradeops.runtime.orderpath.states import STATES
@@ -60,6 +59,11 @@ from tradeops.runtime.platform.clock import iso
 from tradeops.runtime.platform.settings import Settings, load_settings
 from tradeops.runtime.platform.statefile import read_state, resolve_target
 from tradeops.runtime.stack import supervisor
+
+try:
+    from tradeops.runtime.orderpath.figures import oldest_pending_age
+except ImportError:  # a checkout before issue 21 split the operator's operations out of ops.py
+    from tradeops.runtime.orderpath.ops import oldest_pending_age  # type: ignore[import-not-found,no-redef]
 
 EXECUTOR = Identity("bench-executor", "bench")
 APPROVERS = [Identity("bench-ops-manager", "bench"), Identity("bench-risk", "bench")]
@@ -184,7 +188,7 @@ def settled(aws: Aws, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     age: float | None = None
     while time.monotonic() < deadline:
-        age = ops.oldest_pending_age(aws)
+        age = oldest_pending_age(aws)
         if age is not None and float(age) < SETTLED_SECONDS:
             return
         time.sleep(0.5)
