@@ -6,7 +6,9 @@ independent of each other. Everything is checked before anything starts (:func:`
 tolerance, durations, run folder), so bad input changes nothing. Then:
 
 1. the stack is reused, or started (and stopped at the end) when none is up;
-2. the scenario's load starts (:func:`tradeops.experiments.load.run_load`: Locust in its own process);
+2. the scenario's load starts (:func:`tradeops.experiments.load.run_load`: Locust in its own process), unless the
+   experiment starts its own (``start_load``), which is then the drill's one load
+   (:mod:`tradeops.experiments.drillload`);
 3. ``chaos run`` runs the experiment in its own process, writing its journal into the run folder;
    meanwhile a sampler records the metrics timeline once a second from what the stack publishes;
 4. the load stops, its orders drain and are reconciled against both brokers' fill ledgers;
@@ -46,9 +48,8 @@ from typing import Any
 import yaml
 
 from tradeops.drillresult import figures as drillfigures
-from tradeops.experiments import loadproc
-from tradeops.experiments.load import LoadRequest, LoadResult, read_ids, run_load
-from tradeops.experiments.load import prepare as prepare_load
+from tradeops.experiments.drillload import DrillLoad, ExperimentLoad, starts_own_load
+from tradeops.experiments.load import LoadResult, read_ids
 from tradeops.runbooks.audit import AuditLog
 from tradeops.runbooks.identity import current_identity
 from tradeops.runtime.liability.exposuretable import read_summary
@@ -284,99 +285,6 @@ class _Sampler(threading.Thread):
                 self.halt.wait(max(0.0, self.every - (time.monotonic() - started)))
 
 
-# ---- the load -----------------------------------------------------------------------------------
-LOAD_FUNCS = frozenset({"start_load"})
-ACTIVITIES_MODULE = "tradeops.experiments.activities"
-
-
-def starts_own_load(experiment: Mapping[str, Any]) -> bool:
-    """Whether the experiment starts its own load (``start_load`` anywhere in it): then that is the drill's load."""
-    hypothesis = experiment.get("steady-state-hypothesis") or {}
-    activities = [*(hypothesis.get("probes") or []), *(experiment.get("method") or []),
-                  *(experiment.get("rollbacks") or [])]
-    return any((a.get("provider") or {}).get("module") == ACTIVITIES_MODULE
-               and (a.get("provider") or {}).get("func") in LOAD_FUNCS for a in activities if isinstance(a, Mapping))
-
-
-class _DrillLoad:
-    """The scenario's load, run by the drill in a thread for as long as the experiment runs."""
-
-    started_by = "drill"
-
-    def __init__(self, prep: Prepared, settings: Settings, config: Mapping[str, Any]) -> None:
-        self.prep = prep
-        # The load outlives the experiment; the drill stops it when chaos is done.
-        cap = _method_seconds(prep.experiment, config) + prep.activity_seconds + CHAOS_GRACE
-        self.request = LoadRequest(scenario=str(prep.load.get("scenario", "steady")),
-                                   params={"rate": str(prep.load.get("rate", 5)), "duration": f"{cap:.0f}s"},
-                                   out=prep.run_dir / "load", drain=prep.request.drain)
-        self.settings = settings
-        self.load_prep = prepare_load(self.request, settings)
-        self.drain = self.load_prep.drain
-        self.environment: dict[str, str] = {}
-        self.halt = threading.Event()
-        self.box: dict[str, Any] = {}
-        self.thread = threading.Thread(target=self._load, name="drill-load", daemon=True)
-
-    def _load(self) -> None:
-        try:
-            self.box["result"] = run_load(self.request, self.settings, prepared=self.load_prep, stop=self.halt)
-        except BaseException as exc:  # reported after the experiment
-            self.box["error"] = exc
-
-    def start(self, progress: Callable[[Progress], None]) -> None:
-        progress(Progress("load", f"{self.request.scenario} at {self.request.params['rate']}/s"))
-        self.thread.start()
-        marker = self.prep.run_dir / "load" / "orders" / "run.json"
-        deadline = time.monotonic() + 60
-        while not marker.exists() and self.thread.is_alive() and time.monotonic() < deadline:
-            time.sleep(0.2)
-
-    def finish(self) -> LoadResult | BaseException:
-        self.halt.set()
-        self.thread.join()
-        return self.box.get("error") or self.box["result"]
-
-    def rate(self, load: LoadResult) -> Any:
-        return self.prep.load.get("rate")
-
-
-class _ExperimentLoad:
-    """The load the experiment starts itself (``start_load``), into the drill's load folder: the drill starts
-    none, stops this one when the experiment is done if the experiment did not, and reads its summary."""
-
-    started_by = "experiment"
-    SUMMARY_GRACE = 90.0
-    """How long reconciling may take beyond the drain."""
-
-    def __init__(self, prep: Prepared, settings: Settings) -> None:
-        self.folder = prep.run_dir / "load"
-        self.settings = settings
-        self.drain = prep.request.drain if prep.request.drain is not None else 30.0
-        # To start_load in the chaos process: the environment, since chaos hands an activity only the configuration
-        # keys its experiment declares.
-        self.environment = {loadproc.LOAD_OUT_ENV: str(self.folder)}
-        if prep.request.rate is not None:
-            self.environment[loadproc.LOAD_RATE_ENV] = f"{prep.request.rate:g}"
-
-    def start(self, progress: Callable[[Progress], None]) -> None:
-        progress(Progress("load", "the experiment starts its own load (start_load)"))
-
-    def finish(self) -> LoadResult | BaseException:
-        load = loadproc.find_in(self.settings, self.folder)
-        if load is None:
-            return OperationFailed("the experiment names start_load but started no load; see its journal")
-        loadproc.stop(load)
-        try:
-            summary = loadproc.wait_summary(load, self.drain + self.SUMMARY_GRACE)
-        except TradeopsError as exc:
-            return exc
-        return LoadResult(run_dir=load.run_dir, summary=summary)
-
-    def rate(self, load: LoadResult) -> Any:
-        return load.summary["rates"]["target"]
-
-
 # ---- the run ------------------------------------------------------------------------------------
 def _method_seconds(experiment: Mapping[str, Any], config: Mapping[str, Any]) -> float:
     """The experiment's pauses, with ``${var}`` read from ``config`` (a bound for the chaos process)."""
@@ -461,14 +369,19 @@ def _run(prep: Prepared, settings: Settings, progress: Callable[[Progress], None
     config = {**prep.configuration, "tradeops_state_dir": str(settings.state_dir.resolve()),
               "param_prefix": settings.param_prefix, "restore_mode": before.mode, "restore_active": before.active,
               "restore_processing": before.processing}
+    runner: DrillLoad | ExperimentLoad
     if starts_own_load(prep.experiment):
-        runner: _DrillLoad | _ExperimentLoad = _ExperimentLoad(prep, settings)
+        runner = ExperimentLoad(settings, folder=run_dir / "load", drain=prep.request.drain, rate=prep.request.rate)
     else:
-        runner = _DrillLoad(prep, settings, config)
+        # The load outlives the experiment; the drill stops it when chaos is done.
+        runner = DrillLoad(settings, scenario=str(prep.load.get("scenario", "steady")), rate=prep.load.get("rate"),
+                           seconds=_method_seconds(prep.experiment, config) + prep.activity_seconds + CHAOS_GRACE,
+                           folder=run_dir / "load", drain=prep.request.drain)
     started_at = utcnow()
     sampler = _Sampler(settings, run_dir / "timeline.partial.jsonl", on_sample=on_sample)
     sampler.start()
-    runner.start(progress)
+    progress(Progress("load", runner.description))
+    runner.start()
     try:
         progress(Progress("chaos", f"chaos run {prep.path.name}",
                           seconds=_method_seconds(prep.experiment, config) + prep.activity_seconds))

@@ -145,7 +145,7 @@ def test_the_worked_example_is_a_valid_experiment_that_starts_its_own_load_and_c
     tradeops activities that exist, starts and stops its own load, and checks nothing_lost in its hypothesis."""
     from chaoslib.experiment import ensure_experiment_is_valid
 
-    from tradeops.experiments.drill import starts_own_load
+    from tradeops.experiments.drillload import starts_own_load
 
     experiment = yaml.safe_load(worked_example_text())
     ensure_experiment_is_valid(experiment)

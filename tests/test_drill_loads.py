@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tradeops.experiments import activities, loadproc
-from tradeops.experiments.drill import starts_own_load
+from tradeops.experiments.drillload import starts_own_load
 from tradeops.runtime.platform.errors import BadInput, OperationFailed
 from tradeops.runtime.platform.settings import load_settings
 from tradeops.runtime.platform.statefile import pid_alive, write_state
