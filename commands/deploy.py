@@ -22,6 +22,10 @@ def deploy(
     image: Annotated[str | None, typer.Option(metavar="URI", envvar="TRADEOPS_IMAGE",
                                               help="The image the services run (REGISTRY/REPO:TAG or @sha256:...); "
                                                    "left out, the deployed one stays.")] = None,
+    drill_image: Annotated[str | None, typer.Option(metavar="URI", envvar="TRADEOPS_DRILL_IMAGE",
+                                                    help="The image scheduled drills run in (built with the drills "
+                                                         "extra); left out, the runtime has no scheduled-drill "
+                                                         "task.")] = None,
     stack_name: Annotated[str | None, typer.Option(
         metavar="NAME", help="The base stack (default: the stack_name setting); the runtime stack is NAME-runtime.")
     ] = None,
@@ -72,7 +76,7 @@ def deploy(
     release = changesets.validate(
         stack_name=stack_name or settings.stack_name, image=image, vpc=vpc, subnets=subnets or [],
         service_groups=groups or [], balancer_groups=balancer_groups or [], certificate=certificate,
-        max_workers=max_workers)
+        max_workers=max_workers, drill_image=drill_image)
     release = changesets.with_brokers(release, broker_parameters(settings))
     if aws:
         choose_aws(True)

@@ -5,7 +5,8 @@ from here) and tradeops.experiments.schedule (the rules)."""
 
 from __future__ import annotations
 
-import sys
+import os
+import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,10 +14,10 @@ import typer
 from rich.table import Table
 
 from tradeops.commands.output import JsonOpt, err, out, print_json
-from tradeops.drillresult.figures import FIGURES
+from tradeops.drillresult.figures import FIGURES, measured_text
 from tradeops.experiments.drill import DrillRequest, Progress, describe, history, prepare, run_drill, scenarios
 from tradeops.runtime.platform.clock import parse_duration
-from tradeops.runtime.platform.errors import BadInput, CheckFailed
+from tradeops.runtime.platform.errors import BadInput, CheckFailed, OperationFailed
 from tradeops.runtime.platform.settings import Settings, load_settings
 
 __all__ = ["drill_app", "render_result", "run_one"]
@@ -31,6 +32,7 @@ Examples:
   tradeops drill run primary-blackhole --rate 20 --duration 15s --json > result.json
   tradeops drill run both-down --stop-oldest-pending 30s
   tradeops drill run primary-outage --tolerance "time_to_detect<=0.5"
+  tradeops drill run primary-blackhole --duration 10s --junit drill-junit.xml
 """
 
 HEADLINE = ("time_to_detect", "time_to_first_secondary_fill", "time_to_99pct_secondary", "time_back_on_primary",
@@ -76,17 +78,6 @@ class _Progress:
             err.print(f"{p.phase}: {p.detail}", markup=False)
 
 
-def _figure(name: str, value: Any) -> str:
-    if value is None:
-        return "not measured"
-    unit = FIGURES[name][1]
-    if unit == "s":
-        return f"{float(value):.2f} s"
-    if unit == "GBP":
-        return f"£{value}"
-    return str(value)
-
-
 def render_result(result: dict[str, Any], *, names: tuple[str, ...] = HEADLINE) -> None:
     """The verdict, the headline figures with their tolerances, and the run folder."""
     verdict = "[bold green]PASSED[/]" if result["passed"] else "[bold red]FAILED[/]"
@@ -96,11 +87,11 @@ def render_result(result: dict[str, Any], *, names: tuple[str, ...] = HEADLINE) 
     for name in names:
         check = checks.get(name)
         outcome = "-" if check is None else ("[green]ok[/]" if check["passed"] else "[red]failed[/]")
-        table.add_row(FIGURES[name][0], _figure(name, result["figures"].get(name)),
+        table.add_row(FIGURES[name][0], measured_text(name, result["figures"].get(name)),
                       check["tolerance"] if check else "-", outcome)
     for name, check in checks.items():
         if name not in names:
-            table.add_row(FIGURES[name][0], _figure(name, result["figures"].get(name)), check["tolerance"],
+            table.add_row(FIGURES[name][0], measured_text(name, result["figures"].get(name)), check["tolerance"],
                           "[green]ok[/]" if check["passed"] else "[red]failed[/]")
     out.print(table)
     journal = result["journal"]
@@ -116,12 +107,54 @@ def render_result(result: dict[str, Any], *, names: tuple[str, ...] = HEADLINE) 
         out.print(f"report: {report} (tradeops report build {result['run_dir']} --pdf for a PDF)", markup=False)
 
 
-def run_one(request: DrillRequest, settings: Settings, *, quiet: bool, as_json: bool) -> dict[str, Any]:
-    """Check, run, render; CheckFailed (exit 1) naming the failing figures when the drill fails."""
+def junit_target(path: Path) -> Path:
+    """The ``--junit`` file, checked before anything starts: BadInput (exit 2) unless it can be written."""
+    target = path.expanduser().absolute()
+    if target.is_dir():
+        raise BadInput(f"--junit {path}: is a folder, not a file")
+    if not target.parent.is_dir():
+        raise BadInput(f"--junit {path}: folder {target.parent} does not exist")
+    if target.exists() and not os.access(target, os.W_OK):
+        raise BadInput(f"--junit {path}: not writable")
+    # Permissions alone do not say (a read-only file system, an administrator's run): a file is made and removed.
+    try:
+        with tempfile.NamedTemporaryFile(dir=target.parent, prefix=".junit-"):
+            pass
+    except OSError as exc:
+        raise BadInput(f"--junit {path}: folder {target.parent} is not writable ({exc.strerror})") from None
+    return target
+
+
+def _write_junit(path: Path, result: dict[str, Any]) -> None:
+    from tradeops.drillresult.junit import junit_xml
+
+    try:
+        path.write_bytes(junit_xml(result))
+    except OSError as exc:
+        raise OperationFailed(f"--junit {path}: {exc.strerror}; the drill's result is in "
+                              f"{result['run_dir']}/result.json") from None
+
+
+def run_one(request: DrillRequest, settings: Settings, *, quiet: bool, as_json: bool, junit: Path | None = None,
+            watch: bool = False) -> dict[str, Any]:
+    """Check, run, render; CheckFailed (exit 1) naming the failing figures when the drill fails.
+
+    ``watch``: the live panel on the terminal while it runs; ``junit``: the result as JUnit XML there too."""
     prepared = prepare(request, settings)
-    if not quiet:
-        err.print(f"drill {prepared.name}: run folder {prepared.run_dir}", markup=False)
-    done = run_drill(request, settings, build_report=_build_report, on_progress=_Progress(quiet), prepared=prepared)
+    if watch:
+        from tradeops.commands.drillpanel import DrillPanel
+
+        out.print(f"drill {prepared.name}: run folder {prepared.run_dir}", markup=False)
+        with DrillPanel(out, prepared.name) as panel:
+            done = run_drill(request, settings, build_report=_build_report, on_progress=panel.progress,
+                             on_sample=panel.sample, prepared=prepared)
+    else:
+        if not quiet:
+            err.print(f"drill {prepared.name}: run folder {prepared.run_dir}", markup=False)
+        done = run_drill(request, settings, build_report=_build_report, on_progress=_Progress(quiet),
+                         prepared=prepared)
+    if junit is not None:
+        _write_junit(junit, done.result)
     if as_json:
         print_json(done.result)
     else:
@@ -151,16 +184,23 @@ def run(
     = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="The run folder (default "
                                                                "runs/<time>-drill-<scenario>/).")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines.")] = False,
+    junit: Annotated[Path | None, typer.Option(metavar="FILE", help="Also write the result as JUnit XML, one test "
+                                                                   "case per tolerance figure (for CI).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live panel.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Run a drill: start the stack if none is up, load it, break it, measure, judge (exit 1 naming the figure)."""
+    """Run a drill: start the stack if none is up, load it, break it, measure, judge (exit 1 naming the figure).
+
+    At a terminal a live panel shows the drill as it runs; piped, or with --json, it prints nothing but the
+    result."""
     request = DrillRequest(scenario=scenario, rate=rate, duration=_seconds(duration, "--duration"),
                            recover=_seconds(recover, "--recover"), tolerance=_tolerances(tolerance),
                            stop_exposure_gbp=stop_exposure,
                            stop_oldest_pending=_seconds(stop_oldest_pending, "--stop-oldest-pending"),
                            drain=_seconds(drain, "--drain"), out=out_dir)
-    run_one(request, load_settings(), quiet=quiet or not sys.stderr, as_json=as_json)
+    target = junit_target(junit) if junit is not None else None
+    watch = out.is_terminal and not as_json and not quiet
+    run_one(request, load_settings(), quiet=not watch, as_json=as_json, junit=target, watch=watch)
 
 
 @drill_app.command("list")
@@ -266,11 +306,19 @@ def schedule_list(schedule: ScheduleOpt = DEFAULT_SCHEDULE, as_json: JsonOpt = F
 @schedule_app.command("export")
 def schedule_export(
     format_: Annotated[str, typer.Option("--format", help="cron (a crontab) or eventbridge (EventBridge "
-                                                          "Scheduler schedules as JSON).")] = "cron",
+                                                          "Scheduler CreateSchedule requests as JSON).")] = "cron",
     schedule: ScheduleOpt = DEFAULT_SCHEDULE,
+    stack_name: Annotated[str | None, typer.Option("--stack", metavar="NAME",
+                                                   help="eventbridge: the base stack whose runtime stack "
+                                                        "(NAME-runtime) runs the drills (default: the stack_name "
+                                                        "setting).")] = None,
 ) -> None:
-    """Print what to install on your own scheduler. Example: tradeops drill schedule export --format cron | crontab -"""
-    from tradeops.experiments.schedule import cron_line, eventbridge_rule
+    """Print what to install on your own scheduler. Example: tradeops drill schedule export --format cron | crontab -
+
+    eventbridge reads the scheduled-drill target (an ECS task of the drill image, and the role Scheduler starts it
+    with) from the deployed runtime stack: tradeops --aws drill schedule export --format eventbridge. It refuses
+    an entry that would fire inside a blackout window within a year: nothing refuses it when it fires."""
+    from tradeops.experiments.schedule import cron_line
     from tradeops.experiments.schedulefile import load_schedule
 
     if format_ not in ("cron", "eventbridge"):
@@ -278,14 +326,35 @@ def schedule_export(
     current = load_schedule(schedule)
     path = str(schedule.resolve())
     if format_ == "eventbridge":
-        print_json({"schedules": [eventbridge_rule(e, ["tradeops", "drill", "due", "--schedule", path, "--entry",
-                                                       e.name]) for e in current.entries]})
+        print_json({"schedules": _eventbridge_schedules(current, stack_name)})
         return
     lines = ["# tradeops drill schedule (generated; `tradeops drill due` applies the blackout windows)"]
     for entry in current.entries:
         lines += [f"CRON_TZ={entry.timezone}",
                   cron_line(entry, f"tradeops drill due --schedule {path} --entry {entry.name} --quiet")]
     out.print("\n".join(lines), markup=False, highlight=False, soft_wrap=True)
+
+
+def _eventbridge_schedules(current: Any, stack_name: str | None) -> list[dict[str, Any]]:
+    """Each entry as a CreateSchedule request, aimed at the runtime stack's drill task; blackouts refused first."""
+    from tradeops.commands.context import context
+    from tradeops.experiments.schedule import ScheduleError, blackout_firing, drill_target, eventbridge_schedule
+    from tradeops.runtime.platform.clock import iso, utcnow
+    from tradeops.runtime.stack.deploy import runtime_stack_name, stack_outputs
+
+    now = utcnow()
+    for entry in current.entries:
+        clash = blackout_firing(entry, current.windows, now)
+        if clash is not None:
+            raise BadInput(f"entry {entry.name}: '{entry.cron}' ({entry.timezone}) fires at {iso(clash[0])}, inside "
+                           f"the blackout window {clash[1].name}; EventBridge would run it there")
+    ctx = context()
+    stack = runtime_stack_name(stack_name or ctx.settings.stack_name)
+    try:
+        target = drill_target(stack_outputs(ctx.aws, stack), stack)
+    except ScheduleError as exc:
+        raise OperationFailed(str(exc)) from None
+    return [eventbridge_schedule(entry, target) for entry in current.entries]
 
 
 @drill_app.command("due")

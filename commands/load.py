@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
@@ -109,6 +113,23 @@ def _render(summary: dict[str, Any], run_dir: Path) -> None:
     out.print(f"run folder: {run_dir}")
 
 
+@contextlib.contextmanager
+def _stop_on_sigterm() -> Iterator[threading.Event]:
+    """SIGTERM ends the load early and still drains, reconciles and writes the summary (how `stop_load` and a
+    container's stop end a run); a second SIGTERM terminates at once. Ctrl-C still abandons the run."""
+    stop = threading.Event()
+
+    def _stop(signum: int, frame: object) -> None:
+        stop.set()
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+    previous = signal.signal(signal.SIGTERM, _stop)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 @load_app.command("run", epilog=_EXAMPLES)
 def run(
     scenario: Annotated[str, typer.Argument(help="A shipped scenario (`tradeops load list`) or a scenario file.")],
@@ -138,7 +159,9 @@ def run(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress line.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Run a load scenario, reconcile its orders, and pass or fail on its thresholds (exit 1 if any breaks)."""
+    """Run a load scenario, reconcile its orders, and pass or fail on its thresholds (exit 1 if any breaks).
+
+    SIGTERM stops the load early; the run still drains, reconciles and writes its summary."""
     params = _pairs(param)
     for name, value in (("rate", rate), ("duration", duration), ("peak", peak)):
         if value is not None:
@@ -157,7 +180,8 @@ def run(
                   markup=False)
     progress = _ProgressLine(quiet)
     try:
-        result = run_load(request, settings, on_progress=progress, prepared=prepared)
+        with _stop_on_sigterm() as stop:
+            result = run_load(request, settings, on_progress=progress, prepared=prepared, stop=stop)
     finally:
         progress.done()
     if as_json:

@@ -46,6 +46,7 @@ __all__ = [
     "fault_window",
     "journal_findings",
     "judge",
+    "measured_text",
     "parse_tolerance",
     "share_from",
 ]
@@ -257,6 +258,18 @@ def parse_tolerance(spec: Mapping[str, Any]) -> dict[str, tuple[str, float]]:
         except ValueError:
             raise ValueError(f"tolerance for {name}: {bound!r} is not a bound like '<= 2' or 0") from None
     return out
+
+
+def measured_text(name: str, value: Any) -> str:
+    """A measured figure as a person reads it, with its unit (``1.32 s``, ``£12.50``, ``0``, ``not measured``)."""
+    if value is None:
+        return "not measured"
+    unit = FIGURES[name][1] if name in FIGURES else ""
+    if unit == "s":
+        return f"{float(value):.2f} s"
+    if unit == "GBP":
+        return f"£{value}"
+    return str(value)
 
 
 def _holds(value: float, op: str, bound: float) -> bool:

@@ -5,8 +5,8 @@ Toolkit extensions do (chaostoolkit-aws's ``chaosaws/ec2/probes.py`` is the mode
 experiment names it with ``provider: {type: python, module: tradeops.experiments.activities,
 func: NAME, arguments: {...}}``. They find the stack the way every tradeops command does: the
 stack state file in ``TRADEOPS_STATE_DIR`` (``eval "$(tradeops env)"`` exports it), or the
-configuration key ``tradeops_state_dir``. ``chaos discover tradeops`` lists them
-(:func:`discover`); README.md ("Drills") says how to write a new experiment from them.
+configuration key ``tradeops_state_dir``. ``chaos discover tradeops --no-install`` lists them
+(:func:`discover`); docs/drills.md says how to write a new experiment from them, and what each returns.
 
 AWS control-plane faults and probes (the SSM routing flags) are not here: experiments use
 chaostoolkit-aws's own ``chaosaws.ssm.actions.put_parameter`` for those, pointed at the stack by
@@ -19,17 +19,19 @@ while customer harm is inside the limit, and a False ends the method and runs th
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import subprocess
 import sys
 import time
+import types
+import typing
 from collections import Counter
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from tradeops.experiments import loadproc
+from tradeops.experiments.loadproc import LOAD_OUT_ENV, LOAD_RATE_ENV
 from tradeops.runtime.brokers.control import SimControl
 from tradeops.runtime.orderpath import figures, heartbeats, inflight
 from tradeops.runtime.orderpath.canary import intake_canary
@@ -56,6 +58,7 @@ __all__ = [
     "kill_worker",
     "move_prices",
     "no_order_filled_twice",
+    "nothing_lost",
     "oldest_pending_age",
     "oldest_pending_below",
     "orders_by_state",
@@ -72,8 +75,8 @@ __all__ = [
 ]
 
 ACTIONS = frozenset({"inject_fault", "clear_fault", "clear_faults", "pause_processing", "resume_processing",
-                     "kill_worker", "move_prices", "run_runbook", "start_load", "stop_load",
-                     "wait_for_breakers_closed"})
+                     "kill_worker", "move_prices", "run_runbook", "start_load", "stop_load"})
+"""The activities that change something; every other one is a probe (discovery types them so)."""
 FAULT_MODES = ("none", "down", "error", "latency", "blackhole", "fill_after_timeout")
 ACTOR = "drill"
 
@@ -151,8 +154,9 @@ def breakers_closed(configuration: dict[str, Any] | None = None, secrets: dict[s
 
 def wait_for_breakers_closed(timeout: float = 30.0, configuration: dict[str, Any] | None = None,
                              secrets: dict[str, Any] | None = None) -> bool:
-    """Wait up to ``timeout`` seconds for :func:`breakers_closed`; its last answer. A rollback uses it so
-    that the next drill starts from a healed fleet."""
+    """A probe: :func:`breakers_closed`, asked again every half second for up to ``timeout`` seconds until it is
+    True; its last answer (tolerance: ``true``). The shipped experiments' hypotheses use it, so that a drill
+    starts, and ends, only with a healed fleet."""
     deadline = time.monotonic() + float(timeout)
     while True:
         if breakers_closed(configuration):
@@ -335,59 +339,112 @@ def run_runbook(runbook: str, params: dict[str, Any] | None = None, executor: st
     return run_unattended(settings, runbook, params=params or {}, executor=executor, approvers=approvers or [])
 
 
-def _load_pidfile(settings: Settings) -> Path:
-    return settings.state_dir / "drill-load.json"
-
-
 def start_load(scenario: str = "steady", rate: float = 5.0, duration: str = "60s", out: str | None = None,
                configuration: dict[str, Any] | None = None, secrets: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Start ``tradeops load run`` in the background (Locust in its own process); answers ``{"pid", "run_dir"}``.
+    """Start ``tradeops load run`` in the background (Locust in its own process) and answer once it is placing
+    orders: ``{"run_id", "pid", "run_dir", "started_at"}``. Every order of the run carries ``run_id``;
+    :func:`stop_load` and :func:`nothing_lost` take it.
 
-    :func:`stop_load` stops it early. For plain ``chaos run``; ``tradeops drill run`` starts its own load."""
+    Under ``tradeops drill run`` this is the drill's one load: the drill starts none of its own, has it write
+    into the drill's run folder (``load/``, from ``TRADEOPS_DRILL_LOAD_OUT``), reads its summary, and the
+    drill's ``--rate`` (``TRADEOPS_DRILL_LOAD_RATE``) replaces ``rate``.
+    Example: ``{func: start_load, arguments: {scenario: steady, rate: 5, duration: 60s}}``."""
     settings = _settings(configuration)
-    pidfile = _load_pidfile(settings)
-    run_dir = Path(out or settings.runs_dir / f"chaos-load-{int(time.time())}").resolve()
-    argv = [sys.executable, "-m", "tradeops.cli", "load", "run", scenario, "--rate", str(rate), "--duration",
-            str(duration), "--out", str(run_dir), "--quiet", "--json"]
-    env = {**os.environ, "TRADEOPS_STATE_DIR": str(settings.state_dir)}
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
-    with open(run_dir.parent / f"{run_dir.name}.out", "wb") as log:
-        proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
-    pidfile.write_text(json.dumps({"pid": proc.pid, "run_dir": str(run_dir)}), encoding="utf-8")
-    return {"pid": proc.pid, "run_dir": str(run_dir)}
+    folder = os.environ.get(LOAD_OUT_ENV) or out or settings.runs_dir / f"{_stamp()}-load-{scenario}"
+    load = loadproc.start(settings, scenario=scenario, rate=float(os.environ.get(LOAD_RATE_ENV) or rate),
+                          duration=str(duration), out=Path(folder))
+    return load.as_dict()
 
 
-def stop_load(configuration: dict[str, Any] | None = None, secrets: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Stop the load :func:`start_load` started (Locust finishes and writes its summary)."""
+def _experiment_load(settings: Settings, run_id: str | None) -> loadproc.BackgroundLoad | None:
+    return loadproc.find(settings, run_id) if run_id else loadproc.started_here(settings)
+
+
+def stop_load(run_id: str | None = None, timeout: float = 120.0, configuration: dict[str, Any] | None = None,
+              secrets: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Stop the load :func:`start_load` started (``run_id``; left out, the last one this experiment started) and
+    answer its summary once written: Locust stops placing orders, the run's orders drain and are reconciled,
+    then ``{"run_id", "run_dir", "stopped", "passed", "breached", "orders"}`` (``orders``: placed, filled,
+    rejected, pending, dead_lettered, lost, filled_twice, ...; None where they cannot be reconciled).
+    ``stopped`` is false when the load had already ended by itself, or when the experiment started none (then
+    every other value is None: a rollback after a method that failed before ``start_load`` has nothing to stop).
+    Waits up to ``timeout`` seconds."""
     settings = _settings(configuration)
-    pidfile = _load_pidfile(settings)
-    try:
-        info = json.loads(pidfile.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {"stopped": False, "reason": "no load was started"}
-    try:
-        os.kill(int(info["pid"]), signal.SIGINT)
-    except ProcessLookupError:
-        pass
-    pidfile.unlink(missing_ok=True)
-    return {"stopped": True, **info}
+    load = _experiment_load(settings, run_id)
+    if load is None:
+        return {"run_id": None, "run_dir": None, "stopped": False, "passed": None, "breached": None, "orders": None}
+    stopped = loadproc.stop(load)
+    summary = loadproc.wait_summary(load, float(timeout))
+    return {"run_id": load.run_id, "run_dir": str(load.run_dir), "stopped": stopped, "passed": summary["passed"],
+            "breached": summary["breached"], "orders": summary.get("orders")}
+
+
+def nothing_lost(run_id: str | None = None, timeout: float = 120.0, configuration: dict[str, Any] | None = None,
+                 secrets: dict[str, Any] | None = None) -> bool:
+    """True when no order of the load run ``run_id`` was lost (left out: the last load this experiment started):
+    every order the intake took is in the orders table, and none claims a fill no broker holds (tolerance:
+    ``true``). It waits up to ``timeout`` seconds for that run's summary, which the load writes after its drain,
+    so stop the load first (:func:`stop_load`). Before the experiment has started a load it answers True:
+    nothing has been placed, so nothing can be lost (the hypothesis is checked before the method too).
+    Raises, never answers True, when the run's orders could not be reconciled (not the local stack)."""
+    load = _experiment_load(_settings(configuration), run_id)
+    if load is None:
+        return True
+    orders = loadproc.wait_summary(load, float(timeout)).get("orders")
+    if orders is None:
+        raise OperationFailed(f"load run {load.run_id}: its orders were not reconciled, so nothing lost cannot "
+                              "be checked")
+    return int(orders.get("lost", 0)) == 0
+
+
+def _stamp() -> str:
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
 
 
 # ---- discovery ------------------------------------------------------------------------------------
+def _portable(annotation: Any) -> str:
+    """An annotation in chaoslib's portable type names (``number``, ``mapping``, ...). Optional (``X | None``)
+    is ``X``; a union of several is its first member, as an experiment usually writes it."""
+    from chaoslib.discovery.discover import portable_type_name
+
+    if typing.get_origin(annotation) in (types.UnionType, typing.Union):
+        members = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return _portable(members[0]) if members else "null"
+    return str(portable_type_name(typing.get_origin(annotation) or annotation))
+
+
+def typed_activities() -> list[dict[str, Any]]:
+    """This module's probes and actions as chaoslib discovers them, each argument and return value typed.
+
+    chaoslib reads the signatures as written, and this module's annotations are strings (``from __future__
+    import annotations``) that it types ``object``; they are resolved here first."""
+    from chaoslib.discovery.discover import discover_activities
+
+    module = sys.modules[__name__]
+    found = []
+    for activity in discover_activities(__name__, "probe"):
+        if activity["name"] == "discover":
+            continue
+        hints = typing.get_type_hints(getattr(module, activity["name"]))
+        if activity["name"] in ACTIONS:
+            activity["type"] = "action"
+        for argument in activity["arguments"]:
+            argument["type"] = _portable(hints[argument["name"]])
+        activity["return_type"] = _portable(hints["return"])
+        found.append(activity)
+    return found
+
+
 def discover(discover_system: bool = True) -> dict[str, Any]:
-    """What ``chaos discover tradeops`` reports: this module's probes and actions with their arguments."""
-    from chaoslib.discovery.discover import discover_activities, initialize_discovery_result
+    """What ``chaos discover tradeops --no-install`` reports: every probe and action of this module, each argument
+    with its type and default, and each return type (:func:`typed_activities`); with ``discover_system``, the
+    running local stack's addresses."""
+    from chaoslib.discovery.discover import initialize_discovery_result
 
     from tradeops import __version__
 
     discovery = initialize_discovery_result("tradeops", __version__, "tradeops")
-    for activity in discover_activities("tradeops.experiments.activities", "probe"):
-        if activity["name"] == "discover":
-            continue
-        if activity["name"] in ACTIONS:
-            activity["type"] = "action"
-        discovery["activities"].append(activity)
+    discovery["activities"] = typed_activities()
     if discover_system and (state := read_state(load_settings().state_file)):
         discovery["system"] = {"stack": {k: state.get(k) for k in ("intake", "aws_endpoint", "region", "brokers")}}
     return discovery

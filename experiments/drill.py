@@ -6,7 +6,9 @@ independent of each other. Everything is checked before anything starts (:func:`
 tolerance, durations, run folder), so bad input changes nothing. Then:
 
 1. the stack is reused, or started (and stopped at the end) when none is up;
-2. the scenario's load starts (:func:`tradeops.experiments.load.run_load`: Locust in its own process);
+2. the scenario's load starts (:func:`tradeops.experiments.load.run_load`: Locust in its own process), unless the
+   experiment starts its own (``start_load``), which is then the drill's one load
+   (:mod:`tradeops.experiments.drillload`);
 3. ``chaos run`` runs the experiment in its own process, writing its journal into the run folder;
    meanwhile a sampler records the metrics timeline once a second from what the stack publishes;
 4. the load stops, its orders drain and are reconciled against both brokers' fill ledgers;
@@ -46,8 +48,8 @@ from typing import Any
 import yaml
 
 from tradeops.drillresult import figures as drillfigures
-from tradeops.experiments.load import LoadRequest, LoadResult, read_ids, run_load
-from tradeops.experiments.load import prepare as prepare_load
+from tradeops.experiments.drillload import DrillLoad, ExperimentLoad, starts_own_load
+from tradeops.experiments.load import LoadResult, read_ids
 from tradeops.runbooks.audit import AuditLog
 from tradeops.runbooks.identity import current_identity
 from tradeops.runtime.liability.exposuretable import read_summary
@@ -56,6 +58,8 @@ from tradeops.runtime.orderpath import heartbeats
 from tradeops.runtime.orderpath.figures import queue_figures
 from tradeops.runtime.orderpath.flags import Flags
 from tradeops.runtime.orderpath.orders import OrderStore
+from tradeops.runtime.orderpath.routing import PROVIDERS
+from tradeops.runtime.orderpath.states import IN_DOUBT
 from tradeops.runtime.platform.aws import Aws
 from tradeops.runtime.platform.clock import iso, utcnow
 from tradeops.runtime.platform.errors import BadInput, OperationFailed, TradeopsError, reason_of
@@ -118,8 +122,11 @@ class DrillResult:
 
 @dataclass(frozen=True)
 class Progress:
+    """A phase of the drill starting; ``seconds``: about how long it lasts (None: not known)."""
+
     phase: str
     detail: str
+    seconds: float | None = None
 
 
 def scenarios() -> list[str]:
@@ -232,11 +239,13 @@ def _stack(settings: Settings, workers: int, progress: Callable[[Progress], None
 class _Sampler(threading.Thread):
     """Samples what the stack publishes once a second into ``samples`` (and ``timeline.partial.jsonl``)."""
 
-    def __init__(self, settings: Settings, path: Path, every: float = 1.0) -> None:
+    def __init__(self, settings: Settings, path: Path, every: float = 1.0,
+                 on_sample: Callable[[dict[str, Any]], None] | None = None) -> None:
         super().__init__(name="drill-sampler", daemon=True)
         self.aws = Aws(settings)
         self.path = path
         self.every = every
+        self.on_sample = on_sample
         self.samples: list[dict[str, Any]] = []
         self.halt = threading.Event()
 
@@ -246,7 +255,9 @@ class _Sampler(threading.Thread):
             fleet = heartbeats.fleet(self.aws)
             row["workers"] = {w["worker_id"]: {"in_flight": w["in_flight"], "breakers": w["breakers"],
                                                "suspect": sorted(w["suspect"]),
-                                               "filled": w["counters"].get("filled")} for w in fleet["workers"]}
+                                               "filled": w["counters"].get("filled"),
+                                               "filled_at": {p: w["counters"].get(f"filled_{p}", 0)
+                                                             for p in PROVIDERS}} for w in fleet["workers"]}
             row["in_flight"] = fleet["in_flight"]
             flags = Flags(self.aws).read()
             row["flags"] = {"mode": flags.mode, "active": flags.active, "trickle": flags.trickle,
@@ -256,6 +267,7 @@ class _Sampler(threading.Thread):
             row["exposure_gbp"] = summary.get("total_exposure")
             row["oldest_pending_seconds"] = summary.get("oldest_pending_seconds")
             row["pending_orders"] = summary.get("pending_orders")
+            row["in_doubt"] = OrderStore(self.aws).count_status(IN_DOUBT)
         except TradeopsError as exc:
             row["error"] = reason_of(exc)
         return row
@@ -268,6 +280,8 @@ class _Sampler(threading.Thread):
                 self.samples.append(row)
                 fh.write(json.dumps(row, default=str) + "\n")
                 fh.flush()
+                if self.on_sample is not None:
+                    self.on_sample(row)
                 self.halt.wait(max(0.0, self.every - (time.monotonic() - started)))
 
 
@@ -285,13 +299,14 @@ def _method_seconds(experiment: Mapping[str, Any], config: Mapping[str, Any]) ->
     return total
 
 
-def _chaos(prep: Prepared, settings: Settings, config: dict[str, Any]) -> int:
+def _chaos(prep: Prepared, settings: Settings, config: dict[str, Any],
+           environment: Mapping[str, str] | None = None) -> int:
     """``chaos run`` in its own process; returns its exit code (read for nothing but the log)."""
     run_dir = prep.run_dir
     (run_dir / "experiment.yaml").write_text(yaml.safe_dump(prep.experiment, sort_keys=False), encoding="utf-8")
     (run_dir / "vars.json").write_text(json.dumps({"configuration": config}, indent=2, default=str) + "\n",
                                        encoding="utf-8")
-    env = {**os.environ, **stack_exports(settings), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, **stack_exports(settings), **(environment or {}), "PYTHONUNBUFFERED": "1"}
     argv = [sys.executable, "-m", "chaostoolkit", "--log-file", str(run_dir / "chaostoolkit.log"), "--no-version-check",
             "run", "--journal-path", str(run_dir / "journal.json"), "--var-file", str(run_dir / "vars.json"),
             str(run_dir / "experiment.yaml")]
@@ -333,61 +348,52 @@ def _write(path: Path, data: Any) -> None:
 
 
 def run_drill(request: DrillRequest, settings: Settings, *, build_report: ReportBuilder,
-              on_progress: Callable[[Progress], None] | None = None, prepared: Prepared | None = None) -> DrillResult:
-    """Run one drill end to end and write its run folder, the report last; see the module docstring."""
+              on_progress: Callable[[Progress], None] | None = None, prepared: Prepared | None = None,
+              on_sample: Callable[[dict[str, Any]], None] | None = None) -> DrillResult:
+    """Run one drill end to end and write its run folder, the report last; see the module docstring.
+
+    ``on_progress`` hears each phase start, ``on_sample`` each row of the metrics timeline (once a second)."""
     progress = on_progress or (lambda p: None)
     prep = prepared or prepare(request, settings)
     prep.run_dir.mkdir(parents=True, exist_ok=True)
     with _stack(settings, request.workers, progress) as started_stack:
         settings = resolve_settings(settings)
-        return _run(prep, settings, progress, started_stack, build_report)
+        return _run(prep, settings, progress, started_stack, build_report, on_sample)
 
 
 def _run(prep: Prepared, settings: Settings, progress: Callable[[Progress], None], started_stack: bool,
-         build_report: ReportBuilder) -> DrillResult:
+         build_report: ReportBuilder, on_sample: Callable[[dict[str, Any]], None] | None = None) -> DrillResult:
     aws = Aws(settings)
     run_dir = prep.run_dir
     before = Flags(aws).read()
     config = {**prep.configuration, "tradeops_state_dir": str(settings.state_dir.resolve()),
               "param_prefix": settings.param_prefix, "restore_mode": before.mode, "restore_active": before.active,
               "restore_processing": before.processing}
-    # The load outlives the experiment; the drill stops it when chaos is done.
-    cap = _method_seconds(prep.experiment, config) + prep.activity_seconds + CHAOS_GRACE
-    load_request = LoadRequest(scenario=str(prep.load.get("scenario", "steady")),
-                               params={"rate": str(prep.load.get("rate", 5)), "duration": f"{cap:.0f}s"},
-                               out=run_dir / "load", drain=prep.request.drain)
-    load_prep = prepare_load(load_request, settings)
-    stop_load = threading.Event()
-    load_box: dict[str, Any] = {}
-
-    def _load() -> None:
-        try:
-            load_box["result"] = run_load(load_request, settings, prepared=load_prep, stop=stop_load)
-        except BaseException as exc:  # reported after the experiment
-            load_box["error"] = exc
-
+    runner: DrillLoad | ExperimentLoad
+    if starts_own_load(prep.experiment):
+        runner = ExperimentLoad(settings, folder=run_dir / "load", drain=prep.request.drain, rate=prep.request.rate)
+    else:
+        # The load outlives the experiment; the drill stops it when chaos is done.
+        runner = DrillLoad(settings, scenario=str(prep.load.get("scenario", "steady")), rate=prep.load.get("rate"),
+                           seconds=_method_seconds(prep.experiment, config) + prep.activity_seconds + CHAOS_GRACE,
+                           folder=run_dir / "load", drain=prep.request.drain)
     started_at = utcnow()
-    sampler = _Sampler(settings, run_dir / "timeline.partial.jsonl")
+    sampler = _Sampler(settings, run_dir / "timeline.partial.jsonl", on_sample=on_sample)
     sampler.start()
-    progress(Progress("load", f"{load_request.scenario} at {load_request.params['rate']}/s"))
-    loader = threading.Thread(target=_load, name="drill-load", daemon=True)
-    loader.start()
-    marker = run_dir / "load" / "orders" / "run.json"
-    deadline = time.monotonic() + 60
-    while not marker.exists() and loader.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.2)
+    progress(Progress("load", runner.description))
+    runner.start()
     try:
-        progress(Progress("chaos", f"chaos run {prep.path.name}"))
-        chaos_code = _chaos(prep, settings, config)
+        progress(Progress("chaos", f"chaos run {prep.path.name}",
+                          seconds=_method_seconds(prep.experiment, config) + prep.activity_seconds))
+        chaos_code = _chaos(prep, settings, config, runner.environment)
     finally:
-        stop_load.set()
-        progress(Progress("drain", "stopping the load; draining and reconciling its orders"))
-        loader.join()
+        progress(Progress("drain", "stopping the load; draining and reconciling its orders", seconds=runner.drain))
+        outcome = runner.finish()
         sampler.halt.set()
         sampler.join(5)
-    if "error" in load_box:
-        raise load_box["error"]
-    load: LoadResult = load_box["result"]
+    if isinstance(outcome, BaseException):
+        raise outcome
+    load: LoadResult = outcome
     ended_at = utcnow()
     try:
         journal = json.loads((run_dir / "journal.json").read_text(encoding="utf-8"))
@@ -431,7 +437,8 @@ def _run(prep: Prepared, settings: Settings, progress: Callable[[Progress], None
                             "exposure_gbp": config.get("stop_exposure_gbp"),
                             "oldest_pending_seconds": config.get("stop_oldest_pending_seconds")},
         "drill_approvals": {"automated_in_drill": True, "human_four_eyes": False, "approvals": drill_approvals},
-        "load": {"scenario": load_request.scenario, "rate": prep.load.get("rate"), "run_dir": str(load.run_dir),
+        "load": {"scenario": load.summary["scenario"]["name"], "rate": runner.rate(load),
+                 "run_id": load.summary["run_id"], "started_by": runner.started_by, "run_dir": str(load.run_dir),
                  "orders": counts},
         "stack": {"started_by_drill": started_stack, "state_dir": str(settings.state_dir)},
         "files": {"journal": "journal.json", "timeline": "timeline.json", "events": "events.json",

@@ -14,6 +14,7 @@ Europe/London, Monday to Friday. A drill inside a window is refused unless force
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, time
@@ -25,12 +26,17 @@ from croniter import CroniterBadCronError, CroniterBadDateError, croniter
 __all__ = [
     "DAYS",
     "LONDON_MARKET_HOURS",
+    "TARGET_OUTPUTS",
     "BlackoutWindow",
+    "DrillTarget",
     "ScheduleEntry",
     "ScheduleError",
     "blackout_at",
+    "blackout_firing",
     "cron_line",
-    "eventbridge_rule",
+    "drill_command",
+    "drill_target",
+    "eventbridge_schedule",
     "is_due",
     "next_run",
     "parse_entry",
@@ -182,16 +188,94 @@ def _eventbridge_dow(field: str) -> str:
     return ",".join(out)
 
 
-def eventbridge_rule(entry: ScheduleEntry, command: Sequence[str]) -> dict[str, Any]:
-    """An EventBridge Scheduler schedule for the entry: six-field ``cron()``, one of day-of-month and
-    day-of-week ``?``, and the entry's time zone."""
+@dataclass(frozen=True)
+class DrillTarget:
+    """Where a scheduled drill runs on AWS: a Fargate task of the drill image, from the runtime stack's outputs
+    (``deploy/runtime.yaml``, deployed with a ``DrillImage``), started by EventBridge Scheduler's role."""
+
+    cluster_arn: str
+    task_family: str
+    """The drill task definition's family: RunTask runs its latest revision, so a schedule made once runs each
+    release's drill image (a pinned revision would be deregistered by the next release)."""
+    role_arn: str
+    subnets: tuple[str, ...]
+    security_groups: tuple[str, ...]
+    container: str = "drill"
+
+
+TARGET_OUTPUTS = {"cluster_arn": "ClusterArn", "task_family": "DrillTaskDefinitionArn",
+                  "role_arn": "DrillSchedulerRoleArn", "subnets": "DrillSubnetIds",
+                  "security_groups": "DrillSecurityGroupIds"}
+"""The runtime stack's outputs a :class:`DrillTarget` is made of."""
+
+
+def drill_target(outputs: Mapping[str, str], stack: str) -> DrillTarget:
+    """The scheduled-drill target from the runtime stack's outputs; ScheduleError naming what is missing."""
+    missing = [name for name in TARGET_OUTPUTS.values() if not outputs.get(name)]
+    if missing:
+        raise ScheduleError(f"stack {stack} has no scheduled-drill target (no output {', '.join(missing)}): "
+                            "deploy it with a drill image (`tradeops deploy --aws --drill-image URI`)")
+    values: dict[str, Any] = {field: outputs[name] for field, name in TARGET_OUTPUTS.items()}
+    for field in ("subnets", "security_groups"):
+        values[field] = tuple(v.strip() for v in str(values[field]).split(",") if v.strip())
+    # arn:aws:ecs:REGION:ACCOUNT:task-definition/FAMILY:REVISION
+    values["task_family"] = str(values["task_family"]).rsplit("/", 1)[-1].split(":")[0]
+    return DrillTarget(**values)
+
+
+def drill_command(entry: ScheduleEntry) -> list[str]:
+    """What the scheduled task runs: the entry's drill, on AWS, printing its result as JSON into the task's log."""
+    command = ["tradeops", "--aws", "drill", "run", entry.scenario]
+    if entry.rate is not None:
+        command += ["--rate", f"{entry.rate:g}"]
+    if entry.duration is not None:
+        command += ["--duration", entry.duration]
+    return [*command, "--json"]
+
+
+def blackout_firing(entry: ScheduleEntry, windows: Sequence[BlackoutWindow], now: datetime, *,
+                    days: int = 366, limit: int = 100_000) -> tuple[datetime, BlackoutWindow] | None:
+    """The entry's first firing within ``days`` of ``now`` that falls inside a blackout window, and the window
+    (None: none does). A schedule exported to EventBridge fires on its own, with no `drill due` to refuse it, so
+    the export refuses such an entry instead. At most ``limit`` firings are looked at."""
+    local = now.astimezone(ZoneInfo(entry.timezone))
+    firings = croniter(entry.cron, local)
+    horizon = now.timestamp() + days * 86400
+    for _ in range(limit):
+        firing: datetime = firings.get_next(datetime)
+        if firing.timestamp() > horizon:
+            return None
+        window = blackout_at(firing, windows)
+        if window is not None:
+            return firing, window
+    return None
+
+
+def eventbridge_schedule(entry: ScheduleEntry, target: DrillTarget) -> dict[str, Any]:
+    """The entry as an EventBridge Scheduler ``CreateSchedule`` request: six-field ``cron()`` read in the entry's
+    time zone (one of day-of-month and day-of-week ``?``, Sunday 1), no flexible window, and as its target
+    ECS ``RunTask`` of the drill task (Scheduler's universal target, the only one that can override the
+    container's command) with the entry's drill as the command. ``Input`` is that RunTask request as JSON text.
+    A drill is not retried: a failed one is a result, and a second run would overlap the first's effects."""
     minute, hour, dom, month, dow = entry.cron.split()
     if dow == "*":
         dow = "?"
     else:
         dom, dow = "?", _eventbridge_dow(dow)
+    partition = target.role_arn.split(":")[1]
+    run_task = {
+        "cluster": target.cluster_arn, "taskDefinition": target.task_family, "launchType": "FARGATE",
+        "count": 1, "startedBy": f"tradeops-drill-{entry.name}",
+        "networkConfiguration": {"awsvpcConfiguration": {"subnets": list(target.subnets),
+                                                         "securityGroups": list(target.security_groups),
+                                                         "assignPublicIp": "DISABLED"}},
+        "overrides": {"containerOverrides": [{"name": target.container, "command": drill_command(entry)}]},
+    }
     return {"Name": f"tradeops-drill-{entry.name}",
             "ScheduleExpression": f"cron({minute} {hour} {dom} {month} {dow} *)",
             "ScheduleExpressionTimezone": entry.timezone, "State": "ENABLED",
             "Description": f"tradeops drill {entry.scenario} ({entry.environment})",
-            "Target": {"Input": {"command": list(command)}}}
+            "FlexibleTimeWindow": {"Mode": "OFF"},
+            "Target": {"Arn": f"arn:{partition}:scheduler:::aws-sdk:ecs:runTask", "RoleArn": target.role_arn,
+                       "Input": json.dumps(run_task, sort_keys=True),
+                       "RetryPolicy": {"MaximumRetryAttempts": 0}}}

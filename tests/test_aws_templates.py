@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from cfnlint.api import ManualArgs, lint_file
 
+from tests.support.commandline import run_main
 from tradeops.runtime.platform.aws import Aws
 from tradeops.runtime.platform.settings import Settings
 from tradeops.runtime.stack.deploy import deploy_runtime_stack, load_template, runtime_stack_name, runtime_template
@@ -15,6 +16,7 @@ from tradeops.runtime.stack.supervisor import MODULES
 REPO = Path(__file__).resolve().parent.parent
 BASE = REPO / "deploy" / "template.yaml"
 RUNTIME = REPO / "deploy" / "runtime.yaml"
+DRILL_IMAGE = "123456789012.dkr.ecr.eu-west-2.amazonaws.com/tradeops-drill:0.1.0"
 
 # The evidence (docs/aws.md, "What is kept"): the issue's tables, the events table (flag changes, breaker
 # transitions, pages: what an incident report is built from), the key and both locked buckets.
@@ -102,7 +104,7 @@ def test_each_component_runs_its_supervisor_module():
 @pytest.fixture(scope="module")
 def runtime(aws_settings):
     """The runtime template deployed into the session's emulator after its base stack, in a VPC with two
-    private subnets in two zones; yields (aws, the base stack's outputs, the network)."""
+    private subnets in two zones, with a drill image; yields (aws, the base stack's outputs, the network)."""
     aws = Aws(aws_settings)
     ec2 = aws.client("ec2")
     vpc = ec2.create_vpc(CidrBlock="10.42.0.0/16")["Vpc"]["VpcId"]
@@ -110,7 +112,8 @@ def runtime(aws_settings):
                zone for n, zone in ((1, "eu-west-2a"), (2, "eu-west-2b"))}
     group = ec2.create_security_group(GroupName="ut-tasks", Description="tradeops tasks", VpcId=vpc)["GroupId"]
     certificate = aws.client("acm").request_certificate(DomainName="intake.example.com")["CertificateArn"]
-    network = {"Image": "123456789012.dkr.ecr.eu-west-2.amazonaws.com/tradeops:0.1.0", "VpcId": vpc,
+    network = {"Image": "123456789012.dkr.ecr.eu-west-2.amazonaws.com/tradeops:0.1.0", "DrillImage": DRILL_IMAGE,
+               "VpcId": vpc,
                "PrivateSubnetIds": ",".join(subnets), "ServiceSecurityGroupIds": group,
                "LoadBalancerSecurityGroupIds": group, "CertificateArn": certificate, "WorkerMaxTasks": "8",
                "PrimaryBrokerUrl": "https://primary.broker.example", "SecondaryBrokerUrl": "https://secondary.example"}
@@ -199,3 +202,77 @@ def test_runtime_stack_is_named_after_its_base_and_ships_in_the_package():
     """The runtime stack's name follows from the base stack's, and its template is found through the package."""
     assert runtime_stack_name("tradeops") == "tradeops-runtime"
     assert runtime_template().read_text(encoding="utf-8") == RUNTIME.read_text(encoding="utf-8")
+
+
+def _valid(service: str, operation: str, params: dict) -> str:
+    """botocore's own parameter validation of a request against the service's model ("" when valid)."""
+    import botocore.session
+    from botocore.validate import ParamValidator
+
+    model = botocore.session.get_session().get_service_model(service).operation_model(operation)
+    report = ParamValidator().validate(params, model.input_shape)
+    return report.generate_report() if report.has_errors() else ""
+
+
+def test_the_eventbridge_export_runs_the_runtime_stacks_drill_task_with_its_scheduler_role(runtime, aws_settings,
+                                                                                           monkeypatch, capsys,
+                                                                                           tmp_path):
+    """`tradeops --aws drill schedule export --format eventbridge` reads the deployed runtime stack: each schedule
+    passes botocore's validation of scheduler:CreateSchedule, its RunTask input ECS's, and names the stack's drill
+    task (the drill image, in the stack's cluster and private subnets) and the role the template made for
+    EventBridge Scheduler; the emulator's Scheduler creates it. An entry firing in market hours is refused (exit 2)."""
+    import json
+
+    import yaml
+
+    aws, _, network = runtime
+    for key in [k for k in __import__("os").environ if k.startswith("TRADEOPS_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("TRADEOPS_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("TRADEOPS_AWS_ENDPOINT_URL", aws_settings.aws_endpoint_url)
+    monkeypatch.setenv("TRADEOPS_NAME_PREFIX", "ut")
+    monkeypatch.setenv("TRADEOPS_STACK_NAME", "ut")
+    schedule = tmp_path / "drills.yaml"
+    schedule.write_text(yaml.safe_dump({"drills": [{"name": "nightly", "scenario": "primary-outage",
+                                                    "cron": "0 2 * * 1-5", "timezone": "Europe/London",
+                                                    "rate": 5}]}))
+    code, out, err = run_main(capsys, "--aws", "drill", "schedule", "export", "--format", "eventbridge",
+                               "--schedule", str(schedule))
+    assert code == 0, err
+    (request,) = json.loads(out)["schedules"]
+    assert _valid("scheduler", "CreateSchedule", request) == ""
+    assert request["ScheduleExpression"] == "cron(0 2 ? * 2-6 *)"  # moved from the schedule commands' test
+    run_task = json.loads(request["Target"]["Input"])
+    assert _valid("ecs", "RunTask", run_task) == ""
+    ecs, iam = aws.client("ecs"), aws.client("iam")
+    assert run_task["cluster"] == ecs.describe_clusters(clusters=["ut"])["clusters"][0]["clusterArn"]
+    task = ecs.describe_task_definition(taskDefinition=run_task["taskDefinition"])["taskDefinition"]
+    (container,) = task["containerDefinitions"]
+    assert (container["name"], container["image"]) == ("drill", DRILL_IMAGE)
+    assert task["family"] == "ut-drill" and task["requiresCompatibilities"] == ["FARGATE"]
+    assert set(run_task["networkConfiguration"]["awsvpcConfiguration"]["subnets"]) == set(network["zones"])
+    assert run_task["overrides"]["containerOverrides"][0]["command"][:5] == ["tradeops", "--aws", "drill", "run",
+                                                                             "primary-outage"]
+    role = iam.get_role(RoleName=request["Target"]["RoleArn"].rsplit("/", 1)[1])["Role"]
+    (trust,) = role["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Principal"] == {"Service": "scheduler.amazonaws.com"}
+    aws.client("scheduler").create_schedule(**request)
+    assert aws.client("scheduler").get_schedule(Name=request["Name"])["Target"]["RoleArn"] == role["Arn"]
+
+    schedule.write_text(yaml.safe_dump({"drills": [{"name": "daytime", "scenario": "primary-outage",
+                                                    "cron": "0 9 * * 1-5", "timezone": "Europe/London"}]}))
+    code, out, err = run_main(capsys, "--aws", "drill", "schedule", "export", "--format", "eventbridge",
+                               "--schedule", str(schedule))
+    assert code == 2 and "inside the blackout window London market hours" in err and out == ""
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_the_runtime_template_makes_no_drill_task_without_a_drill_image():
+    """Scheduled drills' task, roles, log group and outputs exist only with a DrillImage: the services' image
+    holds no Chaos Toolkit."""
+    doc = load_template(RUNTIME)[1]
+    drills = {k for k, r in doc["Resources"].items() if r.get("Condition") == "ScheduledDrills"}
+    assert drills == {"DrillLogGroup", "DrillTaskRole", "DrillTaskDefinition", "DrillSchedulerRole"}
+    assert {k for k, o in doc["Outputs"].items() if o.get("Condition") == "ScheduledDrills"} == {
+        "DrillTaskDefinitionArn", "DrillSchedulerRoleArn", "DrillSubnetIds", "DrillSecurityGroupIds"}
+    assert doc["Parameters"]["DrillImage"]["Default"] == ""

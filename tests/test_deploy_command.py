@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import sys
 from io import StringIO
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import pytest
 from botocore.stub import Stubber
 from rich.console import Console
 
+from tests.support.commandline import run_main
 from tradeops.runtime.platform.aws import PROCESS_REQUESTS, Aws
 from tradeops.runtime.platform.errors import OperationFailed, Refused
 from tradeops.runtime.platform.settings import load_settings
@@ -25,27 +25,11 @@ from tradeops.runtime.stack.deploy import deploy_stack, load_template
 
 REPO = Path(__file__).resolve().parent.parent
 IMAGE = "123456789012.dkr.ecr.eu-west-2.amazonaws.com/tradeops:0.1.0"
+DRILL_IMAGE = "123456789012.dkr.ecr.eu-west-2.amazonaws.com/tradeops-drill:0.1.0"
 CERT = "arn:aws:acm:eu-west-2:123456789012:certificate/1a2b3c4d-0000-1111-2222-333344445555"
 NETWORK = ["--vpc", "vpc-0abc12345def67890", "--subnet", "subnet-0aaa1111bbbb2222c",
            "--subnet", "subnet-0ddd3333eeee4444f", "--security-group", "sg-0123456789abcdef0",
            "--lb-security-group", "sg-0fedcba9876543210", "--certificate", CERT]
-
-
-def _tradeops(capsys, *args: str) -> tuple[int, str, str]:
-    """Run the `tradeops` entry point in this process (the same main() the console script runs)."""
-    from tradeops.cli import main
-
-    argv = sys.argv
-    sys.argv = ["tradeops", *args]
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    finally:
-        sys.argv = argv
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture
@@ -86,6 +70,7 @@ BAD = {
                                              "is not an ACM certificate ARN"),
     "a security group id that is not one": (_with("--security-group", "sg_1"), "is not a security group id"),
     "an image that is not a URI": ([*NETWORK, "--image", "tradeops latest"], "is not an image URI"),
+    "a drill image that is not a URI": ([*NETWORK, "--drill-image", "tradeops:drills"], "is not an image URI"),
     "a stack name AWS refuses": ([*NETWORK, "--stack-name", "1-stack"], "is not one CloudFormation accepts"),
     "a stack name too long for its runtime stack": ([*NETWORK, "--stack-name", "s" * 121],
                                                     "is not one CloudFormation accepts"),
@@ -98,7 +83,7 @@ def test_bad_input_stops_before_anything_is_sent(nowhere, capsys, case):
     leaves the process (AWS here is a closed port, and the request counter does not move)."""
     args, expected = BAD[case]
     before = PROCESS_REQUESTS.snapshot()
-    code, out, err = _tradeops(capsys, "deploy", "--aws", *args, "--yes")
+    code, out, err = run_main(capsys, "deploy", "--aws", *args, "--yes")
     assert code == 2, err
     assert expected in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert PROCESS_REQUESTS.snapshot() == before and out == ""
@@ -123,7 +108,7 @@ def test_a_release_without_the_brokers_real_addresses_stops_before_anything_is_s
     else:
         monkeypatch.setenv(name, value)
     before = PROCESS_REQUESTS.snapshot()
-    code, out, err = _tradeops(capsys, "deploy", "--aws", "--image", IMAGE, *NETWORK, "--yes")
+    code, out, err = run_main(capsys, "deploy", "--aws", "--image", IMAGE, *NETWORK, "--yes")
     assert code == 2, err
     assert expected in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert PROCESS_REQUESTS.snapshot() == before and out == ""
@@ -144,7 +129,7 @@ def test_the_broker_url_check_is_the_runtime_templates_own_pattern():
 def test_with_no_target_chosen_it_stops_with_one_line_and_sends_nothing(nowhere, capsys):
     """Without --aws and with no local stack up, deploy stops with the target rules' one line, sending nothing."""
     before = PROCESS_REQUESTS.snapshot()
-    code, _, err = _tradeops(capsys, "deploy", "--image", IMAGE, *NETWORK, "--yes")
+    code, _, err = run_main(capsys, "deploy", "--image", IMAGE, *NETWORK, "--yes")
     assert code == 1 and "no target was chosen" in err and len(err.strip().splitlines()) == 1
     assert PROCESS_REQUESTS.snapshot() == before
 
@@ -155,7 +140,7 @@ def test_a_running_local_stack_is_never_deployed_to(nowhere, capsys):
     write_state(settings.state_file, {"status": "ready", "supervisor_pid": os.getpid(), "local": True,
                                       "aws_endpoint": "http://127.0.0.1:9", "brokers": {}})
     before = PROCESS_REQUESTS.snapshot()
-    code, _, err = _tradeops(capsys, "deploy", "--image", IMAGE, *NETWORK, "--yes")
+    code, _, err = run_main(capsys, "deploy", "--image", IMAGE, *NETWORK, "--yes")
     assert code == 1 and "deploys to AWS only: add --aws" in err and len(err.strip().splitlines()) == 1
     assert PROCESS_REQUESTS.snapshot() == before
 
@@ -165,6 +150,7 @@ def test_the_local_checks_are_the_runtime_templates_own_patterns():
     CloudFormation accepts."""
     params = load_template(REPO / "deploy" / "runtime.yaml")[1]["Parameters"]
     assert params["Image"]["AllowedPattern"] == changesets.IMAGE_URI
+    assert params["DrillImage"]["AllowedPattern"] == f"^$|{changesets.IMAGE_URI}"  # empty: no scheduled drills
     assert params["CertificateArn"]["AllowedPattern"] == changesets.CERTIFICATE_ARN
 
 
@@ -206,11 +192,12 @@ def _base_deployed(prefix: str, endpoint: str) -> None:
 
 def test_a_first_release_creates_the_runtime_and_a_second_has_nothing_to_change(on_moto, moto_endpoint, capsys):
     """With the base deployed, a first release finds nothing to change in it, shows the runtime's change set (every
-    resource added) and creates the runtime stack from the base's outputs; the same release again changes nothing
-    and says so, leaving no change set behind."""
+    resource added, the scheduled-drill task of its drill image among them) and creates the runtime stack from the
+    base's outputs; the same release again changes nothing and says so, leaving no change set behind."""
     prefix, args, cfn = on_moto
     _base_deployed(prefix, moto_endpoint)
-    code, out, err = _tradeops(capsys, "deploy", "--aws", "--image", IMAGE, *args, "--yes", "--json")
+    code, out, err = run_main(capsys, "deploy", "--aws", "--image", IMAGE, "--drill-image", DRILL_IMAGE, *args,
+                               "--yes", "--json")
     assert code == 0, err
     doc = json.loads(out)
     base, runtime = doc["stacks"]
@@ -224,7 +211,9 @@ def test_a_first_release_creates_the_runtime_and_a_second_has_nothing_to_change(
     parameters = {p["ParameterKey"]: p["ParameterValue"]
                   for p in cfn.describe_stacks(StackName=f"{prefix}-runtime")["Stacks"][0]["Parameters"]}
     assert parameters["WorkerRoleArn"] == base["outputs"]["WorkerRoleArn"] and parameters["Image"] == IMAGE
-    code, out, err = _tradeops(capsys, "deploy", "--aws", "--image", IMAGE, *args)
+    assert parameters["DrillImage"] == DRILL_IMAGE
+    assert {"DrillTaskDefinition", "DrillSchedulerRole"} <= {c["logical_id"] for c in runtime["changes"]}
+    code, out, err = run_main(capsys, "deploy", "--aws", "--image", IMAGE, "--drill-image", DRILL_IMAGE, *args)
     assert code == 0, err
     assert out.strip().endswith("nothing to change") and "no changes" in out
     assert _open_change_sets(cfn, prefix) == []
@@ -241,14 +230,14 @@ def test_removing_a_stateful_resource_is_refused_unless_named_and_nothing_change
     text = (REPO / "deploy" / "template.yaml").read_text(encoding="utf-8")
     renamed.write_text(re.sub(r"\bEventsTable\b", "EventsLog", text), encoding="utf-8")
     monkeypatch.setenv("TRADEOPS_TEMPLATE_PATH", str(renamed))
-    code, out, err = _tradeops(capsys, "deploy", "--aws", "--image", IMAGE, *args, "--yes")
+    code, out, err = run_main(capsys, "deploy", "--aws", "--image", IMAGE, *args, "--yes")
     assert code == 1 and "EventsTable (AWS::DynamoDB::Table, remove)" in err and "--allow-replace EventsTable" in err
     assert len(err.strip().splitlines()) == 1
     assert "- EventsTable" in out  # shown before the refusal
     assert _open_change_sets(cfn, prefix) == []
     resources = {r["LogicalResourceId"] for r in cfn.list_stack_resources(StackName=prefix)["StackResourceSummaries"]}
     assert "EventsTable" in resources and "EventsLog" not in resources
-    code, _, err = _tradeops(capsys, "deploy", "--aws", "--image", IMAGE, *args, "--allow-replace", "EventsTable")
+    code, _, err = run_main(capsys, "deploy", "--aws", "--image", IMAGE, *args, "--allow-replace", "EventsTable")
     assert code == 1 and "needs a confirmation" in err
     assert _open_change_sets(cfn, prefix) == []
 

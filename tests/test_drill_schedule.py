@@ -11,12 +11,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.support.commandline import parse
 from tests.support.stack import run_cli
 from tradeops.experiments.schedule import (
     LONDON_MARKET_HOURS,
+    DrillTarget,
     ScheduleError,
     blackout_at,
-    eventbridge_rule,
+    blackout_firing,
+    drill_target,
+    eventbridge_schedule,
     is_due,
     next_run,
     parse_entry,
@@ -70,11 +74,72 @@ def test_next_run_is_after_now_and_due_when_it_comes_in_london_time_across_dst(n
     assert not is_due(e, nxt + timedelta(seconds=1), nxt + timedelta(seconds=2))
 
 
+TARGET = DrillTarget(cluster_arn="arn:aws:ecs:eu-west-2:123456789012:cluster/tradeops",
+                     task_family="tradeops-drill",
+                     role_arn="arn:aws:iam::123456789012:role/tradeops-runtime-DrillSchedulerRole-1ABC",
+                     subnets=("subnet-0aaa1111bbbb2222c", "subnet-0ddd3333eeee4444f"),
+                     security_groups=("sg-0123456789abcdef0",))
+
+
+def _validation_errors(service: str, operation: str, params: dict) -> str:
+    """What botocore's own parameter validation says of a request, against the service's model ("" when valid)."""
+    import botocore.session
+    from botocore.validate import ParamValidator
+
+    model = botocore.session.get_session().get_service_model(service).operation_model(operation)
+    report = ParamValidator().validate(params, model.input_shape)
+    return report.generate_report() if report.has_errors() else ""
+
+
 def test_eventbridge_export_uses_six_fields_a_question_mark_and_sunday_as_1():
     """cron "0 2 * * 1-5" → cron(0 2 ? * 2-6 *); "0 2 1 * *" → cron(0 2 1 * ? *); the zone is kept."""
-    rule = eventbridge_rule(entry("0 2 * * 1-5", "Europe/London"), ["tradeops", "drill", "due"])
+    rule = eventbridge_schedule(entry("0 2 * * 1-5", "Europe/London"), TARGET)
     assert rule["ScheduleExpression"] == "cron(0 2 ? * 2-6 *)" and rule["ScheduleExpressionTimezone"] == "Europe/London"
-    assert eventbridge_rule(entry("0 2 1 * *"), [])["ScheduleExpression"] == "cron(0 2 1 * ? *)"
+    assert eventbridge_schedule(entry("0 2 1 * *"), TARGET)["ScheduleExpression"] == "cron(0 2 1 * ? *)"
+
+
+def test_an_eventbridge_schedule_passes_botocores_validation_of_create_schedule_and_runs_the_drill_task():
+    """The export is a CreateSchedule request botocore's model accepts (FlexibleTimeWindow, Target.Arn and RoleArn
+    present, Input a string), aimed at ECS RunTask; its Input is a RunTask request ECS's model accepts, running the
+    drill task in the target's cluster and network with the entry's drill as the container's command."""
+    doc = parse_entry({"name": "nightly", "scenario": "primary-blackhole", "cron": "0 2 * * 1-5", "rate": 10,
+                       "duration": "10s"})
+    request = eventbridge_schedule(doc, TARGET)
+    assert _validation_errors("scheduler", "CreateSchedule", request) == ""
+    assert request["FlexibleTimeWindow"] == {"Mode": "OFF"} and request["Target"]["RoleArn"] == TARGET.role_arn
+    assert request["Target"]["Arn"] == "arn:aws:scheduler:::aws-sdk:ecs:runTask"
+    run_task = json.loads(request["Target"]["Input"])
+    assert _validation_errors("ecs", "RunTask", run_task) == ""
+    assert (run_task["cluster"], run_task["taskDefinition"]) == (TARGET.cluster_arn, "tradeops-drill")
+    assert run_task["networkConfiguration"]["awsvpcConfiguration"]["subnets"] == list(TARGET.subnets)
+    (override,) = run_task["overrides"]["containerOverrides"]
+    assert override == {"name": "drill", "command": ["tradeops", "--aws", "drill", "run", "primary-blackhole",
+                                                     "--rate", "10", "--duration", "10s", "--json"]}
+    assert parse(override["command"]).command.name == "run"  # a command line the CLI takes
+
+
+def test_the_drill_target_comes_from_the_runtime_stacks_outputs_or_says_what_is_missing():
+    """The runtime stack's outputs make the target (comma-separated subnets and groups, the task definition's family:
+    its latest revision runs); a stack deployed without a drill image lacks them, and the error names them and how
+    to deploy one."""
+    outputs = {"ClusterArn": TARGET.cluster_arn,
+               "DrillTaskDefinitionArn": "arn:aws:ecs:eu-west-2:123456789012:task-definition/tradeops-drill:3",
+               "DrillSchedulerRoleArn": TARGET.role_arn, "DrillSubnetIds": ",".join(TARGET.subnets),
+               "DrillSecurityGroupIds": "sg-0123456789abcdef0"}
+    assert drill_target(outputs, "tradeops-runtime") == TARGET
+    with pytest.raises(ScheduleError, match=r"no output DrillTaskDefinitionArn, DrillSchedulerRoleArn.*--drill-image"):
+        drill_target({"ClusterArn": TARGET.cluster_arn, "DrillSubnetIds": "subnet-1", "DrillSecurityGroupIds": "sg-1"},
+                     "tradeops-runtime")
+
+
+def test_an_entry_that_would_fire_inside_a_blackout_window_is_found_before_it_is_exported():
+    """EventBridge fires without `drill due`: an entry firing at 09:00 London on weekdays is inside market hours,
+    one at 02:00 never is, and one at 09:00 on Sundays only is not either."""
+    now = datetime(2026, 3, 20, 12, 0, tzinfo=UTC)
+    firing, window = blackout_firing(entry("0 9 * * 1-5", "Europe/London"), [LONDON_MARKET_HOURS], now)
+    assert window == LONDON_MARKET_HOURS and firing.astimezone(LONDON).hour == 9 and firing > now
+    assert blackout_firing(entry("0 2 * * *", "Europe/London"), [LONDON_MARKET_HOURS], now) is None
+    assert blackout_firing(entry("0 9 * * 0", "Europe/London"), [LONDON_MARKET_HOURS], now) is None
 
 
 @pytest.mark.parametrize("doc,needle", [
@@ -91,7 +156,7 @@ def test_a_bad_entry_is_refused_naming_the_field(doc, needle):
 
 
 def test_schedule_commands_add_list_export_and_remove(processes, tmp_path):
-    """add writes the YAML file; list shows the next run; export prints a crontab and EventBridge JSON; remove."""
+    """add writes the YAML file; list shows the next run; export prints a crontab (EventBridge needs AWS); remove."""
     env = {"PATH": os.environ["PATH"], "TRADEOPS_STATE_DIR": str(tmp_path / "state")}
     path = str(tmp_path / "drills.yaml")
     added = run_cli("drill", "schedule", "add", "nightly", "--scenario", "primary-outage", "--cron", "0 2 * * 1-5",
@@ -105,9 +170,10 @@ def test_schedule_commands_add_list_export_and_remove(processes, tmp_path):
     assert listed["blackouts"] == ["London market hours"]
     cron = run_cli("drill", "schedule", "export", "--format", "cron", "--schedule", path, env=env).stdout
     assert "CRON_TZ=UTC" in cron and f"0 2 * * 1-5 tradeops drill due --schedule {path} --entry nightly" in cron
-    eb = json.loads(run_cli("drill", "schedule", "export", "--format", "eventbridge", "--schedule", path,
-                            env=env).stdout)
-    assert eb["schedules"][0]["ScheduleExpression"] == "cron(0 2 ? * 2-6 *)"
+    # EventBridge's export reads its target from the deployed runtime stack (tests/test_aws_templates.py); with no
+    # stack and no AWS chosen it stops in one line.
+    eb = run_cli("drill", "schedule", "export", "--format", "eventbridge", "--schedule", path, env=env)
+    assert eb.returncode == 1 and "no target was chosen" in eb.stderr and eb.stderr.count("\n") == 1
     removed = run_cli("drill", "schedule", "remove", "nightly", "--schedule", path, "--json", env=env)
     assert removed.returncode == 0 and json.loads(removed.stdout)["removed"] == "nightly"
     assert run_cli("drill", "schedule", "remove", "nightly", "--schedule", path, env=env).returncode == 1

@@ -1,5 +1,6 @@
-"""Chaos drills on a real local stack: plain `chaos run`, `tradeops drill run` for every scenario, a tolerance
-that cannot hold, a stop condition that trips, and `tradeops demo`.
+"""Chaos drills on a real local stack: plain `chaos run`, `tradeops drill run` for every scenario, docs/drills.md's
+worked example both ways (its own load, a tolerance that cannot hold, the live panel, JUnit), a stop condition
+that trips, and `tradeops demo`.
 
 Chaos Toolkit and Locust always run in their own processes (the CLI starts them; these tests start the
 CLI). Durations and rates are short; full-length figures are in bench/.
@@ -8,12 +9,14 @@ CLI). Durations and rates are short; full-length figures are in bench/.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
+from tests.support.drilldocs import write_worked_example
 from tests.support.orderflow import Flow, fresh_flow
 from tests.support.stack import REPO, run_cli, running_stack, stack_environment
 
@@ -47,8 +50,10 @@ def drill_roster(drill_stack):
                               "drill-risk": ["risk"]})
 
 
-def _drill(env: dict[str, str], out: Path, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    return run_cli("drill", "run", *args, "--out", str(out), "--json", "--quiet", env=env, timeout=timeout)
+def _drill(env: dict[str, str], out: Path, *args: str, timeout: float = 240,
+           quiet: bool = True) -> subprocess.CompletedProcess[str]:
+    return run_cli("drill", "run", *args, "--out", str(out), "--json", *(("--quiet",) if quiet else ()), env=env,
+                   timeout=timeout)
 
 
 def _state(flow) -> dict:
@@ -93,11 +98,13 @@ SCENARIOS = ["primary-outage", "primary-blackhole", "primary-latency", "primary-
 def test_every_scenario_passes_through_drill_run_with_a_complete_run_folder(drill_stack, flow, drill_roster, tmp_path,
                                                                            scenario):
     """`tradeops drill run SCENARIO` exits 0 with the verdict passed; the run folder holds the journal, load summary,
-    timeline (sampled at least once a second), events, audit excerpt and result.json (run_dir set)."""
+    timeline (sampled at least once a second), events, audit excerpt and result.json (run_dir set). Piped, with
+    --json and without --quiet, it prints nothing but the result: no panel, no progress line."""
     before = _state(flow)
     out = tmp_path / scenario
-    done = _drill(drill_stack["env"], out, scenario, *SHORT, *EXTRA.get(scenario, ()))
+    done = _drill(drill_stack["env"], out, scenario, *SHORT, *EXTRA.get(scenario, ()), quiet=False)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert done.stderr == ""
     result = json.loads(done.stdout)
     assert result["passed"] and result["verdict"] == "passed" and result["run_dir"] == str(out)
     for name in RUN_FOLDER:
@@ -215,18 +222,77 @@ def test_the_drill_report_loads_in_headless_chromium_with_no_failed_requests(pri
     print(f"screenshot: {shot}")
 
 
-def test_an_impossibly_tight_tolerance_exits_1_and_names_the_figure(drill_stack, flow, tmp_path):
-    """--tolerance "time_to_detect<=0.001": exit 1, one line on stderr naming the figure and what was measured."""
-    # The shortest drill that measures a detection: a 2 s blackhole, 3 s of recovery (no figure needs more).
-    done = _drill(drill_stack["env"], tmp_path / "tight", "primary-blackhole", "--rate", "5", "--duration", "2s",
-                  "--recover", "3s", "--drain", "30s", "--tolerance", "time_to_detect<=0.001")
-    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-2000:]
-    assert "time to detect (time_to_detect)" in done.stderr and "tolerance <= 0.001" in done.stderr
-    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
-    result = json.loads(done.stdout)
+def test_the_worked_example_runs_under_plain_chaos_and_nothing_lost_reads_its_own_loads_summary(drill_stack, flow,
+                                                                                                 tmp_path):
+    """docs/drills.md's worked example, saved as the page says, under plain `chaos run` after `tradeops env`: it
+    starts its own load (answering the run id), stop_load gets that run's summary (Locust stopped early still
+    drains and reconciles), and nothing_lost answers true before and after from that summary: 0 lost."""
+    before = _state(flow)
+    example = write_worked_example(tmp_path)
+    journal = tmp_path / "journal.json"
+    # Shorter than the page's pauses (test time), through chaos's own --var.
+    command = ('eval "$(tradeops env)" && chaos --no-version-check run --var warmup_seconds:float=1 '
+               "--var fault_seconds:float=3 --var recover_seconds:float=2 --journal-path " + str(journal) + " "
+               + str(example))
+    done = subprocess.run(["bash", "-c", command], env={**drill_stack["env"], "TRADEOPS_RUNS_DIR": str(tmp_path)},
+                          cwd=tmp_path, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    j = json.loads(journal.read_text())
+    assert j["status"] == "completed" and not j["deviated"]
+    assert {r["status"] for r in j["run"] + j["rollbacks"]} == {"succeeded"}
+    runs = {r["activity"]["name"]: r["output"] for r in j["run"]}
+    started, stopped = runs["customers-trade"], runs["customers-stop"]
+    assert stopped["run_id"] == started["run_id"] and stopped["stopped"] is True
+    summary = json.loads((Path(started["run_dir"]) / "summary.json").read_text())
+    assert summary["run_id"] == started["run_id"] and stopped["orders"] == summary["orders"]
+    assert summary["orders"]["placed"] > 0 and summary["orders"]["lost"] == 0
+    assert summary["orders"]["filled_twice"] == 0 and summary["orders"]["pending"] == 0
+    for when in ("before", "after"):
+        probes = {p["activity"]["name"]: p for p in j["steady_states"][when]["probes"]}
+        assert probes["nothing-lost"]["output"] is True and probes["nothing-lost"]["tolerance_met"], when
+    assert _state(flow) == before
+
+
+def test_the_worked_example_under_drill_run_at_a_terminal_starts_one_load_shows_the_panel_and_writes_junit(
+        drill_stack, flow, tmp_path):
+    """The worked example under `tradeops drill run` at a terminal with an impossibly tight tolerance
+    (time_to_detect<=0.001): the live panel shows the drill as it runs; the drill starts no load of its own (its
+    load is the one start_load answered, its orders all of that run); exit 1 with one line on stderr naming the
+    figure and what was measured; and --junit writes a file a JUnit reader reads, the figure's case failing with
+    its measured value."""
+    from junitparser import JUnitXml
+
+    from tests.support.terminal import Terminal
+
+    example = write_worked_example(tmp_path)
+    out, junit = tmp_path / "run", tmp_path / "drill-junit.xml"
+    term = Terminal(["tradeops", "drill", "run", str(example), "--out", str(out), "--junit", str(junit),
+                     "--rate", "5", "--duration", "3s", "--recover", "4s", "--drain", "30s",
+                     "--tolerance", "time_to_detect<=0.001"], drill_stack["env"], cwd=tmp_path)
+    code, shown, err = term.finish(timeout=240)
+    assert code == 1, shown[-3000:] + err[-2000:]
+    assert "time to detect (time_to_detect)" in err and "tolerance <= 0.001" in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    for line in ("drill primary-slow", "orders/s filled", "breakers", "in doubt", "exposure", "time left"):
+        assert line in shown, line
+    assert re.search(r"phase +chaos: chaos run primary-slow.yaml", shown) and "FAILED" in shown
+    result = json.loads((out / "result.json").read_text())
     assert not result["passed"] and result["verdict"] == "failed"
     check = next(c for c in result["checks"] if c["figure"] == "time_to_detect")
     assert not check["passed"] and check["measured"] is not None and check["measured"] > 0.001
+    journal = json.loads((out / "journal.json").read_text())
+    started = next(r["output"] for r in journal["run"] if r["activity"]["name"] == "customers-trade")
+    assert result["load"]["started_by"] == "experiment" and result["load"]["run_id"] == started["run_id"]
+    assert Path(started["run_dir"]) == out / "load" and result["load"]["rate"] == 5
+    accepted = [oid for f in (out / "load" / "orders").glob("*.accepted") for oid in f.read_text().split()]
+    assert accepted and all(oid.startswith(started["run_id"] + "-") for oid in accepted)
+    assert result["figures"]["orders_placed"] == len(set(accepted)) and result["figures"]["orders_lost"] == 0
+    (suite,) = list(JUnitXml.fromfile(str(junit)))
+    cases = {case.name: case for case in suite}
+    assert set(cases) == {c["figure"] for c in result["checks"]} | {"experiment"}
+    assert cases["time_to_detect"].result[0].message.startswith("measured ")
+    assert "tolerance <= 0.001" in cases["time_to_detect"].result[0].message
+    assert cases["orders_lost"].is_passed and cases["experiment"].is_passed
 
 
 def test_a_stop_condition_that_trips_aborts_the_method_runs_the_rollbacks_and_restores_everything(drill_stack, flow,
@@ -249,11 +315,14 @@ def test_a_stop_condition_that_trips_aborts_the_method_runs_the_rollbacks_and_re
 
 
 def test_bad_drill_input_exits_2_with_one_line_and_writes_nothing(processes, tmp_path):
-    """An unknown scenario, figure or duration: exit 2, one line, no run folder, even with no stack up."""
+    """An unknown scenario, figure or duration, or a --junit file that cannot be written: exit 2, one line, no run
+    folder, even with no stack up."""
     env = {"PATH": __import__("os").environ["PATH"], "TRADEOPS_STATE_DIR": str(tmp_path / "state")}
     for args, needle in ((("no-such",), "unknown scenario 'no-such'"),
                          (("primary-outage", "--tolerance", "latency<=1"), "unknown figure 'latency'"),
-                         (("primary-outage", "--duration", "soon"), "not a duration")):
+                         (("primary-outage", "--duration", "soon"), "not a duration"),
+                         (("primary-outage", "--junit", str(tmp_path / "nowhere" / "drill.xml")),
+                          "--junit " + str(tmp_path / "nowhere" / "drill.xml") + ": folder")):
         out = tmp_path / "run"
         done = run_cli("drill", "run", *args, "--out", str(out), env=env)
         assert done.returncode == 2, done.stdout + done.stderr

@@ -256,23 +256,23 @@ class OrderStore:
                 kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def count_by_status(self) -> dict[str, int]:
-        counts = {}
-        for status in STATES:
-            kwargs: dict[str, Any] = {
-                "TableName": self.table, "IndexName": self.names.status_symbol_index, "Select": "COUNT",
-                "KeyConditionExpression": "#s = :s", "ExpressionAttributeNames": {"#s": "status"},
-                "ExpressionAttributeValues": {":s": {"S": status}},
-            }
-            total = 0
-            with aws_errors("count orders"):
-                while True:
-                    page = self.aws.dynamodb.query(**kwargs)
-                    total += page.get("Count", 0)
-                    if "LastEvaluatedKey" not in page:
-                        break
-                    kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-            counts[status] = total
-        return counts
+        return {status: self.count_status(status) for status in STATES}
+
+    def count_status(self, status: str) -> int:
+        """How many orders are in ``status`` (counted by DynamoDB on the status index; no order is read)."""
+        kwargs: dict[str, Any] = {
+            "TableName": self.table, "IndexName": self.names.status_symbol_index, "Select": "COUNT",
+            "KeyConditionExpression": "#s = :s", "ExpressionAttributeNames": {"#s": "status"},
+            "ExpressionAttributeValues": {":s": {"S": status}},
+        }
+        total = 0
+        with aws_errors("count orders"):
+            while True:
+                page = self.aws.dynamodb.query(**kwargs)
+                total += page.get("Count", 0)
+                if "LastEvaluatedKey" not in page:
+                    return total
+                kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     # ---- writes ------------------------------------------------------------------------------
     def create(self, order: dict[str, Any]) -> tuple[dict[str, Any], bool]:

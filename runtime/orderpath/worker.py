@@ -316,6 +316,10 @@ class Worker:
         self.store.apply(order, decision, actor=self.worker_id)
         with self._lock:
             self.counters[_COUNTED[decision.status]] += 1
+            if decision.status == FILLED and order.get("provider"):
+                # Per broker too: a drill's live panel shows the orders a second each broker fills.
+                key = f"filled_{order['provider']}"
+                self.counters[key] = self.counters.get(key, 0) + 1
 
     def _apply(self, order: dict[str, Any], decision: Decision, *, resolved: bool = False) -> Handled:
         """Write what an answer decided (the outcome, or IN_DOUBT): either way this message is done with.

@@ -170,6 +170,10 @@ def stack_exports(settings: Settings) -> dict[str, str]:
     if not state or state.get("status") != "ready" or not pid_alive(state.get("supervisor_pid")):
         raise StackError("the stack is not up (run `tradeops up`)")
     exports = {"TRADEOPS_STATE_DIR": str(settings.state_dir.resolve())}
+    # The prefixes the stack was started with, not this shell's: an experiment's flags and a plain tool's tables
+    # must be the ones its workers read.
+    exports["TRADEOPS_NAME_PREFIX"] = str(state.get("name_prefix") or settings.name_prefix)
+    exports["TRADEOPS_PARAM_PREFIX"] = str(state.get("param_prefix") or settings.param_prefix)
     if state.get("intake"):
         exports["TRADEOPS_INTAKE_URL"] = state["intake"]
     if state.get("intake_token_file"):

@@ -72,6 +72,8 @@ class Release:
     balancer_groups: tuple[str, ...]
     certificate: str
     max_workers: int | None = None
+    # The image scheduled drills run in (the drills extra); None: the runtime stack has no scheduled-drill task.
+    drill_image: str | None = None
     brokers: tuple[tuple[str, str], ...] = ()  # the runtime template's broker parameters (deploy.broker_parameters)
 
 
@@ -127,13 +129,15 @@ def _ids(kind: str, values: Iterable[str], *, least: int = 1) -> tuple[str, ...]
 
 def validate(*, stack_name: str, image: str | None, vpc: str | None, subnets: Iterable[str],
              service_groups: Iterable[str], balancer_groups: Iterable[str], certificate: str | None,
-             max_workers: int | None = None) -> Release:
+             max_workers: int | None = None, drill_image: str | None = None) -> Release:
     """The release, or BadInput (exit 2) with one line naming the first bad value. Sends nothing."""
     if not STACK_NAME.match(stack_name):
         raise BadInput(f"stack name {stack_name!r} is not one CloudFormation accepts: a letter, then letters, "
                        "digits and hyphens, at most 120 characters")
-    if image is not None and not re.match(IMAGE_URI, image):
-        raise BadInput(f"{image!r} is not an image URI: REGISTRY/REPOSITORY:TAG or REGISTRY/REPOSITORY@sha256:DIGEST")
+    for given in (image, drill_image):
+        if given is not None and not re.match(IMAGE_URI, given):
+            raise BadInput(f"{given!r} is not an image URI: REGISTRY/REPOSITORY:TAG or "
+                           "REGISTRY/REPOSITORY@sha256:DIGEST")
     if not vpc:
         raise BadInput("give the VPC the services run in (--vpc)")
     (vpc,) = _ids("vpc", [vpc])
@@ -144,7 +148,7 @@ def validate(*, stack_name: str, image: str | None, vpc: str | None, subnets: It
     return Release(stack_name=stack_name, image=image, vpc=vpc, subnets=_ids("subnet", subnets, least=2),
                    service_groups=_ids("security group", service_groups),
                    balancer_groups=_ids("security group", balancer_groups), certificate=certificate,
-                   max_workers=max_workers)
+                   max_workers=max_workers, drill_image=drill_image)
 
 
 def with_brokers(release: Release, brokers: dict[str, str]) -> Release:
@@ -230,6 +234,8 @@ def _runtime_parameters(settings: Settings, release: Release, base_outputs: dict
         **dict(release.brokers)}
     if release.max_workers is not None:
         values["WorkerMaxTasks"] = str(release.max_workers)
+    if release.drill_image is not None:
+        values["DrillImage"] = release.drill_image
     return _parameters(values)
 
 

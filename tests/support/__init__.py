@@ -4,5 +4,7 @@
 - ``brokers``: both simulated brokers as real HTTP servers;
 - ``orderflow``: orders posted and followed on a running stack, and the alerts that reach a human;
 - ``terminal``: `tradeops` at a pseudo-terminal; ``browser``: a headless Chromium;
+- ``commandline``: a `tradeops` command line parsed as the CLI parses it, or run in this process;
+- ``drilldocs``: the worked example of docs/drills.md, as the page shows it;
 - ``tiers``: which tier a test is in, from the fixtures it requests, and the guard of the unit tier.
 """
