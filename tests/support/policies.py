@@ -1,26 +1,15 @@
-"""The template's IAM policies as data, and a small evaluator of their statements against one request.
-
-Why an evaluator of our own: moto's ``IAMPolicy`` (what tests/test_aws_permissions.py uses for actions and
-resources) evaluates only ``StringEquals`` and lets a statement match when the request lacks the condition's
-key, so it would pass a trust policy that requires MFA for a caller without MFA. The one maintained simulator
-that evaluates every condition operator against a request context is a Node library
-(``@cloud-copilot/iam-simulate``); the Python packages on the index that read IAM policies (policyuniverse,
-parliament, iam-ape, policy-sentry) expand, lint or summarise them and take no request context. So this module
-evaluates what the template uses, the AWS way (https://docs.aws.amazon.com/IAM/latest/UserGuide/
-reference_policies_evaluation-logic.html): an explicit Deny wins, then an Allow, else implicitly denied; every
-operator of a Condition must hold, a key absent from the request fails it (``...IfExists`` and ``Null``
-excepted); ``${aws:username}``-style variables are read from the request. Operators it does not know raise,
-so a template that starts using one cannot pass silently.
+"""The template's IAM policies as data, resolved in a fixed account and region, for
+:mod:`tradeops.runbooks.iampolicy` (the evaluator, and why it is our own) to evaluate.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from tradeops.runbooks.iampolicy import Request, allowed, decide
 from tradeops.runtime.stack.deploy import load_template
 
 __all__ = ["ACCOUNT", "REGION", "Request", "allowed", "decide", "resolve", "role_statements", "template",
@@ -34,9 +23,6 @@ _NAME_PROPERTY = {"AWS::DynamoDB::Table": "TableName", "AWS::SQS::Queue": "Queue
                   "AWS::S3::Bucket": "BucketName", "AWS::IAM::Role": "RoleName", "AWS::Events::Rule": "Name",
                   "AWS::SecretsManager::Secret": "Name", "AWS::IAM::ManagedPolicy": "ManagedPolicyName",
                   "AWS::CloudTrail::Trail": "TrailName"}
-
-Request = Mapping[str, Any]  # condition key → value (a str, or a list for a multivalued key)
-
 
 def template(name: str = "template.yaml") -> dict[str, Any]:
     """A template of deploy/, parsed (short-form tags as {"Fn::X": ...})."""
@@ -103,68 +89,3 @@ def role_statements(doc: dict[str, Any], role: str) -> list[dict[str, Any]]:
 
 def trust_statements(doc: dict[str, Any], role: str) -> list[dict[str, Any]]:
     return list(doc["Resources"][role]["Properties"]["AssumeRolePolicyDocument"]["Statement"])
-
-
-def _listed(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else [value]
-
-
-def _variables(text: str, request: Request) -> str:
-    return re.sub(r"\$\{([\w:/-]+)\}", lambda m: str(request.get(m.group(1), "\x00absent")), text)
-
-
-def _like(pattern: str, value: str) -> bool:
-    return fnmatch.fnmatchcase(value, pattern.replace("[", "[[]"))
-
-
-def _arn_like(pattern: str, value: str) -> bool:
-    # ARN operators compare each of the six colon-separated parts, with wildcards within a part.
-    want, got = pattern.split(":", 5), value.split(":", 5)
-    return len(want) == len(got) == 6 and all(_like(w, g) for w, g in zip(want, got, strict=True))
-
-
-_COMPARE = {
-    "StringEquals": lambda want, got: want == got,
-    "StringLike": _like,
-    "ArnEquals": _arn_like,
-    "ArnLike": _arn_like,
-    "Bool": lambda want, got: want.lower() == got.lower(),
-}
-
-
-def _condition_holds(operator: str, key: str, wanted: Any, request: Request) -> bool:
-    if operator == "Null":
-        return (key not in request) == (str(wanted).lower() == "true")
-    base, if_exists = (operator[:-8], True) if operator.endswith("IfExists") else (operator, False)
-    if base not in _COMPARE:
-        raise NotImplementedError(f"condition operator {operator} is not evaluated here")
-    if key not in request:
-        return if_exists
-    compare = _COMPARE[base]
-    values = [_variables(str(w), request) for w in _listed(wanted)]
-    return any(compare(w, str(got)) for got in _listed(request[key]) for w in values)
-
-
-def _matches(statement: dict[str, Any], action: str, resource: str | None, request: Request) -> bool:
-    if not any(_like(a.lower(), action.lower()) for a in _listed(statement["Action"])):
-        return False
-    if resource is not None and not any(_like(_variables(str(r), request), resource)
-                                        for r in _listed(statement.get("Resource", "*"))):
-        return False
-    return all(_condition_holds(op, key, wanted, request)
-               for op, keys in statement.get("Condition", {}).items() for key, wanted in keys.items())
-
-
-def decide(statements: list[dict[str, Any]], action: str, resource: str | None = None,
-           request: Request | None = None) -> str:
-    """``"allow"``, ``"deny"`` (an explicit Deny matched) or ``"implicit"`` (nothing allowed it).
-
-    ``resource`` None evaluates a trust policy (its statements name a principal, not a resource)."""
-    request = request or {}
-    hits = [s["Effect"] for s in statements if _matches(s, action, resource, request)]
-    return "deny" if "Deny" in hits else "allow" if "Allow" in hits else "implicit"
-
-
-def allowed(statements: list[dict[str, Any]], action: str, resource: str | None = None,
-            request: Request | None = None) -> bool:
-    return decide(statements, action, resource, request) == "allow"
