@@ -48,7 +48,7 @@ class Deployed:
     alert_topic: str = ""
     trail_logging: bool | None = None
     trail_tables: list[str] = field(default_factory=list)
-    glass_holders: list[str] | None = None  # the roster's break-glass holders that are IAM users
+    glass_holders: list[str] | None = None  # user names of the roster's break-glass holders that are IAM users
 
 
 def _guarded(names: Names, account: str, region: str) -> tuple[list[str], list[str]]:
@@ -71,10 +71,10 @@ def _trust_refuses(trust: list[dict[str, Any]], good: dict[str, str], *missing: 
             if allowed(trust, "sts:AssumeRole", None, {k: v for k, v in good.items() if k != key})]
 
 
-def _listed_principals(trust: list[dict[str, Any]]) -> list[str]:
+def _listed_users(trust: list[dict[str, Any]]) -> list[str]:
     found: list[str] = []
     for statement in trust:
-        value = statement.get("Condition", {}).get("ArnEquals", {}).get("aws:PrincipalArn")
+        value = statement.get("Condition", {}).get("StringEquals", {}).get("aws:username")
         found += value if isinstance(value, list) else [value] if value else []
     return sorted({p for p in found if p})
 
@@ -116,17 +116,19 @@ def judge(deployed: Deployed, names: Names) -> list[Control]:
     if deployed.glass_trust is None:
         controls.append(Control(what, False, f"role {names.break_glass_role} is not deployed or unreadable"))
     else:
-        listed = _listed_principals(deployed.glass_trust)
-        good = _signing_in(account, **{"aws:RequestTag/tradeops-reason": "doctor"})
-        good["aws:PrincipalArn"] = listed[0] if listed else good["aws:PrincipalArn"]
+        listed = _listed_users(deployed.glass_trust)
+        name = listed[0] if listed else "tradeops-doctor"
+        good = _signing_in(account, **{"aws:RequestTag/tradeops-reason": "doctor", "aws:username": name,
+                                       "sts:RoleSessionName": name, "sts:SourceIdentity": name})
         lax = _trust_refuses(deployed.glass_trust, good, "aws:MultiFactorAuthPresent", "aws:RequestTag/tradeops-reason")
+        other = f"not-listed-{account}"
         stranger = allowed(deployed.glass_trust, "sts:AssumeRole", None,
-                           {**good, "aws:PrincipalArn": f"arn:aws:iam::{account}:user/not-listed-{account}"})
+                           {**good, "aws:username": other, "sts:RoleSessionName": other, "sts:SourceIdentity": other})
         why = f"lists {len(listed)} people" + (f"; accepts a caller without {', '.join(lax)}" if lax else "")
         why += "; accepts anyone in the account" if stranger else ""
         if deployed.glass_holders is not None and sorted(deployed.glass_holders) != listed:
             why += (f"; the roster's break-glass holders differ ({len(deployed.glass_holders)}): redeploy with "
-                    "BreakGlassPrincipals from the roster")
+                    "BreakGlassUsers from the roster")
         controls.append(Control(what, not lax and not stranger, why))
     what = "every guarded use pages"
     if deployed.rules is None:

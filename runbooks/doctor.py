@@ -174,7 +174,8 @@ def segregation(aws: Aws) -> list[Finding]:
     """One finding per segregation-of-duties control the deployed account holds or lacks (:mod:`.controls`)."""
     try:
         current = Roster(aws).current()
-        holders = [n for n in current.holders(current.break_glass) if n.startswith("arn:")] if current else None
+        holders = ([n.rsplit("/", 1)[1] for n in current.holders(current.break_glass) if ":user/" in n]
+                   if current else None)
         deployed = read_deployed(aws, glass_holders=holders)
     except TradeopsError as exc:
         return [Finding("segregation of duties", False, str(exc), "see the message")]

@@ -133,18 +133,18 @@ BREAKING = {**SIGNED_IN, "aws:RequestTag/tradeops-reason": "primary broker unrea
 
 
 @pytest.mark.parametrize(("listed", "change", "ok"), [
-    ([USER], {}, True),
-    ([USER], {"aws:RequestTag/tradeops-reason": None}, False),
-    ([USER], {"aws:MultiFactorAuthPresent": "false"}, False),
-    ([USER], {"sts:SourceIdentity": None}, False),
-    ([f"arn:aws:iam::{ACCOUNT}:user/bob"], {}, False),
+    (["olga", "alice"], {}, True),
+    (["alice"], {"aws:RequestTag/tradeops-reason": None}, False),
+    (["alice"], {"aws:MultiFactorAuthPresent": "false"}, False),
+    (["alice"], {"sts:SourceIdentity": None}, False),
+    (["bob"], {}, False),
     ([""], {}, False),
 ], ids=["listed-with-mfa-and-reason", "no-reason", "no-mfa", "no-source-identity", "not-listed", "nobody-listed"])
 def test_the_break_glass_role_takes_only_a_listed_person_with_mfa_and_a_reason(listed, change, ok):
-    """Only the IAM users in BreakGlassPrincipals may assume the break-glass role, with MFA, their own name as session
-    name and source identity, and a tradeops-reason session tag; the default (empty) list lets nobody in."""
+    """Only the IAM users named in BreakGlassUsers may assume the break-glass role, with MFA, their own name as
+    session name and source identity, and a tradeops-reason session tag; the default (empty) list lets nobody in."""
     request = {k: v for k, v in {**BREAKING, **change}.items() if v is not None}
-    trust = _trust("BreakGlassRole", BreakGlassPrincipals=listed)
+    trust = _trust("BreakGlassRole", BreakGlassUsers=listed)
     assert allowed(trust, "sts:AssumeRole", None, request) == ok
     assert allowed(trust, "sts:TagSession", None, request) == ok
 
