@@ -13,7 +13,7 @@ from typing import Any
 
 from tradeops.runbooks.audit import AuditLog
 from tradeops.runbooks.controls import judge, read_deployed
-from tradeops.runbooks.identity import current_identity, load_operators, operators_path
+from tradeops.runbooks.identity import break_glass_users, current_identity, load_operators, operators_path
 from tradeops.runbooks.roster import Roster
 from tradeops.runtime.orderpath import figures, inflight
 from tradeops.runtime.orderpath.flags import Flags
@@ -174,9 +174,7 @@ def segregation(aws: Aws) -> list[Finding]:
     """One finding per segregation-of-duties control the deployed account holds or lacks (:mod:`.controls`)."""
     try:
         current = Roster(aws).current()
-        holders = ([n.rsplit("/", 1)[1] for n in current.holders(current.break_glass) if ":user/" in n]
-                   if current else None)
-        deployed = read_deployed(aws, glass_holders=holders)
+        deployed = read_deployed(aws, glass_holders=break_glass_users(current) if current else None)
     except TradeopsError as exc:
         return [Finding("segregation of duties", False, str(exc), "see the message")]
     fix = "deploy deploy/template.yaml as shipped (`tradeops deploy`); docs/architecture.md, \"Who may do what\""

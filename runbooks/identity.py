@@ -62,6 +62,7 @@ __all__ = [
     "Identity",
     "Operators",
     "bound_roles",
+    "break_glass_users",
     "current_identity",
     "identity_from_arn",
     "load_operators",
@@ -195,6 +196,13 @@ class Operators:
 
     def canonical(self) -> str:
         return _canonical(self.roles, self.break_glass)
+
+
+def break_glass_users(roster: Operators) -> list[str]:
+    """User names of the roster's break-glass holders that are IAM users: the template's ``BreakGlassUsers``
+    (the break-glass role's trust policy compares ``aws:username``, which, like an identity, has no IAM path)."""
+    return sorted({name.rsplit("/", 1)[1] for name in roster.holders(roster.break_glass)
+                   if (match := _ARN.match(name)) and match.group(4).startswith("user/")})
 
 
 def operators_path(settings: Settings) -> Path:
