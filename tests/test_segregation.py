@@ -233,3 +233,24 @@ def test_the_trail_records_the_writes_the_rules_watch():
     data = selectors["writes to the guarded tables"]
     assert data["resources.type"] == ["AWS::DynamoDB::Table"]
     assert sorted(data["resources.ARN"]) == [TABLE + "tradeops-decisions", TABLE + "tradeops-orders"]
+
+
+def test_the_paging_rules_and_the_trail_are_valid_requests_for_their_services():
+    """Each paging rule (its pattern as JSON, its target) and the trail's event selectors are what botocore's
+    EventBridge and CloudTrail models accept, so a deployment is not refused for their shape."""
+    session = botocore.session.get_session()
+    events, trail = session.get_service_model("events"), session.get_service_model("cloudtrail")
+    for name, rule in DOC["Resources"].items():
+        if rule["Type"] != "AWS::Events::Rule":
+            continue
+        props = resolve(DOC, rule["Properties"])
+        for operation, params in (("PutRule", {"Name": props["Name"], "EventPattern": json.dumps(props["EventPattern"]),
+                                               "Description": props["Description"]}),
+                                  ("PutTargets", {"Rule": props["Name"], "Targets": props["Targets"]})):
+            report = ParamValidator().validate(params, events.operation_model(operation).input_shape)
+            assert not report.has_errors(), (name, report.generate_report())
+    props = resolve(DOC, DOC["Resources"]["GuardedTrail"]["Properties"])
+    report = ParamValidator().validate({"TrailName": props["TrailName"],
+                                        "AdvancedEventSelectors": props["AdvancedEventSelectors"]},
+                                       trail.operation_model("PutEventSelectors").input_shape)
+    assert not report.has_errors(), report.generate_report()
