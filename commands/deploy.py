@@ -65,8 +65,12 @@ def deploy(
 
         tradeops deploy --aws --image 123456789012.dkr.ecr.eu-west-2.amazonaws.com/tradeops:0.2.0
     """
+    from dataclasses import replace
+
     from tradeops.commands.context import choose_aws, context
     from tradeops.commands.output import confirm
+    from tradeops.runbooks.identity import break_glass_users
+    from tradeops.runbooks.roster import Roster
     from tradeops.runtime.platform.errors import NoTarget
     from tradeops.runtime.platform.settings import load_settings
     from tradeops.runtime.stack import changesets
@@ -85,6 +89,9 @@ def deploy(
         raise NoTarget("tradeops deploy deploys to AWS only: add --aws (the local stack deploys its templates "
                        "itself when `tradeops up` starts it)")
     ctx.announce(quiet=as_json)
+    # Who may break the glass follows the roster (nobody before the first roster is seeded).
+    roster = Roster(ctx.aws).current()
+    release = replace(release, break_glass_users=tuple(break_glass_users(roster)) if roster else ())
     plans = changesets.plan(ctx.aws, ctx.settings, release)
     if not as_json:
         _show(plans)

@@ -8,9 +8,9 @@ stack state file in ``TRADEOPS_STATE_DIR`` (``eval "$(tradeops env)"`` exports i
 configuration key ``tradeops_state_dir``. ``chaos discover tradeops --no-install`` lists them
 (:func:`discover`); docs/drills.md says how to write a new experiment from them, and what each returns.
 
-AWS control-plane faults and probes (the SSM routing flags) are not here: experiments use
-chaostoolkit-aws's own ``chaosaws.ssm.actions.put_parameter`` for those, pointed at the stack by
-``AWS_ENDPOINT_URL``.
+The routing flags are set with :func:`set_routing_flag`, never with chaostoolkit-aws's
+``chaosaws.ssm.actions.put_parameter``: that one writes no audit record and no ``flag_set`` event, and
+rewrites the parameter's description, allowed pattern and tier along with its value.
 
 Safeguard probes (:func:`total_exposure_below`, :func:`oldest_pending_below`) are what the
 experiments' stop conditions run under ``chaosaddons.controls.safeguards``: each answers True
@@ -32,6 +32,7 @@ from typing import Any
 
 from tradeops.experiments import loadproc
 from tradeops.experiments.loadproc import LOAD_OUT_ENV, LOAD_RATE_ENV
+from tradeops.runbooks.identity import Identity
 from tradeops.runtime.brokers.control import SimControl
 from tradeops.runtime.orderpath import figures, heartbeats, inflight
 from tradeops.runtime.orderpath.canary import intake_canary
@@ -68,6 +69,7 @@ __all__ = [
     "resume_processing",
     "routing_state",
     "run_runbook",
+    "set_routing_flag",
     "start_load",
     "stop_load",
     "total_exposure_below",
@@ -75,10 +77,13 @@ __all__ = [
 ]
 
 ACTIONS = frozenset({"inject_fault", "clear_fault", "clear_faults", "pause_processing", "resume_processing",
-                     "kill_worker", "move_prices", "run_runbook", "start_load", "stop_load"})
+                     "kill_worker", "move_prices", "run_runbook", "start_load", "stop_load",
+                     "set_routing_flag"})
 """The activities that change something; every other one is a probe (discovery types them so)."""
 FAULT_MODES = ("none", "down", "error", "latency", "blackhole", "fill_after_timeout")
 ACTOR = "drill"
+DRILL_IDENTITY = Identity(ACTOR, "drill")
+"""Who a drill's own flag changes are recorded as (approvals in a drill's runbooks are ``drill-*`` identities)."""
 
 
 # ---- finding the stack ----------------------------------------------------------------------------
@@ -302,6 +307,22 @@ def pause_processing(configuration: dict[str, Any] | None = None, secrets: dict[
 def resume_processing(configuration: dict[str, Any] | None = None, secrets: dict[str, Any] | None = None) -> str:
     """Set ``processing`` back to ``running``."""
     return Flags(_aws(configuration)).set("processing", "running", actor=ACTOR)
+
+
+def set_routing_flag(flag: str, value: str, reason: str = "drill step", configuration: dict[str, Any] | None = None,
+                     secrets: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Set a control flag (``processing``, ``mode``, ``active`` or ``trickle``) as the drill identity.
+
+    Through tradeops's audited path (:func:`tradeops.runbooks.breakglass.drill_set_flag`): an audit record naming
+    the identity ``drill`` (source ``drill``) and ``reason``, then a ``flag_set`` event; only the value changes
+    (the parameter's description, allowed pattern, type and tier stay the template's). Answers ``{"flag",
+    "before", "after", "reason", "target"}``. Example: ``{func: set_routing_flag, arguments: {flag: mode,
+    value: auto}}``."""
+    from tradeops.runbooks.breakglass import drill_set_flag
+
+    settings = _settings(configuration)
+    return drill_set_flag(Aws(settings), identity=DRILL_IDENTITY, flag=flag, value=value, reason=reason,
+                          target=settings.aws_endpoint_url or f"AWS ({settings.region})")
 
 
 def kill_worker(worker: str = "worker-1", configuration: dict[str, Any] | None = None,

@@ -9,6 +9,12 @@ changes), and an alert naming the identity and the reason goes to the alert topi
 the people on call know at once that someone pulled the lever by hand.
 
 The trickle share is not routing: it stays a plain flag change (recorded as a ``flag_set`` event).
+
+A drill's experiments change the routing flags too, with no person at the keyboard
+(:func:`drill_set_flag`): not break-glass (no roster role, nobody to page about a planned fault), but never
+quiet either: the same audit record before the change, under the drill's identity, and the same
+``flag_set`` event. Only the flag's value changes: its description, allowed pattern, type and tier stay
+what the template set, so a drill can never leave ``mode`` accepting ``bogus``.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from typing import Any
 
 from tradeops.runbooks.approvals import break_glass_refusal
 from tradeops.runbooks.audit import AuditLog
-from tradeops.runbooks.eventkinds import BREAK_GLASS_DECLARE_VOID, BREAK_GLASS_FLAG_SET
+from tradeops.runbooks.eventkinds import BREAK_GLASS_DECLARE_VOID, BREAK_GLASS_FLAG_SET, DRILL_FLAG_SET
 from tradeops.runbooks.identity import Identity, Operators
 from tradeops.runtime.orderpath import inflight
 from tradeops.runtime.orderpath.flags import Flags, validate_flag
@@ -25,7 +31,7 @@ from tradeops.runtime.platform.aws import Aws
 from tradeops.runtime.platform.errors import Refused
 from tradeops.runtime.platform.events import EventLog
 
-__all__ = ["GUARDED_FLAGS", "authorize", "declare_void", "set_flag"]
+__all__ = ["GUARDED_FLAGS", "authorize", "declare_void", "drill_set_flag", "set_flag"]
 
 GUARDED_FLAGS = ("processing", "mode", "active")
 """Flags a runbook changes only under four-eyes: by hand they are break-glass. (``trickle`` is not.)"""
@@ -67,6 +73,19 @@ def set_flag(aws: Aws, *, identity: Identity, roster: Operators | None, flag: st
     flags.set(flag, canonical, actor=identity.name)
     _alert(aws, identity, f"flag {flag}: {before} -> {canonical}", facts)
     return {**facts, "break_glass": True}
+
+
+def drill_set_flag(aws: Aws, *, identity: Identity, flag: str, value: str, reason: str,
+                   target: str) -> dict[str, Any]:
+    """Set a flag as a drill (``identity`` is the drill's): recorded in the audit log before it is made (if the
+    audit cannot record it, nothing changes), then published as a ``flag_set`` event."""
+    canonical = validate_flag(flag, value)
+    flags = Flags(aws)
+    before = str(flags.read().as_dict()[flag])
+    facts = {"flag": flag, "before": before, "after": canonical, "reason": reason, "target": target}
+    AuditLog(aws).append(DRILL_FLAG_SET, actor=identity.name, identity_source=identity.source, data=facts)
+    flags.set(flag, canonical, actor=identity.name)
+    return facts
 
 
 def declare_void(aws: Aws, *, identity: Identity, roster: Operators, provider: str, reason: str,

@@ -12,18 +12,20 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 from tradeops.runbooks.audit import AuditLog
-from tradeops.runbooks.identity import current_identity, load_operators, operators_path
+from tradeops.runbooks.controls import judge, read_deployed
+from tradeops.runbooks.identity import break_glass_users, current_identity, load_operators, operators_path
 from tradeops.runbooks.roster import Roster
 from tradeops.runtime.orderpath import figures, inflight
 from tradeops.runtime.orderpath.flags import Flags
 from tradeops.runtime.platform.aws import Aws
 from tradeops.runtime.platform.clock import utcnow
 from tradeops.runtime.platform.errors import TradeopsError, reason_of
+from tradeops.runtime.platform.names import names_for
 from tradeops.runtime.platform.settings import Settings
 from tradeops.runtime.platform.statefile import Target, read_state, resolve_target
 from tradeops.runtime.stack.status import stack_status
 
-__all__ = ["MAX_SKEW_SECONDS", "Finding", "diagnose"]
+__all__ = ["MAX_SKEW_SECONDS", "Finding", "diagnose", "segregation"]
 
 MAX_SKEW_SECONDS = 5.0
 """Beyond this the audit log's times and the approval deadlines drift from AWS's (and SigV4 fails at 300 s)."""
@@ -51,7 +53,8 @@ def _run(name: str, check: Callable[[], Finding]) -> Finding:
 
 
 def diagnose(settings: Settings, *, aws_target: bool = False) -> list[Finding]:
-    """Every check in order: target, stack, operators file, roster, identity, brokers, flags, DLQ, audit, clock."""
+    """Every check in order: target, stack, operators file, roster, identity, brokers, flags, DLQ, audit, clock;
+    on AWS, then each segregation-of-duties control (:func:`segregation`)."""
     findings: list[Finding] = []
     target: Target | None = None
     try:
@@ -162,4 +165,18 @@ def diagnose(settings: Settings, *, aws_target: bool = False) -> list[Finding]:
         return Finding("clock", True, f"within {MAX_SKEW_SECONDS:g} s of AWS's clock ({skew:+.1f} s)")
 
     findings.append(_run("clock", clock))
+    if target.kind == "aws":
+        findings.extend(segregation(aws))
     return findings
+
+
+def segregation(aws: Aws) -> list[Finding]:
+    """One finding per segregation-of-duties control the deployed account holds or lacks (:mod:`.controls`)."""
+    try:
+        current = Roster(aws).current()
+        deployed = read_deployed(aws, glass_holders=break_glass_users(current) if current else None)
+    except TradeopsError as exc:
+        return [Finding("segregation of duties", False, str(exc), "see the message")]
+    fix = "deploy deploy/template.yaml as shipped (`tradeops deploy`); docs/architecture.md, \"Who may do what\""
+    return [Finding(f"control: {c.control}", c.in_place, c.why, None if c.in_place else fix)
+            for c in judge(deployed, names_for(aws.settings))]

@@ -38,6 +38,7 @@ __all__ = [
     "BREAK_GLASS_DECLARE_VOID",
     "BREAK_GLASS_FLAG_SET",
     "CHECK_EVALUATED",
+    "DRILL_FLAG_SET",
     "ENDS",
     "EVENTS",
     "EXECUTION_ABORTED",
@@ -98,13 +99,15 @@ ENDS: Final[frozenset[str]] = frozenset({EXECUTION_FINISHED, EXECUTION_STOPPED, 
 
 BREAK_GLASS_FLAG_SET: Final = "break_glass.flag_set"
 BREAK_GLASS_DECLARE_VOID: Final = "break_glass.declare_void"
+DRILL_FLAG_SET: Final = "drill.flag_set"
+"""A drill's experiment set a control flag (:func:`tradeops.runbooks.breakglass.drill_set_flag`)."""
 ROSTER_SEEDED: Final = "roster.seeded"
 REPORT_SIGNED: Final = "report.signed"
 """A person signed a report or the self-assessment (:mod:`tradeops.reports.signoff`)."""
 EVENTS: Final = "events"
 """One audit record holding several events of one execution in the order they happened: what a run did
 between two checkpoints (:mod:`tradeops.runbooks.audit`). Timelines show it as those events."""
-OTHER_RECORDS: Final[tuple[str, ...]] = (BREAK_GLASS_FLAG_SET, BREAK_GLASS_DECLARE_VOID, ROSTER_SEEDED, REPORT_SIGNED,
-                                         EVENTS)
-"""Audit records no run publishes as an event: a flag changed or orders declared void by hand, the first
-roster, a signature on a report, and a run's events written together."""
+OTHER_RECORDS: Final[tuple[str, ...]] = (BREAK_GLASS_FLAG_SET, BREAK_GLASS_DECLARE_VOID, DRILL_FLAG_SET, ROSTER_SEEDED,
+                                         REPORT_SIGNED, EVENTS)
+"""Audit records no run publishes as an event: a flag changed or orders declared void by hand, a flag set by a
+drill, the first roster, a signature on a report, and a run's events written together."""

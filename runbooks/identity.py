@@ -6,11 +6,15 @@ ARN, and only from the parts of it the caller cannot pick:
 - an IAM user (``arn:aws:iam::ACCOUNT:user/NAME``) is that user (its path dropped: a user name is
   unique in its account);
 - an IAM Identity Center session (role ``AWSReservedSSO_*``) is the Identity Center user whose name
-  AWS writes into the session (``identity-center:NAME``);
+  AWS writes into the session (``identity-center:NAME``), but only for a role Identity Center made:
+  one under the ``/aws-reserved/sso.amazonaws.com/`` path (anyone allowed to create roles can name
+  one ``AWSReservedSSO_x``, not put it under that path), in the account tradeops runs in;
 - a session of an *operator role* is the IAM user the role's trust policy binds it to: the template
-  requires ``sts:RoleSessionName`` to equal ``${aws:username}``, so the session name is the caller's
-  own user name and the identity is ``arn:aws:iam::ACCOUNT:user/NAME``. The template's role
-  (``<prefix>-operator``) is one; ``TRADEOPS_OPERATOR_ROLES`` names others with the same condition;
+  requires ``sts:RoleSessionName`` and ``sts:SourceIdentity`` to equal ``${aws:username}``, so the
+  session name is the caller's own user name and the identity is ``arn:aws:iam::ACCOUNT:user/NAME``.
+  When the source identity is known (the AssumeRole answer, a CloudTrail record), a session whose
+  source identity differs from its name is refused. The template's roles (``<prefix>-operator``,
+  ``<prefix>-break-glass``) are two; ``TRADEOPS_OPERATOR_ROLES`` names others with the same condition;
 - anything else (a session of another role, whose name whoever calls AssumeRole picks; a federated
   user; the root user) is refused: it cannot say which person acts.
 
@@ -48,26 +52,31 @@ import yaml
 
 from tradeops.runbooks.approvals import identity_key, roles_held
 from tradeops.runtime.platform import yamlfiles
-from tradeops.runtime.platform.aws import Aws
+from tradeops.runtime.platform.aws import Aws, aws_errors
 from tradeops.runtime.platform.errors import BadInput, ConfigError, Refused
 from tradeops.runtime.platform.names import names_for
 from tradeops.runtime.platform.settings import Settings
 
 __all__ = [
+    "SSO_ROLE_PATH",
     "Identity",
     "Operators",
     "bound_roles",
+    "break_glass_users",
     "current_identity",
     "identity_from_arn",
     "load_operators",
     "operators_path",
     "parse_operators",
+    "sso_role",
 ]
 
 _ARN = re.compile(r"^arn:(aws[a-z-]*):(iam|sts)::(\d{12}):(.+)$")
 _LOCAL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}$")
 _CENTER_NAME = re.compile(r"^identity-center:[^\s:/]{1,128}$")
 _SSO_ROLE = "AWSReservedSSO_"
+SSO_ROLE_PATH = "/aws-reserved/sso.amazonaws.com/"
+"""Where IAM Identity Center puts the roles of its permission sets (a region may follow); nobody else can."""
 
 
 @dataclass(frozen=True)
@@ -82,26 +91,50 @@ class Identity:
 def bound_roles(settings: Settings) -> frozenset[str]:
     """Roles whose session name is bound to the caller's user name (the template's, plus TRADEOPS_OPERATOR_ROLES)."""
     extra = {r.strip() for r in settings.operator_roles.split(",") if r.strip()}
-    return frozenset({names_for(settings).operator_role, *extra})
+    names = names_for(settings)
+    return frozenset({names.operator_role, names.break_glass_role, *extra})
 
 
-def identity_from_arn(arn: str, *, bound: Iterable[str]) -> Identity:
-    """The person behind an STS caller ARN (pure); Refused when the ARN cannot name one."""
+def sso_role(arn: str) -> str | None:
+    """The role name of an IAM Identity Center session ARN (``AWSReservedSSO_*``), else None (pure)."""
+    match = _ARN.match(arn)
+    if not match or match.group(2) != "sts":
+        return None
+    kind, _, rest = match.group(4).partition("/")
+    role = rest.partition("/")[0]
+    return role if kind == "assumed-role" and role.startswith(_SSO_ROLE) else None
+
+
+def identity_from_arn(arn: str, *, bound: Iterable[str], account: str | None = None, sso_role_path: str | None = None,
+                      source_identity: str | None = None) -> Identity:
+    """The person behind an STS caller ARN (pure); Refused when the ARN cannot name one.
+
+    ``account``: the account tradeops runs in (a principal of another is refused). ``sso_role_path``: the
+    IAM path of the session's role when it is an ``AWSReservedSSO_*`` one (:func:`sso_role`; without it such a
+    session is refused). ``source_identity``: the session's sts:SourceIdentity, when known."""
     match = _ARN.match(arn)
     if not match:
         raise Refused(f"cannot tell who {arn!r} is: not an AWS principal ARN")
-    partition, service, account, resource = match.groups()
+    partition, service, arn_account, resource = match.groups()
+    if account is not None and arn_account != account:
+        raise Refused(f"cannot tell who {arn!r} is: a principal of account {arn_account}, not of {account}")
     kind, _, rest = resource.partition("/")
     if service == "iam" and kind == "user" and rest:
-        return Identity(f"arn:{partition}:iam::{account}:user/{rest.rsplit('/', 1)[-1]}", "iam-user")
+        return Identity(f"arn:{partition}:iam::{arn_account}:user/{rest.rsplit('/', 1)[-1]}", "iam-user")
     if service == "sts" and kind == "assumed-role":
         role, _, session = rest.partition("/")
         if not session:
             raise Refused(f"cannot tell who {arn!r} is: no session name")
         if role.startswith(_SSO_ROLE):
+            if not (sso_role_path or "").startswith(SSO_ROLE_PATH):
+                raise Refused(f"cannot tell who acts as {arn}: role {role} is not one IAM Identity Center made "
+                              f"(its path is {sso_role_path or 'unknown'}, not {SSO_ROLE_PATH}...)")
             return Identity(f"identity-center:{session}", "identity-center")
         if role in set(bound):
-            return Identity(f"arn:{partition}:iam::{account}:user/{session}", "operator-role")
+            if source_identity is not None and source_identity != session:
+                raise Refused(f"cannot tell who acts as {arn}: its source identity is {source_identity!r}, not its "
+                              f"session name {session!r}")
+            return Identity(f"arn:{partition}:iam::{arn_account}:user/{session}", "operator-role")
         raise Refused(f"cannot tell who acts as {arn}: role {role} lets whoever assumes it choose the session "
                       f"name. Use your IAM user, IAM Identity Center, or an operator role whose trust policy binds "
                       f"the session name to your user name (TRADEOPS_OPERATOR_ROLES)")
@@ -111,11 +144,21 @@ def identity_from_arn(arn: str, *, bound: Iterable[str]) -> Identity:
 def current_identity(settings: Settings, aws: Aws | None = None) -> Identity:
     """The identity of whoever runs this process (see the module docstring)."""
     if settings.aws_endpoint_url is None:
-        arn = (aws or Aws(settings)).caller()["arn"]
-        return identity_from_arn(arn, bound=bound_roles(settings))
+        aws = aws or Aws(settings)
+        caller = aws.caller()
+        return identity_from_arn(caller["arn"], bound=bound_roles(settings), account=settings.aws_account,
+                                 sso_role_path=_role_path(aws, sso_role(caller["arn"])))
     if settings.operator:
         return Identity(settings.operator.strip(), "TRADEOPS_OPERATOR")
     return Identity(getpass.getuser(), "os-user")
+
+
+def _role_path(aws: Aws, role: str | None) -> str | None:
+    """The IAM path of ``role`` (None for None): whether Identity Center made it is in the path, not the name."""
+    if role is None:
+        return None
+    with aws_errors(f"read role {role} (is it one IAM Identity Center made?)"):
+        return str(aws.client("iam").get_role(RoleName=role)["Role"]["Path"])
 
 
 def _canonical(roles: Mapping[str, frozenset[str]], break_glass: frozenset[str]) -> str:
@@ -153,6 +196,13 @@ class Operators:
 
     def canonical(self) -> str:
         return _canonical(self.roles, self.break_glass)
+
+
+def break_glass_users(roster: Operators) -> list[str]:
+    """User names of the roster's break-glass holders that are IAM users: the template's ``BreakGlassUsers``
+    (the break-glass role's trust policy compares ``aws:username``, which, like an identity, has no IAM path)."""
+    return sorted({name.rsplit("/", 1)[1] for name in roster.holders(roster.break_glass)
+                   if (match := _ARN.match(name)) and match.group(4).startswith("user/")})
 
 
 def operators_path(settings: Settings) -> Path:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.policies import role_statements
 from tradeops.runbooks import engine
 from tradeops.runbooks.anchor import BY, anchor_once, run_anchoring
 from tradeops.runbooks.audit import (
@@ -228,7 +229,7 @@ def test_the_operator_role_may_only_read_and_append_audit_records(aws_settings):
     from tradeops.runtime.stack.deploy import load_template
 
     _, doc = load_template(aws_settings.template)
-    statements = doc["Resources"]["OperatorRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+    statements = role_statements(doc, "OperatorRole")
     audit_arn = {"Fn::GetAtt": ["AuditTable", "Arn"]}
 
     def resources(st):

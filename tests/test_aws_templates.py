@@ -19,9 +19,9 @@ RUNTIME = REPO / "deploy" / "runtime.yaml"
 DRILL_IMAGE = "123456789012.dkr.ecr.eu-west-2.amazonaws.com/tradeops-drill:0.1.0"
 
 # The evidence (docs/aws.md, "What is kept"): the issue's tables, the events table (flag changes, breaker
-# transitions, pages: what an incident report is built from), the key and both locked buckets.
+# transitions, pages: what an incident report is built from), the key, both locked buckets and the guarded-use trail.
 KEPT = {"OrdersTable", "ExecutionsTable", "AuditTable", "ReimbursementsTable", "EventsTable", "DataKey",
-        "AuditAnchorBucket", "EvidenceBucket"}
+        "AuditAnchorBucket", "EvidenceBucket", "TrailBucket"}
 # Stateful types (cfn-lint's I3011 list, as it applies to the base template) deleted with the stack on purpose.
 WORKING_STATE = {"OrderQueue", "OrderDeadLetterQueue", "ExposureTable", "HeartbeatsTable", "PriceStream",
                  "PrimaryBrokerSecret", "SecondaryBrokerSecret", "IntakeTokenSecret"}
@@ -45,8 +45,8 @@ def test_cfn_lint_is_clean_informational_checks_included(path):
 
 
 def test_every_evidence_resource_is_retained_and_everything_else_stateful_is_deleted_on_purpose():
-    """The evidence tables, the key and both locked buckets carry DeletionPolicy and UpdateReplacePolicy Retain;
-    every other stateful resource says Delete explicitly, and nothing is in neither list."""
+    """The evidence tables, the key, both locked buckets and the trail carry DeletionPolicy and UpdateReplacePolicy
+    Retain; every other stateful resource says Delete explicitly, and nothing is in neither list."""
     resources = _resources(BASE)
     retained = {k for k, r in resources.items() if r.get("DeletionPolicy") == "Retain"}
     assert retained == KEPT

@@ -325,6 +325,13 @@ def test_missing_api_key_is_refused(broker):
         adapter.status("any-order")
 
 
+def test_health_answers_without_any_key(broker):
+    """The health probe an operator's doctor and runbook plan make carries no key, and every wire answers it."""
+    with _adapter(broker, api_key=None) as adapter:
+        assert adapter._client.auth is None
+        assert adapter.health() >= 0
+
+
 # Faults ----------------------------------------------------------------------------------
 
 def test_down_refuses_connections_while_control_answers_and_none_restores(provider, control, broker):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from dataclasses import replace
 from io import StringIO
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from botocore.stub import Stubber
 from rich.console import Console
 
 from tests.support.commandline import run_main
+from tradeops.runbooks.identity import Operators, break_glass_users
+from tradeops.runbooks.testing import install_roster
 from tradeops.runtime.platform.aws import PROCESS_REQUESTS, Aws
 from tradeops.runtime.platform.errors import OperationFailed, Refused
 from tradeops.runtime.platform.settings import load_settings
@@ -217,6 +220,26 @@ def test_a_first_release_creates_the_runtime_and_a_second_has_nothing_to_change(
     assert code == 0, err
     assert out.strip().endswith("nothing to change") and "no changes" in out
     assert _open_change_sets(cfn, prefix) == []
+
+
+def test_a_release_asks_for_the_rosters_break_glass_holders_as_break_glass_users(on_moto, moto_endpoint):
+    """The base stack's change set carries BreakGlassUsers: the shared roster's break-glass holders that are IAM
+    users, by user name. (moto reports a parameter-only change as "no changes", so the request is what is checked.)"""
+    prefix, _, _ = on_moto
+    _base_deployed(prefix, moto_endpoint)
+    settings = load_settings(aws_endpoint_url=moto_endpoint, stack_name=prefix)
+    aws = Aws(settings)
+    roster = install_roster(aws, Operators(
+        roles={"arn:aws:iam::123456789012:user/olga": frozenset({"ops-manager"}),
+               "arn:aws:iam::123456789012:user/bob": frozenset({"duty-engineer"})},
+        break_glass=frozenset({"ops-manager"})))
+    release = replace(RELEASE, stack_name=prefix, break_glass_users=tuple(break_glass_users(roster)))
+    plans = changesets.plan(aws, settings, release)
+    try:
+        base = {p["ParameterKey"]: p.get("ParameterValue") for p in plans[0].parameters}
+        assert base["BreakGlassUsers"] == "olga"
+    finally:
+        changesets.discard(aws, plans)
 
 
 def test_removing_a_stateful_resource_is_refused_unless_named_and_nothing_changes(on_moto, moto_endpoint, capsys,

@@ -67,7 +67,8 @@ def _state(flow) -> dict:
 
 def test_plain_chaos_run_of_primary_outage_meets_the_hypothesis_before_and_after(drill_stack, flow, tmp_path):
     """eval "$(tradeops env)" && chaos run experiments/primary-outage.yaml: the journal shows the steady state met
-    before and after, every activity and rollback succeeded, and the flags are back as they were."""
+    before and after, every activity and rollback succeeded, the flags were set through set_routing_flag, and they
+    are back as they were."""
     before = _state(flow)
     journal = tmp_path / "journal.json"
     # Shorter fault and recovery than shipped (test time), through chaos's own --var.
@@ -81,7 +82,9 @@ def test_plain_chaos_run_of_primary_outage_meets_the_hypothesis_before_and_after
     assert j["status"] == "completed" and not j["deviated"]
     assert j["steady_states"]["before"]["steady_state_met"] and j["steady_states"]["after"]["steady_state_met"]
     assert {r["status"] for r in j["run"] + j["rollbacks"]} == {"succeeded"}
-    assert "chaosaws.ssm.actions" in {r["activity"]["provider"]["module"] for r in j["run"]}
+    # The routing flag went through tradeops's audited path, not chaostoolkit-aws's put_parameter.
+    assert "set_routing_flag" in {r["activity"]["provider"]["func"] for r in j["run"]}
+    assert not any(r["activity"]["provider"]["module"].startswith("chaosaws.ssm") for r in j["run"] + j["rollbacks"])
     assert _state(flow) == before
 
 

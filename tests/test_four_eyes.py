@@ -5,6 +5,7 @@ concurrent writers on the local stack's emulator."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import threading
 import time
@@ -16,13 +17,23 @@ import pytest
 from tradeops.runbooks import engine
 from tradeops.runbooks.approvals import Approval, ApprovalContext
 from tradeops.runbooks.audit import AuditLog
-from tradeops.runbooks.identity import Identity, Operators, current_identity, identity_from_arn, parse_operators
+from tradeops.runbooks.identity import (
+    SSO_ROLE_PATH,
+    Identity,
+    Operators,
+    bound_roles,
+    current_identity,
+    identity_from_arn,
+    parse_operators,
+    sso_role,
+)
 from tradeops.runbooks.roster import Roster
 from tradeops.runbooks.store import DecisionsChanged, ExecutionStore, LeaseLost
 from tradeops.runbooks.testing import install_roster, isolated_flags, write_operators
 from tradeops.runtime.orderpath.flags import Flags
 from tradeops.runtime.platform.aws import Aws
 from tradeops.runtime.platform.errors import ConfigError, Refused
+from tradeops.runtime.platform.names import names_for
 
 ALICE, BOB, CAROL, ERIN = (Identity(n, "test") for n in ("alice", "bob", "carol", "erin"))
 
@@ -334,9 +345,41 @@ def test_one_person_under_two_session_names_is_not_two_approvers(env, flags, aws
      ("arn:aws:iam::123456789012:user/gina", "operator-role")),
 ])
 def test_identities_come_from_what_the_caller_cannot_choose(arn, expected):
-    """IAM users, Identity Center users and session-bound operator-role sessions name a person."""
-    who = identity_from_arn(arn, bound={"tradeops-operator"})
+    """IAM users, Identity Center users (a role under Identity Center's own path) and session-bound operator-role
+    sessions whose source identity is their session name name a person, in the expected account."""
+    who = identity_from_arn(arn, bound={"tradeops-operator"}, account="123456789012",
+                            sso_role_path=f"{SSO_ROLE_PATH}eu-west-2/" if sso_role(arn) else None,
+                            source_identity=arn.rsplit("/", 1)[-1] if "tradeops-operator" in arn else None)
     assert (who.name, who.source) == expected
+
+
+SSO = "arn:aws:sts::123456789012:assumed-role/AWSReservedSSO_Ops_0123456789abcdef/frank@example.com"
+
+
+@pytest.mark.parametrize(("arn", "facts", "why"), [
+    (SSO, {}, "not one IAM Identity Center made"),
+    (SSO, {"sso_role_path": "/"}, "its path is /, not /aws-reserved/"),
+    (SSO, {"sso_role_path": "/ops/aws-reserved/sso.amazonaws.com/"}, "not one IAM Identity Center made"),
+    (SSO.replace("123456789012", "210987654321"), {"sso_role_path": SSO_ROLE_PATH},
+     "a principal of account 210987654321, not of 123456789012"),
+    ("arn:aws:iam::210987654321:user/erin", {}, "not of 123456789012"),
+    ("arn:aws:sts::123456789012:assumed-role/tradeops-operator/gina", {"source_identity": "harry"},
+     "its source identity is 'harry', not its session name 'gina'"),
+], ids=["sso-role-path-unknown", "sso-role-at-root", "sso-role-under-another-path", "sso-role-of-another-account",
+        "user-of-another-account", "source-identity-differs"])
+def test_look_alike_identities_are_refused(arn, facts, why):
+    """An AWSReservedSSO_* role not under Identity Center's /aws-reserved/ path, a principal of another account, and
+    an operator-role session whose source identity is not its session name are refused, saying why."""
+    with pytest.raises(Refused, match=re.escape(why)):
+        identity_from_arn(arn, bound={"tradeops-operator"}, account="123456789012", **facts)
+
+
+def test_the_break_glass_role_binds_its_session_to_a_person(aws_settings):
+    """A break-glass session names the IAM user its session name is bound to (the template binds it as it binds the
+    operator role's), so a break-glass change is recorded against a person."""
+    arn = f"arn:aws:sts::123456789012:assumed-role/{names_for(aws_settings).break_glass_role}/gina"
+    who = identity_from_arn(arn, bound=bound_roles(aws_settings), source_identity="gina")
+    assert (who.name, who.source) == ("arn:aws:iam::123456789012:user/gina", "operator-role")
 
 
 @pytest.mark.parametrize("arn", ["arn:aws:sts::123456789012:assumed-role/TradeopsRisk/frank",
@@ -361,13 +404,15 @@ def test_ambiguous_operators_file_entries_are_refused_with_their_line(entry, why
 
 
 def test_the_template_binds_operator_sessions_to_the_caller(aws_settings):
-    """The operator role's trust policy requires the session name to be the caller's user name."""
+    """The operator role's trust policy requires the session name, and the source identity, to be the caller's user
+    name."""
     from tradeops.runtime.stack.deploy import load_template
 
     _, doc = load_template(aws_settings.template)
     role = doc["Resources"]["OperatorRole"]["Properties"]
     condition = role["AssumeRolePolicyDocument"]["Statement"][0]["Condition"]
-    assert condition["StringEquals"] == {"sts:RoleSessionName": "${aws:username}"}
+    assert condition["StringEquals"] == {"sts:RoleSessionName": "${aws:username}",
+                                         "sts:SourceIdentity": "${aws:username}"}
     assert role["RoleName"] == {"Fn::Sub": "${NamePrefix}-operator"}
 
 

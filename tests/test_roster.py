@@ -96,3 +96,16 @@ def test_a_stale_proposal_is_refused(env):
     roster.apply(second["digest"], actor="alice", execution_id="e-1")
     with pytest.raises(Refused, match="make the proposal again"):
         roster.apply(first["digest"], actor="alice", execution_id="e-2")
+
+
+def test_break_glass_users_are_the_rosters_break_glass_holders_by_iam_user_name():
+    """The template's BreakGlassUsers is every IAM user holding a break-glass role, by user name (no path); local
+    names, Identity Center users and people without a break-glass role are not in it."""
+    from tradeops.runbooks.identity import Operators, break_glass_users
+
+    roster = Operators(roles={"arn:aws:iam::123456789012:user/olga": frozenset({"ops-manager"}),
+                              "arn:aws:iam::123456789012:user/bob": frozenset({"duty-engineer"}),
+                              "identity-center:carol@example.com": frozenset({"ops-manager"}),
+                              "dave": frozenset({"ops-manager"})},
+                       break_glass=frozenset({"ops-manager"}))
+    assert break_glass_users(roster) == ["olga"]

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.policies import role_statements
 from tests.support.stack import run_cli
 from tradeops.runtime.orderpath.providers import BrokerOrder, NotReceived, make_provider
 from tradeops.runtime.orderpath.router import Router
@@ -248,8 +249,7 @@ def test_the_operator_role_may_put_metrics_in_tradeops_namespace_only(aws_settin
     _, doc = load_template(aws_settings.template)
 
     def puts(role: str) -> list[dict]:
-        statements = [st for policy in doc["Resources"][role]["Properties"]["Policies"]
-                      for st in policy["PolicyDocument"]["Statement"]]
+        statements = role_statements(doc, role)
         return [st for st in statements if st["Effect"] == "Allow" and "cloudwatch:PutMetricData" in
                 ([st["Action"]] if isinstance(st["Action"], str) else st["Action"])]
 

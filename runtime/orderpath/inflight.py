@@ -5,8 +5,8 @@ be at a broker without a known outcome, asks the broker about each and records w
 (:func:`resolve_in_flight`), and, for what nobody can know, declares them void
 (:func:`void_in_flight`). What each answer does to an order is :func:`.answers.decide`'s, exactly as
 in the worker. Orders a worker holds right now (SUBMITTING with a live lease) are left to it. The
-broker's own health (:func:`broker_health`) is asked through the same kind of client: one of the
-operator's own, not a worker's, so no breaker or in-flight watch is fed by these calls.
+broker's own health (:func:`broker_health`) is asked through the same kind of client, without the
+API key: one of the operator's own, not a worker's, so no breaker or in-flight watch is fed by these calls.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def check_provider(provider: str) -> str:
     return provider
 
 
-def _client(settings: Settings, aws: Aws, provider: str) -> Provider:
+def _client(settings: Settings, aws: Aws, provider: str, *, keyed: bool = True) -> Provider:
     url = settings.broker_url(check_provider(provider))
     if not url:
         raise OperationFailed(f"no URL known for the {provider} broker (is the stack up?)")
@@ -47,15 +47,19 @@ def _client(settings: Settings, aws: Aws, provider: str) -> Provider:
         provider,
         settings.broker_wire(provider),
         url,
-        api_key=broker_api_key(settings, aws, provider),
+        api_key=broker_api_key(settings, aws, provider) if keyed else None,
         connect_timeout=settings.broker_connect_timeout,
         read_timeout=settings.broker_read_timeout,
     )
 
 
 def broker_health(settings: Settings, aws: Aws, provider: str) -> dict[str, Any]:
-    """One health probe of a broker's order API."""
-    with _client(settings, aws, provider) as client:
+    """One health probe of a broker's order API, made without the broker's API key.
+
+    Every wire's health endpoint answers without a key (docs/brokers.md), so whoever probes (an
+    operator's ``doctor`` or ``runbook plan``) needs no ``secretsmanager:GetSecretValue`` on the keys:
+    the operator role has none; only the runtime's roles and the approval gate read them."""
+    with _client(settings, aws, provider, keyed=False) as client:
         try:
             latency = client.health()
         except BrokerCallError as exc:

@@ -87,6 +87,11 @@ class Names:
         return f"{self.prefix}-operator"
 
     @property
+    def break_glass_role(self) -> str:
+        """The template's break-glass role (MFA, a reason; its session name is bound to the caller's user name)."""
+        return f"{self.prefix}-break-glass"
+
+    @property
     def metric_namespace(self) -> str:
         return "Tradeops"
 

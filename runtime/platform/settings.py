@@ -90,6 +90,9 @@ class Settings(BaseSettings):
     # Roles (names, comma-separated) whose trust policy binds the session name to the caller's IAM user
     # name, so that a session ARN of theirs names a person. The template's operator role is always one.
     operator_roles: str = ""
+    # The AWS account tradeops is deployed in (12 digits): a person signed in through another account's roles
+    # (an Identity Center role included) is refused. Unset: the account STS names for the caller.
+    aws_account: str | None = Field(default=None, pattern=r"^\d{12}$")
     # How long a four-eyes step waits for its approvers when its runbook does not say (seconds).
     approval_timeout_seconds: float = Field(default=900.0, gt=0)
 

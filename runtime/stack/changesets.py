@@ -75,6 +75,8 @@ class Release:
     # The image scheduled drills run in (the drills extra); None: the runtime stack has no scheduled-drill task.
     drill_image: str | None = None
     brokers: tuple[tuple[str, str], ...] = ()  # the runtime template's broker parameters (deploy.broker_parameters)
+    # The base template's BreakGlassUsers: who may assume the break-glass role (the roster's holders, by user name).
+    break_glass_users: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -202,7 +204,8 @@ def plan(aws: Any, settings: Settings, release: Release) -> list[StackPlan]:
     base_text, _ = load_template(settings.template)
     runtime_text, runtime_doc = load_template(runtime_template())
     base = StackPlan("base", release.stack_name, "CREATE", base_text,
-                     _parameters(dict(template_parameters(settings))))
+                     _parameters({**template_parameters(settings),
+                                  "BreakGlassUsers": ",".join(release.break_glass_users)}))
     runtime = StackPlan("runtime", runtime_stack_name(release.stack_name), "CREATE", runtime_text, [])
     plans = [base, runtime]
     try:

@@ -11,6 +11,7 @@ sends the same templates to CloudFormation as change sets (:mod:`.changesets`).
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 import string
@@ -133,9 +134,14 @@ def runtime_parameters(settings: Settings, base_outputs: dict[str, str]) -> dict
 # What `!GetAtt X.Attr` (or `${X.Attr}` in a Sub) gives, by resource type, for the resources this module
 # creates or completes: from the physical id (and the account).
 _ATTRIBUTES: dict[tuple[str, str], Any] = {
-    ("AWS::SQS::Queue", "QueueName"): lambda physical, account: physical.rstrip("/").rsplit("/", 1)[-1],
-    ("AWS::ECS::Service", "Name"): lambda physical, account: physical.rsplit("/", 1)[-1],
-    ("AWS::IAM::Role", "Arn"): lambda physical, account: f"arn:aws:iam::{account}:role/{physical}",
+    ("AWS::SQS::Queue", "QueueName"): lambda physical, account, region: physical.rstrip("/").rsplit("/", 1)[-1],
+    ("AWS::ECS::Service", "Name"): lambda physical, account, region: physical.rsplit("/", 1)[-1],
+    ("AWS::IAM::Role", "Arn"): lambda physical, account, region: f"arn:aws:iam::{account}:role/{physical}",
+    ("AWS::S3::Bucket", "Arn"): lambda physical, account, region: f"arn:aws:s3:::{physical}",
+    ("AWS::DynamoDB::Table", "Arn"):
+        lambda physical, account, region: f"arn:aws:dynamodb:{region}:{account}:table/{physical}",
+    ("AWS::Events::Rule", "Arn"): lambda physical, account, region: (
+        physical if physical.startswith("arn:") else f"arn:aws:events:{region}:{account}:rule/{physical}"),
 }
 
 
@@ -154,7 +160,7 @@ class _Resolver:
         if convert is None or logical not in self.values:
             raise StackError(f"template: GetAtt {logical}.{attr} cannot be resolved for a resource"
                              " the emulator skipped")
-        return str(convert(self.values[logical], self.account))
+        return str(convert(self.values[logical], self.account, self.values["AWS::Region"]))
 
     def _sub(self, text: str) -> str:
         def one(match: re.Match[str]) -> str:
@@ -178,6 +184,23 @@ class _Resolver:
         if set(value) == {"Fn::GetAtt"}:
             return self.attribute(*value["Fn::GetAtt"])
         return {k: self(v) for k, v in value.items()}
+
+    def holds(self, condition: Any, conditions: dict[str, Any]) -> bool:
+        """Whether a template condition (by name, or an Fn::Equals/Not/And/Or over parameters) is true."""
+        if isinstance(condition, str):
+            return self.holds(conditions[condition], conditions)
+        (op, args), = condition.items()
+        if op == "Fn::Equals":
+            return bool(self(args[0]) == self(args[1]))
+        if op == "Fn::Not":
+            return not self.holds(args[0], conditions)
+        if op == "Fn::And":
+            return all(self.holds(a, conditions) for a in args)
+        if op == "Fn::Or":
+            return any(self.holds(a, conditions) for a in args)
+        if op == "Condition":
+            return self.holds(args, conditions)
+        raise StackError(f"template: condition function {op} is not understood here")
 
 
 def _typed(aws: Aws, service: str, operation: str, args: dict[str, Any]) -> dict[str, Any]:
@@ -246,10 +269,37 @@ def _create_scaling_policy(aws: Aws, props: dict[str, Any]) -> str:
     return aws.client("application-autoscaling").put_scaling_policy(**args)["PolicyARN"]
 
 
+def _create_bucket_policy(aws: Aws, props: dict[str, Any]) -> str:
+    aws.client("s3").put_bucket_policy(Bucket=props["Bucket"], Policy=json.dumps(props["PolicyDocument"]))
+    return str(props["Bucket"])
+
+
+def _create_trail(aws: Aws, props: dict[str, Any]) -> str:
+    trail = aws.client("cloudtrail")
+    keys = ("S3BucketName", "IncludeGlobalServiceEvents", "EnableLogFileValidation", "IsMultiRegionTrail")
+    trail.create_trail(**_typed(aws, "cloudtrail", "CreateTrail",
+                                      {"Name": props["TrailName"], **{k: props[k] for k in keys if k in props}}))
+    if props.get("AdvancedEventSelectors"):
+        trail.put_event_selectors(TrailName=props["TrailName"], AdvancedEventSelectors=props["AdvancedEventSelectors"])
+    if str(props.get("IsLogging")).lower() == "true":
+        trail.start_logging(Name=props["TrailName"])
+    return str(props["TrailName"])  # what `!Ref` of a trail gives
+
+
+def _create_topic_policy(aws: Aws, props: dict[str, Any]) -> str:
+    for topic in props["Topics"]:
+        aws.client("sns").set_topic_attributes(TopicArn=topic, AttributeName="Policy",
+                                               AttributeValue=json.dumps(props["PolicyDocument"]))
+    return ",".join(props["Topics"])
+
+
 # Resource types the emulator's CloudFormation skips, and how to create them instead. Each returns the
 # physical id CloudFormation would give (what `!Ref` of it resolves to).
 _FALLBACK_CREATORS = {
     "AWS::SecretsManager::Secret": _create_secret,
+    "AWS::S3::BucketPolicy": _create_bucket_policy,
+    "AWS::CloudTrail::Trail": _create_trail,
+    "AWS::SNS::TopicPolicy": _create_topic_policy,
     "AWS::CloudWatch::Alarm": _create_alarm,
     "AWS::ApplicationAutoScaling::ScalableTarget": _create_scalable_target,
     "AWS::ApplicationAutoScaling::ScalingPolicy": _create_scaling_policy,
@@ -398,6 +448,8 @@ def _deploy(aws: Aws, template: Path, stack_name: str, params: dict[str, str], r
         resolve = _Resolver(_parameter_values(doc, params), created, region, account,
                             types={k: v["Type"] for k, v in doc["Resources"].items()})
         for logical, resource in doc["Resources"].items():
+            if "Condition" in resource and not resolve.holds(resource["Condition"], doc.get("Conditions", {})):
+                continue  # CloudFormation creates nothing for a resource whose condition is false
             if created.get(logical):
                 completer = _COMPLETERS.get(resource["Type"])
                 if completer is not None:
