@@ -18,8 +18,8 @@ RUNTIME = REPO / "deploy" / "runtime.yaml"
 
 # The evidence (docs/aws.md, "What is kept"): the issue's tables, the events table (flag changes, breaker
 # transitions, pages: what an incident report is built from), the key and both locked buckets.
-KEPT = {"OrdersTable", "ExecutionsTable", "AuditTable", "ReimbursementsTable", "EventsTable", "DataKey",
-        "AuditAnchorBucket", "EvidenceBucket"}
+KEPT = {"OrdersTable", "ExecutionsTable", "DecisionsTable", "AuditTable", "ReimbursementsTable", "EventsTable",
+        "DataKey", "AuditAnchorBucket", "EvidenceBucket"}
 # Stateful types (cfn-lint's I3011 list, as it applies to the base template) deleted with the stack on purpose.
 WORKING_STATE = {"OrderQueue", "OrderDeadLetterQueue", "ExposureTable", "HeartbeatsTable", "PriceStream",
                  "PrimaryBrokerSecret", "SecondaryBrokerSecret", "IntakeTokenSecret"}
@@ -60,7 +60,7 @@ def test_every_retained_table_has_deletion_protection_and_point_in_time_recovery
     """Each retained DynamoDB table refuses deletion and keeps 35 days of point-in-time recovery."""
     resources = _resources(BASE)
     tables = [k for k in KEPT if resources[k]["Type"] == "AWS::DynamoDB::Table"]
-    assert len(tables) == 5
+    assert len(tables) == 6
     for name in tables:
         props = resources[name]["Properties"]
         assert props.get("DeletionProtectionEnabled") is True, name

@@ -90,6 +90,8 @@ class Settings(BaseSettings):
     # Roles (names, comma-separated) whose trust policy binds the session name to the caller's IAM user
     # name, so that a session ARN of theirs names a person. The template's operator role is always one.
     operator_roles: str = ""
+    # The approval gate (runbooks/gateservice.py): when set, guarded changes and approval decisions go through it.
+    gate_url: str | None = None
     # How long a four-eyes step waits for its approvers when its runbook does not say (seconds).
     approval_timeout_seconds: float = Field(default=900.0, gt=0)
 
