@@ -193,15 +193,14 @@ def _step_refusal(step: Mapping[str, Any] | None, execution_id: str, step_id: st
 
 def request_refusal(step: Mapping[str, Any] | None, ledger: StepLedger, *, execution_id: str, step_id: str,
                     roster_now: str, roster_of_execution: str) -> str | None:
-    """Why the gate does not open a step's ledger (None when it does)."""
+    """Why the gate does not open a step's ledger (None when it does, or it is open already: asking again after a
+    resume changes nothing)."""
     why = _step_refusal(step, execution_id, step_id)
     if why:
         return why
     assert step is not None
     if "approval" not in step:
         return f"step {step_id} needs no approval; there is nothing to request"
-    if ledger.requested:
-        return f"step {step_id} of {execution_id} was already requested by {ledger.requested_by}"
     if roster_now != roster_of_execution:
         return (f"execution {execution_id} started under roster {roster_of_execution[:12]}…, not the one in force "
                 f"({roster_now[:12]}…)")

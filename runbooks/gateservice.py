@@ -148,10 +148,12 @@ class Gate:
                 raise Refused(why)
             assert step is not None
             action = step.get("action") or {}
+            if ledger.requested:  # asked again (a resumed run): what approvers were shown stays as it was
+                return {"requested": True, "already": True, "action": ledger.action, "args": dict(ledger.args)}
             args = render(action.get("args") or {}, dict(meta.get("params") or {}))
             if not self.ledger.open(eid, sid, requested_by=who.name, at=iso(), roster_digest=roster.digest,
                                     runbook_sha256=sha, action=str(action.get("name") or ""), args=args):
-                raise Refused(f"step {sid} of {eid} was already requested")
+                return {"requested": True, "already": True}
             self._record(ev.GATE_REQUESTED, request, who, {"action": action.get("name"), "args": args,
                                                             "roster_digest": roster.digest, "runbook_sha256": sha})
             return {"requested": True, "action": action.get("name"), "args": args}

@@ -26,7 +26,7 @@ WORKING_STATE = {"OrderQueue", "OrderDeadLetterQueue", "ExposureTable", "Heartbe
 # Each component's service, the module it runs (runtime/stack/supervisor.py) and the base role it runs under.
 COMPONENTS = {"worker": ("worker", "WorkerRoleArn"), "intake": ("intake", "WorkerRoleArn"),
               "canary": ("canary", "WorkerRoleArn"), "monitor": ("monitor", "MonitorRoleArn"),
-              "audit-anchor": ("audit-anchor", "MonitorRoleArn")}
+              "audit-anchor": ("audit-anchor", "MonitorRoleArn"), "gate": ("gate", "GateRoleArn")}
 
 
 def _resources(path: Path) -> dict:

@@ -104,17 +104,18 @@ def speed_up_moto() -> None:
 
 
 def authorize_resources() -> None:
-    """Name the resource of DynamoDB and SSM requests to moto's IAM access control. Idempotent.
+    """Name the resource of DynamoDB, SSM and SNS requests to moto's IAM access control. Idempotent.
 
     With access control on (``INITIAL_NO_AUTH_ACTION_COUNT``), moto checks a request's resource only for
     S3, SQS, IAM and STS; for every other service it checks the action against the resource ``*``, which
     no statement naming a table or a parameter matches, so the template's policies would allow nothing
-    there. With the table's (or index's) and the parameter's ARN, a principal holding the template's
+    there. With the table's (or index's), the parameter's and the topic's ARN, a principal holding the template's
     policy may do there what it may do on AWS, and is refused the rest (what the approval gate relies
     on: only its role writes the guarded flags, the roster and the decisions table). Conditions are
     still not evaluated (moto does not); a request naming several parameters is checked on the first.
     """
     from moto.dynamodb.responses import DynamoHandler
+    from moto.sns.responses import SNSResponse
     from moto.ssm.responses import SimpleSystemManagerResponse
 
     def table_arn(self: DynamoHandler) -> str:
@@ -134,7 +135,11 @@ def authorize_resources() -> None:
         path = name if name.startswith("/") else f"/{name}"
         return f"arn:aws:ssm:{self.region}:{self.current_account}:parameter{path}"
 
+    def topic_arn(self: SNSResponse) -> str:
+        return str(self._get_param("TopicArn") or "*")
+
     DynamoHandler._determine_resource = table_arn  # type: ignore[attr-defined]
+    SNSResponse._determine_resource = topic_arn  # type: ignore[attr-defined]
     SimpleSystemManagerResponse._determine_resource = parameter_arn  # type: ignore[attr-defined]
 
 
