@@ -9,19 +9,25 @@ changes), and an alert naming the identity and the reason goes to the alert topi
 the people on call know at once that someone pulled the lever by hand.
 
 The trickle share is not routing: it stays a plain flag change (recorded as a ``flag_set`` event).
+
+A drill identity sets a guarded flag through the approval gate when one is configured
+(``TRADEOPS_GATE_URL``): the gate does it, audited and alerted, where its own configuration allows
+drills (:func:`tradeops.runbooks.gate.drill_flag_refusal`), and refuses it everywhere else.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from tradeops.runbooks.approvals import break_glass_refusal
+from tradeops.runbooks.approvals import break_glass_refusal, is_drill_identity
 from tradeops.runbooks.audit import AuditLog
 from tradeops.runbooks.eventkinds import BREAK_GLASS_DECLARE_VOID, BREAK_GLASS_FLAG_SET
+from tradeops.runbooks.gateclient import ask_gate
 from tradeops.runbooks.identity import Identity, Operators
 from tradeops.runtime.orderpath import inflight
 from tradeops.runtime.orderpath.flags import Flags, validate_flag
 from tradeops.runtime.platform.aws import Aws
+from tradeops.runtime.platform.clock import utcnow
 from tradeops.runtime.platform.errors import Refused
 from tradeops.runtime.platform.events import EventLog
 
@@ -60,6 +66,10 @@ def set_flag(aws: Aws, *, identity: Identity, roster: Operators | None, flag: st
     if flag not in GUARDED_FLAGS:
         flags.set(flag, canonical, actor=identity.name)
         return {**facts, "break_glass": False}
+    if aws.settings.gate_url and is_drill_identity(identity.name, identity.source):
+        # A drill has no break-glass role: where the gate's configuration allows drills, the gate sets it.
+        answer = ask_gate(aws, "flag", f"drill-flag-{utcnow():%Y%m%dT%H%M%S}", flag, value=canonical, reason=reason)
+        return {**facts, "before": answer["output"]["previous"], "break_glass": False, "via": "gate"}
     if roster is None:
         raise Refused(f"refused: flag {flag} is break-glass and no roster was given to authorise it")
     authorize(identity, roster, reason)

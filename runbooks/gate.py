@@ -22,6 +22,9 @@ A request's life::
 
     request ──► decide* / withdraw* ──► act (once)
 
+A drill sets a guarded flag without four-eyes (op ``flag``) only where the gate's own configuration
+allows it (:func:`drill_flag_refusal`): a drill environment's gate, which people cannot reconfigure.
+
 ``request`` opens the step's ledger (the arguments the approvers will see are fixed then, from the
 shipped text and the execution's parameters); decisions count from then until ``act``; ``act``
 lands once, and everything after it on that step is refused. A step of a shipped runbook with no
@@ -52,6 +55,7 @@ from tradeops.runbooks.approvals import (
 from tradeops.runtime.platform.errors import BadInput, Refused
 
 __all__ = [
+    "DRILL_FLAGS",
     "GUARDED_ACTIONS",
     "MAX_LIFETIME",
     "OPS",
@@ -61,6 +65,7 @@ __all__ = [
     "act_refusal",
     "decision_context",
     "decision_refusal",
+    "drill_flag_refusal",
     "freshness_refusal",
     "parse_request",
     "request_digest",
@@ -68,8 +73,8 @@ __all__ = [
     "short_name",
 ]
 
-Op = Literal["request", "decide", "withdraw", "act"]
-OPS: Final[tuple[str, ...]] = ("request", "decide", "withdraw", "act")
+Op = Literal["request", "decide", "withdraw", "act", "flag"]
+OPS: Final[tuple[str, ...]] = ("request", "decide", "withdraw", "act", "flag")
 
 GUARDED_ACTIONS: Final[Mapping[str, str]] = {
     "set_processing": "the processing flag",
@@ -80,12 +85,16 @@ GUARDED_ACTIONS: Final[Mapping[str, str]] = {
 }
 """Runbook actions only the gate performs, and what each changes."""
 
+DRILL_FLAGS: Final[tuple[str, ...]] = ("processing", "mode", "active")
+"""The guarded flags a drill may set through the gate (op ``flag``, the flag as the step), where its configuration
+allows drills."""
+
 MAX_LIFETIME: Final = timedelta(minutes=5)
 """The longest a request may stay valid: long enough for a slow network, too short to hoard one for later."""
 
 _ID: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 _NONCE: Final = re.compile(r"^[0-9a-f]{32,64}$")
-_FIELDS: Final = {"op", "execution_id", "step_id", "nonce", "expires_at", "decision", "reason"}
+_FIELDS: Final = {"op", "execution_id", "step_id", "nonce", "expires_at", "decision", "reason", "value"}
 
 
 @dataclass(frozen=True)
@@ -99,6 +108,7 @@ class GateRequest:
     expires_at: datetime
     decision: str = ""  # decide: approve | reject
     reason: str = ""
+    value: str = ""  # flag: the value a drill sets the flag (step_id) to
 
 
 def request_digest(body: Mapping[str, Any]) -> str:
@@ -136,9 +146,27 @@ def parse_request(body: Any) -> GateRequest:
     reason = body.get("reason") or ""
     if not isinstance(reason, str) or len(reason) > 1000:
         raise BadInput("malformed gate request: reason is text of at most 1000 characters")
+    value = body.get("value") or ""
+    if not isinstance(value, str) or len(value) > 32 or (op == "flag") != bool(value):
+        raise BadInput("malformed gate request: a flag request, and only one, carries a value (at most 32 characters)")
     return GateRequest(op=op, execution_id=_text(body, "execution_id", _ID),  # type: ignore[arg-type]
                        step_id=_text(body, "step_id", _ID), nonce=_text(body, "nonce", _NONCE),
-                       expires_at=expires, decision=decision, reason=reason)
+                       expires_at=expires, decision=decision, reason=reason, value=value)
+
+
+def drill_flag_refusal(request: GateRequest, who: str, *, drills_allowed: bool) -> str | None:
+    """Why the gate does not set a flag for a drill without four-eyes (None when it does): only where the gate's
+    own configuration allows drills, only for a drill identity, only a guarded flag, always with a reason."""
+    if not drills_allowed:
+        return ("this gate does not take drills' flag changes (its configuration, TRADEOPS_GATE_DRILL_FLAGS, "
+                "enables them on drill environments only)")
+    if not is_drill_identity(short_name(who), ""):
+        return f"{who} is not a drill identity: a person changes a guarded flag through a runbook, or break-glass"
+    if request.step_id not in DRILL_FLAGS:
+        return f"{request.step_id} is not a guarded flag ({', '.join(DRILL_FLAGS)})"
+    if len(request.reason.strip()) < 3:
+        return "a drill's flag change needs a reason (the drill and its step)"
+    return None
 
 
 def freshness_refusal(request: GateRequest, now: datetime) -> str | None:
@@ -179,9 +207,12 @@ def decision_context(execution_id: str, step_id: str, runbook_sha256: str, ledge
     """The four-eyes context of a step: the executors are the execution's, the one who requested the step
     and whoever asks to act (proven identities), so none of them can approve it."""
     who = {*executors, ledger.requested_by, *([caller] if caller else [])} - {""}
+    # A drill's step: requested by a drill identity, and acted on by one (a person acting on a step a drill
+    # identity opened does not make drill approvals count as four-eyes).
+    drill = all(is_drill_identity(short_name(w), "") for w in (ledger.requested_by, caller) if w is not None) \
+        and bool(ledger.requested_by)
     return ApprovalContext(execution_id=execution_id, step_id=step_id, runbook_sha256=runbook_sha256,
-                           executors=frozenset(who), roles_of=roles_of,
-                           drill=bool(ledger.requested_by) and is_drill_identity(short_name(ledger.requested_by), ""))
+                           executors=frozenset(who), roles_of=roles_of, drill=drill)
 
 
 def _step_refusal(step: Mapping[str, Any] | None, execution_id: str, step_id: str) -> str | None:

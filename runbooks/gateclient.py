@@ -27,7 +27,7 @@ class GateDown(OperationFailed):
 
 
 def ask_gate(aws: Aws, op: str, execution_id: str, step_id: str, *, decision: str = "", reason: str = "",
-             timeout: float = 30.0) -> dict[str, Any]:
+             value: str = "", timeout: float = 30.0) -> dict[str, Any]:
     """Send one request to the gate at ``TRADEOPS_GATE_URL``; its answer, or Refused / BadInput / GateDown."""
     url = aws.settings.gate_url
     if not url:
@@ -39,6 +39,8 @@ def ask_gate(aws: Aws, op: str, execution_id: str, step_id: str, *, decision: st
         request["decision"] = decision
     if reason:
         request["reason"] = reason
+    if value:
+        request["value"] = value
     proof = sign_proof(aws.credentials(), aws.settings, request_digest(request))
     try:
         answer = httpx.post(f"{url.rstrip('/')}/v1/gate", json={"request": request, "proof": proof}, timeout=timeout)

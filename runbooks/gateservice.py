@@ -14,7 +14,8 @@ step (:func:`~tradeops.runbooks.gate.parse_request`) and a signed proof of who a
 2. reads the execution (for its runbook SHA-256, parameters and executors), its own shipped copy of
    that runbook (any other text is refused), the roster in force and the step's ledger
    (:mod:`.gateledger`);
-3. applies :mod:`.gate`'s rule for the op (``request``, ``decide``, ``withdraw``, ``act``);
+3. applies :mod:`.gate`'s rule for the op (``request``, ``decide``, ``withdraw``, ``act``, or ``flag``: a
+   drill's flag change, where the gate's own configuration allows drills);
 4. for ``act``: marks the step acted (one conditional write: refused if the decisions changed since
    they were counted, or it was acted on already), appends the audit record, and only then makes the
    change, with the gate's own credentials.
@@ -44,6 +45,7 @@ from tradeops.runbooks.gate import (
     act_refusal,
     decision_context,
     decision_refusal,
+    drill_flag_refusal,
     freshness_refusal,
     parse_request,
     request_digest,
@@ -57,6 +59,8 @@ from tradeops.runbooks.params import render
 from tradeops.runbooks.registry import OperationContext
 from tradeops.runbooks.roster import Roster
 from tradeops.runbooks.store import ExecutionStore
+from tradeops.runtime.orderpath import alert_topic
+from tradeops.runtime.orderpath.flags import Flags, validate_flag
 from tradeops.runtime.platform import yamlfiles
 from tradeops.runtime.platform.aws import Aws
 from tradeops.runtime.platform.clock import iso, utcnow
@@ -131,6 +135,8 @@ class Gate:
 
     def _op(self, request: GateRequest, who: Identity) -> dict[str, Any]:
         eid, sid = request.execution_id, request.step_id
+        if request.op == "flag":
+            return self._drill_flag(request, who)
         try:
             meta = ExecutionStore(self.aws).meta(eid)
         except NotFound:
@@ -210,6 +216,22 @@ class Gate:
             raise
         self.ledger.record_outcome(eid, sid, {"output": output})
         return {"acted": True, "action": act.action, "output": output, "approved_by": list(act.approved_by)}
+
+
+    def _drill_flag(self, request: GateRequest, who: Identity) -> dict[str, Any]:
+        why = drill_flag_refusal(request, who.name, drills_allowed=self.settings.gate_drill_flags)
+        if why:
+            raise Refused(why)
+        flag, value = request.step_id, validate_flag(request.step_id, request.value)
+        flags = Flags(self.aws)
+        before = flags.read().as_dict()[flag]
+        facts = {"drill": True, "flag": flag, "before": before, "after": value, "reason": request.reason}
+        self._record(ev.GATE_ACTED, request, who, facts)  # before the change: unrecorded, nothing changes
+        flags.set(flag, value, actor=who.name)
+        alert_topic.notify(self.aws, f"Drill set flag {flag}: {before} -> {value}",
+                           f"{who.name} ({request.execution_id}) set {flag} from {before} to {value} through the "
+                           f"approval gate, without four-eyes, as this environment allows drills to: {request.reason}")
+        return {"acted": True, "output": {"flag": flag, "previous": before, "value": value}}
 
 
 def _handler(gate: Gate) -> type[JsonHandler]:

@@ -97,6 +97,15 @@ def test_each_component_runs_its_supervisor_module():
         assert f"python -m {MODULES[component]}" in command, component
 
 
+def test_the_gate_takes_drills_flag_changes_only_where_its_stack_says_so():
+    """The gate's task sets TRADEOPS_GATE_DRILL_FLAGS from a parameter that defaults to false (production)."""
+    runtime = load_template(RUNTIME)[1]
+    assert runtime["Parameters"]["GateDrillFlags"]["Default"] == "false"
+    container = runtime["Resources"]["GateTaskDefinition"]["Properties"]["ContainerDefinitions"][0]
+    env = {e["Name"]: e["Value"] for e in container["Environment"]}
+    assert env["TRADEOPS_GATE_DRILL_FLAGS"] == {"Ref": "GateDrillFlags"}
+
+
 # ---- both templates deployed into the emulator ------------------------------------------------
 
 @pytest.fixture(scope="module")

@@ -138,13 +138,13 @@ def test_a_step_without_approval_acts_with_the_shipped_arguments_and_an_unguarde
 
 
 def test_drill_approvals_count_only_in_a_drill_requested_execution():
-    """A drill identity's approval is not human four-eyes, unless a drill identity requested the step."""
+    """A drill identity's approval is not human four-eyes, unless drill identities requested the step and act on it."""
     person = _ledger()
     drill = _approve(person, "drill-bot")
     assert "still needs 1" in str(_act(TOGGLE, _ledger(drill, _approve(person, "carol")))[1])
     by_drill = _ledger(requested_by="arn:aws:iam::123456789012:user/drill-runner")
-    ctx = _ctx(by_drill, caller="arn:aws:iam::123456789012:user/drill-runner", executors=())
-    assert ctx.drill
+    assert _ctx(by_drill, caller="arn:aws:iam::123456789012:user/drill-runner", executors=()).drill
+    assert not _ctx(by_drill, caller="alice", executors=()).drill
 
 
 def test_decisions_are_refused_before_the_request_after_the_act_and_by_the_executor():

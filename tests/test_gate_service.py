@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from tests.support.stack import running_emulator
-from tradeops.runbooks import engine
+from tradeops.runbooks import breakglass, engine
 from tradeops.runbooks.audit import AuditLog
 from tradeops.runbooks.gate import request_digest
 from tradeops.runbooks.gateclient import GateDown, ask_gate
@@ -85,7 +85,7 @@ def world(authed_moto, tmp_path_factory):
     operate["Statement"].append({"Effect": "Allow", "Action": ["dynamodb:GetItem", "dynamodb:Query"],
                                  "Resource": "arn:aws:dynamodb:eu-west-2:123456789012:table/gt-decisions"})
     gate_policy = policy_of("gt-gate", "gate")
-    sessions = {n: _user(iam, n, operate) for n in PEOPLE}
+    sessions = {n: _user(iam, n, operate) for n in (*PEOPLE, "drill-runner")}
     gate_aws = Aws(settings, session=_user(iam, "gate", gate_policy))
     roster = install_roster(admin_aws, parse_operators(
         json.dumps({"operators": {_arn(n): r for n, r in ROLES.items()}}), "the test's roster"))
@@ -93,12 +93,17 @@ def world(authed_moto, tmp_path_factory):
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{server.server_address[1]}"
+    # A drill environment's gate: its own configuration lets drills set guarded flags.
+    drills = make_server(settings.model_copy(update={"gate_drill_flags": True}), "127.0.0.1", free_port(),
+                         aws=gate_aws)
+    threading.Thread(target=drills.serve_forever, daemon=True).start()
     with_gate = settings.model_copy(update={"gate_url": url})
     people = {n: Aws(with_gate, session=session) for n, session in sessions.items()}
     yield {"settings": settings, "admin": admin_aws, "people": people, "sessions": sessions, "gate_url": url,
-           "roster": roster}
-    server.shutdown()
-    server.server_close()
+           "roster": roster, "drill_gate_url": f"http://127.0.0.1:{drills.server_address[1]}"}
+    for each in (server, drills):
+        each.shutdown()
+        each.server_close()
 
 
 def _execution(world, runbook: str, *, executor: str = "alice") -> str:
@@ -304,3 +309,26 @@ def test_a_shipped_runbook_run_through_the_gate_changes_the_roster_with_two_appr
         assert len(refused) == 1 and refused[0].startswith("alice:") and "cannot approve" in refused[0]
     finally:
         install_roster(admin, world["roster"])
+
+
+def _drill_flag(world, who: str, gate_url: str, value: str = "secondary") -> dict:
+    aws = Aws(world["settings"].model_copy(update={"gate_url": gate_url}), session=world["sessions"][who])
+    return breakglass.set_flag(aws, identity=Identity(who, "drill" if who.startswith("drill-") else "iam-user"),
+                               roster=None, flag="active", value=value, reason="drill primary-outage, step toggle",
+                               target="the test's emulator")
+
+
+def test_a_drill_sets_a_guarded_flag_through_a_gate_configured_for_drills_audited(world, primary):
+    """On a drill environment's gate a drill identity switches the active broker without four-eyes, audited as
+    the drill's; a person asking the same is refused, and so is the drill on a gate not configured for drills."""
+    with pytest.raises(Refused, match="does not take drills"):
+        _drill_flag(world, "drill-runner", world["gate_url"])
+    answer = _drill_flag(world, "drill-runner", world["drill_gate_url"])
+    assert answer["via"] == "gate" and answer["before"] == "primary" and _active(world) == "secondary"
+    acted = [e for e in AuditLog(world["admin"]).entries() if e["kind"] == "gate.acted" and e["data"].get("drill")]
+    assert acted[-1]["actor"] == _arn("drill-runner") and acted[-1]["data"]["after"] == "secondary"
+    aws = Aws(world["settings"].model_copy(update={"gate_url": world["drill_gate_url"]}),
+              session=world["sessions"]["alice"])
+    with pytest.raises(Refused, match="not a drill identity"):
+        ask_gate(aws, "flag", "drill-x", "active", value="primary", reason="pretending to be a drill")
+    assert _active(world) == "secondary"
