@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from tests.support.stack import running_emulator
-from tradeops.runbooks import breakglass, engine
+from tradeops.runbooks import actions, breakglass, engine
 from tradeops.runbooks.audit import AuditLog
 from tradeops.runbooks.gate import request_digest
 from tradeops.runbooks.gateclient import GateDown, ask_gate
@@ -25,6 +25,7 @@ from tradeops.runbooks.gateproof import sign_proof
 from tradeops.runbooks.gateservice import make_server
 from tradeops.runbooks.identity import Identity, parse_operators
 from tradeops.runbooks.loader import read_runbook_text, resolve_path, sha256_text
+from tradeops.runbooks.registry import OperationContext
 from tradeops.runbooks.roster import Roster
 from tradeops.runbooks.store import ExecutionStore
 from tradeops.runbooks.testing import install_roster
@@ -332,3 +333,19 @@ def test_a_drill_sets_a_guarded_flag_through_a_gate_configured_for_drills_audite
     with pytest.raises(Refused, match="not a drill identity"):
         ask_gate(aws, "flag", "drill-x", "active", value="primary", reason="pretending to be a drill")
     assert _active(world) == "secondary"
+
+
+def test_a_resumed_step_takes_the_gates_record_and_a_second_change_of_it_is_refused(world):
+    """Run again after the gate acted (a resume), the action answers the gate's recorded outcome without a second
+    change; the same step with other arguments (a rollback's restore) is refused by the gate."""
+    eid = _execution(world, "failover")
+    alice = world["people"]["alice"]
+    ctx = OperationContext(settings=alice.settings, aws=alice, execution_id=eid, step_id="quiesce",
+                           actor=_arn("alice"))
+    first = actions.set_processing(ctx, "paused")
+    again = actions.set_processing(ctx, "paused")
+    assert first == again and first["value"] == "paused"
+    with pytest.raises(Refused, match="already acted on"):
+        actions.set_processing(ctx, "running")
+    assert [e["kind"] for e in _audit(world, eid)].count("gate.acted") == 1
+    Flags(world["admin"]).set("processing", "running")
