@@ -73,8 +73,10 @@ __all__ = [
     "short_name",
 ]
 
-Op = Literal["request", "decide", "withdraw", "act", "flag"]
-OPS: Final[tuple[str, ...]] = ("request", "decide", "withdraw", "act", "flag")
+Op = Literal["request", "decide", "withdraw", "act", "flag", "unwind"]
+OPS: Final[tuple[str, ...]] = ("request", "decide", "withdraw", "act", "flag", "unwind")
+"""``unwind``: one person's decision on a double execution (the order as the execution, the outcome as the
+step); the rules are :func:`tradeops.runbooks.unwind.decide`'s, applied by the gate with its own credentials."""
 
 GUARDED_ACTIONS: Final[Mapping[str, str]] = {
     "set_processing": "the processing flag",

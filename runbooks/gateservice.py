@@ -14,8 +14,9 @@ step (:func:`~tradeops.runbooks.gate.parse_request`) and a signed proof of who a
 2. reads the execution (for its runbook SHA-256, parameters and executors), its own shipped copy of
    that runbook (any other text is refused), the roster in force and the step's ledger
    (:mod:`.gateledger`);
-3. applies :mod:`.gate`'s rule for the op (``request``, ``decide``, ``withdraw``, ``act``, or ``flag``: a
-   drill's flag change, where the gate's own configuration allows drills);
+3. applies :mod:`.gate`'s rule for the op (``request``, ``decide``, ``withdraw``, ``act``; ``flag``: a
+   drill's flag change, where the gate's own configuration allows drills; ``unwind``: a decision on a
+   double execution, by :mod:`.unwind`'s rules);
 4. for ``act``: marks the step acted (one conditional write: refused if the decisions changed since
    they were counted, or it was acted on already), appends the audit record, and only then makes the
    change, with the gate's own credentials.
@@ -59,6 +60,7 @@ from tradeops.runbooks.params import render
 from tradeops.runbooks.registry import OperationContext
 from tradeops.runbooks.roster import Roster
 from tradeops.runbooks.store import ExecutionStore
+from tradeops.runbooks.unwind import unwind
 from tradeops.runtime.orderpath import alert_topic
 from tradeops.runtime.orderpath.flags import Flags, validate_flag
 from tradeops.runtime.platform import yamlfiles
@@ -137,6 +139,8 @@ class Gate:
         eid, sid = request.execution_id, request.step_id
         if request.op == "flag":
             return self._drill_flag(request, who)
+        if request.op == "unwind":
+            return self._unwind(request, who)
         try:
             meta = ExecutionStore(self.aws).meta(eid)
         except NotFound:
@@ -217,6 +221,15 @@ class Gate:
         self.ledger.record_outcome(eid, sid, {"output": output})
         return {"acted": True, "action": act.action, "output": output, "approved_by": list(act.approved_by)}
 
+
+    def _unwind(self, request: GateRequest, who: Identity) -> dict[str, Any]:
+        roster = Roster(self.aws).require()
+        record = unwind(self.aws, request.execution_id, identity=who.name, source=who.source,
+                        outcome=request.step_id, reason=request.reason, roles_of=dict(roster.roles))
+        self._record(ev.GATE_DECIDED, request, who, {"unwind": True, "order_id": request.execution_id,
+                                                      "outcome": request.step_id, "state": record.get("state"),
+                                                      "reason": request.reason, "roster_digest": roster.digest})
+        return record
 
     def _drill_flag(self, request: GateRequest, who: Identity) -> dict[str, Any]:
         why = drill_flag_refusal(request, who.name, drills_allowed=self.settings.gate_drill_flags)

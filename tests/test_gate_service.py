@@ -10,6 +10,7 @@ import json
 import threading
 import uuid
 from collections.abc import Iterator
+from decimal import Decimal
 
 import boto3
 import botocore.exceptions
@@ -29,7 +30,9 @@ from tradeops.runbooks.registry import OperationContext
 from tradeops.runbooks.roster import Roster
 from tradeops.runbooks.store import ExecutionStore
 from tradeops.runbooks.testing import install_roster
+from tradeops.runbooks.unwind import unwind
 from tradeops.runtime.orderpath.flags import Flags
+from tradeops.runtime.orderpath.orders import OrderRequest, OrderStore, new_order
 from tradeops.runtime.platform.aws import Aws
 from tradeops.runtime.platform.clock import iso
 from tradeops.runtime.platform.errors import BadInput, Refused
@@ -349,3 +352,27 @@ def test_a_resumed_step_takes_the_gates_record_and_a_second_change_of_it_is_refu
         actions.set_processing(ctx, "running")
     assert [e["kind"] for e in _audit(world, eid)].count("gate.acted") == 1
     Flags(world["admin"]).set("processing", "running")
+
+
+def test_an_unwind_above_the_dual_approval_limit_is_decided_through_the_gate_by_two_proven_people(world):
+    """Through the gate, a double execution above the limit needs two different people: one person's decision
+    leaves it open, a second by the same person is refused, a second person decides it; the gate records each."""
+    store = OrderStore(world["admin"])
+    order, _ = store.create(new_order(OrderRequest(account_id="a", symbol="SYM1", side="BUY", quantity=1000,
+                                                   quote_price=Decimal("100"))))
+    order = store.transition(order, "SUBMITTING", actor="t", set_fields={"provider": "secondary"})
+    order = store.transition(order, "FILLED", actor="t", set_fields={"fill_price": Decimal("100.5")})
+    store.annotate(order, actor="t", note="executed twice", set_fields={"double_execution": {
+        "state": "open", "notional": Decimal("100500"), "fills": [], "voided_at": "primary"}})
+    people = world["people"]
+    first = unwind(people["bob"], order["order_id"], identity="ignored", source="ignored", outcome="unwound",
+                   reason="closed out on the desk", roles_of={})
+    assert first["state"] == "open" and first["decisions"][0]["identity"] == _arn("bob")
+    with pytest.raises(Refused, match="one identity counts once"):
+        unwind(people["bob"], order["order_id"], identity="carol", source="x", outcome="unwound", reason="again",
+               roles_of={})
+    second = unwind(people["carol"], order["order_id"], identity="ignored", source="ignored", outcome="unwound",
+                    reason="agreed", roles_of={})
+    assert second["state"] == "unwound" and sorted(second["decided_by"]) == [_arn("bob"), _arn("carol")]
+    decided = [e for e in _audit(world, order["order_id"]) if e["kind"] == "gate.decided"]
+    assert [e["actor"] for e in decided] == [_arn("bob"), _arn("carol")]
