@@ -376,3 +376,36 @@ def test_an_unwind_above_the_dual_approval_limit_is_decided_through_the_gate_by_
     assert second["state"] == "unwound" and sorted(second["decided_by"]) == [_arn("bob"), _arn("carol")]
     decided = [e for e in _audit(world, order["order_id"]) if e["kind"] == "gate.decided"]
     assert [e["actor"] for e in decided] == [_arn("bob"), _arn("carol")]
+
+
+def test_with_the_gate_down_a_run_stops_at_its_four_eyes_step_and_resumes_once_it_is_back(world):
+    """A run whose gate does not answer stops (one line, nothing changed) and stays resumable; resumed with the gate
+    back, it completes through it."""
+    admin, alice = world["admin"], world["people"]["alice"]
+    before = Roster(admin).require().digest
+    new = parse_operators(json.dumps({"operators": {**{_arn(n): r for n, r in ROLES.items()}, _arn("fred"): ["risk"]}}),
+                          "the proposal")
+    proposal = Roster(admin).propose(new, actor=Identity("admin", "test"))
+    down = Aws(alice.settings.model_copy(update={"gate_url": f"http://127.0.0.1:{free_port()}"}),
+               session=world["sessions"]["alice"])
+    me = Identity(_arn("alice"), "iam-user")
+    try:
+        with pytest.raises(GateDown) as stopped:
+            engine.run_execution(down.settings, "change-operators", aws=down, identity=me, assume_yes=True,
+                                 params={"proposal": proposal["digest"][:16]}, poll_seconds=0.05,
+                                 execution_id=f"gate-down-{uuid.uuid4().hex[:8]}")
+        assert "\n" not in str(stopped.value) and "resume" in str(stopped.value)
+        eid = next(e["execution_id"] for e in engine.list_executions(alice.settings, aws=alice)
+                   if e["execution_id"].startswith("gate-down-") and e["status"] == "stopped")
+        assert Roster(admin).require().digest == before
+
+        def approvers(wait):
+            for who in ("bob", "carol"):
+                engine.decide(alice.settings, wait.execution_id, wait.step_id, "approve", aws=world["people"][who])
+
+        outcome = engine.resume_execution(alice.settings, eid, aws=alice, identity=me, assume_yes=True,
+                                          on_approval_wait=approvers, poll_seconds=0.05)
+        assert outcome.status == "completed", outcome.reason
+        assert Roster(admin).require().digest == new.digest
+    finally:
+        install_roster(admin, world["roster"])
