@@ -78,10 +78,18 @@ def world(authed_moto, tmp_path_factory):
     deploy_stack(admin_aws, settings)
     iam = admin_aws.client("iam")
 
+    secrets = [admin_aws.secrets.describe_secret(SecretId=f"gt/broker/{p}")["ARN"] for p in ("primary", "secondary")]
+
     def policy_of(role: str, name: str) -> dict:
         document = iam.get_role_policy(RoleName=role, PolicyName=name)["PolicyDocument"]
         # The emulator answers the document as Python's repr of what the template resolved to.
-        return ast.literal_eval(document) if isinstance(document, str) else document
+        document = ast.literal_eval(document) if isinstance(document, str) else document
+        for statement in document["Statement"]:
+            # Its CloudFormation skips the broker secrets (the deploy creates them after), so a role's !Ref to
+            # them resolves to nothing: they are the two secrets' ARNs, as on AWS.
+            if statement["Resource"] == [None, None]:
+                statement["Resource"] = secrets
+        return document
 
     operate = policy_of("gt-operator", "operate")
     # Reading the gate's ledger (a run counts its decisions there) is the operator role's in issue 24's roles
@@ -90,15 +98,19 @@ def world(authed_moto, tmp_path_factory):
                                  "Resource": "arn:aws:dynamodb:eu-west-2:123456789012:table/gt-decisions"})
     gate_policy = policy_of("gt-gate", "gate")
     sessions = {n: _user(iam, n, operate) for n in (*PEOPLE, "drill-runner")}
-    gate_aws = Aws(settings, session=_user(iam, "gate", gate_policy))
+    gate_session = _user(iam, "gate", gate_policy)
     roster = install_roster(admin_aws, parse_operators(
         json.dumps({"operators": {_arn(n): r for n, r in ROLES.items()}}), "the test's roster"))
-    server = make_server(settings, "127.0.0.1", free_port(), aws=gate_aws)
+    # The gate asks the brokers before releasing an order (none here is in flight: no broker answers).
+    gate_settings = settings.model_copy(update={"primary_url": "http://127.0.0.1:9",
+                                                "secondary_url": "http://127.0.0.1:9"})
+    gate_aws = Aws(gate_settings, session=gate_session)
+    server = make_server(gate_settings, "127.0.0.1", free_port(), aws=gate_aws)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{server.server_address[1]}"
     # A drill environment's gate: its own configuration lets drills set guarded flags.
-    drills = make_server(settings.model_copy(update={"gate_drill_flags": True}), "127.0.0.1", free_port(),
+    drills = make_server(gate_settings.model_copy(update={"gate_drill_flags": True}), "127.0.0.1", free_port(),
                          aws=gate_aws)
     threading.Thread(target=drills.serve_forever, daemon=True).start()
     with_gate = settings.model_copy(update={"gate_url": url})
@@ -409,3 +421,16 @@ def test_with_the_gate_down_a_run_stops_at_its_four_eyes_step_and_resumes_once_i
         assert Roster(admin).require().digest == new.digest
     finally:
         install_roster(admin, world["roster"])
+
+
+def test_declare_void_is_released_by_the_gate_with_its_own_broker_keys(world):
+    """The failover's declare-void step, approved by two people, is made by the gate: it reads the broker's key
+    and the queue with GateRole's policy (nothing was in flight, so nothing is released)."""
+    eid = _execution(world, "failover")
+    _ask(world, "alice", "request", eid, "declare-void")
+    _ask(world, "bob", "decide", eid, "declare-void", decision="approve")
+    _ask(world, "carol", "decide", eid, "declare-void", decision="approve")
+    answer = _ask(world, "alice", "act", eid, "declare-void")
+    assert answer["output"]["released"] == [] and answer["output"]["approvers"] == answer["approved_by"]
+    with pytest.raises(botocore.exceptions.ClientError, match="AccessDenied"):
+        world["people"]["alice"].secrets.get_secret_value(SecretId="gt/broker/primary")

@@ -104,18 +104,22 @@ def speed_up_moto() -> None:
 
 
 def authorize_resources() -> None:
-    """Name the resource of DynamoDB, SSM and SNS requests to moto's IAM access control. Idempotent.
+    """Name the resource of DynamoDB, SSM, SNS and Secrets Manager requests (and SQS GetQueueUrl) to moto's
+    IAM access control. Idempotent.
 
     With access control on (``INITIAL_NO_AUTH_ACTION_COUNT``), moto checks a request's resource only for
     S3, SQS, IAM and STS; for every other service it checks the action against the resource ``*``, which
     no statement naming a table or a parameter matches, so the template's policies would allow nothing
-    there. With the table's (or index's), the parameter's and the topic's ARN, a principal holding the template's
-    policy may do there what it may do on AWS, and is refused the rest (what the approval gate relies
-    on: only its role writes the guarded flags, the roster and the decisions table). Conditions are
-    still not evaluated (moto does not); a request naming several parameters is checked on the first.
+    there. With the table's (or index's), the parameter's, the topic's and the secret's ARN, a principal
+    holding the template's policy may do there what it may do on AWS, and is refused the rest (what the
+    approval gate relies on: only its role writes the guarded flags, the roster and the decisions
+    table). Conditions are still not evaluated (moto does not); a request naming several parameters is
+    checked on the first.
     """
     from moto.dynamodb.responses import DynamoHandler
+    from moto.secretsmanager.responses import SecretsManagerResponse
     from moto.sns.responses import SNSResponse
+    from moto.sqs.responses import SQSResponse
     from moto.ssm.responses import SimpleSystemManagerResponse
 
     def table_arn(self: DynamoHandler) -> str:
@@ -138,7 +142,30 @@ def authorize_resources() -> None:
     def topic_arn(self: SNSResponse) -> str:
         return str(self._get_param("TopicArn") or "*")
 
+    def secret_arn(self: SecretsManagerResponse) -> str:
+        secret = _json_body(self.body).get("SecretId")
+        if not isinstance(secret, str):
+            return "*"
+        try:
+            return str(self.backend.describe_secret(secret).arn)  # a name, a partial or a full ARN
+        except Exception:  # no such secret: the action answers that, once allowed at all
+            return "*"
+
+    by_url = SQSResponse._determine_resource
+
+    def queue_arn(self: SQSResponse) -> str:
+        # moto finds an SQS request's queue by its URL; GetQueueUrl names it instead.
+        name = self._get_param("QueueName")
+        if not isinstance(name, str):
+            return by_url(self)
+        try:
+            return str(self.sqs_backend.get_queue(name).queue_arn)
+        except Exception:  # no such queue: the action answers that, once allowed at all
+            return "*"
+
     DynamoHandler._determine_resource = table_arn  # type: ignore[attr-defined]
+    SQSResponse._determine_resource = queue_arn  # type: ignore[method-assign]
+    SecretsManagerResponse._determine_resource = secret_arn  # type: ignore[attr-defined]
     SNSResponse._determine_resource = topic_arn  # type: ignore[attr-defined]
     SimpleSystemManagerResponse._determine_resource = parameter_arn  # type: ignore[attr-defined]
 
