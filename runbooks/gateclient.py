@@ -52,7 +52,7 @@ def ask_gate(aws: Aws, op: str, execution_id: str, step_id: str, *, decision: st
         return dict(body)
     why = str(body.get("refused") or f"HTTP {answer.status_code}")
     if answer.status_code == 400:
-        raise BadInput(f"the approval gate refused a malformed request: {why}")
+        raise BadInput(f"the approval gate refused: {why}")
     if answer.status_code >= 500:
         raise GateDown(f"the approval gate failed ({why}): nothing changed; resume with "
                        f"`tradeops runbook resume {execution_id}`")
