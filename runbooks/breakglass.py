@@ -31,7 +31,7 @@ from tradeops.runtime.platform.clock import utcnow
 from tradeops.runtime.platform.errors import Refused
 from tradeops.runtime.platform.events import EventLog
 
-__all__ = ["GUARDED_FLAGS", "authorize", "declare_void", "set_flag"]
+__all__ = ["GUARDED_FLAGS", "authorize", "declare_void", "drill_flag_at_gate", "set_flag"]
 
 GUARDED_FLAGS = ("processing", "mode", "active")
 """Flags a runbook changes only under four-eyes: by hand they are break-glass. (``trickle`` is not.)"""
@@ -67,9 +67,7 @@ def set_flag(aws: Aws, *, identity: Identity, roster: Operators | None, flag: st
         flags.set(flag, canonical, actor=identity.name)
         return {**facts, "break_glass": False}
     if aws.settings.gate_url and is_drill_identity(identity.name, identity.source):
-        # A drill has no break-glass role: where the gate's configuration allows drills, the gate sets it.
-        answer = ask_gate(aws, "flag", f"drill-flag-{utcnow():%Y%m%dT%H%M%S}", flag, value=canonical, reason=reason)
-        return {**facts, "before": answer["output"]["previous"], "break_glass": False, "via": "gate"}
+        return {**facts, **drill_flag_at_gate(aws, flag, canonical, reason)}
     if roster is None:
         raise Refused(f"refused: flag {flag} is break-glass and no roster was given to authorise it")
     authorize(identity, roster, reason)
@@ -77,6 +75,14 @@ def set_flag(aws: Aws, *, identity: Identity, roster: Operators | None, flag: st
     flags.set(flag, canonical, actor=identity.name)
     _alert(aws, identity, f"flag {flag}: {before} -> {canonical}", facts)
     return {**facts, "break_glass": True}
+
+
+def drill_flag_at_gate(aws: Aws, flag: str, value: str, reason: str) -> dict[str, Any]:
+    """A drill's flag change asked of the approval gate (``TRADEOPS_GATE_URL``), which makes it where its own
+    configuration allows drills, audited and alerted, as the drill identity STS proves; ``{"before", ...}``."""
+    answer = ask_gate(aws, "flag", f"drill-flag-{utcnow():%Y%m%dT%H%M%S}", flag, value=value, reason=reason)
+    return {"before": answer["output"]["previous"], "after": answer["output"]["value"], "break_glass": False,
+            "via": "gate"}
 
 
 def declare_void(aws: Aws, *, identity: Identity, roster: Operators, provider: str, reason: str,
