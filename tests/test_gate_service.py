@@ -253,9 +253,11 @@ def test_a_proof_for_another_request_or_a_forged_one_is_refused(world, primary):
 
 
 def test_a_malformed_request_is_refused_with_a_reason(world):
-    """A request with unknown fields is a 400 with its reason (BadInput at the client)."""
+    """A request with unknown fields is a 400 with its reason, audited as refused (BadInput at the client)."""
     answer = httpx.post(f"{world['gate_url']}/v1/gate", json={"request": {"op": "act", "who": "bob"}, "proof": {}})
     assert answer.status_code == 400 and "unknown field" in answer.json()["refused"]
+    refused = [e for e in AuditLog(world["admin"]).entries() if e["kind"] == "gate.refused"]
+    assert refused[-1]["actor"] == "unproven" and "unknown field" in refused[-1]["data"]["reason"]
     with pytest.raises(BadInput):
         _ask(world, "alice", "act", "no such id!", "x")
 
