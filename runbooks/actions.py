@@ -1,5 +1,10 @@
 """The built-in actions runbooks can name: plain functions ``action(ctx, **args)`` returning a JSON-able output.
 
+The guarded ones (:data:`~tradeops.runbooks.gate.GUARDED_ACTIONS`: the routing flags, the roster,
+declare-void) go through the approval gate when one is configured (``TRADEOPS_GATE_URL``): the
+run asks the gate to act on its step, and the gate, having checked the step's approvals itself,
+calls :func:`perform` with its own credentials. Without a gate they act here, as before.
+
 Each is a thin call into the runtime: :mod:`tradeops.runtime.orderpath.flags` for the flags,
 :mod:`tradeops.runtime.orderpath.inflight` for the brokers and the orders in flight there,
 :mod:`~tradeops.runtime.orderpath.canary` for the canary order. What each takes, whether it is
@@ -8,8 +13,12 @@ idempotent and what restores it are in :mod:`.catalogue`, which names them by mo
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+from tradeops.runbooks.gate import GUARDED_ACTIONS
+from tradeops.runbooks.gateclient import ask_gate
+from tradeops.runbooks.gateledger import GateLedger
 from tradeops.runbooks.registry import OperationContext
 from tradeops.runbooks.roster import Roster
 from tradeops.runtime.orderpath import alert_topic, inflight
@@ -18,7 +27,7 @@ from tradeops.runtime.orderpath.flags import Flags
 from tradeops.runtime.orderpath.states import FILLED
 from tradeops.runtime.platform.errors import CheckFailed, OperationFailed
 
-__all__ = ["apply_roster", "canary", "declare_void", "notify", "resolve_in_flight", "set_active_broker",
+__all__ = ["apply_roster", "canary", "declare_void", "notify", "perform", "resolve_in_flight", "set_active_broker",
            "set_processing", "set_routing_mode"]
 
 
@@ -30,16 +39,37 @@ def _set(ctx: OperationContext, flag: str, value: str) -> dict[str, Any]:
     return {"flag": flag, "previous": previous, "value": flags.set(flag, value, actor=actor)}
 
 
+def _gated(ctx: OperationContext, name: str, args: dict[str, Any]) -> dict[str, Any]:
+    """The guarded action ``name``: asked of the gate when one is configured (and a run's step names it), else
+    made here."""
+    if ctx.settings.gate_url and ctx.execution_id and ctx.step_id:
+        # A run resumed after the gate made this very change (it died before recording it): asking again would
+        # only be refused, so the gate's own record of it is the action's output. Other arguments (a rollback's
+        # restore) are asked of the gate, which refuses a second change of one step.
+        acted = GateLedger(ctx.aws).read(ctx.execution_id, ctx.step_id).acted or {}
+        if acted.get("args") == args and "output" in (acted.get("outcome") or {}):
+            return dict(acted["outcome"]["output"])
+        return dict(ask_gate(ctx.aws, "act", ctx.execution_id, ctx.step_id)["output"])
+    return perform(ctx, name, args)
+
+
+def perform(ctx: OperationContext, name: str, args: dict[str, Any]) -> dict[str, Any]:
+    """Make the guarded change ``name`` with ``ctx``'s credentials: the gate's, or a run's without a gate."""
+    if name not in GUARDED_ACTIONS:
+        raise ValueError(f"{name} is not a guarded action")
+    return _GUARDED[name](ctx, **args)
+
+
 def set_processing(ctx: OperationContext, state: str) -> dict[str, Any]:
-    return _set(ctx, "processing", state)
+    return _gated(ctx, "set_processing", {"state": state})
 
 
 def set_active_broker(ctx: OperationContext, provider: str) -> dict[str, Any]:
-    return _set(ctx, "active", provider)
+    return _gated(ctx, "set_active_broker", {"provider": provider})
 
 
 def set_routing_mode(ctx: OperationContext, mode: str) -> dict[str, Any]:
-    return _set(ctx, "mode", mode)
+    return _gated(ctx, "set_routing_mode", {"mode": mode})
 
 
 def resolve_in_flight(ctx: OperationContext, provider: str) -> dict[str, Any]:
@@ -48,6 +78,10 @@ def resolve_in_flight(ctx: OperationContext, provider: str) -> dict[str, Any]:
 
 
 def declare_void(ctx: OperationContext, provider: str, reason: str) -> dict[str, Any]:
+    return _gated(ctx, "declare_void", {"provider": provider, "reason": reason})
+
+
+def _declare_void(ctx: OperationContext, provider: str, reason: str) -> dict[str, Any]:
     approvers = ", ".join(ctx.approvers) or "none"
     result = inflight.void_in_flight(
         ctx.aws, provider, actor=ctx.actor or "runbook",
@@ -58,6 +92,10 @@ def declare_void(ctx: OperationContext, provider: str, reason: str) -> dict[str,
 
 
 def apply_roster(ctx: OperationContext, proposal: str) -> dict[str, Any]:
+    return _gated(ctx, "apply_roster", {"proposal": proposal})
+
+
+def _apply_roster(ctx: OperationContext, proposal: str) -> dict[str, Any]:
     applied = Roster(ctx.aws).apply(proposal, actor=ctx.actor or "runbook", execution_id=ctx.execution_id)
     return {"version": applied.version, "digest": applied.digest, "operators": len(applied.roles),
             "approvers": list(ctx.approvers)}
@@ -78,3 +116,12 @@ def canary(ctx: OperationContext, expect_provider: str, timeout: float) -> dict[
         raise OperationFailed(f"canary order {result.get('order_id')} filled at {result.get('provider')}, "
                               f"not {expect_provider}")
     return dict(result)
+
+
+_GUARDED: dict[str, Callable[..., dict[str, Any]]] = {
+    "set_processing": lambda ctx, state: _set(ctx, "processing", state),
+    "set_active_broker": lambda ctx, provider: _set(ctx, "active", provider),
+    "set_routing_mode": lambda ctx, mode: _set(ctx, "mode", mode),
+    "declare_void": _declare_void,
+    "apply_roster": _apply_roster,
+}

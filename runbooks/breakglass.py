@@ -15,23 +15,29 @@ A drill's experiments change the routing flags too, with no person at the keyboa
 quiet either: the same audit record before the change, under the drill's identity, and the same
 ``flag_set`` event. Only the flag's value changes: its description, allowed pattern, type and tier stay
 what the template set, so a drill can never leave ``mode`` accepting ``bogus``.
+
+With an approval gate configured, a drill's guarded flag goes through it instead
+(``TRADEOPS_GATE_URL``): the gate does it, audited and alerted, where its own configuration allows
+drills (:func:`tradeops.runbooks.gate.drill_flag_refusal`), and refuses it everywhere else.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from tradeops.runbooks.approvals import break_glass_refusal
+from tradeops.runbooks.approvals import break_glass_refusal, is_drill_identity
 from tradeops.runbooks.audit import AuditLog
 from tradeops.runbooks.eventkinds import BREAK_GLASS_DECLARE_VOID, BREAK_GLASS_FLAG_SET, DRILL_FLAG_SET
+from tradeops.runbooks.gateclient import ask_gate
 from tradeops.runbooks.identity import Identity, Operators
 from tradeops.runtime.orderpath import inflight
 from tradeops.runtime.orderpath.flags import Flags, validate_flag
 from tradeops.runtime.platform.aws import Aws
+from tradeops.runtime.platform.clock import utcnow
 from tradeops.runtime.platform.errors import Refused
 from tradeops.runtime.platform.events import EventLog
 
-__all__ = ["GUARDED_FLAGS", "authorize", "declare_void", "drill_set_flag", "set_flag"]
+__all__ = ["GUARDED_FLAGS", "authorize", "declare_void", "drill_flag_at_gate", "drill_set_flag", "set_flag"]
 
 GUARDED_FLAGS = ("processing", "mode", "active")
 """Flags a runbook changes only under four-eyes: by hand they are break-glass. (``trickle`` is not.)"""
@@ -66,6 +72,8 @@ def set_flag(aws: Aws, *, identity: Identity, roster: Operators | None, flag: st
     if flag not in GUARDED_FLAGS:
         flags.set(flag, canonical, actor=identity.name)
         return {**facts, "break_glass": False}
+    if aws.settings.gate_url and is_drill_identity(identity.name, identity.source):
+        return {**facts, **drill_flag_at_gate(aws, flag, canonical, reason)}
     if roster is None:
         raise Refused(f"refused: flag {flag} is break-glass and no roster was given to authorise it")
     authorize(identity, roster, reason)
@@ -80,12 +88,23 @@ def drill_set_flag(aws: Aws, *, identity: Identity, flag: str, value: str, reaso
     """Set a flag as a drill (``identity`` is the drill's): recorded in the audit log before it is made (if the
     audit cannot record it, nothing changes), then published as a ``flag_set`` event."""
     canonical = validate_flag(flag, value)
+    if aws.settings.gate_url and flag in GUARDED_FLAGS:
+        # Only the gate's role may write a guarded flag: it checks its own drill setting and records the change.
+        return {"flag": flag, **drill_flag_at_gate(aws, flag, canonical, reason), "reason": reason, "target": target}
     flags = Flags(aws)
     before = str(flags.read().as_dict()[flag])
     facts = {"flag": flag, "before": before, "after": canonical, "reason": reason, "target": target}
     AuditLog(aws).append(DRILL_FLAG_SET, actor=identity.name, identity_source=identity.source, data=facts)
     flags.set(flag, canonical, actor=identity.name)
     return facts
+
+
+def drill_flag_at_gate(aws: Aws, flag: str, value: str, reason: str) -> dict[str, Any]:
+    """A drill's flag change asked of the approval gate (``TRADEOPS_GATE_URL``), which makes it where its own
+    configuration allows drills, audited and alerted, as the drill identity STS proves; ``{"before", ...}``."""
+    answer = ask_gate(aws, "flag", f"drill-flag-{utcnow():%Y%m%dT%H%M%S}", flag, value=value, reason=reason)
+    return {"before": answer["output"]["previous"], "after": answer["output"]["value"], "break_glass": False,
+            "via": "gate"}
 
 
 def declare_void(aws: Aws, *, identity: Identity, roster: Operators, provider: str, reason: str,

@@ -37,12 +37,15 @@ from tradeops.runbooks.approvals import (
     Approval,
     ApprovalContext,
     ApprovalRule,
+    Choice,
     check_new_decision,
     evaluate,
 )
 from tradeops.runbooks.audit import AuditLog, AuditObserver
 from tradeops.runbooks.events import ApprovalHook, ApprovalWait, Confirm, Event, Observer, Outcome
 from tradeops.runbooks.expectations import describe_expect, expectation_met
+from tradeops.runbooks.gateclient import ask_gate
+from tradeops.runbooks.gateledger import GateLedger
 from tradeops.runbooks.identity import Identity, Operators, current_identity
 from tradeops.runbooks.loader import (
     Runbook,
@@ -362,6 +365,8 @@ def decide(settings: Settings, execution_id: str, step_id: str, decision: str, *
     store = ExecutionStore(aws)
     meta = store.meta(execution_id)
     _, step = _execution_step(meta, step_id)
+    if settings.gate_url:
+        return _decide_at_gate(aws, meta, step_id, step, decision, reason, observers)
     _decidable(meta, step_id, step, decision)
     operators = _roster(aws, operators)
     _same_roster(meta, operators, "a decision")
@@ -380,6 +385,30 @@ def decide(settings: Settings, execution_id: str, step_id: str, decision: str, *
     return approval
 
 
+def _decide_at_gate(aws: Aws, meta: Mapping[str, Any], step_id: str, step: Mapping[str, Any], decision: str,
+                    reason: str, observers: Iterable[Observer]) -> Approval:
+    """A decision asked of the approval gate: it records it under the identity STS proves, and audits it."""
+    if "approval" not in step:
+        raise BadInput(f"step {step_id} of {meta.get('runbook')} needs no approval")
+    answer = ask_gate(aws, "decide", meta["execution_id"], step_id, decision=decision, reason=reason)
+    choice: Choice = "reject" if decision == "reject" else "approve"
+    approval = Approval(execution_id=meta["execution_id"], step_id=step_id, runbook_sha256=meta["runbook_sha256"],
+                        identity=str(answer["identity"]), identity_source="gate", decision=choice,
+                        binding=str(answer["binding"]), reason=reason)
+    # The gate wrote the audit record; the other observers (a display) still hear of it.
+    _tell(observers, Event(ev.APPROVAL_APPROVED if choice == "approve" else ev.APPROVAL_REJECTED,
+                           meta["execution_id"], step_id, approval.identity, "gate",
+                           {"reason": reason, "binding": approval.binding, "via": "gate"}))
+    return approval
+
+
+def _step_decisions(settings: Settings, aws: Aws, meta: Mapping[str, Any], step_id: str) -> list[Approval]:
+    """A step's decisions: the gate's ledger when a gate holds them, else the execution's own."""
+    if settings.gate_url:
+        return list(GateLedger(aws).read(meta["execution_id"], step_id).decisions)
+    return decisions_of(dict(meta), step_id)
+
+
 def withdraw(settings: Settings, execution_id: str, step_id: str, *, aws: Aws | None = None,
              identity: Identity | None = None, reason: str = "", observers: Iterable[Observer] = ()) -> None:
     """Take back one's own approval of a step whose action has not started (it stops counting at once)."""
@@ -387,6 +416,9 @@ def withdraw(settings: Settings, execution_id: str, step_id: str, *, aws: Aws | 
     store = ExecutionStore(aws)
     meta = store.meta(execution_id)
     _, step = _execution_step(meta, step_id)
+    if settings.gate_url:
+        ask_gate(aws, "withdraw", execution_id, step_id, reason=reason)  # the gate records and audits it
+        return
     _decidable(meta, step_id, step, "withdraw")
     identity = identity or current_identity(settings, aws)
     store.withdraw(execution_id, step_id, identity.name, at=iso(), reason=reason)
@@ -418,7 +450,7 @@ def approval_view(settings: Settings, execution_id: str, step_id: str, *, aws: A
     if "approval" in step:
         roster = _roster(aws, operators)
         decision = evaluate(ApprovalRule.from_spec(step["approval"]), _decision_context(meta, step_id, roster),
-                            decisions_of(dict(meta), step_id))
+                            _step_decisions(settings, aws, meta, step_id))
         view["decisions"] = {"state": decision.state, "approved_by": list(decision.approved_by),
                              "rejected_by": [list(r) for r in decision.rejected_by],
                              "not_counted": [list(r) for r in decision.refused], "missing": decision.missing}

@@ -47,6 +47,10 @@ __all__ = [
     "EXECUTION_RESUMED",
     "EXECUTION_STARTED",
     "EXECUTION_STOPPED",
+    "GATE_ACTED",
+    "GATE_DECIDED",
+    "GATE_REFUSED",
+    "GATE_REQUESTED",
     "KINDS",
     "MANUAL_INSTRUCTION",
     "NOT_AUDITED",
@@ -104,10 +108,19 @@ DRILL_FLAG_SET: Final = "drill.flag_set"
 ROSTER_SEEDED: Final = "roster.seeded"
 REPORT_SIGNED: Final = "report.signed"
 """A person signed a report or the self-assessment (:mod:`tradeops.reports.signoff`)."""
+GATE_REQUESTED: Final = "gate.requested"
+"""The approval gate opened a step's ledger: decisions on it count from now (:mod:`tradeops.runbooks.gateservice`)."""
+GATE_DECIDED: Final = "gate.decided"
+"""The gate recorded one person's decision (or withdrawal), with the identity STS proved."""
+GATE_ACTED: Final = "gate.acted"
+"""The gate made a guarded change, written before the change itself (if it cannot be recorded, nothing changes)."""
+GATE_REFUSED: Final = "gate.refused"
+"""The gate refused a request (malformed, replayed, unproven, or the rules say no): nothing changed."""
 EVENTS: Final = "events"
 """One audit record holding several events of one execution in the order they happened: what a run did
 between two checkpoints (:mod:`tradeops.runbooks.audit`). Timelines show it as those events."""
 OTHER_RECORDS: Final[tuple[str, ...]] = (BREAK_GLASS_FLAG_SET, BREAK_GLASS_DECLARE_VOID, DRILL_FLAG_SET, ROSTER_SEEDED,
-                                         REPORT_SIGNED, EVENTS)
+                                         REPORT_SIGNED, EVENTS, GATE_REQUESTED, GATE_DECIDED, GATE_ACTED, GATE_REFUSED)
 """Audit records no run publishes as an event: a flag changed or orders declared void by hand, a flag set by a
-drill, the first roster, a signature on a report, and a run's events written together."""
+drill, the first roster, a signature on a report, a run's events written together, and what the approval gate
+did or refused."""

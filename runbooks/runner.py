@@ -40,6 +40,8 @@ from tradeops.runbooks.audit import AuditObserver
 from tradeops.runbooks.changes import Changes
 from tradeops.runbooks.events import ApprovalHook, ApprovalWait, Confirm, Event, Observer, Outcome
 from tradeops.runbooks.expectations import describe_expect, expectation_met
+from tradeops.runbooks.gateclient import GateDown, ask_gate
+from tradeops.runbooks.gateledger import GateLedger
 from tradeops.runbooks.identity import Identity, Operators
 from tradeops.runbooks.loader import Runbook, resolve_path, sha256_text, step_kind
 from tradeops.runbooks.notices import publish_approval_request
@@ -120,6 +122,11 @@ class Runner:
         self.changes = Changes(self.eid, str(meta.get("status")), records, int(meta.get("lease_epoch") or 0))
 
     # -- plumbing --
+
+    @property
+    def gated(self) -> bool:
+        """Whether an approval gate holds this run's four-eyes and makes its guarded changes."""
+        return bool(self.settings.gate_url)
 
     @property
     def token(self) -> str:
@@ -422,9 +429,11 @@ class Runner:
             rec.update(phase=ACTING, action_runs=run, status=RUNNING)
             self.save(index, rec)
             try:
+                # Under the gate the decisions are the gate's: it counts them again in its own move to acted.
                 self.store.start_action(self.eid, sid, {"run": run, "at": iso(), "by": self.identity.name,
                                                         "approvers": list(approvers), "decision_seq": seen},
-                                        lease_token=self.token, decision_seq=seen, changes=self.changes)
+                                        lease_token=self.token, decision_seq=None if self.gated else seen,
+                                        changes=self.changes)
                 break
             except DecisionsChanged:
                 rec.update(was)  # the move to acting did not land: the step is back where it was
@@ -436,6 +445,8 @@ class Runner:
         started_at, t0 = iso(), time.monotonic()
         try:
             output = op(self.ctx(sid, approvers), **args)
+        except GateDown:
+            raise  # nothing was asked of anyone: the execution stops, resumable (the step stays "acting")
         except Exception as exc:
             result = {"status": FAILED, "action": op.name, "args": args, "start": started_at, "end": iso(),
                       "duration": round(time.monotonic() - t0, 3), "output": None, "error": reason_of(exc)}
@@ -480,6 +491,9 @@ class Runner:
                    "executor": self.identity.name, "count": rule.count, "roles": list(rule.roles),
                    "command": f"tradeops runbook approve {self.eid} {sid}", "timeout": timeout,
                    "at": iso(now), "deadline": iso(datetime.fromtimestamp(now.timestamp() + timeout, UTC))}
+        if self.gated:
+            # The gate opens the step's ledger first: decisions are the gate's to record, not this table's.
+            ask_gate(self.aws, "request", self.eid, sid)
         # Published first: a step counts as requested only once its approvers have been told.
         request["message_id"] = publish_approval_request(self.aws, request)
         rec.update(status=WAITING_APPROVAL, phase=APPROVAL, waiting_since=request["at"])
@@ -506,7 +520,10 @@ class Runner:
         shown: tuple[Any, ...] | None = None
         last_shown = 0.0
         while True:
-            if sid in (self.meta.get("requests") or {}):
+            if self.gated:
+                ledger = GateLedger(self.aws).read(self.eid, sid)
+                approvals, seen = list(ledger.decisions), ledger.decision_seq
+            elif sid in (self.meta.get("requests") or {}):
                 approvals, seen = self.store.approvals(self.eid, sid)
             else:
                 # Never requested: no decision can have been recorded (the store refuses one before the request).

@@ -32,6 +32,7 @@ from tradeops.runbooks.approvals import (
     check_new_decision,
     evaluate,
 )
+from tradeops.runbooks.gateclient import ask_gate
 from tradeops.runtime.orderpath.double_executions import DECISIONS, OPEN, watch_of
 from tradeops.runtime.orderpath.orders import OrderStore, StaleOrder
 from tradeops.runtime.platform.aws import Aws
@@ -95,7 +96,12 @@ def decide(record: Mapping[str, Any], *, order_id: str, identity: str, source: s
 
 def unwind(aws: Aws, order_id: str, *, identity: str, source: str, outcome: str, reason: str,
            roles_of: Mapping[str, frozenset[str]]) -> dict[str, Any]:
-    """Record one person's decision on ``order_id``'s double execution; returns the record as written."""
+    """Record one person's decision on ``order_id``'s double execution; returns the record as written.
+
+    With an approval gate configured (``TRADEOPS_GATE_URL``) the gate records it, as the person STS proves the
+    caller is (``identity`` and ``roles_of`` are then the gate's to find), with its own credentials."""
+    if aws.settings.gate_url:
+        return ask_gate(aws, "unwind", order_id, outcome, reason=reason)
     store = OrderStore(aws)
     order = store.require(order_id)
     record = order.get("double_execution")

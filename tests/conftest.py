@@ -17,16 +17,12 @@ The drill and load tests' own stacks (``drill_stack``, ``load_stack``, tier dril
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 
-import httpx
 import pytest
 
 from tests.support.orderflow import Flow, fresh_flow
-from tests.support.stack import running_stack, stack_environment
+from tests.support.stack import running_emulator, running_stack, stack_environment
 from tests.support.tiers import (
     COLLECTED_TIERS,
     TIERS,
@@ -39,7 +35,6 @@ from tests.support.tiers import (
 from tradeops.runtime.platform.aws import Aws
 from tradeops.runtime.platform.settings import Settings, load_settings
 from tradeops.runtime.stack.deploy import deploy_stack
-from tradeops.runtime.stack.supervisor import free_port, stop_process
 
 LAST_USE = LastUse()
 STOPPED_AFTER_LAST_USE = ("shared_stack", "moto_endpoint")
@@ -116,22 +111,7 @@ def own_drill() -> None:
 def moto_endpoint() -> Iterator[str]:
     """The local stack's emulator (moto server, DynamoDB requests one at a time) on a free port, our own."""
     with LAST_USE.hold("moto_endpoint") as held:
-        port = free_port()
-        proc = subprocess.Popen([sys.executable, "-m", "tradeops.runtime.stack.emulator", "-H", "127.0.0.1",
-                                 "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        held.callback(stop_process, proc, 10)
-        endpoint = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{endpoint}/moto-api/", timeout=1).status_code < 500:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError("moto server did not start")
-            time.sleep(0.05)
-        yield endpoint
+        yield held.enter_context(running_emulator())
 
 
 @pytest.fixture(scope="session")

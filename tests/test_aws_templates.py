@@ -19,16 +19,17 @@ RUNTIME = REPO / "deploy" / "runtime.yaml"
 DRILL_IMAGE = "123456789012.dkr.ecr.eu-west-2.amazonaws.com/tradeops-drill:0.1.0"
 
 # The evidence (docs/aws.md, "What is kept"): the issue's tables, the events table (flag changes, breaker
-# transitions, pages: what an incident report is built from), the key, both locked buckets and the guarded-use trail.
-KEPT = {"OrdersTable", "ExecutionsTable", "AuditTable", "ReimbursementsTable", "EventsTable", "DataKey",
-        "AuditAnchorBucket", "EvidenceBucket", "TrailBucket"}
+# transitions, pages: what an incident report is built from), the gate's decisions, the key, both locked buckets
+# and the guarded-use trail.
+KEPT = {"OrdersTable", "ExecutionsTable", "DecisionsTable", "AuditTable", "ReimbursementsTable", "EventsTable",
+        "DataKey", "AuditAnchorBucket", "EvidenceBucket", "TrailBucket"}
 # Stateful types (cfn-lint's I3011 list, as it applies to the base template) deleted with the stack on purpose.
 WORKING_STATE = {"OrderQueue", "OrderDeadLetterQueue", "ExposureTable", "HeartbeatsTable", "PriceStream",
                  "PrimaryBrokerSecret", "SecondaryBrokerSecret", "IntakeTokenSecret"}
 # Each component's service, the module it runs (runtime/stack/supervisor.py) and the base role it runs under.
 COMPONENTS = {"worker": ("worker", "WorkerRoleArn"), "intake": ("intake", "WorkerRoleArn"),
               "canary": ("canary", "WorkerRoleArn"), "monitor": ("monitor", "MonitorRoleArn"),
-              "audit-anchor": ("audit-anchor", "MonitorRoleArn")}
+              "audit-anchor": ("audit-anchor", "MonitorRoleArn"), "gate": ("gate", "GateRoleArn")}
 
 
 def _resources(path: Path) -> dict:
@@ -62,7 +63,7 @@ def test_every_retained_table_has_deletion_protection_and_point_in_time_recovery
     """Each retained DynamoDB table refuses deletion and keeps 35 days of point-in-time recovery."""
     resources = _resources(BASE)
     tables = [k for k in KEPT if resources[k]["Type"] == "AWS::DynamoDB::Table"]
-    assert len(tables) == 5
+    assert len(tables) == 6
     for name in tables:
         props = resources[name]["Properties"]
         assert props.get("DeletionProtectionEnabled") is True, name
@@ -97,6 +98,15 @@ def test_each_component_runs_its_supervisor_module():
         container = resources[logical]["Properties"]["ContainerDefinitions"][0]
         command = " ".join(container["Command"])
         assert f"python -m {MODULES[component]}" in command, component
+
+
+def test_the_gate_takes_drills_flag_changes_only_where_its_stack_says_so():
+    """The gate's task sets TRADEOPS_GATE_DRILL_FLAGS from a parameter that defaults to false (production)."""
+    runtime = load_template(RUNTIME)[1]
+    assert runtime["Parameters"]["GateDrillFlags"]["Default"] == "false"
+    container = runtime["Resources"]["GateTaskDefinition"]["Properties"]["ContainerDefinitions"][0]
+    env = {e["Name"]: e["Value"] for e in container["Environment"]}
+    assert env["TRADEOPS_GATE_DRILL_FLAGS"] == {"Ref": "GateDrillFlags"}
 
 
 # ---- both templates deployed into the emulator ------------------------------------------------

@@ -288,7 +288,8 @@ STACK_ID = "arn:aws:cloudformation:eu-west-2:123456789012:stack/tradeops/1a2b3c4
 CS_ID = "arn:aws:cloudformation:eu-west-2:123456789012:changeSet/tradeops-1/1a2b3c4d-0000-1111-2222-333344445555"
 OUTPUTS = [{"OutputKey": k, "OutputValue": v} for k, v in (
     ("WorkerRoleArn", "arn:aws:iam::123456789012:role/tradeops-WorkerRole-1"),
-    ("MonitorRoleArn", "arn:aws:iam::123456789012:role/tradeops-MonitorRole-1"), ("OrderQueueName", "tradeops-orders"))]
+    ("MonitorRoleArn", "arn:aws:iam::123456789012:role/tradeops-MonitorRole-1"),
+    ("GateRoleArn", "arn:aws:iam::123456789012:role/tradeops-gate"), ("OrderQueueName", "tradeops-orders"))]
 
 
 def _stack(name: str, status: str, outputs: list | None = None) -> dict:

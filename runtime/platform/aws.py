@@ -13,6 +13,7 @@ from typing import Any
 
 import boto3
 import botocore.config
+import botocore.credentials
 import botocore.exceptions
 
 from tradeops.runtime.platform import calllog
@@ -184,6 +185,17 @@ class Aws:
                 client = self._session.client(service, **kwargs)
                 self._clients[service] = client
             return client
+
+    def credentials(self) -> botocore.credentials.Credentials:
+        """The credentials this process's clients sign with (the approval gate's proofs are signed with them)."""
+        if self.settings.aws_endpoint_url and not self._own_session:
+            return botocore.credentials.Credentials(_EMULATOR_CREDENTIALS["aws_access_key_id"],
+                                                    _EMULATOR_CREDENTIALS["aws_secret_access_key"])
+        found = self._session.get_credentials()
+        if found is None:
+            raise AwsError("no AWS credentials found (AWS_PROFILE, `aws sso login`, or the instance's role)")
+        frozen = found.get_frozen_credentials()
+        return botocore.credentials.Credentials(frozen.access_key, frozen.secret_key, frozen.token)
 
     # Shorthands for the services the runtime uses.
     @property

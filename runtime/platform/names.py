@@ -53,6 +53,11 @@ class Names:
         return f"{self.prefix}-executions"
 
     @property
+    def decisions_table(self) -> str:
+        """Four-eyes decisions and acting marks of guarded steps: written only by the approval gate's role."""
+        return f"{self.prefix}-decisions"
+
+    @property
     def heartbeats_table(self) -> str:
         return f"{self.prefix}-heartbeats"
 

@@ -93,6 +93,11 @@ class Settings(BaseSettings):
     # The AWS account tradeops is deployed in (12 digits): a person signed in through another account's roles
     # (an Identity Center role included) is refused. Unset: the account STS names for the caller.
     aws_account: str | None = Field(default=None, pattern=r"^\d{12}$")
+    # The approval gate (runbooks/gateservice.py): when set, guarded changes and approval decisions go through it.
+    gate_url: str | None = None
+    # The gate's own: whether it sets a guarded flag for a drill identity without four-eyes (drill environments
+    # only: the local stack, staging). Each change is audited and alerted. People's settings do not reach it.
+    gate_drill_flags: bool = False
     # How long a four-eyes step waits for its approvers when its runbook does not say (seconds).
     approval_timeout_seconds: float = Field(default=900.0, gt=0)
 

@@ -94,7 +94,7 @@ def runtime_stack_name(base_stack: str) -> str:
 
 
 # The base stack's outputs the runtime template takes as parameters of the same names.
-BASE_OUTPUTS_FOR_RUNTIME = ("WorkerRoleArn", "MonitorRoleArn", "OrderQueueName")
+BASE_OUTPUTS_FOR_RUNTIME = ("WorkerRoleArn", "MonitorRoleArn", "GateRoleArn", "OrderQueueName")
 
 
 def broker_parameters(settings: Settings) -> dict[str, str]:

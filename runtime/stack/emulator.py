@@ -50,7 +50,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["SERIALISED_TARGETS", "SerialDynamoDB", "main", "speed_up_moto"]
+__all__ = ["SERIALISED_TARGETS", "SerialDynamoDB", "authorize_resources", "main", "speed_up_moto"]
 
 # X-Amz-Target prefixes of the requests that run one at a time: DynamoDB, DynamoDB Streams, Kinesis.
 SERIALISED_TARGETS = ("DynamoDB", "Kinesis_")
@@ -103,6 +103,84 @@ def speed_up_moto() -> None:
     DynamoDBStreamsHandler.get_records = get_records  # type: ignore[assignment,method-assign]
 
 
+def authorize_resources() -> None:
+    """Name the resource of DynamoDB, SSM, SNS and Secrets Manager requests (and SQS GetQueueUrl) to moto's
+    IAM access control. Idempotent.
+
+    With access control on (``INITIAL_NO_AUTH_ACTION_COUNT``), moto checks a request's resource only for
+    S3, SQS, IAM and STS; for every other service it checks the action against the resource ``*``, which
+    no statement naming a table or a parameter matches, so the template's policies would allow nothing
+    there. With the table's (or index's), the parameter's, the topic's and the secret's ARN, a principal
+    holding the template's policy may do there what it may do on AWS, and is refused the rest (what the
+    approval gate relies on: only its role writes the guarded flags, the roster and the decisions
+    table). Conditions are still not evaluated (moto does not); a request naming several parameters is
+    checked on the first.
+    """
+    from moto.dynamodb.responses import DynamoHandler
+    from moto.secretsmanager.responses import SecretsManagerResponse
+    from moto.sns.responses import SNSResponse
+    from moto.sqs.responses import SQSResponse
+    from moto.ssm.responses import SimpleSystemManagerResponse
+
+    def table_arn(self: DynamoHandler) -> str:
+        body = _json_body(self.body)
+        table, index = body.get("TableName"), body.get("IndexName")
+        if not isinstance(table, str):
+            return "*"
+        arn = f"arn:aws:dynamodb:{self.region}:{self.current_account}:table/{table}"
+        return f"{arn}/index/{index}" if isinstance(index, str) else arn
+
+    def parameter_arn(self: SimpleSystemManagerResponse) -> str:
+        body = _json_body(self.body)
+        names = body.get("Names")
+        name = body.get("Name") or body.get("Path") or (names[0] if isinstance(names, list) and names else None)
+        if not isinstance(name, str):
+            return "*"
+        path = name if name.startswith("/") else f"/{name}"
+        return f"arn:aws:ssm:{self.region}:{self.current_account}:parameter{path}"
+
+    def topic_arn(self: SNSResponse) -> str:
+        return str(self._get_param("TopicArn") or "*")
+
+    def secret_arn(self: SecretsManagerResponse) -> str:
+        secret = _json_body(self.body).get("SecretId")
+        if not isinstance(secret, str):
+            return "*"
+        try:
+            return str(self.backend.describe_secret(secret).arn)  # a name, a partial or a full ARN
+        except Exception:  # no such secret: the action answers that, once allowed at all
+            return "*"
+
+    by_url = SQSResponse._determine_resource
+
+    def queue_arn(self: SQSResponse) -> str:
+        # moto finds an SQS request's queue by its URL; GetQueueUrl names it instead.
+        name = self._get_param("QueueName")
+        if not isinstance(name, str):
+            return by_url(self)
+        try:
+            return str(self.sqs_backend.get_queue(name).queue_arn)
+        except Exception:  # no such queue: the action answers that, once allowed at all
+            return "*"
+
+    DynamoHandler._determine_resource = table_arn  # type: ignore[attr-defined]
+    SQSResponse._determine_resource = queue_arn  # type: ignore[method-assign]
+    SecretsManagerResponse._determine_resource = secret_arn  # type: ignore[attr-defined]
+    SNSResponse._determine_resource = topic_arn  # type: ignore[attr-defined]
+    SimpleSystemManagerResponse._determine_resource = parameter_arn  # type: ignore[attr-defined]
+
+
+def _json_body(body: object) -> dict[str, Any]:
+    """A request's JSON body as a dict (moto hands some requests over already parsed, some as bytes)."""
+    if isinstance(body, dict):
+        return body
+    try:
+        parsed = json.loads(body or "{}") if isinstance(body, str | bytes) else {}
+    except ValueError:
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
+
+
 def _epoch_seconds(value: object) -> float:
     """A record's creation time as the JSON protocol sends timestamps (moto keeps it as naive UTC)."""
     if not isinstance(value, datetime):
@@ -121,6 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     speed_up_moto()
+    from moto import settings as moto_settings
+    if moto_settings.INITIAL_NO_AUTH_ACTION_COUNT != float("inf"):  # access control on: else nothing reads it
+        authorize_resources()
     app = DomainDispatcherApplication(create_backend_app)
     run_simple(args.host, args.port, SerialDynamoDB(app), threaded=True, request_handler=MotoRequestHandler)
     return 0

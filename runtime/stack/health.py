@@ -4,7 +4,7 @@ One image runs every component (the command selects the module), so one probe mu
 It finds the component the way ``ps`` would, from its command line (``python -m tradeops...``), and
 asks what that component can answer for itself:
 
-- an HTTP service (intake, divergence monitor, price feed, a simulated broker): its health endpoint
+- an HTTP service (intake, divergence monitor, price feed, approval gate, a simulated broker): its health endpoint
   on the port it was told to listen on, through 127.0.0.1 when it listens on every address;
 - a worker: its heartbeat in the heartbeats table is fresh (three intervals), the test ``tradeops
   status`` and the local stack's supervisor apply: a live process that stopped beating (stuck, or cut
@@ -38,6 +38,7 @@ _HTTP = {
     "tradeops.runtime.orderpath.intake": ("--port", "/health"),
     "tradeops.runtime.liability.monitor": ("--port", "/health"),
     "tradeops.runtime.liability.prices": ("--port", "/health"),
+    "tradeops.runbooks.gateservice": ("--port", "/health"),
     "tradeops.runtime.brokers.sim": ("--control-port", "/_sim/health"),
 }
 _WORKER = "tradeops.runtime.orderpath.worker"

@@ -152,6 +152,7 @@ MODULES = {
     "monitor": "tradeops.runtime.liability.monitor",
     "canary": "tradeops.runtime.orderpath.canary",
     "audit-anchor": "tradeops.runbooks.anchor",  # by name only: the runtime imports nothing of runbooks
+    "gate": "tradeops.runbooks.gateservice",
     "worker": "tradeops.runtime.orderpath.worker",
     "supervisor": "tradeops.runtime.stack.supervisor",
 }

@@ -5,13 +5,43 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from collections.abc import Iterator
+import sys
+import time
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import pytest
 
+from tradeops.runtime.stack.supervisor import free_port, stop_process
+
 REPO = Path(__file__).resolve().parents[2]
+
+
+@contextmanager
+def running_emulator(env: Mapping[str, str] | None = None) -> Iterator[str]:
+    """The local stack's emulator on a free 127.0.0.1 port (``env`` added to its environment); yields its URL."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "tradeops.runtime.stack.emulator", "-H", "127.0.0.1",
+                             "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, **(env or {})})
+    try:
+        endpoint = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                # moto's own API, not an AWS action: it does not count against INITIAL_NO_AUTH_ACTION_COUNT.
+                if httpx.get(f"{endpoint}/moto-api/", timeout=1).status_code < 500:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError("moto server did not start")
+            time.sleep(0.05)
+        yield endpoint
+    finally:
+        stop_process(proc, 10)
 
 
 def stack_environment(state_dir: Path) -> dict[str, str]:
