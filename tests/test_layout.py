@@ -41,9 +41,9 @@ def _table_words() -> set[str]:
 
     # EVENTS ("events", a record of several) is a plain word too: everything else the audit log holds is dotted.
     words = set(order_states.STATES) | set(eventkinds.KINDS) | set(eventkinds.OTHER_RECORDS) - {eventkinds.EVENTS}
-    # A runbook's distinctive statuses and phases; plain English ones (pending, done, failed) name other things too.
-    words |= {runbook_states.WAITING_APPROVAL, runbook_states.APPROVAL_TIMED_OUT, runbook_states.ACTION_FAILED,
-              runbook_states.ACTED}
+    # A runbook's distinctive statuses and phases; plain words (pending, done, failed, acting, acted) name other
+    # things too: "acted" is also the gate's record of a step it changed, "acting" the meta's map of them.
+    words |= {runbook_states.WAITING_APPROVAL, runbook_states.APPROVAL_TIMED_OUT, runbook_states.ACTION_FAILED}
     return words
 
 
