@@ -18,7 +18,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["MODES", "Fault", "parse_fault"]
+__all__ = ["MODES", "Fault", "bounded_number", "parse_fault"]
 
 MODES = ("none", "down", "error", "latency", "blackhole", "fill_after_timeout")
 _PARAMS = {"error": {"rate"}, "latency": {"ms"}, "fill_after_timeout": {"ms"}}
@@ -41,7 +41,8 @@ class Fault:
         return shown
 
 
-def _number(payload: dict[str, Any], key: str, low: float, high: float) -> float:
+def bounded_number(payload: dict[str, Any], key: str, low: float, high: float) -> float:
+    """``payload[key]`` as a float between ``low`` and ``high``; ValueError naming the key otherwise."""
     value = payload[key]
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise ValueError(f"{key} must be a number")
@@ -63,11 +64,11 @@ def parse_fault(payload: Any) -> Fault:
         raise ValueError(f"mode {mode} takes {', '.join(sorted(allowed)) or 'no parameters'}; "
                          f"unexpected: {', '.join(extra)}")
     if mode == "error":
-        return Fault(mode, rate=_number(payload, "rate", 0.0, 1.0) if "rate" in payload else 1.0)
+        return Fault(mode, rate=bounded_number(payload, "rate", 0.0, 1.0) if "rate" in payload else 1.0)
     if mode == "latency":
         if "ms" not in payload:
             raise ValueError("mode latency needs ms (the delay in milliseconds)")
-        return Fault(mode, ms=_number(payload, "ms", 0.0, _MAX_MS))
+        return Fault(mode, ms=bounded_number(payload, "ms", 0.0, _MAX_MS))
     if mode == "fill_after_timeout":
-        return Fault(mode, ms=_number(payload, "ms", 0.0, _MAX_MS) if "ms" in payload else 5000.0)
+        return Fault(mode, ms=bounded_number(payload, "ms", 0.0, _MAX_MS) if "ms" in payload else 5000.0)
     return Fault(mode)
