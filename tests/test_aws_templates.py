@@ -112,7 +112,11 @@ def runtime(aws_settings):
     certificate = aws.client("acm").request_certificate(DomainName="intake.example.com")["CertificateArn"]
     network = {"Image": "123456789012.dkr.ecr.eu-west-2.amazonaws.com/tradeops:0.1.0", "VpcId": vpc,
                "PrivateSubnetIds": ",".join(subnets), "ServiceSecurityGroupIds": group,
-               "LoadBalancerSecurityGroupIds": group, "CertificateArn": certificate, "WorkerMaxTasks": "8"}
+               "LoadBalancerSecurityGroupIds": group, "CertificateArn": certificate, "WorkerMaxTasks": "8",
+               # A staging stack: the FIS drills' templates and what the worker tasks need for them.
+               "FaultInjection": "enabled", "PrimaryBrokerHost": "sandbox-a.broker.example",
+               "PrimaryBrokerPort": "8443", "SecondaryBrokerHost": "sandbox-b.broker.example",
+               "SecondaryBrokerPort": "9443"}
     deploy_runtime_stack(aws, aws_settings, network)
     cfn = aws.client("cloudformation")
     base = {o["OutputKey"]: o["OutputValue"]
