@@ -266,7 +266,9 @@ def test_bad_fault_is_400_and_leaves_the_fault_as_it_was(proxy):
 
 def test_a_broker_that_refuses_the_proxy_is_reported_down_not_as_an_answer(stack, name, adapter, sim, proxy):
     """Broker down behind the proxy: NotConnected naming the proxy's connection, an upstream-refused answer, and
-    the proxy's health recording the stretch it could not reach the broker."""
+    the proxy's health recording the stretch it could not reach the broker; also on a kept-alive connection the
+    broker dropped going down."""
+    adapter.health()  # the proxy now holds a kept-alive connection to the broker, which `down` resets
     sim.set_fault("down")
     try:
         with pytest.raises(NotConnected, match="refused the fault proxy's connection"):

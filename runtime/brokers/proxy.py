@@ -257,8 +257,11 @@ class FaultProxy:
         if delay := delay_seconds(fault, self._rng.random()):
             await asyncio.sleep(delay)
         resetting = fault.mode == "reset" and strikes(fault, self._rng.random())
-        if link is not None and link.reader.at_eof():
-            link.drop()  # the broker closed the idle connection: nothing was sent on it, so a new one is safe
+        if link is not None and (link.reader.at_eof() or link.reader.exception() is not None
+                                 or link.writer.is_closing()):
+            # The broker closed or reset the idle connection (a broker going down aborts its connections): nothing
+            # was sent on it, so a new one is safe, and its refusal is then the proof the broker is down.
+            link.drop()
             link = None
         if link is None:
             try:
