@@ -14,14 +14,15 @@ import logging
 import socket
 import struct
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import h11
 
 from tradeops.runtime.brokers.wires import HttpReply, HttpRequest
 
-__all__ = ["MAX_BODY", "READ_CHUNK", "HttpServer", "Listener", "encode_reply", "read_message", "read_request", "reset"]
+__all__ = ["MAX_BODY", "READ_CHUNK", "FaultedPorts", "HttpServer", "Listener", "encode_reply", "read_message",
+           "read_request", "reset"]
 
 log = logging.getLogger("tradeops.sim")
 
@@ -171,3 +172,45 @@ class HttpServer(Listener):
             if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
                 break
             conn.start_next_cycle()
+
+
+class _Fault(Protocol):
+    @property
+    def mode(self) -> str: ...
+
+
+F = TypeVar("F", bound=_Fault)
+
+
+class FaultedPorts(Generic[F]):
+    """An order port under a fault beside a control surface that always answers: the simulated brokers' and the
+    fault proxies' shared switch. ``down`` closes the order port, any other fault re-opens it; whatever waits
+    on the fault in force (a blackholed request) is woken when it changes."""
+
+    def __init__(self, fault: F, orders: Listener, control: HttpServer) -> None:
+        self.fault = fault
+        self.orders = orders
+        self.control = control
+        self._fault_changed = asyncio.Event()
+
+    async def start(self) -> None:
+        await self.control.open()
+        await self.orders.open()
+
+    async def stop(self) -> None:
+        self._fault_changed.set()
+        await self.orders.close()
+        await self.control.close()
+
+    async def set_fault(self, fault: F) -> None:
+        """Apply a new fault: open or close the order port, release the requests held under the old one."""
+        if fault.mode == "down":
+            await self.orders.close()
+        else:
+            await self.orders.open()
+        self.fault = fault
+        changed, self._fault_changed = self._fault_changed, asyncio.Event()
+        changed.set()
+
+    async def until_fault_changes(self) -> None:
+        await self._fault_changed.wait()

@@ -47,7 +47,15 @@ from urllib.parse import urlsplit
 
 import h11
 
-from tradeops.runtime.brokers.h11server import READ_CHUNK, HttpServer, Listener, encode_reply, read_message, reset
+from tradeops.runtime.brokers.h11server import (
+    READ_CHUNK,
+    FaultedPorts,
+    HttpServer,
+    Listener,
+    encode_reply,
+    read_message,
+    reset,
+)
 from tradeops.runtime.brokers.proxyfaults import (
     INJECTED,
     MARKER_HEADER,
@@ -124,48 +132,26 @@ class _Link:
             self.writer.transport.abort()
 
 
-class FaultProxy:
+class FaultProxy(FaultedPorts[ProxyFault]):
     """One fault proxy: the port the workers call, the control surface, the fault and what it did."""
 
     def __init__(self, *, name: str, upstream: str, protocol: str, host: str, port: int, control_port: int,
                  seed: int, connect_timeout: float = 2.0) -> None:
         if protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}")
+        serve = self._serve_http if protocol == "http" else self._serve_tcp
+        super().__init__(ProxyFault(), Listener(host, port, serve), HttpServer(host, control_port, self._on_control))
         self.name = name
         self.upstream = Upstream.parse(upstream)
         self.protocol = protocol
         self.connect_timeout = connect_timeout
-        self.fault = ProxyFault()
         self.counters: Counter[str] = Counter()
         self.lost: list[dict[str, Any]] = []
         self._rng = random.Random(seed)
-        self._fault_changed = asyncio.Event()
         self._tls = ssl.create_default_context() if self.upstream.tls else None
-        serve = self._serve_http if protocol == "http" else self._serve_tcp
-        self.orders = Listener(host, port, serve)
-        self.control = HttpServer(host, control_port, self._on_control)
 
     def __repr__(self) -> str:
         return f"FaultProxy(name={self.name!r}, upstream={self.upstream.url!r}, fault={self.fault.as_dict()!r})"
-
-    async def start(self) -> None:
-        await self.control.open()
-        await self.orders.open()
-
-    async def stop(self) -> None:
-        self._fault_changed.set()
-        await self.orders.close()
-        await self.control.close()
-
-    async def set_fault(self, fault: ProxyFault) -> None:
-        """Apply a new fault: close or re-open the port, release the requests held by a blackhole."""
-        if fault.mode == "down":
-            await self.orders.close()
-        else:
-            await self.orders.open()
-        self.fault = fault
-        changed, self._fault_changed = self._fault_changed, asyncio.Event()
-        changed.set()
 
     # ---- the broker, and what the proxy remembers of reaching it ---------------------------------------------
     async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -246,7 +232,7 @@ class FaultProxy:
         self.counters["requests"] += 1
         if fault.mode == "blackhole":
             self.counters["blackholed"] += 1
-            await self._until_changed()
+            await self.until_fault_changes()
             return False, link
         if fault.mode == "error" and strikes(fault, self._rng.random()):
             self.counters["injected_errors"] += 1
@@ -341,9 +327,6 @@ class FaultProxy:
             writer.write(chunk)
             await writer.drain()
 
-    async def _until_changed(self) -> None:
-        await self._fault_changed.wait()
-
     # ---- TCP: a wire that is not HTTP, the fault applied to the bytes --------------------------------------
     async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         fault = self.fault
@@ -351,7 +334,7 @@ class FaultProxy:
         if fault.mode == "blackhole":
             self.counters["blackholed"] += 1
             swallow = asyncio.ensure_future(_swallow(reader))
-            await self._until_changed()
+            await self.until_fault_changes()
             swallow.cancel()
             return
         try:

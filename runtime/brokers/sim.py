@@ -47,7 +47,7 @@ import sys
 from datetime import UTC, datetime
 
 from tradeops.runtime.brokers.faults import Fault, parse_fault
-from tradeops.runtime.brokers.h11server import HttpServer
+from tradeops.runtime.brokers.h11server import FaultedPorts, HttpServer
 from tradeops.runtime.brokers.orderbook import Book, InvalidOrder
 from tradeops.runtime.brokers.wires import WIRES, HttpReply, HttpRequest
 from tradeops.runtime.platform.logs import FORMATS, configure
@@ -62,48 +62,26 @@ def _control_error(status: int, reason: str) -> HttpReply:
     return HttpReply(status, {"ok": False, "error": reason})
 
 
-class Simulator:
+class Simulator(FaultedPorts[Fault]):
     """One simulated broker: book, wire, fault, and the two servers."""
 
     def __init__(self, *, name: str, wire: str, host: str, order_port: int, control_port: int, seed: int,
                  api_key: str | None) -> None:
+        super().__init__(Fault(), HttpServer(host, order_port, self._on_order_request),
+                         HttpServer(host, control_port, self._on_control_request))
         self.name = name
         self.wire = WIRES[wire]
         self.book = Book(name, seed)
-        self.fault = Fault()
         self._api_key = api_key
         self._fault_rng = random.Random(seed)
-        self._fault_changed = asyncio.Event()
-        self.orders = HttpServer(host, order_port, self._on_order_request)
-        self.control = HttpServer(host, control_port, self._on_control_request)
 
     def __repr__(self) -> str:  # never shows the key
         return f"Simulator(name={self.name!r}, wire={self.wire.name!r}, fault={self.fault.as_dict()!r})"
 
-    async def start(self) -> None:
-        await self.control.open()
-        await self.orders.open()
-
-    async def stop(self) -> None:
-        self._fault_changed.set()
-        await self.orders.close()
-        await self.control.close()
-
-    async def set_fault(self, fault: Fault) -> None:
-        """Apply a new fault: open or close the order port, release requests held by a blackhole."""
-        if fault.mode == "down":
-            await self.orders.close()
-        else:
-            await self.orders.open()
-        self.fault = fault
-        # Wake everything waiting on the old fault (blackholed requests drop their connection).
-        changed, self._fault_changed = self._fault_changed, asyncio.Event()
-        changed.set()
-
     async def _on_order_request(self, request: HttpRequest) -> HttpReply | None:
         fault = self.fault
         if fault.mode == "blackhole":
-            await self._fault_changed.wait()
+            await self.until_fault_changes()
             return None
         if fault.mode == "error" and self._fault_rng.random() < fault.rate:
             return self.wire.unavailable()
