@@ -6,6 +6,7 @@ from here) and tradeops.experiments.schedule (the rules)."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -31,6 +32,8 @@ Examples:
   tradeops drill run primary-blackhole --rate 20 --duration 15s --json > result.json
   tradeops drill run both-down --stop-oldest-pending 30s
   tradeops drill run primary-outage --tolerance "time_to_detect<=0.5"
+  tradeops drill run primary-blackhole --backend proxy
+  tradeops --aws drill run primary-blackhole --backend fis --target https://intake.staging.example --token-file token
 """
 
 HEADLINE = ("time_to_detect", "time_to_first_secondary_fill", "time_to_99pct_secondary", "time_back_on_primary",
@@ -116,9 +119,13 @@ def render_result(result: dict[str, Any], *, names: tuple[str, ...] = HEADLINE) 
         out.print(f"report: {report} (tradeops report build {result['run_dir']} --pdf for a PDF)", markup=False)
 
 
-def run_one(request: DrillRequest, settings: Settings, *, quiet: bool, as_json: bool) -> dict[str, Any]:
-    """Check, run, render; CheckFailed (exit 1) naming the failing figures when the drill fails."""
+def run_one(request: DrillRequest, settings: Settings, *, quiet: bool, as_json: bool,
+            announce: Callable[[], None] | None = None) -> dict[str, Any]:
+    """Check, run, render; CheckFailed (exit 1) naming the failing figures when the drill fails. ``announce``
+    prints the target (another platform's) once the request is known to be good."""
     prepared = prepare(request, settings)
+    if announce is not None:
+        announce()
     if not quiet:
         err.print(f"drill {prepared.name}: run folder {prepared.run_dir}", markup=False)
     done = run_drill(request, settings, build_report=_build_report, on_progress=_Progress(quiet), prepared=prepared)
@@ -151,16 +158,40 @@ def run(
     = None,
     out_dir: Annotated[Path | None, typer.Option("--out", help="The run folder (default "
                                                                "runs/<time>-drill-<scenario>/).")] = None,
+    backend: Annotated[str | None, typer.Option(metavar="sim|proxy|fis", help="How the faults are injected: sim "
+                                                "(the simulated brokers; the local stack's default), proxy (the fault "
+                                                "proxies in front of the brokers), fis (AWS Fault Injection Service; "
+                                                "AWS's default without proxies).")] = None,
+    target: Annotated[str | None, typer.Option(metavar="URL", help="With --aws: the intake to load (default: the "
+                                                                   "runtime stack's IntakeUrl).")] = None,
+    token_file: Annotated[Path | None, typer.Option(help="The bearer token of the intake a drill of another "
+                                                         "platform loads.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Run a drill: start the stack if none is up, load it, break it, measure, judge (exit 1 naming the figure)."""
+    """Run a drill: start the stack if none is up, load it, break it, measure, judge (exit 1 naming the figure).
+
+    With --aws it drills the platform on AWS instead (nothing local starts): load at its intake, faults through
+    the proxies or FIS, every order reconciled against its orders table and the brokers' own answers."""
     request = DrillRequest(scenario=scenario, rate=rate, duration=_seconds(duration, "--duration"),
                            recover=_seconds(recover, "--recover"), tolerance=_tolerances(tolerance),
                            stop_exposure_gbp=stop_exposure,
                            stop_oldest_pending=_seconds(stop_oldest_pending, "--stop-oldest-pending"),
-                           drain=_seconds(drain, "--drain"), out=out_dir)
-    run_one(request, load_settings(), quiet=quiet or not sys.stderr, as_json=as_json)
+                           drain=_seconds(drain, "--drain"), out=out_dir, backend=backend, target=target,
+                           token_file=token_file)
+    settings, announce = _drill_target(quiet=quiet or as_json)
+    run_one(request, settings, quiet=quiet or not sys.stderr, as_json=as_json, announce=announce)
+
+
+def _drill_target(*, quiet: bool) -> tuple[Settings, Callable[[], None] | None]:
+    """The local stack's settings; with --aws (or TRADEOPS_TARGET=aws) AWS's, and how to print that target."""
+    from tradeops.commands.context import aws_chosen, context
+
+    settings = load_settings()
+    if not (aws_chosen() or settings.target == "aws"):
+        return settings, None
+    ctx = context()
+    return ctx.settings, lambda: ctx.announce(quiet=quiet)
 
 
 @drill_app.command("list")

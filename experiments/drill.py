@@ -5,11 +5,16 @@ report builder (:func:`tradeops.reports.build.build_run_report`), so drills and 
 independent of each other. Everything is checked before anything starts (:func:`prepare`: scenario,
 tolerance, durations, run folder), so bad input changes nothing. Then:
 
-1. the stack is reused, or started (and stopped at the end) when none is up;
+1. the stack is reused, or started (and stopped at the end) when none is up; a drill of a platform that
+   is not the local stack (``--aws``, ``--target URL`` for a staging intake) starts nothing;
 2. the scenario's load starts (:func:`tradeops.experiments.load.run_load`: Locust in its own process);
-3. ``chaos run`` runs the experiment in its own process, writing its journal into the run folder;
-   meanwhile a sampler records the metrics timeline once a second from what the stack publishes;
-4. the load stops, its orders drain and are reconciled against both brokers' fill ledgers;
+3. ``chaos run`` runs the experiment in its own process, writing its journal into the run folder; its
+   faults go through the fault backend chosen for the target (:mod:`.faultbackends`: ``sim``, ``proxy``,
+   ``fis``), checked before anything starts; meanwhile a sampler records the metrics timeline once a
+   second from what the stack publishes;
+4. the load stops, its orders drain and are reconciled against the orders table and both brokers' fill
+   ledgers, or, where the brokers keep none we can read, each broker's status query (what that cannot
+   check is said in ``result.json``, and a figure it cannot measure fails its tolerance);
 5. :mod:`tradeops.drillresult.figures` turns the journal, events, orders and timeline into the
    figures and the verdict, which never comes from ``chaos run``'s exit code;
 6. the report builder writes the run's report into the run folder.
@@ -46,6 +51,7 @@ from typing import Any
 import yaml
 
 from tradeops.drillresult import figures as drillfigures
+from tradeops.experiments import faultbackends
 from tradeops.experiments.load import LoadRequest, LoadResult, read_ids, run_load
 from tradeops.experiments.load import prepare as prepare_load
 from tradeops.runbooks.audit import AuditLog
@@ -56,6 +62,7 @@ from tradeops.runtime.orderpath import heartbeats
 from tradeops.runtime.orderpath.figures import queue_figures
 from tradeops.runtime.orderpath.flags import Flags
 from tradeops.runtime.orderpath.orders import OrderStore
+from tradeops.runtime.orderpath.routing import PROVIDERS
 from tradeops.runtime.platform.aws import Aws
 from tradeops.runtime.platform.clock import iso, utcnow
 from tradeops.runtime.platform.errors import BadInput, OperationFailed, TradeopsError, reason_of
@@ -65,8 +72,8 @@ from tradeops.runtime.platform.settings import Settings
 from tradeops.runtime.platform.statefile import pid_alive, read_state, resolve_settings, stack_exports
 from tradeops.runtime.stack import supervisor
 
-__all__ = ["DrillRequest", "DrillResult", "Prepared", "ReportBuilder", "describe", "history", "prepare", "run_drill",
-           "scenarios"]
+__all__ = ["DrillRequest", "DrillResult", "FaultPlan", "Prepared", "ReportBuilder", "chaos_exports", "describe",
+           "history", "plan_faults", "prepare", "reconciliation_checked", "run_drill", "scenarios"]
 
 EXTENSION = "tradeops"
 HISTORY = "drill-history.jsonl"
@@ -91,6 +98,9 @@ class DrillRequest:
     out: Path | None = None
     drain: float | None = None
     workers: int = 2
+    backend: str | None = None
+    target: str | None = None
+    token_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -104,6 +114,7 @@ class Prepared:
     load: dict[str, Any]
     run_dir: Path
     activity_seconds: float = 0.0
+    faults: FaultPlan | None = None
 
 
 @dataclass(frozen=True)
@@ -202,8 +213,188 @@ def prepare(request: DrillRequest, settings: Settings) -> Prepared:
     run_dir = (request.out or settings.runs_dir / f"{_stamp()}-drill-{name}").resolve()
     if run_dir.exists() and any(run_dir.iterdir()):
         raise BadInput(f"run folder {run_dir} exists and is not empty; choose another --out")
+    faults = plan_faults(request, settings, experiment, config)
     return Prepared(request=request, name=name, path=path, experiment=experiment, tolerance=tolerance,
-                    configuration=config, load=load, run_dir=run_dir, activity_seconds=float(activity_seconds))
+                    configuration=config, load=load, run_dir=run_dir, activity_seconds=float(activity_seconds),
+                    faults=faults)
+
+
+# ---- the fault backend and the target ------------------------------------------------------------
+@dataclass(frozen=True)
+class FaultPlan:
+    """How the drill's faults reach the brokers' path (:mod:`.faultbackends`) and where the drill runs: the local
+    stack, or another platform (``remote``: AWS, its intake ``intake``). Checked by :func:`plan_faults`."""
+
+    choice: faultbackends.Choice
+    steps: tuple[faultbackends.FaultStep, ...]
+    remote: bool = False
+    intake: str | None = None
+    token: str | None = field(default=None, repr=False)
+    checked: dict[str, Any] = field(default_factory=dict)
+    """What the backend's preflight found (the proxies and their brokers, the FIS templates), for result.json."""
+
+    def settings(self, settings: Settings, run_dir: Path) -> Settings:
+        """What the drill acts with: the local stack's settings; for another platform its intake, and a state
+        folder of the drill's own, so that its chaos run never reads a local stack's brokers or faults."""
+        if not self.remote:
+            return resolve_settings(settings)
+        state_dir = run_dir / "chaos-state"
+        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return settings.model_copy(update={"intake_url": self.intake, "intake_token": self.token,
+                                           "state_dir": state_dir})
+
+    def backend(self, settings: Settings) -> faultbackends.FaultBackend:
+        return faultbackends.make_backend(self.choice.name, settings)
+
+    def preflight(self, settings: Settings, run_dir: Path) -> None:
+        """Prove the backend can inject the steps, before any load starts (an empty run folder is removed)."""
+        try:
+            self.checked.update(self.backend(settings).preflight(list(self.steps)))
+        except TradeopsError:
+            with contextlib.suppress(OSError):
+                run_dir.rmdir()
+            raise
+
+    def heal(self, settings: Settings) -> dict[str, Any]:
+        """Take every fault off both brokers' paths after chaos, whatever became of its rollbacks (a chaos run
+        stopped at its time limit leaves no fault, and no FIS experiment, behind)."""
+        backend = self.backend(settings)
+        healed: dict[str, Any] = {}
+        for provider in PROVIDERS:
+            try:
+                healed[provider] = backend.clear(provider)
+            except TradeopsError as exc:
+                healed[provider] = {"error": reason_of(exc)}
+        return healed
+
+    def observed(self, settings: Settings, journal: Mapping[str, Any], healed: Mapping[str, Any], *,
+                 since: str) -> dict[str, Any]:
+        """The backend's record for result.json, and what it found that fails the drill (a proxy that could not
+        reach its broker: the figures then measure that, not the injected fault)."""
+        try:
+            seen = self.backend(settings).observe(since)
+        except TradeopsError as exc:
+            seen = {"error": reason_of(exc)}
+        injections = [{"activity": (run.get("activity") or {}).get("name"), "output": run.get("output")}
+                      for kind in ("run", "rollbacks") for run in journal.get(kind) or []
+                      if ((run.get("activity") or {}).get("provider") or {}).get("func") in FAULT_FUNCS]
+        record = {"name": self.choice.name, "why": self.choice.why, "checked": self.checked,
+                  "injections": injections, "observed": seen, "healed_after_chaos": dict(healed)}
+        return {"record": record, "findings": faultbackends.unreached_upstream(seen)}
+
+    def target_record(self, settings: Settings) -> dict[str, Any]:
+        """Where the drill ran, for result.json and the report."""
+        if not self.remote:
+            return {"kind": "local", "intake": settings.intake_url}
+        return {"kind": "aws", "intake": self.intake, "region": settings.region,
+                "brokers": {p: settings.broker_url(p) for p in PROVIDERS}}
+
+
+FAULT_FUNCS = frozenset({"inject_fault", "clear_fault", "clear_faults"})
+
+
+def plan_faults(request: DrillRequest, settings: Settings, experiment: Mapping[str, Any],
+                configuration: Mapping[str, Any]) -> FaultPlan:
+    """The backend for the target and the experiment's fault steps, checked before anything starts: BadInput (exit
+    2) for an unknown backend, one the target cannot use (``sim`` on AWS, ``fis`` on the local stack), a step the
+    backend cannot show, an FIS template the platform lacks; for another platform its intake and token too."""
+    remote = request.target is not None or settings.target == "aws"
+    if request.target is not None and settings.target != "aws":
+        raise BadInput("--target drills a platform on AWS: add --aws (its orders table, flags and workers are read "
+                       "there)")
+    if request.token_file is not None and not remote:
+        raise BadInput("--token-file goes with a drill of another platform (--aws, --target URL)")
+    steps = faultbackends.faults_in(experiment, configuration)
+    if remote:
+        proxies = all(settings.broker_proxy_url(p) for p in PROVIDERS)
+    else:  # a stack the drill starts itself gets the proxies the backend needs
+        state = read_state(settings.state_file) if _stack_up(settings) else None
+        proxies = state is None or all(b.get("proxy") for b in (state.get("brokers") or {}).values())
+    choice = faultbackends.choose(request.backend or settings.fault_backend, local=not remote, proxies=proxies)
+    faultbackends.check_faults(choice.name, steps)
+    if not remote:
+        return FaultPlan(choice, tuple(steps))
+    if request.token_file is None:
+        raise BadInput("a drill of another platform needs --token-file FILE (its intake's bearer token)")
+    try:
+        token = request.token_file.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise BadInput(f"token file {request.token_file}: {exc.strerror}") from None
+    if not token:
+        raise BadInput(f"token file {request.token_file} is empty")
+    plan = FaultPlan(choice, tuple(steps), remote=True, intake=request.target or _deployed_intake(settings),
+                     token=token)
+    plan.checked.update(plan.backend(settings).preflight(steps))
+    return plan
+
+
+def _deployed_intake(settings: Settings) -> str:
+    from tradeops.runtime.stack.deploy import runtime_stack_name, stack_outputs
+
+    stack = runtime_stack_name(settings.stack_name)
+    intake = stack_outputs(Aws(settings), stack).get("IntakeUrl")
+    if not intake:
+        raise BadInput(f"the runtime stack {stack} has no IntakeUrl output: pass --target URL (the intake to load)")
+    return intake
+
+
+def chaos_exports(prep: Prepared, settings: Settings) -> dict[str, str]:
+    """What ``chaos run``'s environment needs: the local stack's exports, or, for another platform, its region,
+    names, intake and brokers (never a local stack's state); and the fault backend chosen."""
+    faults = prep.faults
+    if faults is None or not faults.remote:
+        exports = stack_exports(settings)
+    else:
+        region = settings.region
+        exports = {"TRADEOPS_TARGET": "aws", "TRADEOPS_STATE_DIR": str(settings.state_dir), "AWS_REGION": region,
+                   "AWS_DEFAULT_REGION": region, "TRADEOPS_REGION": region,
+                   "TRADEOPS_NAME_PREFIX": settings.name_prefix, "TRADEOPS_PARAM_PREFIX": settings.param_prefix,
+                   "TRADEOPS_INTAKE_URL": str(settings.intake_url), "TRADEOPS_INTAKE_TOKEN": str(settings.intake_token),
+                   "TRADEOPS_DRILL_ORDERS": str(prep.run_dir / "load" / "orders")}
+        for provider in PROVIDERS:
+            name = f"TRADEOPS_{provider.upper()}"
+            for suffix, value in (("_URL", settings.broker_url(provider)), ("_WIRE", settings.broker_wire(provider)),
+                                  ("_PROXY_URL", settings.broker_proxy_url(provider))):
+                if value:
+                    exports[name + suffix] = value
+        if settings.fault_proxy:
+            exports["TRADEOPS_FAULT_PROXY"] = "true"
+    if faults is not None:
+        exports["TRADEOPS_FAULT_BACKEND"] = faults.choice.name
+    return exports
+
+
+# Figures the reconciliation proves (a count it could not make is not measured: the tolerance fails).
+_FILL_FIGURES = ("orders_filled_twice",)
+_ORDER_FIGURES = ("orders_lost", "orders_filled_twice")
+
+
+def reconciliation_checked(summary: Mapping[str, Any], *, remote: bool) -> dict[str, Any]:
+    """How the drill's orders were reconciled and what that could not check (said in result.json), and the
+    figures that are therefore not measured."""
+    rec = summary.get("reconciliation") or {}
+    orders = summary.get("orders") or {}
+    not_checked: list[str] = []
+    unmeasured: list[str] = []
+    method = {"ledger": "the brokers' fill ledgers", "status": "each broker's status query"}.get(
+        str(rec.get("fills_source")), "none")
+    if not rec.get("available"):
+        not_checked.append(f"the orders were not reconciled: {rec.get('note')}")
+    elif not rec.get("fills_checked"):
+        not_checked.append("no broker could be asked about its fills: an order filled twice or at another broker "
+                           "than recorded would not be seen")
+        unmeasured += _FILL_FIGURES
+    elif rec.get("fills_source") == "status":
+        not_checked.append("fills were checked by each broker's status query, not a fill ledger: a broker that "
+                           "filled one order twice under the same id answers once")
+        if orders.get("unchecked"):
+            not_checked.append(f"{orders['unchecked']} orders could not be checked: a broker gave no answer to "
+                               "their status query")
+            unmeasured += _ORDER_FIGURES
+    if remote:
+        not_checked.append("the brokers' own fill prices and times are not compared with the orders table")
+    return {"record": {"method": method, "note": rec.get("note"), "not_checked": not_checked},
+            "unmeasured": sorted(set(unmeasured))}
 
 
 # ---- the stack ------------------------------------------------------------------------------------
@@ -214,11 +405,14 @@ def _stack_up(settings: Settings) -> bool:
 
 
 @contextlib.contextmanager
-def _stack(settings: Settings, workers: int, progress: Callable[[Progress], None]):
-    """The running local stack, or one started here and stopped on the way out."""
-    if _stack_up(settings):
+def _stack(settings: Settings, workers: int, progress: Callable[[Progress], None], faults: FaultPlan | None = None):
+    """The running local stack, or one started here and stopped on the way out (with fault proxies in front of
+    its brokers for the proxy backend); nothing for a platform that is not the local stack."""
+    if _stack_up(settings) or (faults is not None and faults.remote):
         yield False
         return
+    if faults is not None and faults.choice.name == "proxy":
+        settings = settings.model_copy(update={"fault_proxy": True})
     progress(Progress("stack", f"starting the local stack in {settings.state_dir}"))
     supervisor.launch(settings, workers=workers, local=True, ports={})
     try:
@@ -291,7 +485,7 @@ def _chaos(prep: Prepared, settings: Settings, config: dict[str, Any]) -> int:
     (run_dir / "experiment.yaml").write_text(yaml.safe_dump(prep.experiment, sort_keys=False), encoding="utf-8")
     (run_dir / "vars.json").write_text(json.dumps({"configuration": config}, indent=2, default=str) + "\n",
                                        encoding="utf-8")
-    env = {**os.environ, **stack_exports(settings), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, **chaos_exports(prep, settings), "PYTHONUNBUFFERED": "1"}
     argv = [sys.executable, "-m", "chaostoolkit", "--log-file", str(run_dir / "chaostoolkit.log"), "--no-version-check",
             "run", "--journal-path", str(run_dir / "journal.json"), "--var-file", str(run_dir / "vars.json"),
             str(run_dir / "experiment.yaml")]
@@ -338,8 +532,10 @@ def run_drill(request: DrillRequest, settings: Settings, *, build_report: Report
     progress = on_progress or (lambda p: None)
     prep = prepared or prepare(request, settings)
     prep.run_dir.mkdir(parents=True, exist_ok=True)
-    with _stack(settings, request.workers, progress) as started_stack:
-        settings = resolve_settings(settings)
+    with _stack(settings, request.workers, progress, prep.faults) as started_stack:
+        settings = resolve_settings(settings) if prep.faults is None else prep.faults.settings(settings, prep.run_dir)
+        if prep.faults is not None and not prep.faults.remote:
+            prep.faults.preflight(settings, prep.run_dir)
         return _run(prep, settings, progress, started_stack, build_report)
 
 
@@ -353,9 +549,12 @@ def _run(prep: Prepared, settings: Settings, progress: Callable[[Progress], None
               "restore_processing": before.processing}
     # The load outlives the experiment; the drill stops it when chaos is done.
     cap = _method_seconds(prep.experiment, config) + prep.activity_seconds + CHAOS_GRACE
+    remote = prep.faults is not None and prep.faults.remote
     load_request = LoadRequest(scenario=str(prep.load.get("scenario", "steady")),
                                params={"rate": str(prep.load.get("rate", 5)), "duration": f"{cap:.0f}s"},
-                               out=run_dir / "load", drain=prep.request.drain)
+                               out=run_dir / "load", drain=prep.request.drain,
+                               target=settings.intake_url if remote else None,
+                               token_file=prep.request.token_file if remote else None, orders_table=remote)
     load_prep = prepare_load(load_request, settings)
     stop_load = threading.Event()
     load_box: dict[str, Any] = {}
@@ -380,6 +579,7 @@ def _run(prep: Prepared, settings: Settings, progress: Callable[[Progress], None
         progress(Progress("chaos", f"chaos run {prep.path.name}"))
         chaos_code = _chaos(prep, settings, config)
     finally:
+        backend = prep.faults.heal(settings) if prep.faults is not None else {}
         stop_load.set()
         progress(Progress("drain", "stopping the load; draining and reconciling its orders"))
         loader.join()
@@ -405,7 +605,12 @@ def _run(prep: Prepared, settings: Settings, progress: Callable[[Progress], None
     figures = drillfigures.compute_figures(journal=journal, events=events, orders=orders, timeline=sampler.samples,
                                            counts={k: v for k, v in counts.items() if isinstance(v, int)},
                                            reimbursements_owed=owed, trickle=before.trickle)
-    judgement = drillfigures.judge(figures, prep.tolerance, drillfigures.journal_findings(journal))
+    faults_seen = prep.faults.observed(settings, journal, backend, since=iso(started_at)) if prep.faults else {}
+    checked = reconciliation_checked(load.summary, remote=remote)
+    for name in checked["unmeasured"]:
+        figures[name] = None  # what the reconciliation could not check is not measured, never a pass
+    judgement = drillfigures.judge(figures, prep.tolerance,
+                                   [*drillfigures.journal_findings(journal), *faults_seen.get("findings", [])])
     window = drillfigures.fault_window(journal)
     drill_approvals = [a for r in journal.get("run") or [] if isinstance(r.get("output"), dict)
                        for a in r["output"].get("approvals") or []]
@@ -434,6 +639,9 @@ def _run(prep: Prepared, settings: Settings, progress: Callable[[Progress], None
         "load": {"scenario": load_request.scenario, "rate": prep.load.get("rate"), "run_dir": str(load.run_dir),
                  "orders": counts},
         "stack": {"started_by_drill": started_stack, "state_dir": str(settings.state_dir)},
+        "target": prep.faults.target_record(settings) if prep.faults else None,
+        "fault_backend": faults_seen.get("record"),
+        "reconciliation": checked["record"],
         "files": {"journal": "journal.json", "timeline": "timeline.json", "events": "events.json",
                   "audit": "audit.json", "load_summary": "load/summary.json", "experiment": "experiment.yaml",
                   "orders": "orders.json", "evidence": "evidence.json", "report_html": "report.html",

@@ -14,6 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.support.brokers import API_KEY, broker_pair, start_proxy, stop_proxy
+from tradeops.experiments.faultbackends import FaultStep, ProxyBackend, unreached_upstream
 from tradeops.runtime.brokers.control import ProxyControl, SimControl
 from tradeops.runtime.brokers.proxyfaults import (
     INJECTED,
@@ -35,7 +36,8 @@ from tradeops.runtime.orderpath.providers import (
     Provider,
     make_provider,
 )
-from tradeops.runtime.platform.errors import BadInput
+from tradeops.runtime.platform.errors import BadInput, OperationFailed
+from tradeops.runtime.platform.settings import Settings
 
 READ_TIMEOUT = 0.5
 
@@ -286,7 +288,7 @@ def test_a_broker_that_refuses_the_proxy_is_reported_down_not_as_an_answer(stack
 
 def test_a_proxy_that_cannot_reach_its_broker_says_it_is_its_own_path(processes, stack, tmp_path):
     """An upstream that cannot be reached (a name, a route, a timeout): NotReceived naming the proxy's path, never
-    NotConnected (the broker's down), and the proxy's own answer says so."""
+    NotConnected (the broker's down); the proxy backend refuses to start a drill on it and reports the stretch."""
     # .invalid never resolves (RFC 2606): the proxy's own path is broken, no broker ever refused anything.
     lost = start_proxy("primary", "http://broker.invalid:9", tmp_path, connect_timeout=0.3)
     try:
@@ -297,6 +299,14 @@ def test_a_proxy_that_cannot_reach_its_broker_says_it_is_its_own_path(processes,
             assert not isinstance(caught.value, NotConnected)
         raw = httpx.get(f"{lost.url}/anything", timeout=5)
         assert raw.status_code == 502 and raw.headers[MARKER_HEADER] == UPSTREAM_UNREACHABLE
+        settings = Settings(primary_proxy_url=lost.control_url,
+                            secondary_proxy_url=stack["proxies"]["secondary"].control_url)
+        backend = ProxyBackend(settings)
+        with pytest.raises(OperationFailed, match="a fault of the proxy's path, not the broker's"):
+            backend.preflight([FaultStep("primary", "blackhole")])
+        [line] = unreached_upstream(backend.observe(since="2000-01-01T00:00:00Z"))
+        assert line.startswith("the fault proxy in front of primary could not reach it")
+        assert "not the broker's" in line
     finally:
         stop_proxy(lost)
 
@@ -310,6 +320,17 @@ def test_an_adapter_not_told_of_a_proxy_reads_such_an_answer_as_the_brokers(stac
             plain.submit(_order())
     finally:
         sim.set_fault("none")
+
+
+def test_the_proxy_backend_maps_the_experiments_modes_onto_the_proxy(stack, name, sim):
+    """ProxyBackend.inject shows the experiment's fill_after_timeout as the proxy's answer_delay and clear heals."""
+    settings = Settings(primary_proxy_url=stack["proxies"]["primary"].control_url,
+                        secondary_proxy_url=stack["proxies"]["secondary"].control_url)
+    backend = ProxyBackend(settings)
+    shown = backend.inject(FaultStep(name, "fill_after_timeout", {"ms": 700.0}))
+    assert shown == {"backend": "proxy", "provider": name, "fault": {"mode": "answer_delay", "ms": 700}}
+    assert backend.clear(name)["fault"] == {"mode": "none"}
+    assert backend.preflight([])["proxies"][name]["upstream"] == stack["brokers"][name].url
 
 
 # ---- a wire that is not HTTP -------------------------------------------------------------------

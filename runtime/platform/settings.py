@@ -217,6 +217,10 @@ class Settings(BaseSettings):
     fault_proxy: bool = False
     primary_proxy_url: str | None = None
     secondary_proxy_url: str | None = None
+    # How drills inject their faults: sim (the simulated brokers' /_sim/fault, the local stack's default),
+    # proxy (the fault proxies) or fis (AWS Fault Injection Service, the runtime template's experiment
+    # templates). Unset: sim on the local stack, elsewhere proxy when the proxies are known, else fis.
+    fault_backend: Literal["sim", "proxy", "fis"] | None = None
 
     @property
     def symbol_list(self) -> list[str]:
