@@ -24,17 +24,19 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 
 from tradeops.runbooks import engine
-from tradeops.runbooks.identity import Identity
+from tradeops.runbooks.identity import Identity, Operators
 from tradeops.runbooks.testing import ScriptedApprover, write_operators
 from tradeops.runtime.brokers.sim import API_KEY_ENV, sim_command
 from tradeops.runtime.orderpath.flags import Flags
-from tradeops.runtime.platform.aws import Aws
-from tradeops.runtime.platform.settings import load_settings
+from tradeops.runtime.platform.aws import Aws, RequestCounter
+from tradeops.runtime.platform.settings import Settings, load_settings
 from tradeops.runtime.stack.deploy import deploy_stack
 from tradeops.runtime.stack.supervisor import free_port, stop_process
 
@@ -56,10 +58,13 @@ def _wait_http(url: str, proc: subprocess.Popen, what: str, timeout: float = 30)
     raise SystemExit(f"{what} did not start")
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=7)
-    args = parser.parse_args()
+ROLES = {"bench-executor": ["duty-engineer"], "bench-ops-manager": ["ops-manager"], "bench-risk": ["risk"]}
+
+
+@contextmanager
+def failover_stage(prefix: str, counter: RequestCounter | None = None) -> Iterator[tuple[Settings, Aws, Operators]]:
+    """Its own emulator with the template deployed, the simulated secondary broker, and a closed port as the
+    primary (down: connection refused); settings, clients (counting into ``counter``) and the roster (ROLES)."""
     procs: list[subprocess.Popen] = []
     try:
         aws_port = free_port()
@@ -76,16 +81,26 @@ def main() -> int:
                                stderr=subprocess.DEVNULL)
         procs.append(sim)
         _wait_http(f"http://127.0.0.1:{control_port}/_sim/health", sim, "secondary broker")
-        work = Path(tempfile.mkdtemp(prefix="bench-failover-"))
-        operators = write_operators(work / "operators.yaml", {
-            "bench-executor": ["duty-engineer"], "bench-ops-manager": ["ops-manager"], "bench-risk": ["risk"]})
+        work = Path(tempfile.mkdtemp(prefix=prefix))
+        operators = write_operators(work / "operators.yaml", ROLES)
         settings = load_settings(
             aws_endpoint_url=endpoint, name_prefix="bench", param_prefix="/bench", stack_name="bench",
             state_dir=work / "state", primary_url=f"http://127.0.0.1:{dead_port}", primary_api_key=KEY,
             secondary_url=f"http://127.0.0.1:{order_port}", secondary_api_key=KEY,
-            operator="bench-executor", operators_file=operators.path)
-        aws = Aws(settings)
+            operator="bench-executor", operators_file=work / "operators.yaml")
+        aws = Aws(settings, counter=counter)
         deploy_stack(aws, settings)
+        yield settings, aws, operators
+    finally:
+        for proc in reversed(procs):
+            stop_process(proc, 10)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=7)
+    args = parser.parse_args()
+    with failover_stage("bench-failover-") as (settings, aws, operators):
         flags = Flags(aws)
         approvers = [Identity("bench-ops-manager", "bench"), Identity("bench-risk", "bench")]
         approver = ScriptedApprover(settings, aws=aws, operators=operators, identities=approvers)
@@ -128,9 +143,6 @@ def main() -> int:
         for step_id, durations in per_step.items():
             print(f"    {step_id:<22} {statistics.median(durations):6.3f}")
         return 0 if median < TARGET_SECONDS else 1
-    finally:
-        for proc in reversed(procs):
-            stop_process(proc, 10)
 
 
 if __name__ == "__main__":

@@ -66,11 +66,14 @@ def deploy(
     from tradeops.runtime.platform.errors import NoTarget
     from tradeops.runtime.platform.settings import load_settings
     from tradeops.runtime.stack import changesets
+    from tradeops.runtime.stack.deploy import broker_parameters
 
+    settings = load_settings()
     release = changesets.validate(
-        stack_name=stack_name or load_settings().stack_name, image=image, vpc=vpc, subnets=subnets or [],
+        stack_name=stack_name or settings.stack_name, image=image, vpc=vpc, subnets=subnets or [],
         service_groups=groups or [], balancer_groups=balancer_groups or [], certificate=certificate,
         max_workers=max_workers)
+    release = changesets.with_brokers(release, broker_parameters(settings))
     if aws:
         choose_aws(True)
     ctx = context()  # no stack and no --aws: NoTarget, before any client exists

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
 from tradeops.commands.context import Context, context
@@ -25,17 +24,18 @@ from tradeops.commands.output import (
     print_table,
     when,
 )
+from tradeops.commands.runbookview import ConsoleObserver, duration
 from tradeops.runbooks import engine, registry
-from tradeops.runbooks.events import Event
-from tradeops.runbooks.expectations import describe_expect
 from tradeops.runbooks.identity import load_operators, operators_path
-from tradeops.runbooks.model import check_runbook, load_runbook, parse_param_overrides, shipped_runbooks
-from tradeops.runbooks.runner import TIMED_OUT
+from tradeops.runbooks.loader import shipped_runbooks, step_kind
+from tradeops.runbooks.params import parse_param_overrides
+from tradeops.runbooks.states import APPROVAL_TIMED_OUT, COMPLETED, FAILED, WAITING_APPROVAL
+from tradeops.runbooks.validation import check_runbook, load_runbook
 from tradeops.runtime.platform.clock import parse_iso, utcnow
 from tradeops.runtime.platform.errors import BadInput, CheckFailed, OperationFailed, Refused
 from tradeops.runtime.platform.settings import load_settings
 
-__all__ = ["ConsoleObserver", "run_guided", "runbook_app"]
+__all__ = ["run_guided", "runbook_app"]
 
 runbook_app = typer.Typer(help="Runbooks as code: list, check, plan and run them; approve their steps.",
                           no_args_is_help=True)
@@ -49,94 +49,10 @@ TimeoutOpt = Annotated[float | None, typer.Option(metavar="SECONDS", help="Wait 
                                                   "the runbook's approval.timeout (resume waits again).")]
 
 
-def _duration(seconds: float) -> str:
-    seconds = max(float(seconds), 0.0)
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
-class ConsoleObserver:
-    """Renders run events for the person at the terminal (the guided run)."""
-
-    def __init__(self, console: Console) -> None:
-        self.c = console
-
-    def notify(self, event: Event) -> None:
-        d, c, k = event.data, self.c, event.kind
-        if k in ("execution.started", "execution.resumed"):
-            if k == "execution.started":
-                c.print(f"[bold]{escape(d['title'])}[/]  (runbook {d['runbook']} v{d['version']}, "
-                        f"sha256 {d['runbook_sha256'][:12]})")
-                c.print(f"service: {escape(d['service'])}; impact tolerance "
-                        f"{human(d['impact_tolerance'].get('max_outage_minutes'))} min")
-            else:
-                c.print(f"[bold]resuming[/] at step {human(d.get('at_step'))} (was {human(d.get('previous_status'))})")
-            c.print(f"execution [bold]{event.execution_id}[/], executor {escape(event.actor)} "
-                    f"(identity from {event.identity_source})")
-        elif k == "step.started":
-            c.print(f"\n[bold cyan]{d['index'] + 1}. {escape(d['title'])}[/]  [dim]({event.step_id})[/]")
-            if d.get("description"):
-                c.print(f"   [dim]{escape(' '.join(d['description'].split()))}[/]")
-        elif k == "check.evaluated":
-            mark = "[green]✓[/]" if d.get("met") else "[red]✗[/]"
-            value = escape(compact(d.get("value")))
-            args = ", ".join(f"{a}={human(v)}" for a, v in (d.get("args") or {}).items())
-            extra = f" [dim]{escape(compact(d['detail']))}[/]" if d.get("detail") else ""
-            extra += f" [red]{escape(d['error'])}[/]" if d.get("error") else ""
-            waited = f" [dim](after {d['waited']} s)[/]" if d.get("polls", 1) > 1 else ""
-            c.print(f"   {mark} {d['what']}: {d['probe']}({escape(args)}) = [bold]{value}[/] "
-                    f"(expect {escape(describe_expect(d.get('expect')))}){waited}{extra}")
-        elif k == "manual.instruction":
-            c.print(f"   [yellow]☐ {escape(' '.join(d['instruction'].split()))}[/]")
-        elif k == "approval.requested":
-            c.print(f"   [yellow]needs {d['count']} approval(s) from: {', '.join(d['roles'])}[/] "
-                    f"(not {', '.join(d['executors'])}, who execute this run); the approvers were told on the "
-                    f"approvers' topic. Waiting up to {_duration(d['timeout'])}. Each approver runs:")
-            c.print(f"     [bold]{escape(d['command'])}[/]")
-        elif k == "approval.progress":
-            who = ", ".join(d["approved_by"]) or "nobody yet"
-            c.print(f"   approved by: {escape(who)} ({len(d['approved_by'])} of {d['needed']}) — waiting "
-                    f"{_duration(d.get('elapsed', 0))} of {_duration(d.get('timeout', 0))}…")
-            for identity, why in d.get("refused") or []:
-                c.print(f"   [red]not counted: {escape(identity)}: {escape(why)}[/]")
-        elif k == "approval.granted":
-            c.print(f"   [green]approved by {escape(', '.join(d['approved_by']))}[/]")
-        elif k == "approval.stopped":
-            c.print(f"   [red]rejected by {escape('; '.join(f'{i} ({r})' for i, r in d['rejected_by']))}[/]")
-        elif k == "action.started":
-            args = ", ".join(f"{a}={compact(v, 60)}" for a, v in (d.get("args") or {}).items())
-            again = f" [dim](run {d['run']})[/]" if d.get("run", 1) > 1 else ""
-            c.print(f"   → {d['action']}({escape(args)}){again}")
-        elif k == "action.retry":
-            c.print(f"   [yellow]step was {d['reason']}; running its action again[/]")
-        elif k == "action.finished":
-            if d["status"] == "succeeded":
-                c.print(f"   [green]✓[/] {d['action']} in {d['duration']} s: {escape(compact(d.get('output')))}")
-            else:
-                c.print(f"   [red]✗ {d['action']} failed: {escape(str(d.get('error')))}[/]")
-        elif k == "step.finished":
-            status = d.get("status")
-            colour = {"succeeded": "green", "skipped": "dim"}.get(str(status), "red")
-            why = f": {escape(str(d.get('reason') or d.get('error')))}" if status != "succeeded" else ""
-            c.print(f"   [{colour}]{status}[/]{why}")
-        elif k == "rollback.started":
-            c.print(f"\n[bold red]rolling back[/] {', '.join(d['steps']) or 'nothing'} ({escape(d['reason'])})")
-        elif k == "rollback.step":
-            c.print(f"   ↶ {event.step_id}: {d['status']} " + escape(compact({k2: d.get(k2) for k2 in
-                                                                             ("action", "args", "error")})))
-        elif k in ("execution.finished", "execution.stopped"):
-            colour = "green" if d.get("status") == "completed" else "red"
-            c.print(f"\n[bold {colour}]execution {event.execution_id}: {d.get('status')}[/]"
-                    + (f" — {escape(str(d['reason']))}" if d.get("reason") else ""))
-
-
 def _conclude(outcome: engine.Outcome) -> None:
-    if outcome.status == "completed":
+    if outcome.status == COMPLETED:
         return
-    if outcome.status == "failed":
+    if outcome.status == FAILED:
         raise OperationFailed(f"execution {outcome.execution_id} failed: {outcome.reason}")
     raise CheckFailed(f"execution {outcome.execution_id} is {outcome.status}: {outcome.reason}")
 
@@ -212,7 +128,7 @@ def show(name: Annotated[str, typer.Argument(metavar="NAME", help="Runbook name 
         out.print(f"  --param {pname}=… ({spec['type']}, default {human(spec.get('default', 'required'))}): "
                   f"{escape(spec.get('description', ''))}")
     for i, step in enumerate(rb.steps, 1):
-        kind = next(k for k in ("check", "action", "manual") if k in step)
+        kind = step_kind(step)
         what = step[kind] if kind == "manual" else (step[kind].get("probe") or step[kind].get("name"))
         extras = []
         if "approval" in step:
@@ -388,8 +304,8 @@ def _show_view(view: dict[str, Any]) -> None:
         out.print(f"  action:    {view['action']['name']}({args})", markup=False)
     request = view.get("request")
     if request:
-        out.print(f"  requested: {when(request['at'])}, waiting {_duration(view.get('waited_seconds', 0))} of "
-                  f"{_duration(request['timeout'])}", markup=False)
+        out.print(f"  requested: {when(request['at'])}, waiting {duration(view.get('waited_seconds', 0))} of "
+                  f"{duration(request['timeout'])}", markup=False)
     else:
         out.print("  requested: not yet (the run has not reached this step)", markup=False)
     decisions = view.get("decisions") or {}
@@ -519,10 +435,10 @@ def abort(
 
 
 def _waiting(row: dict[str, Any]) -> str:
-    if row.get("status") not in ("waiting_approval", TIMED_OUT) or not row.get("waiting_since"):
+    if row.get("status") not in (WAITING_APPROVAL, APPROVAL_TIMED_OUT) or not row.get("waiting_since"):
         return ""
     try:
-        return _duration((utcnow() - parse_iso(row["waiting_since"])).total_seconds())
+        return duration((utcnow() - parse_iso(row["waiting_since"])).total_seconds())
     except ValueError:
         return ""
 

@@ -20,6 +20,7 @@ from typing import Any
 from tradeops import __version__
 from tradeops.reports import model
 from tradeops.reports.build import ANNOTATIONS, BuiltReport, catalogue, known_secrets, thresholds, write_report
+from tradeops.reports.redaction import redact
 from tradeops.reports.signoff import Signature
 from tradeops.runbooks.engine import execution_history
 from tradeops.runtime.liability.ledger import Ledger
@@ -88,7 +89,7 @@ def build_incident_report(settings: Settings, aws: Aws, execution_id: str, *, ge
     records = {"execution.json": history, "events.json": events, "orders.json": orders,
                "reimbursements.json": reimbursements, "exposure-events.json": exposure_events}
     for name, data in records.items():
-        (folder / name).write_text(json.dumps(model.redact(data, known_secrets(settings)), indent=2, sort_keys=True,
+        (folder / name).write_text(json.dumps(redact(data, known_secrets(settings)), indent=2, sort_keys=True,
                                               default=str) + "\n", encoding="utf-8")
     try:
         annotations = json.loads((folder / ANNOTATIONS).read_text(encoding="utf-8"))

@@ -19,9 +19,10 @@ executed and approved each step (an automated drill approval is never shown as h
 vulnerabilities; lessons; the RACI of the phase exercised; the sign-off; and the evidence appendix
 (every file of the run with its SHA-256).
 
-Secrets never enter the model: :func:`redact` runs over it, so a bearer token or broker key planted
-in a journal or an audit record cannot reach a report. The document's digest (what a sign-off binds,
-:func:`tradeops.reports.signoff.document_digest`) is taken after that, over what is saved.
+Secrets never enter the model: :func:`~tradeops.reports.redaction.redact` runs over it, so a bearer
+token or broker key planted in a journal or an audit record cannot reach a report. The document's
+digest (what a sign-off binds, :func:`tradeops.reports.signoff.document_digest`) is taken after that,
+over what is saved.
 """
 
 from __future__ import annotations
@@ -33,9 +34,12 @@ from decimal import Decimal
 from typing import Any, TypedDict
 
 from tradeops.drillresult.figures import FIGURES
+from tradeops.reports import incidentfacts as facts
 from tradeops.reports import measures
+from tradeops.reports.redaction import redact
 from tradeops.reports.signoff import DRAFT, Policy, Signature, document_digest, standing
-from tradeops.runtime.orderpath.states import FINAL
+from tradeops.runbooks import eventkinds as ev
+from tradeops.runbooks.states import COMPLETED, SUCCEEDED
 from tradeops.runtime.platform.clock import iso, parse_iso
 
 __all__ = [
@@ -48,7 +52,6 @@ __all__ = [
     "headline",
     "incident_evidence",
     "plan_entry",
-    "redact",
     "signoff_of",
     "timeline_of_drill",
 ]
@@ -59,10 +62,10 @@ SECTIONS = ("summary", "service", "tolerance", "results", "scenario", "third_par
             "customer_impact", "people", "vulnerabilities", "lessons", "raci", "signoff", "evidence")
 """Every section a report has, in the order it is shown (a test checks each one is rendered)."""
 
-PEOPLE_ACTIONS = {"execution.started": "started the runbook", "step.started": "executed",
-                  "approval.approved": "approved", "approval.rejected": "rejected",
-                  "approval.withdrawn": "withdrew approval",
-                  "execution.aborted": "aborted"}
+PEOPLE_ACTIONS = {ev.EXECUTION_STARTED: "started the runbook", ev.STEP_STARTED: "executed",
+                  ev.APPROVAL_APPROVED: "approved", ev.APPROVAL_REJECTED: "rejected",
+                  ev.APPROVAL_WITHDRAWN: "withdrew approval",
+                  ev.EXECUTION_ABORTED: "aborted"}
 """Audit record kinds that show a person acting, and how the report words each."""
 
 FAILOVER_FIGURE = "time_to_99pct_secondary"
@@ -114,35 +117,6 @@ class Evidence(TypedDict, total=False):
     fault: dict[str, Any]
     headline: dict[str, Any]
     document: dict[str, Any]
-
-
-# ---- secrets ---------------------------------------------------------------------------------------
-_SECRET_KEY = re.compile(r"(token|secret|password|passwd|api[_-]?key|authorization|credential)", re.I)
-_SECRET_TEXT = re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=-]{4,}")
-REDACTED = "[redacted]"
-
-
-def redact(value: Any, known: Iterable[str] = ()) -> Any:
-    """``value`` with every secret-looking field, bearer token and known secret value replaced.
-
-    ``known`` are the secret values themselves (intake token, broker keys): any string holding one
-    has it cut out, wherever the string came from."""
-    secrets = sorted({s for s in known if s and len(s) >= 4}, key=len, reverse=True)
-
-    def walk(v: Any, key: str | None = None) -> Any:
-        if key is not None and _SECRET_KEY.search(key) and v not in (None, "", [], {}):
-            return REDACTED
-        if isinstance(v, Mapping):
-            return {k: walk(x, str(k)) for k, x in v.items()}
-        if isinstance(v, list | tuple):
-            return [walk(x) for x in v]
-        if isinstance(v, str):
-            for s in secrets:
-                v = v.replace(s, REDACTED)
-            return _SECRET_TEXT.sub(r"\1 " + REDACTED, v)
-        return v
-
-    return walk(value)
 
 
 # ---- helpers ---------------------------------------------------------------------------------------
@@ -513,55 +487,6 @@ def _fault_backend(record: Any) -> dict[str, Any] | None:
     return {"name": name, "how": FAULT_BACKENDS.get(name, name), "why": record.get("why")}
 
 
-DETECT_KINDS = ("breaker_opened", "broker_suspect")
-
-
-def _episode_start(events: Sequence[Mapping[str, Any]], started: str) -> list[Mapping[str, Any]]:
-    """The detections of the outage the runbook answered, oldest first: those after the last time a breaker closed
-    before the runbook started (earlier openings in the window belong to an earlier, healed episode)."""
-    ordered = sorted(events, key=lambda e: str(e.get("at")))
-    before = [e for e in ordered if str(e.get("at")) <= started]
-    healed = max((str(e.get("at")) for e in before if e.get("kind") == "breaker_closed"), default="")
-    found = [e for e in before if e.get("kind") in DETECT_KINDS and str(e.get("at")) > healed]
-    return found or [e for e in ordered if e.get("kind") in DETECT_KINDS]
-
-
-def _incident_figures(orders: Sequence[Mapping[str, Any]], reimbursements: Sequence[Mapping[str, Any]],
-                      exposure: Sequence[Mapping[str, Any]], *, outage: float | None, ended: str | None,
-                      limit_seconds: float) -> dict[str, dict[str, Any]]:
-    waits = measures.waits_of_run(orders, placed=None, filled=None, rejected=None, time_to_fill=None,
-                                  ended_at=ended, limit_seconds=limit_seconds)
-    exposures = [Decimal(str(s.get("total_exposure") or s.get("exposure_gbp") or 0)) for s in exposure]
-    owed = sum((Decimal(str(r.get("amount") or 0)) for r in reimbursements), Decimal("0"))
-    approved = sum((Decimal(str(r.get("amount") or 0)) for r in reimbursements
-                    if str(r.get("status", "")).lower() in ("approved", "paid")), Decimal("0"))
-    window = f"the {len(orders)} customer orders placed in the incident's window"
-    counts = {"orders_placed": len(orders), "orders_lost": None,
-              "orders_filled_twice": sum(1 for o in orders if o.get("double_execution")),
-              "orders_dead_lettered": sum(1 for o in orders if o.get("status") == "DEAD_LETTERED"),
-              "orders_pending": sum(1 for o in orders if o.get("status") not in FINAL)}
-    affected, counted = measures.affected_orders(counts, waits.over_limit)
-    figures = {
-        "incident_duration_seconds": measures.figure("incident_duration_seconds", outage,
-                                                     "the routing events and the runbook's audit timeline"),
-        "longest_wait_seconds": measures.figure("longest_wait_seconds", waits.longest, waits.source),
-        "orders_delayed": measures.figure("orders_delayed", waits.delayed, waits.delayed_source),
-        "orders_affected": measures.figure("orders_affected", affected,
-                                           counted + " (an incident's lost orders are not reconciled: the intake's "
-                                                     "answers are not recorded)"),
-        "max_exposure_gbp": measures.figure("max_exposure_gbp", str(max(exposures)) if exposures else None,
-                                            "the exposure events of the window"),
-        "reimbursements_owed_gbp": measures.figure("reimbursements_owed_gbp", owed,
-                                                   f"the ledger's {len(reimbursements)} entries for those orders"),
-        "reimbursements_approved_gbp": measures.figure("reimbursements_approved_gbp", approved,
-                                                       "the ledger entries approved or paid"),
-    }
-    for name, value in counts.items():
-        figures[name] = measures.figure(name, value, window if value is not None else
-                                        "the intake's answers are not recorded for an incident")
-    return figures
-
-
 def incident_evidence(*, history: Mapping[str, Any], orders: Sequence[Mapping[str, Any]],
                       events: Sequence[Mapping[str, Any]], reimbursements: Sequence[Mapping[str, Any]],
                       exposure: Sequence[Mapping[str, Any]], catalogue: Mapping[str, Any],
@@ -583,19 +508,19 @@ def incident_evidence(*, history: Mapping[str, Any], orders: Sequence[Mapping[st
         kind = str(record.get("kind"))
         data = record.get("data") or {}
         status = data.get("status") if isinstance(data, Mapping) else None
-        milestone = {"execution.started": "runbook started", "execution.aborted": "runbook aborted"}.get(kind)
-        if kind == "execution.finished":
-            milestone = "recovered" if status == "completed" else f"runbook ended {status}"
-        elif kind == "step.finished" and "toggle" in str(record.get("step_id") or "") and status == "succeeded":
+        milestone = {ev.EXECUTION_STARTED: "runbook started", ev.EXECUTION_ABORTED: "runbook aborted"}.get(kind)
+        if kind == ev.EXECUTION_FINISHED:
+            milestone = "recovered" if status == COMPLETED else f"runbook ended {status}"
+        elif kind == ev.STEP_FINISHED and status == SUCCEEDED and facts.switched_broker(data):
             milestone = "failed over"  # the switch of the active broker is the failover itself
-        if kind not in ("step.started", "step.finished", "execution.started", "execution.finished",
-                        "approval.approved", "approval.rejected", "approval.requested", "execution.aborted",
-                        "action.finished"):
+        if kind not in (ev.STEP_STARTED, ev.STEP_FINISHED, ev.EXECUTION_STARTED, ev.EXECUTION_FINISHED,
+                        ev.APPROVAL_APPROVED, ev.APPROVAL_REJECTED, ev.APPROVAL_REQUESTED, ev.EXECUTION_ABORTED,
+                        ev.ACTION_FINISHED):
             continue
         rows.append({"at": record.get("at"), "milestone": milestone, "source": "audit",
                      "detail": f"{kind} {record.get('step_id') or ''} by {record.get('actor') or '-'}"
                                + (f": {status}" if status else "")})
-    opened = _episode_start(events, str(started or ""))
+    opened = facts.episode_start(events, str(started or ""))
     if opened:
         first = opened[0]
         rows.append({"at": first.get("at"), "milestone": "detected", "source": "events",
@@ -612,7 +537,7 @@ def incident_evidence(*, history: Mapping[str, Any], orders: Sequence[Mapping[st
     outage = None
     if _at(detected_at) and _at(ended):
         outage = round(((_at(ended) or datetime.min) - (_at(detected_at) or datetime.min)).total_seconds(), 3)
-    figures = _incident_figures(orders, reimbursements, exposure, outage=outage, ended=ended,
+    figures = facts.incident_figures(orders, reimbursements, exposure, outage=outage, ended=ended,
                                 limit_seconds=_time_limit(catalogue))
     longest = figures["longest_wait_seconds"]["value"]
     results = [

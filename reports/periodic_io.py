@@ -22,7 +22,7 @@ from tradeops import __version__
 from tradeops.reports import periodic
 from tradeops.reports.build import known_secrets, read_reports, vulnerability_register
 from tradeops.reports.data import load_catalogue, template_resources
-from tradeops.reports.model import redact
+from tradeops.reports.redaction import redact
 from tradeops.reports.render import environment
 from tradeops.reports.signoff import Policy, Signature, document_digest, standing
 from tradeops.runtime.orderpath.orders import OrderStore

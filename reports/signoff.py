@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tradeops.runbooks.approvals import identity_key, is_drill_identity
+from tradeops.runbooks.eventkinds import REPORT_SIGNED
 from tradeops.runtime.platform.errors import BadInput, Refused
 
 __all__ = [
@@ -48,7 +49,7 @@ __all__ = [
     "standing",
 ]
 
-SIGNED = "report.signed"
+SIGNED = REPORT_SIGNED
 """The audit record kind of a signature."""
 CAPACITIES = ("reviewer", "approver")
 DRAFT, REVIEWED, APPROVED = "draft", "reviewed", "approved"

@@ -30,13 +30,16 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Final, Literal
 
 from tradeops.runtime.platform.errors import BadInput, Refused
 
 __all__ = [
     "DRILL_PREFIX",
     "DRILL_SOURCE",
+    "GRANTED",
+    "REJECTED",
+    "WAITING",
     "Approval",
     "ApprovalContext",
     "ApprovalRule",
@@ -51,6 +54,13 @@ __all__ = [
 ]
 
 Choice = Literal["approve", "reject"]
+DecisionState = Literal["granted", "pending", "rejected"]
+GRANTED: Final = "granted"
+"""Enough approvals count, and no rejection: the step's action may start."""
+WAITING: Final = "pending"
+"""Not enough approvals count yet."""
+REJECTED: Final = "rejected"
+"""A rejection counts: the step stops, whatever the approvals."""
 
 DRILL_SOURCE = "drill"
 """The identity source of a drill's automated executor and approvers (never a person's)."""
@@ -133,7 +143,7 @@ class Approval:
 
 @dataclass(frozen=True)
 class Decision:
-    state: Literal["granted", "pending", "rejected"]
+    state: DecisionState
     needed: int
     approved_by: tuple[str, ...] = ()
     rejected_by: tuple[tuple[str, str], ...] = ()  # (identity, reason)
@@ -209,12 +219,7 @@ def evaluate(rule: ApprovalRule, ctx: ApprovalContext, approvals: Sequence[Appro
             rejected.append((a.identity, a.reason))
         else:
             approved.append(a.identity)
-    if rejected:
-        state: Literal["granted", "pending", "rejected"] = "rejected"
-    elif len(approved) >= rule.count:
-        state = "granted"
-    else:
-        state = "pending"
+    state: DecisionState = REJECTED if rejected else GRANTED if len(approved) >= rule.count else WAITING
     return Decision(state=state, needed=rule.count, approved_by=tuple(approved), rejected_by=tuple(rejected),
                     refused=tuple(refused))
 

@@ -5,12 +5,20 @@ Records live in the audit table under one ``chain`` (default ``audit``), numbere
 previous record (``prev_sha256``); the record's own ``sha256`` is taken over that body. Item
 ``seq = 0`` is the chain head (last seq and its digest), so a deleted *last* record is caught too.
 
-Appending reads the last record, then writes the next one conditional on
-``attribute_not_exists(seq)``: of two writers that read the same last record only one can take the
-next seq, so the chain never forks; the loser reads again and chains after the winner. Then the
-head moves forward (conditional on it only ever growing). Each is a single-item conditional write,
-which DynamoDB applies atomically, and so does the local stack's emulator (a concurrency test proves
-it); a two-item transaction is not atomic there, so none is used.
+Appending writes the next record after the last one this log knows of (read once, then remembered
+from its own appends), conditional on ``attribute_not_exists(seq)``: of two writers that chain after
+the same record only one can take the next seq, so the chain never forks; the loser reads the last
+record again and chains after the winner. Then the head moves forward (conditional on it only ever
+growing). Each is a single-item conditional write, which DynamoDB applies atomically, and so does the
+local stack's emulator (a concurrency test proves it); a two-item transaction is not atomic there, so
+none is used.
+
+A record holds one event, or (kind ``events``) several events of one execution in the order they
+happened: a run holds its events (:class:`AuditObserver` with ``hold``) and writes them as one
+record at each checkpoint, before it acts, asks, waits or ends (:mod:`.runner`). Digests, the chain
+and anchors are over records whatever they hold; :meth:`AuditLog.entries` and
+:meth:`AuditLog.timeline` show each event of a record as an entry of its own, with its own time and
+the record's seq and digests.
 
 ``verify_chain`` (pure) walks the records and names the first broken one: edited (its digest no
 longer matches), deleted (a gap in seq, or the head is ahead of the last record), reordered
@@ -54,13 +62,14 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from tradeops.runbooks.eventkinds import ENDS, EVENTS, NOT_AUDITED
+from tradeops.runbooks.events import Event
 from tradeops.runtime.platform.aws import Aws, aws_errors, condition_failed
 from tradeops.runtime.platform.clock import iso
 from tradeops.runtime.platform.errors import AwsError, CheckFailed, TradeopsError
 from tradeops.runtime.platform.names import names_for
 
 __all__ = [
-    "ANCHOR_KINDS",
     "GENESIS",
     "QUERY_ATTRIBUTES",
     "AnchorStore",
@@ -79,10 +88,7 @@ __all__ = [
 GENESIS = "0" * 64
 _APPEND_ATTEMPTS = 500
 _HEAD = 0
-# Display-only events the audit does not need (the decisions they show are recorded elsewhere).
-_NOT_AUDITED = frozenset({"approval.progress"})
-# The events that end (or pause) an execution: the chain head is anchored after each.
-ANCHOR_KINDS = frozenset({"execution.finished", "execution.stopped", "execution.aborted", "execution.interrupted"})
+_EVENT_FIELDS = ("at", "kind", "step_id", "actor", "identity_source", "data")
 _ANCHOR_RECORDS_MAX = 5000  # digests one anchor lists (beyond them it names the span, not the record)
 
 log = logging.getLogger("tradeops.audit")
@@ -311,6 +317,9 @@ class AuditLog:
         self.aws = aws
         self.chain = chain
         self.table = table or names_for(aws.settings).audit_table
+        # The seq and digest of the last record this log appended: the next one chains after it without
+        # reading the chain first (a writer that got in between makes the append read it again).
+        self._last_known: tuple[int, str] | None = None
 
     def _head(self) -> tuple[int, str]:
         with aws_errors("read the audit chain head"):
@@ -350,14 +359,31 @@ class AuditLog:
 
     def append(self, kind: str, *, execution_id: str | None = None, step_id: str | None = None,
                actor: str | None = None, identity_source: str | None = None,
-               data: dict[str, Any] | None = None) -> dict[str, Any]:
+               data: dict[str, Any] | None = None, at: str | None = None) -> dict[str, Any]:
         """Append one record and return its body (with ``sha256``)."""
+        return self._append({"at": at or iso(), "kind": kind, "execution_id": execution_id, "step_id": step_id,
+                             "actor": actor, "identity_source": identity_source,
+                             "data": json.loads(canonical_json(data or {}))})
+
+    def append_events(self, events: Sequence[Event]) -> dict[str, Any]:
+        """Append one execution's events, in order, as one record (one event: a record of its own, as
+        :meth:`append` writes it); returns its body (with ``sha256``)."""
+        if len(events) == 1:
+            e = events[0]
+            return self.append(e.kind, execution_id=e.execution_id, step_id=e.step_id, actor=e.actor,
+                               identity_source=e.identity_source, data=e.data, at=e.at)
+        if len({e.execution_id for e in events}) != 1:
+            raise ValueError("one record holds the events of one execution")
+        held = [{"at": e.at, "kind": e.kind, "step_id": e.step_id, "actor": e.actor,
+                 "identity_source": e.identity_source, "data": e.data} for e in events]
+        return self._append({"at": iso(), "kind": EVENTS, "execution_id": events[0].execution_id,
+                             "events": json.loads(canonical_json(held))})
+
+    def _append(self, fields: dict[str, Any]) -> dict[str, Any]:
         for attempt in range(_APPEND_ATTEMPTS):
-            last_seq, last_sha = self._last()
+            last_seq, last_sha = self._last_known if self._last_known and not attempt else self._last()
             seq = last_seq + 1
-            body = {"chain": self.chain, "seq": seq, "at": iso(), "kind": kind, "execution_id": execution_id,
-                    "step_id": step_id, "actor": actor, "identity_source": identity_source,
-                    "data": json.loads(canonical_json(data or {})), "prev_sha256": last_sha}
+            body = {"chain": self.chain, "seq": seq, **fields, "prev_sha256": last_sha}
             text = canonical_json(body)
             sha = hashlib.sha256(text.encode("utf-8")).hexdigest()
             item = {"chain": {"S": self.chain}, "seq": {"N": str(seq)}, "body": {"S": text}, "sha256": {"S": sha},
@@ -370,8 +396,11 @@ class AuditLog:
                     with aws_errors("append to the audit log"):
                         raise
                 # Another writer took this seq first: chain after its record instead.
-                time.sleep(random.uniform(0, 0.005 * min(attempt + 1, 10)))
+                self._last_known = None
+                if attempt:
+                    time.sleep(random.uniform(0, 0.005 * min(attempt, 10)))
                 continue
+            self._last_known = (seq, sha)
             self._advance_head(seq, sha)
             return {**body, "sha256": sha}
         raise AwsError(f"could not append to audit chain {self.chain!r}: too many concurrent writers")
@@ -406,20 +435,20 @@ class AuditLog:
         """Record bodies (with their digest), oldest first; only one execution's when given (see timeline)."""
         if execution_id:
             return self.timeline(execution_id)[0]
-        return [_entry(item)[0] for item in self._query()]
+        return [entry for item in self._query() for entry in _entries(item)[0]]
 
     def timeline(self, execution_id: str) -> tuple[list[dict[str, Any]], list[str]]:
         """One execution's records, chosen by their hashed bodies, and every record whose query attributes
         disagree with its body (tampering: e.g. an execution_id removed to hide a record from this view)."""
         out, problems = [], []
         for item in self._query(execution_id):
-            entry, body = _entry(item)
+            entries, body = _entries(item)
             attributes = {k: item[k]["S"] for k in QUERY_ATTRIBUTES if "S" in item.get(k, {})}
             why = attributes_disagree(body, attributes) if body else "tampered: its body is unreadable"
             if why:
-                problems.append(f"audit record {entry.get('seq')}: {why}")
+                problems.append(f"audit record {entries[0].get('seq')}: {why}")
             if body.get("execution_id") == execution_id:
-                out.append(entry)
+                out += entries
         return out, problems
 
     def _after(self, seq: int) -> list[StoredRecord]:
@@ -471,30 +500,51 @@ class AuditLog:
         return verify_anchors(self.chain, records, anchored)
 
 
-def _entry(item: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A record as shown (its body plus digest), and its body ({} when unreadable)."""
+def _entries(item: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """A record as shown: an entry per event it holds (its body plus digest), and its body ({} when unreadable)."""
+    sha = item.get("sha256", {}).get("S")
     try:
         body = json.loads(item["body"]["S"])
         if not isinstance(body, dict):
             raise ValueError
     except (KeyError, ValueError):
-        return {"seq": int(item["seq"]["N"]), "kind": "unreadable", "sha256": item.get("sha256", {}).get("S")}, {}
-    return {**body, "sha256": item.get("sha256", {}).get("S")}, body
+        return [{"seq": int(item["seq"]["N"]), "kind": "unreadable", "sha256": sha}], {}
+    if body.get("kind") != EVENTS or not isinstance(body.get("events"), list):
+        return [{**body, "sha256": sha}], body
+    shared = {k: body.get(k) for k in ("chain", "seq", "execution_id", "prev_sha256")}
+    return [{**shared, **{k: e.get(k) for k in _EVENT_FIELDS}, "sha256": sha} for e in body["events"]
+            if isinstance(e, dict)], body
 
 
 class AuditObserver:
-    """Appends every run event to the audit log (an observer of the engine)."""
+    """Appends run events to the audit log (an observer of the engine).
 
-    def __init__(self, log: AuditLog) -> None:
+    With ``hold`` (a run's), events are kept until :meth:`flush` writes them as one record: the run
+    flushes before it acts, asks, waits or ends, and an event that ends the execution flushes too.
+    Without, each event is appended as it comes (a decision, an abort). Either way the chain head is
+    anchored after an execution ends or pauses.
+    """
+
+    def __init__(self, log: AuditLog, *, hold: bool = False) -> None:
         self.log = log
+        self.hold = hold
+        self._held: list[Event] = []
 
-    def notify(self, event: Any) -> None:
-        if event.kind in _NOT_AUDITED:
+    def notify(self, event: Event) -> None:
+        if event.kind in NOT_AUDITED:
             return
-        self.log.append(event.kind, execution_id=event.execution_id, step_id=event.step_id, actor=event.actor,
-                        identity_source=event.identity_source, data=event.data)
-        if event.kind in ANCHOR_KINDS:
+        self._held.append(event)
+        if not self.hold or event.kind in ENDS:
+            self.flush()
+        if event.kind in ENDS:
             try:
                 self.log.anchor(by=event.actor or "runbook engine", reason=f"{event.kind} {event.execution_id}")
             except TradeopsError as exc:  # the execution is over either way; the schedule anchors later
                 log.error("audit chain %s not anchored after %s: %s", self.log.chain, event.execution_id, exc)
+
+    def flush(self) -> None:
+        """Write the events held (one record); nothing when none are."""
+        if self._held:
+            # Taken first: a failed append stops the run (fail closed), and is never retried into a duplicate.
+            held, self._held = self._held, []
+            self.log.append_events(held)

@@ -17,6 +17,7 @@ from typing import Any
 
 from tradeops.runbooks.approvals import break_glass_refusal
 from tradeops.runbooks.audit import AuditLog
+from tradeops.runbooks.eventkinds import BREAK_GLASS_DECLARE_VOID, BREAK_GLASS_FLAG_SET
 from tradeops.runbooks.identity import Identity, Operators
 from tradeops.runtime.orderpath import inflight
 from tradeops.runtime.orderpath.flags import Flags, validate_flag
@@ -62,7 +63,7 @@ def set_flag(aws: Aws, *, identity: Identity, roster: Operators | None, flag: st
     if roster is None:
         raise Refused(f"refused: flag {flag} is break-glass and no roster was given to authorise it")
     authorize(identity, roster, reason)
-    _record(aws, "break_glass.flag_set", identity, roster, facts)
+    _record(aws, BREAK_GLASS_FLAG_SET, identity, roster, facts)
     flags.set(flag, canonical, actor=identity.name)
     _alert(aws, identity, f"flag {flag}: {before} -> {canonical}", facts)
     return {**facts, "break_glass": True}
@@ -72,7 +73,7 @@ def declare_void(aws: Aws, *, identity: Identity, roster: Operators, provider: s
                  target: str) -> dict[str, Any]:
     """Declare a broker's in-flight orders void by hand (break-glass); the broker is asked once more first."""
     authorize(identity, roster, reason)
-    _record(aws, "break_glass.declare_void", identity, roster, {"provider": provider, "reason": reason,
+    _record(aws, BREAK_GLASS_DECLARE_VOID, identity, roster, {"provider": provider, "reason": reason,
                                                                   "target": target})
     result = inflight.void_in_flight(aws, provider, actor=identity.name, reason=f"{reason} (break-glass)")
     _alert(aws, identity, f"declared {len(result['released'])} order(s) void at {provider}",

@@ -13,9 +13,10 @@ and "acted" after, `resume` never repeats a completed action and never skips an 
 an action interrupted mid-flight is re-run only if it is idempotent, otherwise the operator is
 asked (and ``--yes`` stops rather than guess).
 
-Walking the steps is :mod:`.runner`'s; undoing them :mod:`.rollback`'s. The engine publishes every
-event to observers (:mod:`.events`): the audit log is one, the terminal display another; neither
-is called from inside step logic.
+Walking the steps is :mod:`.runner`'s; undoing them :mod:`.rollback`'s; the statuses and phases
+and the moves between them are :mod:`.states`'. The engine publishes every event
+(:mod:`.eventkinds`) to observers (:mod:`.events`): the audit log is one, the terminal display
+another; neither is called from inside step logic.
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ import socket
 import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
+from tradeops.runbooks import eventkinds as ev
 from tradeops.runbooks import registry
 from tradeops.runbooks.approvals import (
     DRILL_SOURCE,
@@ -43,23 +44,25 @@ from tradeops.runbooks.audit import AuditLog, AuditObserver
 from tradeops.runbooks.events import ApprovalHook, ApprovalWait, Confirm, Event, Observer, Outcome
 from tradeops.runbooks.expectations import describe_expect, expectation_met
 from tradeops.runbooks.identity import Identity, Operators, current_identity
-from tradeops.runbooks.model import (
+from tradeops.runbooks.loader import (
     Runbook,
     RunbookInvalid,
-    check_runbook,
-    load_runbook,
     read_runbook_text,
-    render,
-    resolve_params,
     resolve_path,
     runbook_dir,
+    sha256_text,
+    step_kind,
 )
-from tradeops.runbooks.model import sha256_text as _sha256_text
+from tradeops.runbooks.params import render, resolve_params
 from tradeops.runbooks.planning import check_roles, plan_verdict
 from tradeops.runbooks.registry import OperationContext, Reading
+from tradeops.runbooks.rollback import Undo
+from tradeops.runbooks.rollback import rollback as steps_rollback
 from tradeops.runbooks.roster import Roster
 from tradeops.runbooks.runner import Runner
-from tradeops.runbooks.store import FINAL_STATUSES, LEASE_SECONDS, ExecutionStore, Lease, decisions_of
+from tradeops.runbooks.states import ABORTED, COMPLETED, FINAL, RUNNING
+from tradeops.runbooks.store import LEASE_SECONDS, ExecutionStore, Lease, decisions_of
+from tradeops.runbooks.validation import check_runbook, load_runbook
 from tradeops.runtime.platform import yamlfiles
 from tradeops.runtime.platform.aws import Aws
 from tradeops.runtime.platform.clock import iso, parse_iso, utcnow
@@ -116,6 +119,16 @@ def _observers(aws: Aws, audit_chain: str, extra: Iterable[Observer]) -> list[Ob
     return [AuditObserver(AuditLog(aws, chain=audit_chain)), *extra]
 
 
+def _tell(observers: Iterable[Observer], event: Event) -> None:
+    for observer in observers:
+        observer.notify(event)
+
+
+def _run_audit(aws: Aws, audit_chain: str) -> AuditObserver:
+    """A run's audit: it holds the run's events and writes them at each checkpoint (:mod:`.runner`)."""
+    return AuditObserver(AuditLog(aws, chain=audit_chain), hold=True)
+
+
 def _roster(aws: Aws, operators: Operators | None) -> Operators:
     """The roster decisions are taken under: the shared one (a caller's own copy only in tests and drills,
     and then its digest must still be the execution's)."""
@@ -166,20 +179,21 @@ def run_execution(settings: Settings, ref: str, *, aws: Aws | None = None, param
         "execution_id": eid, "runbook": checked.name, "runbook_ref": _runbook_ref(checked),
         "runbook_sha256": checked.sha256, "runbook_text": checked.text, "title": checked.title,
         "version": checked.version, "service": checked.service, "impact_tolerance": checked.impact_tolerance,
-        "params": values, "status": "running", "executor": identity.name, "executor_source": identity.source,
+        "params": values, "status": RUNNING, "executor": identity.name, "executor_source": identity.source,
         "executors": [identity.name], "created_at": now, "updated_at": now, "current_step": None,
         "roster_digest": operators.digest, "roster_version": operators.version,
         "audit_chain": audit_chain, "lease_token": token, "lease_until": time.time() + LEASE_SECONDS,
-        "lease_owner": _owner(),
+        "lease_owner": _owner(), "lease_epoch": 1,
     }
     store.create(meta)
     lease = Lease(store, eid, token).start()
-    runner = Runner(settings=settings, aws=aws, store=store, runbook=checked, meta=meta, identity=identity,
-                     operators=operators, observers=_observers(aws, audit_chain, observers), assume_yes=assume_yes,
-                     confirm=confirm, on_approval_wait=on_approval_wait, poll_seconds=poll_seconds,
-                     approval_timeout=approval_timeout, lease=lease)
+    runner = Runner(settings=settings, aws=aws, store=store, runbook=checked, meta=meta, records={},
+                    identity=identity, operators=operators, audit=_run_audit(aws, audit_chain),
+                    observers=list(observers), assume_yes=assume_yes, confirm=confirm,
+                    on_approval_wait=on_approval_wait, poll_seconds=poll_seconds, approval_timeout=approval_timeout,
+                    lease=lease)
     try:
-        runner.publish("execution.started", runbook=checked.name, title=checked.title, version=checked.version,
+        runner.publish(ev.EXECUTION_STARTED, runbook=checked.name, title=checked.title, version=checked.version,
                        runbook_sha256=checked.sha256, service=checked.service,
                        impact_tolerance=checked.impact_tolerance, params=values, executor_source=identity.source,
                        assume_yes=assume_yes, roster_digest=operators.digest, roster_version=operators.version)
@@ -192,7 +206,7 @@ def _load_execution_runbook(meta: Mapping[str, Any], operators: Operators | None
     """The runbook file of an execution, refused unless it is the exact text the execution started with."""
     path = resolve_path(meta["runbook_ref"])
     text = read_runbook_text(path)
-    if _sha256_text(text) != meta["runbook_sha256"]:
+    if sha256_text(text) != meta["runbook_sha256"]:
         raise BadInput(f"runbook {meta['runbook']} ({path}) was edited after execution {meta['execution_id']} "
                        f"started (SHA-256 differs); refused. Restore it, or abort and start a new run")
     runbook, issues = check_runbook(path, text, operators=operators, params=meta.get("params"))
@@ -219,10 +233,10 @@ def resume_execution(settings: Settings, execution_id: str, *, aws: Aws | None =
     store = ExecutionStore(aws)
     meta = store.meta(execution_id)
     status = meta.get("status")
-    if status == "aborted":
+    if status == ABORTED:
         raise Refused(f"execution {execution_id} was aborted by {meta.get('aborted_by')}; it cannot be resumed "
                       f"(start a new run)")
-    if status in ("completed", "failed"):
+    if status in FINAL:
         raise Refused(f"execution {execution_id} is already {status}; nothing to resume")
     operators = _roster(aws, operators)
     _same_roster(meta, operators, "resuming it")
@@ -232,16 +246,17 @@ def resume_execution(settings: Settings, execution_id: str, *, aws: Aws | None =
     _take_over(store, meta, token)
     lease = Lease(store, execution_id, token).start()
     try:
-        meta = store.meta(execution_id)
+        meta, records = store.load(execution_id)
         executors = list(meta.get("executors") or [])
         if identity.name not in executors:
             executors.append(identity.name)
-        runner = Runner(settings=settings, aws=aws, store=store, runbook=runbook, meta=meta, identity=identity,
-                         operators=operators, observers=_observers(aws, meta.get("audit_chain", "audit"), observers),
-                         assume_yes=assume_yes, confirm=confirm, on_approval_wait=on_approval_wait,
-                         poll_seconds=poll_seconds, approval_timeout=approval_timeout, lease=lease)
-        runner.set_meta(executors=executors, status="running")
-        runner.publish("execution.resumed", previous_status=status, at_step=meta.get("current_step"),
+        runner = Runner(settings=settings, aws=aws, store=store, runbook=runbook, meta=meta, records=records,
+                        identity=identity, operators=operators, audit=_run_audit(aws, meta.get("audit_chain", "audit")),
+                        observers=list(observers), assume_yes=assume_yes, confirm=confirm,
+                        on_approval_wait=on_approval_wait, poll_seconds=poll_seconds,
+                        approval_timeout=approval_timeout, lease=lease)
+        runner.set_meta(executors=executors, status=RUNNING)
+        runner.publish(ev.EXECUTION_RESUMED, previous_status=status, at_step=meta.get("current_step"),
                        executor_source=identity.source, assume_yes=assume_yes)
         return runner.run()
     finally:
@@ -260,11 +275,9 @@ def abort_execution(settings: Settings, execution_id: str, *, aws: Aws | None = 
                                                "updated_at": iso()})
     chain = before.get("audit_chain", "audit")
     obs = _observers(aws, chain, observers)
-    event = Event("execution.aborted", execution_id, before.get("current_step"), identity.name, identity.source,
-                  {"reason": reason, "rollback": rollback, "previous_status": before.get("status")})
-    for o in obs:
-        o.notify(event)
-    result = {"execution_id": execution_id, "status": "aborted", "previous_status": before.get("status"),
+    _tell(obs, Event(ev.EXECUTION_ABORTED, execution_id, before.get("current_step"), identity.name, identity.source,
+                     {"reason": reason, "rollback": rollback, "previous_status": before.get("status")}))
+    result = {"execution_id": execution_id, "status": ABORTED, "previous_status": before.get("status"),
               "rolled_back": False}
     if not rollback:
         return result
@@ -277,14 +290,18 @@ def abort_execution(settings: Settings, execution_id: str, *, aws: Aws | None = 
         return result
     lease = Lease(store, execution_id, token).start()
     try:
-        doc = yamlfiles.load(before["runbook_text"], f"runbook of execution {execution_id}")
         # The stored text, not the file: rolling back must work even if the file is gone or changed.
-        runbook = Runbook(path=Path(str(before["runbook_ref"])), text=before["runbook_text"],
-                          sha256=before["runbook_sha256"], doc=doc, lines={})
-        runner = Runner(settings=settings, aws=aws, store=store, runbook=runbook, meta=dict(before),
-                         identity=identity, operators=operators, observers=obs, assume_yes=True, confirm=None,
-                         on_approval_wait=None, poll_seconds=1.0, approval_timeout=None, lease=None)
-        runner.rollback(len(runbook.steps) - 1, f"aborted by {identity.name}: {reason or 'no reason given'}")
+        doc = yamlfiles.load(before["runbook_text"], f"runbook of execution {execution_id}")
+
+        def publish(kind: str, step_id: str | None = None, /, **data: Any) -> None:
+            _tell(obs, Event(kind, execution_id, step_id, identity.name, identity.source, data))
+
+        def context(step_id: str) -> OperationContext:
+            return OperationContext(settings=settings, aws=aws, execution_id=execution_id, step_id=step_id,
+                                    actor=identity.name)
+
+        undo = Undo(execution_id, list(doc["steps"]), dict(before.get("params") or {}), context, publish)
+        steps_rollback(store, undo, len(undo.steps) - 1, f"aborted by {identity.name}: {reason or 'no reason given'}")
     finally:
         lease.stop()
     result["rolled_back"] = True
@@ -295,7 +312,7 @@ def _execution_step(meta: Mapping[str, Any], step_id: str) -> tuple[int, dict[st
     """The stored runbook of an execution (checked against its digest), and one of its steps by id."""
     execution_id = meta["execution_id"]
     text = meta.get("runbook_text", "")
-    if _sha256_text(text) != meta.get("runbook_sha256"):
+    if sha256_text(text) != meta.get("runbook_sha256"):
         raise Refused(f"execution {execution_id}: the runbook text it stores does not match its SHA-256; refused")
     doc = yamlfiles.load(text, f"runbook of execution {execution_id}")
     steps = {s["id"]: (i, s) for i, s in enumerate(doc.get("steps", []))}
@@ -314,13 +331,13 @@ def _decision_context(meta: Mapping[str, Any], step_id: str, operators: Operator
 def _decidable(meta: Mapping[str, Any], step_id: str, step: Mapping[str, Any], decision: str) -> None:
     """Refuse a decision on a finished execution, a step without approval, before the request or once acting."""
     execution_id, status = meta["execution_id"], meta.get("status")
-    if status in FINAL_STATUSES:
+    if status in FINAL:
         raise Refused(f"execution {execution_id} is {status}; there is nothing left to {decision}")
     if "approval" not in step:
         raise BadInput(f"step {step_id} of {meta.get('runbook')} needs no approval")
     acting = (meta.get("acting") or {}).get(step_id)
     if acting:
-        done = (meta.get("current_step") != step_id) or status == "completed"
+        done = (meta.get("current_step") != step_id) or status == COMPLETED
         raise Refused(f"step {step_id} of {execution_id} is already executing (its action started at "
                       f"{acting.get('at')}{'; it has run since' if done else ''}); a decision now would change "
                       "nothing")
@@ -355,12 +372,11 @@ def decide(settings: Settings, execution_id: str, step_id: str, decision: str, *
     approval = Approval.make(ctx, identity.name, identity.source, "reject" if decision == "reject" else "approve",
                              reason=reason, at=iso())
     store.record_decision(approval, roster_digest=operators.digest)
-    event = Event("approval.approved" if decision == "approve" else "approval.rejected", execution_id, step_id,
+    event = Event(ev.APPROVAL_APPROVED if decision == "approve" else ev.APPROVAL_REJECTED, execution_id, step_id,
                   identity.name, identity.source,
                   {"roles": list(approval.roles), "reason": reason, "binding": approval.binding,
                    "runbook_sha256": approval.runbook_sha256, "roster_digest": operators.digest})
-    for o in _observers(aws, meta.get("audit_chain", "audit"), observers):
-        o.notify(event)
+    _tell(_observers(aws, meta.get("audit_chain", "audit"), observers), event)
     return approval
 
 
@@ -374,9 +390,8 @@ def withdraw(settings: Settings, execution_id: str, step_id: str, *, aws: Aws | 
     _decidable(meta, step_id, step, "withdraw")
     identity = identity or current_identity(settings, aws)
     store.withdraw(execution_id, step_id, identity.name, at=iso(), reason=reason)
-    event = Event("approval.withdrawn", execution_id, step_id, identity.name, identity.source, {"reason": reason})
-    for o in _observers(aws, meta.get("audit_chain", "audit"), observers):
-        o.notify(event)
+    event = Event(ev.APPROVAL_WITHDRAWN, execution_id, step_id, identity.name, identity.source, {"reason": reason})
+    _tell(_observers(aws, meta.get("audit_chain", "audit"), observers), event)
 
 
 def approval_view(settings: Settings, execution_id: str, step_id: str, *, aws: Aws | None = None,
@@ -429,7 +444,7 @@ def plan_runbook(settings: Settings, ref: str, *, aws: Aws | None = None, params
     for step in checked.steps:
         entry: dict[str, Any] = {"id": step["id"], "title": step["title"], "if_not_met":
                                  (step.get("precondition") or {}).get("if_not_met", "fail"),
-                                 "kind": next(k for k in ("check", "action", "manual") if k in step),
+                                 "kind": step_kind(step),
                                  "runs": bool(render(step.get("when", True), values)), "checks": []}
         for what in ("precondition", "check", "verify"):
             if what not in step:
@@ -471,7 +486,7 @@ def plan_runbook(settings: Settings, ref: str, *, aws: Aws | None = None, params
             "steps": steps, "verdict": verdict}
 
 
-_PRIVATE_META = ("runbook_text", "lease_token", "item", "lease_epoch")
+_PRIVATE_META = ("runbook_text", "lease_token", "item", "lease_epoch", "step_records_in_meta")
 
 
 def execution_history(settings: Settings, execution_id: str, *, aws: Aws | None = None) -> dict[str, Any]:
@@ -481,8 +496,7 @@ def execution_history(settings: Settings, execution_id: str, *, aws: Aws | None 
     attributes disagree with its body (empty when the timeline can be trusted)."""
     aws = _aws(settings, aws)
     store = ExecutionStore(aws)
-    meta = store.meta(execution_id)
-    records = store.steps(execution_id)
+    meta, records = store.load(execution_id)
     timeline, tampering = AuditLog(aws, chain=meta.get("audit_chain", "audit")).timeline(execution_id)
     return {"execution": {k: v for k, v in meta.items() if k not in _PRIVATE_META},
             "steps": [{k: v for k, v in records[i].items() if k not in ("item", "lease_epoch")}

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from tradeops.runbooks.approvals import ApprovalRule, Decision
+from tradeops.runbooks.states import COMPLETED
 from tradeops.runtime.platform.clock import iso
 
 __all__ = ["ApprovalHook", "ApprovalWait", "Confirm", "Event", "Observer", "Outcome"]
@@ -44,14 +45,18 @@ class ApprovalWait:
 
 @dataclass(frozen=True)
 class Outcome:
+    """Where a run left its execution: ``status`` is the execution's (:mod:`.states`): completed, failed or
+    aborted (final), or stopped or approval-timed-out (resumable); never running or waiting_approval, which
+    a run leaves before it returns."""
+
     execution_id: str
-    status: str  # completed | failed | stopped | aborted | waiting_approval
+    status: str
     reason: str | None
     steps: list[dict[str, Any]]
 
     @property
     def ok(self) -> bool:
-        return self.status == "completed"
+        return self.status == COMPLETED
 
 
 Confirm = Callable[[str], bool]

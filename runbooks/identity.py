@@ -64,8 +64,6 @@ __all__ = [
     "parse_operators",
 ]
 
-SOURCES = ("iam-user", "identity-center", "operator-role", "TRADEOPS_OPERATOR", "os-user")
-
 _ARN = re.compile(r"^arn:(aws[a-z-]*):(iam|sts)::(\d{12}):(.+)$")
 _LOCAL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}$")
 _CENTER_NAME = re.compile(r"^identity-center:[^\s:/]{1,128}$")
@@ -75,7 +73,7 @@ _SSO_ROLE = "AWSReservedSSO_"
 @dataclass(frozen=True)
 class Identity:
     name: str
-    source: str  # one of SOURCES (tests may use their own label)
+    source: str  # where the name came from: iam-user, identity-center, operator-role, TRADEOPS_OPERATOR or os-user
 
     def __str__(self) -> str:
         return self.name

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from tradeops.runbooks.eventkinds import APPROVAL_REQUESTED
 from tradeops.runtime.platform.aws import Aws, aws_errors
 from tradeops.runtime.platform.names import names_for
 from tradeops.runtime.platform.text import human
@@ -53,7 +54,7 @@ def publish_approval_request(aws: Aws, request: Mapping[str, Any]) -> str:
     """Publish one approval request on the approvers' topic; returns the SNS message id."""
     subject, body = approval_request_text(request)
     topic = aws.topic_arn(names_for(aws.settings).approvals_topic)
-    attributes = {"kind": "approval.requested", "execution_id": request["execution_id"],
+    attributes = {"kind": APPROVAL_REQUESTED, "execution_id": request["execution_id"],
                   "step_id": request["step_id"], "runbook": request["runbook"]}
     with aws_errors("publish the approval request to the approvers' topic"):
         answer = aws.sns.publish(TopicArn=topic, Subject=subject, Message=body,

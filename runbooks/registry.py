@@ -1,8 +1,9 @@
-"""Operations a runbook may name: probes (read a value) and actions (change something).
+"""Operations a runbook may name, by name: probes (read a value) and actions (change something).
 
-Every operation is registered by name with a JSON Schema for its arguments, so validation can
-refuse an unknown name or a bad argument before anything runs. The built-in operations live in
-``tradeops.runbooks.operations`` and register themselves on import (``ensure_builtins``).
+The built-in ones are the entries of :mod:`.catalogue`, each naming its function by module and
+name; the module is imported the first time the operation runs, as Chaos Toolkit resolves an
+activity, so nothing registers itself and validation never imports the runtime. A plugin (or a
+test) may :func:`register` more at run time.
 
 An operation is a plain function ``func(ctx, **args)``. A probe returns its value, or a
 ``Reading`` when it has detail worth showing next to the value. An action returns a JSON-able
@@ -17,8 +18,9 @@ import importlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
+from tradeops.runbooks.catalogue import ENTRIES, Entry, Kind
 from tradeops.runtime.platform.aws import Aws
 from tradeops.runtime.platform.settings import Settings
 
@@ -26,17 +28,12 @@ __all__ = [
     "Operation",
     "OperationContext",
     "Reading",
-    "action",
     "actions",
-    "ensure_builtins",
     "get",
-    "probe",
     "probes",
     "register",
     "unregister",
 ]
-
-Kind = Literal["probe", "action"]
 
 
 @dataclass(frozen=True)
@@ -64,11 +61,14 @@ class OperationContext:
 
 @dataclass(frozen=True)
 class Operation:
+    """An operation: its function (``func``, or ``target``, "module:function", imported when it first runs)."""
+
     name: str
     kind: Kind
-    func: Callable[..., Any]
     schema: dict[str, Any]
     description: str
+    func: Callable[..., Any] | None = None
+    target: str | None = None
     # Running it twice leaves the world as running it once (safe to re-run after an interruption).
     idempotent: bool = False
     # Argument that sets the value an action changes; its rollback sets the previous value back.
@@ -76,84 +76,56 @@ class Operation:
     # A probe that watches over a period (plan reads it once instead).
     sampling: bool = False
 
+    @classmethod
+    def of(cls, entry: Entry) -> Operation:
+        return cls(name=entry.name, kind=entry.kind, schema=entry.schema(), description=entry.description,
+                   target=entry.target, idempotent=entry.idempotent, restore_arg=entry.restore_arg,
+                   sampling=entry.sampling)
+
+    def function(self) -> Callable[..., Any]:
+        if self.func is not None:
+            return self.func
+        module, _, name = str(self.target).partition(":")
+        found: Callable[..., Any] = getattr(importlib.import_module(module), name)
+        return found
+
     def __call__(self, ctx: OperationContext, **args: Any) -> Any:
-        return self.func(ctx, **args)
+        return self.function()(ctx, **args)
 
 
+_BUILTIN: dict[str, Operation] = {entry.name: Operation.of(entry) for entry in ENTRIES}
 _lock = threading.Lock()
-_operations: dict[str, Operation] = {}
-_builtins_loaded = False
-
-
-def _args_schema(properties: dict[str, Any], required: list[str] | None) -> dict[str, Any]:
-    return {
-        "type": "object",
-        "properties": properties,
-        "required": sorted(properties) if required is None else required,
-        "additionalProperties": False,
-    }
+_added: dict[str, Operation] = {}
 
 
 def register(operation: Operation) -> Operation:
     """Add an operation; a second one with the same name is a programming error."""
     with _lock:
-        if operation.name in _operations and _operations[operation.name].func is not operation.func:
+        known = _BUILTIN.get(operation.name) or _added.get(operation.name)
+        if known is not None and known.func is not operation.func:
             raise ValueError(f"operation {operation.name!r} is already registered")
-        _operations[operation.name] = operation
+        _added[operation.name] = operation
     return operation
 
 
 def unregister(name: str) -> None:
     with _lock:
-        _operations.pop(name, None)
-
-
-def probe(name: str, *, args: dict[str, Any] | None = None, required: list[str] | None = None,
-          description: str, sampling: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Register a probe; ``args`` maps argument name to its JSON Schema (all required by default)."""
-
-    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
-        register(Operation(name=name, kind="probe", func=func, schema=_args_schema(args or {}, required),
-                           description=description, idempotent=True, sampling=sampling))
-        return func
-
-    return decorate
-
-
-def action(name: str, *, args: dict[str, Any] | None = None, required: list[str] | None = None,
-           description: str, idempotent: bool = False,
-           restore_arg: str | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Register an action; see the module docstring for ``restore_arg``."""
-
-    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
-        register(Operation(name=name, kind="action", func=func, schema=_args_schema(args or {}, required),
-                           description=description, idempotent=idempotent, restore_arg=restore_arg))
-        return func
-
-    return decorate
-
-
-def ensure_builtins() -> None:
-    """Import the built-in operations once (they register themselves)."""
-    global _builtins_loaded
-    if not _builtins_loaded:
-        importlib.import_module("tradeops.runbooks.operations")
-        _builtins_loaded = True
+        _added.pop(name, None)
 
 
 def get(name: str) -> Operation | None:
-    ensure_builtins()
     with _lock:
-        return _operations.get(name)
+        return _BUILTIN.get(name) or _added.get(name)
+
+
+def _all() -> list[Operation]:
+    with _lock:
+        return [*_BUILTIN.values(), *_added.values()]
 
 
 def probes() -> list[Operation]:
-    ensure_builtins()
-    with _lock:
-        return sorted((op for op in _operations.values() if op.kind == "probe"), key=lambda op: op.name)
+    return sorted((op for op in _all() if op.kind == "probe"), key=lambda op: op.name)
 
 
 def actions() -> list[Operation]:
-    ensure_builtins()
-    with _lock:
-        return sorted((op for op in _operations.values() if op.kind == "action"), key=lambda op: op.name)
+    return sorted((op for op in _all() if op.kind == "action"), key=lambda op: op.name)

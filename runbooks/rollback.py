@@ -1,45 +1,64 @@
 """Rolling an execution back: undo its completed actions, newest first, each one recorded.
 
 A step's ``rollback`` says how: ``restore`` (the same action called with the value it replaced),
-``none`` (recorded, nothing run), or another action with its own arguments. A rollback also runs
-after an abort, so its step writes are not conditional on the lease; only the process holding the
-execution gets here.
+``none`` (recorded, nothing run), or another action with its own arguments. A rollback runs for the
+process driving the execution (a step failed) or for `runbook abort --rollback`; either hands it
+what it needs as plain data (:class:`Undo`). It also runs after an abort, so its writes are not
+conditional on the lease; only the process holding the execution gets here.
 """
 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from tradeops.runbooks import registry
-from tradeops.runbooks.model import render
+from tradeops.runbooks.eventkinds import ROLLBACK_FINISHED, ROLLBACK_STARTED, ROLLBACK_STEP
+from tradeops.runbooks.params import render
+from tradeops.runbooks.registry import OperationContext
+from tradeops.runbooks.states import ACTED, DONE, FAILED, NOT_RUN, SUCCEEDED
+from tradeops.runbooks.store import ExecutionStore
 from tradeops.runtime.platform.clock import iso
 from tradeops.runtime.platform.errors import reason_of
 
-if TYPE_CHECKING:
-    from tradeops.runbooks.runner import Runner
+__all__ = ["Publish", "Undo", "rollback"]
 
-__all__ = ["rollback"]
+Publish = Callable[..., None]
+"""``publish(kind, step_id, /, **data)``: tell the execution's observers."""
 
 
-def rollback(runner: Runner, upto: int, reason: str) -> None:
+@dataclass(frozen=True)
+class Undo:
+    """What rolling an execution back needs: its steps and parameters, how to call an operation, whom to tell."""
+
+    execution_id: str
+    steps: Sequence[Mapping[str, Any]]
+    params: Mapping[str, Any]
+    context: Callable[[str], OperationContext]
+    publish: Publish
+
+
+def rollback(store: ExecutionStore, undo: Undo, upto: int, reason: str) -> None:
     """Undo the completed actions of steps 0..upto, newest first, each recorded."""
-    records = runner.store.steps(runner.eid)
+    eid, steps = undo.execution_id, undo.steps
+    records = store.steps(eid)
     todo = [i for i in sorted(records, reverse=True)
-            if i <= upto and "action" in runner.runbook.steps[i] and records[i].get("phase") in ("acted", "done")
+            if i <= upto and "action" in steps[i] and records[i].get("phase") in (ACTED, DONE)
             and int(records[i].get("action_runs", 0)) > 0 and not records[i].get("rollback")]
-    runner.publish("rollback.started", None, reason=reason, steps=[runner.runbook.steps[i]["id"] for i in todo])
+    undo.publish(ROLLBACK_STARTED, None, reason=reason, steps=[steps[i]["id"] for i in todo])
     done, failed = [], []
     for i in todo:
-        step, rec = runner.runbook.steps[i], records[i]
+        step, rec = steps[i], records[i]
         op = registry.get(step["action"]["name"])
         assert op is not None
         spec = step.get("rollback", "restore" if op.restore_arg else "none")
         if spec == "none":
-            rec["rollback"] = {"status": "none", "start": iso(), "end": iso(), "duration": 0.0,
+            rec["rollback"] = {"status": NOT_RUN, "start": iso(), "end": iso(), "duration": 0.0,
                                "output": None, "error": None}
-            runner.store.put_step(runner.eid, i, rec, lease_token=None)
-            runner.publish("rollback.step", step["id"], status="none", action=None, args=None)
+            store.put_step(eid, i, rec, lease_token=None)
+            undo.publish(ROLLBACK_STEP, step["id"], status=NOT_RUN, action=None, args=None)
             continue
         if spec == "restore":
             previous = ((rec.get("output") or {}).get("action") or {}).get("output") or {}
@@ -47,20 +66,20 @@ def rollback(runner: Runner, upto: int, reason: str) -> None:
         else:
             found = registry.get(spec["name"])
             assert found is not None  # validated with the runbook
-            rb_op, args = found, render(spec.get("args") or {}, runner.params)
+            rb_op, args = found, render(spec.get("args") or {}, undo.params)
         started_at, t0 = iso(), time.monotonic()
         try:
-            output = rb_op(runner.ctx(step["id"]), **args)
-            result = {"status": "succeeded", "output": output, "error": None}
+            output = rb_op(undo.context(step["id"]), **args)
+            result = {"status": SUCCEEDED, "output": output, "error": None}
             done.append(step["id"])
         except Exception as exc:
-            result = {"status": "failed", "output": None, "error": reason_of(exc)}
+            result = {"status": FAILED, "output": None, "error": reason_of(exc)}
             failed.append(step["id"])
         rec["rollback"] = {**result, "action": rb_op.name, "args": args, "start": started_at, "end": iso(),
                            "duration": round(time.monotonic() - t0, 3)}
         # Unconditional write: a rollback also runs after an abort, which the lease check refuses.
         # Only the lease holder gets here, so no other process writes this step meanwhile.
-        runner.store.put_step(runner.eid, i, rec, lease_token=None)
-        runner.publish("rollback.step", step["id"], **rec["rollback"])
-    runner.publish("rollback.finished", None, rolled_back=done, failed=failed)
-    runner.store.set_fields(runner.eid, {"rolled_back": True, "rollback_failed": failed, "updated_at": iso()})
+        store.put_step(eid, i, rec, lease_token=None)
+        undo.publish(ROLLBACK_STEP, step["id"], **rec["rollback"])
+    undo.publish(ROLLBACK_FINISHED, None, rolled_back=done, failed=failed)
+    store.set_fields(eid, {"rolled_back": True, "rollback_failed": failed, "updated_at": iso()})

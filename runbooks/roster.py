@@ -22,6 +22,7 @@ import json
 from typing import Any
 
 from tradeops.runbooks.audit import AuditLog
+from tradeops.runbooks.eventkinds import ROSTER_SEEDED
 from tradeops.runbooks.identity import Identity, Operators, parse_operators
 from tradeops.runtime.platform.aws import Aws, aws_errors
 from tradeops.runtime.platform.clock import iso
@@ -118,7 +119,7 @@ class Roster:
         record = {"roster": operators.as_document(), "set_by": actor.name, "at": iso(), "how": "seeded",
                   "execution_id": None, "previous_digest": None}
         version = self._put(self.param, record, overwrite=False)
-        AuditLog(self.aws).append("roster.seeded", actor=actor.name, identity_source=actor.source,
+        AuditLog(self.aws).append(ROSTER_SEEDED, actor=actor.name, identity_source=actor.source,
                                   data={"version": version, "digest": operators.digest,
                                         "operators": len(operators.roles), "source": operators.source})
         return Operators(roles=operators.roles, break_glass=operators.break_glass, source=f"roster v{version}",

@@ -1,6 +1,6 @@
 """Walking one execution's steps while holding its lease: the phases of a step, its checks and its action.
 
-Each step goes through phases, each recorded before the next starts::
+Each step goes through phases (:mod:`.states` draws them)::
 
     when → precondition → approval → check | manual | action → verification → done
 
@@ -9,6 +9,20 @@ many times its action ran and its rollback. Because "acting" is written before a
 and "acted" after, a resume never repeats a completed action and never skips an unfinished one:
 an action interrupted mid-flight is re-run only if it is idempotent, otherwise the operator is
 asked (and ``--yes`` stops rather than guess).
+
+**Checkpoints.** Reading a probe changes nothing, so the runner does not write as it reads: it keeps
+its status, step records (:class:`~tradeops.runbooks.changes.Changes`) and audit events, and writes
+them at each checkpoint, before anything someone could need on record first:
+
+- before an action runs, in the same conditional write as the move to acting (then the events, as
+  one audit record, before the action itself);
+- right after an action, its outcome ("acted", or "action_failed");
+- before it asks the operator, before it waits for approvers (with the approval request), before it
+  sleeps between two readings of a probe, and when the execution ends or stops.
+
+Every write is conditional on the lease and on nobody having aborted, so an abort or a lost lease
+stops the run at its next checkpoint, and always before an action. A driver killed between two
+checkpoints loses only what it read since the last one, which a resume reads again.
 """
 
 from __future__ import annotations
@@ -19,24 +33,42 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from tradeops.runbooks import eventkinds as ev
 from tradeops.runbooks import registry
-from tradeops.runbooks.approvals import DRILL_SOURCE, ApprovalContext, ApprovalRule, evaluate
+from tradeops.runbooks.approvals import DRILL_SOURCE, GRANTED, REJECTED, ApprovalContext, ApprovalRule, evaluate
+from tradeops.runbooks.audit import AuditObserver
+from tradeops.runbooks.changes import Changes
 from tradeops.runbooks.events import ApprovalHook, ApprovalWait, Confirm, Event, Observer, Outcome
 from tradeops.runbooks.expectations import describe_expect, expectation_met
 from tradeops.runbooks.identity import Identity, Operators
-from tradeops.runbooks.model import Runbook, render, resolve_path
-from tradeops.runbooks.model import sha256_text as _sha256_text
+from tradeops.runbooks.loader import Runbook, resolve_path, sha256_text, step_kind
 from tradeops.runbooks.notices import publish_approval_request
+from tradeops.runbooks.params import render
 from tradeops.runbooks.registry import OperationContext, Reading
-from tradeops.runbooks.rollback import rollback
-from tradeops.runbooks.store import (
-    FINAL_STATUSES,
-    DecisionsChanged,
-    ExecutionAborted,
-    ExecutionStore,
-    Lease,
-    LeaseLost,
+from tradeops.runbooks.rollback import Undo, rollback
+from tradeops.runbooks.states import (
+    ABORTED,
+    ACTED,
+    ACTING,
+    ACTION_FAILED,
+    ACTION_INTERRUPTED,
+    APPROVAL,
+    APPROVAL_TIMED_OUT,
+    BEFORE_ACTION,
+    COMPLETED,
+    DONE,
+    FAILED,
+    FINAL,
+    PENDING,
+    RUNNING,
+    SKIPPED,
+    STEP_DONE,
+    STOPPED,
+    SUCCEEDED,
+    WAITING_APPROVAL,
 )
+from tradeops.runbooks.states import REJECTED as STEP_REJECTED
+from tradeops.runbooks.store import DecisionsChanged, ExecutionAborted, ExecutionStore, Lease, LeaseLost
 from tradeops.runtime.platform.aws import Aws
 from tradeops.runtime.platform.clock import iso, parse_iso, utcnow
 from tradeops.runtime.platform.errors import BadInput, Interrupted, TradeopsError, reason_of
@@ -44,11 +76,9 @@ from tradeops.runtime.platform.logs import bound
 from tradeops.runtime.platform.settings import Settings
 from tradeops.runtime.platform.text import human
 
-__all__ = ["DEFAULT_EVERY", "TIMED_OUT", "Runner", "StepFailed", "Stopped"]
+__all__ = ["DEFAULT_EVERY", "Runner", "StepFailed", "Stopped"]
 
 DEFAULT_EVERY = 0.5
-TIMED_OUT = "approval-timed-out"
-"""The status of a step (and its execution) whose approvers did not decide in time; `resume` waits again."""
 PROGRESS_EVERY = 30.0
 """Seconds between reminders of how long a step has waited for its approvers."""
 
@@ -62,62 +92,85 @@ class StepFailed(Exception):
 class Stopped(Exception):
     """The step cannot go on without a person (declined, rejected, approval timed out)."""
 
-    def __init__(self, reason: str, *, status: str = "stopped") -> None:
+    def __init__(self, reason: str, *, status: str = STOPPED) -> None:
         super().__init__(reason)
         self.reason = reason
         self.status = status
 
 
 class Runner:
-    """Drives one execution while holding its lease."""
+    """Drives one execution while holding its lease.
+
+    ``records`` are the step records stored when it takes over (none for a new execution); ``audit``
+    holds the run's events until a checkpoint writes them, ahead of the other ``observers``.
+    """
 
     def __init__(self, *, settings: Settings, aws: Aws, store: ExecutionStore, runbook: Runbook, meta: dict[str, Any],
-                 identity: Identity, operators: Operators | None, observers: Sequence[Observer],
-                 assume_yes: bool, confirm: Confirm | None, on_approval_wait: ApprovalHook | None,
-                 poll_seconds: float, approval_timeout: float | None, lease: Lease | None) -> None:
+                 records: Mapping[int, dict[str, Any]], identity: Identity, operators: Operators | None,
+                 audit: AuditObserver, observers: Sequence[Observer], assume_yes: bool, confirm: Confirm | None,
+                 on_approval_wait: ApprovalHook | None, poll_seconds: float, approval_timeout: float | None,
+                 lease: Lease) -> None:
         self.settings, self.aws, self.store, self.runbook, self.meta = settings, aws, store, runbook, meta
-        self.identity, self.operators, self.observers = identity, operators, list(observers)
+        self.identity, self.operators, self.audit, self.observers = identity, operators, audit, list(observers)
         self.assume_yes, self.confirm, self.on_approval_wait = assume_yes, confirm, on_approval_wait
         self.poll_seconds, self.approval_timeout, self.lease = poll_seconds, approval_timeout, lease
         self.eid = meta["execution_id"]
         self.params = dict(meta.get("params") or {})
+        self.records = dict(records)
+        self.changes = Changes(self.eid, str(meta.get("status")), records, int(meta.get("lease_epoch") or 0))
 
     # -- plumbing --
 
     @property
-    def token(self) -> str | None:
-        return self.lease.token if self.lease else None
+    def token(self) -> str:
+        return self.lease.token
 
     def publish(self, kind: str, step_id: str | None = None, /, **data: Any) -> None:
         event = Event(kind, self.eid, step_id, self.identity.name, self.identity.source, data)
+        self.audit.notify(event)
         for observer in self.observers:
             observer.notify(event)
 
     def save(self, index: int, rec: dict[str, Any]) -> None:
-        self.store.put_step(self.eid, index, rec, lease_token=self.token)
+        """Keep a step's record for the next write (its move checked now)."""
+        self.changes.step(index, rec)
 
     def set_meta(self, **changes: Any) -> None:
         changes["updated_at"] = iso()
-        if self.token:
-            self.store.update_meta(self.eid, changes, lease_token=self.token)
+        self.changes.set(**changes)
         self.meta.update(changes)
 
+    def write(self) -> None:
+        """Write what the run keeps (one conditional write), e.g. an action's outcome the moment it is known."""
+        if self.changes:
+            self.store.write(self.changes, lease_token=self.token)
+
+    def checkpoint(self) -> None:
+        """Before the run acts, asks or waits: its records, then its events (one audit record)."""
+        self.write()
+        self.audit.flush()
+
+    def pause(self) -> None:
+        """Before the run sleeps: a checkpoint, and a look for an abort or a lost lease (the guard)."""
+        self.guard()
+        if self.changes:
+            self.checkpoint()  # the write itself is refused after an abort
+        else:
+            self.audit.flush()
+            self.store.check_live(self.eid, self.token)
+
     def guard(self) -> None:
-        """Stop if the runbook file changed, the execution was aborted or the lease was lost."""
-        if self.lease and self.lease.lost:
+        """Stop if the lease was lost or the runbook file changed (an abort stops the next write)."""
+        if self.lease.lost:
             raise LeaseLost(f"execution {self.eid} was taken over by another process; this one stopped")
         try:
             text = resolve_path(self.meta["runbook_ref"]).read_text(encoding="utf-8")
         except (OSError, TradeopsError):
             text = ""
-        if _sha256_text(text) != self.meta["runbook_sha256"]:
+        if sha256_text(text) != self.meta["runbook_sha256"]:
             raise BadInput(f"runbook {self.meta['runbook']} was edited after execution {self.eid} started "
                            f"(SHA-256 {self.meta['runbook_sha256'][:12]}… no longer matches); refused. Restore it, "
                            "or abort and start a new run")
-        fresh = self.store.meta(self.eid)
-        if fresh.get("status") == "aborted":
-            raise ExecutionAborted(f"execution {self.eid} was aborted by {fresh.get('aborted_by')}: "
-                                   f"{fresh.get('reason') or 'no reason given'}")
 
     def ctx(self, step_id: str | None, approvers: Iterable[str] = ()) -> OperationContext:
         return OperationContext(settings=self.settings, aws=self.aws, execution_id=self.eid, step_id=step_id,
@@ -128,6 +181,7 @@ class Runner:
             return True
         if self.confirm is None:
             return False  # nobody to ask: fail closed
+        self.checkpoint()  # whatever the person is about to decide on is on record first
         return bool(self.confirm(prompt))
 
     # -- probes --
@@ -160,64 +214,69 @@ class Runner:
             polls += 1
             if reading["met"] or time.monotonic() >= deadline:
                 break
-            self.guard()
+            self.pause()
             time.sleep(max(min(every, deadline - time.monotonic()), 0))
         reading.update(what=what, polls=polls, waited=round(time.monotonic() - start, 3), timeout=timeout)
-        self.publish("check.evaluated", step_id, **reading)
+        self.publish(ev.CHECK_EVALUATED, step_id, **reading)
         return reading
 
     # -- the run --
 
     def run(self) -> Outcome:
         with bound(execution_id=self.eid):  # every line logged while it runs names the execution
-            return self._run()
+            try:
+                return self._run()
+            except BaseException:
+                with contextlib.suppress(Exception):  # what it did is recorded if AWS still lets it
+                    self.audit.flush()
+                raise
 
     def _run(self) -> Outcome:
-        records = self.store.steps(self.eid)
-        acting = self.store.meta(self.eid).get("acting") or {}
+        acting = self.meta.get("acting") or {}
         steps = self.runbook.steps
         index = 0
         try:
             for index, step in enumerate(steps):
-                rec = records.get(index) or {"step_id": step["id"], "status": "pending", "phase": "pending",
-                                             "action_runs": 0, "attempts": 0}
-                if rec.get("status") in ("succeeded", "skipped"):
+                rec = self.records.get(index) or {"step_id": step["id"], "status": PENDING, "phase": PENDING,
+                                                  "action_runs": 0, "attempts": 0}
+                if rec.get("status") in STEP_DONE:
                     continue
                 started = acting.get(step["id"]) or {}
                 if int(started.get("run") or 0) > int(rec.get("action_runs") or 0):
                     # The move to acting landed, its step record did not (a crash in between): it was acting.
-                    rec.update(phase="acting", action_runs=int(started["run"]))
+                    rec.update(phase=ACTING, action_runs=int(started["run"]))
                 self.guard()
-                self.set_meta(status="running", current_step=step["id"])
+                self.set_meta(status=RUNNING, current_step=step["id"])
                 self.run_step(index, step, rec)
         except StepFailed as failure:
             step = steps[index]
             policy = step.get("on_failure", "abort")
             if policy == "stop":
-                return self.finish("stopped", f"step {step['id']} failed: {failure.reason}; fix the cause, then "
-                                              f"`tradeops runbook resume {self.eid}` or `abort`")
+                return self.finish(STOPPED, f"step {step['id']} failed: {failure.reason}; fix the cause, then "
+                                            f"`tradeops runbook resume {self.eid}` or `abort`")
+            self.write()  # the rollback goes by the records stored
             self.rollback(index, f"step {step['id']} failed: {failure.reason}")
-            return self.finish("failed", f"step {step['id']} failed: {failure.reason}; completed steps rolled back")
+            return self.finish(FAILED, f"step {step['id']} failed: {failure.reason}; completed steps rolled back")
         except Stopped as stop:
             # A rejected step stops the execution; only `abort` (or a new run) gets past it.
-            return self.finish("stopped" if stop.status == "rejected" else stop.status, stop.reason)
+            return self.finish(STOPPED if stop.status == STEP_REJECTED else stop.status, stop.reason)
         except KeyboardInterrupt:
             sid = steps[index]["id"] if steps else None
             reason = (f"interrupted at step {index + 1} ({sid}); nothing is running it now. "
                       f"`tradeops runbook resume {self.eid}` continues from there")
-            self.publish("execution.interrupted", sid, reason=reason)
+            self.publish(ev.EXECUTION_INTERRUPTED, sid, reason=reason)
             # Recorded as stopped (not left "running"), and the lease is released on the way out.
-            self.finish("stopped", reason)
+            self.finish(STOPPED, reason)
             raise Interrupted(reason) from None
         except ExecutionAborted as aborted:
             fresh = self.store.meta(self.eid)
             if fresh.get("rollback_requested") and not fresh.get("rolled_back"):
                 self.rollback(len(steps) - 1, f"aborted by {fresh.get('aborted_by')}")
-            self.publish("execution.stopped", status="aborted", reason=str(aborted))
-            return self.outcome("aborted", str(aborted))
+            self.publish(ev.EXECUTION_STOPPED, status=ABORTED, reason=str(aborted))
+            return Outcome(self.eid, ABORTED, str(aborted), self.sorted(self.store.steps(self.eid)))
         except BadInput as exc:
             # The runbook changed under us: stop, keep the execution resumable once it is restored.
-            self.finish("stopped", str(exc))
+            self.finish(STOPPED, str(exc))
             raise
         except LeaseLost:
             raise  # another process drives it now: this one writes nothing more
@@ -225,68 +284,70 @@ class Runner:
             # AWS or the stack failed under us (e.g. the approvers' topic cannot be reached): never leave the
             # execution looking "running"; record why, and how to go on, if AWS lets us.
             with contextlib.suppress(Exception):
-                self.finish("stopped", f"{exc}; fix that, then `tradeops runbook resume {self.eid}`")
+                self.finish(STOPPED, f"{exc}; fix that, then `tradeops runbook resume {self.eid}`")
             raise
-        return self.finish("completed", None)
+        return self.finish(COMPLETED, None)
 
     def finish(self, status: str, reason: str | None) -> Outcome:
-        self.set_meta(status=status, reason=reason, **({"finished_at": iso()} if status in FINAL_STATUSES else {}))
-        self.publish("execution.finished" if status in FINAL_STATUSES else "execution.stopped",
-                     status=status, reason=reason)
-        return self.outcome(status, reason)
+        self.set_meta(status=status, reason=reason, **({"finished_at": iso()} if status in FINAL else {}))
+        stored = self.store.write(self.changes, lease_token=self.token, release=True, return_steps=True) or {}
+        self.lease.released = True
+        self.publish(ev.EXECUTION_FINISHED if status in FINAL else ev.EXECUTION_STOPPED, status=status, reason=reason)
+        return Outcome(self.eid, status, reason, self.sorted({**self.records, **stored}))
 
-    def outcome(self, status: str, reason: str | None) -> Outcome:
-        records = self.store.steps(self.eid)
-        return Outcome(self.eid, status, reason, [records[i] for i in sorted(records)])
+    @staticmethod
+    def sorted(records: Mapping[int, dict[str, Any]]) -> list[dict[str, Any]]:
+        return [records[i] for i in sorted(records)]
 
     def run_step(self, index: int, step: dict[str, Any], rec: dict[str, Any]) -> None:
         sid = step["id"]
         started = time.monotonic()
-        rec.update(step_id=sid, title=step["title"], kind=next(k for k in ("check", "action", "manual") if k in step),
-                   status="running", start=rec.get("start") or iso(), attempts=int(rec.get("attempts", 0)) + 1,
-                   error=None)
+        rec.update(step_id=sid, title=step["title"], kind=step_kind(step), status=RUNNING,
+                   start=rec.get("start") or iso(), attempts=int(rec.get("attempts", 0)) + 1, error=None)
         rec.setdefault("output", {})
         self.save(index, rec)
-        self.publish("step.started", sid, index=index, title=step["title"], kind=rec["kind"],
+        self.publish(ev.STEP_STARTED, sid, index=index, title=step["title"], kind=rec["kind"],
                      description=step.get("description"), attempt=rec["attempts"], phase=rec.get("phase"))
         try:
             self.step_body(index, step, rec)
         except StepFailed as failure:
-            self.end_step(index, rec, "failed", started, error=failure.reason)
+            self.end_step(index, rec, FAILED, started, error=failure.reason)
             raise
         except Stopped as stop:
-            self.end_step(index, rec, stop.status if stop.status in ("rejected", TIMED_OUT) else "stopped",
+            self.end_step(index, rec, stop.status if stop.status in (STEP_REJECTED, APPROVAL_TIMED_OUT) else STOPPED,
                           started, error=stop.reason)
             raise
-        if rec.get("status") != "skipped":
-            self.end_step(index, rec, "succeeded", started)
+        if rec.get("status") != SKIPPED:
+            self.end_step(index, rec, SUCCEEDED, started)
 
     def end_step(self, index: int, rec: dict[str, Any], status: str, started: float, *,
                  error: str | None = None) -> None:
         rec.update(status=status, end=iso(), duration=round(time.monotonic() - started, 3), error=error)
-        if status in ("succeeded", "skipped"):
-            rec["phase"] = "done"
+        if status in STEP_DONE:
+            rec["phase"] = DONE
         self.save(index, rec)
-        self.publish("step.finished", rec["step_id"],
+        self.records[index] = rec
+        self.publish(ev.STEP_FINISHED, rec["step_id"],
                      **{k: rec.get(k) for k in ("status", "start", "end", "duration", "output", "error", "phase",
                                                 "action_runs")})
 
     def skip(self, index: int, rec: dict[str, Any], reason: str) -> None:
-        rec.update(status="skipped", phase="done", end=iso(), duration=0.0, error=None)
+        rec.update(status=SKIPPED, phase=DONE, end=iso(), duration=0.0, error=None)
         rec["output"]["skipped"] = reason
         self.save(index, rec)
-        self.publish("step.finished", rec["step_id"], status="skipped", reason=reason, output=rec["output"],
+        self.records[index] = rec
+        self.publish(ev.STEP_FINISHED, rec["step_id"], status=SKIPPED, reason=reason, output=rec["output"],
                      start=rec.get("start"), end=rec["end"], duration=0.0, error=None)
 
     def step_body(self, index: int, step: dict[str, Any], rec: dict[str, Any]) -> None:
         sid = step["id"]
-        phase = rec.get("phase") or "pending"
+        phase = rec.get("phase") or PENDING
         when = step.get("when")
         if when is not None and not render(when, self.params):
             return self.skip(index, rec, f"when {when} is false")
         approvers: tuple[str, ...] = ()
         seen: int | None = None
-        if phase in ("pending", "approval", TIMED_OUT):
+        if phase in BEFORE_ACTION:
             if "precondition" in step:
                 pre = step["precondition"]
                 reading = self.poll(pre, sid, "precondition", 0)
@@ -309,7 +370,7 @@ class Runner:
                                       f"{describe_expect(reading['expect'])}"
                                       + (f" ({reading['error']})" if reading.get("error") else ""))
             if "manual" in step:
-                self.publish("manual.instruction", sid, instruction=step["manual"])
+                self.publish(ev.MANUAL_INSTRUCTION, sid, instruction=step["manual"])
                 if not self.ask(f"{step['manual'].strip()}\nDone?"):
                     raise Stopped(f"step {sid}: the operator has not confirmed the manual step; "
                                    f"`tradeops runbook resume {self.eid}` when it is done")
@@ -322,17 +383,17 @@ class Runner:
                     raise Stopped(f"step {sid}: the operator declined the action; "
                                    f"`tradeops runbook resume {self.eid}` to be asked again")
                 self.act(index, step, rec, approvers, seen)
-        elif phase in ("acting", "action_failed"):
+        elif phase in ACTION_INTERRUPTED:
             op = registry.get(step["action"]["name"])
             assert op is not None
-            why = "interrupted while its action ran" if phase == "acting" else "its action failed"
+            why = "interrupted while its action ran" if phase == ACTING else "its action failed"
             if not op.idempotent and not (not self.assume_yes and self.ask(
                     f"Step {sid} was {why}; {op.name} may have taken effect. Run it again?")):
                 raise Stopped(f"step {sid} was {why} and {op.name} is not safe to repeat blindly; check its "
                                f"effect, then resume without --yes to decide")
             if "approval" in step:
                 approvers, seen = self.await_approval(index, step, rec)
-            self.publish("action.retry", sid, reason=why, idempotent=op.idempotent)
+            self.publish(ev.ACTION_RETRY, sid, reason=why, idempotent=op.idempotent)
             self.act(index, step, rec, approvers, seen)
         if "verify" in step:
             spec = step["verify"]
@@ -354,36 +415,43 @@ class Runner:
         run = int(rec.get("action_runs", 0)) + 1
         # Decisions are final only here: the move to acting is one conditional write that holds only if the
         # step's decisions are still the ones counted (a rejection, withdrawal or abort since makes it fail;
-        # once it lands, decisions are refused). A crash from here on leaves "acting", never a silent gap.
+        # once it lands, decisions are refused). It carries the step's record as acting and whatever else the
+        # run keeps, so a crash from here on leaves "acting", never a silent gap.
         while True:
+            was = {k: rec.get(k) for k in ("phase", "action_runs", "status")}
+            rec.update(phase=ACTING, action_runs=run, status=RUNNING)
+            self.save(index, rec)
             try:
                 self.store.start_action(self.eid, sid, {"run": run, "at": iso(), "by": self.identity.name,
                                                         "approvers": list(approvers), "decision_seq": seen},
-                                        lease_token=str(self.token), decision_seq=seen)
+                                        lease_token=self.token, decision_seq=seen, changes=self.changes)
                 break
             except DecisionsChanged:
+                rec.update(was)  # the move to acting did not land: the step is back where it was
+                self.save(index, rec)
                 approvers, seen = self.await_approval(index, step, rec)
-        rec.update(phase="acting", action_runs=run)
-        self.save(index, rec)
-        self.publish("action.started", sid, action=op.name, args=args, run=rec["action_runs"],
+        self.publish(ev.ACTION_STARTED, sid, action=op.name, args=args, run=rec["action_runs"],
                      approvers=list(approvers))
+        self.audit.flush()
         started_at, t0 = iso(), time.monotonic()
         try:
             output = op(self.ctx(sid, approvers), **args)
         except Exception as exc:
-            result = {"status": "failed", "action": op.name, "args": args, "start": started_at, "end": iso(),
+            result = {"status": FAILED, "action": op.name, "args": args, "start": started_at, "end": iso(),
                       "duration": round(time.monotonic() - t0, 3), "output": None, "error": reason_of(exc)}
             rec["output"]["action"] = result
-            rec["phase"] = "action_failed"
+            rec["phase"] = ACTION_FAILED
             self.save(index, rec)
-            self.publish("action.finished", sid, **result)
+            self.write()
+            self.publish(ev.ACTION_FINISHED, sid, **result)
             raise StepFailed(f"{op.name} failed: {result['error']}") from None
-        result = {"status": "succeeded", "action": op.name, "args": args, "start": started_at, "end": iso(),
+        result = {"status": SUCCEEDED, "action": op.name, "args": args, "start": started_at, "end": iso(),
                   "duration": round(time.monotonic() - t0, 3), "output": output, "error": None}
         rec["output"]["action"] = result
-        rec["phase"] = "acted"
+        rec["phase"] = ACTED
         self.save(index, rec)
-        self.publish("action.finished", sid, **result)
+        self.write()
+        self.publish(ev.ACTION_FINISHED, sid, **result)
 
     # -- approvals --
 
@@ -399,8 +467,10 @@ class Runner:
             return float(self.approval_timeout)
         return float(render(step["approval"].get("timeout", self.settings.approval_timeout_seconds), self.params))
 
-    def request_approval(self, step: dict[str, Any], rule: ApprovalRule, timeout: float) -> dict[str, Any]:
-        """Tell the approvers (the approvers' topic), then record the request: decisions count from now on."""
+    def request_approval(self, index: int, step: dict[str, Any], rec: dict[str, Any], rule: ApprovalRule,
+                         timeout: float) -> dict[str, Any]:
+        """Tell the approvers (the approvers' topic), then record the request with the step now waiting:
+        decisions count from then on."""
         sid = step["id"]
         spec = step.get("action") or {}
         now = utcnow()
@@ -412,8 +482,12 @@ class Runner:
                    "at": iso(now), "deadline": iso(datetime.fromtimestamp(now.timestamp() + timeout, UTC))}
         # Published first: a step counts as requested only once its approvers have been told.
         request["message_id"] = publish_approval_request(self.aws, request)
-        self.store.request_approval(self.eid, sid, request, lease_token=str(self.token))
-        self.publish("approval.requested", sid, **{k: v for k, v in request.items() if k != "execution_id"},
+        rec.update(status=WAITING_APPROVAL, phase=APPROVAL, waiting_since=request["at"])
+        self.save(index, rec)
+        self.set_meta(status=WAITING_APPROVAL, current_step=sid, waiting_since=request["at"])
+        self.store.request_approval(self.eid, sid, request, lease_token=self.token, changes=self.changes)
+        self.meta.setdefault("requests", {})[sid] = request
+        self.publish(ev.APPROVAL_REQUESTED, sid, **{k: v for k, v in request.items() if k != "execution_id"},
                      executors=sorted(self.meta.get("executors") or ()))
         return request
 
@@ -432,53 +506,55 @@ class Runner:
         shown: tuple[Any, ...] | None = None
         last_shown = 0.0
         while True:
-            approvals, seen = self.store.approvals(self.eid, sid)
+            if sid in (self.meta.get("requests") or {}):
+                approvals, seen = self.store.approvals(self.eid, sid)
+            else:
+                # Never requested: no decision can have been recorded (the store refuses one before the request).
+                approvals, seen = [], 0
             decision = evaluate(rule, ctx, approvals)
-            if decision.state == "granted":
+            if decision.state == GRANTED:
                 rec["approvals"] = {"approved_by": list(decision.approved_by), "needed": rule.count,
                                     "refused": [list(r) for r in decision.refused]}
-                self.publish("approval.granted", sid, approved_by=list(decision.approved_by),
+                self.publish(ev.APPROVAL_GRANTED, sid, approved_by=list(decision.approved_by),
                              refused=[list(r) for r in decision.refused], count=rule.count, roles=list(rule.roles))
-                rec["phase"] = "approval"
+                rec["phase"] = APPROVAL
                 if requested is not None:
-                    rec["status"] = "running"
-                    self.set_meta(status="running")
+                    rec["status"] = RUNNING
+                    self.set_meta(status=RUNNING)
                 self.save(index, rec)
                 return decision.approved_by, seen
-            if decision.state == "rejected":
+            if decision.state == REJECTED:
                 who = "; ".join(f"{i} ({r or 'no reason'})" for i, r in decision.rejected_by)
                 rec["approvals"] = {"rejected_by": [list(r) for r in decision.rejected_by]}
-                self.publish("approval.stopped", sid, rejected_by=[list(r) for r in decision.rejected_by])
+                self.publish(ev.APPROVAL_STOPPED, sid, rejected_by=[list(r) for r in decision.rejected_by])
                 raise Stopped(f"step {sid} was rejected by {who}; its action was not run. "
-                              f"`tradeops runbook abort {self.eid}` ends the execution", status="rejected")
+                              f"`tradeops runbook abort {self.eid}` ends the execution", status=STEP_REJECTED)
             if requested is None:
-                requested = self.request_approval(step, rule, timeout)
-                rec.update(status="waiting_approval", phase="approval", waiting_since=requested["at"])
-                self.save(index, rec)
-                self.set_meta(status="waiting_approval", current_step=sid, waiting_since=requested["at"])
+                requested = self.request_approval(index, step, rec, rule, timeout)
             elapsed = max((utcnow() - parse_iso(requested["at"])).total_seconds(), 0.0)
             state = (decision.approved_by, decision.refused)
             if state != shown or time.monotonic() - last_shown >= PROGRESS_EVERY:
-                self.publish("approval.progress", sid, approved_by=list(decision.approved_by), needed=rule.count,
+                self.publish(ev.APPROVAL_PROGRESS, sid, approved_by=list(decision.approved_by), needed=rule.count,
                              refused=[list(r) for r in decision.refused], command=command,
                              elapsed=round(elapsed, 1), timeout=timeout)
                 shown, last_shown = state, time.monotonic()
             if self.on_approval_wait is not None and not hooked:
+                self.checkpoint()  # the request is on record before anyone acts on it
                 self.on_approval_wait(ApprovalWait(self.eid, sid, rule, decision, command))
                 hooked = True
                 continue  # look again at once: the hook may have approved
             hooked = False
-            self.guard()
+            self.pause()
             if elapsed >= timeout:
                 raise Stopped(f"step {sid} still needs {decision.missing} approval(s) after waiting {timeout:g} s; "
-                              f"`tradeops runbook resume {self.eid}` asks again and waits", status=TIMED_OUT)
+                              f"`tradeops runbook resume {self.eid}` asks again and waits", status=APPROVAL_TIMED_OUT)
             time.sleep(max(min(self.poll_seconds, timeout - elapsed), 0.0))
 
     # -- rollback --
 
     def rollback(self, upto: int, reason: str) -> None:
         """Undo the completed actions of steps 0..upto, newest first, each recorded."""
-        rollback(self, upto, reason)
+        rollback(self.store, Undo(self.eid, self.runbook.steps, self.params, self.ctx, self.publish), upto, reason)
 
 
 def _args_text(args: Mapping[str, Any]) -> str:

@@ -1,15 +1,18 @@
 """Execution state in the shared executions table (DynamoDB): the only module doing its I/O.
 
-One partition per execution (``execution_id``), items by ``item``:
+One item per execution (``execution_id``, ``item = "meta"``) holds all of it:
 
-- ``meta`` — runbook name, SHA-256 and text, parameters, status, executors, the roster digest, the
-  *lease* (token, owner host/pid, expiry, and an epoch that grows with every take-over) held by the
-  one process driving the execution, and the four-eyes state of its steps:
-  ``requests.<step>`` (the approval request the run published), ``decisions.<step>.<identity>`` (one
-  approval or rejection each), ``decision_seq.<step>`` (bumped by every decision or withdrawal) and
-  ``acting.<step>`` (written when the step's action starts);
-- ``step#0003`` — the record of step 3: ``{status, start, end, duration, output, error}`` plus
-  its phase, how many times its action ran, and its rollback record.
+- runbook name, SHA-256 and text, parameters, status, executors, the roster digest, and the *lease*
+  (token, owner host/pid, expiry, and an epoch that grows with every take-over) held by the one
+  process driving the execution;
+- the four-eyes state of its steps: ``requests.<step>`` (the approval request the run published),
+  ``decisions.<step>.<identity>`` (one approval or rejection each), ``decision_seq.<step>`` (bumped
+  by every decision or withdrawal) and ``acting.<step>`` (written when the step's action starts);
+- ``step#0003``, the record of step 3: ``{status, start, end, duration, output, error}`` plus its
+  phase, how many times its action ran, and its rollback. Executions written before these records
+  moved into the meta item keep them as items of their own (``item = "step#0003"``); reads merge
+  both. The runbook text is at most 64 KiB, which leaves an execution's records most of DynamoDB's
+  400 KB item.
 
 **Single-item conditional writes only.** The local stack's emulator does not apply a multi-item
 transaction atomically (it snapshots the table, applies the items one by one and, when a condition
@@ -21,35 +24,44 @@ decided together therefore lives in the one meta item:
   the execution is not finished and the identity has not decided before;
 - the move to acting is recorded only while this process holds the lease, nobody aborted, and the
   step's decisions are exactly the ones the engine just counted (``decision_seq``). A rejection,
-  withdrawal or abort that lands first makes it fail; once it has landed, decisions are refused.
+  withdrawal or abort that lands first makes it fail; once it has landed, decisions are refused;
+- every write of the driver (status, step records, the approval request, the move to acting) is
+  conditional on its lease and on nobody having aborted: a process that lost the execution, or
+  whose execution was aborted, can never record anything for it again.
 
-Step records are written after checking the lease, and fenced by the lease epoch: a process that
-lost the execution can never overwrite what its successor recorded.
+**Moves are checked before they are written.** Status, step status and step phase change only along
+the tables of :mod:`.states`: the driver's changes are kept in :class:`Changes`, which refuses a move
+the tables do not allow as it is made, and :meth:`ExecutionStore.put_step` checks a record against
+the one stored. The driver writes what it holds in one conditional write at each checkpoint (before
+an action, before waiting for or asking a person, after an action, at the end; :mod:`.runner`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import threading
 import time
-from decimal import Decimal
+from collections.abc import Mapping
 from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
 from tradeops.runbooks.approvals import Approval
+from tradeops.runbooks.changes import STEP_PREFIX, Changes, is_step, plain, python
+from tradeops.runbooks.states import ABORTED, FINAL, check_execution_move
 from tradeops.runtime.platform.aws import Aws, aws_errors, condition_failed
 from tradeops.runtime.platform.errors import BadInput, NotFound, OperationFailed, Refused
 from tradeops.runtime.platform.names import names_for
 
-__all__ = ["FINAL_STATUSES", "LEASE_SECONDS", "RENEW_SECONDS", "DecisionsChanged", "ExecutionAborted",
-           "ExecutionStore", "Lease", "LeaseLost", "approval_record", "decisions_of"]
+__all__ = ["LEASE_SECONDS", "RENEW_SECONDS", "DecisionsChanged", "ExecutionAborted", "ExecutionStore", "Lease",
+           "LeaseLost", "approval_record", "decisions_of"]
 
-FINAL_STATUSES = ("completed", "failed", "aborted")
 LEASE_SECONDS = 30.0
 """How long a lease on an execution lasts without renewal (a killed driver's lease then runs out)."""
 RENEW_SECONDS = 5.0
+_META = "meta"
+_RECORDS_HERE = "step_records_in_meta"
+"""Set on executions whose step records all live in the meta item: no older items of their own to read."""
 _ser = TypeSerializer()
 _de = TypeDeserializer()
 
@@ -66,31 +78,42 @@ class DecisionsChanged(OperationFailed):
     """A decision landed on a step between counting its approvals and starting its action: count again."""
 
 
-def _plain(value: Any) -> Any:
-    """JSON-able Python → DynamoDB-able (floats as Decimal)."""
-    return json.loads(json.dumps(value, default=str), parse_float=Decimal)
-
-
-def _py(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    if isinstance(value, dict):
-        return {k: _py(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_py(v) for v in value]
-    return value
-
-
 def _to_item(data: dict[str, Any]) -> dict[str, Any]:
-    return {k: _ser.serialize(v) for k, v in _plain(data).items()}
+    return {k: _ser.serialize(v) for k, v in plain(data).items()}
 
 
 def _from_item(item: dict[str, Any]) -> dict[str, Any]:
-    return {k: _py(_de.deserialize(v)) for k, v in item.items()}
+    return {k: python(_de.deserialize(v)) for k, v in item.items()}
 
 
-def step_key(index: int) -> str:
-    return f"step#{index:04d}"
+class _Update:
+    """One UpdateItem's SET clauses, names and values, built up."""
+
+    def __init__(self) -> None:
+        self.sets: list[str] = []
+        self.removes: list[str] = []
+        self.names: dict[str, str] = {}
+        self.values: dict[str, Any] = {}
+
+    def name(self, name: str) -> str:
+        alias = f"#n{len(self.names)}"
+        self.names[alias] = name
+        return alias
+
+    def value(self, value: Any) -> str:
+        alias = f":v{len(self.values)}"
+        self.values[alias] = _ser.serialize(plain(value))
+        return alias
+
+    def set(self, path: tuple[str, ...], value: Any) -> None:
+        self.sets.append(f"{'.'.join(self.name(p) for p in path)} = {self.value(value)}")
+
+    def set_all(self, attributes: Mapping[str, Any]) -> None:
+        for name, value in attributes.items():
+            self.set((name,), value)
+
+    def expression(self) -> str:
+        return "SET " + ", ".join(self.sets) + (" REMOVE " + ", ".join(self.removes) if self.removes else "")
 
 
 class ExecutionStore:
@@ -98,35 +121,42 @@ class ExecutionStore:
         self.aws = aws
         self.table = table or names_for(aws.settings).executions_table
 
-    def _key(self, execution_id: str, item: str) -> dict[str, Any]:
+    def _key(self, execution_id: str, item: str = _META) -> dict[str, Any]:
         return {"execution_id": {"S": execution_id}, "item": {"S": item}}
 
-    # ---- meta and lease ----
+    # ---- reads ----
 
-    def create(self, meta: dict[str, Any]) -> None:
-        """Write a new execution's meta item (with its lease); an existing id is refused."""
-        meta = {"requests": {}, "decisions": {}, "decision_seq": {}, "acting": {}, "lease_epoch": 1, **meta}
-        try:
-            self.aws.dynamodb.put_item(TableName=self.table, Item=_to_item({**meta, "item": "meta"}),
-                                       ConditionExpression="attribute_not_exists(execution_id)")
-        except Exception as exc:
-            if condition_failed(exc):
-                raise BadInput(f"execution {meta['execution_id']} already exists") from None
-            with aws_errors("create the execution"):
-                raise
-
-    def meta(self, execution_id: str) -> dict[str, Any]:
+    def _item(self, execution_id: str) -> dict[str, Any]:
         with aws_errors(f"read execution {execution_id}"):
-            item = self.aws.dynamodb.get_item(TableName=self.table, Key=self._key(execution_id, "meta"),
+            item = self.aws.dynamodb.get_item(TableName=self.table, Key=self._key(execution_id),
                                               ConsistentRead=True).get("Item")
         if not item:
             raise NotFound(f"no execution {execution_id!r} (`tradeops runbook history` lists them)")
         return _from_item(item)
 
+    def meta(self, execution_id: str) -> dict[str, Any]:
+        """The execution's meta item, without its step records."""
+        return {k: v for k, v in self._item(execution_id).items() if not is_step(k)}
+
+    def load(self, execution_id: str) -> tuple[dict[str, Any], dict[int, dict[str, Any]]]:
+        """The meta item and every step record (those of the meta item over any older items of their own)."""
+        item = self._item(execution_id)
+        older = [] if item.get(_RECORDS_HERE) else self._items(execution_id, STEP_PREFIX)
+        records = {int(r["index"]): r for r in older}
+        records.update({int(v["index"]): v for k, v in item.items() if is_step(k)})
+        return {k: v for k, v in item.items() if not is_step(k)}, records
+
+    def steps(self, execution_id: str) -> dict[int, dict[str, Any]]:
+        """Every step record stored so far (none for an execution that does not exist yet)."""
+        try:
+            return self.load(execution_id)[1]
+        except NotFound:
+            return {}
+
     def list_executions(self) -> list[dict[str, Any]]:
         kwargs: dict[str, Any] = {
             "TableName": self.table, "FilterExpression": "#item = :m",
-            "ExpressionAttributeValues": {":m": {"S": "meta"}},
+            "ExpressionAttributeValues": {":m": {"S": _META}},
         }
         shown = ("item", "execution_id", "runbook", "title", "status", "executor", "created_at", "updated_at",
                  "current_step", "reason", "waiting_since")
@@ -143,40 +173,121 @@ class ExecutionStore:
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
         return sorted(out, key=lambda m: m.get("created_at", ""))
 
+    def _items(self, execution_id: str, prefix: str) -> list[dict[str, Any]]:
+        kwargs: dict[str, Any] = {
+            "TableName": self.table, "ConsistentRead": True,
+            "KeyConditionExpression": "execution_id = :e AND begins_with(#i, :p)",
+            "ExpressionAttributeNames": {"#i": "item"},
+            "ExpressionAttributeValues": {":e": {"S": execution_id}, ":p": {"S": prefix}},
+        }
+        out: list[dict[str, Any]] = []
+        while True:
+            with aws_errors(f"read execution {execution_id}"):
+                page = self.aws.dynamodb.query(**kwargs)
+            out += [_from_item(i) for i in page.get("Items", [])]
+            if "LastEvaluatedKey" not in page:
+                return out
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
     def _why_refused(self, execution_id: str, token: str | None) -> OperationFailed:
         meta = self.meta(execution_id)
-        if meta.get("status") == "aborted":
+        if meta.get("status") == ABORTED:
             return ExecutionAborted(f"execution {execution_id} was aborted by {meta.get('aborted_by')}: "
                                     f"{meta.get('reason') or 'no reason given'}")
         return LeaseLost(f"execution {execution_id} is now driven by another process "
                          f"({meta.get('lease_owner')}); this one stopped")
 
-    def update_meta(self, execution_id: str, changes: dict[str, Any], *, lease_token: str) -> None:
-        """Change meta fields while holding the lease and while nobody has aborted the execution."""
-        names = {f"#f{i}": k for i, k in enumerate(changes)}
-        values = {f":v{i}": _ser.serialize(_plain(v)) for i, v in enumerate(changes.values())}
-        sets = ", ".join(f"#f{i} = :v{i}" for i in range(len(changes)))
+    def check_live(self, execution_id: str, token: str) -> None:
+        """Raise ExecutionAborted or LeaseLost unless this lease still drives a live execution (a read)."""
+        meta = self.meta(execution_id)
+        if meta.get("status") == ABORTED or meta.get("lease_token") != token:
+            raise self._why_refused(execution_id, token)
+
+    # ---- the driver's writes ----
+
+    def create(self, meta: dict[str, Any]) -> None:
+        """Write a new execution's meta item (with its lease); an existing id is refused."""
+        meta = {"requests": {}, "decisions": {}, "decision_seq": {}, "acting": {}, "lease_epoch": 1,
+                _RECORDS_HERE: True, **meta}
         try:
-            self.aws.dynamodb.update_item(
-                TableName=self.table, Key=self._key(execution_id, "meta"), UpdateExpression=f"SET {sets}",
-                ConditionExpression="lease_token = :tok AND #st <> :aborted",
-                ExpressionAttributeNames={**names, "#st": "status"},
-                ExpressionAttributeValues={**values, ":tok": {"S": lease_token}, ":aborted": {"S": "aborted"}})
+            self.aws.dynamodb.put_item(TableName=self.table, Item=_to_item({**meta, "item": _META}),
+                                       ConditionExpression="attribute_not_exists(execution_id)")
         except Exception as exc:
             if condition_failed(exc):
-                raise self._why_refused(execution_id, lease_token) from None
-            with aws_errors(f"update execution {execution_id}"):
+                raise BadInput(f"execution {meta['execution_id']} already exists") from None
+            with aws_errors("create the execution"):
                 raise
 
-    def set_fields(self, execution_id: str, changes: dict[str, Any]) -> None:
-        """Set meta fields unconditionally (records of what already happened, e.g. a rollback)."""
-        names = {f"#f{i}": k for i, k in enumerate(changes)}
-        values = {f":v{i}": _ser.serialize(_plain(v)) for i, v in enumerate(changes.values())}
-        sets = ", ".join(f"#f{i} = :v{i}" for i in range(len(changes)))
-        with aws_errors(f"update execution {execution_id}"):
-            self.aws.dynamodb.update_item(TableName=self.table, Key=self._key(execution_id, "meta"),
-                                          UpdateExpression=f"SET {sets}", ExpressionAttributeNames=names,
-                                          ExpressionAttributeValues=values)
+    def _driver_write(self, eid: str, changes: Changes | None, update: _Update, *, lease_token: str, what: str,
+                      seq_of: str | None = None, seq: int | None = None,
+                      return_steps: bool = False) -> dict[int, dict[str, Any]] | None:
+        """One conditional write of the lease holder: ``update`` and what it holds (``changes``), refused once the
+        lease is lost or the execution aborted (what it holds is kept then). With ``seq_of``, also refused unless
+        that step's decision sequence is ``seq`` (DecisionsChanged)."""
+        if changes is not None:
+            update.set_all(changes.attributes())
+        condition = f"{update.name('lease_token')} = {update.value(lease_token)} AND " \
+                    f"{update.name('status')} <> {update.value(ABORTED)}"
+        if seq_of is not None:
+            condition += f" AND {update.name('decision_seq')}.{update.name(seq_of)} = {update.value(seq)}"
+        kwargs: dict[str, Any] = {"ReturnValues": "ALL_NEW"} if return_steps else {}
+        try:
+            answer = self.aws.dynamodb.update_item(
+                TableName=self.table, Key=self._key(eid), UpdateExpression=update.expression(),
+                ConditionExpression=condition, ExpressionAttributeNames=update.names,
+                ExpressionAttributeValues=update.values, **kwargs)
+        except Exception as exc:
+            if condition_failed(exc):
+                refused = self._why_refused(eid, lease_token)
+                if seq_of is not None and isinstance(refused, LeaseLost) and \
+                        self.meta(eid).get("lease_token") == lease_token:
+                    raise DecisionsChanged(f"the decisions on step {seq_of} changed while its action was about to "
+                                           "start") from None
+                raise refused from None
+            with aws_errors(what):
+                raise
+        if changes is not None:
+            changes.clear()
+        if not return_steps:
+            return None
+        item = _from_item(answer.get("Attributes") or {})
+        return {int(v["index"]): v for k, v in item.items() if is_step(k)}
+
+    def write(self, changes: Changes, *, lease_token: str, release: bool = False,
+              return_steps: bool = False) -> dict[int, dict[str, Any]] | None:
+        """Write what the driver holds (one conditional write); with ``release``, give up the lease in the same
+        write (the run is over); with ``return_steps``, answer the step records the meta item then holds."""
+        update = _Update()
+        if release:
+            update.removes += [update.name(n) for n in ("lease_token", "lease_until", "lease_owner")]
+        return self._driver_write(changes.execution_id, changes, update, lease_token=lease_token,
+                                  return_steps=return_steps, what=f"update execution {changes.execution_id}")
+
+    def request_approval(self, execution_id: str, step_id: str, request: dict[str, Any], *, lease_token: str,
+                         changes: Changes | None = None) -> None:
+        """Record that the run asked for approval of ``step_id`` (decisions are accepted from now on), with what
+        the driver holds (``changes``)."""
+        update = _Update()
+        update.set(("requests", step_id), request)
+        d, q, s = update.name("decisions"), update.name("decision_seq"), update.name(step_id)
+        update.sets += [f"{d}.{s} = if_not_exists({d}.{s}, {update.value({})})",
+                        f"{q}.{s} = if_not_exists({q}.{s}, {update.value(0)})"]
+        self._driver_write(execution_id, changes, update, lease_token=lease_token, what="record the approval request")
+
+    def start_action(self, execution_id: str, step_id: str, acting: dict[str, Any], *, lease_token: str,
+                     decision_seq: int | None, changes: Changes | None = None) -> None:
+        """The move to acting, with what the driver holds (``changes``), as one conditional write: refused unless
+        this process holds the lease, nobody aborted, and (``decision_seq`` given) the step's decisions are exactly
+        the ones just counted.
+
+        Raises ExecutionAborted, LeaseLost, or DecisionsChanged (count again)."""
+        update = _Update()
+        update.set(("acting", step_id), acting)
+        self._driver_write(execution_id, changes, update, lease_token=lease_token,
+                           what="record the start of the action", seq_of=None if decision_seq is None else step_id,
+                           seq=decision_seq)
+
+    # ---- lease ----
 
     def acquire(self, execution_id: str, token: str, owner: dict[str, Any], ttl: float, *,
                 steal_from: str | None = None) -> None:
@@ -184,14 +295,14 @@ class ExecutionStore:
         now = time.time()
         condition = "attribute_not_exists(lease_token) OR lease_until < :now"
         values: dict[str, Any] = {":now": {"N": repr(now)}, ":tok": {"S": token},
-                                  ":until": {"N": repr(now + ttl)}, ":owner": _ser.serialize(_plain(owner)),
+                                  ":until": {"N": repr(now + ttl)}, ":owner": _ser.serialize(plain(owner)),
                                   ":zero": {"N": "0"}, ":one": {"N": "1"}}
         if steal_from:
             condition += " OR lease_token = :old"
             values[":old"] = {"S": steal_from}
         try:
             self.aws.dynamodb.update_item(
-                TableName=self.table, Key=self._key(execution_id, "meta"),
+                TableName=self.table, Key=self._key(execution_id),
                 UpdateExpression="SET lease_token = :tok, lease_until = :until, lease_owner = :owner, "
                                  "lease_epoch = if_not_exists(lease_epoch, :zero) + :one",
                 ConditionExpression=f"attribute_exists(execution_id) AND ({condition})",
@@ -209,7 +320,7 @@ class ExecutionStore:
     def renew(self, execution_id: str, token: str, ttl: float) -> bool:
         try:
             self.aws.dynamodb.update_item(
-                TableName=self.table, Key=self._key(execution_id, "meta"),
+                TableName=self.table, Key=self._key(execution_id),
                 UpdateExpression="SET lease_until = :until", ConditionExpression="lease_token = :tok",
                 ExpressionAttributeValues={":tok": {"S": token}, ":until": {"N": repr(time.time() + ttl)}})
         except Exception as exc:
@@ -222,24 +333,69 @@ class ExecutionStore:
         # Best effort: a lease that cannot be released (lost, or AWS unreachable) simply expires.
         with contextlib.suppress(Exception):
             self.aws.dynamodb.update_item(
-                TableName=self.table, Key=self._key(execution_id, "meta"),
+                TableName=self.table, Key=self._key(execution_id),
                 UpdateExpression="REMOVE lease_token, lease_until, lease_owner",
                 ConditionExpression="lease_token = :tok", ExpressionAttributeValues={":tok": {"S": token}})
+
+    # ---- writes outside a run ----
+
+    def _final_values(self) -> dict[str, Any]:
+        return {f":final{i}": {"S": s} for i, s in enumerate(sorted(FINAL))}
+
+    def _not_final(self) -> str:
+        return f"NOT #st IN ({', '.join(self._final_values())})"
+
+    def put_step(self, execution_id: str, index: int, record: dict[str, Any], *, lease_token: str | None) -> None:
+        """Write one step record, checked against the one stored (IllegalTransition before writing); with a
+        lease token only while that lease is held and nobody aborted, without one unconditionally (a record of
+        what already happened, e.g. a rollback)."""
+        meta, records = self.load(execution_id)
+        if lease_token is not None and (meta.get("lease_token") != lease_token or meta.get("status") == ABORTED):
+            raise self._why_refused(execution_id, lease_token)
+        changes = Changes(execution_id, str(meta.get("status")), records, int(meta.get("lease_epoch") or 0))
+        changes.step(index, record)
+        update = _Update()
+        update.set_all(changes.attributes())
+        kwargs: dict[str, Any] = {}
+        if lease_token is not None:
+            kwargs["ConditionExpression"] = f"{update.name('lease_token')} = {update.value(lease_token)} AND " \
+                                            f"{update.name('status')} <> {update.value(ABORTED)}"
+        try:
+            self.aws.dynamodb.update_item(TableName=self.table, Key=self._key(execution_id),
+                                          UpdateExpression=update.expression(), ExpressionAttributeNames=update.names,
+                                          ExpressionAttributeValues=update.values, **kwargs)
+        except Exception as exc:
+            if condition_failed(exc):
+                raise self._why_refused(execution_id, lease_token) from None
+            with aws_errors("record the step"):
+                raise
+
+    def set_fields(self, execution_id: str, changes: dict[str, Any]) -> None:
+        """Set meta fields unconditionally (records of what already happened, e.g. a rollback); never the status,
+        which moves only along its table."""
+        if "status" in changes or any(is_step(k) for k in changes):
+            raise ValueError("set_fields records facts; the status and step records move only through the checked "
+                             "writes")
+        update = _Update()
+        update.set_all(changes)
+        with aws_errors(f"update execution {execution_id}"):
+            self.aws.dynamodb.update_item(TableName=self.table, Key=self._key(execution_id),
+                                          UpdateExpression=update.expression(), ExpressionAttributeNames=update.names,
+                                          ExpressionAttributeValues=update.values)
 
     def mark_aborted(self, execution_id: str, changes: dict[str, Any]) -> dict[str, Any]:
         """Set status aborted unless the execution already finished; answers the meta before."""
         meta = self.meta(execution_id)
-        names = {f"#f{i}": k for i, k in enumerate(changes)}
-        values = {f":v{i}": _ser.serialize(_plain(v)) for i, v in enumerate(changes.values())}
-        sets = ", ".join(f"#f{i} = :v{i}" for i in range(len(changes)))
+        if meta.get("status") not in FINAL:
+            check_execution_move(str(meta.get("status")), ABORTED)
+        update = _Update()
+        update.set(("status",), ABORTED)
+        update.set_all(changes)
         try:
             self.aws.dynamodb.update_item(
-                TableName=self.table, Key=self._key(execution_id, "meta"),
-                UpdateExpression=f"SET #st = :aborted, {sets}",
-                ConditionExpression="NOT #st IN (:c, :f, :a)",
-                ExpressionAttributeNames={**names, "#st": "status"},
-                ExpressionAttributeValues={**values, ":aborted": {"S": "aborted"}, ":c": {"S": "completed"},
-                                           ":f": {"S": "failed"}, ":a": {"S": "aborted"}})
+                TableName=self.table, Key=self._key(execution_id), UpdateExpression=update.expression(),
+                ConditionExpression=self._not_final(), ExpressionAttributeNames={**update.names, "#st": "status"},
+                ExpressionAttributeValues={**update.values, **self._final_values()})
         except Exception as exc:
             if condition_failed(exc):
                 now = self.meta(execution_id)
@@ -248,59 +404,7 @@ class ExecutionStore:
                 raise
         return meta
 
-    # ---- steps ----
-
-    def steps(self, execution_id: str) -> dict[int, dict[str, Any]]:
-        return {int(r["index"]): r for r in self._items(execution_id, "step#")}
-
-    def put_step(self, execution_id: str, index: int, record: dict[str, Any], *, lease_token: str | None) -> None:
-        """Write a step record; with a lease token only while that lease is held and nobody aborted.
-
-        Two single-item writes (a guarded read, then a fenced put) rather than a transaction: see the
-        module docstring. The put carries the lease epoch and is refused over a record a later lease
-        holder wrote.
-        """
-        record = {k: v for k, v in record.items() if k != "lease_epoch"}
-        item_data = {**record, "execution_id": execution_id, "item": step_key(index), "index": index}
-        if lease_token is None:
-            with aws_errors("record the step"):
-                self.aws.dynamodb.put_item(TableName=self.table, Item=_to_item(item_data))
-            return
-        meta = self.meta(execution_id)
-        if meta.get("lease_token") != lease_token or meta.get("status") == "aborted":
-            raise self._why_refused(execution_id, lease_token)
-        epoch = int(meta.get("lease_epoch") or 0)
-        try:
-            self.aws.dynamodb.put_item(
-                TableName=self.table, Item=_to_item({**item_data, "lease_epoch": epoch}),
-                ConditionExpression="attribute_not_exists(lease_epoch) OR lease_epoch <= :e",
-                ExpressionAttributeValues={":e": {"N": str(epoch)}})
-        except Exception as exc:
-            if condition_failed(exc):
-                raise self._why_refused(execution_id, lease_token) from None
-            with aws_errors("record the step"):
-                raise
-
-    # ---- four-eyes: requests, decisions, the move to acting ----
-
-    def request_approval(self, execution_id: str, step_id: str, request: dict[str, Any], *, lease_token: str) -> None:
-        """Record that the run asked for approval of ``step_id`` (decisions are accepted from now on)."""
-        names = {"#r": "requests", "#d": "decisions", "#q": "decision_seq", "#s": step_id, "#st": "status"}
-        try:
-            self.aws.dynamodb.update_item(
-                TableName=self.table, Key=self._key(execution_id, "meta"),
-                UpdateExpression="SET #r.#s = :req, #d.#s = if_not_exists(#d.#s, :empty), "
-                                 "#q.#s = if_not_exists(#q.#s, :zero)",
-                ConditionExpression="lease_token = :tok AND #st <> :aborted",
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues={":req": _ser.serialize(_plain(request)), ":empty": {"M": {}},
-                                           ":zero": {"N": "0"}, ":tok": {"S": lease_token},
-                                           ":aborted": {"S": "aborted"}})
-        except Exception as exc:
-            if condition_failed(exc):
-                raise self._why_refused(execution_id, lease_token) from None
-            with aws_errors("record the approval request"):
-                raise
+    # ---- four-eyes: decisions ----
 
     def record_decision(self, approval: Approval, *, roster_digest: str) -> None:
         """Record one decision, refused (one line, exit 1) unless the step's approval was requested, its action
@@ -311,15 +415,15 @@ class ExecutionStore:
                  "#st": "status"}
         try:
             self.aws.dynamodb.update_item(
-                TableName=self.table, Key=self._key(eid, "meta"),
+                TableName=self.table, Key=self._key(eid),
                 UpdateExpression="SET #d.#s.#i = :dec, #q.#s = #q.#s + :one, updated_at = :now",
                 ConditionExpression="attribute_exists(#r.#s) AND attribute_not_exists(#a.#s) "
-                                    "AND attribute_not_exists(#d.#s.#i) AND NOT #st IN (:c, :f, :x) "
+                                    f"AND attribute_not_exists(#d.#s.#i) AND {self._not_final()} "
                                     "AND runbook_sha256 = :sha AND roster_digest = :rd",
                 ExpressionAttributeNames=names,
-                ExpressionAttributeValues={":dec": _ser.serialize(_plain(approval_record(approval))),
+                ExpressionAttributeValues={":dec": _ser.serialize(plain(approval_record(approval))),
                                            ":one": {"N": "1"}, ":now": {"S": approval.at or ""},
-                                           ":c": {"S": "completed"}, ":f": {"S": "failed"}, ":x": {"S": "aborted"},
+                                           **self._final_values(),
                                            ":sha": {"S": approval.runbook_sha256}, ":rd": {"S": roster_digest}})
         except Exception as exc:
             if condition_failed(exc):
@@ -333,14 +437,13 @@ class ExecutionStore:
                  "#st": "status", "#dec": "decision", "#w": "withdrawn"}
         try:
             self.aws.dynamodb.update_item(
-                TableName=self.table, Key=self._key(execution_id, "meta"),
+                TableName=self.table, Key=self._key(execution_id),
                 UpdateExpression="SET #d.#s.#i.#w = :w, #q.#s = #q.#s + :one, updated_at = :now",
                 ConditionExpression="#d.#s.#i.#dec = :approve AND attribute_not_exists(#d.#s.#i.#w) "
-                                    "AND attribute_not_exists(#a.#s) AND NOT #st IN (:c, :f, :x)",
+                                    f"AND attribute_not_exists(#a.#s) AND {self._not_final()}",
                 ExpressionAttributeNames=names,
                 ExpressionAttributeValues={":w": _ser.serialize({"at": at, "reason": reason}), ":one": {"N": "1"},
-                                           ":now": {"S": at}, ":approve": {"S": "approve"},
-                                           ":c": {"S": "completed"}, ":f": {"S": "failed"}, ":x": {"S": "aborted"}})
+                                           ":now": {"S": at}, ":approve": {"S": "approve"}, **self._final_values()})
         except Exception as exc:
             if condition_failed(exc):
                 meta = self.meta(execution_id)
@@ -356,40 +459,12 @@ class ExecutionStore:
         meta = self.meta(execution_id)
         return decisions_of(meta, step_id), int((meta.get("decision_seq") or {}).get(step_id) or 0)
 
-    def start_action(self, execution_id: str, step_id: str, acting: dict[str, Any], *, lease_token: str,
-                     decision_seq: int | None) -> None:
-        """The move to acting, as one conditional write: refused unless this process holds the lease, nobody
-        aborted, and (``decision_seq`` given) the step's decisions are exactly the ones just counted.
-
-        Raises ExecutionAborted, LeaseLost, or DecisionsChanged (count again)."""
-        names = {"#a": "acting", "#s": step_id, "#st": "status"}
-        values: dict[str, Any] = {":act": _ser.serialize(_plain(acting)), ":tok": {"S": lease_token},
-                                  ":aborted": {"S": "aborted"}}
-        condition = "lease_token = :tok AND #st <> :aborted"
-        if decision_seq is not None:
-            names["#q"] = "decision_seq"
-            values[":seq"] = {"N": str(decision_seq)}
-            condition += " AND #q.#s = :seq"
-        try:
-            self.aws.dynamodb.update_item(
-                TableName=self.table, Key=self._key(execution_id, "meta"), UpdateExpression="SET #a.#s = :act",
-                ConditionExpression=condition, ExpressionAttributeNames=names, ExpressionAttributeValues=values)
-        except Exception as exc:
-            if condition_failed(exc):
-                meta = self.meta(execution_id)
-                if meta.get("status") == "aborted" or meta.get("lease_token") != lease_token:
-                    raise self._why_refused(execution_id, lease_token) from None
-                raise DecisionsChanged(f"the decisions on step {step_id} changed while its action was about to "
-                                       "start") from None
-            with aws_errors("record the start of the action"):
-                raise
-
     def _why_no_decision(self, execution_id: str, step_id: str, identity: str,
                          roster_digest: str | None) -> Refused:
         meta = self.meta(execution_id)
         status = meta.get("status")
         where = f"step {step_id} of {execution_id}"
-        if status in FINAL_STATUSES:
+        if status in FINAL:
             return Refused(f"execution {execution_id} is {status}; there is nothing left to decide")
         acting = (meta.get("acting") or {}).get(step_id)
         if acting:
@@ -407,22 +482,6 @@ class ExecutionStore:
             verb = "approved" if mine.get("decision") == "approve" else "rejected"
             return Refused(f"{identity} has already {verb} {where}; one identity counts once")
         return Refused(f"{where}: the decision was refused (the runbook text changed?)")
-
-    def _items(self, execution_id: str, prefix: str) -> list[dict[str, Any]]:
-        kwargs: dict[str, Any] = {
-            "TableName": self.table, "ConsistentRead": True,
-            "KeyConditionExpression": "execution_id = :e AND begins_with(#i, :p)",
-            "ExpressionAttributeNames": {"#i": "item"},
-            "ExpressionAttributeValues": {":e": {"S": execution_id}, ":p": {"S": prefix}},
-        }
-        out: list[dict[str, Any]] = []
-        while True:
-            with aws_errors(f"read execution {execution_id}"):
-                page = self.aws.dynamodb.query(**kwargs)
-            out += [_from_item(i) for i in page.get("Items", [])]
-            if "LastEvaluatedKey" not in page:
-                return out
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
 def approval_record(approval: Approval) -> dict[str, Any]:
@@ -452,6 +511,7 @@ class Lease:
     def __init__(self, store: ExecutionStore, execution_id: str, token: str) -> None:
         self.store, self.execution_id, self.token = store, execution_id, token
         self.lost = False
+        self.released = False  # given up by the run's last write: nothing left to release
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._renew, name=f"lease-{execution_id}", daemon=True)
 
@@ -469,4 +529,5 @@ class Lease:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=2)
-        self.store.release(self.execution_id, self.token)
+        if not self.released:
+            self.store.release(self.execution_id, self.token)

@@ -24,7 +24,14 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-from tradeops.runbooks.approvals import Approval, ApprovalContext, ApprovalRule, check_new_decision, evaluate
+from tradeops.runbooks.approvals import (
+    GRANTED,
+    Approval,
+    ApprovalContext,
+    ApprovalRule,
+    check_new_decision,
+    evaluate,
+)
 from tradeops.runtime.orderpath.double_executions import DECISIONS, OPEN, watch_of
 from tradeops.runtime.orderpath.orders import OrderStore, StaleOrder
 from tradeops.runtime.platform.aws import Aws
@@ -80,7 +87,7 @@ def decide(record: Mapping[str, Any], *, order_id: str, identity: str, source: s
                          "binding": a.binding, "roles": list(a.roles), "reason": a.reason, "at": a.at}
                         for a in decisions]
     new["approvals_needed"] = rule.count
-    if verdict.state == "granted":
+    if verdict.state == GRANTED:
         new.update(state=outcome, decided_by=list(verdict.approved_by), decided_at=at,
                    decision_reason="; ".join(a.reason for a in decisions if a.step_id == outcome))
     return new

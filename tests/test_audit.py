@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from tradeops.runbooks.audit import GENESIS, AuditLog, StoredRecord, canonical_json, digest, verify_chain
-from tradeops.runtime.platform.aws import Aws
+from tradeops.runbooks.events import Event
+from tradeops.runtime.platform.aws import Aws, RequestCounter
 from tradeops.runtime.platform.names import names_for
 from tradeops.runtime.platform.settings import load_settings
 
@@ -213,3 +214,58 @@ def test_concurrent_writers_on_the_running_stack(shared_stack):
                              state_dir=Path(shared_stack["state_dir"]))
     result = _eight_writers(settings).verify()
     assert result.ok and result.records == 120
+
+
+def _event(kind, step_id, n):
+    return Event(kind, "e-grouped", step_id, "alice", "test", {"n": n}, at=f"2026-11-01T09:00:0{n}.000Z")
+
+
+def test_a_runs_events_written_together_are_one_record_shown_as_each_event(aws_settings):
+    """Several events of one execution appended as one record: one seq and one digest in the chain, which
+    verifies; entries and the timeline show each event with its own kind, step and time, in order."""
+    log = AuditLog(Aws(aws_settings), chain=f"test-{uuid.uuid4().hex[:8]}")
+    log.append("roster.seeded", actor="alice", identity_source="test")
+    events = [_event("step.started", "s1", 1), _event("check.evaluated", "s1", 2), _event("step.finished", "s1", 3)]
+    body = log.append_events(events)
+    assert (body["seq"], body["kind"], len(body["events"])) == (2, "events", 3)
+    result = log.verify()
+    assert result.ok and result.records == 2
+    shown = log.entries("e-grouped")
+    assert [(e["kind"], e["step_id"], e["at"], e["seq"]) for e in shown] == [
+        ("step.started", "s1", "2026-11-01T09:00:01.000Z", 2), ("check.evaluated", "s1", "2026-11-01T09:00:02.000Z", 2),
+        ("step.finished", "s1", "2026-11-01T09:00:03.000Z", 2)]
+    assert all(e["execution_id"] == "e-grouped" and e["sha256"] == body["sha256"] for e in shown)
+    assert log.timeline("e-grouped") == (shown, [])
+
+
+def test_an_event_edited_inside_a_grouped_record_breaks_the_chain_there(aws_settings):
+    """Changing one event of a grouped record (its step) is caught as an edit of that record."""
+    log = AuditLog(Aws(aws_settings), chain=f"test-{uuid.uuid4().hex[:8]}")
+    log.append_events([_event("step.started", "s1", 1), _event("step.finished", "s1", 2)])
+    log.append("roster.seeded", actor="alice", identity_source="test")
+    item = _item(log, 1)
+    body = json.loads(item["body"]["S"])
+    body["events"][1]["step_id"] = "s9"
+    item["body"] = {"S": canonical_json(body)}
+    _put(log, item)
+    result = log.verify()
+    assert (result.ok, result.broken_seq) == (False, 1) and "edited" in result.reason
+
+
+def test_an_append_after_its_own_costs_two_writes_and_another_writer_in_between_costs_a_read(aws_settings):
+    """A log remembers its last record: its next append is the record and the head (no read of the chain);
+    when another writer appended meanwhile, the conditional put fails, it reads the chain again and chains
+    after it; every record stays in one chain."""
+    chain = f"test-{uuid.uuid4().hex[:8]}"
+    counter = RequestCounter()
+    mine, other = AuditLog(Aws(aws_settings, counter=counter), chain=chain), AuditLog(Aws(aws_settings), chain=chain)
+    mine.append("roster.seeded", actor="alice", identity_source="test")
+    before = counter.snapshot()
+    mine.append("step.started", execution_id="e-1", actor="alice", identity_source="test")
+    spent = {k: n - before.get(k, 0) for k, n in counter.snapshot().items() if n - before.get(k, 0)}
+    assert spent == {"dynamodb.PutItem": 2}
+    other.append("step.started", execution_id="e-2", actor="bob", identity_source="test")
+    third = mine.append("step.finished", execution_id="e-1", actor="alice", identity_source="test")
+    assert third["seq"] == 4
+    result = mine.verify()
+    assert result.ok and result.records == 4

@@ -114,10 +114,9 @@ def runtime(aws_settings):
     network = {"Image": "123456789012.dkr.ecr.eu-west-2.amazonaws.com/tradeops:0.1.0", "VpcId": vpc,
                "PrivateSubnetIds": ",".join(subnets), "ServiceSecurityGroupIds": group,
                "LoadBalancerSecurityGroupIds": group, "CertificateArn": certificate, "WorkerMaxTasks": "8",
+               "PrimaryBrokerUrl": "https://primary.broker.example", "SecondaryBrokerUrl": "https://secondary.example",
                # A staging stack: the FIS drills' templates and what the worker tasks need for them.
-               "FaultInjection": "enabled", "PrimaryBrokerHost": "sandbox-a.broker.example",
-               "PrimaryBrokerPort": "8443", "SecondaryBrokerHost": "sandbox-b.broker.example",
-               "SecondaryBrokerPort": "9443"}
+               "FaultInjection": "enabled", "PrimaryBrokerPort": "8443", "SecondaryBrokerPort": "9443"}
     deploy_runtime_stack(aws, aws_settings, network)
     cfn = aws.client("cloudformation")
     base = {o["OutputKey"]: o["OutputValue"]
@@ -218,6 +217,12 @@ def test_a_staging_stack_deploys_the_fis_drills_templates_and_the_worker_tasks_t
         assert target["resourceType"] == "aws:ecs:task" and target["parameters"]["service"] == "worker"
         assert {c["value"].rsplit(":", 1)[-1] for c in template["stopConditions"]} == {
             "ut-oldest-pending-order-age", "ut-total-exposure"}
+        (action,) = template["actions"].values()
+        if "sources" in action["parameters"]:  # latency and loss act on traffic to the broker's host alone
+            broker = "primary.broker.example" if "primary" in name else "secondary.example"
+            assert action["parameters"]["sources"] == broker
+        else:
+            assert action["parameters"]["port"] == ("8443" if "primary" in name else "9443")
     assert backend.preflight([FaultStep("primary", "latency", {"ms": 2500.0})])["templates"]
     with pytest.raises(BadInput, match="no FIS experiment template ut-nope is deployed here"):
         backend.preflight([FaultStep("secondary", "blackhole", template="ut-nope")])

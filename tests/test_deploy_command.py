@@ -58,6 +58,9 @@ def nowhere(tmp_path, monkeypatch):
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-2")
+    for provider, wire in (("PRIMARY", "alpha"), ("SECONDARY", "beta")):
+        monkeypatch.setenv(f"TRADEOPS_{provider}_URL", f"https://{provider.lower()}.broker.example")
+        monkeypatch.setenv(f"TRADEOPS_{provider}_WIRE", wire)
     return tmp_path
 
 
@@ -99,6 +102,43 @@ def test_bad_input_stops_before_anything_is_sent(nowhere, capsys, case):
     assert code == 2, err
     assert expected in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert PROCESS_REQUESTS.snapshot() == before and out == ""
+
+
+BAD_BROKERS = {
+    "no primary broker": ("TRADEOPS_PRIMARY_URL", None,
+                          "needs the primary broker's order API: set TRADEOPS_PRIMARY_URL"),
+    "a broker URL that is not one": ("TRADEOPS_SECONDARY_URL", "secondary.example", "is not an http(s) URL"),
+    "a wire with no adapter": ("TRADEOPS_PRIMARY_WIRE", "gamma", "is not a wire tradeops has an adapter for"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_BROKERS))
+def test_a_release_without_the_brokers_real_addresses_stops_before_anything_is_sent(nowhere, capsys, monkeypatch,
+                                                                                   case):
+    """The services on AWS talk to the real brokers: a missing or malformed broker URL, or a wire no adapter
+    speaks, exits 2 with one line naming the setting, and nothing is sent."""
+    name, value, expected = BAD_BROKERS[case]
+    if value is None:
+        monkeypatch.delenv(name)
+    else:
+        monkeypatch.setenv(name, value)
+    before = PROCESS_REQUESTS.snapshot()
+    code, out, err = _tradeops(capsys, "deploy", "--aws", "--image", IMAGE, *NETWORK, "--yes")
+    assert code == 2, err
+    assert expected in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert PROCESS_REQUESTS.snapshot() == before and out == ""
+
+
+def test_the_broker_url_check_is_the_runtime_templates_own_pattern():
+    """The broker URL check is the runtime template's AllowedPattern for both brokers, and its wires are the
+    adapters tradeops has."""
+    from tradeops.runtime.orderpath.providers import ADAPTERS
+    from tradeops.runtime.stack.deploy import BROKER_URL
+
+    params = load_template(REPO / "deploy" / "runtime.yaml")[1]["Parameters"]
+    for name in ("Primary", "Secondary"):
+        assert params[f"{name}BrokerUrl"]["AllowedPattern"] == BROKER_URL
+        assert sorted(params[f"{name}BrokerWire"]["AllowedValues"]) == sorted(ADAPTERS)
 
 
 def test_with_no_target_chosen_it_stops_with_one_line_and_sends_nothing(nowhere, capsys):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tradeops.runbooks.identity import load_operators
-from tradeops.runbooks.model import check_runbook, load_runbook
+from tradeops.runbooks.validation import check_runbook, load_runbook
 from tradeops.runtime.platform import yamlfiles
 from tradeops.runtime.platform.errors import BadInput, ConfigError
 

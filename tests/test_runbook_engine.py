@@ -11,12 +11,15 @@ import uuid
 from pathlib import Path
 
 import pytest
+from boto3.dynamodb.types import TypeSerializer
 
 from tests.support.terminal import Terminal
 from tradeops.runbooks import engine, registry
 from tradeops.runbooks.audit import AuditLog
+from tradeops.runbooks.changes import Changes, plain, step_key
 from tradeops.runbooks.identity import Identity
 from tradeops.runbooks.registry import Operation
+from tradeops.runbooks.states import IllegalTransition
 from tradeops.runbooks.store import ExecutionStore
 from tradeops.runbooks.testing import ScriptedApprover, install_roster, isolated_flags, write_operators
 from tradeops.runtime.orderpath.flags import Flags
@@ -138,6 +141,17 @@ def _timeline(env, eid, chain="audit"):
 
 def _step(env, eid, step_id):
     return next(r for r in ExecutionStore(env["aws"]).steps(eid).values() if r["step_id"] == step_id)
+
+
+def _plant(env, eid, index, record, *, status):
+    """Write what a kill leaves behind straight into the table: the store itself refuses such a move (a finished
+    step back to acting), and no run makes it; only a crash's leftovers look like this."""
+    table = ExecutionStore(env["aws"]).table
+    ser = TypeSerializer()
+    env["aws"].dynamodb.update_item(
+        TableName=table, Key={"execution_id": {"S": eid}, "item": {"S": "meta"}},
+        UpdateExpression="SET #r = :r, #st = :st", ExpressionAttributeNames={"#r": step_key(index), "#st": "status"},
+        ExpressionAttributeValues={":r": ser.serialize(plain(record)), ":st": {"S": status}})
 
 
 def _cli_env(env, **extra):
@@ -514,11 +528,9 @@ def test_interrupted_action_is_repeated_only_if_idempotent(env, flags, runbook_f
     eid = f"t-mid-{uuid.uuid4().hex[:6]}"
     outcome = _run(env, path, execution_id=eid)
     assert outcome.status == "completed"
-    store = ExecutionStore(env["aws"])
     # Put the execution back in the state a kill during the 'resume' action leaves behind.
     rec = _step(env, eid, "resume")
-    store.put_step(eid, 2, dict(rec, status="running", phase="acting"), lease_token=None)
-    store.set_fields(eid, {"status": "running"})
+    _plant(env, eid, 2, dict(rec, status="running", phase="acting"), status="running")
     again = engine.resume_execution(env["settings"], eid, aws=env["aws"], identity=ALICE,
                                     operators=env["operators"], assume_yes=True)
     assert again.status == "completed"
@@ -533,12 +545,100 @@ def test_interrupted_action_is_repeated_only_if_idempotent(env, flags, runbook_f
     eid2 = f"t-mid2-{uuid.uuid4().hex[:6]}"
     assert _run(env, path2, execution_id=eid2).status == "completed"
     rec = _step(env, eid2, "once")
-    store.put_step(eid2, 3, dict(rec, status="running", phase="acting"), lease_token=None)
-    store.set_fields(eid2, {"status": "running"})
+    _plant(env, eid2, 3, dict(rec, status="running", phase="acting"), status="running")
     stopped = engine.resume_execution(env["settings"], eid2, aws=env["aws"], identity=ALICE,
                                       operators=env["operators"], assume_yes=True)
     assert stopped.status == "stopped" and "not safe to repeat blindly" in stopped.reason
     assert _step(env, eid2, "once")["action_runs"] == 1
+
+
+def test_the_store_refuses_a_move_not_in_its_table_before_writing(env, flags, runbook_file):
+    """A finished step written back to acting, or a completed execution back to running, is refused
+    (IllegalTransition) before anything is written: the execution reads back exactly as it was."""
+    eid = f"t-table-{uuid.uuid4().hex[:6]}"
+    assert _run(env, runbook_file(GUIDED), execution_id=eid).status == "completed"
+    store = ExecutionStore(env["aws"])
+    before = store.load(eid)
+    done = _step(env, eid, "quiesce")
+    with pytest.raises(IllegalTransition, match="succeeded is final"):
+        store.put_step(eid, 1, dict(done, status="running", phase="acting"), lease_token=None)
+    changes = Changes(eid, before[0]["status"], before[1], epoch=1)
+    with pytest.raises(IllegalTransition, match="completed is final"):
+        changes.set(status="running")
+    with pytest.raises(ValueError, match="status"):
+        store.set_fields(eid, {"status": "running"})
+    assert store.load(eid) == before
+
+
+def test_step_records_of_an_execution_written_before_they_moved_into_its_meta_item_still_read(env):
+    """An execution stored the older way (no marker, each step record an item of its own) reads back with its
+    records, and a record written now lands in its meta item and is the one read."""
+    store = ExecutionStore(env["aws"])
+    eid = f"t-older-{uuid.uuid4().hex[:6]}"
+    ser = TypeSerializer()
+    meta = {"execution_id": eid, "item": "meta", "status": "stopped", "runbook": "guided"}
+    old = {"execution_id": eid, "item": step_key(0), "index": 0, "step_id": "manual-mode", "status": "failed",
+           "phase": "pending", "lease_epoch": 1}
+    for item in (meta, old):
+        env["aws"].dynamodb.put_item(TableName=store.table, Item={k: ser.serialize(v) for k, v in item.items()})
+    assert store.steps(eid) == {0: old}
+    store.put_step(eid, 0, dict(old, status="running"), lease_token=None)
+    assert store.steps(eid)[0]["status"] == "running"
+    raw = env["aws"].dynamodb.get_item(TableName=store.table, Key={"execution_id": {"S": eid}, "item": {"S": "meta"}})
+    assert raw["Item"][step_key(0)]["M"]["status"] == {"S": "running"}
+
+
+FLAKY = """\
+name: flaky
+title: An action that fails once, then a step whose verification waits on a flag
+version: 1
+service: Retail trade order execution
+impact_tolerance: {max_outage_minutes: 30}
+steps:
+  - id: flaky
+    title: Fails the first time
+    action: {name: test_flaky, args: {reason: x}}
+    on_failure: stop
+  - id: pause
+    title: Pause, verified
+    action: {name: set_processing, args: {state: paused}}
+    verify: {probe: routing_mode, expect: auto, timeout: 0.2, every: 0.05}
+    on_failure: stop
+"""
+
+
+def test_resume_after_a_failed_action_runs_it_again_and_after_a_done_one_only_verifies(env, flags, runbook_file):
+    """The two resume paths with an action behind them: a step stopped at action_failed runs its (idempotent)
+    action again; a step stopped at acted (its verification failed) only verifies again, never acting twice."""
+    calls: list[str] = []
+
+    def flaky(ctx, reason):
+        calls.append(reason)
+        if len(calls) == 1:
+            raise OperationFailed("not this time")
+        return {"ok": reason}
+
+    registry.register(Operation(name="test_flaky", kind="action", func=flaky, description="fails once",
+                                idempotent=True, schema={"type": "object", "properties": {"reason": {"type": "string"}},
+                                                         "required": ["reason"], "additionalProperties": False}))
+    try:
+        eid = f"t-flaky-{uuid.uuid4().hex[:6]}"
+        path = runbook_file(FLAKY)
+        first = _run(env, path, execution_id=eid)
+        assert first.status == "stopped" and _step(env, eid, "flaky")["phase"] == "action_failed"
+        second = engine.resume_execution(env["settings"], eid, aws=env["aws"], identity=ALICE,
+                                         operators=env["operators"], assume_yes=True, poll_seconds=0.05)
+        assert second.status == "stopped" and len(calls) == 2
+        assert (_step(env, eid, "flaky")["phase"], _step(env, eid, "pause")["phase"]) == ("done", "acted")
+        flags.set("mode", "auto")
+        third = engine.resume_execution(env["settings"], eid, aws=env["aws"], identity=ALICE,
+                                        operators=env["operators"], assume_yes=True, poll_seconds=0.05)
+        assert third.status == "completed"
+        assert (_step(env, eid, "pause")["phase"], _step(env, eid, "pause")["action_runs"]) == ("done", 1)
+        kinds = [(e["kind"], e["step_id"]) for e in _timeline(env, eid)]
+        assert kinds.count(("action.started", "flaky")) == 2 and kinds.count(("action.started", "pause")) == 1
+    finally:
+        registry.unregister("test_flaky")
 
 
 # ---- one-line errors, exit codes -----------------------------------------------------------

@@ -10,17 +10,10 @@ import jsonschema
 import pytest
 
 from tradeops.runbooks.identity import load_operators
-from tradeops.runbooks.model import (
-    check_runbook,
-    load_runbook,
-    parse_param_overrides,
-    render,
-    resolve_params,
-    runbook_dir,
-    schema,
-    shipped_runbooks,
-)
+from tradeops.runbooks.loader import runbook_dir, shipped_runbooks
+from tradeops.runbooks.params import parse_param_overrides, render, resolve_params
 from tradeops.runbooks.testing import write_operators
+from tradeops.runbooks.validation import check_runbook, load_runbook, schema
 from tradeops.runtime.platform.errors import BadInput, ConfigError, NotFound
 
 GOOD = """\
@@ -47,6 +40,10 @@ steps:
 def operators(tmp_path):
     return write_operators(tmp_path / "operators.yaml", {"alice": ["duty-engineer"], "bob": ["ops-manager"],
                                                          "carol": ["risk"]})
+
+
+def _step(runbook, step_id):
+    return next(s for s in runbook.steps if s["id"] == step_id)
 
 
 def _issues(tmp_path, text, operators=None):
@@ -76,12 +73,12 @@ def test_failover_follows_the_seed_procedure_with_four_eyes_on_the_dangerous_ste
     order = ["primary-unhealthy", "secondary-healthy", "notify-start", "quiesce", "resolve-in-flight",
              "declare-void", "toggle-to-secondary", "resume", "canary"]
     assert [i for i in ids if i in order] == order
-    assert runbook.step("toggle-to-secondary")["approval"]["count"] == 2
-    assert runbook.step("declare-void")["approval"]["count"] >= 1
-    assert runbook.step("quiesce")["verify"]["probe"] == "workers_drained"
+    assert _step(runbook, "toggle-to-secondary")["approval"]["count"] == 2
+    assert _step(runbook, "declare-void")["approval"]["count"] >= 1
+    assert _step(runbook, "quiesce")["verify"]["probe"] == "workers_drained"
     failback = load_runbook("failback")
-    assert failback.step("primary-sustained-healthy")["check"]["probe"] == "broker_healthy_for"
-    assert failback.step("toggle-to-primary")["approval"]["count"] == 2
+    assert _step(failback, "primary-sustained-healthy")["check"]["probe"] == "broker_healthy_for"
+    assert _step(failback, "toggle-to-primary")["approval"]["count"] == 2
 
 
 def test_schema_ships_and_is_a_valid_json_schema():

@@ -63,6 +63,8 @@ def install(session: Any) -> None:
             if line in _seen:
                 return
             _seen.add(line)
+            # The log may name a file under a state folder the command has not made yet.
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
             # One write of one line in append mode: lines from several processes do not interleave.
             with open(path, "a", encoding="utf-8") as fh:
                 fh.write(line + "\n")

@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from tradeops.runtime.platform.aws import aws_errors, error_code
@@ -41,7 +41,7 @@ from tradeops.runtime.stack.deploy import (
 )
 
 __all__ = ["CERTIFICATE_ARN", "IMAGE_URI", "STATEFUL_TYPES", "Change", "Release", "StackPlan", "discard",
-           "execute", "plan", "refuse_unsafe", "validate"]
+           "execute", "plan", "refuse_unsafe", "validate", "with_brokers"]
 
 # What AWS itself accepts, checked here first so a bad value stops before anything is sent. The image and
 # certificate patterns are the runtime template's own AllowedPattern (tests keep them equal).
@@ -72,6 +72,7 @@ class Release:
     balancer_groups: tuple[str, ...]
     certificate: str
     max_workers: int | None = None
+    brokers: tuple[tuple[str, str], ...] = ()  # the runtime template's broker parameters (deploy.broker_parameters)
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,11 @@ def validate(*, stack_name: str, image: str | None, vpc: str | None, subnets: It
                    service_groups=_ids("security group", service_groups),
                    balancer_groups=_ids("security group", balancer_groups), certificate=certificate,
                    max_workers=max_workers)
+
+
+def with_brokers(release: Release, brokers: dict[str, str]) -> Release:
+    """``release`` with the runtime template's broker parameters (:func:`.deploy.broker_parameters`)."""
+    return replace(release, brokers=tuple(sorted(brokers.items())))
 
 
 def _parameters(values: dict[str, str | None]) -> list[dict[str, Any]]:
@@ -220,7 +226,8 @@ def _runtime_parameters(settings: Settings, release: Release, base_outputs: dict
         **runtime_parameters(settings, base_outputs), "Image": release.image,
         "VpcId": release.vpc, "PrivateSubnetIds": ",".join(release.subnets),
         "ServiceSecurityGroupIds": ",".join(release.service_groups),
-        "LoadBalancerSecurityGroupIds": ",".join(release.balancer_groups), "CertificateArn": release.certificate}
+        "LoadBalancerSecurityGroupIds": ",".join(release.balancer_groups), "CertificateArn": release.certificate,
+        **dict(release.brokers)}
     if release.max_workers is not None:
         values["WorkerMaxTasks"] = str(release.max_workers)
     return _parameters(values)

@@ -22,12 +22,12 @@ from typing import Any
 import yaml
 
 from tradeops.runtime.platform.aws import Aws, aws_errors
-from tradeops.runtime.platform.errors import ConfigError, StackError
+from tradeops.runtime.platform.errors import BadInput, ConfigError, StackError
 from tradeops.runtime.platform.settings import Settings
 
-__all__ = ["BASE_OUTPUTS_FOR_RUNTIME", "deploy_runtime_stack", "deploy_stack", "fis_template_request", "load_template",
-           "parse_template", "runtime_parameters", "runtime_stack_name", "runtime_template", "stack_outputs",
-           "template_conditions", "template_parameters"]
+__all__ = ["BASE_OUTPUTS_FOR_RUNTIME", "BROKER_URL", "broker_parameters", "deploy_runtime_stack", "deploy_stack",
+           "fis_template_request", "load_template", "parse_template", "runtime_parameters", "runtime_stack_name",
+           "runtime_template", "stack_outputs", "template_conditions", "template_parameters"]
 
 
 class _CfnLoader(yaml.SafeLoader):
@@ -96,6 +96,30 @@ def runtime_stack_name(base_stack: str) -> str:
 BASE_OUTPUTS_FOR_RUNTIME = ("WorkerRoleArn", "MonitorRoleArn", "OrderQueueName")
 
 
+def broker_parameters(settings: Settings) -> dict[str, str]:
+    """The runtime template's broker parameters (each broker's order API and wire) from the settings, or
+    BadInput (exit 2) naming the setting that is missing or malformed. The services on AWS talk to the real
+    brokers: a release without their addresses would start workers that cannot place an order."""
+    from tradeops.runtime.orderpath.providers import ADAPTERS
+
+    values: dict[str, str] = {}
+    for provider in ("primary", "secondary"):
+        env, name = f"TRADEOPS_{provider.upper()}", provider.capitalize()
+        url, wire = settings.broker_url(provider), settings.broker_wire(provider)
+        if not url:
+            raise BadInput(f"the release needs the {provider} broker's order API: set {env}_URL (and {env}_WIRE)")
+        if not re.match(BROKER_URL, url):
+            raise BadInput(f"{env}_URL {url!r} is not an http(s) URL")
+        if wire not in ADAPTERS:
+            raise BadInput(f"{env}_WIRE {wire!r} is not a wire tradeops has an adapter for ({', '.join(ADAPTERS)})")
+        values.update({f"{name}BrokerUrl": url, f"{name}BrokerWire": wire})
+    return values
+
+
+BROKER_URL = r"^https?://[^\s]+$"
+"""A broker's order API as the runtime template's AllowedPattern accepts it."""
+
+
 def runtime_parameters(settings: Settings, base_outputs: dict[str, str]) -> dict[str, str]:
     """The runtime template's parameters that follow from the settings and the base stack's outputs (the rest
     are the image, the network and the certificate)."""
@@ -154,7 +178,8 @@ def template_conditions(doc: dict[str, Any], params: dict[str, Any]) -> dict[str
 
 
 class _Resolver:
-    """Resolves the intrinsic functions the skipped and completed resources use (Ref, Sub, GetAtt, If)."""
+    """Resolves the intrinsic functions the skipped and completed resources use (Ref, Sub, GetAtt, If, Select,
+    Split)."""
 
     def __init__(self, params: dict[str, Any], physical: dict[str, str], region: str, account: str, *,
                  types: dict[str, str], conditions: dict[str, bool] | None = None) -> None:
@@ -195,6 +220,12 @@ class _Resolver:
         if set(value) == {"Fn::If"}:
             name, then, otherwise = value["Fn::If"]
             return self(then if self.conditions[name] else otherwise)
+        if set(value) == {"Fn::Select"}:
+            index, items = value["Fn::Select"]
+            return self(items)[int(index)]
+        if set(value) == {"Fn::Split"}:
+            separator, text = value["Fn::Split"]
+            return str(self(text)).split(separator)
         return {k: resolved for k, v in value.items() if (resolved := self(v)) is not _NO_VALUE}
 
 

@@ -34,6 +34,11 @@ bench/README.md, "Where the emulator's time went"):
 
 Werkzeug's one log line per request is turned off too (the stack's logs are for our services).
 
+One gap of moto's CloudFormation is filled (:func:`fill_moto_gaps`): a list item that resolves to
+``AWS::NoValue`` (``- !If [Condition, item, !Ref AWS::NoValue]``, how the runtime template adds the FIS
+sidecar container only with FaultInjection enabled) is dropped, as CloudFormation drops it; moto kept a
+``None`` there, and registering the task definition failed.
+
 Run as ``python -m tradeops.runtime.stack.emulator -H 127.0.0.1 -p PORT`` (the supervisor and the
 test fixtures do); it serves the same API as ``python -m moto.server``.
 """
@@ -50,7 +55,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["SERIALISED_TARGETS", "SerialDynamoDB", "main", "speed_up_moto"]
+__all__ = ["SERIALISED_TARGETS", "SerialDynamoDB", "fill_moto_gaps", "main", "speed_up_moto"]
 
 # X-Amz-Target prefixes of the requests that run one at a time: DynamoDB, DynamoDB Streams, Kinesis.
 SERIALISED_TARGETS = ("DynamoDB", "Kinesis_")
@@ -103,6 +108,24 @@ def speed_up_moto() -> None:
     DynamoDBStreamsHandler.get_records = get_records  # type: ignore[assignment,method-assign]
 
 
+def fill_moto_gaps() -> None:
+    """Make moto's CloudFormation drop list items that resolve to AWS::NoValue (see the module docstring)."""
+    from moto.cloudformation import parsing
+
+    if getattr(parsing.clean_json, "drops_no_value", False):
+        return
+    original = parsing.clean_json
+
+    def clean_json(resource_json: Any, resources_map: Any) -> Any:
+        if isinstance(resource_json, list):
+            # moto resolves !Ref AWS::NoValue to None, and drops it from a mapping but not from a list.
+            return [item for item in (clean_json(v, resources_map) for v in resource_json) if item is not None]
+        return original(resource_json, resources_map)  # its own recursion comes back through this module name
+
+    clean_json.drops_no_value = True  # type: ignore[attr-defined]
+    parsing.clean_json = clean_json
+
+
 def _epoch_seconds(value: object) -> float:
     """A record's creation time as the JSON protocol sends timestamps (moto keeps it as naive UTC)."""
     if not isinstance(value, datetime):
@@ -121,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     speed_up_moto()
+    fill_moto_gaps()
     app = DomainDispatcherApplication(create_backend_app)
     run_simple(args.host, args.port, SerialDynamoDB(app), threaded=True, request_handler=MotoRequestHandler)
     return 0
