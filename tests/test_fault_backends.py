@@ -156,6 +156,17 @@ def test_what_a_status_query_reconciliation_cannot_check_is_said_and_not_measure
                       "unmeasured": []}
 
 
+def test_an_order_no_broker_could_be_asked_about_is_unchecked_never_lost_nor_proven():
+    """reconcile with ``unchecked`` ids: a FILLED order without a known fill is unchecked, not lost; one with its
+    fill is filled and unchecked; a lost order still shows when its brokers did answer."""
+    from tradeops.runtime.orderpath.reconcile import reconcile
+
+    orders = {oid: {"order_id": oid, "status": "FILLED", "provider": "primary"} for oid in ("a", "b", "c")}
+    recon = reconcile(["a", "b", "c"], orders, {"primary": [{"order_id": "b"}], "secondary": []}, unchecked=["a", "b"])
+    assert recon.ids["unchecked"] == ["a", "b"] and recon.ids["lost"] == ["c"]
+    assert sorted(recon.ids["filled"]) == ["a", "b"] and recon.counts["unchecked"] == 2
+
+
 # ---- FIS: the requests, against botocore's model ----------------------------------------------------
 
 def _resolved(value: Any) -> Any:

@@ -358,3 +358,39 @@ def test_a_tcp_proxy_relays_bytes_and_resets_or_blackholes_connections(stack, tm
             assert Decimal(sim.fills()[0]["price"]) > 0
     finally:
         stop_proxy(tcp)
+
+
+# ---- reconciling by the brokers' own answers (a platform whose brokers keep no ledger we can read) -----------
+
+def test_fills_by_status_asks_each_broker_and_leaves_unanswered_orders_unchecked(stack):
+    """fills_by_status asks both brokers about every order: a fill where the broker has one, nothing where it
+    does not, and an order a broker gave no answer about (its path blackholed) is unchecked, never assumed."""
+    from tradeops.runtime.orderpath.fills import fills_by_status
+    from tradeops.runtime.platform.aws import Aws
+
+    brokers, proxies = stack["brokers"], stack["proxies"]
+    for name in ("primary", "secondary"):
+        with SimControl(brokers[name].control_url) as sim:
+            sim.reset()
+        with ProxyControl(proxies[name].control_url) as ctl:
+            ctl.reset()
+    settings = Settings(primary_url=proxies["primary"].url, secondary_url=proxies["secondary"].url,
+                        primary_api_key=API_KEY, secondary_api_key=API_KEY, fault_proxy=True,
+                        broker_read_timeout=0.5)
+    placed = {name: _order() for name in ("primary", "secondary")}
+    for name, order in placed.items():
+        with _adapter(stack, name) as provider:
+            assert provider.submit(order).status == "FILLED"
+    never = _order().order_id
+    ids = [*(o.order_id for o in placed.values()), never]
+    fills, unchecked = fills_by_status(settings, Aws(settings), ids)
+    assert {p: [f["order_id"] for f in fills[p]] for p in fills} == {
+        "primary": [placed["primary"].order_id], "secondary": [placed["secondary"].order_id]}
+    assert unchecked == []
+    with ProxyControl(proxies["secondary"].control_url) as ctl:
+        ctl.set_fault("blackhole")
+        try:
+            fills, unchecked = fills_by_status(settings, Aws(settings), ids)
+        finally:
+            ctl.set_fault("none")
+    assert unchecked == sorted(ids) and fills["secondary"] == []
