@@ -35,6 +35,7 @@ from decimal import Decimal
 from typing import Any
 
 from tradeops.runtime.orderpath.routing import trickle_bucket
+from tradeops.runtime.orderpath.states import FILLED, IN_DOUBT, SUBMITTING
 from tradeops.runtime.platform.clock import parse_iso
 
 __all__ = [
@@ -153,9 +154,9 @@ def share_from(submissions: Sequence[tuple[float, str]], provider: str, share: f
 def _submissions(orders: Iterable[Mapping[str, Any]], since: float, until: float | None) -> list[tuple[float, str]]:
     out: list[tuple[float, str]] = []
     for order in orders:
-        if order.get("status") != "FILLED" or not order.get("provider"):
+        if order.get("status") != FILLED or not order.get("provider"):
             continue
-        at = _history_at(order, "SUBMITTING", last=True)
+        at = _history_at(order, SUBMITTING, last=True)
         if at is not None and at >= since and (until is None or at < until):
             out.append((at, str(order["provider"])))
     return out
@@ -184,8 +185,8 @@ def compute_figures(*, journal: Mapping[str, Any], events: Sequence[Mapping[str,
             figures["time_to_detect"] = round(detected[0] - window.start, 3)
     if window.start is not None:
         other = "secondary" if window.provider in (None, "primary") else "primary"
-        fills = sorted(at for o in orders.values() if o.get("provider") == other and o.get("status") == "FILLED"
-                       and (at := _history_at(o, "FILLED", last=False)) is not None and at >= window.start)
+        fills = sorted(at for o in orders.values() if o.get("provider") == other and o.get("status") == FILLED
+                       and (at := _history_at(o, FILLED, last=False)) is not None and at >= window.start)
         if fills and window.provider is not None:
             figures["time_to_first_secondary_fill"] = round(fills[0] - window.start, 3)
         during = _submissions(orders.values(), window.start, window.healed)
@@ -202,7 +203,7 @@ def compute_figures(*, journal: Mapping[str, Any], events: Sequence[Mapping[str,
     for name in ("placed", "filled", "rejected", "lost", "filled_twice", "dead_lettered", "pending"):
         if name in counts:
             figures[f"orders_{name}"] = int(counts[name])
-    figures["orders_in_doubt_unresolved"] = sum(1 for o in orders.values() if o.get("status") == "IN_DOUBT")
+    figures["orders_in_doubt_unresolved"] = sum(1 for o in orders.values() if o.get("status") == IN_DOUBT)
     figures["max_oldest_pending_seconds"] = _max(s.get("oldest_pending_seconds") for s in timeline)
     exposures = [Decimal(str(s["exposure_gbp"])) for s in timeline if s.get("exposure_gbp") is not None]
     figures["max_exposure_gbp"] = str(max(exposures)) if exposures else None

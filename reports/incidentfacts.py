@@ -13,7 +13,7 @@ from typing import Any
 
 from tradeops.reports import measures
 from tradeops.runbooks.catalogue import SET_ACTIVE_BROKER
-from tradeops.runtime.orderpath.states import FINAL
+from tradeops.runtime.orderpath.states import DEAD_LETTERED, FINAL
 
 __all__ = ["DETECT_KINDS", "episode_start", "incident_figures", "switched_broker"]
 
@@ -42,7 +42,7 @@ def incident_figures(orders: Sequence[Mapping[str, Any]], reimbursements: Sequen
     window = f"the {len(orders)} customer orders placed in the incident's window"
     counts = {"orders_placed": len(orders), "orders_lost": None,
               "orders_filled_twice": sum(1 for o in orders if o.get("double_execution")),
-              "orders_dead_lettered": sum(1 for o in orders if o.get("status") == "DEAD_LETTERED"),
+              "orders_dead_lettered": sum(1 for o in orders if o.get("status") == DEAD_LETTERED),
               "orders_pending": sum(1 for o in orders if o.get("status") not in FINAL)}
     affected, counted = measures.affected_orders(counts, waits.over_limit)
     figures = {

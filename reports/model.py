@@ -40,6 +40,7 @@ from tradeops.reports.redaction import redact
 from tradeops.reports.signoff import DRAFT, Policy, Signature, document_digest, standing
 from tradeops.runbooks import eventkinds as ev
 from tradeops.runbooks.states import COMPLETED, SUCCEEDED
+from tradeops.runtime.orderpath.states import FILLED
 from tradeops.runtime.platform.clock import iso, parse_iso
 
 __all__ = [
@@ -575,7 +576,7 @@ def incident_evidence(*, history: Mapping[str, Any], orders: Sequence[Mapping[st
         "third_parties": _third_parties(
             catalogue, engagement="incident", faulted=None,
             filled={p.get("provider"): sum(1 for o in orders if o.get("provider") == p.get("provider")
-                                           and o.get("status") == "FILLED")
+                                           and o.get("status") == FILLED)
                     for p in catalogue.get("third_parties") or []}),
         "timeline": rows,
         "fault": {"started_at": detected_at, "healed_at": ended, "provider": opened[0].get("provider") if opened

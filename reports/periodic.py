@@ -25,6 +25,7 @@ from typing import Any
 
 from tradeops.reports.measures import DEFINITIONS, LABELS
 from tradeops.reports.plan import coverage
+from tradeops.runtime.orderpath.states import FILLED, SUBMITTING
 from tradeops.runtime.platform.clock import parse_iso
 
 __all__ = ["METHODOLOGY", "execution_quality", "self_assessment", "slippage_bps", "tolerance_trend"]
@@ -59,11 +60,11 @@ def execution_quality(orders: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     secondary's difference from the primary."""
     per: dict[str, dict[str, list[Any]]] = {}
     for order in orders:
-        if order.get("status") != "FILLED" or order.get("synthetic") or not order.get("provider"):
+        if order.get("status") != FILLED or order.get("synthetic") or not order.get("provider"):
             continue
         row = per.setdefault(str(order["provider"]), {"latency": [], "slippage": []})
         history = order.get("history") or []
-        sent, filled = _at(history, "SUBMITTING", last=True), _at(history, "FILLED", last=False)
+        sent, filled = _at(history, SUBMITTING, last=True), _at(history, FILLED, last=False)
         if sent is not None and filled is not None:
             row["latency"].append((filled - sent).total_seconds() * 1000)
         try:

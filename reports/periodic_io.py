@@ -26,6 +26,7 @@ from tradeops.reports.redaction import redact
 from tradeops.reports.render import environment
 from tradeops.reports.signoff import Policy, Signature, document_digest, standing
 from tradeops.runtime.orderpath.orders import OrderStore
+from tradeops.runtime.orderpath.states import FILLED
 from tradeops.runtime.platform.aws import Aws
 from tradeops.runtime.platform.clock import iso
 from tradeops.runtime.platform.settings import Settings
@@ -153,7 +154,7 @@ def execution_quality(settings: Settings, aws: Aws, *, since: datetime, until: d
                       generated_by: str) -> tuple[dict[str, Any], dict[str, Path]]:
     """Execution quality per broker over the customer orders filled in [since, until)."""
     lo, hi = iso(since), iso(until)
-    orders = [o for o in OrderStore(aws).by_status("FILLED") if lo <= str(o.get("placed_at") or "") < hi]
+    orders = [o for o in OrderStore(aws).by_status(FILLED) if lo <= str(o.get("placed_at") or "") < hi]
     document = periodic.execution_quality(orders)
     document.update(kind="execution-quality", since=lo, until=hi, orders=len(orders), generated_at=iso(),
                     generated_by=generated_by, tradeops_version=__version__)

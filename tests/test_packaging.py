@@ -56,6 +56,15 @@ def test_every_package_folder_is_listed_in_pyproject():
     assert listed == found
 
 
+def test_the_image_build_context_holds_every_top_level_package():
+    """.dockerignore lets every top-level folder the wheel is built from into Containerfile's build context."""
+    packages = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    top = {name.split(".")[1] for name in packages if name.count(".") >= 1}
+    allowed = {line[1:].strip("/") for line in (REPO / ".dockerignore").read_text().splitlines()
+               if line.startswith("!")}
+    assert top - allowed == set(), f".dockerignore keeps these packages out of the image: {sorted(top - allowed)}"
+
+
 @pytest.fixture(scope="session")  # its tests are in two tiers: built once
 def wheel(processes, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A wheel built from a copy of the checkout's files (nothing else of this machine goes in)."""

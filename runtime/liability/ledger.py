@@ -39,6 +39,7 @@ from tradeops.runtime.liability.reimbursement import (
     new_reimbursement,
     reject,
 )
+from tradeops.runtime.orderpath.states import FILLED
 from tradeops.runtime.platform.aws import Aws, aws_errors, condition_failed
 from tradeops.runtime.platform.clock import iso, utcnow
 from tradeops.runtime.platform.errors import BadInput, NotFound, OperationFailed
@@ -176,7 +177,7 @@ class Ledger:
         ``order`` is an orders-table item as plain values (``tradeops.runtime.orderpath.orders.from_item``).
         """
         now = now or utcnow()
-        if order.get("status") != "FILLED":
+        if order.get("status") != FILLED:
             raise BadInput(f"order {order.get('order_id')} is {order.get('status')}, not FILLED")
         if order.get("synthetic"):
             raise BadInput(f"order {order.get('order_id')} is synthetic (a canary): never reimbursed")

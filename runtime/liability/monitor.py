@@ -82,7 +82,7 @@ from tradeops.runtime.liability.watches import Alert, LiabilityWatch
 from tradeops.runtime.liability.writer import Flush, Writer
 from tradeops.runtime.orderpath.double_executions import WATCH_OPEN
 from tradeops.runtime.orderpath.orders import OrderStore, from_item
-from tradeops.runtime.orderpath.states import PENDING
+from tradeops.runtime.orderpath.states import FILLED, PENDING
 from tradeops.runtime.platform.aws import Aws, aws_errors
 from tradeops.runtime.platform.clock import iso, utcnow
 from tradeops.runtime.platform.errors import BadInput, TradeopsError
@@ -286,7 +286,7 @@ class Monitor:
             else:
                 alerts = self._untrack(order["order_id"], now)
             was = old.get("status", {}).get("S") if old else None
-            if status == "FILLED" and was != "FILLED" and not order.get("synthetic"):
+            if status == FILLED and was != FILLED and not order.get("synthetic"):
                 self.counters["fills_seen"] += 1
                 stamp = ddb.get("ApproximateCreationDateTime")
                 self.writer.ledger_entry(order, stamp if isinstance(stamp, datetime) else now)

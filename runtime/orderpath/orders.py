@@ -302,7 +302,7 @@ class OrderStore:
                 TableName=self.table, Key={"order_id": {"S": order_id}},
                 ConditionExpression="#v = :one AND #s = :accepted AND attribute_not_exists(#w)",
                 ExpressionAttributeNames={"#v": "version", "#s": "status", "#w": "swept_at"},
-                ExpressionAttributeValues={":one": {"N": "1"}, ":accepted": {"S": "ACCEPTED"}},
+                ExpressionAttributeValues={":one": {"N": "1"}, ":accepted": {"S": ACCEPTED}},
             )
         except Exception as exc:
             if condition_failed(exc):
