@@ -18,7 +18,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["MODES", "Fault", "bounded_number", "parse_fault"]
+__all__ = ["MODES", "Fault", "bounded_number", "fault_mode", "parse_fault"]
 
 MODES = ("none", "down", "error", "latency", "blackhole", "fill_after_timeout")
 _PARAMS = {"error": {"rate"}, "latency": {"ms"}, "fill_after_timeout": {"ms"}}
@@ -51,18 +51,25 @@ def bounded_number(payload: dict[str, Any], key: str, low: float, high: float) -
     return float(value)
 
 
-def parse_fault(payload: Any) -> Fault:
-    """Validate a fault request; raises ValueError with a reason a person can act on."""
+def fault_mode(payload: Any, modes: tuple[str, ...], params: dict[str, set[str]]) -> str:
+    """The mode of a fault request: one of ``modes``, with no other keys than ``params`` gives it; ValueError
+    naming what is wrong otherwise (the simulators' and the fault proxies' requests are read alike)."""
     if not isinstance(payload, dict):
         raise ValueError("body must be a JSON object like {\"mode\": \"down\"}")
     mode = payload.get("mode")
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
-    allowed = _PARAMS.get(mode, set())
+    if mode not in modes:
+        raise ValueError(f"mode must be one of {', '.join(modes)}; got {mode!r}")
+    allowed = params.get(mode, set())
     extra = sorted(set(payload) - {"mode"} - allowed)
     if extra:
         raise ValueError(f"mode {mode} takes {', '.join(sorted(allowed)) or 'no parameters'}; "
                          f"unexpected: {', '.join(extra)}")
+    return str(mode)
+
+
+def parse_fault(payload: Any) -> Fault:
+    """Validate a fault request; raises ValueError with a reason a person can act on."""
+    mode = fault_mode(payload, MODES, _PARAMS)
     if mode == "error":
         return Fault(mode, rate=bounded_number(payload, "rate", 0.0, 1.0) if "rate" in payload else 1.0)
     if mode == "latency":

@@ -30,7 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from tradeops.runtime.brokers.faults import bounded_number
+from tradeops.runtime.brokers.faults import bounded_number, fault_mode
 
 __all__ = ["HTTP_ONLY", "INJECTED", "MARKER_HEADER", "MODES", "PROTOCOLS", "UPSTREAM_REFUSED",
            "UPSTREAM_UNREACHABLE", "ProxyFault", "delay_seconds", "pace_seconds", "parse_proxy_fault", "strikes"]
@@ -74,18 +74,9 @@ class ProxyFault:
 
 def parse_proxy_fault(payload: Any, *, protocol: str = "http") -> ProxyFault:
     """Validate a fault request for a proxy of ``protocol``; raises ValueError with a reason a person can act on."""
-    if not isinstance(payload, dict):
-        raise ValueError("body must be a JSON object like {\"mode\": \"down\"}")
-    mode = payload.get("mode")
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
+    mode = fault_mode(payload, MODES, _PARAMS)
     if mode in HTTP_ONLY and protocol != "http":
         raise ValueError(f"mode {mode} answers HTTP errors: this proxy relays a {protocol} wire")
-    allowed = _PARAMS.get(mode, set())
-    extra = sorted(set(payload) - {"mode"} - allowed)
-    if extra:
-        raise ValueError(f"mode {mode} takes {', '.join(sorted(allowed)) or 'no parameters'}; "
-                         f"unexpected: {', '.join(extra)}")
     if mode in ("latency", "answer_delay"):
         if "ms" not in payload:
             raise ValueError(f"mode {mode} needs ms (the delay in milliseconds)")
