@@ -11,7 +11,8 @@ import pytest
 import yaml
 from botocore.stub import Stubber
 
-from tradeops.experiments.drill import DrillRequest, plan_faults, reconciliation_checked
+from tradeops.experiments.drill import DrillRequest
+from tradeops.experiments.drilltarget import plan_faults, reconciliation_checked
 from tradeops.experiments.faultbackends import (
     BACKENDS,
     FIS_ACTIONS,
@@ -135,7 +136,7 @@ def test_a_drill_of_another_platform_needs_its_intake_token_before_anything_star
              "token file"),
             (aws, DrillRequest("primary-blackhole", target="https://intake", token_file=empty), "is empty")):
         with pytest.raises(BadInput, match=reason):
-            plan_faults(request, settings, experiment, config)
+            plan_faults(request, settings, experiment, config, stack_up=False)
 
 
 def test_what_a_status_query_reconciliation_cannot_check_is_said_and_not_measured():
