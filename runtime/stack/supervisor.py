@@ -27,21 +27,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import httpx
 
 from tradeops.runtime.orderpath.providers import make_provider
 from tradeops.runtime.orderpath.routing import PROVIDERS
@@ -53,89 +49,10 @@ from tradeops.runtime.platform.settings import Settings, load_settings
 from tradeops.runtime.platform.statefile import clear_state, pid_alive, read_state, write_state
 from tradeops.runtime.stack.deploy import deploy_stack
 from tradeops.runtime.stack.health import heartbeat_check
+from tradeops.runtime.stack.processes import HOST, Component, check_port_free, free_port, stop_process, stop_processes
 
 __all__ = ["Component", "Simulated", "check_real_brokers", "free_port", "launch", "log_tail", "run_supervisor", "stop",
            "stop_process"]
-
-HOST = "127.0.0.1"
-_PR_SET_PDEATHSIG = 1
-
-
-def free_port() -> int:
-    """A port that was free a moment ago (the component binds it straight after)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
-
-
-def _check_port_free(component: str, port: int) -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind((HOST, port))
-        except OSError:
-            raise StackError(f"{component}: port {port} on {HOST} is already in use") from None
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-@dataclass
-class Component:
-    """One process of the stack."""
-
-    name: str
-    argv: list[str]
-    health_url: str | None
-    env: dict[str, str] = field(default_factory=dict)
-    restart: bool = False
-    info: dict[str, Any] = field(default_factory=dict)
-    heartbeat: Callable[[], bool] | None = None  # health from the heartbeats table (workers)
-    proc: subprocess.Popen | None = None
-    restarts: int = 0
-    started_at: float = 0.0
-
-    def start(self, log_dir: Path, base_env: dict[str, str]) -> None:
-        self.started_at = time.monotonic()
-        with open(log_dir / f"{self.name}.log", "ab") as log:  # the child keeps its own copy of the fd
-            self.proc = subprocess.Popen(
-                self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env={**base_env, **self.env}, preexec_fn=_die_with_parent,
-            )
-
-    def healthy(self, timeout: float = 1.0) -> bool:
-        if self.proc is None or self.proc.poll() is not None:
-            return False
-        if self.heartbeat is not None:
-            return self.heartbeat()
-        if self.health_url is None:
-            return True
-        try:
-            return httpx.get(self.health_url, timeout=timeout).status_code < 500
-        except httpx.HTTPError:
-            return False
-
-
-def stop_process(proc: subprocess.Popen, grace: float = 5.0) -> int:
-    """SIGTERM, then SIGKILL if it has not exited within ``grace`` seconds; its exit code."""
-    stop_processes([proc], grace)
-    return proc.returncode
-
-
-def stop_processes(procs: list[subprocess.Popen], grace: float = 5.0) -> None:
-    """SIGTERM to all of ``procs`` at once, then SIGKILL whichever has not exited within ``grace`` seconds."""
-    for proc in procs:
-        if proc.poll() is None:
-            proc.terminate()
-    deadline = time.monotonic() + grace
-    for proc in procs:
-        try:
-            proc.wait(max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
 
 # What the other components call. They stop last, once every caller has stopped: a worker finishing
 # its last order can still record it, and no component's last act is a burst of connection errors,
@@ -316,7 +233,7 @@ class Supervisor:
         base_env["PYTHONUNBUFFERED"] = "1"
         if self.local:
             port = self.ports.get("aws") or free_port()
-            _check_port_free("aws", port)
+            check_port_free("aws", port)
             endpoint = f"http://{HOST}:{port}"
             aws_comp = Component(name="aws", argv=_python("-m", MODULES["aws"], "-H", HOST, "-p", str(port)),
                                  health_url=f"{endpoint}/moto-api/", info={"url": endpoint})
@@ -352,7 +269,7 @@ class Supervisor:
         for comp in _plan(self.ports, workers=self.workers, simulate=self.simulate,
                           fault_proxy=self.settings.fault_proxy, real_brokers=real_brokers):
             if "ports" in comp.info:
-                _check_port_free(comp.name, comp.info["ports"][0])
+                check_port_free(comp.name, comp.info["ports"][0])
             provider = comp.info.get("provider")
             if provider and keys.get(provider):
                 comp.env["TRADEOPS_SIM_API_KEY"] = keys[provider]
