@@ -210,7 +210,8 @@ def test_latency_with_jitter_delays_each_request_within_its_bounds(adapter, prox
 
 
 def test_a_reset_after_forwarding_is_outcome_unknown_though_the_broker_filled(adapter, sim, proxy):
-    """`reset` rate 1 forwards the request, then resets both connections: the outcome is unknown, the fill real."""
+    """`reset` rate 1 forwards the request and, once the broker answered, resets the caller's connection: the
+    outcome is unknown to the caller, the fill real."""
     proxy.set_fault("reset")
     order = _order()
     with pytest.raises(OutcomeUnknown):
@@ -336,8 +337,8 @@ def test_the_proxy_backend_maps_the_experiments_modes_onto_the_proxy(stack, name
 # ---- a wire that is not HTTP -------------------------------------------------------------------
 
 def test_a_tcp_proxy_relays_bytes_and_resets_or_blackholes_connections(stack, tmp_path):
-    """protocol tcp relays the bytes both ways (an order fills); `reset` resets a connection after its first bytes
-    reach the broker; `blackhole` swallows them; `down` refuses."""
+    """protocol tcp relays the bytes both ways (an order fills); `reset` resets the caller's connection once the
+    broker answered; `blackhole` swallows the bytes; `down` refuses."""
     broker = stack["brokers"]["primary"]
     tcp = start_proxy("primary", broker.url, tmp_path, protocol="tcp")
     try:

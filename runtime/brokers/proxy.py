@@ -125,11 +125,8 @@ class _Link:
     writer: asyncio.StreamWriter
     conn: h11.Connection
 
-    def drop(self, *, with_reset: bool = False) -> None:
-        if with_reset:
-            reset(self.writer)
-        else:
-            self.writer.transport.abort()
+    def drop(self) -> None:
+        self.writer.transport.abort()
 
 
 class FaultProxy(FaultedPorts[ProxyFault]):
@@ -266,14 +263,16 @@ class FaultProxy(FaultedPorts[ProxyFault]):
             link.drop()
             return False, None  # part of the request may have reached the broker: its outcome is unknown
         self.counters["forwarded"] += 1
-        if resetting:
-            self.counters["resets"] += 1
-            link.drop(with_reset=True)
-            reset(writer)
-            return False, None
         answer = await self._answer(link, reader, client)
         if answer is None:
             link.drop()
+            return False, None
+        if resetting:
+            # Reset once the broker has answered, so that it has acted: a reset sent right behind the request
+            # can overtake it in the broker's receive queue, and then nothing was forwarded after all.
+            self.counters["resets"] += 1
+            link.drop()
+            reset(writer)
             return False, None
         if fault.mode == "answer_delay":
             await asyncio.sleep(fault.ms / 1000)
@@ -353,13 +352,15 @@ class FaultProxy(FaultedPorts[ProxyFault]):
                 await self._write(up_writer, data, now)
                 if first:
                     self.counters["forwarded"] += 1
-                if first and resetting:
-                    self.counters["resets"] += 1
-                    raise ConnectionResetError("reset by the fault proxy")
                 first = False
 
         async def worker_bound() -> None:
+            first = True
             while data := await up_reader.read(READ_CHUNK):
+                if first and resetting:  # the broker has answered, so it has acted: its caller reads a reset
+                    self.counters["resets"] += 1
+                    raise ConnectionResetError("reset by the fault proxy")
+                first = False
                 now = self.fault
                 if now.mode == "answer_delay":
                     await asyncio.sleep(now.ms / 1000)

@@ -11,8 +11,9 @@ drill against a healthy path)::
     {"mode": "latency", "ms": 800, "jitter_ms": 100} each request forwarded ms ± jitter_ms late (uniform)
     {"mode": "answer_delay", "ms": 5000}             forwarded at once, the answer held back ms: the
                                                      broker has acted, its caller hears late
-    {"mode": "reset", "rate": 0.3}                   that share of requests forwarded, then both
-                                                     connections reset before the answer (default 1)
+    {"mode": "reset", "rate": 0.3}                   that share of requests forwarded and answered by the
+                                                     broker, then the caller's connection reset instead
+                                                     of relaying the answer (default 1)
     {"mode": "error", "rate": 0.5, "status": 503}    that share answered by the proxy itself with the
                                                      status (default 503), never forwarded (HTTP only)
     {"mode": "bandwidth", "bytes_per_second": 2000}  every byte, both ways, paced to that rate
