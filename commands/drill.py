@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -33,6 +34,8 @@ Examples:
   tradeops drill run both-down --stop-oldest-pending 30s
   tradeops drill run primary-outage --tolerance "time_to_detect<=0.5"
   tradeops drill run primary-blackhole --duration 10s --junit drill-junit.xml
+  tradeops drill run primary-blackhole --backend proxy
+  tradeops --aws drill run primary-blackhole --backend fis --target https://intake.staging.example --token-file token
 """
 
 HEADLINE = ("time_to_detect", "time_to_first_secondary_fill", "time_to_99pct_secondary", "time_back_on_primary",
@@ -136,11 +139,14 @@ def _write_junit(path: Path, result: dict[str, Any]) -> None:
 
 
 def run_one(request: DrillRequest, settings: Settings, *, quiet: bool, as_json: bool, junit: Path | None = None,
-            watch: bool = False) -> dict[str, Any]:
+            watch: bool = False, announce: Callable[[], None] | None = None) -> dict[str, Any]:
     """Check, run, render; CheckFailed (exit 1) naming the failing figures when the drill fails.
 
-    ``watch``: the live panel on the terminal while it runs; ``junit``: the result as JUnit XML there too."""
+    ``watch``: the live panel on the terminal while it runs; ``junit``: the result as JUnit XML there too;
+    ``announce`` prints the target (another platform's) once the request is known to be good."""
     prepared = prepare(request, settings)
+    if announce is not None:
+        announce()
     if watch:
         from tradeops.commands.drillpanel import DrillPanel
 
@@ -186,21 +192,43 @@ def run(
                                                                "runs/<time>-drill-<scenario>/).")] = None,
     junit: Annotated[Path | None, typer.Option(metavar="FILE", help="Also write the result as JUnit XML, one test "
                                                                    "case per tolerance figure (for CI).")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live panel.")] = False,
+    backend: Annotated[str | None, typer.Option(metavar="sim|proxy|fis", help="How the faults are injected: sim "
+                                                "(the simulated brokers; the local stack's default), proxy (the fault "
+                                                "proxies in front of the brokers), fis (AWS Fault Injection Service; "
+                                                "AWS's default without proxies).")] = None,
+    target: Annotated[str | None, typer.Option(metavar="URL", help="With --aws: the intake to load (default: the "
+                                                                   "runtime stack's IntakeUrl).")] = None,
+    token_file: Annotated[Path | None, typer.Option(help="The bearer token of the intake a drill of another "
+                                                         "platform loads.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live panel, no progress lines.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Run a drill: start the stack if none is up, load it, break it, measure, judge (exit 1 naming the figure).
 
     At a terminal a live panel shows the drill as it runs; piped, or with --json, it prints nothing but the
-    result."""
+    result. With --aws it drills the platform on AWS instead (nothing local starts): load at its intake, faults
+    through the proxies or FIS, every order reconciled against its orders table and the brokers' own answers."""
     request = DrillRequest(scenario=scenario, rate=rate, duration=_seconds(duration, "--duration"),
                            recover=_seconds(recover, "--recover"), tolerance=_tolerances(tolerance),
                            stop_exposure_gbp=stop_exposure,
                            stop_oldest_pending=_seconds(stop_oldest_pending, "--stop-oldest-pending"),
-                           drain=_seconds(drain, "--drain"), out=out_dir)
-    target = junit_target(junit) if junit is not None else None
+                           drain=_seconds(drain, "--drain"), out=out_dir, backend=backend, target=target,
+                           token_file=token_file)
+    junit_path = junit_target(junit) if junit is not None else None
+    settings, announce = _drill_target(quiet=quiet or as_json)
     watch = out.is_terminal and not as_json and not quiet
-    run_one(request, load_settings(), quiet=not watch, as_json=as_json, junit=target, watch=watch)
+    run_one(request, settings, quiet=not watch, as_json=as_json, junit=junit_path, watch=watch, announce=announce)
+
+
+def _drill_target(*, quiet: bool) -> tuple[Settings, Callable[[], None] | None]:
+    """The local stack's settings; with --aws (or TRADEOPS_TARGET=aws) AWS's, and how to print that target."""
+    from tradeops.commands.context import aws_chosen, context
+
+    settings = load_settings()
+    if not (aws_chosen() or settings.target == "aws"):
+        return settings, None
+    ctx = context()
+    return ctx.settings, lambda: ctx.announce(quiet=quiet)
 
 
 @drill_app.command("list")

@@ -12,6 +12,12 @@ The routing flags are set with :func:`set_routing_flag`, never with chaostoolkit
 ``chaosaws.ssm.actions.put_parameter``: that one writes no audit record and no ``flag_set`` event, and
 rewrites the parameter's description, allowed pattern and tier along with its value.
 
+The fault actions (:func:`inject_fault`, :func:`clear_fault`, :func:`clear_faults`) say what fault, at
+which broker; the fault backend decides how (:mod:`tradeops.experiments.faultbackends`: ``sim``, the
+simulated brokers, the local stack's default; ``proxy``, the fault proxies in front of the brokers;
+``fis``, AWS Fault Injection Service). The configuration key ``fault_backend`` or
+``TRADEOPS_FAULT_BACKEND`` chooses it; ``tradeops drill run --backend`` sets the latter.
+
 Safeguard probes (:func:`total_exposure_below`, :func:`oldest_pending_below`) are what the
 experiments' stop conditions run under ``chaosaddons.controls.safeguards``: each answers True
 while customer harm is inside the limit, and a False ends the method and runs the rollbacks.
@@ -33,10 +39,9 @@ from typing import Any
 from tradeops.experiments import loadproc
 from tradeops.experiments.loadproc import LOAD_OUT_ENV, LOAD_RATE_ENV
 from tradeops.runbooks.identity import Identity
-from tradeops.runtime.brokers.control import SimControl
 from tradeops.runtime.orderpath import figures, heartbeats, inflight
 from tradeops.runtime.orderpath.canary import intake_canary
-from tradeops.runtime.orderpath.fills import broker_fills, reconcile_orders
+from tradeops.runtime.orderpath.fills import broker_fills, fills_by_status, reconcile_orders
 from tradeops.runtime.orderpath.flags import Flags
 from tradeops.runtime.orderpath.orders import OrderStore
 from tradeops.runtime.orderpath.routing import PROVIDERS
@@ -80,7 +85,8 @@ ACTIONS = frozenset({"inject_fault", "clear_fault", "clear_faults", "pause_proce
                      "kill_worker", "move_prices", "run_runbook", "start_load", "stop_load",
                      "set_routing_flag"})
 """The activities that change something; every other one is a probe (discovery types them so)."""
-FAULT_MODES = ("none", "down", "error", "latency", "blackhole", "fill_after_timeout")
+FAULT_MODES = ("none", "down", "error", "latency", "blackhole", "fill_after_timeout", "reset", "bandwidth", "loss")
+"""Every mode some fault backend can show (which backend shows which: ``faultbackends.MODES``)."""
 ACTOR = "drill"
 DRILL_IDENTITY = Identity(ACTOR, "drill")
 """Who a drill's own flag changes are recorded as (approvals in a drill's runbooks are ``drill-*`` identities)."""
@@ -103,13 +109,15 @@ def _aws(configuration: dict[str, Any] | None) -> Aws:
     return Aws(_settings(configuration))
 
 
-def _control(settings: Settings, provider: str) -> SimControl:
-    if provider not in PROVIDERS:
-        raise BadInput(f"unknown provider {provider!r} (one of {', '.join(PROVIDERS)})")
-    url = getattr(settings, f"{provider}_control_url")
-    if not url:
-        raise OperationFailed(f"the {provider} broker has no fault-injection control (not a simulated broker)")
-    return SimControl(url, timeout=10.0)
+def _backend(configuration: dict[str, Any] | None) -> Any:
+    """The fault backend this experiment injects through (``fault_backend``, else the target's default)."""
+    from tradeops.experiments import faultbackends
+
+    settings = _settings(configuration)
+    requested = (configuration or {}).get("fault_backend") or settings.fault_backend
+    proxies = all(settings.broker_proxy_url(p) for p in PROVIDERS)
+    choice = faultbackends.choose(requested or None, local=faultbackends.on_local_stack(settings), proxies=proxies)
+    return faultbackends.make_backend(choice.name, settings, configuration)
 
 
 # ---- probes -------------------------------------------------------------------------------------
@@ -225,16 +233,41 @@ def orders_filling(timeout: float = 10.0, configuration: dict[str, Any] | None =
     return True
 
 
-def _fills(settings: Settings) -> dict[str, list[dict[str, Any]]]:
+def _drill_orders(settings: Settings) -> list[str]:
+    """The order ids of this drill's load: ``TRADEOPS_DRILL_ORDERS`` (``tradeops drill run`` sets it), else the
+    load :func:`start_load` started."""
+    from tradeops.experiments.load import read_ids
+
+    folder = os.environ.get("TRADEOPS_DRILL_ORDERS")
+    if not folder:
+        load = _experiment_load(settings, None)
+        folder = str(Path(load.run_dir) / "orders") if load is not None else None
+    if not folder:
+        raise OperationFailed("the brokers keep no fill ledger we can read, and no drill load is known to check by "
+                              "status query (run it under `tradeops drill run`, or start the load with start_load)")
+    accepted, unanswered = read_ids(Path(folder))
+    return [*accepted, *unanswered]
+
+
+def _fills(settings: Settings, ids: list[str] | None = None) -> dict[str, list[dict[str, Any]]]:
+    """Each broker's fills: its own ledger (the simulated brokers), else, for ``ids`` (by default this drill's
+    orders), its answers to status queries; an order a broker gave no answer about fails the check."""
     fills = broker_fills(settings)
-    if fills is None:
-        raise OperationFailed("the brokers' fill ledgers cannot be read (not simulated brokers)")
+    if fills is not None:
+        return fills
+    asked = _drill_orders(settings) if ids is None else ids
+    fills, unchecked = fills_by_status(settings, Aws(settings), asked)
+    if unchecked:
+        raise OperationFailed(f"{len(unchecked)} of {len(asked)} orders could not be checked (a broker gave no "
+                              f"answer to its status query), {unchecked[0]} first")
     return fills
 
 
 def no_order_filled_twice(configuration: dict[str, Any] | None = None,
                           secrets: dict[str, Any] | None = None) -> bool:
-    """True when no order id appears twice across both brokers' own fill ledgers."""
+    """True when no order id appears twice across both brokers' own fill ledgers. Where the brokers keep none
+    (real brokers, a sandbox), the orders of this drill's load are checked by each broker's status query, and
+    an order a broker gives no answer about fails the probe rather than pass unseen."""
     fills = _fills(_settings(configuration))
     counts = Counter(f["order_id"] for provider in fills for f in fills[provider])
     return all(n == 1 for n in counts.values())
@@ -243,40 +276,64 @@ def no_order_filled_twice(configuration: dict[str, Any] | None = None,
 def fills_reconciled(prefix: str = "", configuration: dict[str, Any] | None = None,
                      secrets: dict[str, Any] | None = None) -> dict[str, Any]:
     """Reconcile the brokers' fills (of order ids starting with ``prefix``) against the orders table:
-    ``{"filled_twice", "wrong_broker", "unrecorded_fill", "fills"}`` (counts; the first three should be 0)."""
+    ``{"filled_twice", "wrong_broker", "unrecorded_fill", "fills"}`` (counts; the first three should be 0).
+    Without fill ledgers, the orders of this drill's load are asked about as :func:`no_order_filled_twice` does."""
     settings = _settings(configuration)
-    fills = _fills(settings)
-    ids = sorted({f["order_id"] for p in fills for f in fills[p] if f["order_id"].startswith(prefix)})
+    ledger = broker_fills(settings)
+    if ledger is not None:
+        ids = sorted({f["order_id"] for p in ledger for f in ledger[p] if f["order_id"].startswith(prefix)})
+    else:
+        ids = [order_id for order_id in _drill_orders(settings) if order_id.startswith(prefix)]
     recon, _ = reconcile_orders(settings, Aws(settings), ids, fills=None)
-    return {"fills": len(ids), **{k: recon.counts.get(k, 0) for k in ("filled_twice", "wrong_broker",
-                                                                     "unrecorded_fill")}}
+    if recon.counts.get("unchecked"):
+        raise OperationFailed(f"{recon.counts['unchecked']} of {len(ids)} orders could not be checked (a broker gave "
+                              "no answer to its status query)")
+    fills = len(ids) if ledger is not None else recon.counts["filled"] + recon.counts["unrecorded_fill"]
+    return {"fills": fills, **{k: recon.counts.get(k, 0) for k in ("filled_twice", "wrong_broker", "unrecorded_fill")}}
 
 
 # ---- actions ------------------------------------------------------------------------------------
 def inject_fault(provider: str, mode: str, rate: float | None = None, ms: float | None = None,
-                 configuration: dict[str, Any] | None = None, secrets: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Break a simulated broker's order API (its control surface stays up); answers the fault now in force.
+                 jitter_ms: float | None = None, status: int | None = None, bytes_per_second: float | None = None,
+                 template: str | None = None, configuration: dict[str, Any] | None = None,
+                 secrets: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Break the path to a broker through the fault backend; answers ``{"backend", "provider", ...}``: the fault
+    now in force (``fault``), or for FIS the experiment started (``experiment_id``, ``template``, ``state``).
 
-    ``mode``: ``down`` (connection refused), ``error`` (503 for a share ``rate`` of requests),
-    ``latency`` (every answer ``ms`` late), ``blackhole`` (reads requests, never answers),
-    ``fill_after_timeout`` (fills at once, answers after ``ms``: the dual-execution trap), ``none``.
-    Example: ``{func: inject_fault, arguments: {provider: primary, mode: error, rate: 0.5}}``."""
+    ``mode``: ``down`` (connection refused), ``blackhole`` (requests read, never answered), ``latency``
+    (every request ``ms`` late; through a proxy ± ``jitter_ms``, through FIS the template's), ``error`` (an
+    error answer for a share ``rate`` of requests: 503 "not accepted" from a simulator, ``status`` from a
+    proxy), ``fill_after_timeout`` (the broker acts at once, its answer comes ``ms`` late: the dual-execution
+    trap), ``reset`` (a share ``rate`` of requests forwarded, then the connection reset; proxy), ``bandwidth``
+    (``bytes_per_second``; proxy), ``loss`` (a share ``rate`` of packets dropped; FIS), ``none``. ``template``
+    names the FIS experiment template when it is not ``<prefix>-<provider>-<mode>``. A mode the backend
+    cannot show is refused. Example: ``{func: inject_fault, arguments: {provider: primary, mode: error,
+    rate: 0.5}}``."""
+    from tradeops.experiments.faultbackends import FaultStep, check_faults
+
     if mode not in FAULT_MODES:
         raise BadInput(f"unknown fault mode {mode!r} (one of {', '.join(FAULT_MODES)})")
-    params = {k: float(v) for k, v in (("rate", rate), ("ms", ms)) if v is not None}
-    with _control(_settings(configuration), provider) as control:
-        return control.set_fault(mode, **params)
+    step = FaultStep.of({"provider": provider, "mode": mode, "rate": rate, "ms": ms, "jitter_ms": jitter_ms,
+                         "status": status, "bytes_per_second": bytes_per_second, "template": template})
+    backend = _backend(configuration)
+    check_faults(backend.name, [step])
+    answer: dict[str, Any] = backend.inject(step)
+    return answer
 
 
 def clear_fault(provider: str, configuration: dict[str, Any] | None = None,
                 secrets: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Heal one broker (fault ``none``)."""
-    return inject_fault(provider, "none", configuration=configuration)
+    """Heal one broker's path (fault ``none``; through FIS, the experiment stopped)."""
+    if provider not in PROVIDERS:
+        raise BadInput(f"unknown provider {provider!r} (one of {', '.join(PROVIDERS)})")
+    answer: dict[str, Any] = _backend(configuration).clear(provider)
+    return answer
 
 
 def clear_faults(configuration: dict[str, Any] | None = None, secrets: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Heal both brokers: the rollback every experiment has."""
-    return {provider: clear_fault(provider, configuration) for provider in PROVIDERS}
+    """Heal both brokers' paths: the rollback every experiment has."""
+    backend = _backend(configuration)
+    return {provider: backend.clear(provider) for provider in PROVIDERS}
 
 
 def move_prices(pct: float = 5.0, over_seconds: float = 0.0, symbols: list[str] | None = None,

@@ -5,13 +5,18 @@ report builder (:func:`tradeops.reports.build.build_run_report`), so drills and 
 independent of each other. Everything is checked before anything starts (:func:`prepare`: scenario,
 tolerance, durations, run folder), so bad input changes nothing. Then:
 
-1. the stack is reused, or started (and stopped at the end) when none is up;
+1. the stack is reused, or started (and stopped at the end) when none is up; a drill of a platform that
+   is not the local stack (``--aws``, ``--target URL`` for a staging intake) starts nothing;
 2. the scenario's load starts (:func:`tradeops.experiments.load.run_load`: Locust in its own process), unless the
    experiment starts its own (``start_load``), which is then the drill's one load
    (:mod:`tradeops.experiments.drillload`);
-3. ``chaos run`` runs the experiment in its own process, writing its journal into the run folder;
-   meanwhile a sampler records the metrics timeline once a second from what the stack publishes;
-4. the load stops, its orders drain and are reconciled against both brokers' fill ledgers;
+3. ``chaos run`` runs the experiment in its own process, writing its journal into the run folder; its
+   faults go through the fault backend chosen for the target (:mod:`.faultbackends`: ``sim``, ``proxy``,
+   ``fis``), checked before anything starts; meanwhile a sampler records the metrics timeline once a
+   second from what the stack publishes;
+4. the load stops, its orders drain and are reconciled against the orders table and both brokers' fill
+   ledgers, or, where the brokers keep none we can read, each broker's status query (what that cannot
+   check is said in ``result.json``, and a figure it cannot measure fails its tolerance);
 5. :mod:`tradeops.drillresult.figures` turns the journal, events, orders and timeline into the
    figures and the verdict, which never comes from ``chaos run``'s exit code;
 6. the report builder writes the run's report into the run folder.
@@ -49,6 +54,7 @@ import yaml
 
 from tradeops.drillresult import figures as drillfigures
 from tradeops.experiments.drillload import DrillLoad, ExperimentLoad, starts_own_load
+from tradeops.experiments.drilltarget import FaultPlan, chaos_exports, plan_faults, reconciliation_checked
 from tradeops.experiments.load import LoadResult, read_ids
 from tradeops.runbooks.audit import AuditLog
 from tradeops.runbooks.identity import current_identity
@@ -66,7 +72,7 @@ from tradeops.runtime.platform.errors import BadInput, OperationFailed, Tradeops
 from tradeops.runtime.platform.events import read_events
 from tradeops.runtime.platform.packagedata import package_file
 from tradeops.runtime.platform.settings import Settings
-from tradeops.runtime.platform.statefile import pid_alive, read_state, resolve_settings, stack_exports
+from tradeops.runtime.platform.statefile import pid_alive, read_state, resolve_settings
 from tradeops.runtime.stack import supervisor
 
 __all__ = ["DrillRequest", "DrillResult", "Prepared", "ReportBuilder", "describe", "history", "prepare", "run_drill",
@@ -95,6 +101,9 @@ class DrillRequest:
     out: Path | None = None
     drain: float | None = None
     workers: int = 2
+    backend: str | None = None
+    target: str | None = None
+    token_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -108,6 +117,7 @@ class Prepared:
     load: dict[str, Any]
     run_dir: Path
     activity_seconds: float = 0.0
+    faults: FaultPlan | None = None
 
 
 @dataclass(frozen=True)
@@ -209,8 +219,10 @@ def prepare(request: DrillRequest, settings: Settings) -> Prepared:
     run_dir = (request.out or settings.runs_dir / f"{_stamp()}-drill-{name}").resolve()
     if run_dir.exists() and any(run_dir.iterdir()):
         raise BadInput(f"run folder {run_dir} exists and is not empty; choose another --out")
+    faults = plan_faults(request, settings, experiment, config, stack_up=_stack_up(settings))
     return Prepared(request=request, name=name, path=path, experiment=experiment, tolerance=tolerance,
-                    configuration=config, load=load, run_dir=run_dir, activity_seconds=float(activity_seconds))
+                    configuration=config, load=load, run_dir=run_dir, activity_seconds=float(activity_seconds),
+                    faults=faults)
 
 
 # ---- the stack ------------------------------------------------------------------------------------
@@ -221,11 +233,14 @@ def _stack_up(settings: Settings) -> bool:
 
 
 @contextlib.contextmanager
-def _stack(settings: Settings, workers: int, progress: Callable[[Progress], None]):
-    """The running local stack, or one started here and stopped on the way out."""
-    if _stack_up(settings):
+def _stack(settings: Settings, workers: int, progress: Callable[[Progress], None], faults: FaultPlan | None = None):
+    """The running local stack, or one started here and stopped on the way out (with fault proxies in front of
+    its brokers for the proxy backend); nothing for a platform that is not the local stack."""
+    if _stack_up(settings) or (faults is not None and faults.remote):
         yield False
         return
+    if faults is not None and faults.choice.name == "proxy":
+        settings = settings.model_copy(update={"fault_proxy": True})
     progress(Progress("stack", f"starting the local stack in {settings.state_dir}"))
     supervisor.launch(settings, workers=workers, local=True, ports={})
     try:
@@ -306,7 +321,8 @@ def _chaos(prep: Prepared, settings: Settings, config: dict[str, Any],
     (run_dir / "experiment.yaml").write_text(yaml.safe_dump(prep.experiment, sort_keys=False), encoding="utf-8")
     (run_dir / "vars.json").write_text(json.dumps({"configuration": config}, indent=2, default=str) + "\n",
                                        encoding="utf-8")
-    env = {**os.environ, **stack_exports(settings), **(environment or {}), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, **chaos_exports(prep.faults, settings, prep.run_dir), **(environment or {}),
+           "PYTHONUNBUFFERED": "1"}
     argv = [sys.executable, "-m", "chaostoolkit", "--log-file", str(run_dir / "chaostoolkit.log"), "--no-version-check",
             "run", "--journal-path", str(run_dir / "journal.json"), "--var-file", str(run_dir / "vars.json"),
             str(run_dir / "experiment.yaml")]
@@ -356,8 +372,10 @@ def run_drill(request: DrillRequest, settings: Settings, *, build_report: Report
     progress = on_progress or (lambda p: None)
     prep = prepared or prepare(request, settings)
     prep.run_dir.mkdir(parents=True, exist_ok=True)
-    with _stack(settings, request.workers, progress) as started_stack:
-        settings = resolve_settings(settings)
+    with _stack(settings, request.workers, progress, prep.faults) as started_stack:
+        settings = resolve_settings(settings) if prep.faults is None else prep.faults.settings(settings, prep.run_dir)
+        if prep.faults is not None and not prep.faults.remote:
+            prep.faults.preflight(settings, prep.run_dir)
         return _run(prep, settings, progress, started_stack, build_report, on_sample)
 
 
@@ -370,13 +388,17 @@ def _run(prep: Prepared, settings: Settings, progress: Callable[[Progress], None
               "param_prefix": settings.param_prefix, "restore_mode": before.mode, "restore_active": before.active,
               "restore_processing": before.processing}
     runner: DrillLoad | ExperimentLoad
+    remote = prep.faults is not None and prep.faults.remote
     if starts_own_load(prep.experiment):
         runner = ExperimentLoad(settings, folder=run_dir / "load", drain=prep.request.drain, rate=prep.request.rate)
     else:
-        # The load outlives the experiment; the drill stops it when chaos is done.
+        # The load outlives the experiment; the drill stops it when chaos is done. Another platform's load goes to
+        # its intake with its token, and its orders are read back from its orders table.
         runner = DrillLoad(settings, scenario=str(prep.load.get("scenario", "steady")), rate=prep.load.get("rate"),
                            seconds=_method_seconds(prep.experiment, config) + prep.activity_seconds + CHAOS_GRACE,
-                           folder=run_dir / "load", drain=prep.request.drain)
+                           folder=run_dir / "load", drain=prep.request.drain,
+                           target=settings.intake_url if remote else None,
+                           token_file=prep.request.token_file if remote else None, orders_table=remote)
     started_at = utcnow()
     sampler = _Sampler(settings, run_dir / "timeline.partial.jsonl", on_sample=on_sample)
     sampler.start()
@@ -387,6 +409,7 @@ def _run(prep: Prepared, settings: Settings, progress: Callable[[Progress], None
                           seconds=_method_seconds(prep.experiment, config) + prep.activity_seconds))
         chaos_code = _chaos(prep, settings, config, runner.environment)
     finally:
+        backend = prep.faults.heal(settings) if prep.faults is not None else {}
         progress(Progress("drain", "stopping the load; draining and reconciling its orders", seconds=runner.drain))
         outcome = runner.finish()
         sampler.halt.set()
@@ -411,7 +434,12 @@ def _run(prep: Prepared, settings: Settings, progress: Callable[[Progress], None
     figures = drillfigures.compute_figures(journal=journal, events=events, orders=orders, timeline=sampler.samples,
                                            counts={k: v for k, v in counts.items() if isinstance(v, int)},
                                            reimbursements_owed=owed, trickle=before.trickle)
-    judgement = drillfigures.judge(figures, prep.tolerance, drillfigures.journal_findings(journal))
+    faults_seen = prep.faults.observed(settings, journal, backend, since=iso(started_at)) if prep.faults else {}
+    checked = reconciliation_checked(load.summary, remote=remote)
+    for name in checked["unmeasured"]:
+        figures[name] = None  # what the reconciliation could not check is not measured, never a pass
+    judgement = drillfigures.judge(figures, prep.tolerance,
+                                   [*drillfigures.journal_findings(journal), *faults_seen.get("findings", [])])
     window = drillfigures.fault_window(journal)
     drill_approvals = [a for r in journal.get("run") or [] if isinstance(r.get("output"), dict)
                        for a in r["output"].get("approvals") or []]
@@ -441,6 +469,9 @@ def _run(prep: Prepared, settings: Settings, progress: Callable[[Progress], None
                  "run_id": load.summary["run_id"], "started_by": runner.started_by, "run_dir": str(load.run_dir),
                  "orders": counts},
         "stack": {"started_by_drill": started_stack, "state_dir": str(settings.state_dir)},
+        "target": prep.faults.target_record(settings) if prep.faults else None,
+        "fault_backend": faults_seen.get("record"),
+        "reconciliation": checked["record"],
         "files": {"journal": "journal.json", "timeline": "timeline.json", "events": "events.json",
                   "audit": "audit.json", "load_summary": "load/summary.json", "experiment": "experiment.yaml",
                   "orders": "orders.json", "evidence": "evidence.json", "report_html": "report.html",

@@ -43,12 +43,16 @@ class DrillLoad:
     started_by = "drill"
 
     def __init__(self, settings: Settings, *, scenario: str, rate: Any, seconds: float, folder: Path,
-                 drain: float | None) -> None:
+                 drain: float | None, target: str | None = None, token_file: Path | None = None,
+                 orders_table: bool = False) -> None:
         self.asked_rate = rate
         self.folder = folder
+        # ``target``/``token_file``/``orders_table``: another platform's intake, its token, and its orders read back
+        # from its orders table (a drill of a platform that is not the local stack).
         self.request = LoadRequest(scenario=scenario, params={"rate": str(5 if rate is None else rate),
                                                               "duration": f"{seconds:.0f}s"},
-                                   out=folder, drain=drain)
+                                   out=folder, drain=drain, target=target, token_file=token_file,
+                                   orders_table=orders_table)
         self.settings = settings
         self.load_prep = prepare_load(self.request, settings)
         self.drain = self.load_prep.drain

@@ -281,7 +281,8 @@ def build_summary(
                                               "unanswered_found": recon.unanswered_found, **recon.counts,
                                               "by_provider": recon.by_provider},
         "reconciliation": {"available": recon is not None, "note": recon_note,
-                           "fills_checked": bool(recon and recon.fills_checked), **drain,
+                           "fills_checked": bool(recon and recon.fills_checked),
+                           "fills_source": recon.fills_source if recon is not None else None, **drain,
                            "offending": None if recon is None else {
                                k: recon.ids[k][:20] for k in ("lost", "filled_twice", "wrong_broker",
                                                               "unrecorded_fill", "pending", "dead_lettered")}},

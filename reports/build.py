@@ -179,7 +179,7 @@ def build_run_report(run_dir: Path, settings: Settings, *, generated_by: str, pd
         result={**result, "run_id": folder.name}, journal=journal, events=_json(folder / "events.json", []),
         audit=_json(folder / "audit.json", []), orders=_json(folder / "orders.json", []),
         files=digests(folder, exclude=OUTPUTS), annotations=_json(folder / ANNOTATIONS, {}),
-        catalogue=data, environment="local" if (result.get("stack") or {}).get("state_dir") else "aws",
+        catalogue=data, environment=_environment(result),
         generated_at=iso(), generated_by=generated_by, version=__version__,
         load_summary=_json(folder / "load" / "summary.json", {}), thresholds=thresholds(settings),
         signatures=signatures, secrets=known_secrets(settings))
@@ -319,3 +319,12 @@ def vulnerability_register(root: Path, *, only_open: bool = False) -> list[dict[
         reports.append({**ev, "vulnerabilities": annotations.get("vulnerabilities") or ev.get("vulnerabilities")})
     rows = register.register(reports, today=utcnow().date())
     return [r for r in rows if r.get("status") != "closed"] if only_open else rows
+
+
+def _environment(result: dict[str, Any]) -> str:
+    """Where the drill ran: its recorded target (``local`` or ``aws``), else, for a run folder older than
+    drills of other platforms, local when it ran on a stack."""
+    target = result.get("target") or {}
+    if target.get("kind"):
+        return str(target["kind"])
+    return "local" if (result.get("stack") or {}).get("state_dir") else "aws"

@@ -454,6 +454,8 @@ def drill_evidence(*, result: Mapping[str, Any], journal: Mapping[str, Any], eve
             "started_at": result.get("started_at"), "ended_at": result.get("ended_at"),
             "journal": result.get("journal") or {},
             "stop_conditions": result.get("stop_conditions") or {},
+            "fault_backend": _fault_backend(result.get("fault_backend")),
+            "not_checked": list((result.get("reconciliation") or {}).get("not_checked") or []),
         },
         "third_parties": _third_parties(catalogue, engagement="drill", filled=by_provider,
                                         faulted=fault.get("provider")),
@@ -468,6 +470,22 @@ def drill_evidence(*, result: Mapping[str, Any], journal: Mapping[str, Any], eve
         "evidence": list(files),
     }
     return _finished(model, catalogue, secrets, signatures)
+
+
+# How each fault backend broke the path, in the report's words (tradeops.experiments.faultbackends).
+FAULT_BACKENDS = {
+    "sim": "the simulated brokers' own fault switch",
+    "proxy": "a fault proxy between the workers and each broker, on a real network path",
+    "fis": "AWS Fault Injection Service, against the worker tasks' network",
+}
+
+
+def _fault_backend(record: Any) -> dict[str, Any] | None:
+    """The fault backend a drill injected through (None for a run folder older than backends)."""
+    if not isinstance(record, dict) or not record.get("name"):
+        return None
+    name = str(record["name"])
+    return {"name": name, "how": FAULT_BACKENDS.get(name, name), "why": record.get("why")}
 
 
 def incident_evidence(*, history: Mapping[str, Any], orders: Sequence[Mapping[str, Any]],

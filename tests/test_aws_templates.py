@@ -9,6 +9,7 @@ from cfnlint.api import ManualArgs, lint_file
 
 from tests.support.commandline import run_main
 from tradeops.runtime.platform.aws import Aws
+from tradeops.runtime.platform.errors import BadInput
 from tradeops.runtime.platform.settings import Settings
 from tradeops.runtime.stack.deploy import deploy_runtime_stack, load_template, runtime_stack_name, runtime_template
 from tradeops.runtime.stack.supervisor import MODULES
@@ -126,7 +127,9 @@ def runtime(aws_settings):
                "VpcId": vpc,
                "PrivateSubnetIds": ",".join(subnets), "ServiceSecurityGroupIds": group,
                "LoadBalancerSecurityGroupIds": group, "CertificateArn": certificate, "WorkerMaxTasks": "8",
-               "PrimaryBrokerUrl": "https://primary.broker.example", "SecondaryBrokerUrl": "https://secondary.example"}
+               "PrimaryBrokerUrl": "https://primary.broker.example", "SecondaryBrokerUrl": "https://secondary.example",
+               # A staging stack: the FIS drills' templates and what the worker tasks need for them.
+               "FaultInjection": "enabled", "PrimaryBrokerPort": "8443", "SecondaryBrokerPort": "9443"}
     deploy_runtime_stack(aws, aws_settings, network)
     cfn = aws.client("cloudformation")
     base = {o["OutputKey"]: o["OutputValue"]
@@ -206,6 +209,45 @@ def test_workers_scale_on_backlog_per_task_and_oldest_message_age(runtime):
     (alarm,) = aws.cloudwatch.describe_alarms(AlarmNames=["ut-worker-scale-out-on-queue-age"])["MetricAlarms"]
     assert alarm["MetricName"] == "ApproximateAgeOfOldestMessage"
     assert alarm["AlarmActions"] == [policies["StepScaling"]["PolicyARN"]]
+
+
+def test_a_staging_stack_deploys_the_fis_drills_templates_and_the_worker_tasks_they_need(runtime, aws_settings):
+    """FaultInjection enabled: the six FIS experiment templates (each broker: blackhole, latency, packet loss) are
+    created, found by the fis backend by their Name tags, each against the worker service's tasks with the
+    base template's alarms as stop conditions; the worker task allows ECS fault injection, shares its process
+    namespace and runs the SSM agent sidecar; a step naming a template the stack lacks is bad input."""
+    from tradeops.experiments.faultbackends import FIS_ACTIONS, FaultStep, FisBackend, fis_template_name
+
+    aws, _, _ = runtime
+    fis = aws.client("fis")
+    backend = FisBackend(aws_settings, client=fis, ledger=aws_settings.state_dir / "fis.json")
+    deployed = backend.templates()
+    wanted = {fis_template_name("ut", p, m) for p in ("primary", "secondary") for m in FIS_ACTIONS}
+    assert wanted <= set(deployed)
+    for name in wanted:
+        template = fis.get_experiment_template(id=deployed[name])["experimentTemplate"]
+        (target,) = template["targets"].values()
+        assert target["resourceType"] == "aws:ecs:task" and target["parameters"]["service"] == "worker"
+        assert {c["value"].rsplit(":", 1)[-1] for c in template["stopConditions"]} == {
+            "ut-oldest-pending-order-age", "ut-total-exposure"}
+        (action,) = template["actions"].values()
+        if "sources" in action["parameters"]:  # latency and loss act on traffic to the broker's host alone
+            broker = "primary.broker.example" if "primary" in name else "secondary.example"
+            assert action["parameters"]["sources"] == broker
+        else:
+            assert action["parameters"]["port"] == ("8443" if "primary" in name else "9443")
+    assert backend.preflight([FaultStep("primary", "latency", {"ms": 2500.0})])["templates"]
+    with pytest.raises(BadInput, match="no FIS experiment template ut-nope is deployed here"):
+        backend.preflight([FaultStep("secondary", "blackhole", template="ut-nope")])
+    ecs = aws.client("ecs")
+    worker = ecs.describe_services(cluster="ut", services=["worker"])["services"][0]
+    task = ecs.describe_task_definition(taskDefinition=worker["taskDefinition"])["taskDefinition"]
+    assert task["pidMode"] == "task"
+    # The emulator drops enableFaultInjection from what it registers: the template must ask for it.
+    worker_task = _resources(RUNTIME)["WorkerTaskDefinition"]["Properties"]
+    assert worker_task["EnableFaultInjection"] == {"Fn::If": ["FaultInjectionEnabled", True, {"Ref": "AWS::NoValue"}]}
+    assert [c["name"] for c in task["containerDefinitions"]] == ["worker", "fis-ssm-agent"]
+    assert not task["containerDefinitions"][1]["essential"]
 
 
 def test_runtime_stack_is_named_after_its_base_and_ships_in_the_package():

@@ -30,8 +30,11 @@ SHORT = ("--rate", "5", "--duration", "3s", "--recover", "8s", "--drain", "30s")
 
 @pytest.fixture(scope="module")
 def drill_stack(tmp_path_factory: pytest.TempPathFactory):
-    """A local stack of the drill tests' own: drills place hundreds of orders and flip every flag."""
+    """A local stack of the drill tests' own: drills place hundreds of orders and flip every flag. Its workers call
+    the brokers through fault proxies, so every drill crosses a real network path and the proxy backend's drills
+    run on the same stack as the simulators'."""
     env = stack_environment(tmp_path_factory.mktemp("drill-stack"))
+    env["TRADEOPS_FAULT_PROXY"] = "true"
     with running_stack(env) as info:
         yield info
 
@@ -57,9 +60,11 @@ def _drill(env: dict[str, str], out: Path, *args: str, timeout: float = 240,
 
 
 def _state(flow) -> dict:
-    """The brokers' faults and the routing flags: what a drill must leave as it found them."""
-    faults = {p: flow.http.get(f"{flow.stack['brokers'][p]['control']}/_sim/fault").json()["mode"]
-              for p in ("primary", "secondary")}
+    """The brokers' and their proxies' faults and the routing flags: what a drill must leave as it found them."""
+    brokers = flow.stack["brokers"]
+    faults = {p: flow.http.get(f"{brokers[p]['control']}/_sim/fault").json()["mode"] for p in ("primary", "secondary")}
+    faults |= {f"proxy-{p}": flow.http.get(f"{brokers[p]['proxy']}/_proxy/fault").json()["mode"]
+               for p in ("primary", "secondary")}
     flags = {name: flow.ssm.get_parameter(Name=f"/tradeops/{name}")["Parameter"]["Value"]
              for name in ("processing", "routing/mode", "routing/active")}
     return {"faults": faults, "flags": flags}
@@ -93,6 +98,9 @@ def test_plain_chaos_run_of_primary_outage_meets_the_hypothesis_before_and_after
 # holds orders for as long as its runbook takes, which on a saturated test box has reached 100 s; this test
 # judges the run and its folder, not that pace (the stop condition has a test of its own).
 EXTRA = {"primary-outage": ("--recover", "12s"), "manual-failover": ("--stop-oldest-pending", "300s")}
+# The drills whose fault is a path that refuses or never answers run through the fault proxies rather than the
+# simulators (the same faults: bench/bench_fault_backends.py compares the two); the rest through the simulators.
+PROXIED = ("primary-outage", "primary-blackhole")
 SCENARIOS = ["primary-outage", "primary-blackhole", "primary-latency", "primary-flapping", "both-down",
              "worker-crash", "manual-failover", "failback", "price-shock"]
 
@@ -102,10 +110,14 @@ def test_every_scenario_passes_through_drill_run_with_a_complete_run_folder(dril
                                                                            scenario):
     """`tradeops drill run SCENARIO` exits 0 with the verdict passed; the run folder holds the journal, load summary,
     timeline (sampled at least once a second), events, audit excerpt and result.json (run_dir set). Piped, with
-    --json and without --quiet, it prints nothing but the result: no panel, no progress line."""
+    --json and without --quiet, it prints nothing but the result: no panel, no progress line. The outage and the
+    blackhole break the path through the fault proxies (`--backend proxy`), the rest the simulators (the default),
+    as result.json records."""
     before = _state(flow)
     out = tmp_path / scenario
-    done = _drill(drill_stack["env"], out, scenario, *SHORT, *EXTRA.get(scenario, ()), quiet=False)
+    backend = "proxy" if scenario in PROXIED else "sim"
+    done = _drill(drill_stack["env"], out, scenario, *SHORT, *EXTRA.get(scenario, ()),
+                  *(("--backend", backend) if scenario in PROXIED else ()), quiet=False)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     assert done.stderr == ""
     result = json.loads(done.stdout)
@@ -126,6 +138,17 @@ def test_every_scenario_passes_through_drill_run_with_a_complete_run_folder(dril
     figures = result["figures"]
     assert figures["orders_lost"] == 0 and figures["orders_filled_twice"] == 0 and figures["orders_placed"] > 0
     assert _state(flow) == before
+    used = result["fault_backend"]
+    assert used["name"] == backend and result["target"]["kind"] == "local"
+    assert result["reconciliation"] == {"method": "the brokers' fill ledgers", "note": None, "not_checked": []}
+    assert {i["output"]["backend"] for i in used["injections"] if "backend" in (i["output"] or {})} <= {backend}
+    if scenario in PROXIED:
+        seen = used["observed"]["proxies"]
+        assert seen["primary"]["upstream_lost"] == [] and seen["secondary"]["upstream_lost"] == []
+        injected = {i["output"]["fault"]["mode"] for i in used["injections"] if "fault" in (i["output"] or {})}
+        assert {"down" if scenario == "primary-outage" else "blackhole", "none"} <= injected
+        if scenario == "primary-blackhole":
+            assert seen["primary"]["counters"]["blackholed"] > 0  # the workers' requests were held by the proxy
     if scenario == "primary-latency":
         # Zero double fills by the brokers' own ledgers, not only by our records.
         ids = set((out / "load" / "orders").glob("*.accepted").__next__().read_text().split())
@@ -182,6 +205,8 @@ def test_the_drill_writes_its_report_with_every_section_and_the_runs_figures(pri
     assert milestones["fault injected"] == result["fault"]["started_at"]
     assert {"detected", "failed over", "fault healed", "back on the primary"} <= set(milestones)
     assert evidence["scenario"]["test_type"] == "simulation" and not evidence["people"]["human_four_eyes"]
+    assert evidence["scenario"]["fault_backend"]["name"] == result["fault_backend"]["name"]
+    assert f"(backend `{result['fault_backend']['name']}`" in md and "Fault injected through:" in html
     listed = {f["path"] for f in evidence["evidence"]}
     assert {"result.json", "journal.json", "orders.json", "load/summary.json"} <= listed
     state = Path(result["stack"]["state_dir"])
@@ -318,16 +343,20 @@ def test_a_stop_condition_that_trips_aborts_the_method_runs_the_rollbacks_and_re
 
 
 def test_bad_drill_input_exits_2_with_one_line_and_writes_nothing(processes, tmp_path):
-    """An unknown scenario, figure or duration, or a --junit file that cannot be written: exit 2, one line, no run
-    folder, even with no stack up."""
+    """An unknown scenario, figure, duration or fault backend, a backend the target cannot use (sim on AWS), or a
+    --junit file that cannot be written: exit 2, one line, no run folder, even with no stack up (the other backend
+    checks: tests/test_fault_backends.py)."""
     env = {"PATH": __import__("os").environ["PATH"], "TRADEOPS_STATE_DIR": str(tmp_path / "state")}
-    for args, needle in ((("no-such",), "unknown scenario 'no-such'"),
-                         (("primary-outage", "--tolerance", "latency<=1"), "unknown figure 'latency'"),
-                         (("primary-outage", "--duration", "soon"), "not a duration"),
-                         (("primary-outage", "--junit", str(tmp_path / "nowhere" / "drill.xml")),
-                          "--junit " + str(tmp_path / "nowhere" / "drill.xml") + ": folder")):
+    on_aws = {**env, "TRADEOPS_TARGET": "aws", "AWS_REGION": "eu-west-2"}
+    nowhere = str(tmp_path / "nowhere" / "drill.xml")
+    for args, needle, where in ((("no-such",), "unknown scenario 'no-such'", env),
+                                (("primary-outage", "--tolerance", "latency<=1"), "unknown figure 'latency'", env),
+                                (("primary-outage", "--duration", "soon"), "not a duration", env),
+                                (("primary-outage", "--junit", nowhere), "--junit " + nowhere + ": folder", env),
+                                (("primary-outage", "--backend", "chaos"), "unknown fault backend 'chaos'", env),
+                                (("primary-outage", "--backend", "sim"), "only the local stack has", on_aws)):
         out = tmp_path / "run"
-        done = run_cli("drill", "run", *args, "--out", str(out), env=env)
+        done = run_cli("drill", "run", *args, "--out", str(out), env=where)
         assert done.returncode == 2, done.stdout + done.stderr
         assert needle in done.stderr and done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
         assert not out.exists()

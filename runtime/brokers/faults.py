@@ -18,7 +18,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["MODES", "Fault", "parse_fault"]
+__all__ = ["MODES", "Fault", "bounded_number", "fault_mode", "parse_fault"]
 
 MODES = ("none", "down", "error", "latency", "blackhole", "fill_after_timeout")
 _PARAMS = {"error": {"rate"}, "latency": {"ms"}, "fill_after_timeout": {"ms"}}
@@ -41,7 +41,8 @@ class Fault:
         return shown
 
 
-def _number(payload: dict[str, Any], key: str, low: float, high: float) -> float:
+def bounded_number(payload: dict[str, Any], key: str, low: float, high: float) -> float:
+    """``payload[key]`` as a float between ``low`` and ``high``; ValueError naming the key otherwise."""
     value = payload[key]
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise ValueError(f"{key} must be a number")
@@ -50,24 +51,31 @@ def _number(payload: dict[str, Any], key: str, low: float, high: float) -> float
     return float(value)
 
 
-def parse_fault(payload: Any) -> Fault:
-    """Validate a fault request; raises ValueError with a reason a person can act on."""
+def fault_mode(payload: Any, modes: tuple[str, ...], params: dict[str, set[str]]) -> str:
+    """The mode of a fault request: one of ``modes``, with no other keys than ``params`` gives it; ValueError
+    naming what is wrong otherwise (the simulators' and the fault proxies' requests are read alike)."""
     if not isinstance(payload, dict):
         raise ValueError("body must be a JSON object like {\"mode\": \"down\"}")
     mode = payload.get("mode")
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
-    allowed = _PARAMS.get(mode, set())
+    if mode not in modes:
+        raise ValueError(f"mode must be one of {', '.join(modes)}; got {mode!r}")
+    allowed = params.get(mode, set())
     extra = sorted(set(payload) - {"mode"} - allowed)
     if extra:
         raise ValueError(f"mode {mode} takes {', '.join(sorted(allowed)) or 'no parameters'}; "
                          f"unexpected: {', '.join(extra)}")
+    return str(mode)
+
+
+def parse_fault(payload: Any) -> Fault:
+    """Validate a fault request; raises ValueError with a reason a person can act on."""
+    mode = fault_mode(payload, MODES, _PARAMS)
     if mode == "error":
-        return Fault(mode, rate=_number(payload, "rate", 0.0, 1.0) if "rate" in payload else 1.0)
+        return Fault(mode, rate=bounded_number(payload, "rate", 0.0, 1.0) if "rate" in payload else 1.0)
     if mode == "latency":
         if "ms" not in payload:
             raise ValueError("mode latency needs ms (the delay in milliseconds)")
-        return Fault(mode, ms=_number(payload, "ms", 0.0, _MAX_MS))
+        return Fault(mode, ms=bounded_number(payload, "ms", 0.0, _MAX_MS))
     if mode == "fill_after_timeout":
-        return Fault(mode, ms=_number(payload, "ms", 0.0, _MAX_MS) if "ms" in payload else 5000.0)
+        return Fault(mode, ms=bounded_number(payload, "ms", 0.0, _MAX_MS) if "ms" in payload else 5000.0)
     return Fault(mode)

@@ -29,9 +29,9 @@ request and never answers, dropping the connection when the fault changes; and
 ``fill_after_timeout`` handles a submission at once but answers it only after ``ms``
 (status, cancel and health still answer promptly).
 
-HTTP is served by h11 over asyncio streams rather than a framework, because two faults need
-control a framework does not give: dropping a connection without any answer, and closing one
-listening socket while the other stays up.
+HTTP is served by h11 over asyncio streams (:mod:`.h11server`) rather than a framework, because two
+faults need control a framework does not give: dropping a connection without any answer, and closing
+one listening socket while the other stays up.
 """
 
 from __future__ import annotations
@@ -44,14 +44,10 @@ import os
 import random
 import signal
 import sys
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
-from urllib.parse import unquote, urlsplit
-
-import h11
 
 from tradeops.runtime.brokers.faults import Fault, parse_fault
+from tradeops.runtime.brokers.h11server import FaultedPorts, HttpServer
 from tradeops.runtime.brokers.orderbook import Book, InvalidOrder
 from tradeops.runtime.brokers.wires import WIRES, HttpReply, HttpRequest
 from tradeops.runtime.platform.logs import FORMATS, configure
@@ -61,158 +57,31 @@ log = logging.getLogger("tradeops.sim")
 __all__ = ["API_KEY_ENV", "Simulator", "main", "sim_command"]
 
 API_KEY_ENV = "TRADEOPS_SIM_API_KEY"
-_MAX_BODY = 1 << 20
-_READ_CHUNK = 65536
-
-# A handler answers with a reply, or with None to drop the connection without answering.
-Handler = Callable[[HttpRequest], Awaitable[HttpReply | None]]
-
-
-class _HttpServer:
-    """A small HTTP/1.1 server (keep-alive, JSON answers) that can close and re-open its port."""
-
-    def __init__(self, host: str, port: int, handler: Handler) -> None:
-        self.host = host
-        self.port = port
-        self._handler = handler
-        self._server: asyncio.Server | None = None
-        self._connections: dict[asyncio.Task[Any], asyncio.StreamWriter] = {}
-
-    @property
-    def is_open(self) -> bool:
-        return self._server is not None
-
-    async def open(self) -> None:
-        if self._server is not None:
-            return
-        self._server = await asyncio.start_server(self._serve, self.host, self.port, reuse_address=True,
-                                                  backlog=1024)
-        # Port 0 asks the OS for one; keep it so that re-opening after `down` uses the same port.
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def close(self) -> None:
-        """Stop listening and drop every connection, answered or not."""
-        server, self._server = self._server, None
-        if server is not None:
-            server.close()
-        connections = list(self._connections.items())
-        for task, writer in connections:
-            writer.transport.abort()
-            task.cancel()
-        await asyncio.gather(*(task for task, _ in connections), return_exceptions=True)
-        if server is not None:
-            await server.wait_closed()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._connections[task] = writer
-        conn = h11.Connection(h11.SERVER)
-        try:
-            while True:
-                request = await self._read_request(conn, reader)
-                if request is None:
-                    break
-                if isinstance(request, HttpReply):
-                    reply: HttpReply | None = request
-                else:
-                    try:
-                        reply = await self._handler(request)
-                    except Exception as exc:  # a simulator bug: say so in one line and keep serving
-                        log.error("sim: internal error on %s %s: %r", request.method, request.path, exc)
-                        reply = HttpReply(500, {"error": {"code": "INTERNAL", "message": "internal error"}})
-                if reply is None or writer.is_closing():
-                    break
-                writer.write(_encode(conn, reply))
-                await writer.drain()
-                if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
-                    break
-                conn.start_next_cycle()
-        except (ConnectionError, h11.ProtocolError):
-            pass  # the client went away or spoke broken HTTP: nothing left to answer
-        finally:
-            self._connections.pop(task, None)
-            writer.transport.abort()
-
-    @staticmethod
-    async def _read_request(conn: h11.Connection,
-                            reader: asyncio.StreamReader) -> HttpRequest | HttpReply | None:
-        """The next request; a 413 reply if its body is too large; None at end of stream."""
-        head: h11.Request | None = None
-        body = bytearray()
-        while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                conn.receive_data(await reader.read(_READ_CHUNK))
-            elif isinstance(event, h11.Request):
-                head = event
-            elif isinstance(event, h11.Data):
-                body += event.data
-                if len(body) > _MAX_BODY:
-                    return HttpReply(413, {"error": {"code": "TOO_LARGE", "message": "body over 1 MiB"}})
-            elif isinstance(event, h11.EndOfMessage) and head is not None:
-                target = urlsplit(head.target.decode("latin-1"))
-                headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in head.headers}
-                return HttpRequest(head.method.decode("latin-1"), unquote(target.path), headers, bytes(body))
-            else:  # ConnectionClosed or PAUSED
-                return None
-
-
-def _encode(conn: h11.Connection, reply: HttpReply) -> bytes:
-    payload = json.dumps(reply.body, separators=(",", ":")).encode()
-    headers = [("content-type", "application/json"), ("content-length", str(len(payload)))]
-    if conn.their_state is not h11.DONE:
-        headers.append(("connection", "close"))  # we answer before the body is read (413)
-    return (conn.send(h11.Response(status_code=reply.status, headers=headers))
-            + conn.send(h11.Data(data=payload)) + conn.send(h11.EndOfMessage()))
-
 
 def _control_error(status: int, reason: str) -> HttpReply:
     return HttpReply(status, {"ok": False, "error": reason})
 
 
-class Simulator:
+class Simulator(FaultedPorts[Fault]):
     """One simulated broker: book, wire, fault, and the two servers."""
 
     def __init__(self, *, name: str, wire: str, host: str, order_port: int, control_port: int, seed: int,
                  api_key: str | None) -> None:
+        super().__init__(Fault(), HttpServer(host, order_port, self._on_order_request),
+                         HttpServer(host, control_port, self._on_control_request))
         self.name = name
         self.wire = WIRES[wire]
         self.book = Book(name, seed)
-        self.fault = Fault()
         self._api_key = api_key
         self._fault_rng = random.Random(seed)
-        self._fault_changed = asyncio.Event()
-        self.orders = _HttpServer(host, order_port, self._on_order_request)
-        self.control = _HttpServer(host, control_port, self._on_control_request)
 
     def __repr__(self) -> str:  # never shows the key
         return f"Simulator(name={self.name!r}, wire={self.wire.name!r}, fault={self.fault.as_dict()!r})"
 
-    async def start(self) -> None:
-        await self.control.open()
-        await self.orders.open()
-
-    async def stop(self) -> None:
-        self._fault_changed.set()
-        await self.orders.close()
-        await self.control.close()
-
-    async def set_fault(self, fault: Fault) -> None:
-        """Apply a new fault: open or close the order port, release requests held by a blackhole."""
-        if fault.mode == "down":
-            await self.orders.close()
-        else:
-            await self.orders.open()
-        self.fault = fault
-        # Wake everything waiting on the old fault (blackholed requests drop their connection).
-        changed, self._fault_changed = self._fault_changed, asyncio.Event()
-        changed.set()
-
     async def _on_order_request(self, request: HttpRequest) -> HttpReply | None:
         fault = self.fault
         if fault.mode == "blackhole":
-            await self._fault_changed.wait()
+            await self.until_fault_changes()
             return None
         if fault.mode == "error" and self._fault_rng.random() < fault.rate:
             return self.wire.unavailable()

@@ -50,6 +50,7 @@ def _client(settings: Settings, aws: Aws, provider: str, *, keyed: bool = True) 
         api_key=broker_api_key(settings, aws, provider) if keyed else None,
         connect_timeout=settings.broker_connect_timeout,
         read_timeout=settings.broker_read_timeout,
+        fault_proxy=settings.fault_proxy,
     )
 
 

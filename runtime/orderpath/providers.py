@@ -25,7 +25,11 @@ one call and turns what it came back with, error or record, into an answer (:mod
 also decides what that answer does to the order).
 
 httpx's exceptions are translated in one place, ``_map_httpx_errors``; each wire classifies its
-unsuccessful answers through ``_refusal``. The API key lives only inside an ``httpx.Auth`` whose
+unsuccessful answers through ``_refusal``. An adapter told it calls the broker through a fault proxy
+(``fault_proxy``, :mod:`tradeops.runtime.brokers.proxy`) reads the proxy's own answers for what they
+are, never as the broker's: the broker refused the proxy (``NotConnected``), or the proxy could not
+reach the broker at all (``NotReceived``, naming the proxy's path). Only then: a broker must not be
+able to claim it never saw an order by answering like a proxy. The API key lives only inside an ``httpx.Auth`` whose
 repr hides it; no adapter, error or log line shows it.
 """
 
@@ -44,6 +48,7 @@ from urllib.parse import quote
 
 import httpx
 
+from tradeops.runtime.brokers.proxyfaults import MARKER_HEADER, UPSTREAM_REFUSED, UPSTREAM_UNREACHABLE
 from tradeops.runtime.orderpath.answers import Answer, Call, Execution, Reply, reply_of
 from tradeops.runtime.platform.errors import BadInput, ConfigError, ProviderError
 
@@ -193,6 +198,18 @@ def _map_httpx_errors(provider: str, order_id: str | None) -> Iterator[None]:
                              provider=provider, order_id=order_id, answered=False) from exc
 
 
+def _proxy_unreached(provider: str, order_id: str | None, marker: str, body: dict[str, Any] | None) -> NotReceived:
+    """The fault proxy in front of ``provider`` answered instead of it: nothing reached the broker."""
+    error = (body or {}).get("error")
+    detail = str(error.get("message")) if isinstance(error, dict) and error.get("message") else "no detail"
+    if marker == UPSTREAM_REFUSED:
+        return NotConnected(f"{provider}: {_subject(order_id)} not received: the broker refused the fault proxy's "
+                            f"connection ({detail})", provider=provider, order_id=order_id, answered=False)
+    return NotReceived(f"{provider}: {_subject(order_id)} not received: the fault proxy in front of {provider} cannot "
+                       f"reach it ({detail}); a fault of the proxy's path, not an answer of the broker",
+                       provider=provider, order_id=order_id, answered=False)
+
+
 def _refusal(provider: str, order_id: str | None, status_code: int, *, accepted: Any,
              detail: str) -> BrokerCallError:
     """Classify an answer that is neither a result nor a business rejection."""
@@ -234,9 +251,10 @@ class _HttpProvider:
     _health_path: ClassVar[str]
 
     def __init__(self, name: str, base_url: str, *, auth: httpx.Auth | None, connect_timeout: float,
-                 read_timeout: float) -> None:
+                 read_timeout: float, fault_proxy: bool = False) -> None:
         self.name = name
         self.base_url = base_url.rstrip("/")
+        self.fault_proxy = fault_proxy
         self._client = httpx.Client(
             base_url=self.base_url,
             auth=auth,
@@ -268,7 +286,11 @@ class _HttpProvider:
             parsed = response.json() if content else None
         except ValueError:
             parsed = None
-        return response.status_code, parsed if isinstance(parsed, dict) else None
+        body = parsed if isinstance(parsed, dict) else None
+        marker = response.headers.get(MARKER_HEADER) if self.fault_proxy else None
+        if marker in (UPSTREAM_REFUSED, UPSTREAM_UNREACHABLE):
+            raise _proxy_unreached(self.name, order_id, marker, body)
+        return response.status_code, body
 
     def _unreadable(self, order_id: str | None, why: object) -> OutcomeUnknown:
         return OutcomeUnknown(f"{self.name}: outcome of {_subject(order_id)} unknown (unreadable answer: {why})",
@@ -308,9 +330,10 @@ class AlphaProvider(_HttpProvider):
     _TYPES = {"MARKET": "MKT", "LIMIT": "LMT"}
 
     def __init__(self, name: str, base_url: str, *, api_key: str | None, connect_timeout: float,
-                 read_timeout: float) -> None:
+                 read_timeout: float, fault_proxy: bool = False) -> None:
         auth = _ApiKeyAuth("X-Api-Key", api_key) if api_key else None
-        super().__init__(name, base_url, auth=auth, connect_timeout=connect_timeout, read_timeout=read_timeout)
+        super().__init__(name, base_url, auth=auth, connect_timeout=connect_timeout, read_timeout=read_timeout,
+                         fault_proxy=fault_proxy)
 
     @staticmethod
     def _error(body: dict[str, Any] | None) -> dict[str, Any]:
@@ -375,9 +398,10 @@ class BetaProvider(_HttpProvider):
     _STATUS = {"executed": FILLED, "rejected": REJECTED, "cancelled": CANCELLED}
 
     def __init__(self, name: str, base_url: str, *, api_key: str | None, connect_timeout: float,
-                 read_timeout: float) -> None:
+                 read_timeout: float, fault_proxy: bool = False) -> None:
         auth = _ApiKeyAuth("Authorization", f"Bearer {api_key}") if api_key else None
-        super().__init__(name, base_url, auth=auth, connect_timeout=connect_timeout, read_timeout=read_timeout)
+        super().__init__(name, base_url, auth=auth, connect_timeout=connect_timeout, read_timeout=read_timeout,
+                         fault_proxy=fault_proxy)
 
     def _failure(self, status_code: int, body: dict[str, Any] | None, order_id: str | None) -> BrokerCallError:
         body = body or {}
@@ -445,11 +469,13 @@ ADAPTERS: dict[str, type[AlphaProvider] | type[BetaProvider]] = {"alpha": AlphaP
 
 
 def make_provider(name: str, wire: str, base_url: str, *, api_key: str | None, connect_timeout: float,
-                  read_timeout: float) -> Provider:
-    """The adapter for ``wire`` talking to the broker at ``base_url`` as provider ``name``."""
+                  read_timeout: float, fault_proxy: bool = False) -> Provider:
+    """The adapter for ``wire`` talking to the broker at ``base_url`` as provider ``name`` (through a tradeops
+    fault proxy when ``fault_proxy``: its own answers are then read as the proxy's)."""
     adapter = ADAPTERS.get(wire)
     if adapter is None:
         raise ConfigError(f"provider {name}: unknown wire {wire!r} (known: {', '.join(sorted(ADAPTERS))})")
     if not base_url.startswith(("http://", "https://")):
         raise ConfigError(f"provider {name}: base URL must start with http:// or https://")
-    return adapter(name, base_url, api_key=api_key, connect_timeout=connect_timeout, read_timeout=read_timeout)
+    return adapter(name, base_url, api_key=api_key, connect_timeout=connect_timeout, read_timeout=read_timeout,
+                   fault_proxy=fault_proxy)

@@ -19,7 +19,14 @@ Cross-checks, counted on top (an order counted here is also counted above):
 - ``filled_twice``: more than one fill across both brokers;
 - ``wrong_broker``: filled at a broker other than the one the order records;
 - ``unrecorded_fill``: a broker filled it, but the order says REJECTED, CANCELLED or DEAD_LETTERED
-  (the customer was told it did not trade).
+  (the customer was told it did not trade);
+- ``unchecked``: a broker could not be asked about it (a status query with no answer), so its fills
+  are not known: it is never called lost for want of a fill, and never proven filled only once.
+
+The fills are each broker's own fill ledger (the simulated brokers' ``/_sim/fills``) or, where a
+broker has none (a real broker, a sandbox), its answer to a status query for each order
+(``fills_source``): a broker that filled one order twice under the same id answers once, which only
+a ledger would show.
 
 Time to fill is measured from the orders' own timestamps: ``placed_at`` to the history entry
 that moved the order to FILLED.
@@ -39,7 +46,7 @@ from tradeops.runtime.platform.clock import parse_iso
 __all__ = ["OUTCOMES", "Reconciliation", "fill_times", "reconcile"]
 
 OUTCOMES = ("filled", "rejected", "cancelled", "dead_lettered", "pending", "lost")
-CHECKS = ("filled_twice", "wrong_broker", "unrecorded_fill")
+CHECKS = ("filled_twice", "wrong_broker", "unrecorded_fill", "unchecked")
 _BY_STATUS = {FILLED: "filled", REJECTED: "rejected", CANCELLED: "cancelled", DEAD_LETTERED: "dead_lettered"}
 
 
@@ -55,12 +62,15 @@ class Reconciliation:
     ids: dict[str, list[str]]
     by_provider: dict[str, int] = field(default_factory=dict)
     """FILLED orders per broker named by the order."""
+    fills_source: str | None = None
+    """Where the fills came from: ``ledger`` (the brokers' fill ledgers), ``status`` (status queries), or None."""
 
     def as_dict(self, *, limit: int | None = None) -> dict[str, Any]:
         """Plain data; ``limit`` caps each id list (the full lists belong in the run folder)."""
         return {
             "placed": self.placed, "unanswered": self.unanswered, "unanswered_found": self.unanswered_found,
-            "fills_checked": self.fills_checked, "counts": dict(self.counts), "by_provider": dict(self.by_provider),
+            "fills_checked": self.fills_checked, "fills_source": self.fills_source, "counts": dict(self.counts),
+            "by_provider": dict(self.by_provider),
             "ids": {k: (v if limit is None else v[:limit]) for k, v in self.ids.items()},
         }
 
@@ -71,6 +81,7 @@ def reconcile(
     fills: Mapping[str, Iterable[Mapping[str, Any]]] | None,
     *,
     unanswered: Iterable[str] = (),
+    unchecked: Iterable[str] = (),
 ) -> Reconciliation:
     """Count the accepted orders by outcome and cross-check them against the brokers' fills.
 
@@ -78,10 +89,12 @@ def reconcile(
     each broker to its fill ledger (``{"order_id", ...}`` entries; other orders' fills are ignored),
     or is None when no ledger can be read: then FILLED orders are taken at their word and the
     cross-checks are not made (``fills_checked`` False). ``unanswered`` ids (no answer came) are
-    not placed orders; those that exist anyway are reported as ``unanswered_found``.
+    not placed orders; those that exist anyway are reported as ``unanswered_found``. ``unchecked`` ids are
+    orders some broker could not be asked about: their fills are not known.
     """
     placed_ids = list(dict.fromkeys(accepted))
     wanted = set(placed_ids)
+    unknown = set(unchecked)
     fills_at: dict[str, list[str]] = {}
     if fills is not None:
         for provider, ledger in fills.items():
@@ -98,8 +111,10 @@ def reconcile(
             continue
         status = str(order.get("status"))
         at = fills_at.get(order_id, [])
+        if order_id in unknown:
+            ids["unchecked"].append(order_id)
         if status == FILLED:
-            if fills is not None and not at:
+            if fills is not None and not at and order_id not in unknown:
                 ids["lost"].append(order_id)
                 continue
             ids["filled"].append(order_id)

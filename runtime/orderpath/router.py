@@ -52,6 +52,7 @@ def open_providers(settings: Settings, aws: Aws) -> dict[str, Provider]:
         providers[name] = make_provider(
             name, settings.broker_wire(name), url, api_key=broker_api_key(settings, aws, name),
             connect_timeout=settings.broker_connect_timeout, read_timeout=settings.broker_read_timeout,
+            fault_proxy=settings.fault_proxy,
         )
     return providers
 

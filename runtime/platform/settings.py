@@ -218,6 +218,18 @@ class Settings(BaseSettings):
     primary_control_url: str | None = None
     secondary_control_url: str | None = None
 
+    # Fault injection for drills (docs/architecture.md, "Faults"). fault_proxy: the brokers are reached through
+    # tradeops fault proxies (runtime/brokers/proxy.py): the local stack starts one in front of each broker, and
+    # the adapters read a proxy's own answers as the proxy's. The proxies' control addresses are filled in from
+    # the stack state, or set here for proxies run elsewhere (staging, in front of a broker's sandbox).
+    fault_proxy: bool = False
+    primary_proxy_url: str | None = None
+    secondary_proxy_url: str | None = None
+    # How drills inject their faults: sim (the simulated brokers' /_sim/fault, the local stack's default),
+    # proxy (the fault proxies) or fis (AWS Fault Injection Service, the runtime template's experiment
+    # templates). Unset: sim on the local stack, elsewhere proxy when the proxies are known, else fis.
+    fault_backend: Literal["sim", "proxy", "fis"] | None = None
+
     @property
     def symbol_list(self) -> list[str]:
         """The tradable universe's tickers: ``symbols``, or the shipped universe when it is empty."""
@@ -256,6 +268,10 @@ class Settings(BaseSettings):
 
     def broker_wire(self, provider: str) -> str:
         return self.primary_wire if provider == "primary" else self.secondary_wire
+
+    def broker_proxy_url(self, provider: str) -> str | None:
+        """The control address of the fault proxy in front of ``provider``, if one is known."""
+        return self.primary_proxy_url if provider == "primary" else self.secondary_proxy_url
 
     @property
     def template(self) -> Path:

@@ -152,6 +152,9 @@ def _fill(settings: Settings, state: StackState) -> Settings:
             update[f"{provider}_url"] = broker["url"]
             update[f"{provider}_wire"] = broker["wire"]
             update[f"{provider}_control_url"] = broker["control"]
+            if broker.get("proxy"):  # the workers call the broker through a fault proxy (its control address)
+                update[f"{provider}_proxy_url"] = broker["proxy"]
+                update["fault_proxy"] = True
     if settings.prices_url is None and state.get("prices"):
         update["prices_url"] = state["prices"]
     if settings.intake_url is None and state.get("intake"):

@@ -27,8 +27,8 @@ from tradeops.runtime.platform.errors import BadInput, ConfigError, StackError
 from tradeops.runtime.platform.settings import Settings
 
 __all__ = ["BASE_OUTPUTS_FOR_RUNTIME", "BROKER_URL", "broker_parameters", "deploy_runtime_stack", "deploy_stack",
-           "load_template", "parse_template", "runtime_parameters", "runtime_stack_name", "runtime_template",
-           "stack_outputs", "template_parameters"]
+           "fis_template_request", "load_template", "parse_template", "runtime_parameters", "runtime_stack_name",
+           "runtime_template", "stack_outputs", "template_conditions", "template_parameters"]
 
 
 class _CfnLoader(yaml.SafeLoader):
@@ -145,15 +145,55 @@ _ATTRIBUTES: dict[tuple[str, str], Any] = {
 }
 
 
+_NO_VALUE = object()
+"""What ``!Ref AWS::NoValue`` resolves to: the property, or the list item, is left out."""
+
+
+def template_conditions(doc: dict[str, Any], params: dict[str, Any]) -> dict[str, bool]:
+    """Each of the template's conditions, evaluated with ``params`` (what ``!Ref`` of each parameter gives)."""
+    specs = doc.get("Conditions") or {}
+    known: dict[str, bool] = {}
+
+    def value(node: Any) -> Any:
+        if isinstance(node, dict) and set(node) == {"Ref"}:
+            return params.get(node["Ref"])
+        if isinstance(node, dict) and len(node) == 1:
+            return truth(node)
+        return node
+
+    def truth(node: Any) -> bool:
+        (name, arg), = node.items()
+        if name == "Fn::Equals":
+            return bool(str(value(arg[0])) == str(value(arg[1])))
+        if name == "Fn::Not":
+            return not truth(arg[0])
+        if name == "Fn::And":
+            return all(truth(a) for a in arg)
+        if name == "Fn::Or":
+            return any(truth(a) for a in arg)
+        if name == "Condition":
+            return condition(arg)
+        raise StackError(f"template: condition function {name} is not one the local stack evaluates")
+
+    def condition(name: str) -> bool:
+        if name not in known:
+            known[name] = truth(specs[name])
+        return known[name]
+
+    return {name: condition(name) for name in specs}
+
+
 class _Resolver:
-    """Resolves the intrinsic functions the skipped and completed resources use (Ref, Sub, GetAtt)."""
+    """Resolves the intrinsic functions the skipped and completed resources use (Ref, Sub, GetAtt, If, Select,
+    Split)."""
 
     def __init__(self, params: dict[str, Any], physical: dict[str, str], region: str, account: str, *,
-                 types: dict[str, str]) -> None:
+                 types: dict[str, str], conditions: dict[str, bool] | None = None) -> None:
         self.values = {**params, "AWS::Region": region, "AWS::AccountId": account,
                        "AWS::Partition": "aws", **physical}
         self.account = account
         self.types = types
+        self.conditions = conditions or {}
 
     def attribute(self, logical: str, attr: str) -> str:
         convert = _ATTRIBUTES.get((self.types.get(logical, ""), attr))
@@ -174,33 +214,25 @@ class _Resolver:
 
     def __call__(self, value: Any) -> Any:
         if isinstance(value, list):
-            return [self(v) for v in value]
+            return [item for item in (self(v) for v in value) if item is not _NO_VALUE]
         if not isinstance(value, dict):
             return value
         if set(value) == {"Ref"}:
-            return self.values[value["Ref"]]
+            return _NO_VALUE if value["Ref"] == "AWS::NoValue" else self.values[value["Ref"]]
         if set(value) == {"Fn::Sub"}:
             return self._sub(value["Fn::Sub"])
         if set(value) == {"Fn::GetAtt"}:
             return self.attribute(*value["Fn::GetAtt"])
-        return {k: self(v) for k, v in value.items()}
-
-    def holds(self, condition: Any, conditions: dict[str, Any]) -> bool:
-        """Whether a template condition (by name, or an Fn::Equals/Not/And/Or over parameters) is true."""
-        if isinstance(condition, str):
-            return self.holds(conditions[condition], conditions)
-        (op, args), = condition.items()
-        if op == "Fn::Equals":
-            return bool(self(args[0]) == self(args[1]))
-        if op == "Fn::Not":
-            return not self.holds(args[0], conditions)
-        if op == "Fn::And":
-            return all(self.holds(a, conditions) for a in args)
-        if op == "Fn::Or":
-            return any(self.holds(a, conditions) for a in args)
-        if op == "Condition":
-            return self.holds(args, conditions)
-        raise StackError(f"template: condition function {op} is not understood here")
+        if set(value) == {"Fn::If"}:
+            name, then, otherwise = value["Fn::If"]
+            return self(then if self.conditions[name] else otherwise)
+        if set(value) == {"Fn::Select"}:
+            index, items = value["Fn::Select"]
+            return self(items)[int(index)]
+        if set(value) == {"Fn::Split"}:
+            separator, text = value["Fn::Split"]
+            return str(self(text)).split(separator)
+        return {k: resolved for k, v in value.items() if (resolved := self(v)) is not _NO_VALUE}
 
 
 def _typed(aws: Aws, service: str, operation: str, args: dict[str, Any]) -> dict[str, Any]:
@@ -293,6 +325,45 @@ def _create_topic_policy(aws: Aws, props: dict[str, Any]) -> str:
     return ",".join(props["Topics"])
 
 
+def fis_template_request(props: dict[str, Any]) -> dict[str, Any]:
+    """An ``AWS::FIS::ExperimentTemplate``'s resolved properties as FIS's CreateExperimentTemplate request.
+
+    The keys of its maps (targets, actions, parameters, tags) are names of the template's own and stay
+    as written; only the properties' names change case."""
+    def target(spec: dict[str, Any]) -> dict[str, Any]:
+        out = {"resourceType": spec["ResourceType"], "selectionMode": spec["SelectionMode"]}
+        for key, name in (("Parameters", "parameters"), ("ResourceArns", "resourceArns"),
+                          ("ResourceTags", "resourceTags")):
+            if key in spec:
+                out[name] = spec[key]
+        return out
+
+    def action(spec: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {"actionId": spec["ActionId"]}
+        if "Parameters" in spec:
+            out["parameters"] = {k: str(v) for k, v in spec["Parameters"].items()}
+        if "Targets" in spec:
+            out["targets"] = dict(spec["Targets"])
+        return out
+
+    request: dict[str, Any] = {
+        "description": props["Description"], "roleArn": props["RoleArn"],
+        "targets": {name: target(spec) for name, spec in (props.get("Targets") or {}).items()},
+        "actions": {name: action(spec) for name, spec in props["Actions"].items()},
+        "stopConditions": [{"source": c["Source"], **({"value": c["Value"]} if "Value" in c else {})}
+                           for c in props["StopConditions"]],
+        "tags": {k: str(v) for k, v in (props.get("Tags") or {}).items()},
+    }
+    options = props.get("ExperimentOptions") or {}
+    if options:
+        request["experimentOptions"] = {k[:1].lower() + k[1:]: v for k, v in options.items()}
+    return request
+
+
+def _create_experiment_template(aws: Aws, props: dict[str, Any]) -> str:
+    return str(aws.client("fis").create_experiment_template(**fis_template_request(props))["experimentTemplate"]["id"])
+
+
 # Resource types the emulator's CloudFormation skips, and how to create them instead. Each returns the
 # physical id CloudFormation would give (what `!Ref` of it resolves to).
 _FALLBACK_CREATORS = {
@@ -303,6 +374,7 @@ _FALLBACK_CREATORS = {
     "AWS::CloudWatch::Alarm": _create_alarm,
     "AWS::ApplicationAutoScaling::ScalableTarget": _create_scalable_target,
     "AWS::ApplicationAutoScaling::ScalingPolicy": _create_scaling_policy,
+    "AWS::FIS::ExperimentTemplate": _create_experiment_template,
 }
 
 
@@ -352,7 +424,7 @@ def _complete_task_definition(aws: Aws, arn: str, props: dict[str, Any]) -> str:
     and size dropped. Registered again here with all of them; the incomplete revision is retired."""
     ecs = aws.client("ecs")
     keys = ("Family", "ContainerDefinitions", "RequiresCompatibilities", "NetworkMode", "Cpu", "Memory",
-            "TaskRoleArn", "ExecutionRoleArn", "RuntimePlatform")
+            "TaskRoleArn", "ExecutionRoleArn", "RuntimePlatform", "PidMode", "EnableFaultInjection")
     args = _typed(aws, "ecs", "RegisterTaskDefinition", _camel({k: props[k] for k in keys if k in props}))
     registered = ecs.register_task_definition(**args)["taskDefinition"]["taskDefinitionArn"]
     ecs.deregister_task_definition(taskDefinition=arn)
@@ -445,11 +517,13 @@ def _deploy(aws: Aws, template: Path, stack_name: str, params: dict[str, str], r
                     if s.get("LogicalResourceId")}
         created = {k: v for k, v in physical.items() if v}
         account = aws.client("sts").get_caller_identity()["Account"]
-        resolve = _Resolver(_parameter_values(doc, params), created, region, account,
-                            types={k: v["Type"] for k, v in doc["Resources"].items()})
+        values = _parameter_values(doc, params)
+        conditions = template_conditions(doc, values)
+        resolve = _Resolver(values, created, region, account, types={k: v["Type"] for k, v in doc["Resources"].items()},
+                            conditions=conditions)
         for logical, resource in doc["Resources"].items():
-            if "Condition" in resource and not resolve.holds(resource["Condition"], doc.get("Conditions", {})):
-                continue  # CloudFormation creates nothing for a resource whose condition is false
+            if not conditions.get(resource.get("Condition", ""), True):
+                continue  # not part of this stack (its condition is false)
             if created.get(logical):
                 completer = _COMPLETERS.get(resource["Type"])
                 if completer is not None:

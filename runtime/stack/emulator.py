@@ -34,6 +34,11 @@ bench/README.md, "Where the emulator's time went"):
 
 Werkzeug's one log line per request is turned off too (the stack's logs are for our services).
 
+One gap of moto's CloudFormation is filled (:func:`fill_moto_gaps`): a list item that resolves to
+``AWS::NoValue`` (``- !If [Condition, item, !Ref AWS::NoValue]``, how the runtime template adds the FIS
+sidecar container only with FaultInjection enabled) is dropped, as CloudFormation drops it; moto kept a
+``None`` there, and registering the task definition failed.
+
 Run as ``python -m tradeops.runtime.stack.emulator -H 127.0.0.1 -p PORT`` (the supervisor and the
 test fixtures do); it serves the same API as ``python -m moto.server``.
 """
@@ -50,7 +55,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["SERIALISED_TARGETS", "SerialDynamoDB", "authorize_resources", "main", "speed_up_moto"]
+__all__ = ["SERIALISED_TARGETS", "SerialDynamoDB", "authorize_resources", "fill_moto_gaps", "main", "speed_up_moto"]
 
 # X-Amz-Target prefixes of the requests that run one at a time: DynamoDB, DynamoDB Streams, Kinesis.
 SERIALISED_TARGETS = ("DynamoDB", "Kinesis_")
@@ -181,6 +186,24 @@ def _json_body(body: object) -> dict[str, Any]:
     return parsed if isinstance(parsed, dict) else {}
 
 
+def fill_moto_gaps() -> None:
+    """Make moto's CloudFormation drop list items that resolve to AWS::NoValue (see the module docstring)."""
+    from moto.cloudformation import parsing
+
+    if getattr(parsing.clean_json, "drops_no_value", False):
+        return
+    original = parsing.clean_json
+
+    def clean_json(resource_json: Any, resources_map: Any) -> Any:
+        if isinstance(resource_json, list):
+            # moto resolves !Ref AWS::NoValue to None, and drops it from a mapping but not from a list.
+            return [item for item in (clean_json(v, resources_map) for v in resource_json) if item is not None]
+        return original(resource_json, resources_map)  # its own recursion comes back through this module name
+
+    clean_json.drops_no_value = True  # type: ignore[attr-defined]
+    parsing.clean_json = clean_json
+
+
 def _epoch_seconds(value: object) -> float:
     """A record's creation time as the JSON protocol sends timestamps (moto keeps it as naive UTC)."""
     if not isinstance(value, datetime):
@@ -199,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     speed_up_moto()
+    fill_moto_gaps()
     from moto import settings as moto_settings
     if moto_settings.INITIAL_NO_AUTH_ACTION_COUNT != float("inf"):  # access control on: else nothing reads it
         authorize_resources()

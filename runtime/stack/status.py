@@ -57,10 +57,12 @@ def sources(settings: Settings, state: StackState | None = None) -> dict[str, di
             found[provider] = {"simulated": False, "endpoint": settings.broker_url(provider),
                                "wire": settings.broker_wire(provider)}
         else:  # a state written before brokers could be real held only simulated ones
-            found[provider] = {"simulated": bool(broker.get("simulated", True)), "endpoint": broker["url"],
-                               "wire": broker["wire"]}
+            found[provider] = {"simulated": bool(broker.get("simulated", True)),
+                               "endpoint": broker.get("upstream") or broker["url"], "wire": broker["wire"]}
             if broker.get("control"):
                 found[provider]["control"] = broker["control"]
+            if broker.get("proxy"):  # the workers reach it through a fault proxy
+                found[provider]["proxy"] = {"url": broker["url"], "control": broker["proxy"]}
     feed = (state or {}).get("prices")
     found["prices"] = {"simulated": bool(feed), "endpoint": feed or f"kinesis:{stream}", "stream": stream}
     return found

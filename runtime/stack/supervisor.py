@@ -12,6 +12,10 @@ services they call (:data:`SERVICES`: emulator, brokers, price feed), each tier 
 Whatever of the stack is still alive 15 s after the signal is killed: the whole process group of a
 detached stack, only the recorded processes of a foreground one (its group is its caller's).
 
+With ``TRADEOPS_FAULT_PROXY=true`` a fault proxy (:mod:`tradeops.runtime.brokers.proxy`) starts in front
+of each broker, simulated or real, and the workers call the proxies: drills can then break a real
+network path (the ``proxy`` fault backend). The state file records each broker's proxy beside it.
+
 On AWS (``--aws``) no emulator starts, and the brokers and the price feed are real: the brokers' endpoints
 come from the settings and their keys from Secrets Manager (:func:`check_real_brokers` proves both
 before anything starts), and the prices are whatever the firm's feed puts on the price stream. A
@@ -23,21 +27,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import httpx
 
 from tradeops.runtime.orderpath.providers import make_provider
 from tradeops.runtime.orderpath.routing import PROVIDERS
@@ -49,94 +49,15 @@ from tradeops.runtime.platform.settings import Settings, load_settings
 from tradeops.runtime.platform.statefile import clear_state, pid_alive, read_state, write_state
 from tradeops.runtime.stack.deploy import deploy_stack
 from tradeops.runtime.stack.health import heartbeat_check
+from tradeops.runtime.stack.processes import HOST, Component, check_port_free, free_port, stop_process, stop_processes
 
 __all__ = ["Component", "Simulated", "check_real_brokers", "free_port", "launch", "log_tail", "run_supervisor", "stop",
            "stop_process"]
 
-HOST = "127.0.0.1"
-_PR_SET_PDEATHSIG = 1
-
-
-def free_port() -> int:
-    """A port that was free a moment ago (the component binds it straight after)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
-
-
-def _check_port_free(component: str, port: int) -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind((HOST, port))
-        except OSError:
-            raise StackError(f"{component}: port {port} on {HOST} is already in use") from None
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-@dataclass
-class Component:
-    """One process of the stack."""
-
-    name: str
-    argv: list[str]
-    health_url: str | None
-    env: dict[str, str] = field(default_factory=dict)
-    restart: bool = False
-    info: dict[str, Any] = field(default_factory=dict)
-    heartbeat: Callable[[], bool] | None = None  # health from the heartbeats table (workers)
-    proc: subprocess.Popen | None = None
-    restarts: int = 0
-    started_at: float = 0.0
-
-    def start(self, log_dir: Path, base_env: dict[str, str]) -> None:
-        self.started_at = time.monotonic()
-        with open(log_dir / f"{self.name}.log", "ab") as log:  # the child keeps its own copy of the fd
-            self.proc = subprocess.Popen(
-                self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env={**base_env, **self.env}, preexec_fn=_die_with_parent,
-            )
-
-    def healthy(self, timeout: float = 1.0) -> bool:
-        if self.proc is None or self.proc.poll() is not None:
-            return False
-        if self.heartbeat is not None:
-            return self.heartbeat()
-        if self.health_url is None:
-            return True
-        try:
-            return httpx.get(self.health_url, timeout=timeout).status_code < 500
-        except httpx.HTTPError:
-            return False
-
-
-def stop_process(proc: subprocess.Popen, grace: float = 5.0) -> int:
-    """SIGTERM, then SIGKILL if it has not exited within ``grace`` seconds; its exit code."""
-    stop_processes([proc], grace)
-    return proc.returncode
-
-
-def stop_processes(procs: list[subprocess.Popen], grace: float = 5.0) -> None:
-    """SIGTERM to all of ``procs`` at once, then SIGKILL whichever has not exited within ``grace`` seconds."""
-    for proc in procs:
-        if proc.poll() is None:
-            proc.terminate()
-    deadline = time.monotonic() + grace
-    for proc in procs:
-        try:
-            proc.wait(max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 # What the other components call. They stop last, once every caller has stopped: a worker finishing
 # its last order can still record it, and no component's last act is a burst of connection errors,
 # opened breakers and unpublished events against an emulator that has already gone.
-SERVICES = frozenset({"aws", "broker-primary", "broker-secondary", "prices"})
+SERVICES = frozenset({"aws", "broker-primary", "broker-secondary", "proxy-primary", "proxy-secondary", "prices"})
 
 
 def _python(*args: str) -> list[str]:
@@ -147,6 +68,7 @@ def _python(*args: str) -> list[str]:
 MODULES = {
     "aws": "tradeops.runtime.stack.emulator",
     "broker": "tradeops.runtime.brokers.sim",
+    "proxy": "tradeops.runtime.brokers.proxy",
     "intake": "tradeops.runtime.orderpath.intake",
     "prices": "tradeops.runtime.liability.prices",
     "monitor": "tradeops.runtime.liability.monitor",
@@ -208,8 +130,24 @@ def check_real_brokers(settings: Settings, aws: Aws) -> None:
                               f"the template and put the broker's key in it), or set {env}_API_KEY")
 
 
-def _plan(ports: dict[str, int | None], *, workers: int, simulate: Simulated = Simulated()) -> list[Component]:
-    """Every component after the AWS emulator, in start order (no simulator that ``simulate`` leaves out)."""
+def _proxy_component(provider: str, upstream: str, seed: int) -> Component:
+    """The fault proxy in front of ``provider``'s order API at ``upstream``; the workers call it instead."""
+    port, control_port = free_port(), free_port()
+    url, control = f"http://{HOST}:{port}", f"http://{HOST}:{control_port}"
+    return Component(
+        name=f"proxy-{provider}",
+        argv=_python("-m", MODULES["proxy"], "--name", provider, "--upstream", upstream, "--host", HOST,
+                     "--port", str(port), "--control-port", str(control_port), "--seed", str(seed)),
+        health_url=f"{control}/_proxy/health",
+        info={"proxy_for": provider, "url": url, "proxy": control, "upstream": upstream,
+              "ports": [port, control_port]},
+    )
+
+
+def _plan(ports: dict[str, int | None], *, workers: int, simulate: Simulated = Simulated(),
+          fault_proxy: bool = False, real_brokers: dict[str, str] | None = None) -> list[Component]:
+    """Every component after the AWS emulator, in start order (no simulator that ``simulate`` leaves out; a fault
+    proxy after each broker, the simulated ones or ``real_brokers``' endpoints, when ``fault_proxy``)."""
     comps: list[Component] = []
     for name, wire, seed in (("primary", "alpha", 1), ("secondary", "beta", 2)) if simulate.brokers else ():
         order_port = ports.get(name) or free_port()
@@ -224,6 +162,10 @@ def _plan(ports: dict[str, int | None], *, workers: int, simulate: Simulated = S
             info={"provider": name, "wire": wire, "url": url, "control": control, "simulated": True,
                   "ports": [order_port, control_port]},
         ))
+        if fault_proxy:
+            comps.append(_proxy_component(name, url, seed))
+    for seed, (name, url) in enumerate(sorted((real_brokers or {}).items()) if fault_proxy else (), start=1):
+        comps.append(_proxy_component(name, url, seed))
     # The intake comes back on the same port if it dies: orders it recorded but never enqueued are the
     # workers' sweeper's to finish, the platform's retries need somewhere to land.
     comps.append(_http_component("intake", ports.get("intake") or free_port(), restart=True))
@@ -292,7 +234,7 @@ class Supervisor:
         base_env["PYTHONUNBUFFERED"] = "1"
         if self.local:
             port = self.ports.get("aws") or free_port()
-            _check_port_free("aws", port)
+            check_port_free("aws", port)
             endpoint = f"http://{HOST}:{port}"
             aws_comp = Component(name="aws", argv=_python("-m", MODULES["aws"], "-H", HOST, "-p", str(port)),
                                  health_url=f"{endpoint}/moto-api/", info={"url": endpoint})
@@ -322,9 +264,13 @@ class Supervisor:
                 self.state["brokers"][real] = {"url": url, "wire": wire, "control": None, "simulated": False}
                 base_env[f"TRADEOPS_{real.upper()}_URL"] = url
                 base_env[f"TRADEOPS_{real.upper()}_WIRE"] = wire
-        for comp in _plan(self.ports, workers=self.workers, simulate=self.simulate):
+        real_brokers = {p: str(self.settings.broker_url(p)) for p in PROVIDERS} if not self.simulate.brokers else {}
+        if self.settings.fault_proxy:
+            base_env["TRADEOPS_FAULT_PROXY"] = "true"
+        for comp in _plan(self.ports, workers=self.workers, simulate=self.simulate,
+                          fault_proxy=self.settings.fault_proxy, real_brokers=real_brokers):
             if "ports" in comp.info:
-                _check_port_free(comp.name, comp.info["ports"][0])
+                check_port_free(comp.name, comp.info["ports"][0])
             provider = comp.info.get("provider")
             if provider and keys.get(provider):
                 comp.env["TRADEOPS_SIM_API_KEY"] = keys[provider]
@@ -338,6 +284,11 @@ class Supervisor:
                 base_env[f"TRADEOPS_{provider.upper()}_URL"] = broker["url"]
                 base_env[f"TRADEOPS_{provider.upper()}_WIRE"] = broker["wire"]
                 base_env[f"TRADEOPS_{provider.upper()}_CONTROL_URL"] = broker["control"]
+            if proxied := comp.info.get("proxy_for"):
+                broker = self.state["brokers"][proxied]
+                broker.update(upstream=broker["url"], url=comp.info["url"], proxy=comp.info["proxy"])
+                base_env[f"TRADEOPS_{proxied.upper()}_URL"] = comp.info["url"]
+                base_env[f"TRADEOPS_{proxied.upper()}_PROXY_URL"] = comp.info["proxy"]
             if comp.name == "prices":
                 self.state["prices"] = comp.info["url"]
                 base_env["TRADEOPS_PRICES_URL"] = comp.info["url"]
@@ -467,6 +418,8 @@ def launch(settings: Settings, *, workers: int, local: bool, ports: dict[str, in
         if port:
             argv += ["--port", f"{name}={port}"]
     env = {**os.environ, "TRADEOPS_STATE_DIR": str(settings.state_dir)}
+    if settings.fault_proxy:  # asked for by the caller (a drill through the proxy backend), not only the environment
+        env["TRADEOPS_FAULT_PROXY"] = "true"
     log = open(settings.state_dir / "supervisor.log", "ab")
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                             env=env, start_new_session=True)

@@ -1,5 +1,5 @@
 """Both simulated brokers as real HTTP servers (their own processes), for the tests of the brokers and their
-callers; the key the adapters present to them."""
+callers; the key the adapters present to them; a fault proxy in front of one."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 
 from tests.support.stack import REPO
+from tradeops.runtime.brokers.proxy import proxy_command
 from tradeops.runtime.brokers.sim import API_KEY_ENV, sim_command
 from tradeops.runtime.stack.supervisor import free_port, stop_process
 
@@ -83,3 +84,47 @@ def broker_pair(log_dir: Path) -> Iterator[dict[str, Broker]]:
     finally:
         for broker in started:
             stop_broker(broker)
+
+
+@dataclass
+class Proxy:
+    name: str
+    port: int
+    control_port: int
+    proc: subprocess.Popen
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def control_url(self) -> str:
+        return f"http://127.0.0.1:{self.control_port}"
+
+
+def start_proxy(name: str, upstream: str, log_dir: Path, *, protocol: str = "http", seed: int = 1,
+                connect_timeout: float = 2.0) -> Proxy:
+    """A fault proxy in front of ``upstream`` on free ports, answering its health check before this returns."""
+    port, control_port = free_port(), free_port()
+    log = log_dir / f"proxy-{name}-{protocol}.log"
+    argv = [*proxy_command(name=name, upstream=upstream, host="127.0.0.1", port=port, control_port=control_port,
+                           protocol=protocol, seed=seed), "--connect-timeout", str(connect_timeout)]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(argv, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+    proxy = Proxy(name, port, control_port, proc, log)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"proxy {name} exited: {log.read_text()}"
+        try:
+            if httpx.get(f"{proxy.control_url}/_proxy/health", timeout=3).status_code == 200:
+                return proxy
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    stop_process(proc, 5)
+    raise AssertionError(f"proxy {name} not healthy within 15s")
+
+
+def stop_proxy(proxy: Proxy) -> None:
+    stop_process(proxy.proc, 5)

@@ -71,10 +71,17 @@ class Flow:
         install_roster(Aws(settings), Operators(roles={k: frozenset(v) for k, v in roles.items()},
                                                 break_glass=frozenset(break_glass)))
 
+    def proxy_fault(self, provider: str, mode: str, **params: Any) -> None:
+        """Set the fault of the fault proxy in front of ``provider`` (a stack started with TRADEOPS_FAULT_PROXY)."""
+        r = self.http.post(f"{self.stack['brokers'][provider]['proxy']}/_proxy/fault", json={"mode": mode, **params})
+        r.raise_for_status()
+
     def reset(self) -> None:
-        """Routing back to defaults, faults off (fills are kept: tests use their own order ids)."""
+        """Routing back to defaults, faults off, the fault proxies' too (fills are kept: tests use their own ids)."""
         for provider in ("primary", "secondary"):
             self.fault(provider, "none")
+            if self.stack["brokers"][provider].get("proxy"):
+                self.proxy_fault(provider, "none")
         self.flag("mode", "manual")
         self.flag("active", "primary")
         self.flag("trickle", "0.05")

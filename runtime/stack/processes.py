@@ -1,0 +1,101 @@
+"""The stack's child processes: a free port, a component started with its log and its health, and stopping
+processes (SIGTERM, then SIGKILL after a grace). The supervisor (:mod:`.supervisor`) plans and watches them."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tradeops.runtime.platform.errors import StackError
+
+__all__ = ["HOST", "Component", "check_port_free", "free_port", "stop_process", "stop_processes"]
+
+HOST = "127.0.0.1"
+_PR_SET_PDEATHSIG = 1
+
+
+def free_port() -> int:
+    """A port that was free a moment ago (the component binds it straight after)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def check_port_free(component: str, port: int) -> None:
+    """StackError naming ``component`` when ``port`` is taken (before starting it on that port)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            raise StackError(f"{component}: port {port} on {HOST} is already in use") from None
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+@dataclass
+class Component:
+    """One process of the stack."""
+
+    name: str
+    argv: list[str]
+    health_url: str | None
+    env: dict[str, str] = field(default_factory=dict)
+    restart: bool = False
+    info: dict[str, Any] = field(default_factory=dict)
+    heartbeat: Callable[[], bool] | None = None  # health from the heartbeats table (workers)
+    proc: subprocess.Popen | None = None
+    restarts: int = 0
+    started_at: float = 0.0
+
+    def start(self, log_dir: Path, base_env: dict[str, str]) -> None:
+        self.started_at = time.monotonic()
+        with open(log_dir / f"{self.name}.log", "ab") as log:  # the child keeps its own copy of the fd
+            self.proc = subprocess.Popen(
+                self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env={**base_env, **self.env}, preexec_fn=_die_with_parent,
+            )
+
+    def healthy(self, timeout: float = 1.0) -> bool:
+        if self.proc is None or self.proc.poll() is not None:
+            return False
+        if self.heartbeat is not None:
+            return self.heartbeat()
+        if self.health_url is None:
+            return True
+        try:
+            return httpx.get(self.health_url, timeout=timeout).status_code < 500
+        except httpx.HTTPError:
+            return False
+
+
+def stop_process(proc: subprocess.Popen, grace: float = 5.0) -> int:
+    """SIGTERM, then SIGKILL if it has not exited within ``grace`` seconds; its exit code."""
+    stop_processes([proc], grace)
+    return proc.returncode
+
+
+def stop_processes(procs: list[subprocess.Popen], grace: float = 5.0) -> None:
+    """SIGTERM to all of ``procs`` at once, then SIGKILL whichever has not exited within ``grace`` seconds."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    deadline = time.monotonic() + grace
+    for proc in procs:
+        try:
+            proc.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
