@@ -194,10 +194,17 @@ def fill_moto_gaps() -> None:
         return
     original = parsing.clean_json
 
+    def no_value(item: Any) -> bool:
+        """Whether a list item is AWS::NoValue as written: the pseudo parameter, or an Fn::If that may give it."""
+        return isinstance(item, dict) and (item == {"Ref": "AWS::NoValue"} or "Fn::If" in item)
+
     def clean_json(resource_json: Any, resources_map: Any) -> Any:
         if isinstance(resource_json, list):
-            # moto resolves !Ref AWS::NoValue to None, and drops it from a mapping but not from a list.
-            return [item for item in (clean_json(v, resources_map) for v in resource_json) if item is not None]
+            # moto resolves !Ref AWS::NoValue to None, and drops it from a mapping but not from a list. Only those
+            # go: a None from a resource moto's CloudFormation skipped (a !Ref to a secret the deploy creates
+            # after) stays, as before, so a policy naming it keeps its statement.
+            cleaned = [(v, clean_json(v, resources_map)) for v in resource_json]
+            return [item for v, item in cleaned if not (item is None and no_value(v))]
         return original(resource_json, resources_map)  # its own recursion comes back through this module name
 
     clean_json.drops_no_value = True  # type: ignore[attr-defined]
