@@ -8,8 +8,27 @@ import time
 from datetime import datetime
 from typing import Any
 
-from tests.support.orderflow import AlertInbox, Flow, wait_until
-from tests.support.stack import run_cli
+import pytest
+
+from tests.support.orderflow import AlertInbox, Flow, fresh_flow, wait_until
+from tests.support.stack import run_cli, running_stack, stack_environment
+
+
+@pytest.fixture(scope="module")
+def silent_stack(tmp_path_factory: pytest.TempPathFactory):
+    """A local stack of these tests' own. They time how fast the workers see a silent broker at 10 orders/s, and
+    on the shared stack, after the stack tier's other 40 tests, the blackhole test stranded 17 and 20 orders
+    where a fresh stack strands at most 4 (two CI runs, 2026-12-06): what the long-lived stack carries into
+    detection is not yet explained, and is not what these tests are about."""
+    with running_stack(stack_environment(tmp_path_factory.mktemp("silent-stack"))) as info:
+        yield info
+
+
+@pytest.fixture
+def flow(silent_stack):
+    """A Flow on the silent-broker stack, with routing flags and broker faults reset before and after the test."""
+    with fresh_flow(silent_stack) as f:
+        yield f
 
 
 class Poster:
