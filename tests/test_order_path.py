@@ -111,11 +111,14 @@ def test_in_doubt_orders_wait_for_declare_void(flow):
 
 
 def test_manual_toggle_and_pause(flow):
-    """Manual mode: flipping the active broker moves new orders within 2 s; `paused` stops fills within 2 s with
-    in-flight 0 in every heartbeat; `running` resumes."""
+    """Manual mode: flipping the active broker moves new orders within 2 s, and every heartbeat says the worker saw
+    it; `paused` stops fills within 2 s with in-flight 0 in every heartbeat; `running` resumes."""
     prefix = flow.unique("manual")
     flow.flag("active", "secondary")
     time.sleep(2.0)
+    beats = flow.dynamodb.scan(TableName="tradeops-heartbeats")["Items"]
+    live = [b for b in beats if time.time() - float(b["at_epoch"]["N"]) < 2]
+    assert live and {(b["mode"]["S"], b["active"]["S"]) for b in live} == {("manual", "secondary")}
     first = flow.post_many(prefix + "-a", 10)
     orders = flow.wait_final(first, timeout=30)
     assert {o["provider"] for o in orders.values()} == {"secondary"}

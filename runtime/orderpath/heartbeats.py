@@ -2,7 +2,8 @@
 
 One item per worker in the heartbeats table, replaced at each beat and expiring after an hour: how
 many orders it holds and whether it takes new ones (a runbook proves the fleet drained before it
-switches brokers), the processing flag it last saw, its breakers, last probes and suspect brokers
+switches brokers), the processing and routing flags it last saw (a flag change has reached the fleet
+when every live worker reports it), its breakers, last probes and suspect brokers
 with their evidence, its counters and the AWS requests it has sent. `tradeops status`, the runbooks
 and the drills read the live ones through :func:`fleet`.
 """
@@ -26,13 +27,16 @@ EXPIRES_AFTER_SECONDS = 3600
 
 
 def heartbeat_item(worker_id: str, *, at: float, in_flight: int, taking: bool, processing: str,
-                   breakers: Mapping[str, str], probes: Mapping[str, Any], suspect: Mapping[str, Any],
-                   counters: Mapping[str, int], aws_requests: Mapping[str, int]) -> dict[str, Any]:
-    """One worker's heartbeat as a DynamoDB item; ``at`` in seconds since the epoch."""
+                   routing: tuple[str, str], breakers: Mapping[str, str], probes: Mapping[str, Any],
+                   suspect: Mapping[str, Any], counters: Mapping[str, int],
+                   aws_requests: Mapping[str, int]) -> dict[str, Any]:
+    """One worker's heartbeat as a DynamoDB item; ``at`` in seconds since the epoch, ``routing`` the
+    (mode, active broker) it last read."""
     return {
         "worker_id": {"S": worker_id}, "host": {"S": socket.gethostname()}, "pid": {"N": str(os.getpid())},
         "at_epoch": {"N": f"{at:.3f}"}, "expires_at": {"N": str(int(at) + EXPIRES_AFTER_SECONDS)},
         "in_flight": {"N": str(in_flight)}, "taking": {"BOOL": taking}, "processing": {"S": processing},
+        "mode": {"S": routing[0]}, "active": {"S": routing[1]},
         "breakers": {"S": json.dumps(breakers)}, "probes": {"S": json.dumps(probes)},
         "suspect": {"S": json.dumps(suspect)}, "counters": {"S": json.dumps(counters)},
         "aws_requests": {"S": json.dumps(aws_requests)},
@@ -57,6 +61,8 @@ def fleet(aws: Aws, *, max_age: float | None = None) -> dict[str, Any]:
                 "in_flight": int(item["in_flight"]["N"]),
                 "taking": item.get("taking", {}).get("BOOL", False),
                 "processing": item.get("processing", {}).get("S"),
+                "mode": item.get("mode", {}).get("S"),
+                "active": item.get("active", {}).get("S"),
                 "age_seconds": round(age, 2),
                 "breakers": json.loads(item.get("breakers", {}).get("S", "{}")),
                 "suspect": json.loads(item.get("suspect", {}).get("S", "{}")),

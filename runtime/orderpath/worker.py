@@ -531,6 +531,7 @@ class Worker:
         counters.update({f"events_{k}": v for k, v in self.events.stats().items()})
         item = heartbeat_item(self.worker_id, at=utcnow().timestamp(), in_flight=in_flight, taking=taking,
                               processing=flags.processing if flags else "unknown",
+                              routing=(flags.mode, flags.active) if flags else ("unknown", "unknown"),
                               breakers={name: snap["state"] for name, snap in self.router.snapshot().items()},
                               probes=self.router.last_probe, suspect=self.router.suspects(), counters=counters,
                               aws_requests=self.aws.counter.snapshot())

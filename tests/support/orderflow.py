@@ -77,7 +77,8 @@ class Flow:
         r.raise_for_status()
 
     def reset(self) -> None:
-        """Routing back to defaults, faults off, the fault proxies' too (fills are kept: tests use their own ids)."""
+        """Routing back to defaults, faults off, the fault proxies' too (fills are kept: tests use their own ids);
+        returns once every live worker has seen the flags and closed its breakers."""
         for provider in ("primary", "secondary"):
             self.fault(provider, "none")
             if self.stack["brokers"][provider].get("proxy"):
@@ -86,20 +87,31 @@ class Flow:
         self.flag("active", "primary")
         self.flag("trickle", "0.05")
         self.flag("processing", "running")
-        self.wait_breakers_closed()
+        self.wait_fleet(processing="running", mode="manual", active="primary")
 
     def wait_breakers_closed(self, timeout: float = 20.0) -> None:
         """Wait until every live worker reports both brokers' breakers closed (a previous test's faults healed)."""
-        import json as _json
+        self.wait_fleet(timeout=timeout)
 
+    def wait_fleet(self, timeout: float = 20.0, **flags: str) -> None:
+        """Wait until every live worker reports both brokers' breakers closed and, in a beat sent after this call,
+        the flags ``flags`` as it last read them (a worker reads them at most a second late: an order posted
+        before every worker has seen a switch may still go where the previous test left routing)."""
+        since = time.time()
         deadline = time.monotonic() + timeout
+        seen: list[dict[str, Any]] = []
         while time.monotonic() < deadline:
             beats = self.dynamodb.scan(TableName="tradeops-heartbeats")["Items"]
-            live = [b for b in beats if time.time() - float(b["at_epoch"]["N"]) < 5]
-            if live and all(set(_json.loads(b["breakers"]["S"]).values()) == {"closed"} for b in live):
+            seen = [{"worker": b["worker_id"]["S"], "at": float(b["at_epoch"]["N"]),
+                     "breakers": json.loads(b["breakers"]["S"]),
+                     **{k: b.get(k, {}).get("S") for k in ("processing", "mode", "active")}} for b in beats]
+            live = [w for w in seen if time.time() - w["at"] < 5]
+            if live and all(set(w["breakers"].values()) == {"closed"} for w in live) and (not flags or all(
+                    w["at"] >= since and all(w[k] == v for k, v in flags.items()) for w in live)):
                 return
             time.sleep(0.3)
-        raise AssertionError("breakers did not close after the faults were cleared")
+        raise AssertionError(f"the workers did not close their breakers or see {flags or 'the flags'} in {timeout}s: "
+                             f"{seen}")
 
     def wait_broker_paging_idle(self, provider: str, timeout: float = 40.0) -> None:
         """Until the fleet's broker pager has no episode open for ``provider`` (an earlier fault's recovery
