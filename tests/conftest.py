@@ -11,7 +11,9 @@
 - ``own_stack``: says the test starts and stops a stack of its own. Tier stack.
 - ``own_drill``: says the test runs Chaos Toolkit or Locust on a stack it starts itself. Tier drill.
 
-The drill and load tests' own stacks (``drill_stack``, ``load_stack``, tier drill) are in their modules.
+- ``drill_stack`` (``drill_roster``): a stack with fault proxies, one per drill test module. Tier drill.
+
+The load tests' own stack (``load_stack``, tier drill) is in their module.
 """
 
 from __future__ import annotations
@@ -24,10 +26,13 @@ import pytest
 from tests.support.orderflow import Flow, fresh_flow
 from tests.support.stack import running_emulator, running_stack, stack_environment
 from tests.support.tiers import (
+    ALONE,
+    COLLECTED_ALONE,
     COLLECTED_TIERS,
     TIERS,
     LastUse,
     StartsNothing,
+    group_stacks,
     in_tier_order,
     mark_tiers,
     tiers_marked,
@@ -46,18 +51,23 @@ def pytest_configure(config: pytest.Config) -> None:
                                   "a whole local stack", "Chaos Toolkit or Locust runs",
                                   "the container image, built with podman and run"), strict=True):
         config.addinivalue_line("markers", f"{tier}: tier set from the test's fixtures; {what}")
+    config.addinivalue_line("markers", f"{ALONE}: runs when no other test does (tests/support/tiers.py)")
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Every test gets its tier; the tiers run in order, and in the stack tier the shared stack's tests first
-    (so that it is stopped before the tests that start stacks of their own, and long before the drills).
+    (so that it is stopped before the tests that start stacks of their own, and long before the drills). On
+    xdist workers (tests/run.py) a stack's tests stay together.
 
     First of the hooks: ``-m TIER`` selects on the marks set here, and every collected test's tier is kept
     before any is deselected (tests/test_tiers.py checks them all).
     """
     mark_tiers(items)
+    group_stacks(items)
     config.stash[COLLECTED_TIERS] = {item.nodeid: tiers_marked(item) for item in items}
+    config.stash[COLLECTED_ALONE] = ({item.nodeid for item in items if item.get_closest_marker(ALONE)},
+                                     {item.nodeid for item in items if "load_stack" in item.fixturenames})
     items[:] = in_tier_order(items, first_in_tier=lambda item: "shared_stack" in item.fixturenames)
 
 
@@ -137,6 +147,24 @@ def shared_stack(shared_stack_env: dict[str, str]) -> Iterator[dict]:
     stopped with `tradeops down` right after its last."""
     with LAST_USE.hold("shared_stack") as held:
         yield held.enter_context(running_stack(shared_stack_env))
+
+
+@pytest.fixture(scope="module")
+def drill_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """A local stack of the drill module's own (each module that asks starts one): drills place hundreds of orders
+    and flip every flag. Its workers call the brokers through fault proxies, so every drill crosses a real
+    network path and the proxy backend's drills run on the same stack as the simulators'."""
+    env = stack_environment(tmp_path_factory.mktemp("drill-stack"))
+    env["TRADEOPS_FAULT_PROXY"] = "true"
+    with running_stack(env) as info:
+        yield info
+
+
+@pytest.fixture(scope="module")
+def drill_roster(drill_stack: dict) -> None:
+    """Drill identities in the drill stack's roster (the manual-failover runbooks need approvers)."""
+    Flow(drill_stack).roster({"drill-executor": ["duty-engineer"], "drill-ops-manager": ["ops-manager"],
+                              "drill-risk": ["risk"]})
 
 
 @pytest.fixture

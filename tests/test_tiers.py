@@ -5,8 +5,17 @@ from __future__ import annotations
 
 import pytest
 
+from tests import run
 from tests.support.stack import REPO
-from tests.support.tiers import COLLECTED_TIERS, TIERS, tier_of
+from tests.support.tiers import (
+    COLLECTED_ALONE,
+    COLLECTED_TIERS,
+    FIXTURE_TIERS,
+    TIERS,
+    runs_alone,
+    stack_group,
+    tier_of,
+)
 
 # Run against this suite's own conftest, in a session of their own (pytester's, in this process).
 SAMPLES = '''
@@ -124,3 +133,60 @@ def test_every_collected_test_is_in_exactly_one_tier_and_the_tiers_add_up_to_the
     collected = request.config.stash[COLLECTED_TIERS]
     assert collected and all(len(tiers) == 1 and tiers[0] in TIERS for tiers in collected.values()), [
         (nodeid, tiers) for nodeid, tiers in collected.items() if len(tiers) != 1][:10]
+
+
+def test_a_modules_stack_tests_share_an_xdist_group_and_the_other_tiers_spread_test_by_test():
+    """In the stack, drill and image tiers a module is a group (its stack, module-scoped, session-scoped per worker
+    or started test by test, runs on one worker), the shared stack's tests of a module apart from its other
+    tests; unit and emulator tests have none, so that xdist spreads them one by one."""
+    assert stack_group("tests/test_order_path.py::test_x", ["flow", "shared_stack"]) == (
+        "tests/test_order_path.py (shared stack)")
+    assert stack_group("tests/test_order_path.py::test_w", ["shared_stack"]) == stack_group(
+        "tests/test_order_path.py::test_x", ["flow", "shared_stack"])
+    assert stack_group("tests/test_stack.py::test_y", ["shared_stack_env", "shared_stack"]) == (
+        "tests/test_stack.py (shared stack)")
+    assert stack_group("tests/test_stack.py::test_z", ["own_stack", "tmp_path"]) == "tests/test_stack.py"
+    assert stack_group("tests/test_drills_stack.py::test_d[primary-outage]", ["drill_stack"]) == (
+        "tests/test_drills_stack.py")
+    assert stack_group("tests/test_image.py::test_i", ["container_image"]) == "tests/test_image.py"
+    assert stack_group("tests/test_roster.py::test_r", ["aws_settings", "moto_endpoint"]) is None
+    assert stack_group("tests/test_answers.py::test_a", ["tmp_path"]) is None
+
+
+def test_the_runner_runs_each_tier_in_a_pytest_of_its_own_on_two_workers_unless_serial():
+    """`python -m tests.run`: each tier selected with -m, on xdist workers spread by test (unit, emulator) or by
+    group (stack, drill, image), the load tests of the drill tier after the rest and alone; --serial drops the
+    workers; what else is given reaches every pytest."""
+    for tier in TIERS:
+        commands = run.pytest_argv(tier, serial=False, extra=["-x"])
+        assert all(argv[1:4] == ["-m", "pytest", "-m"] and argv[-1] == "-x" for argv in commands)
+        assert [argv[4] for argv in commands] == ([f"{tier} and not alone", f"{tier} and alone"]
+                                                  if tier == "drill" else [tier])
+        if run.workers() > 1:
+            first = commands[0]
+            assert first[first.index("--dist") + 1] == ("load" if tier in ("unit", "emulator") else "loadgroup")
+        assert all("-n" not in argv for argv in commands[1:])
+        assert all("-n" not in argv for argv in run.pytest_argv(tier, serial=True, extra=[]))
+
+
+def test_the_load_tests_and_only_they_are_marked_to_run_alone(request):
+    """A test that requests the load stack runs alone, whatever else it requests, and no other does; in this
+    session every collected test (before `-m` chose) that requests it carries the `alone` mark the runner selects
+    on, and no other test does."""
+    assert runs_alone(["load_stack", "flow", "tmp_path"]) and runs_alone(["load_stack"])
+    assert not any(runs_alone([name]) for name in FIXTURE_TIERS if name != "load_stack")
+    alone, loads = request.config.stash[COLLECTED_ALONE]
+    assert alone == loads
+
+
+def test_the_runner_stops_at_the_first_tier_that_fails_and_names_it(processes):
+    """A tier whose pytest fails ends the run with that pytest's exit code, the tier named, the next not run."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "tests.run", "--serial", "--tier", "unit", "--tier", "emulator",
+                           "-k", "no_test_is_called_this", "-q"], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 5, done.stdout[-2000:] + done.stderr[-2000:]  # pytest: no tests collected
+    assert "the unit tier failed (pytest exit code 5)" in done.stderr
+    assert "-m unit" in done.stdout and "-m emulator" not in done.stdout

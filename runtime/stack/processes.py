@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import random
 import signal
 import socket
 import subprocess
@@ -18,26 +19,59 @@ import httpx
 
 from tradeops.runtime.platform.errors import StackError
 
-__all__ = ["HOST", "Component", "check_port_free", "free_port", "stop_process", "stop_processes"]
+__all__ = ["HOST", "Component", "check_port_free", "free_port", "port_free", "stop_process", "stop_processes"]
 
 HOST = "127.0.0.1"
 _PR_SET_PDEATHSIG = 1
 
 
+_OUTGOING_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_LISTEN_FLOOR = 10000
+
+
+def _outgoing_ports() -> tuple[int, int]:
+    """The kernel's range for the local ports of outgoing connections (Linux's default where it cannot be read)."""
+    try:
+        low, high = (int(n) for n in _OUTGOING_RANGE.read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    return low, high
+
+
 def free_port() -> int:
-    """A port that was free a moment ago (the component binds it straight after)."""
+    """A port that is free now, for a component to bind a moment later.
+
+    Chosen at random below the range the kernel gives outgoing connections: the stack and its tests open many,
+    and one could take a port the kernel had just handed out as free before its component binds it. A random
+    pick also keeps two stacks starting side by side apart; the supervisor checks again before each start
+    (:func:`port_free`) and picks anew if another process got there first. Where that range leaves no room
+    below it, the kernel picks (bind to port 0).
+    """
+    low, _ = _outgoing_ports()
+    if low - _LISTEN_FLOOR >= 1000:
+        for _ in range(50):
+            port = random.randrange(_LISTEN_FLOOR, low)
+            if port_free(port):
+                return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((HOST, 0))
         return sock.getsockname()[1]
 
 
-def check_port_free(component: str, port: int) -> None:
-    """StackError naming ``component`` when ``port`` is taken (before starting it on that port)."""
+def port_free(port: int) -> bool:
+    """Whether ``port`` on :data:`HOST` can be bound now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         try:
             sock.bind((HOST, port))
         except OSError:
-            raise StackError(f"{component}: port {port} on {HOST} is already in use") from None
+            return False
+    return True
+
+
+def check_port_free(component: str, port: int) -> None:
+    """StackError naming ``component`` when ``port`` is taken (before starting it on that port)."""
+    if not port_free(port):
+        raise StackError(f"{component}: port {port} on {HOST} is already in use")
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
@@ -56,6 +90,7 @@ class Component:
     restart: bool = False
     info: dict[str, Any] = field(default_factory=dict)
     heartbeat: Callable[[], bool] | None = None  # health from the heartbeats table (workers)
+    replan: Callable[[], Component] | None = None  # the same component on other free ports (ports nobody fixed)
     proc: subprocess.Popen | None = None
     restarts: int = 0
     started_at: float = 0.0

@@ -49,7 +49,15 @@ from tradeops.runtime.platform.settings import Settings, load_settings
 from tradeops.runtime.platform.statefile import clear_state, pid_alive, read_state, write_state
 from tradeops.runtime.stack.deploy import deploy_stack
 from tradeops.runtime.stack.health import heartbeat_check
-from tradeops.runtime.stack.processes import HOST, Component, check_port_free, free_port, stop_process, stop_processes
+from tradeops.runtime.stack.processes import (
+    HOST,
+    Component,
+    check_port_free,
+    free_port,
+    port_free,
+    stop_process,
+    stop_processes,
+)
 
 __all__ = ["Component", "Simulated", "check_real_brokers", "free_port", "launch", "log_tail", "run_supervisor", "stop",
            "stop_process"]
@@ -80,11 +88,14 @@ MODULES = {
 }
 
 
-def _http_component(name: str, port: int, *, restart: bool = False) -> Component:
-    """A runtime service ``python -m <module> --host --port`` with a ``/health`` endpoint."""
-    url = f"http://{HOST}:{port}"
-    return Component(name=name, argv=_python("-m", MODULES[name], "--host", HOST, "--port", str(port)),
-                     health_url=f"{url}/health", restart=restart, info={"url": url, "ports": [port]})
+def _http_component(name: str, port: int | None, *, restart: bool = False) -> Component:
+    """A runtime service ``python -m <module> --host --port`` with a ``/health`` endpoint, on ``port`` or a free
+    one."""
+    chosen = port or free_port()
+    url = f"http://{HOST}:{chosen}"
+    return Component(name=name, argv=_python("-m", MODULES[name], "--host", HOST, "--port", str(chosen)),
+                     health_url=f"{url}/health", restart=restart, info={"url": url, "ports": [chosen]},
+                     replan=lambda: _http_component(name, port, restart=restart))
 
 
 @dataclass(frozen=True)
@@ -97,6 +108,23 @@ class Simulated:
     def flags(self) -> list[str]:
         """The supervisor's command-line options that say so."""
         return [flag for flag, on in (("--sim-brokers", self.brokers), ("--sim-prices", self.prices)) if on]
+
+
+def _on_free_ports(comp: Component, attempts: int = 5) -> Component:
+    """``comp``, or the same component on other free ports if another process took one of its ports since it
+    was planned (a second stack starting beside this one); StackError naming the component when a port is taken
+    that nobody may change (one the operator fixed with ``--port``) or no free ports turn up."""
+    for _ in range(attempts):
+        taken = [port for port in comp.info.get("ports", []) if not port_free(port)]
+        if not taken:
+            return comp
+        if comp.replan is None:
+            break
+        again = comp.replan()
+        if set(taken) & set(again.info["ports"]):  # free_port picks free ports only: this one is fixed
+            break
+        comp = again
+    raise StackError(f"{comp.name}: port {taken[0]} on {HOST} is already in use")
 
 
 def check_real_brokers(settings: Settings, aws: Aws) -> None:
@@ -140,7 +168,23 @@ def _proxy_component(provider: str, upstream: str, seed: int) -> Component:
                      "--port", str(port), "--control-port", str(control_port), "--seed", str(seed)),
         health_url=f"{control}/_proxy/health",
         info={"proxy_for": provider, "url": url, "proxy": control, "upstream": upstream,
-              "ports": [port, control_port]},
+              "ports": [port, control_port], "seed": seed},
+        replan=lambda: _proxy_component(provider, upstream, seed),
+    )
+
+
+def _broker_component(name: str, wire: str, seed: int, order_port: int | None) -> Component:
+    """A simulated broker: its order API on ``order_port`` or a free one, its control API on a free one."""
+    chosen, control_port = order_port or free_port(), free_port()
+    url, control = f"http://{HOST}:{chosen}", f"http://{HOST}:{control_port}"
+    return Component(
+        name=f"broker-{name}",
+        argv=_python("-m", MODULES["broker"], "--name", name, "--wire", wire, "--host", HOST,
+                     "--order-port", str(chosen), "--control-port", str(control_port), "--seed", str(seed)),
+        health_url=f"{control}/_sim/health",
+        info={"provider": name, "wire": wire, "url": url, "control": control, "simulated": True,
+              "ports": [chosen, control_port]},
+        replan=lambda: _broker_component(name, wire, seed, order_port),
     )
 
 
@@ -150,28 +194,17 @@ def _plan(ports: dict[str, int | None], *, workers: int, simulate: Simulated = S
     proxy after each broker, the simulated ones or ``real_brokers``' endpoints, when ``fault_proxy``)."""
     comps: list[Component] = []
     for name, wire, seed in (("primary", "alpha", 1), ("secondary", "beta", 2)) if simulate.brokers else ():
-        order_port = ports.get(name) or free_port()
-        control_port = free_port()
-        url, control = f"http://{HOST}:{order_port}", f"http://{HOST}:{control_port}"
-        comps.append(Component(
-            name=f"broker-{name}",
-            argv=_python("-m", MODULES["broker"], "--name", name, "--wire", wire, "--host", HOST,
-                         "--order-port", str(order_port), "--control-port", str(control_port),
-                         "--seed", str(seed)),
-            health_url=f"{control}/_sim/health",
-            info={"provider": name, "wire": wire, "url": url, "control": control, "simulated": True,
-                  "ports": [order_port, control_port]},
-        ))
+        comps.append(broker := _broker_component(name, wire, seed, ports.get(name)))
         if fault_proxy:
-            comps.append(_proxy_component(name, url, seed))
+            comps.append(_proxy_component(name, broker.info["url"], seed))
     for seed, (name, url) in enumerate(sorted((real_brokers or {}).items()) if fault_proxy else (), start=1):
         comps.append(_proxy_component(name, url, seed))
     # The intake comes back on the same port if it dies: orders it recorded but never enqueued are the
     # workers' sweeper's to finish, the platform's retries need somewhere to land.
-    comps.append(_http_component("intake", ports.get("intake") or free_port(), restart=True))
+    comps.append(_http_component("intake", ports.get("intake"), restart=True))
     if simulate.prices:
-        comps.append(_http_component("prices", free_port(), restart=True))
-    comps.append(_http_component("monitor", free_port(), restart=True))
+        comps.append(_http_component("prices", None, restart=True))
+    comps.append(_http_component("monitor", None, restart=True))
     comps.append(Component(name="canary", argv=_python("-m", MODULES["canary"]), health_url=None, restart=True))
     comps.append(Component(name="audit-anchor", argv=_python("-m", MODULES["audit-anchor"]), health_url=None,
                            restart=True))
@@ -234,6 +267,8 @@ class Supervisor:
         base_env["PYTHONUNBUFFERED"] = "1"
         if self.local:
             port = self.ports.get("aws") or free_port()
+            if not self.ports.get("aws") and not port_free(port):  # taken since it was picked: pick again
+                port = free_port()
             check_port_free("aws", port)
             endpoint = f"http://{HOST}:{port}"
             aws_comp = Component(name="aws", argv=_python("-m", MODULES["aws"], "-H", HOST, "-p", str(port)),
@@ -269,8 +304,11 @@ class Supervisor:
             base_env["TRADEOPS_FAULT_PROXY"] = "true"
         for comp in _plan(self.ports, workers=self.workers, simulate=self.simulate,
                           fault_proxy=self.settings.fault_proxy, real_brokers=real_brokers):
-            if "ports" in comp.info:
-                check_port_free(comp.name, comp.info["ports"][0])
+            upstream = self.state["brokers"].get(comp.info.get("proxy_for"), {}).get("url")
+            if upstream and comp.info["upstream"] != upstream:
+                # Its broker moved to other ports when it started (_on_free_ports): the proxy follows.
+                comp = _proxy_component(comp.info["proxy_for"], upstream, comp.info["seed"])
+            comp = _on_free_ports(comp)
             provider = comp.info.get("provider")
             if provider and keys.get(provider):
                 comp.env["TRADEOPS_SIM_API_KEY"] = keys[provider]

@@ -30,6 +30,8 @@ import pytest
 TIERS = ("unit", "emulator", "stack", "drill", "image")
 COLLECTED_TIERS = pytest.StashKey[dict[str, list[str]]]()
 """Every collected test's tier marks, before ``-m`` deselects any."""
+COLLECTED_ALONE = pytest.StashKey[tuple[set[str], set[str]]]()
+"""The collected tests marked to run alone, and those requesting a fixture in ALONE_FIXTURES."""
 
 FIXTURE_TIERS = {
     "moto_endpoint": "emulator",  # the moto server (aws_settings deploys the template into it)
@@ -64,6 +66,41 @@ def mark_tiers(items: list[pytest.Item]) -> None:
     if wrong:
         raise pytest.UsageError("every test has exactly one tier, from its fixtures (a test marks none itself):\n  "
                                 + "\n  ".join(wrong))
+
+
+GROUPED_TIERS = ("stack", "drill", "image")
+ALONE = "alone"
+ALONE_FIXTURES = ("load_stack",)
+"""Fixtures whose tests run when no other test does, even on xdist workers: a load run at 20 orders a second is
+near what moto serves on two cores (tests/test_load_stack.py), and its time to fill measures whatever shares them."""
+ALONE_TIERS = tuple(sorted({FIXTURE_TIERS[name] for name in ALONE_FIXTURES}))
+
+
+def stack_group(nodeid: str, fixturenames: Iterable[str]) -> str | None:
+    """The xdist group that keeps a module's tests on one worker (``--dist loadgroup``, tests/run.py), or None
+    for a test that may run on any (the unit and emulator tiers). In the tiers that start stacks every module is
+    a group: its stack is module-scoped, or its tests start stacks one after another, or they use the shared
+    stack, of which each worker starts its own (it is session-scoped), so that the shared stack's modules are
+    shared out between two stacks."""
+    if tier_of(fixturenames) not in GROUPED_TIERS:
+        return None
+    module = nodeid.split("::")[0]
+    return f"{module} (shared stack)" if "shared_stack" in set(fixturenames) else module
+
+
+def runs_alone(fixturenames: Iterable[str]) -> bool:
+    """Whether a test that requests ``fixturenames`` runs when no other test does (:data:`ALONE_FIXTURES`)."""
+    return bool(set(ALONE_FIXTURES) & set(fixturenames))
+
+
+def group_stacks(items: list[pytest.Item]) -> None:
+    """Mark each item with its :func:`stack_group` (without xdist the mark changes nothing), and with
+    :data:`ALONE` when it requests one of :data:`ALONE_FIXTURES` (tests/run.py runs those after the others)."""
+    for item in items:
+        if (group := stack_group(item.nodeid, item.fixturenames)) is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
+        if runs_alone(item.fixturenames):
+            item.add_marker(ALONE)
 
 
 def in_tier_order(items: list[pytest.Item], *, first_in_tier: Callable[[pytest.Item], bool]) -> list[pytest.Item]:
