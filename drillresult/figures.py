@@ -9,8 +9,12 @@ reads a clock: every time comes from the records.
 
 Times:
 
-- the **fault** starts when the method's first fault action ended (``inject_fault`` with a mode
-  other than ``none``, or ``kill_worker``) and is **healed** when its ``clear_fault(s)`` action ended;
+- the **fault** starts when the method's first fault action started (``inject_fault`` with a mode
+  other than ``none``, or ``kill_worker``): it takes hold somewhere within that call, and a router can see it
+  before the call returns (on a busy box, by hundreds of milliseconds). Counted from the call's start, a time to
+  detect is at most the call's length too long and never too short, and no detection is lost. The fault is
+  **healed** when its ``clear_fault(s)`` action ended (the time back on the primary is counted from then: too
+  long, never too short, by the same reasoning);
 - **time to detect**: fault start to the first ``breaker_opened`` or ``broker_suspect`` event for
   the faulted broker (the router marking it unhealthy);
 - **time to first fill at the secondary**: fault start to the first fill recorded there after it;
@@ -115,7 +119,7 @@ def fault_window(journal: Mapping[str, Any]) -> FaultWindow:
         if not end:
             continue
         if func in FAULT_FUNCS and start is None and args.get("mode", "down") != "none":
-            start = _epoch(str(end))
+            start = _epoch(str(run.get("start") or end))
             provider = str(args["provider"]) if func == "inject_fault" else None
         elif func in HEAL_FUNCS and start is not None and healed is None:
             healed = _epoch(str(end))

@@ -52,11 +52,23 @@ def order(oid: str, provider: str, submitted: float, filled: float | None = None
 
 
 def test_the_fault_window_is_read_from_the_method_runs():
-    """Fault start is the end of the first real inject_fault; healed is the end of the clear after it."""
+    """Fault start is the start of the first real inject_fault (the fault takes hold within the call); healed is
+    the end of the clear after it."""
     window = fault_window(OUTAGE)
     assert window.provider == "primary"
-    assert window.start == pytest.approx((T0 + timedelta(seconds=10)).timestamp())
+    assert window.start == pytest.approx((T0 + timedelta(seconds=9.95)).timestamp())
     assert window.healed == pytest.approx((T0 + timedelta(seconds=20)).timestamp())
+
+
+def test_a_detection_before_the_inject_call_returned_counts_and_none_before_it_started():
+    """A breaker opened while the inject call was still answering (the fault had taken hold) is the detection,
+    not a miss; one before the call started is another fault's."""
+    during = compute_figures(journal=OUTAGE, events=[{"kind": "breaker_opened", "provider": "primary",
+                                                      "at": at(9.98)}], orders={}, timeline=[], counts={})
+    assert during["time_to_detect"] == pytest.approx(0.03)
+    before = compute_figures(journal=OUTAGE, events=[{"kind": "broker_suspect", "provider": "primary",
+                                                      "at": at(9.9)}], orders={}, timeline=[], counts={})
+    assert before["time_to_detect"] is None
 
 
 def test_a_fault_mode_none_is_not_a_fault_and_a_killed_worker_is_one_without_a_broker():
@@ -83,9 +95,10 @@ def test_detect_recover_and_back_on_primary_come_from_events_and_orders():
         provider = "secondary" if n < 5 else "primary"
         orders[f"c{n}"] = order(f"c{n}", provider, 20.1 + n * 0.2, 20.2 + n * 0.2)
     figures = compute_figures(journal=OUTAGE, events=events, orders=orders, timeline=[], counts={"lost": 0})
-    assert figures["time_to_detect"] == pytest.approx(0.4)
-    assert figures["time_to_first_secondary_fill"] == pytest.approx(0.7)
-    assert figures["time_to_99pct_secondary"] == pytest.approx(0.5)
+    # From the inject call's start (9.95 s): the fault took hold somewhere within it.
+    assert figures["time_to_detect"] == pytest.approx(0.45)
+    assert figures["time_to_first_secondary_fill"] == pytest.approx(0.75)
+    assert figures["time_to_99pct_secondary"] == pytest.approx(0.55)
     assert figures["time_back_on_primary"] == pytest.approx(0.1 + 3 * 0.2)  # from there, every 20 hold 90 %
     assert figures["orders_lost"] == 0
 
