@@ -58,7 +58,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Every test gets its tier; the tiers run in order, and in the stack tier the shared stack's tests first
     (so that it is stopped before the tests that start stacks of their own, and long before the drills). On
-    xdist workers (tests/run.py) a stack's tests stay together.
+    xdist workers (tests/run.py) a module's stack tests stay together, and the load tests are marked to run alone.
 
     First of the hooks: ``-m TIER`` selects on the marks set here, and every collected test's tier is kept
     before any is deselected (tests/test_tiers.py checks them all).
