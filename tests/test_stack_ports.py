@@ -8,7 +8,7 @@ import socket
 import pytest
 
 from tradeops.runtime.platform.errors import StackError
-from tradeops.runtime.stack.processes import _outgoing_ports, free_port, port_free
+from tradeops.runtime.stack.processes import _outgoing_floor, free_port, port_free
 from tradeops.runtime.stack.supervisor import _on_free_ports, _plan
 
 
@@ -21,7 +21,7 @@ def _hold(port: int) -> socket.socket:
 
 def test_a_free_port_is_free_and_below_the_range_of_outgoing_connections(processes):
     """Every pick binds, and none is a port the kernel could hand an outgoing connection meanwhile."""
-    low, _ = _outgoing_ports()
+    low = _outgoing_floor()
     picks = [free_port() for _ in range(50)]
     assert all(port_free(p) for p in picks)
     assert all(p < low for p in picks) and len(set(picks)) > 40

@@ -29,13 +29,12 @@ _OUTGOING_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 _LISTEN_FLOOR = 10000
 
 
-def _outgoing_ports() -> tuple[int, int]:
-    """The kernel's range for the local ports of outgoing connections (Linux's default where it cannot be read)."""
+def _outgoing_floor() -> int:
+    """The lowest port the kernel gives outgoing connections (Linux's default where it cannot be read)."""
     try:
-        low, high = (int(n) for n in _OUTGOING_RANGE.read_text().split())
-    except (OSError, ValueError):
-        low, high = 32768, 60999
-    return low, high
+        return int(_OUTGOING_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def free_port() -> int:
@@ -47,7 +46,7 @@ def free_port() -> int:
     (:func:`port_free`) and picks anew if another process got there first. Where that range leaves no room
     below it, the kernel picks (bind to port 0).
     """
-    low, _ = _outgoing_ports()
+    low = _outgoing_floor()
     if low - _LISTEN_FLOOR >= 1000:
         for _ in range(50):
             port = random.randrange(_LISTEN_FLOOR, low)
