@@ -15,15 +15,27 @@ distribution's top-level package.
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-try:
-    __version__ = version("tradeops")
-except PackageNotFoundError:  # pragma: no cover - running from a checkout that was never installed
-    __version__ = "0+unknown"
-
 __all__ = ["__version__", "discover"]
+
+__version__: str
+"""The installed distribution's version, read on first use: every process of the stack imports this package,
+and reading package metadata (importlib.metadata, which imports the email package) costs each of them 10 ms
+or more for a string only `--version`, discovery and reports show."""
+
+
+def __getattr__(name: str) -> Any:
+    if name != "__version__":
+        raise AttributeError(f"module 'tradeops' has no attribute {name!r}")
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        found = version("tradeops")
+    except PackageNotFoundError:  # pragma: no cover - running from a checkout that was never installed
+        found = "0+unknown"
+    globals()["__version__"] = found
+    return found
 
 
 def discover(discover_system: bool = True) -> dict[str, Any]:

@@ -22,7 +22,6 @@ import typer
 import typer.main
 from typer.core import TyperGroup
 
-from tradeops import __version__
 from tradeops.commands import helptext as _helptext  # noqa: F401  (sets how every --help labels parameters)
 from tradeops.commands.context import choose_aws
 from tradeops.commands.output import err, out
@@ -131,6 +130,8 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
+        from tradeops import __version__  # read from the package metadata only when asked for
+
         out.print(f"tradeops {__version__}")
         raise typer.Exit()
 

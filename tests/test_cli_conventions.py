@@ -364,3 +364,13 @@ def test_down_json_with_nothing_up(processes, tmp_path):
     env["TRADEOPS_STATE_DIR"] = str(tmp_path)
     done = subprocess.run(["tradeops", "down", "--json"], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and json.loads(done.stdout) == {"stopped": False, "started_at": None}
+
+
+def test_the_package_reads_its_version_only_when_asked(processes, tmp_path):
+    """`import tradeops` (paid by every process of the stack) leaves the package metadata unread until something
+    asks for `tradeops.__version__`, which is then the installed distribution's."""
+    code = ("import sys, tradeops; before = 'importlib.metadata' in sys.modules; "
+            "from importlib.metadata import version; "
+            "print(before, tradeops.__version__ == version('tradeops'))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.stdout.split() == ["False", "True"], done.stdout + done.stderr
