@@ -11,6 +11,8 @@ import httpx
 import pytest
 
 from tests.support.brokers import API_KEY, broker_pair
+from tradeops.runtime.orderpath import heartbeats
+from tradeops.runtime.orderpath.flags import FlagValues
 from tradeops.runtime.orderpath.messages import order_message
 from tradeops.runtime.orderpath.orders import OrderRequest, OrderStore, new_order
 from tradeops.runtime.orderpath.providers import make_provider
@@ -105,3 +107,48 @@ def test_an_order_stuck_on_a_silent_broker_does_not_hold_up_the_loop(worker, bro
     assert returned_while_waiting and order["status"] == "SUBMITTING" and order["provider"] == "primary"
     assert worker.wait_idle(10)
     assert OrderStore(worker.aws).require(stuck)["status"] == "IN_DOUBT"
+
+
+class _Flags:
+    """A worker's flag cache answering what the test sets."""
+
+    def __init__(self, processing: str) -> None:
+        self.processing = processing
+
+    def get(self) -> FlagValues:
+        return FlagValues(processing=self.processing, mode="manual", active="primary", trickle=0.0,
+                          read_at=time.monotonic())
+
+
+def test_a_worker_beats_at_once_when_it_sees_a_flag_stops_taking_and_lets_go_of_its_last_order(worker):
+    """The fleet's readers do not wait a beat's interval: a worker beats as soon as it sees a flag change, stops
+    taking orders (a pause) and, paused, lets go of the last order it held — so a quiesce hears the fleet drained
+    within milliseconds. Its regular beats here are 30 s apart, so every beat the test sees is an early one."""
+    worker.settings = worker.settings.model_copy(update={"heartbeat_seconds": 30.0})
+    flags = _Flags("running")
+    worker.flags = flags  # type: ignore[assignment]
+    worker._flags()  # the flags it starts from
+    beats = threading.Thread(target=worker._heartbeat_loop, daemon=True)
+    beats.start()
+
+    def beat() -> dict[str, object] | None:
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            got = [w for w in heartbeats.fleet(worker.aws)["workers"] if w["worker_id"] == worker.worker_id]
+            if got and got[0]["processing"] == flags.processing and got[0]["in_flight"] == worker.in_flight:
+                return got[0]
+            time.sleep(0.05)
+        return None
+
+    worker.taking, worker.in_flight = True, 1
+    flags.processing = "paused"
+    assert worker.poll_once() == 0 and not worker.taking
+    seen = beat()
+    assert seen is not None and seen["taking"] is False and seen["in_flight"] == 1, seen
+    worker._done(1)
+    drained = beat()
+    assert drained is not None and drained["in_flight"] == 0, drained
+    worker.stop_event.set()
+    worker._beat_soon.set()  # wakes the loop, which sees the stop and returns without beating
+    beats.join(timeout=5)
+    assert not beats.is_alive()

@@ -1,6 +1,8 @@
 """Worker heartbeats: what each worker says about itself every ``heartbeat_seconds``, and the fleet read back.
 
-One item per worker in the heartbeats table, replaced at each beat and expiring after an hour: how
+One item per worker in the heartbeats table, replaced at each beat (every ``heartbeat_seconds``, and at once
+when the worker sees a flag change, stops taking orders, or lets go of its last order while paused) and
+expiring after an hour: how
 many orders it holds and whether it takes new ones (a runbook proves the fleet drained before it
 switches brokers), the processing and routing flags it last saw (a flag change has reached the fleet
 when every live worker reports it), its breakers, last probes and suspect brokers

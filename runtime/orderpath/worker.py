@@ -108,6 +108,8 @@ class Worker:
         self._handling = 0  # messages received and not yet settled
         self.stop_event = threading.Event()
         self._resolve_soon = threading.Event()  # set when this worker parks an order IN_DOUBT
+        # Set when what the fleet's readers wait for changes here: a flag seen, taking stopped, the last order let go.
+        self._beat_soon = threading.Event()
         self.resolver_looked_at = 0  # orders the resolver's last round looked at
         self.settler = Settler(self.aws, self.queue_url, store=self.store, events=self.events, actor=worker_id,
                                max_receive_count=settings.max_receive_count,
@@ -128,8 +130,7 @@ class Worker:
         self.router.start_monitor()
         sweep_every = sweep_interval(self.settings.sweep_age_seconds)
         threads = [
-            threading.Thread(target=self._repeat, name="heartbeat", daemon=True,
-                             args=(lambda: self.settings.heartbeat_seconds, self._beat, "heartbeat_failed")),
+            threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True),
             threading.Thread(target=self._resolver_loop, name="resolver", daemon=True),
             # Ask brokers that answer again about the orders declared void there (double executions).
             threading.Thread(target=self._repeat, name="void-watch", daemon=True,
@@ -163,7 +164,9 @@ class Worker:
         flags = self._flags()
         if flags.processing != "running":
             # Quiesced: take nothing new; what this worker holds finishes on its threads.
-            self.taking = False
+            if self.taking:
+                self.taking = False
+                self._beat_soon.set()
             self.stop_event.wait(0.2)
             return 0
         self.taking = True
@@ -218,6 +221,9 @@ class Worker:
     def _done(self, count: int, batch: list[int] | None = None) -> None:
         with self._lock:
             self.in_flight -= count
+            drained = self.in_flight == 0 and not self.taking
+        if drained:  # paused and holding nothing now: a quiesce waiting on the fleet hears it at once
+            self._beat_soon.set()
         with self._idle:
             self._handling -= count
             if batch is not None:
@@ -232,10 +238,11 @@ class Worker:
     def _flags(self) -> FlagValues:
         flags = self.flags.get()
         last = self._last_flags
+        self._last_flags = flags
         if last is not None and (last.mode, last.active, last.processing) != (flags.mode, flags.active,
                                                                                flags.processing):
             self._log("flags_seen", **flags.as_dict())
-        self._last_flags = flags
+            self._beat_soon.set()  # the fleet reports a flag change in a beat as soon as this worker has seen it
         return flags
 
     def _choose(self, order: dict[str, Any], flags: FlagValues, *, exclude: set[str] | None = None) -> str | None:
@@ -521,6 +528,21 @@ class Worker:
                 job()
             except Exception as exc:  # keep going on the next round
                 self._log(failed, error=str(exc)[:200])
+
+    def _heartbeat_loop(self) -> None:
+        """A beat every ``heartbeat_seconds``, and one at once when a flag changes, when this worker stops taking
+        orders, or when it lets go of its last order while not taking: whoever waits on the fleet (a quiesce
+        waiting for it to drain, a flag change waiting to reach every worker) hears of it within milliseconds,
+        not a beat's interval later."""
+        while not self.stop_event.is_set():
+            self._beat_soon.wait(self.settings.heartbeat_seconds)
+            self._beat_soon.clear()
+            if self.stop_event.is_set():
+                return  # the run's own last beat says it stopped
+            try:
+                self._beat()
+            except Exception as exc:  # keep beating on the next round
+                self._log("heartbeat_failed", error=str(exc)[:200])
 
     def _beat(self) -> None:
         flags = self._last_flags
