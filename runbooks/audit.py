@@ -321,6 +321,11 @@ class AuditLog:
         # reading the chain first (a writer that got in between makes the append read it again).
         self._last_known: tuple[int, str] | None = None
 
+    def others_appended(self) -> None:
+        """Someone else has appended to the chain since this log last did (an approver's decision): the next append
+        reads where the chain ends first, rather than try a seq that is taken and then read it."""
+        self._last_known = None
+
     def _head(self) -> tuple[int, str]:
         with aws_errors("read the audit chain head"):
             item = self.aws.dynamodb.get_item(TableName=self.table, ConsistentRead=True,

@@ -519,6 +519,7 @@ class Runner:
         hooked = False
         shown: tuple[Any, ...] | None = None
         last_shown = 0.0
+        counted = 0
         while True:
             if self.gated:
                 ledger = GateLedger(self.aws).read(self.eid, sid)
@@ -528,6 +529,9 @@ class Runner:
             else:
                 # Never requested: no decision can have been recorded (the store refuses one before the request).
                 approvals, seen = [], 0
+            if seen != counted:  # each decision was audited by whoever made it: the chain has moved on
+                self.audit.log.others_appended()
+                counted = seen
             decision = evaluate(rule, ctx, approvals)
             if decision.state == GRANTED:
                 rec["approvals"] = {"approved_by": list(decision.approved_by), "needed": rule.count,

@@ -269,3 +269,19 @@ def test_an_append_after_its_own_costs_two_writes_and_another_writer_in_between_
     assert third["seq"] == 4
     result = mine.verify()
     assert result.ok and result.records == 4
+
+
+def test_a_log_told_others_appended_reads_the_chain_end_first_and_tries_no_taken_seq(aws_settings):
+    """After an approver's decision (another writer), the run's next append reads where the chain ends and
+    writes once: one Query and the record and head, never a conditional put on a seq that is taken."""
+    chain = f"test-{uuid.uuid4().hex[:8]}"
+    counter = RequestCounter()
+    mine, other = AuditLog(Aws(aws_settings, counter=counter), chain=chain), AuditLog(Aws(aws_settings), chain=chain)
+    mine.append("roster.seeded", actor="alice", identity_source="test")
+    other.append("approval.approved", execution_id="e-1", actor="bob", identity_source="test")
+    mine.others_appended()
+    before = counter.snapshot()
+    record = mine.append("step.started", execution_id="e-1", actor="alice", identity_source="test")
+    spent = {k: n - before.get(k, 0) for k, n in counter.snapshot().items() if n - before.get(k, 0)}
+    assert spent == {"dynamodb.Query": 1, "dynamodb.PutItem": 2} and record["seq"] == 3
+    assert mine.verify().ok
