@@ -54,7 +54,7 @@ from tradeops.runbooks.gate import (
 )
 from tradeops.runbooks.gateledger import GateLedger
 from tradeops.runbooks.gateproof import caller_arn
-from tradeops.runbooks.identity import Identity, bound_roles, identity_from_arn
+from tradeops.runbooks.identity import Identity, bound_roles, drill_roles, identity_from_arn
 from tradeops.runbooks.loader import read_runbook_text, sha256_text, shipped_runbooks
 from tradeops.runbooks.params import render
 from tradeops.runbooks.registry import OperationContext
@@ -113,7 +113,7 @@ class Gate:
                 raise BadInput("malformed: a gate call is {request, proof}")
             request = parse_request(body["request"])
             arn = caller_arn(body["proof"], request_digest(body["request"]), self.settings)
-            identity = identity_from_arn(arn, bound=bound_roles(self.settings))
+            identity = identity_from_arn(arn, bound=bound_roles(self.settings), drill_roles=drill_roles(self.settings))
             why = freshness_refusal(request, utcnow())
             if why:
                 raise Refused(why)

@@ -15,6 +15,10 @@ ARN, and only from the parts of it the caller cannot pick:
   When the source identity is known (the AssumeRole answer, a CloudTrail record), a session whose
   source identity differs from its name is refused. The template's roles (``<prefix>-operator``,
   ``<prefix>-break-glass``) are two; ``TRADEOPS_OPERATOR_ROLES`` names others with the same condition;
+- a session of the runtime template's drill task role (``<prefix>-drill-task``, which only ECS tasks of the
+  account can assume) is a scheduled drill's automation: the drill identity ``drill-task:ROLE/TASK``, whose
+  approvals never count as four-eyes and which the approval gate lets set a guarded flag only where its own
+  configuration allows drills;
 - anything else (a session of another role, whose name whoever calls AssumeRole picks; a federated
   user; the root user) is refused: it cannot say which person acts.
 
@@ -50,7 +54,7 @@ from typing import Any
 
 import yaml
 
-from tradeops.runbooks.approvals import identity_key, roles_held
+from tradeops.runbooks.approvals import DRILL_PREFIX, identity_key, roles_held
 from tradeops.runtime.platform import yamlfiles
 from tradeops.runtime.platform.aws import Aws, aws_errors
 from tradeops.runtime.platform.errors import BadInput, ConfigError, Refused
@@ -64,6 +68,7 @@ __all__ = [
     "bound_roles",
     "break_glass_users",
     "current_identity",
+    "drill_roles",
     "identity_from_arn",
     "load_operators",
     "operators_path",
@@ -95,6 +100,12 @@ def bound_roles(settings: Settings) -> frozenset[str]:
     return frozenset({names.operator_role, names.break_glass_role, *extra})
 
 
+def drill_roles(settings: Settings) -> frozenset[str]:
+    """Roles whose sessions are a scheduled drill's task (the runtime template's ``DrillTaskRole``): its trust
+    policy lets only ECS tasks of the account assume it."""
+    return frozenset({names_for(settings).drill_task_role})
+
+
 def sso_role(arn: str) -> str | None:
     """The role name of an IAM Identity Center session ARN (``AWSReservedSSO_*``), else None (pure)."""
     match = _ARN.match(arn)
@@ -106,12 +117,14 @@ def sso_role(arn: str) -> str | None:
 
 
 def identity_from_arn(arn: str, *, bound: Iterable[str], account: str | None = None, sso_role_path: str | None = None,
-                      source_identity: str | None = None) -> Identity:
+                      source_identity: str | None = None, drill_roles: Iterable[str] = ()) -> Identity:
     """The person behind an STS caller ARN (pure); Refused when the ARN cannot name one.
 
     ``account``: the account tradeops runs in (a principal of another is refused). ``sso_role_path``: the
     IAM path of the session's role when it is an ``AWSReservedSSO_*`` one (:func:`sso_role`; without it such a
-    session is refused). ``source_identity``: the session's sts:SourceIdentity, when known."""
+    session is refused). ``source_identity``: the session's sts:SourceIdentity, when known. ``drill_roles``: roles
+    only a scheduled drill's task assumes (:func:`drill_roles`): a session of one is that drill's automation, a
+    drill identity (``drill-task:ROLE/SESSION``, the session being the ECS task's id), never a person."""
     match = _ARN.match(arn)
     if not match:
         raise Refused(f"cannot tell who {arn!r} is: not an AWS principal ARN")
@@ -130,6 +143,8 @@ def identity_from_arn(arn: str, *, bound: Iterable[str], account: str | None = N
                 raise Refused(f"cannot tell who acts as {arn}: role {role} is not one IAM Identity Center made "
                               f"(its path is {sso_role_path or 'unknown'}, not {SSO_ROLE_PATH}...)")
             return Identity(f"identity-center:{session}", "identity-center")
+        if role in set(drill_roles):
+            return Identity(f"{DRILL_PREFIX}task:{role}/{session}", "drill-task-role")
         if role in set(bound):
             if source_identity is not None and source_identity != session:
                 raise Refused(f"cannot tell who acts as {arn}: its source identity is {source_identity!r}, not its "
@@ -147,7 +162,8 @@ def current_identity(settings: Settings, aws: Aws | None = None) -> Identity:
         aws = aws or Aws(settings)
         caller = aws.caller()
         return identity_from_arn(caller["arn"], bound=bound_roles(settings), account=settings.aws_account,
-                                 sso_role_path=_role_path(aws, sso_role(caller["arn"])))
+                                 sso_role_path=_role_path(aws, sso_role(caller["arn"])),
+                                 drill_roles=drill_roles(settings))
     if settings.operator:
         return Identity(settings.operator.strip(), "TRADEOPS_OPERATOR")
     return Identity(getpass.getuser(), "os-user")

@@ -302,6 +302,10 @@ def test_the_eventbridge_export_runs_the_runtime_stacks_drill_task_with_its_sche
     (container,) = task["containerDefinitions"]
     assert (container["name"], container["image"]) == ("drill", DRILL_IMAGE)
     assert task["family"] == "ut-drill" and task["requiresCompatibilities"] == ["FARGATE"]
+    # It runs as the drill task role the gate knows as a drill identity, and it reaches the gate's load balancer.
+    assert task["taskRoleArn"].rsplit("/", 1)[1] == "ut-drill-task"
+    (gate,) = aws.client("elbv2").describe_load_balancers(Names=["ut-gate"])["LoadBalancers"]
+    assert {"name": "TRADEOPS_GATE_URL", "value": f"https://{gate['DNSName']}"} in container["environment"]
     assert set(run_task["networkConfiguration"]["awsvpcConfiguration"]["subnets"]) == set(network["zones"])
     assert run_task["overrides"]["containerOverrides"][0]["command"][:5] == ["tradeops", "--aws", "drill", "run",
                                                                              "primary-outage"]

@@ -97,6 +97,12 @@ class Names:
         return f"{self.prefix}-break-glass"
 
     @property
+    def drill_task_role(self) -> str:
+        """The runtime template's role of a scheduled drill's ECS task: only ECS tasks of this account assume it, so
+        its sessions are a drill's automation, never a person (:func:`tradeops.runbooks.identity.identity_from_arn`)."""
+        return f"{self.prefix}-drill-task"
+
+    @property
     def metric_namespace(self) -> str:
         return "Tradeops"
 

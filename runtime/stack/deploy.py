@@ -196,6 +196,8 @@ class _Resolver:
         self.conditions = conditions or {}
 
     def attribute(self, logical: str, attr: str) -> str:
+        if f"{logical}.{attr}" in self.values:  # read from the emulator (_read_attributes)
+            return str(self.values[f"{logical}.{attr}"])
         convert = _ATTRIBUTES.get((self.types.get(logical, ""), attr))
         if convert is None or logical not in self.values:
             raise StackError(f"template: GetAtt {logical}.{attr} cannot be resolved for a resource"
@@ -233,6 +235,18 @@ class _Resolver:
             separator, text = value["Fn::Split"]
             return str(self(text)).split(separator)
         return {k: resolved for k, v in value.items() if (resolved := self(v)) is not _NO_VALUE}
+
+
+def _read_attributes(aws: Aws, doc: dict[str, Any], created: dict[str, str]) -> dict[str, str]:
+    """Attributes of resources the emulator created that no physical id gives, read back from its API as
+    ``LOGICAL.ATTRIBUTE``: a load balancer's DNS name (the runtime stack's drill task reaches the gate by it)."""
+    found: dict[str, str] = {}
+    for logical, physical in created.items():
+        if doc["Resources"].get(logical, {}).get("Type") == "AWS::ElasticLoadBalancingV2::LoadBalancer":
+            with aws_errors(f"read load balancer {logical}"):
+                (balancer,) = aws.client("elbv2").describe_load_balancers(LoadBalancerArns=[physical])["LoadBalancers"]
+            found[f"{logical}.DNSName"] = str(balancer["DNSName"])
+    return found
 
 
 def _typed(aws: Aws, service: str, operation: str, args: dict[str, Any]) -> dict[str, Any]:
@@ -519,8 +533,8 @@ def _deploy(aws: Aws, template: Path, stack_name: str, params: dict[str, str], r
         account = aws.client("sts").get_caller_identity()["Account"]
         values = _parameter_values(doc, params)
         conditions = template_conditions(doc, values)
-        resolve = _Resolver(values, created, region, account, types={k: v["Type"] for k, v in doc["Resources"].items()},
-                            conditions=conditions)
+        resolve = _Resolver({**values, **_read_attributes(aws, doc, created)}, created, region, account,
+                            types={k: v["Type"] for k, v in doc["Resources"].items()}, conditions=conditions)
         for logical, resource in doc["Resources"].items():
             if not conditions.get(resource.get("Condition", ""), True):
                 continue  # not part of this stack (its condition is false)
