@@ -58,6 +58,7 @@ __all__ = [
     "DRILL_FLAGS",
     "GUARDED_ACTIONS",
     "MAX_LIFETIME",
+    "NONCE_KEPT",
     "OPS",
     "Act",
     "GateRequest",
@@ -67,6 +68,7 @@ __all__ = [
     "decision_refusal",
     "drill_flag_refusal",
     "freshness_refusal",
+    "nonce_expiry",
     "parse_request",
     "request_digest",
     "request_refusal",
@@ -93,6 +95,9 @@ allows drills."""
 
 MAX_LIFETIME: Final = timedelta(minutes=5)
 """The longest a request may stay valid: long enough for a slow network, too short to hoard one for later."""
+
+NONCE_KEPT: Final = timedelta(days=1)
+"""How long past the end of the longest window a request can be valid in its nonce is kept (:func:`nonce_expiry`)."""
 
 _ID: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 _NONCE: Final = re.compile(r"^[0-9a-f]{32,64}$")
@@ -178,6 +183,16 @@ def freshness_refusal(request: GateRequest, now: datetime) -> str | None:
     if request.expires_at - now > MAX_LIFETIME:
         return f"the request is valid for more than {int(MAX_LIFETIME.total_seconds())} s; ask again closer to the act"
     return None
+
+
+def nonce_expiry(now: datetime) -> int:
+    """When the gate may forget a nonce it records at ``now`` (epoch seconds: the decisions table's TTL).
+
+    Any request the gate accepts at ``now`` expires by ``now + MAX_LIFETIME`` (:func:`freshness_refusal`), so after
+    that a replay is refused as stale whether or not its nonce is remembered; the nonce is kept a day past that, so
+    a gate whose clock runs behind (another task, a skewed host) still finds it. DynamoDB deletes an expired item
+    only some time after its expiry, never before, and until then a replay is still refused by it."""
+    return int((now + MAX_LIFETIME + NONCE_KEPT).timestamp())
 
 
 def short_name(identity: str) -> str:

@@ -7,7 +7,10 @@ Its items, keyed ``(execution_id, item)``:
   under which roster and runbook text, the action and the arguments approvers see, the decisions
   (``decisions.<identity>``), ``decision_seq`` (bumped by every decision or withdrawal) and
   ``acted`` once the gate let the action through;
-- ``nonce#<nonce>``: a request already seen (a second one with that nonce is a replay).
+- ``nonce#<nonce>``: a request already seen (a second one with that nonce is a replay), with
+  ``request_expires_at`` (the request's own expiry) and ``expires_at`` (:data:`EXPIRES_AT`, epoch seconds: the
+  table's TTL, a day past the longest a request can be valid, :func:`~tradeops.runbooks.gate.nonce_expiry`), so
+  nonces do not pile up forever; a step's item has no ``expires_at`` and is kept.
 
 The guarantees the executions table gives a run's four-eyes (:mod:`.store`) hold here the same way,
 with single-item conditional writes only: a decision lands only once the step was requested,
@@ -30,7 +33,10 @@ from tradeops.runtime.platform.aws import Aws, aws_errors, condition_failed
 from tradeops.runtime.platform.errors import Refused
 from tradeops.runtime.platform.names import names_for
 
-__all__ = ["GateLedger"]
+__all__ = ["EXPIRES_AT", "GateLedger"]
+
+EXPIRES_AT = "expires_at"
+"""The decisions table's TTL attribute (deploy/template.yaml, ``TimeToLiveSpecification``): only nonces carry it."""
 
 _ser = TypeSerializer()
 _de = TypeDeserializer()
@@ -76,12 +82,14 @@ class GateLedger:
             decisions=tuple(decisions_of({"decisions": {step_id: data.get("decisions") or {}}}, step_id)),
             decision_seq=int(data.get("decision_seq") or 0), acted=data.get("acted"))
 
-    def use_nonce(self, execution_id: str, nonce: str, *, at: str, expires_at: str) -> None:
-        """Record a request's nonce; Refused if it was seen before (a replay)."""
+    def use_nonce(self, execution_id: str, nonce: str, *, at: str, request_expires_at: str, expires_at: int) -> None:
+        """Record a request's nonce, forgotten after ``expires_at`` (epoch seconds); Refused if it was seen before
+        (a replay)."""
         try:
             self.aws.dynamodb.put_item(
                 TableName=self.table, ConditionExpression="attribute_not_exists(execution_id)",
-                Item={**self._key(execution_id, f"nonce#{nonce}"), "at": {"S": at}, "expires_at": {"S": expires_at}})
+                Item={**self._key(execution_id, f"nonce#{nonce}"), "at": {"S": at},
+                      "request_expires_at": {"S": request_expires_at}, EXPIRES_AT: {"N": str(int(expires_at))}})
         except Exception as exc:
             if condition_failed(exc):
                 raise Refused(f"request {nonce[:12]}… was seen before: a replay is refused") from None

@@ -10,7 +10,8 @@ step (:func:`~tradeops.runbooks.gate.parse_request`) and a signed proof of who a
 (:mod:`.gateproof`). The gate, in this order, and failing closed at each:
 
 1. parses the request (malformed: 400), learns the caller from STS through the proof, checks the
-   request's expiry, and records its nonce (a replay is refused);
+   request's expiry, and records its nonce (a replay is refused; the nonce is kept a day past the
+   longest a request can be valid, then DynamoDB's TTL removes it);
 2. reads the execution (for its runbook SHA-256, parameters and executors), its own shipped copy of
    that runbook (any other text is refused), the roster in force and the step's ledger
    (:mod:`.gateledger`);
@@ -48,6 +49,7 @@ from tradeops.runbooks.gate import (
     decision_refusal,
     drill_flag_refusal,
     freshness_refusal,
+    nonce_expiry,
     parse_request,
     request_digest,
     request_refusal,
@@ -114,11 +116,12 @@ class Gate:
             request = parse_request(body["request"])
             arn = caller_arn(body["proof"], request_digest(body["request"]), self.settings)
             identity = identity_from_arn(arn, bound=bound_roles(self.settings))
-            why = freshness_refusal(request, utcnow())
+            now = utcnow()
+            why = freshness_refusal(request, now)
             if why:
                 raise Refused(why)
-            self.ledger.use_nonce(request.execution_id, request.nonce, at=iso(),
-                                  expires_at=request.expires_at.isoformat())
+            self.ledger.use_nonce(request.execution_id, request.nonce, at=iso(now),
+                                  request_expires_at=request.expires_at.isoformat(), expires_at=nonce_expiry(now))
             return self._op(request, identity)
         except BadInput as exc:
             self._refused(request, identity, str(exc))

@@ -11,11 +11,13 @@ from hypothesis import strategies as st
 from tradeops.runbooks.approvals import Approval, ApprovalRule
 from tradeops.runbooks.gate import (
     MAX_LIFETIME,
+    NONCE_KEPT,
     StepLedger,
     act_refusal,
     decision_context,
     decision_refusal,
     freshness_refusal,
+    nonce_expiry,
     parse_request,
     request_digest,
     request_refusal,
@@ -86,6 +88,17 @@ def test_an_expired_or_hoarded_request_is_stale():
     assert "expired" in str(freshness_refusal(parse_request(_body()), NOW + timedelta(minutes=2)))
     far = _body(expires_at=(NOW + MAX_LIFETIME + timedelta(seconds=1)).isoformat())
     assert "more than" in str(freshness_refusal(parse_request(far), NOW))
+
+
+@given(st.integers(min_value=1, max_value=int(MAX_LIFETIME.total_seconds())))
+def test_a_nonce_outlives_every_request_the_gate_accepts_with_it(valid_for):
+    """A nonce recorded with a request the gate accepts is kept until a day after that request, and any request
+    accepted at the same moment, can no longer be accepted: a replay within the window always finds it."""
+    request = parse_request(_body(expires_at=(NOW + timedelta(seconds=valid_for)).isoformat()))
+    assert freshness_refusal(request, NOW) is None
+    kept_until = datetime.fromtimestamp(nonce_expiry(NOW), UTC)
+    assert kept_until >= request.expires_at + NONCE_KEPT and kept_until >= NOW + MAX_LIFETIME + NONCE_KEPT
+    assert freshness_refusal(request, kept_until) is not None  # by then the request itself is refused as stale
 
 
 def test_a_step_with_two_valid_approvals_acts_with_the_arguments_fixed_at_the_request():

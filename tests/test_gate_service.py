@@ -17,8 +17,9 @@ import pytest
 from tests.support.gateworld import GateWorld, arn, authed_emulator, gate_world
 from tradeops.runbooks import actions, breakglass, engine
 from tradeops.runbooks.audit import AuditLog
-from tradeops.runbooks.gate import request_digest
+from tradeops.runbooks.gate import MAX_LIFETIME, NONCE_KEPT, request_digest
 from tradeops.runbooks.gateclient import GateDown, ask_gate
+from tradeops.runbooks.gateledger import EXPIRES_AT
 from tradeops.runbooks.gateproof import sign_proof
 from tradeops.runbooks.identity import Identity, parse_operators
 from tradeops.runbooks.registry import OperationContext
@@ -152,6 +153,31 @@ def test_a_replayed_request_is_refused(world, primary):
     again = httpx.post(f"{world.gate_url}/v1/gate", json=body)
     assert first.status_code == 200
     assert again.status_code == 403 and "replay" in again.json()["refused"]
+    refused = world.refusals(eid)
+    assert len(refused) == 1 and "replay" in refused[0]["data"]["reason"]
+    assert len([e for e in world.audit(eid) if e["kind"] == "gate.requested"]) == 1
+
+
+def test_a_nonce_carries_an_expiry_a_day_past_the_window_and_a_step_none(world):
+    """The gate records a nonce with the decisions table's TTL attribute a day past the longest its request can be
+    valid (a replay within the window is still refused: above), and a step's ledger without one. (The emulator's
+    CloudFormation does not apply a table's TTL; tests/test_aws_templates.py checks the template's.)"""
+    eid = _execution(world, "failover")
+    request = {"op": "request", "execution_id": eid, "step_id": "toggle-to-secondary",
+               "nonce": uuid.uuid4().hex, "expires_at": _soon()}
+    alice = world.people["alice"]
+    body = {"request": request, "proof": sign_proof(alice.credentials(), alice.settings, request_digest(request))}
+    sent = datetime.datetime.now(datetime.UTC)
+    assert httpx.post(f"{world.gate_url}/v1/gate", json=body).status_code == 200
+    item = world.admin.dynamodb.get_item(TableName="gt-decisions", Key={
+        "execution_id": {"S": eid}, "item": {"S": f"nonce#{request['nonce']}"}})["Item"]
+    kept_until = datetime.datetime.fromtimestamp(int(item[EXPIRES_AT]["N"]), datetime.UTC)
+    assert item["request_expires_at"]["S"] == request["expires_at"]
+    assert kept_until >= sent + MAX_LIFETIME + NONCE_KEPT - datetime.timedelta(seconds=1)
+    assert kept_until > datetime.datetime.fromisoformat(request["expires_at"]) + NONCE_KEPT
+    step = world.admin.dynamodb.get_item(TableName="gt-decisions", Key={
+        "execution_id": {"S": eid}, "item": {"S": "step#toggle-to-secondary"}})["Item"]
+    assert EXPIRES_AT not in step  # a step's ledger is kept
 
 
 def test_a_proof_for_another_request_or_a_forged_one_is_refused(world, primary):
