@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import re
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
@@ -14,12 +15,13 @@ import botocore.exceptions
 import httpx
 import pytest
 
+from tests.support.brokers import start_broker, stop_broker, wait_healthy
 from tests.support.gateworld import GateWorld, arn, authed_emulator, gate_world
 from tradeops.runbooks import actions, breakglass, engine
 from tradeops.runbooks.audit import AuditLog
 from tradeops.runbooks.gate import MAX_LIFETIME, NONCE_KEPT, request_digest
 from tradeops.runbooks.gateclient import GateDown, ask_gate
-from tradeops.runbooks.gateledger import EXPIRES_AT
+from tradeops.runbooks.gateledger import EXPIRES_AT, GateLedger
 from tradeops.runbooks.gateproof import sign_proof
 from tradeops.runbooks.identity import Identity, parse_operators
 from tradeops.runbooks.registry import OperationContext
@@ -299,7 +301,8 @@ def test_a_drill_sets_a_guarded_flag_through_a_gate_configured_for_drills_audite
 
 def test_a_resumed_step_takes_the_gates_record_and_a_second_change_of_it_is_refused(world):
     """Run again after the gate acted (a resume), the action answers the gate's recorded outcome without a second
-    change; the same step with other arguments (a rollback's restore) is refused by the gate."""
+    change; the same step with other arguments is refused by the gate (a rollback's restore is a change of its own,
+    asked as one: below)."""
     eid = _execution(world, "failover")
     alice = world.people["alice"]
     ctx = OperationContext(settings=alice.settings, aws=alice, execution_id=eid, step_id="quiesce",
@@ -381,3 +384,108 @@ def test_declare_void_is_released_by_the_gate_with_its_own_broker_keys(world):
     assert answer["output"]["released"] == [] and answer["output"]["approvers"] == answer["approved_by"]
     with pytest.raises(botocore.exceptions.ClientError, match="AccessDenied"):
         world.people["alice"].secrets.get_secret_value(SecretId="gt/broker/primary")
+
+
+# ---- a rollback's restore of a step the gate changed ---------------------------------------------
+
+@pytest.fixture(scope="module")
+def primary_broker(world, tmp_path_factory) -> Iterator[str]:
+    """A simulated primary broker (disable-auto checks it is healthy before choosing it); its order API's URL."""
+    broker = start_broker("primary", "alpha", 1, tmp_path_factory.mktemp("gt-broker"))
+    try:
+        wait_healthy(broker)
+        yield broker.url
+    finally:
+        stop_broker(broker)
+
+
+def _restores(world: GateWorld, eid: str) -> list[dict]:
+    return [e for e in _audit(world, eid) if e["kind"] == "gate.acted" and e["data"]["op"] == "restore"]
+
+
+def test_a_rollback_restores_a_step_the_gate_changed_through_the_gate_audited_once(world, primary_broker):
+    """disable-auto, run by alice: the gate sets the active broker (a step without approval); bob approves the next
+    step, she declines to run it and aborts with rollback, and the gate restores the broker it replaced, as a change
+    of its own, audited once beside the act; a second restore is refused."""
+    flags = Flags(world.admin)
+    flags.set("mode", "auto")
+    flags.set("active", "secondary")
+    alice = world.person(world.sessions["alice"], primary_url=primary_broker)
+    me = Identity(arn("alice"), "iam-user")
+    try:
+
+        def bob_approves(wait):
+            engine.decide(alice.settings, wait.execution_id, wait.step_id, "approve", aws=world.people["bob"])
+
+        outcome = engine.run_execution(alice.settings, "disable-auto", aws=alice, identity=me, poll_seconds=0.05,
+                                       confirm=lambda prompt: "set_routing_mode" not in prompt,
+                                       on_approval_wait=bob_approves, approval_timeout=30)
+        assert outcome.status == "stopped", outcome.reason
+        eid = outcome.execution_id
+        assert flags.read().active == "primary"
+        engine.abort_execution(alice.settings, eid, aws=alice, identity=me, reason="not today", rollback=True)
+        assert flags.read().active == "secondary" and flags.read().mode == "auto"
+        (restored,) = _restores(world, eid)
+        assert restored["actor"] == arn("alice") and restored["step_id"] == "set-active"
+        assert (restored["data"]["args"], restored["data"]["before"]) == ({"provider": "secondary"}, "primary")
+        assert [e["data"]["op"] for e in world.acts(eid)] == ["act", "restore"] and not world.refusals(eid)
+        step = next(s for s in engine.execution_history(alice.settings, eid, aws=alice)["steps"]
+                    if s["step_id"] == "set-active")
+        assert step["rollback"]["status"] == "succeeded" and step["rollback"]["output"]["value"] == "secondary"
+        # Asked again (a rollback run twice), the gate refuses a second restore, and nothing changes.
+        with pytest.raises(Refused, match="already restored"):
+            _ask(world, "alice", "restore", eid, "set-active", value="secondary")
+        flags.set("active", "primary")
+        with pytest.raises(Refused, match="already restored"):
+            _ask(world, "bob", "restore", eid, "set-active", value="secondary")
+        assert flags.read().active == "primary" and len(_restores(world, eid)) == 1
+        mark = GateLedger(world.admin).restored(eid, "set-active")
+        assert mark is not None and mark["outcome"]["output"]["value"] == "secondary"
+        assert [e["data"]["reason"] for e in world.refusals(eid)] == [
+            f"step set-active of {eid} was already restored at {mark['at']} by {arn('alice')}"] * 2
+    finally:
+        flags.set("mode", "manual")
+        flags.set("active", "primary")
+
+
+def _quiesced(world: GateWorld) -> str:
+    """A failover whose quiesce step (no approval; rollback: restore) the gate has made: processing paused."""
+    eid = _execution(world, "failover")
+    assert _ask(world, "alice", "act", eid, "quiesce")["output"] == {"flag": "processing", "previous": "running",
+                                                                       "value": "paused"}
+    return eid
+
+
+@pytest.mark.parametrize(("case", "why"), [
+    ("never-acted", "was never acted on by the gate"),
+    ("another-value", "can be restored only to 'running', the value before the gate's change, not 'paused'"),
+    ("changed-since", "set 'paused', but 'running' is in force now"),
+    ("no-restore", "is not a guarded change with a value to restore"),
+])
+def test_a_restore_the_gate_did_not_make_or_not_to_the_value_it_replaced_is_refused(world, case, why):
+    """A restore of a step the gate never acted on, to another value than the one its change replaced, after a
+    later change of the flag, or of a step with nothing to restore, is refused, audited as refused, and nothing
+    changes."""
+    flags = Flags(world.admin)
+    flags.set("processing", "running")
+    step, value = "quiesce", "running"
+    if case == "never-acted":
+        eid = _execution(world, "failover")
+    elif case == "no-restore":
+        eid, step = _execution(world, "failover"), "declare-void"
+    else:
+        eid = _quiesced(world)
+        if case == "another-value":
+            value = "paused"
+        else:
+            flags.set("processing", "running")  # someone else's change since the gate's
+    before = flags.read().processing
+    try:
+        with pytest.raises(Refused, match=re.escape(why)):
+            _ask(world, "alice", "restore", eid, step, value=value)
+        assert flags.read().processing == before and not _restores(world, eid)
+        assert GateLedger(world.admin).restored(eid, step) is None
+        (refused,) = world.refusals(eid)
+        assert refused["data"]["op"] == "restore" and why in refused["data"]["reason"]
+    finally:
+        flags.set("processing", "running")
