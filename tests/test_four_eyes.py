@@ -192,7 +192,7 @@ def test_a_reject_between_the_grant_and_the_action_stops_the_action(gw, roster_b
 
     outcome = _gated_run(gw, eid, assume_yes=False, confirm=yes_after_a_late_rejection, on_approval_wait=approve)
     late = f"rejected by {arn('carol')} (the proposal was not reviewed)"
-    assert outcome.status != "completed" and late in outcome.reason, outcome
+    assert outcome.status == "failed" and late in outcome.reason, outcome
     assert _roster_now(gw) == gw.roster.digest
     assert not gw.acts(eid) and GateLedger(gw.admin).read(eid, "apply").acted is None
     (why,) = _refused(gw, eid, "act")
