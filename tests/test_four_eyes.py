@@ -418,6 +418,9 @@ def test_one_person_under_two_session_names_is_not_two_approvers(gw, roster_back
         aws = gw.person(session)
         with pytest.raises(Refused, match="lets whoever assumes it choose the session name"):
             engine.decide(aws.settings, eid, "apply", "approve", aws=aws)
+    assert GateLedger(gw.admin).read(eid, "apply").decisions == ()
+    reasons = _refused(gw, eid, "decide")
+    assert len(reasons) == 2 and all("choose the session name" in r for r in reasons)
     bound = gw.serve_gate(operator_roles="TradeopsOpsManager,TradeopsRisk")
     install_roster(gw.admin, Operators(roles={**{arn(n): frozenset(r) for n, r in GATE_ROLES.items()},
                                               arn("erin"): frozenset({"ops-manager", "risk"})}))
