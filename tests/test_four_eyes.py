@@ -339,8 +339,11 @@ def test_an_approval_timeout_bounds_the_wait(gw):
     resume asks the gate again, which keeps the request as first made (one gate.requested, the decisions kept)."""
     eid = f"fe-timeout-{uuid.uuid4().hex[:6]}"
 
-    def one_approver(wait):
-        _gdecide(gw, wait.execution_id, "bob")
+    decided: list[str] = []
+
+    def one_approver(wait):  # the run calls it on every other look while it waits: bob decides once
+        if not decided:
+            decided.append(_gdecide(gw, wait.execution_id, "bob").identity)
 
     outcome = _gated_run(gw, eid, on_approval_wait=one_approver, approval_timeout=0.3)
     assert outcome.status == "approval-timed-out" and "after waiting 0.3 s" in outcome.reason
