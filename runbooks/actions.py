@@ -43,14 +43,27 @@ def _gated(ctx: OperationContext, name: str, args: dict[str, Any]) -> dict[str, 
     """The guarded action ``name``: asked of the gate when one is configured (and a run's step names it), else
     made here."""
     if ctx.settings.gate_url and ctx.execution_id and ctx.step_id:
+        if ctx.restoring:
+            return _restore_at_gate(ctx, name, args)
         # A run resumed after the gate made this very change (it died before recording it): asking again would
-        # only be refused, so the gate's own record of it is the action's output. Other arguments (a rollback's
-        # restore) are asked of the gate, which refuses a second change of one step.
+        # only be refused, so the gate's own record of it is the action's output. Other arguments are asked of the
+        # gate, which refuses a second change of one step.
         acted = GateLedger(ctx.aws).read(ctx.execution_id, ctx.step_id).acted or {}
         if acted.get("args") == args and "output" in (acted.get("outcome") or {}):
             return dict(acted["outcome"]["output"])
         return dict(ask_gate(ctx.aws, "act", ctx.execution_id, ctx.step_id)["output"])
     return perform(ctx, name, args)
+
+
+def _restore_at_gate(ctx: OperationContext, name: str, args: dict[str, Any]) -> dict[str, Any]:
+    """A rollback's restore of a step the gate changed, asked of the gate as its own change (op ``restore``); a
+    rollback run again after the gate restored it takes the gate's record instead of asking twice."""
+    assert ctx.execution_id and ctx.step_id
+    (value,) = args.values()
+    done = GateLedger(ctx.aws).restored(ctx.execution_id, ctx.step_id) or {}
+    if done.get("args") == args and "output" in (done.get("outcome") or {}):
+        return dict(done["outcome"]["output"])
+    return dict(ask_gate(ctx.aws, "restore", ctx.execution_id, ctx.step_id, value=str(value))["output"])
 
 
 def perform(ctx: OperationContext, name: str, args: dict[str, Any]) -> dict[str, Any]:

@@ -20,7 +20,12 @@ The four-eyes rules themselves are :mod:`.approvals`' (:func:`~.approvals.evalua
 
 A request's life::
 
-    request ──► decide* / withdraw* ──► act (once)
+    request ──► decide* / withdraw* ──► act (once) ──► restore (at most once: a rollback)
+
+``restore`` is a rollback's undo of a change the gate made (:func:`restore_refusal`): its own change, kept
+under its own key in the ledger, allowed once, only for a step whose shipped rollback is ``restore``, and
+only back to exactly the value the gate recorded as the one before its change, while the value it set is
+still in force.
 
 A drill sets a guarded flag without four-eyes (op ``flag``) only where the gate's own configuration
 allows it (:func:`drill_flag_refusal`): a drill environment's gate, which people cannot reconfigure.
@@ -42,6 +47,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final, Literal
 
+from tradeops.runbooks import catalogue
 from tradeops.runbooks.approvals import (
     GRANTED,
     REJECTED,
@@ -58,7 +64,9 @@ __all__ = [
     "DRILL_FLAGS",
     "GUARDED_ACTIONS",
     "MAX_LIFETIME",
+    "NONCE_KEPT",
     "OPS",
+    "VALUED_OPS",
     "Act",
     "GateRequest",
     "StepLedger",
@@ -67,14 +75,18 @@ __all__ = [
     "decision_refusal",
     "drill_flag_refusal",
     "freshness_refusal",
+    "nonce_expiry",
     "parse_request",
     "request_digest",
     "request_refusal",
+    "restore_refusal",
     "short_name",
 ]
 
-Op = Literal["request", "decide", "withdraw", "act", "flag", "unwind"]
-OPS: Final[tuple[str, ...]] = ("request", "decide", "withdraw", "act", "flag", "unwind")
+Op = Literal["request", "decide", "withdraw", "act", "restore", "flag", "unwind"]
+OPS: Final[tuple[str, ...]] = ("request", "decide", "withdraw", "act", "restore", "flag", "unwind")
+VALUED_OPS: Final[tuple[str, ...]] = ("flag", "restore")
+"""The ops whose request carries a value: ``flag`` (what a drill sets), ``restore`` (what a rollback restores)."""
 """``unwind``: one person's decision on a double execution (the order as the execution, the outcome as the
 step); the rules are :func:`tradeops.runbooks.unwind.decide`'s, applied by the gate with its own credentials."""
 
@@ -94,6 +106,9 @@ allows drills."""
 MAX_LIFETIME: Final = timedelta(minutes=5)
 """The longest a request may stay valid: long enough for a slow network, too short to hoard one for later."""
 
+NONCE_KEPT: Final = timedelta(days=1)
+"""How long past the end of the longest window a request can be valid in its nonce is kept (:func:`nonce_expiry`)."""
+
 _ID: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 _NONCE: Final = re.compile(r"^[0-9a-f]{32,64}$")
 _FIELDS: Final = {"op", "execution_id", "step_id", "nonce", "expires_at", "decision", "reason", "value"}
@@ -110,7 +125,7 @@ class GateRequest:
     expires_at: datetime
     decision: str = ""  # decide: approve | reject
     reason: str = ""
-    value: str = ""  # flag: the value a drill sets the flag (step_id) to
+    value: str = ""  # flag: the value a drill sets the flag (step_id) to; restore: the value a rollback restores
 
 
 def request_digest(body: Mapping[str, Any]) -> str:
@@ -149,8 +164,9 @@ def parse_request(body: Any) -> GateRequest:
     if not isinstance(reason, str) or len(reason) > 1000:
         raise BadInput("malformed gate request: reason is text of at most 1000 characters")
     value = body.get("value") or ""
-    if not isinstance(value, str) or len(value) > 32 or (op == "flag") != bool(value):
-        raise BadInput("malformed gate request: a flag request, and only one, carries a value (at most 32 characters)")
+    if not isinstance(value, str) or len(value) > 32 or (op in VALUED_OPS) != bool(value):
+        raise BadInput("malformed gate request: a flag or restore request, and only those, carry a value "
+                       "(at most 32 characters)")
     return GateRequest(op=op, execution_id=_text(body, "execution_id", _ID),  # type: ignore[arg-type]
                        step_id=_text(body, "step_id", _ID), nonce=_text(body, "nonce", _NONCE),
                        expires_at=expires, decision=decision, reason=reason, value=value)
@@ -178,6 +194,16 @@ def freshness_refusal(request: GateRequest, now: datetime) -> str | None:
     if request.expires_at - now > MAX_LIFETIME:
         return f"the request is valid for more than {int(MAX_LIFETIME.total_seconds())} s; ask again closer to the act"
     return None
+
+
+def nonce_expiry(now: datetime) -> int:
+    """When the gate may forget a nonce it records at ``now`` (epoch seconds: the decisions table's TTL).
+
+    Any request the gate accepts at ``now`` expires by ``now + MAX_LIFETIME`` (:func:`freshness_refusal`), so after
+    that a replay is refused as stale whether or not its nonce is remembered; the nonce is kept a day past that, so
+    a gate whose clock runs behind (another task, a skewed host) still finds it. DynamoDB deletes an expired item
+    only some time after its expiry, never before, and until then a replay is still refused by it."""
+    return int((now + MAX_LIFETIME + NONCE_KEPT).timestamp())
 
 
 def short_name(identity: str) -> str:
@@ -306,3 +332,45 @@ def act_refusal(step: Mapping[str, Any] | None, ledger: StepLedger, ctx: Approva
     if verdict.state != GRANTED:
         return None, f"{where} still needs {verdict.missing} approval(s) that count"
     return Act(action=ledger.action, args=dict(ledger.args), approved_by=verdict.approved_by), None
+
+
+def _restore_arg(action: str) -> str | None:
+    return next((e.restore_arg for e in catalogue.ENTRIES if e.name == action and e.kind == "action"), None)
+
+
+def restore_refusal(step: Mapping[str, Any] | None, ledger: StepLedger, restored: Mapping[str, Any] | None, *,
+                    execution_id: str, step_id: str, value: str, current: Any) -> tuple[Act | None, str | None]:
+    """Whether the gate restores, for a rollback, the value its act on this step replaced: ``(Act, None)`` or
+    ``(None, why not)``.
+
+    ``restored`` is the ledger's record of a restore of this step (None before one); ``current`` the value now in
+    force of what the act changed. Only a step the gate acted on in this execution, whose change succeeded and
+    recorded the value before it; only where the shipped step's rollback is ``restore``; only once; only back to
+    exactly that value; and only while the value the gate set is still the one in force (a later change, by
+    anyone, is not undone by restoring an earlier one)."""
+    why = _step_refusal(step, execution_id, step_id)
+    if why:
+        return None, why
+    assert step is not None
+    where = f"step {step_id} of {execution_id}"
+    action = str((step.get("action") or {}).get("name") or "")
+    arg = _restore_arg(action)
+    if action not in GUARDED_ACTIONS or arg is None:
+        return None, f"{where} is not a guarded change with a value to restore (its action is {action or 'none'})"
+    if step.get("rollback", "restore") != "restore":
+        return None, f"{where}'s rollback is not a restore in its runbook; the gate restores nothing for it"
+    acted = ledger.acted
+    if acted is None:
+        return None, f"{where} was never acted on by the gate: there is nothing of its to restore"
+    output = (acted.get("outcome") or {}).get("output")
+    if not isinstance(output, Mapping) or "previous" not in output:
+        return None, f"{where}'s change did not complete at the gate (no value before it is recorded): nothing to undo"
+    if restored is not None:
+        return None, f"{where} was already restored at {restored.get('at')} by {restored.get('by')}"
+    if value != output["previous"]:
+        return None, (f"{where} can be restored only to {output['previous']!r}, the value before the gate's change, "
+                      f"not {value!r}")
+    if current != output.get("value"):
+        return None, (f"{where} set {output.get('value')!r}, but {current!r} is in force now: a later change is not "
+                      "undone by restoring this one")
+    return Act(action=action, args={arg: value}, approved_by=tuple(acted.get("approved_by") or ())), None

@@ -7,7 +7,13 @@ Its items, keyed ``(execution_id, item)``:
   under which roster and runbook text, the action and the arguments approvers see, the decisions
   (``decisions.<identity>``), ``decision_seq`` (bumped by every decision or withdrawal) and
   ``acted`` once the gate let the action through;
-- ``nonce#<nonce>``: a request already seen (a second one with that nonce is a replay).
+- ``restore#<step_id>``: a rollback's restore of the value the gate's act on that step replaced
+  (``acted``: who, when, the value; then its ``outcome``), its own change under its own key, written
+  once (:func:`~tradeops.runbooks.gate.restore_refusal` says when);
+- ``nonce#<nonce>``: a request already seen (a second one with that nonce is a replay), with
+  ``request_expires_at`` (the request's own expiry) and ``expires_at`` (:data:`EXPIRES_AT`, epoch seconds: the
+  table's TTL, a day past the longest a request can be valid, :func:`~tradeops.runbooks.gate.nonce_expiry`), so
+  nonces do not pile up forever; a step's item has no ``expires_at`` and is kept.
 
 The guarantees the executions table gives a run's four-eyes (:mod:`.store`) hold here the same way,
 with single-item conditional writes only: a decision lands only once the step was requested,
@@ -30,7 +36,10 @@ from tradeops.runtime.platform.aws import Aws, aws_errors, condition_failed
 from tradeops.runtime.platform.errors import Refused
 from tradeops.runtime.platform.names import names_for
 
-__all__ = ["GateLedger"]
+__all__ = ["EXPIRES_AT", "GateLedger"]
+
+EXPIRES_AT = "expires_at"
+"""The decisions table's TTL attribute (deploy/template.yaml, ``TimeToLiveSpecification``): only nonces carry it."""
 
 _ser = TypeSerializer()
 _de = TypeDeserializer()
@@ -38,6 +47,10 @@ _de = TypeDeserializer()
 
 def _step(step_id: str) -> str:
     return f"step#{step_id}"
+
+
+def _restore(step_id: str) -> str:
+    return f"restore#{step_id}"
 
 
 class GateLedger:
@@ -49,11 +62,11 @@ class GateLedger:
         return {"execution_id": {"S": execution_id}, "item": {"S": item}}
 
     def _update(self, what: str, execution_id: str, step_id: str, expression: str, condition: str,
-                names: dict[str, str], values: dict[str, Any]) -> bool:
-        """One conditional UpdateItem on a step's item; False when its condition failed."""
+                names: dict[str, str], values: dict[str, Any], *, item: str | None = None) -> bool:
+        """One conditional UpdateItem on a step's item (or ``item``); False when its condition failed."""
         try:
             self.aws.dynamodb.update_item(
-                TableName=self.table, Key=self._key(execution_id, _step(step_id)), UpdateExpression=expression,
+                TableName=self.table, Key=self._key(execution_id, item or _step(step_id)), UpdateExpression=expression,
                 ConditionExpression=condition, ExpressionAttributeNames=names,
                 ExpressionAttributeValues={k: _ser.serialize(plain(v)) for k, v in values.items()})
         except Exception as exc:
@@ -63,12 +76,15 @@ class GateLedger:
                 raise
         return True
 
+    def _read(self, execution_id: str, item: str) -> dict[str, Any]:
+        with aws_errors(f"read the gate's ledger of {execution_id}"):
+            found = self.aws.dynamodb.get_item(TableName=self.table, Key=self._key(execution_id, item),
+                                               ConsistentRead=True).get("Item") or {}
+        return {k: python(_de.deserialize(v)) for k, v in found.items()}
+
     def read(self, execution_id: str, step_id: str) -> StepLedger:
         """A step's ledger (an empty one before anything was recorded for it)."""
-        with aws_errors(f"read the gate's ledger of {execution_id}"):
-            item = self.aws.dynamodb.get_item(TableName=self.table, Key=self._key(execution_id, _step(step_id)),
-                                              ConsistentRead=True).get("Item") or {}
-        data = {k: python(_de.deserialize(v)) for k, v in item.items()}
+        data = self._read(execution_id, _step(step_id))
         return StepLedger(
             requested_by=str(data.get("requested_by") or ""), roster_digest=str(data.get("roster_digest") or ""),
             runbook_sha256=str(data.get("runbook_sha256") or ""), action=str(data.get("action") or ""),
@@ -76,12 +92,14 @@ class GateLedger:
             decisions=tuple(decisions_of({"decisions": {step_id: data.get("decisions") or {}}}, step_id)),
             decision_seq=int(data.get("decision_seq") or 0), acted=data.get("acted"))
 
-    def use_nonce(self, execution_id: str, nonce: str, *, at: str, expires_at: str) -> None:
-        """Record a request's nonce; Refused if it was seen before (a replay)."""
+    def use_nonce(self, execution_id: str, nonce: str, *, at: str, request_expires_at: str, expires_at: int) -> None:
+        """Record a request's nonce, forgotten after ``expires_at`` (epoch seconds); Refused if it was seen before
+        (a replay)."""
         try:
             self.aws.dynamodb.put_item(
                 TableName=self.table, ConditionExpression="attribute_not_exists(execution_id)",
-                Item={**self._key(execution_id, f"nonce#{nonce}"), "at": {"S": at}, "expires_at": {"S": expires_at}})
+                Item={**self._key(execution_id, f"nonce#{nonce}"), "at": {"S": at},
+                      "request_expires_at": {"S": request_expires_at}, EXPIRES_AT: {"N": str(int(expires_at))}})
         except Exception as exc:
             if condition_failed(exc):
                 raise Refused(f"request {nonce[:12]}… was seen before: a replay is refused") from None
@@ -133,3 +151,18 @@ class GateLedger:
         """What the action returned (or why it failed), on a step already marked acted."""
         self._update("record the outcome", execution_id, step_id, "SET acted.outcome = :o",
                      "attribute_exists(acted)", {}, {":o": outcome})
+
+    def restored(self, execution_id: str, step_id: str) -> dict[str, Any] | None:
+        """The record of a rollback's restore of a step (with its ``outcome`` once made), or None."""
+        acted = self._read(execution_id, _restore(step_id)).get("acted")
+        return dict(acted) if acted is not None else None
+
+    def mark_restored(self, execution_id: str, step_id: str, acted: dict[str, Any]) -> bool:
+        """The move to a step's restore (one conditional write); False if it was restored already."""
+        return self._update("record the restore", execution_id, step_id, "SET acted = :acted",
+                            "attribute_not_exists(acted)", {}, {":acted": acted}, item=_restore(step_id))
+
+    def record_restore_outcome(self, execution_id: str, step_id: str, outcome: dict[str, Any]) -> None:
+        """What the restore returned (or why it failed), on a restore already marked."""
+        self._update("record the restore's outcome", execution_id, step_id, "SET acted.outcome = :o",
+                     "attribute_exists(acted)", {}, {":o": outcome}, item=_restore(step_id))

@@ -10,11 +10,13 @@ step (:func:`~tradeops.runbooks.gate.parse_request`) and a signed proof of who a
 (:mod:`.gateproof`). The gate, in this order, and failing closed at each:
 
 1. parses the request (malformed: 400), learns the caller from STS through the proof, checks the
-   request's expiry, and records its nonce (a replay is refused);
+   request's expiry, and records its nonce (a replay is refused; the nonce is kept a day past the
+   longest a request can be valid, then DynamoDB's TTL removes it);
 2. reads the execution (for its runbook SHA-256, parameters and executors), its own shipped copy of
    that runbook (any other text is refused), the roster in force and the step's ledger
    (:mod:`.gateledger`);
-3. applies :mod:`.gate`'s rule for the op (``request``, ``decide``, ``withdraw``, ``act``; ``flag``: a
+3. applies :mod:`.gate`'s rule for the op (``request``, ``decide``, ``withdraw``, ``act``; ``restore``: a
+   rollback's undo of the gate's own change of a step, once, to the value it replaced; ``flag``: a
    drill's flag change, where the gate's own configuration allows drills; ``unwind``: a decision on a
    double execution, by :mod:`.unwind`'s rules);
 4. for ``act``: marks the step acted (one conditional write: refused if the decisions changed since
@@ -48,9 +50,11 @@ from tradeops.runbooks.gate import (
     decision_refusal,
     drill_flag_refusal,
     freshness_refusal,
+    nonce_expiry,
     parse_request,
     request_digest,
     request_refusal,
+    restore_refusal,
 )
 from tradeops.runbooks.gateledger import GateLedger
 from tradeops.runbooks.gateproof import caller_arn
@@ -114,11 +118,12 @@ class Gate:
             request = parse_request(body["request"])
             arn = caller_arn(body["proof"], request_digest(body["request"]), self.settings)
             identity = identity_from_arn(arn, bound=bound_roles(self.settings), drill_roles=drill_roles(self.settings))
-            why = freshness_refusal(request, utcnow())
+            now = utcnow()
+            why = freshness_refusal(request, now)
             if why:
                 raise Refused(why)
-            self.ledger.use_nonce(request.execution_id, request.nonce, at=iso(),
-                                  expires_at=request.expires_at.isoformat())
+            self.ledger.use_nonce(request.execution_id, request.nonce, at=iso(now),
+                                  request_expires_at=request.expires_at.isoformat(), expires_at=nonce_expiry(now))
             return self._op(request, identity)
         except BadInput as exc:
             self._refused(request, identity, str(exc))
@@ -169,6 +174,8 @@ class Gate:
             return {"requested": True, "action": action.get("name"), "args": args}
         if request.op in ("decide", "withdraw"):
             return self._decide(request, who, step, ledger, ctx, roster.digest)
+        if request.op == "restore":
+            return self._restore(request, who, step, ledger)
         return self._act(request, who, step, ledger, ctx, roster.digest, dict(meta.get("params") or {}))
 
     def _record(self, kind: str, request: GateRequest, who: Identity, data: dict[str, Any]) -> None:
@@ -221,6 +228,35 @@ class Gate:
         self.ledger.record_outcome(eid, sid, {"output": output})
         return {"acted": True, "action": act.action, "output": output, "approved_by": list(act.approved_by)}
 
+
+    def _restore(self, request: GateRequest, who: Identity, step: Mapping[str, Any] | None,
+                 ledger: StepLedger) -> dict[str, Any]:
+        """A rollback's restore of the value the gate's act on this step replaced: its own change, once."""
+        eid, sid = request.execution_id, request.step_id
+        changed = ((ledger.acted or {}).get("outcome") or {}).get("output") or {}
+        current = Flags(self.aws).read().as_dict().get(str(changed.get("flag") or "")) if changed else None
+        act, why = restore_refusal(step, ledger, self.ledger.restored(eid, sid), execution_id=eid, step_id=sid,
+                                   value=request.value, current=current)
+        if act is None:
+            raise Refused(str(why))
+        assert ledger.acted is not None
+        restored = {"by": who.name, "at": iso(), "action": act.action, "args": dict(act.args), "before": current,
+                    "nonce": request.nonce, "restores": {"by": ledger.acted.get("by"), "at": ledger.acted.get("at"),
+                                                         "nonce": ledger.acted.get("nonce")}}
+        if not self.ledger.mark_restored(eid, sid, restored):
+            raise Refused(f"step {sid} of {eid} was restored meanwhile; a second restore is refused")
+        # Recorded before the change, as an act is: if the audit cannot record it, nothing changes.
+        self._record(ev.GATE_ACTED, request, who, {"restore": True,
+                                                    **{k: v for k, v in restored.items() if k not in ("by", "at")}})
+        ctx_op = OperationContext(settings=self.settings, aws=self.aws, execution_id=eid, step_id=sid,
+                                  actor=who.name, approvers=act.approved_by)
+        try:
+            output = perform(ctx_op, act.action, dict(act.args))
+        except TradeopsError as exc:
+            self.ledger.record_restore_outcome(eid, sid, {"error": reason_of(exc)})
+            raise
+        self.ledger.record_restore_outcome(eid, sid, {"output": output})
+        return {"acted": True, "restored": True, "action": act.action, "output": output}
 
     def _unwind(self, request: GateRequest, who: Identity) -> dict[str, Any]:
         roster = Roster(self.aws).require()

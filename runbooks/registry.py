@@ -56,6 +56,9 @@ class OperationContext:
     approvers: tuple[str, ...] = ()
     # True in `plan`: a probe that samples over time answers from one sample instead.
     instant: bool = False
+    # True in a rollback's restore (runbooks/rollback.py): a guarded action asks the gate to restore the value its
+    # act on this step replaced, rather than to act on the step again.
+    restoring: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -5,13 +5,16 @@ A step's ``rollback`` says how: ``restore`` (the same action called with the val
 process driving the execution (a step failed) or for `runbook abort --rollback`; either hands it
 what it needs as plain data (:class:`Undo`). It also runs after an abort, so its writes are not
 conditional on the lease; only the process holding the execution gets here.
+
+Under an approval gate a ``restore`` of a guarded step is asked of the gate as a change of its own
+(the operation's context says ``restoring``): the gate puts back the value its act replaced, once.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from tradeops.runbooks import registry
@@ -60,16 +63,19 @@ def rollback(store: ExecutionStore, undo: Undo, upto: int, reason: str) -> None:
             store.put_step(eid, i, rec, lease_token=None)
             undo.publish(ROLLBACK_STEP, step["id"], status=NOT_RUN, action=None, args=None)
             continue
+        context = undo.context(step["id"])
         if spec == "restore":
             previous = ((rec.get("output") or {}).get("action") or {}).get("output") or {}
             rb_op, args = op, {str(op.restore_arg): previous.get("previous")}
+            # Under a gate, a guarded step's restore is asked of it as a change of its own (runbooks/gate.py).
+            context = replace(context, restoring=True)
         else:
             found = registry.get(spec["name"])
             assert found is not None  # validated with the runbook
             rb_op, args = found, render(spec.get("args") or {}, undo.params)
         started_at, t0 = iso(), time.monotonic()
         try:
-            output = rb_op(undo.context(step["id"]), **args)
+            output = rb_op(context, **args)
             result = {"status": SUCCEEDED, "output": output, "error": None}
             done.append(step["id"])
         except Exception as exc:

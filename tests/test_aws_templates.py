@@ -8,6 +8,7 @@ import pytest
 from cfnlint.api import ManualArgs, lint_file
 
 from tests.support.commandline import run_main
+from tradeops.runbooks.gateledger import EXPIRES_AT
 from tradeops.runtime.platform.aws import Aws
 from tradeops.runtime.platform.errors import BadInput
 from tradeops.runtime.platform.settings import Settings
@@ -69,6 +70,12 @@ def test_every_retained_table_has_deletion_protection_and_point_in_time_recovery
         props = resources[name]["Properties"]
         assert props.get("DeletionProtectionEnabled") is True, name
         assert props["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}, name
+
+
+def test_the_decisions_table_expires_the_gates_nonces_on_the_attribute_the_gate_writes():
+    """The decisions table's TTL is on the attribute the gate sets on a nonce (and on nothing a step's ledger has)."""
+    spec = _resources(BASE)["DecisionsTable"]["Properties"]["TimeToLiveSpecification"]
+    assert spec == {"AttributeName": EXPIRES_AT, "Enabled": True}
 
 
 def test_no_paging_alarm_treats_missing_data_as_not_breaching():

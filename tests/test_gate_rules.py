@@ -11,14 +11,17 @@ from hypothesis import strategies as st
 from tradeops.runbooks.approvals import Approval, ApprovalRule
 from tradeops.runbooks.gate import (
     MAX_LIFETIME,
+    NONCE_KEPT,
     StepLedger,
     act_refusal,
     decision_context,
     decision_refusal,
     freshness_refusal,
+    nonce_expiry,
     parse_request,
     request_digest,
     request_refusal,
+    restore_refusal,
 )
 from tradeops.runtime.platform.errors import BadInput
 
@@ -66,6 +69,8 @@ def _act(step, ledger, **kw):
     (_body(expires_at="tomorrow"), "not an ISO time"),
     (_body(expires_at="2026-12-06T07:01:00"), "no time zone"),
     (_body(op="decide", decision="maybe"), "approve or reject"),
+    (_body(op="restore"), "a flag or restore request, and only those, carry a value"),
+    (_body(value="primary"), "a flag or restore request, and only those, carry a value"),
 ])
 def test_a_malformed_request_is_bad_input_naming_what_is_wrong(body, why):
     """Every malformed request is BadInput with a one-line reason; nothing is guessed."""
@@ -86,6 +91,17 @@ def test_an_expired_or_hoarded_request_is_stale():
     assert "expired" in str(freshness_refusal(parse_request(_body()), NOW + timedelta(minutes=2)))
     far = _body(expires_at=(NOW + MAX_LIFETIME + timedelta(seconds=1)).isoformat())
     assert "more than" in str(freshness_refusal(parse_request(far), NOW))
+
+
+@given(st.integers(min_value=1, max_value=int(MAX_LIFETIME.total_seconds())))
+def test_a_nonce_outlives_every_request_the_gate_accepts_with_it(valid_for):
+    """A nonce recorded with a request the gate accepts is kept until a day after that request, and any request
+    accepted at the same moment, can no longer be accepted: a replay within the window always finds it."""
+    request = parse_request(_body(expires_at=(NOW + timedelta(seconds=valid_for)).isoformat()))
+    assert freshness_refusal(request, NOW) is None
+    kept_until = datetime.fromtimestamp(nonce_expiry(NOW), UTC)
+    assert kept_until >= request.expires_at + NONCE_KEPT and kept_until >= NOW + MAX_LIFETIME + NONCE_KEPT
+    assert freshness_refusal(request, kept_until) is not None  # by then the request itself is refused as stale
 
 
 def test_a_step_with_two_valid_approvals_acts_with_the_arguments_fixed_at_the_request():
@@ -186,3 +202,42 @@ def test_no_set_of_the_requesters_own_approvals_ever_lets_the_step_act(names):
     approvals = tuple(_approve(ledger, n) for n in names)
     act, why = _act(TOGGLE, _ledger(*approvals))
     assert act is None and why and rule_ok == 2
+
+
+# ---- a rollback's restore of the gate's own change -------------------------------------------------
+
+ACTED = {"by": "alice", "at": "t0", "action": "set_active_broker", "args": {"provider": "secondary"},
+         "approved_by": ["bob", "carol"], "outcome": {"output": {"flag": "active", "previous": "primary",
+                                                                 "value": "secondary"}}}
+
+
+def test_a_restore_puts_back_exactly_the_value_the_gates_change_replaced():
+    """The gate restores the step's flag to the value before its act, with the act's approvers on record."""
+    act, why = restore_refusal(TOGGLE, _ledger(acted=ACTED), None, execution_id="ex-1", step_id="toggle",
+                               value="primary", current="secondary")
+    assert why is None and act is not None
+    assert (act.action, dict(act.args), act.approved_by) == ("set_active_broker", {"provider": "primary"},
+                                                             ("bob", "carol"))
+
+
+@pytest.mark.parametrize(("over", "why"), [
+    ({"step": None}, "not of a shipped runbook"),
+    ({"acted": None}, "never acted on by the gate"),
+    ({"acted": {**ACTED, "outcome": {"error": "AccessDenied"}}}, "did not complete at the gate"),
+    ({"restored": {"at": "t1", "by": "alice"}}, "already restored at t1 by alice"),
+    ({"value": "secondary"}, "only to 'primary'"),
+    ({"current": "primary"}, "a later change is not undone"),
+    ({"step": {**TOGGLE, "rollback": "none"}}, "rollback is not a restore"),
+    ({"step": {**TOGGLE, "action": {"name": "declare_void", "args": {}}}}, "(its action is declare_void)"),
+    ({"step": {**TOGGLE, "action": {"name": "notify", "args": {}}}}, "value to restore (its action is notify)"),
+], ids=["not-shipped", "never-acted", "act-failed", "second-restore", "another-value", "changed-since",
+        "rollback-none", "nothing-to-restore", "not-guarded"])
+def test_a_restore_is_refused_unless_it_undoes_the_gates_own_completed_change_once(over, why):
+    """Refused: a step not shipped, never acted on, whose change failed, already restored, to another value than
+    the one replaced, after a later change, whose runbook says no restore, or with no value to restore."""
+    args = {"step": TOGGLE, "acted": ACTED, "restored": None, "value": "primary", "current": "secondary", **over}
+    step = args.pop("step")
+    act, reason = restore_refusal(step, _ledger(acted=args["acted"]), args["restored"], execution_id="ex-1",
+                                  step_id="toggle", value=args["value"], current=args["current"])
+    assert act is None and why in str(reason)
+

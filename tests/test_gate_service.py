@@ -4,148 +4,64 @@ audited, and everything else is refused with a reason, audited as refused, with 
 
 from __future__ import annotations
 
-import ast
 import datetime
 import json
-import threading
+import re
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
-from typing import Any
 
-import boto3
 import botocore.exceptions
 import httpx
 import pytest
 
-from tests.support.stack import running_emulator
+from tests.support.brokers import start_broker, stop_broker, wait_healthy
+from tests.support.gateworld import GateWorld, arn, authed_emulator, gate_world
 from tradeops.runbooks import actions, breakglass, engine
 from tradeops.runbooks.audit import AuditLog
-from tradeops.runbooks.gate import request_digest
+from tradeops.runbooks.gate import MAX_LIFETIME, NONCE_KEPT, request_digest
 from tradeops.runbooks.gateclient import GateDown, ask_gate
+from tradeops.runbooks.gateledger import EXPIRES_AT, GateLedger
 from tradeops.runbooks.gateproof import sign_proof
-from tradeops.runbooks.gateservice import make_server
 from tradeops.runbooks.identity import Identity, parse_operators
-from tradeops.runbooks.loader import read_runbook_text, resolve_path, sha256_text
 from tradeops.runbooks.registry import OperationContext
 from tradeops.runbooks.roster import Roster
-from tradeops.runbooks.store import ExecutionStore
 from tradeops.runbooks.testing import install_roster
 from tradeops.runbooks.unwind import unwind
 from tradeops.runtime.orderpath.flags import Flags
 from tradeops.runtime.orderpath.orders import OrderRequest, OrderStore, new_order
 from tradeops.runtime.platform.aws import Aws
-from tradeops.runtime.platform.clock import iso
 from tradeops.runtime.platform.errors import BadInput, Refused
-from tradeops.runtime.platform.settings import load_settings
-from tradeops.runtime.stack.deploy import deploy_stack
 from tradeops.runtime.stack.supervisor import free_port
 
-ACCOUNT = "123456789012"
-PEOPLE = ("alice", "bob", "carol", "dave")
 ROLES = {"alice": ["duty-engineer"], "bob": ["ops-manager"], "carol": ["risk"], "dave": ["auditor"]}
-
-
-def _arn(name: str) -> str:
-    return f"arn:aws:iam::{ACCOUNT}:user/{name}"
-
-
-def _user(iam, name: str, policy: dict) -> boto3.Session:
-    iam.create_user(UserName=name)
-    iam.put_user_policy(UserName=name, PolicyName="p", PolicyDocument=json.dumps(policy))
-    key = iam.create_access_key(UserName=name)["AccessKey"]
-    return boto3.Session(aws_access_key_id=key["AccessKeyId"], aws_secret_access_key=key["SecretAccessKey"],
-                         region_name="eu-west-2")
 
 
 @pytest.fixture(scope="module")
 def authed_moto(processes) -> Iterator[str]:
-    """A moto server of this module's own with IAM access control on after its first three requests."""
-    with running_emulator({"INITIAL_NO_AUTH_ACTION_COUNT": "3"}) as endpoint:
+    """A moto server of this module's own with IAM access control on (tests/support/gateworld.py)."""
+    with authed_emulator() as endpoint:
         yield endpoint
 
 
 @pytest.fixture(scope="module")
-def world(authed_moto, tmp_path_factory):
+def world(authed_moto, tmp_path_factory) -> Iterator[GateWorld]:
     """The template deployed by an admin; the people and the gate as IAM users holding the deployed roles' own
     policies (the operator role's and GateRole's, read back from IAM); a roster naming the people; a gate."""
-    settings = load_settings(aws_endpoint_url=authed_moto, name_prefix="gt", param_prefix="/gt", stack_name="gt",
-                             state_dir=tmp_path_factory.mktemp("gt-state"))
-    iam = boto3.client("iam", endpoint_url=authed_moto, region_name="eu-west-2", aws_access_key_id="testing",
-                       aws_secret_access_key="testing")
-    admin = _user(iam, "admin", {"Version": "2012-10-17",
-                                 "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]})
-    admin_aws = Aws(settings, session=admin)
-    deploy_stack(admin_aws, settings)
-    iam = admin_aws.client("iam")
-
-    secrets = [admin_aws.secrets.describe_secret(SecretId=f"gt/broker/{p}")["ARN"] for p in ("primary", "secondary")]
-
-    def resolved(document: Any) -> dict:
-        # The emulator answers the document as Python's repr of what the template resolved to.
-        document = ast.literal_eval(document) if isinstance(document, str) else document
-        for statement in document["Statement"]:
-            # Its CloudFormation skips the broker secrets (the deploy creates them after), so a role's !Ref to
-            # them resolves to nothing: they are the two secrets' ARNs, as on AWS.
-            if statement.get("Resource") == [None, None]:
-                statement["Resource"] = secrets
-        return document
-
-    def policy_of(role: str, name: str) -> dict:
-        return resolved(iam.get_role_policy(RoleName=role, PolicyName=name)["PolicyDocument"])
-
-    def managed_policy(name: str) -> dict:
-        """A managed policy as deployed (the operator role's, `<prefix>-operate`, which the emulator's
-        CloudFormation creates but does not attach to the role)."""
-        (found,) = [p for p in iam.list_policies(Scope="Local")["Policies"] if p["PolicyName"] == name]
-        return resolved(iam.get_policy_version(PolicyArn=found["Arn"], VersionId=found["DefaultVersionId"])
-                        ["PolicyVersion"]["Document"])
-
-    operate = managed_policy("gt-operate")
-    gate_policy = policy_of("gt-gate", "gate")
-    sessions = {n: _user(iam, n, operate) for n in (*PEOPLE, "drill-runner")}
-    gate_session = _user(iam, "gate", gate_policy)
-    roster = install_roster(admin_aws, parse_operators(
-        json.dumps({"operators": {_arn(n): r for n, r in ROLES.items()}}), "the test's roster"))
-    # The gate asks the brokers before releasing an order (none here is in flight: no broker answers).
-    gate_settings = settings.model_copy(update={"primary_url": "http://127.0.0.1:9",
-                                                "secondary_url": "http://127.0.0.1:9"})
-    gate_aws = Aws(gate_settings, session=gate_session)
-    server = make_server(gate_settings, "127.0.0.1", free_port(), aws=gate_aws)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{server.server_address[1]}"
-    # A drill environment's gate: its own configuration lets drills set guarded flags.
-    drills = make_server(gate_settings.model_copy(update={"gate_drill_flags": True}), "127.0.0.1", free_port(),
-                         aws=gate_aws)
-    threading.Thread(target=drills.serve_forever, daemon=True).start()
-    with_gate = settings.model_copy(update={"gate_url": url})
-    people = {n: Aws(with_gate, session=session) for n, session in sessions.items()}
-    yield {"settings": settings, "admin": admin_aws, "people": people, "sessions": sessions, "gate_url": url,
-           "roster": roster, "drill_gate_url": f"http://127.0.0.1:{drills.server_address[1]}"}
-    for each in (server, drills):
-        each.shutdown()
-        each.server_close()
+    with gate_world(authed_moto, tmp_path_factory.mktemp("gt-state"), prefix="gt", roles=ROLES) as built:
+        yield built
 
 
-def _execution(world, runbook: str, *, executor: str = "alice") -> str:
-    """An execution of a shipped runbook, as the runner writes it (as its executor)."""
-    text = read_runbook_text(resolve_path(runbook))
-    eid = f"{runbook}-{uuid.uuid4().hex[:10]}"
-    ExecutionStore(world["people"][executor]).create({
-        "execution_id": eid, "runbook": runbook, "runbook_sha256": sha256_text(text), "runbook_text": text,
-        "params": {"void_reason": "the primary cannot answer", "active": "secondary", "drain_timeout": 5},
-        "status": "running", "executor": _arn(executor), "executors": [_arn(executor)], "created_at": iso(),
-        "roster_digest": world["roster"].digest})
-    return eid
+def _execution(world: GateWorld, runbook: str, *, executor: str = "alice") -> str:
+    return world.execution(runbook, executor=executor)
 
 
-def _ask(world, who: str, op: str, eid: str, step: str, **kw):
-    return ask_gate(world["people"][who], op, eid, step, **kw)
+def _ask(world: GateWorld, who: str, op: str, eid: str, step: str, **kw):
+    return world.ask(who, op, eid, step, **kw)
 
 
-def _audit(world, eid: str) -> list[dict]:
-    return [e for e in AuditLog(world["admin"]).entries(eid) if e["kind"].startswith("gate.")]
+def _audit(world: GateWorld, eid: str) -> list[dict]:
+    return world.audit(eid)
 
 
 def _soon() -> str:
@@ -153,12 +69,12 @@ def _soon() -> str:
 
 
 def _active(world) -> str:
-    return Flags(world["admin"]).read().active
+    return Flags(world.admin).read().active
 
 
 @pytest.fixture
 def primary(world):
-    Flags(world["admin"]).set("active", "primary")
+    Flags(world.admin).set("active", "primary")
 
 
 def test_two_valid_approvals_let_the_gate_make_the_change_audited_once(world, primary):
@@ -170,8 +86,8 @@ def test_two_valid_approvals_let_the_gate_make_the_change_audited_once(world, pr
     answer = _ask(world, "alice", "act", eid, "toggle-to-secondary")
     assert answer["output"]["value"] == "secondary" and _active(world) == "secondary"
     acts = [e for e in _audit(world, eid) if e["kind"] == "gate.acted"]
-    assert len(acts) == 1 and acts[0]["actor"] == _arn("alice")
-    assert sorted(acts[0]["data"]["approved_by"]) == [_arn("bob"), _arn("carol")]
+    assert len(acts) == 1 and acts[0]["actor"] == arn("alice")
+    assert sorted(acts[0]["data"]["approved_by"]) == [arn("bob"), arn("carol")]
 
 
 def test_the_deciding_identity_is_the_one_sts_proves(world, primary):
@@ -179,7 +95,7 @@ def test_the_deciding_identity_is_the_one_sts_proves(world, primary):
     eid = _execution(world, "failover")
     _ask(world, "alice", "request", eid, "toggle-to-secondary")
     answer = _ask(world, "bob", "decide", eid, "toggle-to-secondary", decision="approve")
-    assert answer["identity"] == _arn("bob")
+    assert answer["identity"] == arn("bob")
 
 
 def test_self_approval_a_roleless_approver_and_too_few_approvals_are_refused(world, primary):
@@ -208,7 +124,7 @@ def test_an_approver_cannot_then_act_and_a_rejection_after_the_grant_stops_it(wo
     _ask(world, "carol", "decide", eid, "switch-to-auto", decision="reject", reason="not now")
     with pytest.raises(Refused, match="rejected by"):
         _ask(world, "alice", "act", eid, "switch-to-auto")
-    assert Flags(world["admin"]).read().mode == "manual"
+    assert Flags(world.admin).read().mode == "manual"
 
 
 def test_a_step_already_acted_on_is_refused_and_nothing_changes_again(world, primary):
@@ -217,12 +133,12 @@ def test_a_step_already_acted_on_is_refused_and_nothing_changes_again(world, pri
     _ask(world, "alice", "request", eid, "switch-to-auto")
     _ask(world, "bob", "decide", eid, "switch-to-auto", decision="approve")
     _ask(world, "alice", "act", eid, "switch-to-auto")
-    Flags(world["admin"]).set("mode", "manual")
+    Flags(world.admin).set("mode", "manual")
     with pytest.raises(Refused, match="already acted on"):
         _ask(world, "alice", "act", eid, "switch-to-auto")
     with pytest.raises(Refused, match="already acted on"):
         _ask(world, "carol", "decide", eid, "switch-to-auto", decision="approve")
-    assert Flags(world["admin"]).read().mode == "manual"
+    assert Flags(world.admin).read().mode == "manual"
     kinds = [e["kind"] for e in _audit(world, eid)]
     assert kinds.count("gate.acted") == 1 and kinds.count("gate.refused") == 2
 
@@ -232,37 +148,62 @@ def test_a_replayed_request_is_refused(world, primary):
     eid = _execution(world, "failover")
     request = {"op": "request", "execution_id": eid, "step_id": "toggle-to-secondary",
                "nonce": uuid.uuid4().hex, "expires_at": _soon()}
-    alice = world["people"]["alice"]
+    alice = world.people["alice"]
     request["expires_at"] = _soon()
     body = {"request": request, "proof": sign_proof(alice.credentials(), alice.settings, request_digest(request))}
-    first = httpx.post(f"{world['gate_url']}/v1/gate", json=body)
-    again = httpx.post(f"{world['gate_url']}/v1/gate", json=body)
+    first = httpx.post(f"{world.gate_url}/v1/gate", json=body)
+    again = httpx.post(f"{world.gate_url}/v1/gate", json=body)
     assert first.status_code == 200
     assert again.status_code == 403 and "replay" in again.json()["refused"]
+    refused = world.refusals(eid)
+    assert len(refused) == 1 and "replay" in refused[0]["data"]["reason"]
+    assert len([e for e in world.audit(eid) if e["kind"] == "gate.requested"]) == 1
+
+
+def test_a_nonce_carries_an_expiry_a_day_past_the_window_and_a_step_none(world):
+    """The gate records a nonce with the decisions table's TTL attribute a day past the longest its request can be
+    valid (a replay within the window is still refused: above), and a step's ledger without one. (The emulator's
+    CloudFormation does not apply a table's TTL; tests/test_aws_templates.py checks the template's.)"""
+    eid = _execution(world, "failover")
+    request = {"op": "request", "execution_id": eid, "step_id": "toggle-to-secondary",
+               "nonce": uuid.uuid4().hex, "expires_at": _soon()}
+    alice = world.people["alice"]
+    body = {"request": request, "proof": sign_proof(alice.credentials(), alice.settings, request_digest(request))}
+    sent = datetime.datetime.now(datetime.UTC)
+    assert httpx.post(f"{world.gate_url}/v1/gate", json=body).status_code == 200
+    item = world.admin.dynamodb.get_item(TableName="gt-decisions", Key={
+        "execution_id": {"S": eid}, "item": {"S": f"nonce#{request['nonce']}"}})["Item"]
+    kept_until = datetime.datetime.fromtimestamp(int(item[EXPIRES_AT]["N"]), datetime.UTC)
+    assert item["request_expires_at"]["S"] == request["expires_at"]
+    assert kept_until >= sent + MAX_LIFETIME + NONCE_KEPT - datetime.timedelta(seconds=1)
+    assert kept_until > datetime.datetime.fromisoformat(request["expires_at"]) + NONCE_KEPT
+    step = world.admin.dynamodb.get_item(TableName="gt-decisions", Key={
+        "execution_id": {"S": eid}, "item": {"S": "step#toggle-to-secondary"}})["Item"]
+    assert EXPIRES_AT not in step  # a step's ledger is kept
 
 
 def test_a_proof_for_another_request_or_a_forged_one_is_refused(world, primary):
     """A proof signed for one request does not carry another, and a proof with a wrong key is refused by STS."""
     eid = _execution(world, "failover")
-    alice = world["people"]["alice"]
+    alice = world.people["alice"]
     request = {"op": "request", "execution_id": eid, "step_id": "toggle-to-secondary", "nonce": uuid.uuid4().hex,
                "expires_at": _soon()}
     proof = sign_proof(alice.credentials(), alice.settings, request_digest(request))
     other = {**request, "step_id": "declare-void"}
-    answer = httpx.post(f"{world['gate_url']}/v1/gate", json={"request": other, "proof": proof})
+    answer = httpx.post(f"{world.gate_url}/v1/gate", json={"request": other, "proof": proof})
     assert answer.status_code == 403 and "another request" in answer.json()["refused"]
     forged = alice.credentials()
     forged = type(forged)(forged.access_key, "not-the-secret")
-    answer = httpx.post(f"{world['gate_url']}/v1/gate",
+    answer = httpx.post(f"{world.gate_url}/v1/gate",
                         json={"request": request, "proof": sign_proof(forged, alice.settings, request_digest(request))})
     assert answer.status_code == 403 and "STS refused" in answer.json()["refused"]
 
 
 def test_a_malformed_request_is_refused_with_a_reason(world):
     """A request with unknown fields is a 400 with its reason, audited as refused (BadInput at the client)."""
-    answer = httpx.post(f"{world['gate_url']}/v1/gate", json={"request": {"op": "act", "who": "bob"}, "proof": {}})
+    answer = httpx.post(f"{world.gate_url}/v1/gate", json={"request": {"op": "act", "who": "bob"}, "proof": {}})
     assert answer.status_code == 400 and "unknown field" in answer.json()["refused"]
-    refused = [e for e in AuditLog(world["admin"]).entries() if e["kind"] == "gate.refused"]
+    refused = [e for e in AuditLog(world.admin).entries() if e["kind"] == "gate.refused"]
     assert refused[-1]["actor"] == "unproven" and "unknown field" in refused[-1]["data"]["reason"]
     with pytest.raises(BadInput):
         _ask(world, "alice", "act", "no such id!", "x")
@@ -271,7 +212,7 @@ def test_a_malformed_request_is_refused_with_a_reason(world):
 def test_a_forged_decision_written_directly_is_refused_by_aws(world):
     """An operator writing an approval into the gate's decisions table is refused by AWS (AccessDenied)."""
     eid = _execution(world, "failover")
-    bob = world["people"]["bob"]
+    bob = world.people["bob"]
     with pytest.raises(botocore.exceptions.ClientError, match="AccessDenied"):
         bob.dynamodb.update_item(TableName="gt-decisions", Key={"execution_id": {"S": eid},
                                                                   "item": {"S": "step#toggle-to-secondary"}},
@@ -282,14 +223,14 @@ def test_a_step_without_approval_acts_with_the_shipped_arguments(world):
     """A shipped step with no approval (pause processing) is made by the gate with the runbook's own arguments."""
     eid = _execution(world, "failover")
     answer = _ask(world, "alice", "act", eid, "quiesce")
-    assert answer["output"]["value"] == "paused" and Flags(world["admin"]).read().processing == "paused"
-    Flags(world["admin"]).set("processing", "running")
+    assert answer["output"]["value"] == "paused" and Flags(world.admin).read().processing == "paused"
+    Flags(world.admin).set("processing", "running")
 
 
 def test_a_runbook_not_shipped_is_refused(world):
     """An execution whose runbook text is not one the gate ships gets nothing from it."""
     eid = _execution(world, "failover")
-    world["admin"].dynamodb.update_item(
+    world.admin.dynamodb.update_item(
         TableName="gt-executions", Key={"execution_id": {"S": eid}, "item": {"S": "meta"}},
         UpdateExpression="SET runbook_sha256 = :s", ExpressionAttributeValues={":s": {"S": "0" * 64}})
     with pytest.raises(Refused, match="not of a shipped runbook"):
@@ -298,8 +239,8 @@ def test_a_runbook_not_shipped_is_refused(world):
 
 def test_with_the_gate_down_the_step_stops_with_one_line(world):
     """A gate that does not answer is GateDown, one line naming how to resume."""
-    down = Aws(world["settings"].model_copy(update={"gate_url": f"http://127.0.0.1:{free_port()}"}),
-               session=world["sessions"]["alice"])
+    down = Aws(world.settings.model_copy(update={"gate_url": f"http://127.0.0.1:{free_port()}"}),
+               session=world.sessions["alice"])
     with pytest.raises(GateDown, match="resume") as raised:
         ask_gate(down, "act", "failover-x", "quiesce", timeout=2)
     assert "\n" not in str(raised.value)
@@ -308,8 +249,8 @@ def test_with_the_gate_down_the_step_stops_with_one_line(world):
 def test_a_shipped_runbook_run_through_the_gate_changes_the_roster_with_two_approvals(world):
     """change-operators run by alice, approved by bob and carol through the gate: the gate applies the roster,
     audited once; alice's own approval is refused by the gate."""
-    admin, alice = world["admin"], world["people"]["alice"]
-    new = parse_operators(json.dumps({"operators": {**{_arn(n): r for n, r in ROLES.items()}, _arn("erin"): ["risk"]}}),
+    admin, alice = world.admin, world.people["alice"]
+    new = parse_operators(json.dumps({"operators": {**{arn(n): r for n, r in ROLES.items()}, arn("erin"): ["risk"]}}),
                           "the proposal")
     proposal = Roster(admin).propose(new, actor=Identity("admin", "test"))
     refused: list[str] = []
@@ -317,26 +258,26 @@ def test_a_shipped_runbook_run_through_the_gate_changes_the_roster_with_two_appr
     def approvers(wait):
         for who in ("alice", "bob", "carol"):
             try:
-                engine.decide(alice.settings, wait.execution_id, wait.step_id, "approve", aws=world["people"][who])
+                engine.decide(alice.settings, wait.execution_id, wait.step_id, "approve", aws=world.people[who])
             except Refused as exc:
                 refused.append(f"{who}: {exc}")
 
     try:
         outcome = engine.run_execution(alice.settings, "change-operators", aws=alice,
                                        params={"proposal": proposal["digest"][:16]},
-                                       identity=Identity(_arn("alice"), "iam-user"), assume_yes=True,
+                                       identity=Identity(arn("alice"), "iam-user"), assume_yes=True,
                                        on_approval_wait=approvers, poll_seconds=0.05)
         assert outcome.status == "completed", outcome.reason
         assert Roster(admin).require().digest == new.digest
         acts = [e for e in _audit(world, outcome.execution_id) if e["kind"] == "gate.acted"]
-        assert len(acts) == 1 and sorted(acts[0]["data"]["approved_by"]) == [_arn("bob"), _arn("carol")]
+        assert len(acts) == 1 and sorted(acts[0]["data"]["approved_by"]) == [arn("bob"), arn("carol")]
         assert len(refused) == 1 and refused[0].startswith("alice:") and "cannot approve" in refused[0]
     finally:
-        install_roster(admin, world["roster"])
+        install_roster(admin, world.roster)
 
 
 def _drill_flag(world, who: str, gate_url: str, value: str = "secondary") -> dict:
-    aws = Aws(world["settings"].model_copy(update={"gate_url": gate_url}), session=world["sessions"][who])
+    aws = Aws(world.settings.model_copy(update={"gate_url": gate_url}), session=world.sessions[who])
     return breakglass.set_flag(aws, identity=Identity(who, "drill" if who.startswith("drill-") else "iam-user"),
                                roster=None, flag="active", value=value, reason="drill primary-outage, step toggle",
                                target="the test's emulator")
@@ -346,13 +287,13 @@ def test_a_drill_sets_a_guarded_flag_through_a_gate_configured_for_drills_audite
     """On a drill environment's gate a drill identity switches the active broker without four-eyes, audited as
     the drill's; a person asking the same is refused, and so is the drill on a gate not configured for drills."""
     with pytest.raises(Refused, match="does not take drills"):
-        _drill_flag(world, "drill-runner", world["gate_url"])
-    answer = _drill_flag(world, "drill-runner", world["drill_gate_url"])
+        _drill_flag(world, "drill-runner", world.gate_url)
+    answer = _drill_flag(world, "drill-runner", world.drill_gate_url)
     assert answer["via"] == "gate" and answer["before"] == "primary" and _active(world) == "secondary"
-    acted = [e for e in AuditLog(world["admin"]).entries() if e["kind"] == "gate.acted" and e["data"].get("drill")]
-    assert acted[-1]["actor"] == _arn("drill-runner") and acted[-1]["data"]["after"] == "secondary"
-    aws = Aws(world["settings"].model_copy(update={"gate_url": world["drill_gate_url"]}),
-              session=world["sessions"]["alice"])
+    acted = [e for e in AuditLog(world.admin).entries() if e["kind"] == "gate.acted" and e["data"].get("drill")]
+    assert acted[-1]["actor"] == arn("drill-runner") and acted[-1]["data"]["after"] == "secondary"
+    aws = Aws(world.settings.model_copy(update={"gate_url": world.drill_gate_url}),
+              session=world.sessions["alice"])
     with pytest.raises(Refused, match="not a drill identity"):
         ask_gate(aws, "flag", "drill-x", "active", value="primary", reason="pretending to be a drill")
     assert _active(world) == "secondary"
@@ -360,55 +301,56 @@ def test_a_drill_sets_a_guarded_flag_through_a_gate_configured_for_drills_audite
 
 def test_a_resumed_step_takes_the_gates_record_and_a_second_change_of_it_is_refused(world):
     """Run again after the gate acted (a resume), the action answers the gate's recorded outcome without a second
-    change; the same step with other arguments (a rollback's restore) is refused by the gate."""
+    change; the same step with other arguments is refused by the gate (a rollback's restore is a change of its own,
+    asked as one: below)."""
     eid = _execution(world, "failover")
-    alice = world["people"]["alice"]
+    alice = world.people["alice"]
     ctx = OperationContext(settings=alice.settings, aws=alice, execution_id=eid, step_id="quiesce",
-                           actor=_arn("alice"))
+                           actor=arn("alice"))
     first = actions.set_processing(ctx, "paused")
     again = actions.set_processing(ctx, "paused")
     assert first == again and first["value"] == "paused"
     with pytest.raises(Refused, match="already acted on"):
         actions.set_processing(ctx, "running")
     assert [e["kind"] for e in _audit(world, eid)].count("gate.acted") == 1
-    Flags(world["admin"]).set("processing", "running")
+    Flags(world.admin).set("processing", "running")
 
 
 def test_an_unwind_above_the_dual_approval_limit_is_decided_through_the_gate_by_two_proven_people(world):
     """Through the gate, a double execution above the limit needs two different people: one person's decision
     leaves it open, a second by the same person is refused, a second person decides it; the gate records each."""
-    store = OrderStore(world["admin"])
+    store = OrderStore(world.admin)
     order, _ = store.create(new_order(OrderRequest(account_id="a", symbol="SYM1", side="BUY", quantity=1000,
                                                    quote_price=Decimal("100"))))
     order = store.transition(order, "SUBMITTING", actor="t", set_fields={"provider": "secondary"})
     order = store.transition(order, "FILLED", actor="t", set_fields={"fill_price": Decimal("100.5")})
     store.annotate(order, actor="t", note="executed twice", set_fields={"double_execution": {
         "state": "open", "notional": Decimal("100500"), "fills": [], "voided_at": "primary"}})
-    people = world["people"]
+    people = world.people
     first = unwind(people["bob"], order["order_id"], identity="ignored", source="ignored", outcome="unwound",
                    reason="closed out on the desk", roles_of={})
-    assert first["state"] == "open" and first["decisions"][0]["identity"] == _arn("bob")
+    assert first["state"] == "open" and first["decisions"][0]["identity"] == arn("bob")
     with pytest.raises(Refused, match="one identity counts once"):
         unwind(people["bob"], order["order_id"], identity="carol", source="x", outcome="unwound", reason="again",
                roles_of={})
     second = unwind(people["carol"], order["order_id"], identity="ignored", source="ignored", outcome="unwound",
                     reason="agreed", roles_of={})
-    assert second["state"] == "unwound" and sorted(second["decided_by"]) == [_arn("bob"), _arn("carol")]
+    assert second["state"] == "unwound" and sorted(second["decided_by"]) == [arn("bob"), arn("carol")]
     decided = [e for e in _audit(world, order["order_id"]) if e["kind"] == "gate.decided"]
-    assert [e["actor"] for e in decided] == [_arn("bob"), _arn("carol")]
+    assert [e["actor"] for e in decided] == [arn("bob"), arn("carol")]
 
 
 def test_with_the_gate_down_a_run_stops_at_its_four_eyes_step_and_resumes_once_it_is_back(world):
     """A run whose gate does not answer stops (one line, nothing changed) and stays resumable; resumed with the gate
     back, it completes through it."""
-    admin, alice = world["admin"], world["people"]["alice"]
+    admin, alice = world.admin, world.people["alice"]
     before = Roster(admin).require().digest
-    new = parse_operators(json.dumps({"operators": {**{_arn(n): r for n, r in ROLES.items()}, _arn("fred"): ["risk"]}}),
+    new = parse_operators(json.dumps({"operators": {**{arn(n): r for n, r in ROLES.items()}, arn("fred"): ["risk"]}}),
                           "the proposal")
     proposal = Roster(admin).propose(new, actor=Identity("admin", "test"))
     down = Aws(alice.settings.model_copy(update={"gate_url": f"http://127.0.0.1:{free_port()}"}),
-               session=world["sessions"]["alice"])
-    me = Identity(_arn("alice"), "iam-user")
+               session=world.sessions["alice"])
+    me = Identity(arn("alice"), "iam-user")
     try:
         with pytest.raises(GateDown) as stopped:
             engine.run_execution(down.settings, "change-operators", aws=down, identity=me, assume_yes=True,
@@ -421,14 +363,14 @@ def test_with_the_gate_down_a_run_stops_at_its_four_eyes_step_and_resumes_once_i
 
         def approvers(wait):
             for who in ("bob", "carol"):
-                engine.decide(alice.settings, wait.execution_id, wait.step_id, "approve", aws=world["people"][who])
+                engine.decide(alice.settings, wait.execution_id, wait.step_id, "approve", aws=world.people[who])
 
         outcome = engine.resume_execution(alice.settings, eid, aws=alice, identity=me, assume_yes=True,
                                           on_approval_wait=approvers, poll_seconds=0.05)
         assert outcome.status == "completed", outcome.reason
         assert Roster(admin).require().digest == new.digest
     finally:
-        install_roster(admin, world["roster"])
+        install_roster(admin, world.roster)
 
 
 def test_declare_void_is_released_by_the_gate_with_its_own_broker_keys(world):
@@ -441,4 +383,109 @@ def test_declare_void_is_released_by_the_gate_with_its_own_broker_keys(world):
     answer = _ask(world, "alice", "act", eid, "declare-void")
     assert answer["output"]["released"] == [] and answer["output"]["approvers"] == answer["approved_by"]
     with pytest.raises(botocore.exceptions.ClientError, match="AccessDenied"):
-        world["people"]["alice"].secrets.get_secret_value(SecretId="gt/broker/primary")
+        world.people["alice"].secrets.get_secret_value(SecretId="gt/broker/primary")
+
+
+# ---- a rollback's restore of a step the gate changed ---------------------------------------------
+
+@pytest.fixture(scope="module")
+def primary_broker(world, tmp_path_factory) -> Iterator[str]:
+    """A simulated primary broker (disable-auto checks it is healthy before choosing it); its order API's URL."""
+    broker = start_broker("primary", "alpha", 1, tmp_path_factory.mktemp("gt-broker"))
+    try:
+        wait_healthy(broker)
+        yield broker.url
+    finally:
+        stop_broker(broker)
+
+
+def _restores(world: GateWorld, eid: str) -> list[dict]:
+    return [e for e in _audit(world, eid) if e["kind"] == "gate.acted" and e["data"]["op"] == "restore"]
+
+
+def test_a_rollback_restores_a_step_the_gate_changed_through_the_gate_audited_once(world, primary_broker):
+    """disable-auto, run by alice: the gate sets the active broker (a step without approval); bob approves the next
+    step, she declines to run it and aborts with rollback, and the gate restores the broker it replaced, as a change
+    of its own, audited once beside the act; a second restore is refused."""
+    flags = Flags(world.admin)
+    flags.set("mode", "auto")
+    flags.set("active", "secondary")
+    alice = world.person(world.sessions["alice"], primary_url=primary_broker)
+    me = Identity(arn("alice"), "iam-user")
+    try:
+
+        def bob_approves(wait):
+            engine.decide(alice.settings, wait.execution_id, wait.step_id, "approve", aws=world.people["bob"])
+
+        outcome = engine.run_execution(alice.settings, "disable-auto", aws=alice, identity=me, poll_seconds=0.05,
+                                       confirm=lambda prompt: "set_routing_mode" not in prompt,
+                                       on_approval_wait=bob_approves, approval_timeout=30)
+        assert outcome.status == "stopped", outcome.reason
+        eid = outcome.execution_id
+        assert flags.read().active == "primary"
+        engine.abort_execution(alice.settings, eid, aws=alice, identity=me, reason="not today", rollback=True)
+        assert flags.read().active == "secondary" and flags.read().mode == "auto"
+        (restored,) = _restores(world, eid)
+        assert restored["actor"] == arn("alice") and restored["step_id"] == "set-active"
+        assert (restored["data"]["args"], restored["data"]["before"]) == ({"provider": "secondary"}, "primary")
+        assert [e["data"]["op"] for e in world.acts(eid)] == ["act", "restore"] and not world.refusals(eid)
+        step = next(s for s in engine.execution_history(alice.settings, eid, aws=alice)["steps"]
+                    if s["step_id"] == "set-active")
+        assert step["rollback"]["status"] == "succeeded" and step["rollback"]["output"]["value"] == "secondary"
+        # Asked again (a rollback run twice), the gate refuses a second restore, and nothing changes.
+        with pytest.raises(Refused, match="already restored"):
+            _ask(world, "alice", "restore", eid, "set-active", value="secondary")
+        flags.set("active", "primary")
+        with pytest.raises(Refused, match="already restored"):
+            _ask(world, "bob", "restore", eid, "set-active", value="secondary")
+        assert flags.read().active == "primary" and len(_restores(world, eid)) == 1
+        mark = GateLedger(world.admin).restored(eid, "set-active")
+        assert mark is not None and mark["outcome"]["output"]["value"] == "secondary"
+        assert [e["data"]["reason"] for e in world.refusals(eid)] == [
+            f"step set-active of {eid} was already restored at {mark['at']} by {arn('alice')}"] * 2
+    finally:
+        flags.set("mode", "manual")
+        flags.set("active", "primary")
+
+
+def _quiesced(world: GateWorld) -> str:
+    """A failover whose quiesce step (no approval; rollback: restore) the gate has made: processing paused."""
+    eid = _execution(world, "failover")
+    assert _ask(world, "alice", "act", eid, "quiesce")["output"] == {"flag": "processing", "previous": "running",
+                                                                       "value": "paused"}
+    return eid
+
+
+@pytest.mark.parametrize(("case", "why"), [
+    ("never-acted", "was never acted on by the gate"),
+    ("another-value", "can be restored only to 'running', the value before the gate's change, not 'paused'"),
+    ("changed-since", "set 'paused', but 'running' is in force now"),
+    ("no-restore", "is not a guarded change with a value to restore"),
+])
+def test_a_restore_the_gate_did_not_make_or_not_to_the_value_it_replaced_is_refused(world, case, why):
+    """A restore of a step the gate never acted on, to another value than the one its change replaced, after a
+    later change of the flag, or of a step with nothing to restore, is refused, audited as refused, and nothing
+    changes."""
+    flags = Flags(world.admin)
+    flags.set("processing", "running")
+    step, value = "quiesce", "running"
+    if case == "never-acted":
+        eid = _execution(world, "failover")
+    elif case == "no-restore":
+        eid, step = _execution(world, "failover"), "declare-void"
+    else:
+        eid = _quiesced(world)
+        if case == "another-value":
+            value = "paused"
+        else:
+            flags.set("processing", "running")  # someone else's change since the gate's
+    before = flags.read().processing
+    try:
+        with pytest.raises(Refused, match=re.escape(why)):
+            _ask(world, "alice", "restore", eid, step, value=value)
+        assert flags.read().processing == before and not _restores(world, eid)
+        assert GateLedger(world.admin).restored(eid, step) is None
+        (refused,) = world.refusals(eid)
+        assert refused["data"]["op"] == "restore" and why in refused["data"]["reason"]
+    finally:
+        flags.set("processing", "running")

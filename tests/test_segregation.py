@@ -54,6 +54,8 @@ def _guarded() -> list[tuple[str, str]]:
     return ([(a, _parameter(p)) for p in GUARDED_PARAMETERS
              for a in ("ssm:PutParameter", "ssm:DeleteParameter", "ssm:LabelParameterVersion")]
             + [(a, TABLE + t) for t in ("tradeops-orders", "tradeops-decisions") for a in WRITES]
+            # The decisions table's TTL, pointed at a step's number attribute, would erase its acting mark.
+            + [("dynamodb:UpdateTimeToLive", TABLE + "tradeops-decisions")]
             + [("secretsmanager:GetSecretValue", s) for s in secrets])
 
 
