@@ -65,6 +65,7 @@ __all__ = [
     "Identity",
     "Operators",
     "as_iam_users",
+    "as_target_identities",
     "bound_roles",
     "break_glass_users",
     "current_identity",
@@ -227,6 +228,14 @@ def as_iam_users(operators: Operators, account: str) -> Operators:
     NAME``): the roster of a local stack that enforces IAM, where who acts is whose key signed, as on AWS."""
     roles = {f"arn:aws:iam::{account}:user/{iam_user_name(name)}": held for name, held in operators.roles.items()}
     return Operators(roles=roles, break_glass=operators.break_glass, source=operators.source)
+
+
+def as_target_identities(operators: Operators, aws: Aws) -> Operators:
+    """``operators`` as the roster of ``aws``'s target names them: as IAM users (:func:`as_iam_users`) on a local
+    stack that enforces IAM, where the operators file lists people by local name; unchanged elsewhere."""
+    if not (aws.settings.enforce and aws.settings.aws_endpoint_url):
+        return operators
+    return as_iam_users(operators, aws.caller()["account"])
 
 
 def operators_path(settings: Settings) -> Path:

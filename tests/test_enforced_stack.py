@@ -163,6 +163,21 @@ def test_a_command_run_as_a_person_the_stack_has_no_key_for_stops_with_one_line(
     assert "alice, bob, carol, dave" in got.stderr
 
 
+def test_the_roster_names_the_operators_files_people_as_the_users_sts_names_and_the_file_still_matches(
+        enforced_stack):
+    """The seeded roster lists alice as her IAM user's ARN (what STS answers for her key, and the identity the CLI
+    reports); the operators file, by local names, is no difference from it, for `operators diff` and `doctor`."""
+    env = enforced_stack["env"]
+    shown = run_cli("operators", "show", "--json", env=env)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["operators"][_arn("alice")] == ["duty-engineer"]
+    diff = run_cli("operators", "diff", env["TRADEOPS_OPERATORS_FILE"], env=env)
+    assert diff.returncode == 0 and diff.stdout.strip().endswith("no difference"), diff.stdout + diff.stderr
+    doctor = run_cli("doctor", "--json", env=dict(env, TRADEOPS_OPERATOR="bob"))
+    checks = {f["check"]: f for f in json.loads(doctor.stdout)["checks"]}
+    assert _arn("bob") in checks["identity"]["detail"] and "differs" not in checks["roster"]["detail"]
+
+
 def test_the_failover_runbook_switches_the_active_broker_through_the_gate_audited_once(enforced_stack):
     """`tradeops runbook run failover` as alice, approved by bob and carol with `tradeops runbook approve`: the gate
     switches routing/active to the secondary, and the audit log holds exactly one gate.acted for that step."""
