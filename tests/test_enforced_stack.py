@@ -10,6 +10,7 @@ import json
 import os
 import re
 import signal
+import stat
 import subprocess
 import threading
 import time
@@ -59,6 +60,15 @@ def enforced_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[st
         info["keys"] = json.loads(Path(state["keys_file"]).read_text(encoding="utf-8"))
         info["stack_state"] = state
         yield info
+
+
+def test_up_enforce_needs_the_people_and_the_local_stack(processes, tmp_path):
+    """`tradeops up --enforce` with no operators file, or with --aws, stops with one line (exit 2), starting nothing."""
+    env = dict(stack_environment(tmp_path), TRADEOPS_OPERATORS_FILE=str(tmp_path / "missing.yaml"))
+    for argv in (["up", "--enforce"], ["up", "--enforce", "--aws"]):
+        got = run_cli(*argv, env=env)
+        assert got.returncode == 2 and got.stderr.strip().count("\n") == 0, got.stdout + got.stderr
+    assert not (tmp_path / "stack.json").exists()
 
 
 def _client(stack: dict[str, Any], service: str, who: str) -> Any:
@@ -155,8 +165,11 @@ def test_an_operator_cannot_write_another_identitys_decision_or_an_orders_state(
         assert error_code(refused.value) == "AccessDenied"
 
 
-def test_a_command_run_as_a_person_the_stack_has_no_key_for_stops_with_one_line(enforced_stack):
-    """`tradeops status` as someone not in the operators file: exit 2, one line naming the people it has keys for."""
+def test_the_keys_are_readable_only_by_the_user_and_a_person_without_one_is_refused_with_one_line(enforced_stack):
+    """The keys file is mode 0600 in the state directory; `tradeops status` as someone not in the operators file
+    exits 2 with one line naming the people it has keys for."""
+    keys_file = Path(enforced_stack["stack_state"]["keys_file"])
+    assert keys_file.parent == Path(enforced_stack["state_dir"]) and stat.S_IMODE(keys_file.stat().st_mode) == 0o600
     got = run_cli("status", env=dict(enforced_stack["env"], TRADEOPS_OPERATOR="mallory"))
     assert got.returncode == 2, got.stdout + got.stderr
     assert got.stderr.strip().count("\n") == 0 and "no key for operator 'mallory'" in got.stderr

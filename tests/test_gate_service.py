@@ -4,14 +4,12 @@ audited, and everything else is refused with a reason, audited as refused, with 
 
 from __future__ import annotations
 
-import ast
 import datetime
 import json
 import threading
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
-from typing import Any
 
 import boto3
 import botocore.exceptions
@@ -39,6 +37,7 @@ from tradeops.runtime.platform.clock import iso
 from tradeops.runtime.platform.errors import BadInput, Refused
 from tradeops.runtime.platform.settings import load_settings
 from tradeops.runtime.stack.deploy import deploy_stack
+from tradeops.runtime.stack.principals import deployed_policies
 from tradeops.runtime.stack.supervisor import free_port
 
 ACCOUNT = "123456789012"
@@ -78,31 +77,10 @@ def world(authed_moto, tmp_path_factory):
     admin_aws = Aws(settings, session=admin)
     deploy_stack(admin_aws, settings)
     iam = admin_aws.client("iam")
-
-    secrets = [admin_aws.secrets.describe_secret(SecretId=f"gt/broker/{p}")["ARN"] for p in ("primary", "secondary")]
-
-    def resolved(document: Any) -> dict:
-        # The emulator answers the document as Python's repr of what the template resolved to.
-        document = ast.literal_eval(document) if isinstance(document, str) else document
-        for statement in document["Statement"]:
-            # Its CloudFormation skips the broker secrets (the deploy creates them after), so a role's !Ref to
-            # them resolves to nothing: they are the two secrets' ARNs, as on AWS.
-            if statement.get("Resource") == [None, None]:
-                statement["Resource"] = secrets
-        return document
-
-    def policy_of(role: str, name: str) -> dict:
-        return resolved(iam.get_role_policy(RoleName=role, PolicyName=name)["PolicyDocument"])
-
-    def managed_policy(name: str) -> dict:
-        """A managed policy as deployed (the operator role's, `<prefix>-operate`, which the emulator's
-        CloudFormation creates but does not attach to the role)."""
-        (found,) = [p for p in iam.list_policies(Scope="Local")["Policies"] if p["PolicyName"] == name]
-        return resolved(iam.get_policy_version(PolicyArn=found["Arn"], VersionId=found["DefaultVersionId"])
-                        ["PolicyVersion"]["Document"])
-
-    operate = managed_policy("gt-operate")
-    gate_policy = policy_of("gt-gate", "gate")
+    # The operator policy (`gt-operate`) and GateRole's, as the deploy left them in IAM (what `tradeops up
+    # --enforce` gives its people and its gate).
+    policies = deployed_policies(admin_aws)
+    operate, gate_policy = policies["operate"], policies["gate"]
     sessions = {n: _user(iam, n, operate) for n in (*PEOPLE, "drill-runner")}
     gate_session = _user(iam, "gate", gate_policy)
     roster = install_roster(admin_aws, parse_operators(
