@@ -16,6 +16,10 @@ With ``TRADEOPS_FAULT_PROXY=true`` a fault proxy (:mod:`tradeops.runtime.brokers
 of each broker, simulated or real, and the workers call the proxies: drills can then break a real
 network path (the ``proxy`` fault backend). The state file records each broker's proxy beside it.
 
+With ``TRADEOPS_ENFORCE=true`` (``tradeops up --enforce``) the emulator checks IAM, and everything signs as a
+principal of :mod:`.principals` (the deployer, the people, the gate, the runtime); the approval gate then runs as
+a component, and the state file records its URL and the keys file.
+
 On AWS (``--aws``) no emulator starts, and the brokers and the price feed are real: the brokers' endpoints
 come from the settings and their keys from Secrets Manager (:func:`check_real_brokers` proves both
 before anything starts), and the prices are whatever the firm's feed puts on the price stream. A
