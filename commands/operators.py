@@ -10,7 +10,7 @@ import typer
 from tradeops.commands.context import context
 from tradeops.commands.output import Column, JsonOpt, YesOpt, confirm, out, print_json, print_table, when
 from tradeops.commands.runbook import run_guided
-from tradeops.runbooks.identity import Operators, load_operators, operators_path
+from tradeops.runbooks.identity import Operators, as_target_identities, load_operators, operators_path
 from tradeops.runbooks.roster import Roster
 from tradeops.runtime.platform.settings import load_settings
 
@@ -86,7 +86,9 @@ def show(
 def diff(file: FileArg = None, as_json: JsonOpt = False) -> None:
     """What applying FILE would change in the shared roster (+ added, - removed, ~ changed)."""
     proposed = _file(file)
-    current = Roster(context().aws).current()
+    ctx = context()
+    proposed = as_target_identities(proposed, ctx.aws)
+    current = Roster(ctx.aws).current()
     result = _diff(current, proposed)
     if as_json:
         print_json({"current": _roster_json(current) if current else None, "file": str(proposed.source),
@@ -117,6 +119,7 @@ def apply(
     """
     proposed = _file(file)
     ctx = context()
+    proposed = as_target_identities(proposed, ctx.aws)
     ctx.announce(quiet=as_json)
     roster = Roster(ctx.aws)
     current = roster.current()

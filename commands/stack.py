@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Annotated, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -12,6 +13,10 @@ from tradeops.commands.context import aws_chosen, context
 from tradeops.commands.output import Column, JsonOpt, human, out, print_json, print_table, when, yes_no
 from tradeops.runtime.platform.errors import BadInput, NoTarget, StackError
 from tradeops.runtime.platform.statefile import StackState, pid_alive, read_state
+
+if TYPE_CHECKING:
+    from tradeops.runbooks.identity import Operators
+    from tradeops.runtime.platform.settings import Settings
 
 # The supervisor, the runtime figures and the health checks bring boto3 and httpx: each command imports
 # what it runs, so `tradeops status` with no stack up answers before any of them is loaded.
@@ -103,6 +108,11 @@ def up(
         "--log-format", metavar="json|text",
         help="How the stack's processes log: json lines (default) or text for reading at a terminal "
              "(metric lines stay JSON either way).")] = None,
+    enforce: Annotated[bool | None, typer.Option(
+        "--enforce/--no-enforce",
+        help="Run the emulator with IAM access control on: each person of the operators file an IAM user holding "
+             "the template's operator policy, the approval gate a component with GateRole's policy, every command "
+             "signing as TRADEOPS_OPERATOR (default: the enforce setting, TRADEOPS_ENFORCE; off).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Start the local stack (AWS emulator, brokers, runtime) and return once all of it is healthy.
@@ -116,6 +126,7 @@ def up(
         tradeops up --workers 4 --port primary=8101
         tradeops up --foreground --log-format text
         tradeops up --aws --sim-brokers --sim-prices
+        TRADEOPS_OPERATORS_FILE=operators.yaml tradeops up --enforce
     """
     from tradeops.runtime.platform import logs
     from tradeops.runtime.platform.settings import load_settings
@@ -129,6 +140,17 @@ def up(
     ports = parse_ports(port or [])
     local = not (aws or aws_chosen())
     simulate = supervisor.Simulated(brokers=sim_brokers, prices=sim_prices)
+    if enforce is not None:
+        settings = settings.model_copy(update={"enforce": enforce})
+    if settings.enforce and not local:
+        raise BadInput("--enforce is for the local stack's emulator: on AWS, IAM enforces the template's roles")
+    people: tuple[str, ...] = ()
+    operators: Operators | None = None
+    if settings.enforce:
+        from tradeops.runbooks.identity import iam_user_name, load_operators, operators_path
+
+        operators = load_operators(operators_path(settings))
+        people = tuple(sorted(iam_user_name(name) for name in operators.roles))
     if foreground:
         state = read_state(settings.state_file)
         if state and pid_alive(state.get("supervisor_pid")):
@@ -137,17 +159,21 @@ def up(
         out.print("starting the stack in the foreground; Ctrl-C stops it")
 
         def ready(state: dict[str, Any]) -> None:
+            if operators is not None:
+                _seed_roster(settings, state, operators)
             out.print("[bold green]stack is up[/] (Ctrl-C stops it)")
             render_state(state, sources(settings, state))
 
         code = supervisor.run_supervisor(settings, workers=workers, local=local, ports=ports, simulate=simulate,
-                                         on_ready=ready)
+                                         people=people, on_ready=ready)
         out.print("stack stopped" if code == 0 else "stack failed")
         raise typer.Exit(code)
     try:
         with _Progress(quiet=as_json) as progress:
             state = supervisor.launch(settings, workers=workers, local=local, ports=ports, simulate=simulate,
-                                      on_progress=progress)
+                                      people=people, on_progress=progress)
+        if operators is not None:
+            _seed_roster(settings, state, operators)
     except supervisor.StackAlreadyUp as exc:
         if as_json:
             print_json({**exc.state, "already_up": True})
@@ -160,6 +186,22 @@ def up(
     out.print("[bold green]stack is up[/]")
     render_state(state, sources(settings, state))
     out.print(f"state: {settings.state_file}   logs: {state.get('log_dir')}", markup=False)
+
+
+def _seed_roster(settings: Settings, state: StackState, operators: Operators) -> None:
+    """Seed an enforcing stack's roster as its admin (people may not write it): the operators file's people as the
+    IAM users STS names them."""
+    from tradeops.runbooks.identity import Identity, as_iam_users
+    from tradeops.runbooks.roster import Roster
+    from tradeops.runtime.platform.aws import Aws
+    from tradeops.runtime.platform.statefile import read_keys
+
+    admin = read_keys(Path(state["keys_file"]))["admin"]
+    account = admin["arn"].split(":")[4]
+    aws = Aws(settings.model_copy(update={"aws_endpoint_url": state["aws_endpoint"], "enforce": True,
+                                          "emulator_access_key_id": admin["access_key_id"],
+                                          "emulator_secret_access_key": admin["secret_access_key"]}))
+    Roster(aws).seed(as_iam_users(operators, account), actor=Identity(admin["arn"], "iam-user"))
 
 
 def _detail(detail: dict[str, Any]) -> str:

@@ -13,7 +13,13 @@ from typing import Any
 
 from tradeops.runbooks.audit import AuditLog
 from tradeops.runbooks.controls import judge, read_deployed
-from tradeops.runbooks.identity import break_glass_users, current_identity, load_operators, operators_path
+from tradeops.runbooks.identity import (
+    as_target_identities,
+    break_glass_users,
+    current_identity,
+    load_operators,
+    operators_path,
+)
 from tradeops.runbooks.roster import Roster
 from tradeops.runtime.orderpath import figures, inflight
 from tradeops.runtime.orderpath.flags import Flags
@@ -98,7 +104,7 @@ def diagnose(settings: Settings, *, aws_target: bool = False) -> list[Finding]:
                            "`tradeops operators apply operators.yaml` seeds it")
         path = operators_path(settings)
         note = ""
-        if path.exists() and load_operators(path).digest != current.digest:
+        if path.exists() and as_target_identities(load_operators(path), aws).digest != current.digest:
             note = f"; {path} differs (`tradeops operators diff`)"
         return Finding("roster", True, f"v{current.version}: {len(current.roles)} operators, break-glass roles "
                                        f"{', '.join(sorted(current.break_glass)) or 'none'}{note}")

@@ -394,7 +394,7 @@ def _decide_at_gate(aws: Aws, meta: Mapping[str, Any], step_id: str, step: Mappi
     choice: Choice = "reject" if decision == "reject" else "approve"
     approval = Approval(execution_id=meta["execution_id"], step_id=step_id, runbook_sha256=meta["runbook_sha256"],
                         identity=str(answer["identity"]), identity_source="gate", decision=choice,
-                        binding=str(answer["binding"]), reason=reason)
+                        binding=str(answer["binding"]), reason=reason, roles=tuple(answer.get("roles") or ()))
     # The gate wrote the audit record; the other observers (a display) still hear of it.
     _tell(observers, Event(ev.APPROVAL_APPROVED if choice == "approve" else ev.APPROVAL_REJECTED,
                            meta["execution_id"], step_id, approval.identity, "gate",

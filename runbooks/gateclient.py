@@ -27,8 +27,10 @@ class GateDown(OperationFailed):
 
 
 def ask_gate(aws: Aws, op: str, execution_id: str, step_id: str, *, decision: str = "", reason: str = "",
-             value: str = "", timeout: float = 30.0) -> dict[str, Any]:
-    """Send one request to the gate at ``TRADEOPS_GATE_URL``; its answer, or Refused / BadInput / GateDown."""
+             value: str = "", timeout: float | None = None) -> dict[str, Any]:
+    """Send one request to the gate at ``TRADEOPS_GATE_URL``; its answer, or Refused / BadInput / GateDown.
+
+    ``timeout``: how long to wait for the answer (default ``TRADEOPS_GATE_TIMEOUT_SECONDS``)."""
     url = aws.settings.gate_url
     if not url:
         raise OperationFailed("no approval gate is configured (TRADEOPS_GATE_URL)")
@@ -43,7 +45,8 @@ def ask_gate(aws: Aws, op: str, execution_id: str, step_id: str, *, decision: st
         request["value"] = value
     proof = sign_proof(aws.credentials(), aws.settings, request_digest(request))
     try:
-        answer = httpx.post(f"{url.rstrip('/')}/v1/gate", json={"request": request, "proof": proof}, timeout=timeout)
+        answer = httpx.post(f"{url.rstrip('/')}/v1/gate", json={"request": request, "proof": proof},
+                            timeout=timeout or aws.settings.gate_timeout_seconds)
     except httpx.HTTPError as exc:
         raise GateDown(f"the approval gate at {url} does not answer ({type(exc).__name__}): nothing changed; "
                        f"resume with `tradeops runbook resume {execution_id}` once it is back") from None

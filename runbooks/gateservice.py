@@ -202,7 +202,7 @@ class Gate:
         self._record(ev.GATE_DECIDED, request, who, {"decision": choice, "reason": request.reason,
                                                       "roles": list(approval.roles), "binding": approval.binding,
                                                       "rule": dict(ApprovalRule.from_spec(step["approval"]).__dict__)})
-        return {"decided": choice, "identity": who.name, "binding": approval.binding}
+        return {"decided": choice, "identity": who.name, "binding": approval.binding, "roles": list(approval.roles)}
 
     def _act(self, request: GateRequest, who: Identity, step: Mapping[str, Any] | None, ledger: StepLedger,
              ctx: Any, roster_digest: str, params: dict[str, Any]) -> dict[str, Any]:

@@ -24,7 +24,10 @@ ARN, and only from the parts of it the caller cannot pick:
 
 On the local stack (an endpoint override) STS answers for a fixed test account, so the identity is
 ``TRADEOPS_OPERATOR`` or, failing that, the OS user; every record says which source it came from so a
-report never passes a typed name off as proven.
+report never passes a typed name off as proven. A local stack that enforces IAM (``tradeops up --enforce``)
+is the exception: each person is an IAM user of the emulator, the command signs with the key of the
+person ``TRADEOPS_OPERATOR`` names, and the identity is the user ARN STS answers for that key, as on AWS
+(its roster lists the operators file's people as those ARNs: :func:`as_iam_users`).
 
 **The operators file** maps those base identities to roles, and names the roles that may use
 break-glass (a direct change that skips four-eyes, always audited and alerted)::
@@ -65,10 +68,13 @@ __all__ = [
     "SSO_ROLE_PATH",
     "Identity",
     "Operators",
+    "as_iam_users",
+    "as_target_identities",
     "bound_roles",
     "break_glass_users",
     "current_identity",
     "drill_roles",
+    "iam_user_name",
     "identity_from_arn",
     "load_operators",
     "operators_path",
@@ -158,7 +164,7 @@ def identity_from_arn(arn: str, *, bound: Iterable[str], account: str | None = N
 
 def current_identity(settings: Settings, aws: Aws | None = None) -> Identity:
     """The identity of whoever runs this process (see the module docstring)."""
-    if settings.aws_endpoint_url is None:
+    if settings.aws_endpoint_url is None or settings.enforce:
         aws = aws or Aws(settings)
         caller = aws.caller()
         return identity_from_arn(caller["arn"], bound=bound_roles(settings), account=settings.aws_account,
@@ -219,6 +225,33 @@ def break_glass_users(roster: Operators) -> list[str]:
     (the break-glass role's trust policy compares ``aws:username``, which, like an identity, has no IAM path)."""
     return sorted({name.rsplit("/", 1)[1] for name in roster.holders(roster.break_glass)
                    if (match := _ARN.match(name)) and match.group(4).startswith("user/")})
+
+
+def iam_user_name(identity: str) -> str:
+    """The IAM user name a roster identity is on the local stack when it enforces IAM: a local name is one, and so
+    is an IAM user ARN's last part; ConfigError for an identity no IAM user can be (an Identity Center name)."""
+    match = _ARN.match(identity)
+    if match and match.group(4).startswith("user/"):
+        return identity.rsplit("/", 1)[1]
+    if _LOCAL_NAME.match(identity) and not identity.startswith("arn:"):
+        return identity.strip()
+    raise ConfigError(f"operator {identity!r} cannot be an IAM user of the local stack: list people by local name "
+                      "or IAM user ARN when it enforces IAM")
+
+
+def as_iam_users(operators: Operators, account: str) -> Operators:
+    """``operators`` with each person as the IAM user of ``account`` STS names them (``arn:aws:iam::ACCOUNT:user/
+    NAME``): the roster of a local stack that enforces IAM, where who acts is whose key signed, as on AWS."""
+    roles = {f"arn:aws:iam::{account}:user/{iam_user_name(name)}": held for name, held in operators.roles.items()}
+    return Operators(roles=roles, break_glass=operators.break_glass, source=operators.source)
+
+
+def as_target_identities(operators: Operators, aws: Aws) -> Operators:
+    """``operators`` as the roster of ``aws``'s target names them: as IAM users (:func:`as_iam_users`) on a local
+    stack that enforces IAM, where the operators file lists people by local name; unchanged elsewhere."""
+    if not (aws.settings.enforce and aws.settings.aws_endpoint_url):
+        return operators
+    return as_iam_users(operators, aws.caller()["account"])
 
 
 def operators_path(settings: Settings) -> Path:

@@ -10,6 +10,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+from xml.etree import ElementTree
 
 import boto3
 import botocore.config
@@ -29,7 +30,7 @@ _EMULATOR_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key"
 def error_code(exc: BaseException) -> str | None:
     """The AWS error code of a botocore ClientError, else None."""
     if isinstance(exc, botocore.exceptions.ClientError):
-        return exc.response.get("Error", {}).get("Code")
+        return _xml_error(exc.response.get("Error", {})).get("Code")
     return None
 
 
@@ -93,7 +94,7 @@ def foreign_error(exc: BaseException, what: str) -> TradeopsError | None:
     if isinstance(exc, e.CredentialRetrievalError):
         return AwsError(f"{what}: could not get AWS credentials ({_first_line(exc)})")
     if isinstance(exc, e.ClientError):
-        err = exc.response.get("Error", {})
+        err = _xml_error(exc.response.get("Error", {}))
         code = err.get("Code", "error")
         if code in ("ExpiredToken", "ExpiredTokenException", "RequestExpired"):
             return AwsError(f"{what}: the AWS credentials have expired; renew them (`aws sso login`, or a new session)")
@@ -101,6 +102,23 @@ def foreign_error(exc: BaseException, what: str) -> TradeopsError | None:
     if isinstance(exc, e.BotoCoreError):
         return AwsError(f"{what}: {_first_line(exc)}")
     return None
+
+
+def _xml_error(err: dict[str, Any]) -> dict[str, Any]:
+    """``err``, or the code and message of the XML error document it carries as its message.
+
+    The emulator with IAM access control on refuses a request of a JSON-protocol service (SSM, DynamoDB,
+    CloudWatch) with an XML document, which botocore cannot parse: it reports the HTTP status as the code and
+    the whole document as the message. A person reads ``AccessDenied: User ... is not authorized ...``."""
+    message = str(err.get("Message") or "")
+    if not message.lstrip().startswith("<"):
+        return err
+    try:
+        root = ElementTree.fromstring(message.strip())  # noqa: S314 - the AWS endpoint's own answer
+    except ElementTree.ParseError:
+        return {**err, "Message": " ".join(message.split())[:300]}
+    found = {el.tag.rsplit("}", 1)[-1]: (el.text or "").strip() for el in root.iter()}
+    return {**err, "Code": found.get("Code") or err.get("Code"), "Message": found.get("Message") or ""}
 
 
 @contextmanager
@@ -181,7 +199,7 @@ class Aws:
                 if self.settings.aws_endpoint_url:
                     kwargs["endpoint_url"] = self.settings.aws_endpoint_url
                     if not self._own_session:
-                        kwargs.update(_EMULATOR_CREDENTIALS)
+                        kwargs.update(self._emulator_credentials())
                 client = self._session.client(service, **kwargs)
                 self._clients[service] = client
             return client
@@ -189,13 +207,20 @@ class Aws:
     def credentials(self) -> botocore.credentials.Credentials:
         """The credentials this process's clients sign with (the approval gate's proofs are signed with them)."""
         if self.settings.aws_endpoint_url and not self._own_session:
-            return botocore.credentials.Credentials(_EMULATOR_CREDENTIALS["aws_access_key_id"],
-                                                    _EMULATOR_CREDENTIALS["aws_secret_access_key"])
+            keys = self._emulator_credentials()
+            return botocore.credentials.Credentials(keys["aws_access_key_id"], keys["aws_secret_access_key"])
         found = self._session.get_credentials()
         if found is None:
             raise AwsError("no AWS credentials found (AWS_PROFILE, `aws sso login`, or the instance's role)")
         frozen = found.get_frozen_credentials()
         return botocore.credentials.Credentials(frozen.access_key, frozen.secret_key, frozen.token)
+
+    def _emulator_credentials(self) -> dict[str, str]:
+        """The key for the emulator: this process's principal's on a stack that enforces IAM, else the test key."""
+        key_id, secret = self.settings.emulator_access_key_id, self.settings.emulator_secret_access_key
+        if key_id and secret:
+            return {"aws_access_key_id": key_id, "aws_secret_access_key": secret}
+        return dict(_EMULATOR_CREDENTIALS)
 
     # Shorthands for the services the runtime uses.
     @property

@@ -66,6 +66,13 @@ class Settings(BaseSettings):
     target: Literal["local", "aws"] | None = None
     # Where AWS is. None means real AWS through boto3's own resolution.
     aws_endpoint_url: str | None = None
+    # The local stack's emulator with IAM access control on (`tradeops up --enforce`): every request signed by an
+    # IAM user of its own holding the template's policies (runtime/stack/principals.py). Off: one shared test key.
+    enforce: bool = False
+    # The key the clients sign with against an emulator that enforces IAM (the supervisor gives each component its
+    # principal's; a command takes TRADEOPS_OPERATOR's from the stack's keys file). Unset: the shared test key.
+    emulator_access_key_id: str | None = Field(default=None, repr=False)
+    emulator_secret_access_key: str | None = Field(default=None, repr=False)
     region: str = "eu-west-2"
     name_prefix: str = "tradeops"
     param_prefix: str = "/tradeops"
@@ -95,6 +102,8 @@ class Settings(BaseSettings):
     aws_account: str | None = Field(default=None, pattern=r"^\d{12}$")
     # The approval gate (runbooks/gateservice.py): when set, guarded changes and approval decisions go through it.
     gate_url: str | None = None
+    # How long a caller waits for the gate's answer before the step stops as "the gate does not answer" (seconds).
+    gate_timeout_seconds: float = Field(default=30.0, gt=0)
     # The gate's own: whether it sets a guarded flag for a drill identity without four-eyes (drill environments
     # only: the local stack, staging). Each change is audited and alerted. People's settings do not reach it.
     gate_drill_flags: bool = False

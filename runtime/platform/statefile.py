@@ -8,6 +8,7 @@ reads it to find the stack without flags (:func:`resolve_target` for a command,
 from __future__ import annotations
 
 import contextlib
+import getpass
 import json
 import os
 import tempfile
@@ -15,11 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from tradeops.runtime.platform.errors import NoTarget, StackError
+from tradeops.runtime.platform.errors import ConfigError, NoTarget, StackError
 from tradeops.runtime.platform.settings import Settings, load_settings
 
-__all__ = ["StackState", "Target", "clear_state", "pid_alive", "read_state", "resolve_settings", "resolve_target",
-           "stack_exports", "write_state"]
+__all__ = ["StackState", "Target", "clear_state", "operator_key", "pid_alive", "read_keys", "read_state",
+           "resolve_settings", "resolve_target", "stack_exports", "write_state"]
 
 StackState = dict[str, Any]
 
@@ -155,6 +156,12 @@ def _fill(settings: Settings, state: StackState) -> Settings:
             if broker.get("proxy"):  # the workers call the broker through a fault proxy (its control address)
                 update[f"{provider}_proxy_url"] = broker["proxy"]
                 update["fault_proxy"] = True
+    if settings.gate_url is None and state.get("gate"):
+        update["gate_url"] = state["gate"]
+    if state.get("enforce") and state.get("local") and not settings.emulator_access_key_id:
+        key = operator_key(settings, state)
+        update.update(enforce=True, emulator_access_key_id=key["access_key_id"],
+                      emulator_secret_access_key=key["secret_access_key"])
     if settings.prices_url is None and state.get("prices"):
         update["prices_url"] = state["prices"]
     if settings.intake_url is None and state.get("intake"):
@@ -165,6 +172,31 @@ def _fill(settings: Settings, state: StackState) -> Settings:
         except OSError:
             pass
     return settings.model_copy(update=update) if update else settings
+
+
+def read_keys(path: Path) -> dict[str, Any]:
+    """The keys of an enforcing stack's principals (runtime/stack/principals.py writes them); ConfigError when
+    they cannot be read."""
+    try:
+        keys = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read the stack's keys at {path} ({type(exc).__name__}): run `tradeops down` "
+                          "and `tradeops up --enforce` again") from None
+    return keys if isinstance(keys, dict) else {}
+
+
+def operator_key(settings: Settings, state: StackState) -> dict[str, str]:
+    """The key of the person this command runs as (TRADEOPS_OPERATOR, else the OS user) on a stack that enforces
+    IAM; ConfigError (exit 2) naming the people it has keys for when it has none for them."""
+    name = (settings.operator or getpass.getuser()).strip()
+    people = read_keys(Path(state.get("keys_file") or settings.state_dir / "keys.json")).get("people") or {}
+    # Names compare as roster identities do, ignoring case (runbooks/approvals.py identity_key).
+    found = next((key for person, key in people.items() if person.casefold() == name.casefold()), None)
+    if found is None:
+        raise ConfigError(f"the local stack enforces IAM and has no key for operator {name!r}: set TRADEOPS_OPERATOR "
+                          f"to one of its people ({', '.join(sorted(people)) or 'none'}), the operators file's at "
+                          "`tradeops up --enforce`")
+    return dict(found)
 
 
 def stack_exports(settings: Settings) -> dict[str, str]:
@@ -190,4 +222,10 @@ def stack_exports(settings: Settings) -> dict[str, str]:
         # any credentials, and fixed dummy ones keep real ones from being sent to it.
         exports.update({"AWS_ENDPOINT_URL": state["aws_endpoint"], "AWS_ACCESS_KEY_ID": "testing",
                         "AWS_SECRET_ACCESS_KEY": "testing"})
+        if state.get("enforce"):  # the emulator takes only its own users' keys: yours, as TRADEOPS_OPERATOR names you
+            key = operator_key(settings, state)
+            exports.update({"AWS_ACCESS_KEY_ID": key["access_key_id"],
+                            "AWS_SECRET_ACCESS_KEY": key["secret_access_key"]})
+    if state.get("gate"):
+        exports["TRADEOPS_GATE_URL"] = state["gate"]
     return exports

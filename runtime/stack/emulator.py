@@ -119,9 +119,11 @@ def authorize_resources() -> None:
     holding the template's policy may do there what it may do on AWS, and is refused the rest (what the
     approval gate relies on: only its role writes the guarded flags, the roster and the decisions
     table). Conditions are still not evaluated (moto does not); a request naming several parameters is
-    checked on the first.
+    checked on the first. An S3 request moto checks under its API operation's name is checked under the IAM
+    action AWS uses (:data:`_S3_IAM_ACTIONS`).
     """
     from moto.dynamodb.responses import DynamoHandler
+    from moto.iam.access_control import S3IAMRequest
     from moto.secretsmanager.responses import SecretsManagerResponse
     from moto.sns.responses import SNSResponse
     from moto.sqs.responses import SQSResponse
@@ -168,11 +170,27 @@ def authorize_resources() -> None:
         except Exception:  # no such queue: the action answers that, once allowed at all
             return "*"
 
+    check_s3 = S3IAMRequest.check_action_permitted
+
+    def s3_iam_action(self: S3IAMRequest, resource: str) -> None:
+        # moto checks some S3 requests under the API operation's name, which no policy names (ListObjectsV2 is
+        # s3:ListBucket to IAM): an operator listing the audit anchors was refused what AWS allows.
+        self._action = _S3_IAM_ACTIONS.get(self._action, self._action)
+        check_s3(self, resource)
+
+    S3IAMRequest.check_action_permitted = s3_iam_action  # type: ignore[method-assign,assignment]
     DynamoHandler._determine_resource = table_arn  # type: ignore[attr-defined]
     SQSResponse._determine_resource = queue_arn  # type: ignore[method-assign]
     SecretsManagerResponse._determine_resource = secret_arn  # type: ignore[attr-defined]
     SNSResponse._determine_resource = topic_arn  # type: ignore[attr-defined]
     SimpleSystemManagerResponse._determine_resource = parameter_arn  # type: ignore[attr-defined]
+
+
+_S3_IAM_ACTIONS = {"s3:ListObjectsV2": "s3:ListBucket", "s3:ListObjects": "s3:ListBucket",
+                   "s3:ListObjectVersions": "s3:ListBucketVersions", "s3:HeadBucket": "s3:ListBucket",
+                   "s3:HeadObject": "s3:GetObject",
+                   "s3:GetObjectLockConfiguration": "s3:GetBucketObjectLockConfiguration"}
+"""S3 operations moto checks under their own name, and the IAM action AWS checks them as."""
 
 
 def _json_body(body: object) -> dict[str, Any]:

@@ -1,10 +1,12 @@
 """The stack's child processes: a free port, a component started with its log and its health, and stopping
-processes (SIGTERM, then SIGKILL after a grace). The supervisor (:mod:`.supervisor`) plans and watches them."""
+processes or a whole process group (SIGTERM, then SIGKILL after a grace). The supervisor (:mod:`.supervisor`)
+plans and watches them."""
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import os
 import random
 import signal
 import socket
@@ -18,8 +20,10 @@ from typing import Any
 import httpx
 
 from tradeops.runtime.platform.errors import StackError
+from tradeops.runtime.platform.statefile import pid_alive
 
-__all__ = ["HOST", "Component", "check_port_free", "free_port", "port_free", "stop_process", "stop_processes"]
+__all__ = ["HOST", "Component", "check_port_free", "free_port", "kill_group", "port_free", "reap_group", "reap_pids",
+           "stop_process", "stop_processes"]
 
 HOST = "127.0.0.1"
 _PR_SET_PDEATHSIG = 1
@@ -133,3 +137,33 @@ def stop_processes(procs: list[subprocess.Popen], grace: float = 5.0) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def kill_group(pgid: int, grace: float = 10.0) -> None:
+    """SIGTERM to the whole process group ``pgid``, then :func:`reap_group`."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGTERM)
+    reap_group(pgid, grace)
+
+
+def reap_group(pgid: int, grace: float) -> None:
+    """Wait up to ``grace`` seconds for process group ``pgid`` to be gone, then SIGKILL what is left of it."""
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def reap_pids(pids: list[int], grace: float) -> None:
+    """Wait up to ``grace`` seconds for ``pids`` to exit, then SIGKILL the ones still alive."""
+    deadline = time.monotonic() + grace
+    while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for pid in filter(pid_alive, pids):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)

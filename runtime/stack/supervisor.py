@@ -16,6 +16,10 @@ With ``TRADEOPS_FAULT_PROXY=true`` a fault proxy (:mod:`tradeops.runtime.brokers
 of each broker, simulated or real, and the workers call the proxies: drills can then break a real
 network path (the ``proxy`` fault backend). The state file records each broker's proxy beside it.
 
+With ``TRADEOPS_ENFORCE=true`` (``tradeops up --enforce``) the emulator checks IAM, and everything signs as a
+principal of :mod:`.principals` (the deployer, the people, the gate, the runtime); the approval gate then runs as
+a component, and the state file records its URL and the keys file.
+
 On AWS (``--aws``) no emulator starts, and the brokers and the price feed are real: the brokers' endpoints
 come from the settings and their keys from Secrets Manager (:func:`check_real_brokers` proves both
 before anything starts), and the prices are whatever the firm's feed puts on the price stream. A
@@ -47,6 +51,7 @@ from tradeops.runtime.platform.errors import ConfigError, StackError, TradeopsEr
 from tradeops.runtime.platform.names import names_for
 from tradeops.runtime.platform.settings import Settings, load_settings
 from tradeops.runtime.platform.statefile import clear_state, pid_alive, read_state, write_state
+from tradeops.runtime.stack import principals
 from tradeops.runtime.stack.deploy import deploy_stack
 from tradeops.runtime.stack.health import heartbeat_check
 from tradeops.runtime.stack.processes import (
@@ -54,7 +59,10 @@ from tradeops.runtime.stack.processes import (
     Component,
     check_port_free,
     free_port,
+    kill_group,
     port_free,
+    reap_group,
+    reap_pids,
     stop_process,
     stop_processes,
 )
@@ -189,9 +197,10 @@ def _broker_component(name: str, wire: str, seed: int, order_port: int | None) -
 
 
 def _plan(ports: dict[str, int | None], *, workers: int, simulate: Simulated = Simulated(),
-          fault_proxy: bool = False, real_brokers: dict[str, str] | None = None) -> list[Component]:
+          fault_proxy: bool = False, real_brokers: dict[str, str] | None = None, gate: bool = False) -> list[Component]:
     """Every component after the AWS emulator, in start order (no simulator that ``simulate`` leaves out; a fault
-    proxy after each broker, the simulated ones or ``real_brokers``' endpoints, when ``fault_proxy``)."""
+    proxy after each broker, the simulated ones or ``real_brokers``' endpoints, when ``fault_proxy``; the approval
+    gate after the brokers, whose orders it asks about before releasing them, when ``gate``)."""
     comps: list[Component] = []
     for name, wire, seed in (("primary", "alpha", 1), ("secondary", "beta", 2)) if simulate.brokers else ():
         comps.append(broker := _broker_component(name, wire, seed, ports.get(name)))
@@ -199,6 +208,9 @@ def _plan(ports: dict[str, int | None], *, workers: int, simulate: Simulated = S
             comps.append(_proxy_component(name, broker.info["url"], seed))
     for seed, (name, url) in enumerate(sorted((real_brokers or {}).items()) if fault_proxy else (), start=1):
         comps.append(_proxy_component(name, url, seed))
+    if gate:
+        # Restarted if it dies, as its ECS service would be: a run stopped meanwhile resumes once it is back.
+        comps.append(_http_component("gate", None, restart=True))
     # The intake comes back on the same port if it dies: orders it recorded but never enqueued are the
     # workers' sweeper's to finish, the platform's retries need somewhere to land.
     comps.append(_http_component("intake", ports.get("intake"), restart=True))
@@ -218,10 +230,13 @@ class Supervisor:
     """Starts, watches and stops the components; owns the state file while it runs."""
 
     def __init__(self, settings: Settings, *, workers: int, local: bool, ports: dict[str, int | None],
-                 simulate: Simulated = Simulated()):
+                 simulate: Simulated = Simulated(), people: tuple[str, ...] = ()):
         self.settings = settings
         self.workers = workers
         self.local = local
+        self.enforce = local and settings.enforce
+        self.people = people
+        self._gate_key: dict[str, str] = {}
         self.ports = ports
         self.simulate = simulate
         self.components: list[Component] = []
@@ -273,11 +288,16 @@ class Supervisor:
             endpoint = f"http://{HOST}:{port}"
             aws_comp = Component(name="aws", argv=_python("-m", MODULES["aws"], "-H", HOST, "-p", str(port)),
                                  health_url=f"{endpoint}/moto-api/", info={"url": endpoint})
+            if self.enforce:  # IAM access control on once the admin is made (runtime/stack/principals.py)
+                aws_comp.env["INITIAL_NO_AUTH_ACTION_COUNT"] = str(principals.NO_AUTH_REQUESTS)
             self._start(aws_comp, base_env, timeout=30)
             self.settings = self.settings.model_copy(update={"aws_endpoint_url": endpoint})
             base_env.update({"TRADEOPS_AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing",
                              "AWS_SECRET_ACCESS_KEY": "testing"})
             base_env.pop("AWS_SESSION_TOKEN", None)
+            if self.enforce:
+                self._save(aws_endpoint=endpoint, stage="making the admin user")
+                self.settings, admin = principals.as_admin(self.settings)
             self._save(aws_endpoint=endpoint, stage="deploying the template")
             try:
                 deploy_stack(Aws(self.settings), self.settings)
@@ -288,6 +308,8 @@ class Supervisor:
                 raise StackError(f"deploy: the emulator refused the template ({type(exc).__name__}"
                                  f"{': ' + first[:200] if first else ''})") from None
             self._save(deployed_at=iso())
+            if self.enforce:
+                self._make_principals(base_env, admin)
         base_env["TRADEOPS_REGION"] = self.settings.region
         token = os.environ.get("TRADEOPS_INTAKE_TOKEN") or self._intake_token()
         base_env["TRADEOPS_INTAKE_TOKEN"] = token
@@ -303,7 +325,7 @@ class Supervisor:
         if self.settings.fault_proxy:
             base_env["TRADEOPS_FAULT_PROXY"] = "true"
         for comp in _plan(self.ports, workers=self.workers, simulate=self.simulate,
-                          fault_proxy=self.settings.fault_proxy, real_brokers=real_brokers):
+                          fault_proxy=self.settings.fault_proxy, real_brokers=real_brokers, gate=self.enforce):
             upstream = self.state["brokers"].get(comp.info.get("proxy_for"), {}).get("url")
             if upstream and comp.info["upstream"] != upstream:
                 # Its broker moved to other ports when it started (_on_free_ports): the proxy follows.
@@ -312,6 +334,9 @@ class Supervisor:
             provider = comp.info.get("provider")
             if provider and keys.get(provider):
                 comp.env["TRADEOPS_SIM_API_KEY"] = keys[provider]
+            if comp.name == "gate":
+                # The gate runs as its own principal; the local stack is a drill environment (docs/drills.md).
+                comp.env.update(principals.signing_env(self._gate_key), TRADEOPS_GATE_DRILL_FLAGS="true")
             if comp.name.startswith("worker-"):
                 comp.heartbeat = heartbeat_check(Aws(self.settings), names_for(self.settings).heartbeats_table,
                                                  comp.info["worker_id"], self.settings.heartbeat_seconds)
@@ -330,10 +355,21 @@ class Supervisor:
             if comp.name == "prices":
                 self.state["prices"] = comp.info["url"]
                 base_env["TRADEOPS_PRICES_URL"] = comp.info["url"]
+            if comp.name == "gate":
+                self.state["gate"] = comp.info["url"]
             if comp.name == "intake":
                 self.state["intake"] = comp.info["url"]
                 base_env["TRADEOPS_INTAKE_URL"] = comp.info["url"]
         self._save(status="ready", ready_at=iso(), stage="ready")
+
+    def _make_principals(self, base_env: dict[str, str], admin: dict[str, str]) -> None:
+        """The gate, the runtime and the people (runtime/stack/principals.py); the components sign as the runtime."""
+        self._save(stage="making the principals")
+        path = self.settings.state_dir / "keys.json"
+        made = principals.make_principals(Aws(self.settings), self.people, admin=admin, keys_file=path)
+        self._gate_key = made["gate"]
+        base_env.update(principals.signing_env(made["runtime"]))
+        self._save(enforce=True, keys_file=str(path), people=sorted(made["people"]))
 
     def _intake_token(self) -> str:
         """A fresh bearer token for the intake API, kept beside the state, readable only by the user."""
@@ -403,13 +439,17 @@ def check_sources(settings: Settings, *, local: bool, simulate: Simulated) -> No
 
 def run_supervisor(settings: Settings, *, workers: int = 2, local: bool = True,
                    ports: dict[str, int | None] | None = None, simulate: Simulated = Simulated(),
+                   people: tuple[str, ...] = (),
                    on_ready: Callable[[dict[str, Any]], None] | None = None) -> int:
     """Run the stack in this process until SIGTERM/SIGINT. Returns the exit code.
 
-    Raises ConfigError before anything starts when real brokers lack an endpoint or a key."""
+    ``people``: on an emulator that enforces IAM (``settings.enforce``), the user names of the people to make
+    IAM users for. Raises ConfigError before anything starts when real brokers lack an endpoint or a key, or an
+    enforcing stack has no people."""
     simulate = simulate if not local else Simulated()
     check_sources(settings, local=local, simulate=simulate)
-    sup = Supervisor(settings, workers=workers, local=local, ports=ports or {}, simulate=simulate)
+    principals.check_people(settings, local=local, people=people)
+    sup = Supervisor(settings, workers=workers, local=local, ports=ports or {}, simulate=simulate, people=people)
 
     def _on_signal(signum: int, _frame: Any) -> None:
         sup.stopping.set()
@@ -435,7 +475,7 @@ def run_supervisor(settings: Settings, *, workers: int = 2, local: bool = True,
 
 
 def launch(settings: Settings, *, workers: int, local: bool, ports: dict[str, int | None],
-           simulate: Simulated = Simulated(), timeout: float = 90.0,
+           simulate: Simulated = Simulated(), people: tuple[str, ...] = (), timeout: float = 90.0,
            on_progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Start the supervisor detached and wait until the stack is ready (or failed).
 
@@ -447,6 +487,7 @@ def launch(settings: Settings, *, workers: int, local: bool, ports: dict[str, in
         raise StackAlreadyUp(state)
     simulate = simulate if not local else Simulated()
     check_sources(settings, local=local, simulate=simulate)
+    principals.check_people(settings, local=local, people=people)
     clear_state(settings.state_file)
     settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     argv = _python("-m", MODULES["supervisor"], "--workers", str(workers))
@@ -455,7 +496,11 @@ def launch(settings: Settings, *, workers: int, local: bool, ports: dict[str, in
     for name, port in ports.items():
         if port:
             argv += ["--port", f"{name}={port}"]
+    for person in people:
+        argv += ["--person", person]
     env = {**os.environ, "TRADEOPS_STATE_DIR": str(settings.state_dir)}
+    if settings.enforce:  # asked for by `up --enforce`, not only the environment
+        env["TRADEOPS_ENFORCE"] = "true"
     if settings.fault_proxy:  # asked for by the caller (a drill through the proxy backend), not only the environment
         env["TRADEOPS_FAULT_PROXY"] = "true"
     log = open(settings.state_dir / "supervisor.log", "ab")
@@ -481,7 +526,7 @@ def launch(settings: Settings, *, workers: int, local: bool, ports: dict[str, in
             tail = log_tail(settings.state_dir / "supervisor.log")
             raise StackError(f"the stack supervisor exited with code {proc.returncode}: {tail}")
         time.sleep(0.1)
-    _kill_group(proc.pid)
+    kill_group(proc.pid)
     clear_state(settings.state_file)
     raise StackError(f"the stack did not become ready within {timeout:.0f}s")
 
@@ -493,36 +538,6 @@ class StackAlreadyUp(StackError):
         super().__init__(f"the stack is already up (since {state.get('started_at')}, "
                          f"supervisor pid {state.get('supervisor_pid')})")
         self.state = state
-
-
-def _kill_group(pgid: int, grace: float = 10.0) -> None:
-    """SIGTERM to the whole process group ``pgid``, then :func:`_reap_group`."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGTERM)
-    _reap_group(pgid, grace)
-
-
-def _reap_group(pgid: int, grace: float) -> None:
-    """Wait up to ``grace`` seconds for process group ``pgid`` to be gone, then SIGKILL what is left of it."""
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.1)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
-
-
-def _reap_pids(pids: list[int], grace: float) -> None:
-    """Wait up to ``grace`` seconds for ``pids`` to exit, then SIGKILL the ones still alive."""
-    deadline = time.monotonic() + grace
-    while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    for pid in filter(pid_alive, pids):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGKILL)
 
 
 def stop(settings: Settings) -> dict[str, Any] | None:
@@ -543,13 +558,13 @@ def stop(settings: Settings) -> dict[str, Any] | None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(supervisor_pid, signal.SIGTERM)
         if own_group:
-            _reap_group(pgid, 15.0)
+            reap_group(pgid, 15.0)
         else:
-            _reap_pids(pids, 15.0)
+            reap_pids(pids, 15.0)
     elif own_group:
         # The supervisor is gone; make sure nothing of its group survived it. (A foreground stack's
         # components die with their supervisor: each has a parent-death signal.)
-        _kill_group(pgid, grace=2.0)
+        kill_group(pgid, grace=2.0)
     clear_state(settings.state_file)
     return state
 
@@ -561,6 +576,8 @@ def _main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sim-brokers", action="store_true", help="with --aws: simulated brokers, not the real ones")
     parser.add_argument("--sim-prices", action="store_true", help="with --aws: the simulated price feed")
     parser.add_argument("--port", action="append", default=[], metavar="NAME=PORT")
+    parser.add_argument("--person", action="append", default=[], metavar="NAME",
+                        help="with TRADEOPS_ENFORCE: a person to make an IAM user for (the operators file's)")
     args = parser.parse_args(argv)
     ports: dict[str, int | None] = {}
     for item in args.port:
@@ -569,7 +586,8 @@ def _main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings()
         return run_supervisor(settings, workers=args.workers, local=not args.aws, ports=ports,
-                              simulate=Simulated(brokers=args.sim_brokers, prices=args.sim_prices))
+                              simulate=Simulated(brokers=args.sim_brokers, prices=args.sim_prices),
+                              people=tuple(args.person))
     except TradeopsError as exc:
         print(f"stack failed: {exc}", file=sys.stderr)
         return exc.exit_code

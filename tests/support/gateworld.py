@@ -4,7 +4,6 @@ serving on threads. Used by the gate's tests and by the four-eyes tests that pro
 
 from __future__ import annotations
 
-import ast
 import json
 import threading
 import uuid
@@ -29,6 +28,7 @@ from tradeops.runtime.platform.aws import Aws
 from tradeops.runtime.platform.clock import iso
 from tradeops.runtime.platform.settings import Settings, load_settings
 from tradeops.runtime.stack.deploy import deploy_stack
+from tradeops.runtime.stack.principals import deployed_policies
 from tradeops.runtime.stack.supervisor import free_port
 
 __all__ = ["ACCOUNT", "GateWorld", "arn", "authed_emulator", "gate_world"]
@@ -114,29 +114,6 @@ class GateWorld:
         install_roster(self.admin, self.roster)
 
 
-def _deployed_policies(admin: Aws, prefix: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The operator role's managed policy (``<prefix>-operate``) and GateRole's policy, as deployed."""
-    iam = admin.client("iam")
-    secrets = [admin.secrets.describe_secret(SecretId=f"{prefix}/broker/{p}")["ARN"] for p in ("primary", "secondary")]
-
-    def resolved(document: Any) -> dict[str, Any]:
-        # The emulator answers the document as Python's repr of what the template resolved to.
-        document = ast.literal_eval(document) if isinstance(document, str) else document
-        for statement in document["Statement"]:
-            # Its CloudFormation skips the broker secrets (the deploy creates them after), so a role's !Ref to
-            # them resolves to nothing: they are the two secrets' ARNs, as on AWS.
-            if statement.get("Resource") == [None, None]:
-                statement["Resource"] = secrets
-        return dict(document)
-
-    # The emulator's CloudFormation creates the operator role's managed policy but does not attach it to the role.
-    (found,) = [p for p in iam.list_policies(Scope="Local")["Policies"] if p["PolicyName"] == f"{prefix}-operate"]
-    operate = resolved(iam.get_policy_version(PolicyArn=found["Arn"], VersionId=found["DefaultVersionId"])
-                       ["PolicyVersion"]["Document"])
-    gate = resolved(iam.get_role_policy(RoleName=f"{prefix}-gate", PolicyName="gate")["PolicyDocument"])
-    return operate, gate
-
-
 @contextmanager
 def gate_world(endpoint: str, state_dir: Path, *, prefix: str,
                roles: Mapping[str, list[str]]) -> Iterator[GateWorld]:
@@ -150,7 +127,10 @@ def gate_world(endpoint: str, state_dir: Path, *, prefix: str,
     admin = Aws(settings, session=_user(iam, "admin", {"Version": "2012-10-17", "Statement": [
         {"Effect": "Allow", "Action": "*", "Resource": "*"}]}))
     deploy_stack(admin, settings)
-    operate, gate_policy = _deployed_policies(admin, prefix)
+    # The operator policy and GateRole's as the deploy left them in IAM (what `tradeops up --enforce` gives its
+    # people and its gate).
+    policies = deployed_policies(admin)
+    operate, gate_policy = policies["operate"], policies["gate"]
     iam = admin.client("iam")
     sessions = {n: _user(iam, n, operate) for n in (*roles, "drill-runner")}
     gate_session = _user(iam, "gate", gate_policy)

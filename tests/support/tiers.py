@@ -39,6 +39,7 @@ FIXTURE_TIERS = {
     "shared_stack": "stack",  # the session's local stack
     "own_stack": "stack",  # the test starts (and stops) a local stack of its own
     "silent_stack": "stack",  # the silent-broker tests' own stack (tests/test_silent_broker.py)
+    "enforced_stack": "stack",  # a stack that enforces IAM, one for its module (tests/test_enforced_stack.py)
     "load_stack": "drill",  # the load tests' own stack: Locust runs
     "drill_stack": "drill",  # the drill tests' own stack: Chaos Toolkit runs
     "own_drill": "drill",  # Chaos Toolkit or Locust on a stack the test starts itself (`tradeops demo`, a wheel)
