@@ -68,7 +68,7 @@ def test_an_oscillation_within_the_margin_pages_at_most_once_per_repeat_interval
         now += step
         pages += g.observe("o-1", value, now)
     assert "recovery" not in {p.kind for p in pages}
-    assert len(pages) <= 1 + now / repeat
+    assert len(pages) <= 1 + now / repeat + 1e-6  # float sums of the steps: 3.9999... intervals may hold 4 pages
     assert all(b.at - a.at + 1e-6 >= repeat for a, b in itertools.pairwise(pages))
 
 
