@@ -21,7 +21,8 @@ them at each checkpoint, before anything someone could need on record first:
   sleeps between two readings of a probe, and when the execution ends or stops.
 
 Every write is conditional on the lease and on nobody having aborted, so an abort or a lost lease
-stops the run at its next checkpoint, and always before an action. A driver killed between two
+stops the run at its next checkpoint, and always before an action; a wait with nothing to write reads
+the execution for one at most every :data:`LIVE_CHECK_EVERY` seconds. A driver killed between two
 checkpoints loses only what it read since the last one, which a resume reads again.
 """
 
@@ -78,9 +79,12 @@ from tradeops.runtime.platform.logs import bound
 from tradeops.runtime.platform.settings import Settings
 from tradeops.runtime.platform.text import human
 
-__all__ = ["DEFAULT_EVERY", "Runner", "StepFailed", "Stopped"]
+__all__ = ["DEFAULT_EVERY", "LIVE_CHECK_EVERY", "Runner", "StepFailed", "Stopped"]
 
 DEFAULT_EVERY = 0.5
+LIVE_CHECK_EVERY = 1.0
+"""Seconds a waiting run goes between looks for an abort or a lost lease when it has nothing to write (each of its
+writes is conditional on both, so a write is a look too): an abort stops a wait within about this long."""
 PROGRESS_EVERY = 30.0
 """Seconds between reminders of how long a step has waited for its approvers."""
 
@@ -120,6 +124,7 @@ class Runner:
         self.params = dict(meta.get("params") or {})
         self.records = dict(records)
         self.changes = Changes(self.eid, str(meta.get("status")), records, int(meta.get("lease_epoch") or 0))
+        self._live_at = time.monotonic()  # when a write or a read last showed the run live (pause)
 
     # -- plumbing --
 
@@ -151,6 +156,7 @@ class Runner:
         """Write what the run keeps (one conditional write), e.g. an action's outcome the moment it is known."""
         if self.changes:
             self.store.write(self.changes, lease_token=self.token)
+            self._live_at = time.monotonic()
 
     def checkpoint(self) -> None:
         """Before the run acts, asks or waits: its records, then its events (one audit record)."""
@@ -164,7 +170,9 @@ class Runner:
             self.checkpoint()  # the write itself is refused after an abort
         else:
             self.audit.flush()
-            self.store.check_live(self.eid, self.token)
+            if time.monotonic() - self._live_at >= LIVE_CHECK_EVERY:
+                self.store.check_live(self.eid, self.token)
+                self._live_at = time.monotonic()
 
     def guard(self) -> None:
         """Stop if the lease was lost or the runbook file changed (an abort stops the next write)."""

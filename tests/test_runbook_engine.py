@@ -688,3 +688,52 @@ def test_history_json_is_the_execution_timeline(env, flags, runbook_file):
     assert {e["actor"] for e in data["timeline"]} == {"alice", "bob", "carol"}
     listing = _cli(env, "runbook", "history", "--json")
     assert outcome.execution_id in {r["execution_id"] for r in json.loads(listing.stdout)}
+
+
+WAIT = """\
+name: wait
+title: Wait on a check that is not met
+version: 1
+service: Retail trade order execution
+impact_tolerance: {max_outage_minutes: 30}
+steps:
+  - id: paused
+    title: Processing is paused
+    check: {probe: processing, expect: paused, timeout: 6, every: 0.05}
+"""
+
+
+def test_a_wait_looks_for_an_abort_about_once_a_second_and_stops_on_one(env, flags, runbook_file):
+    """A run polling a check every 50 ms with nothing to write reads its execution for an abort at most once a
+    LIVE_CHECK_EVERY (not at every poll), and an abort still stops it within about that long, not at the check's
+    timeout."""
+    from tradeops.runbooks.runner import LIVE_CHECK_EVERY
+    from tradeops.runtime.platform.aws import RequestCounter
+
+    counter = RequestCounter()
+    aws = Aws(env["settings"], counter=counter)
+    eid = f"t-wait-{uuid.uuid4().hex[:6]}"
+    done: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            done["outcome"] = engine.run_execution(env["settings"], str(runbook_file(WAIT)), aws=aws, identity=ALICE,
+                                                   operators=env["operators"], assume_yes=True, execution_id=eid)
+        except Exception as exc:  # what the abort raises in the driver, if it raises
+            done["error"] = exc
+
+    import threading
+
+    driver = threading.Thread(target=run, daemon=True)
+    driver.start()
+    time.sleep(2.0)
+    assert not done, done  # still waiting on its check
+    reads = counter.snapshot().get("dynamodb.GetItem", 0)
+    assert reads <= 4, reads  # ~40 polls, about two reads of the execution (a read per poll: 20 and more)
+    engine.abort_execution(env["settings"], eid, aws=env["aws"], identity=BOB, reason="enough")
+    aborted = time.monotonic()
+    driver.join(timeout=6)
+    assert not driver.is_alive()
+    assert time.monotonic() - aborted < LIVE_CHECK_EVERY + 1.5  # the check's own timeout is 4 s further on
+    result = done.get("outcome") or done.get("error")
+    assert "abort" in str(getattr(result, "status", "")) + str(getattr(result, "reason", "")) + str(result), result
