@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -19,11 +20,12 @@ from tradeops.runbooks.audit import AuditLog
 from tradeops.runbooks.changes import Changes, plain, step_key
 from tradeops.runbooks.identity import Identity
 from tradeops.runbooks.registry import Operation
+from tradeops.runbooks.runner import LIVE_CHECK_EVERY
 from tradeops.runbooks.states import IllegalTransition
 from tradeops.runbooks.store import ExecutionStore
 from tradeops.runbooks.testing import ScriptedApprover, install_roster, isolated_flags, write_operators
 from tradeops.runtime.orderpath.flags import Flags
-from tradeops.runtime.platform.aws import Aws
+from tradeops.runtime.platform.aws import Aws, RequestCounter
 from tradeops.runtime.platform.errors import BadInput, NotFound, OperationFailed, Refused
 
 REPO = Path(__file__).resolve().parent.parent
@@ -707,9 +709,6 @@ def test_a_wait_looks_for_an_abort_about_once_a_second_and_stops_on_one(env, fla
     """A run polling a check every 50 ms with nothing to write reads its execution for an abort at most once a
     LIVE_CHECK_EVERY (not at every poll), and an abort still stops it within about that long, not at the check's
     timeout."""
-    from tradeops.runbooks.runner import LIVE_CHECK_EVERY
-    from tradeops.runtime.platform.aws import RequestCounter
-
     counter = RequestCounter()
     aws = Aws(env["settings"], counter=counter)
     eid = f"t-wait-{uuid.uuid4().hex[:6]}"
@@ -721,8 +720,6 @@ def test_a_wait_looks_for_an_abort_about_once_a_second_and_stops_on_one(env, fla
                                                    operators=env["operators"], assume_yes=True, execution_id=eid)
         except Exception as exc:  # what the abort raises in the driver, if it raises
             done["error"] = exc
-
-    import threading
 
     driver = threading.Thread(target=run, daemon=True)
     driver.start()
