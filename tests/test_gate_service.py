@@ -230,6 +230,13 @@ def test_a_step_without_approval_acts_with_the_shipped_arguments(world):
     Flags(world.admin).set("processing", "running")
 
 
+def test_the_gates_inline_metric_is_allowed_by_its_deployed_policy(world):
+    """A gate flag change's FlagChanged metric goes out under GateRole's policy as the deploy left it (the emulator
+    authorizes CloudWatch as monitoring:*, which the template's cloudwatch:PutMetricData must cover there too)."""
+    world.gate_aws.cloudwatch.put_metric_data(Namespace="Tradeops", MetricData=[
+        {"MetricName": "FlagChanged", "Value": 1.0, "Dimensions": [{"Name": "Flag", "Value": "processing"}]}])
+
+
 def test_a_runbook_not_shipped_is_refused(world):
     """An execution whose runbook text is not one the gate ships gets nothing from it."""
     eid = _execution(world, "failover")
