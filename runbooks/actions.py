@@ -3,7 +3,9 @@
 The guarded ones (:data:`~tradeops.runbooks.gate.GUARDED_ACTIONS`: the routing flags, the roster,
 declare-void) go through the approval gate when one is configured (``TRADEOPS_GATE_URL``): the
 run asks the gate to act on its step, and the gate, having checked the step's approvals itself,
-calls :func:`perform` with its own credentials. Without a gate they act here, as before.
+calls :func:`perform` with its own credentials. So does :func:`resolve_in_flight` (the gate's op
+``resolve``: settling from a broker's answers needs no four-eyes, but a broker's key and order
+writes). Without a gate they act here, as before.
 
 Each is a thin call into the runtime: :mod:`tradeops.runtime.orderpath.flags` for the flags,
 :mod:`tradeops.runtime.orderpath.inflight` for the brokers and the orders in flight there,
@@ -86,8 +88,22 @@ def set_routing_mode(ctx: OperationContext, mode: str) -> dict[str, Any]:
 
 
 def resolve_in_flight(ctx: OperationContext, provider: str) -> dict[str, Any]:
+    """Settle the orders in flight at ``provider`` from its answers: by the gate when one is configured (people's
+    roles may not read a broker's key nor write an order), else here; what it cannot settle stays in doubt."""
+    if ctx.settings.gate_url and ctx.execution_id and ctx.step_id:
+        return _resolve_at_gate(ctx, provider)
     result = inflight.resolve_in_flight(ctx.settings, ctx.aws, provider)
     return {"resolved": list(result.get("resolved", [])), "in_doubt": list(result.get("in_doubt", []))}
+
+
+def _resolve_at_gate(ctx: OperationContext, provider: str) -> dict[str, Any]:
+    """The gate settles the step's orders (op ``resolve``, once per step); a run resumed after it did takes the gate's
+    record instead of asking twice."""
+    assert ctx.execution_id and ctx.step_id
+    acted = GateLedger(ctx.aws).read(ctx.execution_id, ctx.step_id).acted or {}
+    if acted.get("args") == {"provider": provider} and "output" in (acted.get("outcome") or {}):
+        return dict(acted["outcome"]["output"])
+    return dict(ask_gate(ctx.aws, "resolve", ctx.execution_id, ctx.step_id, value=provider)["output"])
 
 
 def declare_void(ctx: OperationContext, provider: str, reason: str) -> dict[str, Any]:

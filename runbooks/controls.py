@@ -3,9 +3,10 @@
 docs/architecture.md, "Who may do what", lists them: no person's role may change a guarded flag, the roster, an
 order or a decision; signing in as an operator needs MFA and the caller's own name as source identity; the
 break-glass role takes only listed people, with MFA and a reason; every guarded use pages; a trail records the
-guarded writes. :func:`judge` decides each from the deployed documents (pure, evaluated with
-:mod:`.iampolicy`, never matched as text); :func:`read_deployed` reads them, and a document it cannot read is
-``None``, which :func:`judge` reports as "cannot tell", never as in place.
+guarded writes; the decisions table expires the gate's nonces, and nothing else, by its TTL. :func:`judge`
+decides each from the deployed documents (pure, evaluated with :mod:`.iampolicy`, never matched as text);
+:func:`read_deployed` reads them, and a document it cannot read is ``None``, which :func:`judge` reports as
+"cannot tell", never as in place.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
 
+from tradeops.runbooks.gateledger import EXPIRES_AT
 from tradeops.runbooks.iampolicy import ALLOW, allowed, decide
 from tradeops.runtime.platform.aws import Aws
 from tradeops.runtime.platform.names import Names, names_for
@@ -49,6 +51,7 @@ class Deployed:
     trail_logging: bool | None = None
     trail_tables: list[str] = field(default_factory=list)
     glass_holders: list[str] | None = None  # user names of the roster's break-glass holders that are IAM users
+    decisions_ttl: dict[str, Any] | None = None  # the decisions table's TimeToLiveDescription
 
 
 def _guarded(names: Names, account: str, region: str) -> tuple[list[str], list[str]]:
@@ -146,6 +149,17 @@ def judge(deployed: Deployed, names: Names) -> list[Control]:
         why += (f"; no data events for {', '.join(unrecorded)}" if unrecorded
                 else "; data events of orders and decisions")
         controls.append(Control(what, deployed.trail_logging and not unrecorded, why))
+    what = "the decisions table expires only the gate's nonces"
+    ttl = deployed.decisions_ttl
+    if ttl is None:
+        controls.append(Control(what, False, f"cannot tell: the TTL of {names.decisions_table} is unreadable"))
+    else:
+        status, attribute = str(ttl.get("TimeToLiveStatus") or "DISABLED"), str(ttl.get("AttributeName") or "")
+        on = status in ("ENABLED", "ENABLING")
+        why = (f"TTL {status.lower()} on {attribute}" if on else f"TTL {status.lower()}: nonces are never removed")
+        if on and attribute != EXPIRES_AT:
+            why += f", not {EXPIRES_AT}: it could erase a step's decisions or acted mark"
+        controls.append(Control(what, on and attribute == EXPIRES_AT, why))
     return controls
 
 
@@ -211,7 +225,12 @@ def read_deployed(aws: Aws, *, glass_holders: list[str] | None) -> Deployed:
                   for arn in f.get("Equals", [])]
     except Exception:
         logging, tables = None, []
+    ttl: dict[str, Any] | None
+    try:
+        ttl = dict(aws.dynamodb.describe_time_to_live(TableName=names.decisions_table)["TimeToLiveDescription"])
+    except Exception:  # absent or not readable: reported as unknown
+        ttl = None
     return Deployed(account=account, region=region, operator_policy=operator[1] if operator else None,
                     operator_trust=operator[0] if operator else None, glass_trust=glass[0] if glass else None,
                     rules=rules, alert_topic=aws.topic_arn(names.alert_topic), trail_logging=logging,
-                    trail_tables=tables, glass_holders=glass_holders)
+                    trail_tables=tables, glass_holders=glass_holders, decisions_ttl=ttl)

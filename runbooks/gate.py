@@ -27,6 +27,10 @@ under its own key in the ledger, allowed once, only for a step whose shipped rol
 only back to exactly the value the gate recorded as the one before its change, while the value it set is
 still in force.
 
+``resolve`` settles the orders in flight at a broker from its answers (:func:`resolve_refusal`): no judgment, so no
+four-eyes, but only for the running execution's executor, at the step of its shipped runbook that does it, with that
+step's own arguments, once.
+
 A drill sets a guarded flag without four-eyes (op ``flag``) only where the gate's own configuration
 allows it (:func:`drill_flag_refusal`): a drill environment's gate, which people cannot reconfigure.
 
@@ -58,6 +62,7 @@ from tradeops.runbooks.approvals import (
     evaluate,
     is_drill_identity,
 )
+from tradeops.runbooks.states import RUNNING
 from tradeops.runtime.platform.errors import BadInput, Refused
 
 __all__ = [
@@ -66,6 +71,7 @@ __all__ = [
     "MAX_LIFETIME",
     "NONCE_KEPT",
     "OPS",
+    "SETTLING_ACTIONS",
     "VALUED_OPS",
     "Act",
     "GateRequest",
@@ -79,14 +85,16 @@ __all__ = [
     "parse_request",
     "request_digest",
     "request_refusal",
+    "resolve_refusal",
     "restore_refusal",
     "short_name",
 ]
 
-Op = Literal["request", "decide", "withdraw", "act", "restore", "flag", "unwind"]
-OPS: Final[tuple[str, ...]] = ("request", "decide", "withdraw", "act", "restore", "flag", "unwind")
-VALUED_OPS: Final[tuple[str, ...]] = ("flag", "restore")
-"""The ops whose request carries a value: ``flag`` (what a drill sets), ``restore`` (what a rollback restores)."""
+Op = Literal["request", "decide", "withdraw", "act", "restore", "flag", "unwind", "resolve"]
+OPS: Final[tuple[str, ...]] = ("request", "decide", "withdraw", "act", "restore", "flag", "unwind", "resolve")
+VALUED_OPS: Final[tuple[str, ...]] = ("flag", "restore", "resolve")
+"""The ops whose request carries a value: ``flag`` (what a drill sets), ``restore`` (what a rollback restores),
+``resolve`` (the broker the run expects its step to ask: checked against the runbook's, never used instead of it)."""
 """``unwind``: one person's decision on a double execution (the order as the execution, the outcome as the
 step); the rules are :func:`tradeops.runbooks.unwind.decide`'s, applied by the gate with its own credentials."""
 
@@ -98,6 +106,13 @@ GUARDED_ACTIONS: Final[Mapping[str, str]] = {
     "declare_void": "releasing in-doubt orders",
 }
 """Runbook actions only the gate performs, and what each changes."""
+
+SETTLING_ACTIONS: Final[Mapping[str, str]] = {
+    "resolve_in_flight": "settling the orders in flight at a broker from that broker's own answers",
+}
+"""Runbook actions that write order state without anyone's judgment (no four-eyes): the gate performs them with its own
+credentials for the running execution's executor, at that step only, once (op ``resolve``, :func:`resolve_refusal`).
+People's roles may neither read the brokers' keys nor write orders."""
 
 DRILL_FLAGS: Final[tuple[str, ...]] = ("processing", "mode", "active")
 """The guarded flags a drill may set through the gate (op ``flag``, the flag as the step), where its configuration
@@ -374,3 +389,37 @@ def restore_refusal(step: Mapping[str, Any] | None, ledger: StepLedger, restored
         return None, (f"{where} set {output.get('value')!r}, but {current!r} is in force now: a later change is not "
                       "undone by restoring this one")
     return Act(action=action, args={arg: value}, approved_by=tuple(acted.get("approved_by") or ())), None
+
+
+def resolve_refusal(step: Mapping[str, Any] | None, ledger: StepLedger, *, execution_id: str, step_id: str,
+                    status: str, current_step: str, executors: Sequence[str], rostered: bool, who: str,
+                    provider: str, rendered_args: Mapping[str, Any]) -> tuple[Act | None, str | None]:
+    """Whether the gate settles, for ``who``, the orders in flight at the broker of a step: ``(Act, None)`` or
+    ``(None, why not)``.
+
+    Only a step of a shipped runbook whose action settles from a broker's answers (:data:`SETTLING_ACTIONS`), of an
+    execution that is running and at that step; only for one of its executors, on the roster in force; only for the
+    broker the shipped step names under the execution's parameters (``provider`` is what the run expects it to be: a
+    mismatch is refused, never obeyed); and once per step."""
+    why = _step_refusal(step, execution_id, step_id)
+    if why:
+        return None, why
+    assert step is not None
+    where = f"step {step_id} of {execution_id}"
+    action = str((step.get("action") or {}).get("name") or "")
+    if action not in SETTLING_ACTIONS:
+        return None, f"{where} does not settle orders from a broker's answers (its action is {action or 'none'})"
+    if status != RUNNING:
+        return None, f"execution {execution_id} is {status or 'unknown'}, not running: nothing is settled for it"
+    if current_step != step_id:
+        return None, f"execution {execution_id} is at step {current_step or 'none'}, not {step_id}"
+    if who not in executors:
+        return None, f"{who} is not an executor of {execution_id}: only its executor's run settles its step"
+    if not rostered:
+        return None, f"{who} is not on the roster in force"
+    named = str(rendered_args.get("provider") or "")
+    if provider != named:
+        return None, f"{where} asks the {named or 'unnamed'} broker, not {provider!r}"
+    if ledger.acted is not None:
+        return None, f"{where} was already acted on at {ledger.acted.get('at')} by {ledger.acted.get('by')}"
+    return Act(action=action, args=dict(rendered_args)), None

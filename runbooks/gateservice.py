@@ -18,8 +18,10 @@ step (:func:`~tradeops.runbooks.gate.parse_request`) and a signed proof of who a
 3. applies :mod:`.gate`'s rule for the op (``request``, ``decide``, ``withdraw``, ``act``; ``restore``: a
    rollback's undo of the gate's own change of a step, once, to the value it replaced; ``flag``: a
    drill's flag change, where the gate's own configuration allows drills; ``unwind``: a decision on a
-   double execution, by :mod:`.unwind`'s rules);
-4. for ``act``: marks the step acted (one conditional write: refused if the decisions changed since
+   double execution, by :mod:`.unwind`'s rules; ``resolve``: settling the orders in flight at the broker of a
+   running execution's ``resolve_in_flight`` step from that broker's answers, for its executor, once, with no
+   four-eyes: :func:`~tradeops.runbooks.gate.resolve_refusal`);
+4. for ``act`` (and ``resolve``): marks the step acted (one conditional write: refused if the decisions changed since
    they were counted, or it was acted on already), appends the audit record, and only then makes the
    change, with the gate's own credentials.
 
@@ -54,18 +56,19 @@ from tradeops.runbooks.gate import (
     parse_request,
     request_digest,
     request_refusal,
+    resolve_refusal,
     restore_refusal,
 )
 from tradeops.runbooks.gateledger import GateLedger
 from tradeops.runbooks.gateproof import caller_arn
-from tradeops.runbooks.identity import Identity, bound_roles, drill_roles, identity_from_arn
+from tradeops.runbooks.identity import Identity, Operators, bound_roles, drill_roles, identity_from_arn
 from tradeops.runbooks.loader import read_runbook_text, sha256_text, shipped_runbooks
 from tradeops.runbooks.params import render
 from tradeops.runbooks.registry import OperationContext
 from tradeops.runbooks.roster import Roster
 from tradeops.runbooks.store import ExecutionStore
 from tradeops.runbooks.unwind import unwind
-from tradeops.runtime.orderpath import alert_topic
+from tradeops.runtime.orderpath import alert_topic, inflight
 from tradeops.runtime.orderpath.flags import Flags, validate_flag
 from tradeops.runtime.platform import yamlfiles
 from tradeops.runtime.platform.aws import Aws
@@ -78,6 +81,8 @@ __all__ = ["Gate", "GateRefused", "make_server", "serve", "shipped_steps"]
 
 log = logging.getLogger("tradeops.gate")
 _MAX_BODY = 64 * 1024
+_IDS_AUDITED = 50
+"""The most order ids of each kind a settlement's audit record names (its counts are always whole)."""
 
 
 class GateRefused(Refused):
@@ -172,6 +177,8 @@ class Gate:
             self._record(ev.GATE_REQUESTED, request, who, {"action": action.get("name"), "args": args,
                                                             "roster_digest": roster.digest, "runbook_sha256": sha})
             return {"requested": True, "action": action.get("name"), "args": args}
+        if request.op == "resolve":
+            return self._resolve(request, who, step, ledger, meta, roster)
         if request.op in ("decide", "withdraw"):
             return self._decide(request, who, step, ledger, ctx, roster.digest)
         if request.op == "restore":
@@ -228,6 +235,41 @@ class Gate:
         self.ledger.record_outcome(eid, sid, {"output": output})
         return {"acted": True, "action": act.action, "output": output, "approved_by": list(act.approved_by)}
 
+    def _resolve(self, request: GateRequest, who: Identity, step: Mapping[str, Any] | None, ledger: StepLedger,
+                 meta: Mapping[str, Any], roster: Operators) -> dict[str, Any]:
+        """Settle the orders in flight at the step's broker from its answers, with the gate's own credentials (the
+        broker's key, order writes), for the running execution's executor: what it cannot settle stays in doubt."""
+        eid, sid = request.execution_id, request.step_id
+        rendered = render((step or {}).get("action", {}).get("args") or {}, dict(meta.get("params") or {})) \
+            if step else {}
+        act, why = resolve_refusal(step, ledger, execution_id=eid, step_id=sid, status=str(meta.get("status") or ""),
+                                   current_step=str(meta.get("current_step") or ""),
+                                   executors=list(meta.get("executors") or ()), rostered=who.name in roster.roles,
+                                   who=who.name, provider=request.value, rendered_args=rendered)
+        if act is None:
+            raise Refused(str(why))
+        acted = {"by": who.name, "at": iso(), "action": act.action, "args": dict(act.args), "nonce": request.nonce}
+        if not self.ledger.mark_acted(eid, sid, acted, decision_seq=None):
+            raise Refused(f"step {sid} of {eid} was acted on meanwhile; a second settlement is refused")
+        try:
+            result = inflight.resolve_in_flight(self.settings, self.aws, str(act.args["provider"]),
+                                                actor=f"gate:resolve ({who.name}, {eid})")
+        except TradeopsError as exc:
+            # Marked acted, so not asked twice; audited as acted with its error (then refused, by handle), since an
+            # order settled before the failure stays settled.
+            self.ledger.record_outcome(eid, sid, {"error": reason_of(exc)})
+            self._record(ev.GATE_ACTED, request, who, {"action": act.action, "args": dict(act.args),
+                                                        "error": reason_of(exc)})
+            raise
+        output = {"resolved": list(result["resolved"]), "in_doubt": list(result["in_doubt"])}
+        self.ledger.record_outcome(eid, sid, {"output": output})
+        # Audited after the change, unlike an act: what was settled is known only once the broker has answered. The
+        # acted mark above is written first, so it happens once; each settled order's history names the gate too.
+        self._record(ev.GATE_ACTED, request, who, {
+            "action": act.action, "args": dict(act.args), "resolved": len(output["resolved"]),
+            "in_doubt": len(output["in_doubt"]), "resolved_ids": output["resolved"][:_IDS_AUDITED],
+            "in_doubt_ids": output["in_doubt"][:_IDS_AUDITED]})
+        return {"acted": True, "action": act.action, "output": output}
 
     def _restore(self, request: GateRequest, who: Identity, step: Mapping[str, Any] | None,
                  ledger: StepLedger) -> dict[str, Any]:

@@ -16,6 +16,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ import pytest
 
 from tests.support.stack import run_cli, running_stack, stack_environment
 from tradeops.runbooks.audit import AuditLog
+from tradeops.runtime.orderpath.orders import OrderRequest, OrderStore, new_order
 from tradeops.runtime.platform.aws import Aws, error_code
 from tradeops.runtime.platform.settings import load_settings
 
@@ -90,27 +92,41 @@ def _reset(stack: dict[str, Any]) -> None:
     httpx.post(f"{stack['brokers']['primary']['control']}/_sim/fault", json={"mode": "down"}).raise_for_status()
 
 
+def _aws(stack: dict[str, Any], who: str) -> Aws:
+    """An Aws signing with ``who``'s key from the stack's keys file (``admin``: the deployer's)."""
+    key = stack["keys"]["admin"] if who == "admin" else stack["keys"]["people"][who]
+    return Aws(load_settings(aws_endpoint_url=stack["aws_endpoint"], region=stack["region"], enforce=True,
+                             emulator_access_key_id=key["access_key_id"],
+                             emulator_secret_access_key=key["secret_access_key"]))
+
+
 def _acted(stack: dict[str, Any], execution: str, step: str) -> list[dict[str, Any]]:
     """The gate's `gate.acted` records of one step, as an auditor (dave) reads the audit log."""
-    key = stack["keys"]["people"]["dave"]
-    settings = load_settings(aws_endpoint_url=stack["aws_endpoint"], region=stack["region"], enforce=True,
-                             emulator_access_key_id=key["access_key_id"],
-                             emulator_secret_access_key=key["secret_access_key"])
-    return [e for e in AuditLog(Aws(settings)).entries(execution) if e["kind"] == "gate.acted"
+    return [e for e in AuditLog(_aws(stack, "dave")).entries(execution) if e["kind"] == "gate.acted"
             and e.get("step_id") == step]
 
 
-def _approvers(env: dict[str, str], execution: str, step: str, stop: threading.Event) -> threading.Thread:
-    """bob and carol approving ``step`` from their own terminals until each decision lands (the run must have
-    requested it first)."""
+def _in_doubt_at_primary(stack: dict[str, Any]) -> str:
+    """An order sent to the primary whose outcome nobody knows (IN_DOUBT there), as the deployer writes it."""
+    store = OrderStore(_aws(stack, "admin"))
+    order, _ = store.create(new_order(OrderRequest(order_id=f"es-{uuid.uuid4().hex[:10]}", account_id="acc-es",
+                                                   symbol="VOD.L", side="BUY", quantity=5,
+                                                   quote_price=Decimal("101.5"))))
+    order = store.transition(order, "SUBMITTING", actor="test", set_fields={"provider": "primary"})
+    return str(store.transition(order, "IN_DOUBT", actor="test")["order_id"])
+
+
+def _approvers(env: dict[str, str], execution: str, steps: tuple[str, ...], stop: threading.Event) -> threading.Thread:
+    """bob and carol approving each of ``steps`` from their own terminals until each decision lands (the run must
+    have requested it first)."""
     def approve() -> None:
-        pending = {"bob", "carol"}
+        pending = {(who, step) for who in ("bob", "carol") for step in steps}
         while pending and not stop.is_set():
-            for who in sorted(pending):
+            for who, step in sorted(pending):
                 got = run_cli("runbook", "approve", execution, step, "--reason", "enforced stack", "--yes",
                               env=dict(env, TRADEOPS_OPERATOR=who))
                 if got.returncode == 0:
-                    pending.discard(who)
+                    pending.discard((who, step))
             time.sleep(0.3)
 
     thread = threading.Thread(target=approve, daemon=True)
@@ -118,8 +134,8 @@ def _approvers(env: dict[str, str], execution: str, step: str, stop: threading.E
     return thread
 
 
-def _run(env: dict[str, str], argv: list[str], execution: str, approve: str | None) -> subprocess.CompletedProcess:
-    """``tradeops runbook ...`` as alice, with bob and carol approving step ``approve`` meanwhile."""
+def _run(env: dict[str, str], argv: list[str], execution: str, *approve: str) -> subprocess.CompletedProcess:
+    """``tradeops runbook ...`` as alice, with bob and carol approving the steps ``approve`` meanwhile."""
     stop = threading.Event()
     thread = _approvers(env, execution, approve, stop) if approve else None
     try:
@@ -192,13 +208,22 @@ def test_the_roster_names_the_operators_files_people_as_the_users_sts_names_and_
 
 
 def test_the_failover_runbook_switches_the_active_broker_through_the_gate_audited_once(enforced_stack):
-    """`tradeops runbook run failover` as alice, approved by bob and carol with `tradeops runbook approve`: the gate
-    switches routing/active to the secondary, and the audit log holds exactly one gate.acted for that step."""
+    """`tradeops runbook run failover` as alice, an order in doubt at the (down) primary, approved by bob and carol
+    with `tradeops runbook approve`: the gate asks the primary about the order with its own key (alice may read
+    none), leaves it in doubt, releases it at declare-void, and switches routing/active to the secondary; the audit
+    log holds exactly one gate.acted for each of those steps."""
     _reset(enforced_stack)
     env, execution = enforced_stack["env"], f"failover-{uuid.uuid4().hex[:8]}"
+    order_id = _in_doubt_at_primary(enforced_stack)
     try:
-        done = _run(env, ["run", "failover", "--execution-id", execution, *FAILOVER], execution, "toggle-to-secondary")
+        done = _run(env, ["run", "failover", "--execution-id", execution, *FAILOVER], execution, "declare-void",
+                    "toggle-to-secondary")
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+        (resolved,) = _acted(enforced_stack, execution, "resolve-in-flight")
+        assert resolved["actor"] == _arn("alice") and resolved["data"]["op"] == "resolve"
+        assert order_id in resolved["data"]["in_doubt_ids"] and resolved["data"]["resolved"] == 0
+        (voided,) = _acted(enforced_stack, execution, "declare-void")
+        assert sorted(voided["data"]["approved_by"]) == [_arn("bob"), _arn("carol")]
         assert _flag(enforced_stack, "routing/active") == "secondary"
         (acted,) = _acted(enforced_stack, execution, "toggle-to-secondary")
         assert acted["actor"] == _arn("alice")
@@ -216,7 +241,7 @@ def test_with_the_gate_stopped_a_run_stops_with_one_line_and_completes_once_it_i
     gate = int(enforced_stack["stack_state"]["components"]["gate"]["pid"])
     os.kill(gate, signal.SIGSTOP)
     try:
-        stopped = _run(env, ["run", "failover", "--execution-id", execution, *FAILOVER], execution, None)
+        stopped = _run(env, ["run", "failover", "--execution-id", execution, *FAILOVER], execution)
         assert _flag(enforced_stack, "processing") == "running"
         assert _flag(enforced_stack, "routing/active") == "primary"
     finally:

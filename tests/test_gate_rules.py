@@ -21,6 +21,7 @@ from tradeops.runbooks.gate import (
     parse_request,
     request_digest,
     request_refusal,
+    resolve_refusal,
     restore_refusal,
 )
 from tradeops.runtime.platform.errors import BadInput
@@ -241,3 +242,37 @@ def test_a_restore_is_refused_unless_it_undoes_the_gates_own_completed_change_on
                                   step_id="toggle", value=args["value"], current=args["current"])
     assert act is None and why in str(reason)
 
+
+
+RESOLVE = {"id": "settle", "action": {"name": "resolve_in_flight", "args": {"provider": "primary"}}}
+
+
+def _resolve(step=RESOLVE, ledger=StepLedger(), **over):
+    kw = {"execution_id": "ex-1", "step_id": "settle", "status": "running", "current_step": "settle",
+          "executors": ["alice"], "rostered": True, "who": "alice", "provider": "primary",
+          "rendered_args": {"provider": "primary"}, **over}
+    return resolve_refusal(step, ledger, **kw)
+
+
+def test_the_executor_at_the_step_settles_with_the_runbooks_arguments():
+    """The running execution's executor, at its resolve step, gets the shipped step's action and arguments."""
+    act, why = _resolve()
+    assert why is None and act is not None
+    assert (act.action, dict(act.args), act.approved_by) == ("resolve_in_flight", {"provider": "primary"}, ())
+
+
+@pytest.mark.parametrize(("step", "over", "why"), [
+    (None, {}, "not of a shipped runbook"),
+    (PAUSE, {}, "does not settle orders from a broker's answers (its action is set_processing)"),
+    (RESOLVE, {"status": "stopped"}, "ex-1 is stopped, not running"),
+    (RESOLVE, {"current_step": "pause"}, "is at step pause, not settle"),
+    (RESOLVE, {"who": "bob"}, "bob is not an executor of ex-1"),
+    (RESOLVE, {"rostered": False}, "alice is not on the roster in force"),
+    (RESOLVE, {"provider": "secondary"}, "asks the primary broker, not 'secondary'"),
+    (RESOLVE, {"ledger": StepLedger(acted={"at": "t", "by": "alice"})}, "was already acted on at t by alice"),
+], ids=["not-shipped", "another-action", "not-running", "another-step", "not-executor", "not-rostered",
+        "another-broker", "twice"])
+def test_a_settlement_is_refused_off_its_step_to_others_for_another_broker_and_twice(step, over, why):
+    """Anything but the executor's running execution at its resolve step, for the runbook's broker, once: refused."""
+    act, reason = _resolve(step, **over)
+    assert act is None and reason is not None and why in reason

@@ -15,7 +15,7 @@ import botocore.exceptions
 import httpx
 import pytest
 
-from tests.support.brokers import start_broker, stop_broker, wait_healthy
+from tests.support.brokers import API_KEY, start_broker, stop_broker, wait_healthy
 from tests.support.gateworld import GateWorld, arn, authed_emulator, gate_world
 from tradeops.runbooks import actions, breakglass, engine
 from tradeops.runbooks.audit import AuditLog
@@ -26,10 +26,13 @@ from tradeops.runbooks.gateproof import sign_proof
 from tradeops.runbooks.identity import Identity, parse_operators
 from tradeops.runbooks.registry import OperationContext
 from tradeops.runbooks.roster import Roster
+from tradeops.runbooks.store import ExecutionStore
 from tradeops.runbooks.testing import install_roster
 from tradeops.runbooks.unwind import unwind
+from tradeops.runtime.orderpath import inflight
 from tradeops.runtime.orderpath.flags import Flags
 from tradeops.runtime.orderpath.orders import OrderRequest, OrderStore, new_order
+from tradeops.runtime.orderpath.providers import BrokerOrder, make_provider
 from tradeops.runtime.platform.aws import Aws
 from tradeops.runtime.platform.errors import BadInput, Refused
 from tradeops.runtime.stack.supervisor import free_port
@@ -225,6 +228,13 @@ def test_a_step_without_approval_acts_with_the_shipped_arguments(world):
     answer = _ask(world, "alice", "act", eid, "quiesce")
     assert answer["output"]["value"] == "paused" and Flags(world.admin).read().processing == "paused"
     Flags(world.admin).set("processing", "running")
+
+
+def test_the_gates_inline_metric_is_allowed_by_its_deployed_policy(world):
+    """A gate flag change's FlagChanged metric goes out under GateRole's policy as the deploy left it (the emulator
+    authorizes CloudWatch as monitoring:*, which the template's cloudwatch:PutMetricData must cover there too)."""
+    world.gate_aws.cloudwatch.put_metric_data(Namespace="Tradeops", MetricData=[
+        {"MetricName": "FlagChanged", "Value": 1.0, "Dimensions": [{"Name": "Flag", "Value": "processing"}]}])
 
 
 def test_a_runbook_not_shipped_is_refused(world):
@@ -489,3 +499,105 @@ def test_a_restore_the_gate_did_not_make_or_not_to_the_value_it_replaced_is_refu
         assert refused["data"]["op"] == "restore" and why in refused["data"]["reason"]
     finally:
         flags.set("processing", "running")
+
+
+# ---- resolve: settling the orders in flight at a broker from its answers ---------------------------
+
+RESOLVE = "resolve-in-flight"
+
+
+@pytest.fixture
+def resolving(world, primary_broker) -> Iterator[str]:
+    """A gate that knows the simulated primary's URL, whose key is in the deployed secret (where the firm puts it); its
+    URL. Afterwards whatever a test left in flight at the primary is settled, so no other test finds it."""
+    world.admin.secrets.put_secret_value(SecretId="gt/broker/primary", SecretString=API_KEY)
+    try:
+        yield world.serve_gate(primary_url=primary_broker)
+    finally:
+        inflight.resolve_in_flight(world.settings.model_copy(update={"primary_url": primary_broker}), world.admin,
+                                   "primary")
+
+
+def _filled_at_primary(world: GateWorld, broker_url: str) -> str:
+    """An order the primary filled whose answer never reached us: IN_DOUBT at the primary in the orders table."""
+    order_id = f"rs-{uuid.uuid4().hex[:10]}"
+    with make_provider("primary", "alpha", broker_url, api_key=API_KEY, connect_timeout=2, read_timeout=5) as client:
+        client.submit(BrokerOrder(order_id, "VOD.L", "BUY", 10, "MARKET", None, "acc-rs"))
+    store = OrderStore(world.admin)
+    order, _ = store.create(new_order(OrderRequest(order_id=order_id, account_id="acc-rs", symbol="VOD.L", side="BUY",
+                                                   quantity=10, quote_price=Decimal("101.5"))))
+    order = store.transition(order, "SUBMITTING", actor="test", set_fields={"provider": "primary"})
+    store.transition(order, "IN_DOUBT", actor="test")
+    return order_id
+
+
+def _at_step(world: GateWorld, step: str) -> str:
+    """A failover run by alice that has reached ``step`` (its meta as the runner writes it before the action)."""
+    eid = _execution(world, "failover")
+    ExecutionStore(world.people["alice"]).set_fields(eid, {"current_step": step})
+    return eid
+
+
+def _status(world: GateWorld, order_id: str) -> str:
+    return str(OrderStore(world.admin).get(order_id)["status"])
+
+
+def test_resolve_in_flight_is_settled_by_the_gate_for_the_executors_run_audited_once(world, resolving,
+                                                                                     primary_broker):
+    """An order the primary filled is settled FILLED by the gate when alice's failover reaches resolve-in-flight
+    (her own write of the order is AccessDenied); audited once with what was settled; a resumed run takes the gate's
+    record instead of asking twice."""
+    order_id = _filled_at_primary(world, primary_broker)
+    eid = _at_step(world, RESOLVE)
+    alice = world.person(world.sessions["alice"], gate_url=resolving)
+    with pytest.raises(botocore.exceptions.ClientError, match="AccessDenied"):
+        alice.dynamodb.update_item(TableName="gt-orders", Key={"order_id": {"S": order_id}},
+                                   UpdateExpression="SET #s = :f", ExpressionAttributeNames={"#s": "status"},
+                                   ExpressionAttributeValues={":f": {"S": "FILLED"}})
+    ctx = OperationContext(settings=alice.settings, aws=alice, execution_id=eid, step_id=RESOLVE, actor=arn("alice"))
+    output = actions.resolve_in_flight(ctx, "primary")
+    assert output == {"resolved": [order_id], "in_doubt": []} and _status(world, order_id) == "FILLED"
+    assert actions.resolve_in_flight(ctx, "primary") == output  # resumed: the gate's record, not a second ask
+    (acted,) = world.acts(eid)
+    assert acted["actor"] == arn("alice") and acted["step_id"] == RESOLVE
+    assert {k: acted["data"][k] for k in ("op", "action", "args", "resolved", "in_doubt", "resolved_ids")} == {
+        "op": "resolve", "action": "resolve_in_flight", "args": {"provider": "primary"}, "resolved": 1,
+        "in_doubt": 0, "resolved_ids": [order_id]}
+    assert not world.refusals(eid)
+
+
+def test_resolve_is_refused_off_its_step_to_others_for_another_broker_and_twice(world, resolving, primary_broker):
+    """Asked before the run reaches the step, by someone not its executor, for a step that does not resolve, for a
+    broker the runbook does not name, or a second time: refused with a reason, audited as refused, nothing changed."""
+    order_id = _filled_at_primary(world, primary_broker)
+    eid = _execution(world, "failover")
+    people = {n: world.person(world.sessions[n], gate_url=resolving) for n in ("alice", "bob")}
+
+    def ask(who: str, step: str = RESOLVE, provider: str = "primary") -> dict:
+        return ask_gate(people[who], "resolve", eid, step, value=provider)
+
+    with pytest.raises(Refused, match=f"is at step none, not {RESOLVE}"):
+        ask("alice")
+    ExecutionStore(world.people["alice"]).set_fields(eid, {"current_step": RESOLVE})
+    with pytest.raises(Refused, match="is not an executor"):
+        ask("bob")
+    with pytest.raises(Refused, match="does not settle orders"):
+        ask("alice", step="quiesce")
+    with pytest.raises(Refused, match="asks the primary broker, not 'secondary'"):
+        ask("alice", provider="secondary")
+    assert _status(world, order_id) == "IN_DOUBT" and not world.acts(eid)
+    assert ask("alice")["output"]["resolved"] == [order_id]
+    with pytest.raises(Refused, match="already acted on"):
+        ask("alice")
+    assert len(world.acts(eid)) == 1 and len(world.refusals(eid)) == 5
+    assert all(e["data"]["op"] == "resolve" and e["data"]["reason"] for e in world.refusals(eid))
+
+
+def test_with_the_gate_down_resolve_in_flight_stops_with_one_line(world):
+    """A run's resolve-in-flight whose gate does not answer is GateDown: one line naming how to resume."""
+    eid = _at_step(world, RESOLVE)
+    down = world.person(world.sessions["alice"], gate_url=f"http://127.0.0.1:{free_port()}", gate_timeout_seconds=2)
+    ctx = OperationContext(settings=down.settings, aws=down, execution_id=eid, step_id=RESOLVE, actor=arn("alice"))
+    with pytest.raises(GateDown, match="resume") as raised:
+        actions.resolve_in_flight(ctx, "primary")
+    assert "\n" not in str(raised.value)

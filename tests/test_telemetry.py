@@ -244,8 +244,9 @@ def test_up_refuses_an_unknown_log_format_before_starting_anything(processes, tm
 
 
 def test_the_operator_role_may_put_metrics_in_tradeops_namespace_only(aws_settings):
-    """The CLI's inline metrics (PutMetricData from the operator's own session) are allowed by the template,
-    and only into tradeops's namespace; the stack's process roles have no PutMetricData (they log EMF)."""
+    """The CLI's and the gate's inline metrics (PutMetricData from the operator's or GateRole's session) are allowed
+    by the template, and only into tradeops's namespace; the stack's process roles have no PutMetricData (they log
+    EMF)."""
     _, doc = load_template(aws_settings.template)
 
     def puts(role: str) -> list[dict]:
@@ -253,8 +254,8 @@ def test_the_operator_role_may_put_metrics_in_tradeops_namespace_only(aws_settin
         return [st for st in statements if st["Effect"] == "Allow" and "cloudwatch:PutMetricData" in
                 ([st["Action"]] if isinstance(st["Action"], str) else st["Action"])]
 
-    operator = puts("OperatorRole")
-    assert len(operator) == 1
     namespace = names_for(aws_settings).metric_namespace
-    assert operator[0]["Condition"] == {"StringEquals": {"cloudwatch:namespace": namespace}}
+    for role in ("OperatorRole", "GateRole"):  # the gate's flag changes send FlagChanged inline, as the CLI's do
+        (allowed,) = puts(role)
+        assert allowed["Condition"] == {"StringEquals": {"cloudwatch:namespace": namespace}}, role
     assert puts("WorkerRole") == [] and puts("MonitorRole") == []

@@ -80,8 +80,10 @@ def _worker_holds(order: dict[str, Any]) -> bool:
     return order["status"] == SUBMITTING and lease_left(order, utcnow().timestamp()) > 0
 
 
-def resolve_in_flight(settings: Settings, aws: Aws, provider: str) -> dict[str, Any]:
-    """Ask ``provider`` about each order in flight there and record every outcome it reports."""
+def resolve_in_flight(settings: Settings, aws: Aws, provider: str, *,
+                      actor: str = "operator:resolve") -> dict[str, Any]:
+    """Ask ``provider`` about each order in flight there and record every outcome it reports, as ``actor`` (on each
+    settled order's history: the approval gate names itself and whose run asked it)."""
     store = OrderStore(aws)
     resolved: list[str] = []
     in_doubt: list[str] = []
@@ -100,7 +102,7 @@ def resolve_in_flight(settings: Settings, aws: Aws, provider: str) -> dict[str, 
                 in_doubt.append(order_id)
                 continue
             with contextlib.suppress(StaleOrder):  # someone else recorded it meanwhile: settled all the same
-                store.apply(order, decision, actor="operator:resolve")
+                store.apply(order, decision, actor=actor)
             resolved.append(order_id)
     return {"provider": provider, "resolved": resolved, "in_doubt": in_doubt}
 

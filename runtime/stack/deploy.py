@@ -414,10 +414,15 @@ def _complete_bucket(aws: Aws, name: str, props: dict[str, Any]) -> str:
 
 
 def _complete_table(aws: Aws, name: str, props: dict[str, Any]) -> str:
-    """Point-in-time recovery on a table the emulator created without it."""
+    """Point-in-time recovery and the TTL on a table the emulator created without them."""
     if (props.get("PointInTimeRecoverySpecification") or {}).get("PointInTimeRecoveryEnabled"):
         aws.dynamodb.update_continuous_backups(
             TableName=name, PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True})
+    ttl = props.get("TimeToLiveSpecification") or {}
+    if ttl.get("Enabled") and aws.dynamodb.describe_time_to_live(TableName=name)["TimeToLiveDescription"].get(
+            "TimeToLiveStatus") != "ENABLED":
+        aws.dynamodb.update_time_to_live(
+            TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": ttl["AttributeName"]})
     return name
 
 

@@ -65,10 +65,27 @@ def create_admin(settings: Settings) -> Key:
         return create_user(iam, "admin", ALLOW_ALL)
 
 
+_EMULATOR_SERVICES: Final = {"cloudwatch": "monitoring"}
+"""IAM's service prefixes the emulator names otherwise: it authorizes a request as ``<signing name>:<operation>``, and
+CloudWatch's SigV4 signing name is ``monitoring``, so ``cloudwatch:PutMetricData`` (what AWS checks) never matched
+there and every inline metric of the gate's and the people's (``FlagChanged``) was refused."""
+
+
+def _emulator_actions(actions: Any) -> Any:
+    """``actions`` (a statement's Action) with each action of :data:`_EMULATOR_SERVICES` also under the emulator's
+    name for it: the same permission, not a wider one (moto checks no condition either way)."""
+    listed = [actions] if isinstance(actions, str) else list(actions)
+    extra = [f"{_EMULATOR_SERVICES[service]}:{name}" for service, _, name in (a.partition(":") for a in listed)
+             if service in _EMULATOR_SERVICES]
+    return listed + extra if extra else actions
+
+
 def _resolved(document: Any, secrets: list[str]) -> dict[str, Any]:
     # The emulator answers a policy document as Python's repr of what the template resolved to.
     document = ast.literal_eval(document) if isinstance(document, str) else document
     for statement in document["Statement"]:
+        if "Action" in statement:
+            statement["Action"] = _emulator_actions(statement["Action"])
         # Its CloudFormation skips the broker secrets (the deploy creates them after), so a role's !Ref to them
         # resolves to nothing: they are the two secrets' ARNs, as on AWS.
         if statement.get("Resource") == [None, None]:
