@@ -18,6 +18,10 @@ from pathlib import Path
 _STYLING = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
+def _default_ctrl_c() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Terminal:
     """``argv`` at a terminal of ``cols`` columns: type answers, read what it shows, send it Ctrl-C."""
 
@@ -26,9 +30,12 @@ class Terminal:
         fcntl.ioctl(side, termios.TIOCSWINSZ, struct.pack("HHHH", 40, cols, 0, 0))
         # PYTHONFAULTHANDLER: a process that will not exit is sent SIGABRT by finish(), and then writes every
         # thread's stack to stderr, so a hang names where it hangs.
+        # Ctrl-C reaches it as at a terminal even when the suite itself was started in the background (`cmd &`
+        # without job control starts it ignoring SIGINT, every child inherits that, and Python then installs no
+        # KeyboardInterrupt for it).
         self.proc = subprocess.Popen(argv, env={**env, "COLUMNS": str(cols), "PYTHONFAULTHANDLER": "1"},
                                      stdin=side, stdout=side,
-                                     stderr=subprocess.PIPE, cwd=cwd)
+                                     stderr=subprocess.PIPE, cwd=cwd, preexec_fn=_default_ctrl_c)
         os.close(side)
         self.output = b""
         # stderr is drained all along: a process whose stderr pipe fills (64 KiB of log lines) blocks on its
