@@ -3,7 +3,8 @@
 Each tier runs in a pytest of its own, in order (unit, emulator, stack, drill, image), and the run stops at the
 first tier that fails, naming it. The tiers that wait more than they compute run on two pytest-xdist workers:
 
-- `unit` and `emulator`: tests spread over the workers one by one; each worker has its own moto server.
+- `unit` and `emulator`: tests spread over the workers one by one; each worker has its own moto server. An
+  emulator module whose tests build on each other keeps them on one worker with its own `xdist_group` mark.
 - `stack`, `drill` and `image`: a module's tests stay together on one worker (`xdist_group`, set in
   tests/conftest.py), so that a module's stack starts once; each worker starts its own shared stack. At most
   two stacks run at once: a stack test spends most of its time waiting on its stack.
@@ -25,7 +26,7 @@ import time
 
 from tests.support.tiers import ALONE, ALONE_TIERS, TIERS
 
-SPREAD = {"unit": "load", "emulator": "load", "stack": "loadgroup", "drill": "loadgroup", "image": "loadgroup"}
+SPREAD = {"unit": "load", "emulator": "loadgroup", "stack": "loadgroup", "drill": "loadgroup", "image": "loadgroup"}
 """How xdist hands each tier's tests to its workers: one by one, or a group (a stack's tests) at a time."""
 
 

@@ -20,11 +20,12 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-# Shared with the example-based tests (pytest puts tests/ on sys.path: rootdir conftest, no __init__.py).
-from test_intake import AUTH, TOKEN, LiveServer, Probe
-
+from tests.support.intake import AUTH, TOKEN, LiveServer, Probe
 from tradeops.runtime.orderpath.intake import create_app
 from tradeops.runtime.platform.settings import Settings
+
+# The last test checks what the fuzzing tests before it stored: the module's tests run on one worker, in order.
+pytestmark = pytest.mark.xdist_group("tests/test_intake_fuzz.py")
 
 
 @pytest.fixture(scope="module")

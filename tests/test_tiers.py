@@ -164,7 +164,7 @@ def test_the_runner_runs_each_tier_in_a_pytest_of_its_own_on_two_workers_unless_
                                                   if tier == "drill" else [tier])
         if run.workers() > 1:
             first = commands[0]
-            assert first[first.index("--dist") + 1] == ("load" if tier in ("unit", "emulator") else "loadgroup")
+            assert first[first.index("--dist") + 1] == ("load" if tier == "unit" else "loadgroup")
         assert all("-n" not in argv for argv in commands[1:])
         assert all("-n" not in argv for argv in run.pytest_argv(tier, serial=True, extra=[]))
 

@@ -8,7 +8,7 @@ Every component gets a parent-death signal (PR_SET_PDEATHSIG), so none outlives 
 
 `tradeops down` (:func:`stop`) signals the supervisor alone. The supervisor stops the callers first
 (intake, monitor, canary, audit anchorer, workers) while what they call still answers, then the
-services they call (:data:`SERVICES`: emulator, brokers, price feed), each tier with 5 s of grace.
+services they call (brokers, price feed), then the emulator the feed publishes to, each with 5 s of grace.
 Whatever of the stack is still alive 15 s after the signal is killed: the whole process group of a
 detached stack, only the recorded processes of a foreground one (its group is its caller's).
 
@@ -416,10 +416,11 @@ class Supervisor:
                     self._save()
 
     def stop_all(self, grace: float = 5.0) -> None:
-        """Stop the callers together, then the services they call together (see :data:`SERVICES`)."""
-        for tier in (False, True):
-            stop_processes([c.proc for c in self.components if c.proc is not None and (c.name in SERVICES) == tier],
-                           grace)
+        """Stop the callers together, then the services they call (:data:`SERVICES`), the emulator last (the price
+        feed, a service the monitor calls, publishes to it)."""
+        for tier in (0, 1, 2):
+            stop_processes([c.proc for c in self.components if c.proc is not None
+                            and (2 if c.name == "aws" else int(c.name in SERVICES)) == tier], grace)
 
 
 def log_tail(path: Path, lines: int = 1) -> str:
