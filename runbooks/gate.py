@@ -258,6 +258,11 @@ def decision_context(execution_id: str, step_id: str, runbook_sha256: str, ledge
                            executors=frozenset(who), roles_of=roles_of, drill=drill)
 
 
+def _action_name(step: Mapping[str, Any]) -> str:
+    """The name of a shipped step's action ("" for a step without one)."""
+    return str((step.get("action") or {}).get("name") or "")
+
+
 def _step_refusal(step: Mapping[str, Any] | None, execution_id: str, step_id: str) -> str | None:
     if step is None:
         return (f"execution {execution_id} is not of a shipped runbook, or its runbook has no step {step_id}: "
@@ -329,7 +334,7 @@ def act_refusal(step: Mapping[str, Any] | None, ledger: StepLedger, ctx: Approva
         return None, why
     assert step is not None
     where = f"step {ctx.step_id} of {ctx.execution_id}"
-    action = str((step.get("action") or {}).get("name") or "")
+    action = _action_name(step)
     if action not in GUARDED_ACTIONS:
         return None, f"{where} is not a guarded change (its action is {action or 'none'}); it needs no gate"
     if ledger.acted is not None:
@@ -368,7 +373,7 @@ def restore_refusal(step: Mapping[str, Any] | None, ledger: StepLedger, restored
         return None, why
     assert step is not None
     where = f"step {step_id} of {execution_id}"
-    action = str((step.get("action") or {}).get("name") or "")
+    action = _action_name(step)
     arg = _restore_arg(action)
     if action not in GUARDED_ACTIONS or arg is None:
         return None, f"{where} is not a guarded change with a value to restore (its action is {action or 'none'})"
@@ -406,7 +411,7 @@ def resolve_refusal(step: Mapping[str, Any] | None, ledger: StepLedger, *, execu
         return None, why
     assert step is not None
     where = f"step {step_id} of {execution_id}"
-    action = str((step.get("action") or {}).get("name") or "")
+    action = _action_name(step)
     if action not in SETTLING_ACTIONS:
         return None, f"{where} does not settle orders from a broker's answers (its action is {action or 'none'})"
     if status != RUNNING:

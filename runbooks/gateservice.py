@@ -35,7 +35,7 @@ import json
 import logging
 import signal
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import cache
 from http.server import ThreadingHTTPServer
 from typing import Any
@@ -45,6 +45,7 @@ from tradeops.runbooks.actions import perform
 from tradeops.runbooks.approvals import Approval, ApprovalRule, Choice
 from tradeops.runbooks.audit import AuditLog
 from tradeops.runbooks.gate import (
+    Act,
     GateRequest,
     StepLedger,
     act_refusal,
@@ -225,15 +226,22 @@ class Gate:
             raise Refused(f"step {sid} of {eid} changed while acting (a decision landed, or it was acted on)")
         # Recorded before the change: if the audit cannot record it, nothing changes.
         self._record(ev.GATE_ACTED, request, who, {k: v for k, v in acted.items() if k not in ("by", "at")})
+        output = self._perform(act, eid, sid, who, self.ledger.record_outcome)
+        return {"acted": True, "action": act.action, "output": output, "approved_by": list(act.approved_by)}
+
+    def _perform(self, act: Act, eid: str, sid: str, who: Identity,
+                 record: Callable[[str, str, dict[str, Any]], Any]) -> dict[str, Any]:
+        """Make the change ``act`` with the gate's own credentials and ``record`` its outcome (output or error) in
+        the ledger, where a resumed run finds it."""
         ctx_op = OperationContext(settings=self.settings, aws=self.aws, execution_id=eid, step_id=sid,
                                   actor=who.name, approvers=act.approved_by)
         try:
             output = perform(ctx_op, act.action, dict(act.args))
         except TradeopsError as exc:
-            self.ledger.record_outcome(eid, sid, {"error": reason_of(exc)})
+            record(eid, sid, {"error": reason_of(exc)})
             raise
-        self.ledger.record_outcome(eid, sid, {"output": output})
-        return {"acted": True, "action": act.action, "output": output, "approved_by": list(act.approved_by)}
+        record(eid, sid, {"output": output})
+        return output
 
     def _resolve(self, request: GateRequest, who: Identity, step: Mapping[str, Any] | None, ledger: StepLedger,
                  meta: Mapping[str, Any], roster: Operators) -> dict[str, Any]:
@@ -290,14 +298,7 @@ class Gate:
         # Recorded before the change, as an act is: if the audit cannot record it, nothing changes.
         self._record(ev.GATE_ACTED, request, who, {"restore": True,
                                                     **{k: v for k, v in restored.items() if k not in ("by", "at")}})
-        ctx_op = OperationContext(settings=self.settings, aws=self.aws, execution_id=eid, step_id=sid,
-                                  actor=who.name, approvers=act.approved_by)
-        try:
-            output = perform(ctx_op, act.action, dict(act.args))
-        except TradeopsError as exc:
-            self.ledger.record_restore_outcome(eid, sid, {"error": reason_of(exc)})
-            raise
-        self.ledger.record_restore_outcome(eid, sid, {"output": output})
+        output = self._perform(act, eid, sid, who, self.ledger.record_restore_outcome)
         return {"acted": True, "restored": True, "action": act.action, "output": output}
 
     def _unwind(self, request: GateRequest, who: Identity) -> dict[str, Any]:
