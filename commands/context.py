@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from tradeops.runtime.platform.statefile import Target
 
 # Every command imports this module, and most need only part of it: boto3 (Aws), the roster and
-# pydantic-settings are imported where they are used (see tradeops.cli on start-up time).
+# the settings are imported where they are used (see tradeops.cli on start-up time).
 
 __all__ = ["Context", "aws_chosen", "choose_aws", "context"]
 

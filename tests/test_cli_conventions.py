@@ -135,9 +135,10 @@ def test_importing_the_cli_imports_no_heavy_library(processes, tmp_path):
 
 
 def test_version_and_status_without_a_stack_import_no_heavy_library(processes, tmp_path):
-    """`tradeops --version` and `tradeops status --json` with no stack up import none of those, nor httpx or PyYAML."""
+    """`tradeops --version` and `tradeops status --json` with no stack up import none of those, nor httpx, PyYAML,
+    pydantic-settings or the asyncio it brings (the settings read their sources themselves)."""
     for args in (["--version"], ["status", "--json"]):
-        assert _imported(tmp_path, args) & (HEAVY | {"httpx", "yaml"}) == set(), args
+        assert _imported(tmp_path, args) & (HEAVY | {"httpx", "yaml", "pydantic_settings", "asyncio"}) == set(), args
 
 
 def test_every_command_builds_and_none_imports_locust(processes, tmp_path):

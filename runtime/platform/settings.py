@@ -1,9 +1,14 @@
 """One settings object for every process: environment (``TRADEOPS_*``) over an optional YAML file.
 
-Precedence, highest first: explicit keyword arguments, ``TRADEOPS_*`` environment variables,
-the YAML file named by ``TRADEOPS_CONFIG`` (or ``tradeops.yaml`` in the working directory),
-then the defaults below. Against real AWS leave ``aws_endpoint_url`` unset: boto3's standard
-credential chain and endpoint resolution apply.
+Precedence, highest first: explicit keyword arguments, ``TRADEOPS_*`` environment variables (their names in any
+case), the YAML file named by ``TRADEOPS_CONFIG`` (or ``tradeops.yaml`` in the working directory), then the
+defaults below. Against real AWS leave ``aws_endpoint_url`` unset: boto3's standard credential chain and endpoint
+resolution apply.
+
+The two sources are read here rather than through pydantic-settings: every field is one scalar, so a source is a
+mapping of field name to text that pydantic then validates exactly as it validates keyword arguments, and
+pydantic-settings' import (asyncio, its CLI and cloud secret sources) cost about 90 ms of every command's start,
+half of what `tradeops status` took with no stack up (bench/README.md, "CLI start-up").
 """
 
 from __future__ import annotations
@@ -13,13 +18,15 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from tradeops.runtime.platform.errors import ConfigError
+from tradeops.runtime.platform.errors import BadInput, ConfigError
 from tradeops.runtime.platform.packagedata import package_file
 
-__all__ = ["Settings", "load_settings"]
+__all__ = ["ENV_PREFIX", "Settings", "load_settings"]
+
+ENV_PREFIX = "TRADEOPS_"
+"""A setting's variable is this and its field name, in any case (``TRADEOPS_REGION``, ``tradeops_region``)."""
 
 
 def _default_state_dir() -> Path:
@@ -27,38 +34,53 @@ def _default_state_dir() -> Path:
     return Path(base) / "tradeops"
 
 
-class _YamlSource(PydanticBaseSettingsSource):
-    """Reads the optional YAML settings file; a broken file is a ConfigError, not a traceback."""
-
-    def __init__(self, settings_cls: type[BaseSettings]) -> None:
-        super().__init__(settings_cls)
-        explicit = os.environ.get("TRADEOPS_CONFIG")
-        self.path = Path(explicit) if explicit else Path("tradeops.yaml")
-        self.required = bool(explicit)
-
-    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover
-        return None, field_name, False
-
-    def __call__(self) -> dict[str, Any]:
-        if not self.path.exists():
-            if self.required:
-                raise ConfigError(f"settings file {self.path} (TRADEOPS_CONFIG) does not exist")
-            return {}
-        import yaml  # every command loads the settings; few have a settings file to read
-
-        try:
-            data = yaml.safe_load(self.path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"settings file {self.path} is not valid YAML: {exc}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"settings file {self.path} must be a mapping of setting: value")
-        return data
+def _environment_values(fields: dict[str, Any]) -> dict[str, str]:
+    """The settings the environment sets: each ``TRADEOPS_<FIELD>`` variable, by field name. A variable that names
+    no setting (``TRADEOPS_CONFIG`` among them) is not one."""
+    prefix = ENV_PREFIX.lower()
+    values: dict[str, str] = {}
+    for name, value in os.environ.items():
+        key = name.lower()
+        if key.startswith(prefix) and key[len(prefix):] in fields:
+            values[key[len(prefix):]] = value
+    return values
 
 
-class Settings(BaseSettings):
+def _file_values() -> dict[str, Any]:
+    """The settings the YAML file sets (``TRADEOPS_CONFIG``, else ``tradeops.yaml`` here when there is one). A file
+    that cannot be read, is not YAML or is not a mapping is a ConfigError of one line; its keys are checked as
+    settings with the rest."""
+    explicit = os.environ.get("TRADEOPS_CONFIG")
+    path = Path(explicit) if explicit else Path("tradeops.yaml")
+    if not path.exists():
+        if explicit:
+            raise ConfigError(f"settings file {path} (TRADEOPS_CONFIG) does not exist")
+        return {}
+    from tradeops.runtime.platform import yamlfiles  # every command loads the settings; few have a file to read
+
+    try:
+        data = yamlfiles.load(path.read_text(encoding="utf-8"), f"settings file {path}")
+    except OSError as exc:
+        raise ConfigError(f"settings file {path} cannot be read: {exc.strerror or exc}") from None
+    except BadInput as exc:
+        raise ConfigError(str(exc)) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"settings file {path} must be a mapping of setting: value")
+    return data
+
+
+class Settings(BaseModel):
     """Every tunable of tradeops. Field names map to ``TRADEOPS_<NAME>`` variables."""
 
-    model_config = SettingsConfigDict(env_prefix="TRADEOPS_", extra="forbid", frozen=True)
+    # Defaults are validated too (a default_factory's value is checked like any other); unknown keys are refused.
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    def __init__(self, **values: Any) -> None:
+        """The settings from ``values``, then the environment, then the settings file (module docstring)."""
+        fields = type(self).model_fields
+        super().__init__(**{**_file_values(), **_environment_values(fields), **values})
 
     # Which AWS the CLI acts on: None = the local stack when one is up (and nothing otherwise); "aws" =
     # real AWS through boto3's own resolution (AWS_PROFILE, AWS_REGION, AWS_ENDPOINT_URL); "local" = the
@@ -255,17 +277,6 @@ class Settings(BaseSettings):
         if not value.startswith("/") or value.endswith("/"):
             raise ValueError("must start with '/' and not end with '/'")
         return value
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, _YamlSource(settings_cls))
 
     @property
     def state_file(self) -> Path:
