@@ -26,8 +26,9 @@ from tradeops.runtime.platform.errors import ConfigError
 from tradeops.runtime.platform.names import names_for
 from tradeops.runtime.platform.settings import Settings, load_settings
 from tradeops.runtime.stack.deploy import deploy_stack
+from tradeops.runtime.stack.plan import Simulated, plan
 from tradeops.runtime.stack.status import sources
-from tradeops.runtime.stack.supervisor import Component, Simulated, _plan, check_real_brokers, free_port, stop_process
+from tradeops.runtime.stack.supervisor import Component, check_real_brokers, free_port, stop_process
 
 PREFIX = "realsrc"
 SIMULATORS = {"broker-primary", "broker-secondary", "prices"}
@@ -35,11 +36,11 @@ SIMULATORS = {"broker-primary", "broker-secondary", "prices"}
 
 def test_the_plan_leaves_out_what_is_not_simulated(processes):
     """The local stack's plan has both brokers and the feed; on AWS only the simulators asked for are in it."""
-    every = {c.name for c in _plan({}, workers=1)}
+    every = {c.name for c in plan({}, workers=1)}
     assert SIMULATORS <= every
-    real = {c.name for c in _plan({}, workers=1, simulate=Simulated(brokers=False, prices=False))}
+    real = {c.name for c in plan({}, workers=1, simulate=Simulated(brokers=False, prices=False))}
     assert real == every - SIMULATORS == {"intake", "monitor", "canary", "audit-anchor", "worker-1"}
-    assert {c.name for c in _plan({}, workers=1, simulate=Simulated(brokers=True, prices=False))} == every - {"prices"}
+    assert {c.name for c in plan({}, workers=1, simulate=Simulated(brokers=True, prices=False))} == every - {"prices"}
     assert Simulated(brokers=False, prices=True).flags() == ["--sim-prices"]
 
 

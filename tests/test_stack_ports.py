@@ -8,8 +8,8 @@ import socket
 import pytest
 
 from tradeops.runtime.platform.errors import StackError
+from tradeops.runtime.stack.plan import on_free_ports, plan
 from tradeops.runtime.stack.processes import _outgoing_floor, free_port, port_free
-from tradeops.runtime.stack.supervisor import _on_free_ports, _plan
 
 
 def _hold(port: int) -> socket.socket:
@@ -30,16 +30,16 @@ def test_a_free_port_is_free_and_below_the_range_of_outgoing_connections(process
 def test_a_planned_component_whose_port_was_taken_starts_on_another(processes):
     """The intake planned on a free port that another process binds before the start moves to a fresh port, its
     command line and URL with it; a broker keeps its order and control ports together."""
-    intake = next(c for c in _plan({}, workers=1) if c.name == "intake")
+    intake = next(c for c in plan({}, workers=1) if c.name == "intake")
     taken = intake.info["ports"][0]
     with _hold(taken):
-        moved = _on_free_ports(intake)
+        moved = on_free_ports(intake)
         assert moved.info["ports"][0] != taken and port_free(moved.info["ports"][0])
         assert str(moved.info["ports"][0]) in moved.argv and moved.info["url"].endswith(f":{moved.info['ports'][0]}")
         assert moved.health_url == moved.info["url"] + "/health"
-    broker = next(c for c in _plan({}, workers=1) if c.name == "broker-primary")
+    broker = next(c for c in plan({}, workers=1) if c.name == "broker-primary")
     with _hold(broker.info["ports"][1]):
-        moved = _on_free_ports(broker)
+        moved = on_free_ports(broker)
         assert broker.info["ports"][1] not in moved.info["ports"] and moved.health_url.startswith(moved.info["control"])
 
 
@@ -47,6 +47,6 @@ def test_a_fixed_port_that_is_taken_fails_naming_the_component_and_the_port(proc
     """`--port intake=N` with N taken: one line naming the intake and N, never another port in its place."""
     port = free_port()
     with _hold(port):
-        intake = next(c for c in _plan({"intake": port}, workers=1) if c.name == "intake")
+        intake = next(c for c in plan({"intake": port}, workers=1) if c.name == "intake")
         with pytest.raises(StackError, match=f"^intake: port {port} on 127.0.0.1 is already in use$"):
-            _on_free_ports(intake)
+            on_free_ports(intake)

@@ -48,6 +48,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -244,7 +245,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-H", "--host", default="127.0.0.1")
     parser.add_argument("-p", "--port", type=int, required=True)
     args = parser.parse_args(argv)
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+    # Everything the emulator holds is in memory and goes with it: on SIGTERM it exits at once, without the half
+    # second an orderly interpreter shutdown spends tearing down moto's backends (every stack stop waited on it).
+    signal.signal(signal.SIGTERM, lambda signum, frame: os._exit(0))
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     speed_up_moto()
     fill_moto_gaps()

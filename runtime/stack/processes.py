@@ -22,11 +22,12 @@ import httpx
 from tradeops.runtime.platform.errors import StackError
 from tradeops.runtime.platform.statefile import pid_alive
 
-__all__ = ["HOST", "Component", "check_port_free", "free_port", "kill_group", "port_free", "reap_group", "reap_pids",
-           "stop_process", "stop_processes"]
+__all__ = ["HOST", "Component", "check_port_free", "free_port", "group_running", "kill_group", "port_free",
+           "reap_group", "reap_pids", "stop_process", "stop_processes"]
 
 HOST = "127.0.0.1"
 _PR_SET_PDEATHSIG = 1
+_PROC_SELF = Path("/proc/self/stat")
 
 
 _OUTGOING_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
@@ -94,6 +95,7 @@ class Component:
     info: dict[str, Any] = field(default_factory=dict)
     heartbeat: Callable[[], bool] | None = None  # health from the heartbeats table (workers)
     replan: Callable[[], Component] | None = None  # the same component on other free ports (ports nobody fixed)
+    stage: int = 0  # when it starts: after every component of a lower stage answers (runtime/stack/plan.py)
     proc: subprocess.Popen | None = None
     restarts: int = 0
     started_at: float = 0.0
@@ -146,13 +148,34 @@ def kill_group(pgid: int, grace: float = 10.0) -> None:
     reap_group(pgid, grace)
 
 
+def group_running(pgid: int) -> bool:
+    """Whether a process of group ``pgid`` is still running. One that has exited but waits for its parent to collect
+    it (a zombie: it holds no port, file or lock any more) does not count, where /proc tells; elsewhere any member
+    does. A stopped stack's supervisor is collected by whoever adopted it, which can take a second."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    if not _PROC_SELF.exists():
+        return True
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # after the command name: state, ppid, pgrp, ...
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        if fields[2] == str(pgid) and fields[0] != "Z":
+            return True
+    return False
+
+
 def reap_group(pgid: int, grace: float) -> None:
-    """Wait up to ``grace`` seconds for process group ``pgid`` to be gone, then SIGKILL what is left of it."""
+    """Wait up to ``grace`` seconds for process group ``pgid`` to stop running (:func:`group_running`), then SIGKILL
+    what is left of it."""
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
+        if not group_running(pgid):
             return
         time.sleep(0.1)
     with contextlib.suppress(ProcessLookupError, PermissionError):

@@ -3,7 +3,8 @@
 `tradeops up` launches ``python -m tradeops.runtime.stack.supervisor`` as a detached session leader
 (`up --foreground` runs it inside the `tradeops` process, in its caller's process group); the
 supervisor starts the AWS emulator, deploys ``deploy/`` into it, then starts the brokers and the
-runtime processes, and writes the stack state file once every component answers its health check.
+runtime processes in stages (:mod:`.plan`: a stage's components together, once the stage before answers), and
+writes the stack state file once every component answers its health check.
 Every component gets a parent-death signal (PR_SET_PDEATHSIG), so none outlives its supervisor.
 
 `tradeops down` (:func:`stop`) signals the supervisor alone. The supervisor stops the callers first
@@ -39,7 +40,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,16 @@ from tradeops.runtime.platform.statefile import clear_state, pid_alive, read_sta
 from tradeops.runtime.stack import principals
 from tradeops.runtime.stack.deploy import deploy_stack
 from tradeops.runtime.stack.health import heartbeat_check
+from tradeops.runtime.stack.plan import (
+    MODULES,
+    SERVICES,
+    Simulated,
+    on_free_ports,
+    plan,
+    proxy_component,
+    python_command,
+    stages,
+)
 from tradeops.runtime.stack.processes import (
     HOST,
     Component,
@@ -67,72 +77,8 @@ from tradeops.runtime.stack.processes import (
     stop_processes,
 )
 
-__all__ = ["Component", "Simulated", "check_real_brokers", "free_port", "launch", "log_tail", "run_supervisor", "stop",
-           "stop_process"]
-
-# What the other components call. They stop last, once every caller has stopped: a worker finishing
-# its last order can still record it, and no component's last act is a burst of connection errors,
-# opened breakers and unpublished events against an emulator that has already gone.
-SERVICES = frozenset({"aws", "broker-primary", "broker-secondary", "proxy-primary", "proxy-secondary", "prices"})
-
-
-def _python(*args: str) -> list[str]:
-    return [sys.executable, *args]
-
-
-# The process of each component: an installed module, so a container or a systemd unit can run it too.
-MODULES = {
-    "aws": "tradeops.runtime.stack.emulator",
-    "broker": "tradeops.runtime.brokers.sim",
-    "proxy": "tradeops.runtime.brokers.proxy",
-    "intake": "tradeops.runtime.orderpath.intake",
-    "prices": "tradeops.runtime.liability.prices",
-    "monitor": "tradeops.runtime.liability.monitor",
-    "canary": "tradeops.runtime.orderpath.canary",
-    "audit-anchor": "tradeops.runbooks.anchor",  # by name only: the runtime imports nothing of runbooks
-    "gate": "tradeops.runbooks.gateservice",
-    "worker": "tradeops.runtime.orderpath.worker",
-    "supervisor": "tradeops.runtime.stack.supervisor",
-}
-
-
-def _http_component(name: str, port: int | None, *, restart: bool = False) -> Component:
-    """A runtime service ``python -m <module> --host --port`` with a ``/health`` endpoint, on ``port`` or a free
-    one."""
-    chosen = port or free_port()
-    url = f"http://{HOST}:{chosen}"
-    return Component(name=name, argv=_python("-m", MODULES[name], "--host", HOST, "--port", str(chosen)),
-                     health_url=f"{url}/health", restart=restart, info={"url": url, "ports": [chosen]},
-                     replan=lambda: _http_component(name, port, restart=restart))
-
-
-@dataclass(frozen=True)
-class Simulated:
-    """What the stack simulates. The local stack simulates both; on AWS only what a sandbox asks for."""
-
-    brokers: bool = True
-    prices: bool = True
-
-    def flags(self) -> list[str]:
-        """The supervisor's command-line options that say so."""
-        return [flag for flag, on in (("--sim-brokers", self.brokers), ("--sim-prices", self.prices)) if on]
-
-
-def _on_free_ports(comp: Component, attempts: int = 5) -> Component:
-    """``comp``, or the same component on other free ports if another process took one of its ports since it
-    was planned (a second stack starting beside this one); StackError naming the component when a port is taken
-    that nobody may change (one the operator fixed with ``--port``) or no free ports turn up."""
-    for _ in range(attempts):
-        taken = [port for port in comp.info.get("ports", []) if not port_free(port)]
-        if not taken:
-            return comp
-        if comp.replan is None:
-            break
-        again = comp.replan()
-        if set(taken) & set(again.info["ports"]):  # free_port picks free ports only: this one is fixed
-            break
-        comp = again
-    raise StackError(f"{comp.name}: port {taken[0]} on {HOST} is already in use")
+__all__ = ["MODULES", "Component", "Simulated", "check_real_brokers", "free_port", "launch", "log_tail",
+           "run_supervisor", "stop", "stop_process"]
 
 
 def check_real_brokers(settings: Settings, aws: Aws) -> None:
@@ -164,66 +110,6 @@ def check_real_brokers(settings: Settings, aws: Aws) -> None:
         if not key:
             raise ConfigError(f"no API key for the {provider} broker: no secret {secret} in Secrets Manager (deploy "
                               f"the template and put the broker's key in it), or set {env}_API_KEY")
-
-
-def _proxy_component(provider: str, upstream: str, seed: int) -> Component:
-    """The fault proxy in front of ``provider``'s order API at ``upstream``; the workers call it instead."""
-    port, control_port = free_port(), free_port()
-    url, control = f"http://{HOST}:{port}", f"http://{HOST}:{control_port}"
-    return Component(
-        name=f"proxy-{provider}",
-        argv=_python("-m", MODULES["proxy"], "--name", provider, "--upstream", upstream, "--host", HOST,
-                     "--port", str(port), "--control-port", str(control_port), "--seed", str(seed)),
-        health_url=f"{control}/_proxy/health",
-        info={"proxy_for": provider, "url": url, "proxy": control, "upstream": upstream,
-              "ports": [port, control_port], "seed": seed},
-        replan=lambda: _proxy_component(provider, upstream, seed),
-    )
-
-
-def _broker_component(name: str, wire: str, seed: int, order_port: int | None) -> Component:
-    """A simulated broker: its order API on ``order_port`` or a free one, its control API on a free one."""
-    chosen, control_port = order_port or free_port(), free_port()
-    url, control = f"http://{HOST}:{chosen}", f"http://{HOST}:{control_port}"
-    return Component(
-        name=f"broker-{name}",
-        argv=_python("-m", MODULES["broker"], "--name", name, "--wire", wire, "--host", HOST,
-                     "--order-port", str(chosen), "--control-port", str(control_port), "--seed", str(seed)),
-        health_url=f"{control}/_sim/health",
-        info={"provider": name, "wire": wire, "url": url, "control": control, "simulated": True,
-              "ports": [chosen, control_port]},
-        replan=lambda: _broker_component(name, wire, seed, order_port),
-    )
-
-
-def _plan(ports: dict[str, int | None], *, workers: int, simulate: Simulated = Simulated(),
-          fault_proxy: bool = False, real_brokers: dict[str, str] | None = None, gate: bool = False) -> list[Component]:
-    """Every component after the AWS emulator, in start order (no simulator that ``simulate`` leaves out; a fault
-    proxy after each broker, the simulated ones or ``real_brokers``' endpoints, when ``fault_proxy``; the approval
-    gate after the brokers, whose orders it asks about before releasing them, when ``gate``)."""
-    comps: list[Component] = []
-    for name, wire, seed in (("primary", "alpha", 1), ("secondary", "beta", 2)) if simulate.brokers else ():
-        comps.append(broker := _broker_component(name, wire, seed, ports.get(name)))
-        if fault_proxy:
-            comps.append(_proxy_component(name, broker.info["url"], seed))
-    for seed, (name, url) in enumerate(sorted((real_brokers or {}).items()) if fault_proxy else (), start=1):
-        comps.append(_proxy_component(name, url, seed))
-    if gate:
-        # Restarted if it dies, as its ECS service would be: a run stopped meanwhile resumes once it is back.
-        comps.append(_http_component("gate", None, restart=True))
-    # The intake comes back on the same port if it dies: orders it recorded but never enqueued are the
-    # workers' sweeper's to finish, the platform's retries need somewhere to land.
-    comps.append(_http_component("intake", ports.get("intake"), restart=True))
-    if simulate.prices:
-        comps.append(_http_component("prices", None, restart=True))
-    comps.append(_http_component("monitor", None, restart=True))
-    comps.append(Component(name="canary", argv=_python("-m", MODULES["canary"]), health_url=None, restart=True))
-    comps.append(Component(name="audit-anchor", argv=_python("-m", MODULES["audit-anchor"]), health_url=None,
-                           restart=True))
-    for n in range(1, workers + 1):
-        comps.append(Component(name=f"worker-{n}", argv=_python("-m", MODULES["worker"], "--id", f"worker-{n}"),
-                               health_url=None, restart=True, info={"worker_id": f"worker-{n}"}))
-    return comps
 
 
 class Supervisor:
@@ -286,11 +172,11 @@ class Supervisor:
                 port = free_port()
             check_port_free("aws", port)
             endpoint = f"http://{HOST}:{port}"
-            aws_comp = Component(name="aws", argv=_python("-m", MODULES["aws"], "-H", HOST, "-p", str(port)),
+            aws_comp = Component(name="aws", argv=python_command("-m", MODULES["aws"], "-H", HOST, "-p", str(port)),
                                  health_url=f"{endpoint}/moto-api/", info={"url": endpoint})
             if self.enforce:  # IAM access control on once the admin is made (runtime/stack/principals.py)
                 aws_comp.env["INITIAL_NO_AUTH_ACTION_COUNT"] = str(principals.NO_AUTH_REQUESTS)
-            self._start(aws_comp, base_env, timeout=30)
+            self._wait_ready(self._launch(aws_comp, base_env), timeout=30)
             self.settings = self.settings.model_copy(update={"aws_endpoint_url": endpoint})
             base_env.update({"TRADEOPS_AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing",
                              "AWS_SECRET_ACCESS_KEY": "testing"})
@@ -324,42 +210,13 @@ class Supervisor:
         real_brokers = {p: str(self.settings.broker_url(p)) for p in PROVIDERS} if not self.simulate.brokers else {}
         if self.settings.fault_proxy:
             base_env["TRADEOPS_FAULT_PROXY"] = "true"
-        for comp in _plan(self.ports, workers=self.workers, simulate=self.simulate,
-                          fault_proxy=self.settings.fault_proxy, real_brokers=real_brokers, gate=self.enforce):
-            upstream = self.state["brokers"].get(comp.info.get("proxy_for"), {}).get("url")
-            if upstream and comp.info["upstream"] != upstream:
-                # Its broker moved to other ports when it started (_on_free_ports): the proxy follows.
-                comp = _proxy_component(comp.info["proxy_for"], upstream, comp.info["seed"])
-            comp = _on_free_ports(comp)
-            provider = comp.info.get("provider")
-            if provider and keys.get(provider):
-                comp.env["TRADEOPS_SIM_API_KEY"] = keys[provider]
-            if comp.name == "gate":
-                # The gate runs as its own principal; the local stack is a drill environment (docs/drills.md).
-                comp.env.update(principals.signing_env(self._gate_key), TRADEOPS_GATE_DRILL_FLAGS="true")
-            if comp.name.startswith("worker-"):
-                comp.heartbeat = heartbeat_check(Aws(self.settings), names_for(self.settings).heartbeats_table,
-                                                 comp.info["worker_id"], self.settings.heartbeat_seconds)
-            self._start(comp, base_env, timeout=30)
-            if provider:
-                broker = {k: comp.info[k] for k in ("url", "control", "wire", "simulated")}
-                self.state["brokers"][provider] = broker
-                base_env[f"TRADEOPS_{provider.upper()}_URL"] = broker["url"]
-                base_env[f"TRADEOPS_{provider.upper()}_WIRE"] = broker["wire"]
-                base_env[f"TRADEOPS_{provider.upper()}_CONTROL_URL"] = broker["control"]
-            if proxied := comp.info.get("proxy_for"):
-                broker = self.state["brokers"][proxied]
-                broker.update(upstream=broker["url"], url=comp.info["url"], proxy=comp.info["proxy"])
-                base_env[f"TRADEOPS_{proxied.upper()}_URL"] = comp.info["url"]
-                base_env[f"TRADEOPS_{proxied.upper()}_PROXY_URL"] = comp.info["proxy"]
-            if comp.name == "prices":
-                self.state["prices"] = comp.info["url"]
-                base_env["TRADEOPS_PRICES_URL"] = comp.info["url"]
-            if comp.name == "gate":
-                self.state["gate"] = comp.info["url"]
-            if comp.name == "intake":
-                self.state["intake"] = comp.info["url"]
-                base_env["TRADEOPS_INTAKE_URL"] = comp.info["url"]
+        components = plan(self.ports, workers=self.workers, simulate=self.simulate,
+                          fault_proxy=self.settings.fault_proxy, real_brokers=real_brokers, gate=self.enforce)
+        for group in stages(components):  # a stage starts together, once the stages before it answer
+            started = [self._launch(self._prepared(comp, keys), base_env) for comp in group]
+            for comp in started:
+                self._wait_ready(comp, timeout=30)
+                self._took_up(comp, base_env)
         self._save(status="ready", ready_at=iso(), stage="ready")
 
     def _make_principals(self, base_env: dict[str, str], admin: dict[str, str]) -> None:
@@ -390,16 +247,61 @@ class Supervisor:
         return {p: aws.secrets.get_secret_value(SecretId=names.broker_secret(p))["SecretString"]
                 for p in ("primary", "secondary")}
 
-    def _start(self, comp: Component, base_env: dict[str, str], *, timeout: float) -> None:
+    def _prepared(self, comp: Component, keys: dict[str, str]) -> Component:
+        """``comp`` as it starts: following its broker to the ports that broker started on, on free ports, with the
+        broker key, principal or heartbeat check it needs."""
+        upstream = self.state["brokers"].get(comp.info.get("proxy_for"), {}).get("url")
+        if upstream and comp.info["upstream"] != upstream:
+            # Its broker moved to other ports when it started (on_free_ports): the proxy follows.
+            comp = proxy_component(comp.info["proxy_for"], upstream, comp.info["seed"])
+        comp = on_free_ports(comp)
+        provider = comp.info.get("provider")
+        if provider and keys.get(provider):
+            comp.env["TRADEOPS_SIM_API_KEY"] = keys[provider]
+        if comp.name == "gate":
+            # The gate runs as its own principal; the local stack is a drill environment (docs/drills.md).
+            comp.env.update(principals.signing_env(self._gate_key), TRADEOPS_GATE_DRILL_FLAGS="true")
+        if comp.name.startswith("worker-"):
+            comp.heartbeat = heartbeat_check(Aws(self.settings), names_for(self.settings).heartbeats_table,
+                                             comp.info["worker_id"], self.settings.heartbeat_seconds)
+        return comp
+
+    def _launch(self, comp: Component, base_env: dict[str, str]) -> Component:
         self.components.append(comp)
         comp.start(self.log_dir, base_env)
         self.state["components"][comp.name] = {"pid": comp.proc.pid if comp.proc else None,
                                                "health_url": comp.health_url, **comp.info}
         self._save(stage=f"starting {comp.name}")
+        return comp
+
+    def _wait_ready(self, comp: Component, timeout: float) -> None:
         self._wait_healthy(comp, timeout)
         # Recorded as it happens, so `tradeops up` can show its progress component by component.
         self.state["components"][comp.name]["ready_at"] = iso()
         self._save()
+
+    def _took_up(self, comp: Component, base_env: dict[str, str]) -> None:
+        """What the later stages learn of ``comp`` once it answers: where it is, in their environment and the
+        state file."""
+        if provider := comp.info.get("provider"):
+            broker = {k: comp.info[k] for k in ("url", "control", "wire", "simulated")}
+            self.state["brokers"][provider] = broker
+            base_env[f"TRADEOPS_{provider.upper()}_URL"] = broker["url"]
+            base_env[f"TRADEOPS_{provider.upper()}_WIRE"] = broker["wire"]
+            base_env[f"TRADEOPS_{provider.upper()}_CONTROL_URL"] = broker["control"]
+        if proxied := comp.info.get("proxy_for"):
+            broker = self.state["brokers"][proxied]
+            broker.update(upstream=broker["url"], url=comp.info["url"], proxy=comp.info["proxy"])
+            base_env[f"TRADEOPS_{proxied.upper()}_URL"] = comp.info["url"]
+            base_env[f"TRADEOPS_{proxied.upper()}_PROXY_URL"] = comp.info["proxy"]
+        if comp.name == "prices":
+            self.state["prices"] = comp.info["url"]
+            base_env["TRADEOPS_PRICES_URL"] = comp.info["url"]
+        if comp.name == "gate":
+            self.state["gate"] = comp.info["url"]
+        if comp.name == "intake":
+            self.state["intake"] = comp.info["url"]
+            base_env["TRADEOPS_INTAKE_URL"] = comp.info["url"]
 
     def watch(self) -> None:
         """Restart components that ask for it when they die; return when asked to stop."""
@@ -491,7 +393,7 @@ def launch(settings: Settings, *, workers: int, local: bool, ports: dict[str, in
     principals.check_people(settings, local=local, people=people)
     clear_state(settings.state_file)
     settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    argv = _python("-m", MODULES["supervisor"], "--workers", str(workers))
+    argv = python_command("-m", MODULES["supervisor"], "--workers", str(workers))
     if not local:
         argv += ["--aws", *simulate.flags()]
     for name, port in ports.items():
