@@ -10,6 +10,12 @@ first tier that fails, naming it. The tiers that wait more than they compute run
   two stacks run at once: a stack test spends most of its time waiting on its stack.
 - The load tests run alone, after the rest of their tier: their figures are near what two cores serve.
 
+Every process the suite starts (each pytest and its workers, every stack component, every `tradeops` command) imports
+the same modules from this checkout, so the runner lets Python write their compiled bytecode even where the
+environment says not to (``PYTHONDONTWRITEBYTECODE``, set on some CI machines): each module and each test module's
+assertion rewrite is compiled once in the run instead of in every one of the suite's thousands of processes
+(`__pycache__/` is ignored by git).
+
 `--serial` runs every tier in one process (what `python -m pytest -m TIER` does); `--tier` picks tiers; anything
 else is handed to every pytest (`python -m tests.run --tier stack -x`; a tier in which nothing is selected fails,
 as pytest exits 5). docs/testing.md has the figures.
@@ -44,6 +50,11 @@ def phases(tier: str, *, serial: bool) -> list[tuple[str, list[str]]]:
     return [(f"{tier} and not {ALONE}", spread), (f"{tier} and {ALONE}", [])]
 
 
+def environment() -> dict[str, str]:
+    """The environment of the tiers' pytest processes: the caller's, with bytecode written (module docstring)."""
+    return {name: value for name, value in os.environ.items() if name != "PYTHONDONTWRITEBYTECODE"}
+
+
 def pytest_argv(tier: str, *, serial: bool, extra: list[str]) -> list[list[str]]:
     """The pytest command lines that run ``tier``, one after another."""
     return [[sys.executable, "-m", "pytest", "-m", marks, *options, *extra]
@@ -62,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         code = 0
         for command in pytest_argv(tier, serial=args.serial, extra=extra):
             print("+ " + shlex.join(["python", *command[1:]]), flush=True)
-            if (code := subprocess.call(command)) != 0:
+            if (code := subprocess.call(command, env=environment())) != 0:
                 break
         print(f"the {tier} tier took {time.monotonic() - began:.0f} s", flush=True)
         if code != 0:

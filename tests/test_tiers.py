@@ -169,6 +169,19 @@ def test_the_runner_runs_each_tier_in_a_pytest_of_its_own_on_two_workers_unless_
         assert all("-n" not in argv for argv in run.pytest_argv(tier, serial=True, extra=[]))
 
 
+def test_the_runner_lets_its_processes_write_bytecode_and_keeps_the_rest_of_the_environment(monkeypatch, capsys):
+    """Each module is compiled once in a run, not in each of the suite's processes: every tier's pytest runs without
+    PYTHONDONTWRITEBYTECODE, and with everything else the caller set. (The pytests are recorded, not run.)"""
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    monkeypatch.setenv("TRADEOPS_SUITE_MARKER", "kept")
+    started: list[tuple[list[str], dict[str, str]]] = []
+    monkeypatch.setattr(run.subprocess, "call", lambda argv, env: started.append((argv, env)) or 0)
+    assert run.main(["--tier", "unit", "--tier", "drill"]) == 0
+    assert [argv[4] for argv, _ in started] == ["unit", "drill and not alone", "drill and alone"]
+    assert all("PYTHONDONTWRITEBYTECODE" not in env and env["TRADEOPS_SUITE_MARKER"] == "kept" for _, env in started)
+    assert "2 tiers passed" in capsys.readouterr().out
+
+
 def test_the_load_tests_and_only_they_are_marked_to_run_alone(request):
     """A test that requests the load stack runs alone, whatever else it requests, and no other does; in this
     session every collected test (before `-m` chose) that requests it carries the `alone` mark the runner selects

@@ -31,8 +31,10 @@ __all__ = ["BASE_OUTPUTS_FOR_RUNTIME", "BROKER_URL", "broker_parameters", "deplo
            "runtime_template", "stack_outputs", "template_conditions", "template_parameters"]
 
 
-class _CfnLoader(yaml.SafeLoader):
-    """YAML loader that keeps CloudFormation's short-form tags as {"Fn::X": value}."""
+class _CfnLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """YAML loader that keeps CloudFormation's short-form tags as {"Fn::X": value}. It parses with libyaml when PyYAML
+    has it (the runtime template takes a quarter of a second through the pure-Python parser, and every `up` and
+    deploy reads it); the constructors, and so the result, are the same either way."""
 
 
 def _construct_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
