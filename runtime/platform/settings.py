@@ -7,8 +7,8 @@ resolution apply.
 
 The two sources are read here rather than through pydantic-settings: every field is one scalar, so a source is a
 mapping of field name to text that pydantic then validates exactly as it validates keyword arguments, and
-pydantic-settings' import (asyncio, its CLI and cloud secret sources) cost about 90 ms of every command's start,
-half of what `tradeops status` took with no stack up (bench/README.md, "CLI start-up").
+pydantic-settings' import (asyncio, its CLI and cloud secret sources) cost about 40 ms of every command's start,
+a sixth of `tradeops status` with no stack up (bench/README.md, "CLI start-up").
 """
 
 from __future__ import annotations
