@@ -40,6 +40,23 @@ def _resources(path: Path) -> dict:
 # ---- the templates as files -------------------------------------------------------------------
 
 @pytest.mark.parametrize("path", [BASE, RUNTIME], ids=["base", "runtime"])
+def test_the_template_reads_the_same_through_libyaml_as_through_pure_python(path):
+    """The loader parses with libyaml where PyYAML has it; its short-form tags and every value come out as the
+    pure-Python parser gives them."""
+    import yaml
+
+    from tradeops.runtime.stack import deploy
+
+    class PurePython(yaml.SafeLoader):
+        pass
+
+    PurePython.add_multi_constructor("!", deploy._construct_tag)
+    text = path.read_text(encoding="utf-8")
+    assert load_template(path)[1] == yaml.load(text, Loader=PurePython)
+    assert issubclass(deploy._CfnLoader, getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+
+
+@pytest.mark.parametrize("path", [BASE, RUNTIME], ids=["base", "runtime"])
 def test_cfn_lint_is_clean_informational_checks_included(path):
     """cfn-lint finds nothing in the template, informational checks (I3011 on stateful resources) included."""
     from cfnlint.api import ManualArgs, lint_file  # a second to import (sympy): paid by this test, not collection
