@@ -152,20 +152,6 @@ def test_a_primary_back_from_the_blackhole_gets_orders_within_10_s_through_probe
     flow.reconcile(flow.wait_final(list(poster.placed), timeout=60))
 
 
-def test_added_latency_below_the_threshold_is_never_suspect(flow):
-    """A primary answering 50 ms late is never marked suspect, and its orders keep going to it."""
-    flow.flag("mode", "auto")
-    flow.flag("trickle", "0")
-    flow.fault("primary", "latency", ms=50)
-    started = time.time()
-    with Poster(flow, flow.unique("latency"), rate=10) as poster:
-        time.sleep(5.0)
-    orders = flow.wait_final(list(poster.placed), timeout=60)
-    assert not [e for e in routing_events(flow, started, "broker_suspect") if e["provider"] == "primary"]
-    assert {o["provider"] for o in orders.values()} == {"primary"}
-    flow.reconcile(orders)
-
-
 def test_manual_mode_keeps_orders_in_the_queue_while_the_active_broker_is_suspect(flow):
     """Manual mode, the active primary blackholed: after the first few, orders wait in the queue (ACCEPTED,
     not in doubt) rather than go into the silence or to the other broker, and one page says so with the
@@ -198,3 +184,20 @@ def test_manual_mode_keeps_orders_in_the_queue_while_the_active_broker_is_suspec
     final = flow.wait_final(ids, timeout=60)
     flow.reconcile(final)
     assert {o["provider"] for o in final.values()} == {"primary"}
+
+
+# Last in the module, on purpose: its 50 ms answers stay in the workers' recent p99 (the last 200 answered calls), and
+# the threshold after it is 4 x that p99, about 230 ms instead of the 150 ms floor. A blackhole test after it strands
+# orders for longer than the bounds above assume (the manual-mode test stranded 5 in CI, 2026-12-06).
+def test_added_latency_below_the_threshold_is_never_suspect(flow):
+    """A primary answering 50 ms late is never marked suspect, and its orders keep going to it."""
+    flow.flag("mode", "auto")
+    flow.flag("trickle", "0")
+    flow.fault("primary", "latency", ms=50)
+    started = time.time()
+    with Poster(flow, flow.unique("latency"), rate=10) as poster:
+        time.sleep(5.0)
+    orders = flow.wait_final(list(poster.placed), timeout=60)
+    assert not [e for e in routing_events(flow, started, "broker_suspect") if e["provider"] == "primary"]
+    assert {o["provider"] for o in orders.values()} == {"primary"}
+    flow.reconcile(orders)
